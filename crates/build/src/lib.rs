@@ -1,0 +1,2 @@
+//! kiln-build: build context loading, .dockerignore, cache keys, snapshots, the
+//! scheduler and executor, and progress events. Renders nothing to a terminal.

@@ -1,0 +1,10 @@
+//! kiln-dockerfile: the Dockerfile frontend. It owns the lexer/parser (a
+//! BuildKit-compatible AST with line info), shell-word expansion, typed
+//! instructions with checked flags, the stage graph and lint rules. It knows
+//! nothing about files, processes or images: input is text, output is a plan.
+
+pub mod ast;
+pub mod error;
+
+pub use ast::{Directive, Dockerfile, Heredoc, Node};
+pub use error::{DockerfileError, Source};

@@ -1,0 +1,3 @@
+//! kiln-oci: the content-addressed store, image/manifest/config types, the layer
+//! codec (tar, whiteouts, gzip/zstd), OCI layout and docker-archive formats, and
+//! the registry client. Knows nothing about Dockerfiles.
