@@ -3,5 +3,12 @@
 //! the registry client. Knows nothing about Dockerfiles.
 
 pub mod digest;
+pub mod image;
+pub mod json;
+pub mod reference;
+pub mod store;
 
 pub use digest::{Digest, Hasher};
+pub use image::{Image, ImageConfig, ManifestFormat};
+pub use reference::ImageName;
+pub use store::{BlobRef, BlobWriter, Store, StoreError};
