@@ -36,6 +36,131 @@ pub enum Command {
     /// Developer tools: inspect what kiln's frontend makes of a Dockerfile
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// List stored images
+    Images(ImagesFlags),
+    /// Show the details of stored images as JSON
+    Inspect(InspectFlags),
+    /// Show the history (one line per build step) of an image
+    History(HistoryFlags),
+    /// Give an image another name
+    Tag(TagFlags),
+    /// Remove image names (space is reclaimed by `kiln prune`)
+    Rmi(RmiFlags),
+    /// Write images to a tar archive (docker-archive, or OCI with --format oci)
+    Save(SaveFlags),
+    /// Load images from a docker-archive or OCI archive tar
+    Load(LoadFlags),
+    /// Remove stored blobs no image uses, and leftovers of interrupted writes
+    Prune(PruneFlags),
+}
+
+/// `--format` for listing commands: a table for people or JSON for programs.
+#[derive(Debug, Args)]
+pub struct ListFormatFlag {
+    /// Output format: "table" or "json" (one JSON object per line)
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+}
+
+/// `--no-trunc` for listing commands.
+#[derive(Debug, Args)]
+pub struct NoTruncFlag {
+    /// Do not shorten ids and commands in the output
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// `-q/--quiet` for listing commands.
+#[derive(Debug, Args)]
+pub struct QuietFlag {
+    /// Only print image ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesFlags {
+    #[command(flatten)]
+    pub format: ListFormatFlag,
+    #[command(flatten)]
+    pub no_trunc: NoTruncFlag,
+    #[command(flatten)]
+    pub quiet: QuietFlag,
+    /// Show only images of this repository (and tag, "name:tag")
+    #[arg(value_name = "REPOSITORY[:TAG]")]
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectFlags {
+    /// Output format; only "json" (docker's default) is supported
+    #[arg(long, default_value = "json", value_parser = ["json"])]
+    pub format: String,
+    /// Images, by name or id
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryFlags {
+    #[command(flatten)]
+    pub format: ListFormatFlag,
+    #[command(flatten)]
+    pub no_trunc: NoTruncFlag,
+    #[command(flatten)]
+    pub quiet: QuietFlag,
+    /// The image, by name or id
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TagFlags {
+    /// The existing image, by name or id
+    #[arg(value_name = "SOURCE_IMAGE")]
+    pub source: String,
+    /// The new name ("name[:tag]")
+    #[arg(value_name = "TARGET_IMAGE[:TAG]")]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiFlags {
+    /// Remove every name of an image given by id, even when it has several
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Images, by name or id
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveFlags {
+    /// Write to this file instead of standard output
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Archive format: "docker" (docker load) or "oci" (OCI image layout tar)
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    pub format: String,
+    /// Images, by name or id
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadFlags {
+    /// Read from this file instead of standard input
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Print nothing on success
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneFlags {
+    #[command(flatten)]
+    pub format: ListFormatFlag,
 }
 
 #[derive(Debug, Subcommand)]

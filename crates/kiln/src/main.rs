@@ -3,6 +3,8 @@
 
 mod cmd;
 mod flags;
+mod local_images;
+mod render;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -2,6 +2,14 @@
 
 mod build;
 mod debug;
+mod history;
+mod images;
+mod inspect;
+mod load;
+mod prune;
+mod rmi;
+mod save;
+mod tag;
 
 use crate::flags::{Cli, Command, DebugCommand};
 use std::process::ExitCode;
@@ -10,5 +18,13 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Build(flags) => build::run(&cli.global, flags),
         Command::Debug(DebugCommand::Parse(flags)) => debug::parse(flags),
+        Command::Images(flags) => images::run(&cli.global, flags),
+        Command::Inspect(flags) => inspect::run(&cli.global, flags),
+        Command::History(flags) => history::run(&cli.global, flags),
+        Command::Tag(flags) => tag::run(&cli.global, flags),
+        Command::Rmi(flags) => rmi::run(&cli.global, flags),
+        Command::Save(flags) => save::run(&cli.global, flags),
+        Command::Load(flags) => load::run(&cli.global, flags),
+        Command::Prune(flags) => prune::run(&cli.global, flags),
     }
 }

@@ -1,0 +1,100 @@
+//! Opening the store and finding images in it the way docker's CLI does: by name
+//! (`name` means `name:latest`), else by (a prefix of) the image id.
+
+use crate::flags::GlobalFlags;
+use kiln_oci::image::load_image;
+use kiln_oci::store::StoredImage;
+use kiln_oci::{Digest, Image, ImageName, Store};
+use miette::{miette, Result};
+
+pub fn open_store(global: &GlobalFlags) -> Result<Store> {
+    let root = global
+        .root
+        .clone()
+        .unwrap_or_else(kiln_oci::store::default_root);
+    Store::open(&root)
+        .map_err(|e| miette!("cannot open the image store at {}: {e}", root.display()))
+}
+
+/// A stored image with its index entry.
+pub struct Found {
+    pub entry: StoredImage,
+    pub image: Image,
+}
+
+/// Every index entry with its image, in index order.
+pub fn all_images(store: &Store) -> Result<Vec<Found>> {
+    let mut out = Vec::new();
+    for entry in store.images().map_err(|e| miette!("{e}"))? {
+        let image = load_image(store, &entry.target).map_err(|e| {
+            let name = entry
+                .name
+                .as_ref()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| entry.target.digest.to_string());
+            miette!("image {name}: {e}")
+        })?;
+        out.push(Found { entry, image });
+    }
+    Ok(out)
+}
+
+/// What the user meant by `arg`.
+pub enum Target {
+    /// A name that exists.
+    Name(ImageName, Box<Found>),
+    /// An image id (or prefix), with every entry of that image.
+    Id(Digest, Vec<Found>),
+}
+
+impl Target {
+    pub fn image(&self) -> &Image {
+        match self {
+            Target::Name(_, f) => &f.image,
+            Target::Id(_, fs) => &fs[0].image,
+        }
+    }
+}
+
+fn hex_prefix(arg: &str) -> Option<&str> {
+    let h = arg.strip_prefix("sha256:").unwrap_or(arg);
+    (!h.is_empty() && h.len() <= 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(h)
+}
+
+pub fn find(store: &Store, arg: &str) -> Result<Target> {
+    let all = all_images(store)?;
+    let name: Option<ImageName> = arg.parse().ok();
+    if let Some(name) = &name {
+        if let Some(pos) = all.iter().position(|f| f.entry.name.as_ref() == Some(name)) {
+            let found = all.into_iter().nth(pos).expect("position is in range");
+            return Ok(Target::Name(name.clone(), Box::new(found)));
+        }
+    }
+    if let Some(prefix) = hex_prefix(arg) {
+        let mut ids: Vec<Digest> = all
+            .iter()
+            .map(|f| f.image.id())
+            .filter(|id| id.hex().starts_with(prefix))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        match ids.len() {
+            0 => {}
+            1 => {
+                let id = ids[0];
+                let entries = all.into_iter().filter(|f| f.image.id() == id).collect();
+                return Ok(Target::Id(id, entries));
+            }
+            _ => {
+                return Err(miette!(
+                    "image id prefix {arg:?} matches more than one image; give more digits"
+                ))
+            }
+        }
+    }
+    match (name, arg.parse::<ImageName>()) {
+        (_, Err(e)) if hex_prefix(arg).is_none() => Err(miette!("{e}")),
+        _ => Err(miette!("no such image: {arg}")),
+    }
+}

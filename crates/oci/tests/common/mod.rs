@@ -1,0 +1,183 @@
+//! Test fixtures: a small busybox root filesystem, made into an image in a store.
+#![allow(dead_code)]
+
+use kiln_oci::image::{format_rfc3339, media_type, write_image, ContainerConfig, History};
+use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A rootfs with /bin/busybox (from busybox-static), symlinks, odd modes and owners.
+pub fn busybox_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "usr/share/doc", "var/empty", "home/user"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
+    fs::set_permissions(dir.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
+    for applet in ["sh", "ls", "cat"] {
+        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+    }
+    fs::write(dir.join("etc/hello.txt"), "hello from kiln\n").unwrap();
+    fs::write(dir.join("etc/secret"), "secret\n").unwrap();
+    fs::set_permissions(dir.join("etc/secret"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(dir.join("usr/share/doc/README"), "x".repeat(70_000)).unwrap();
+    fs::set_permissions(dir.join("var/empty"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(dir.join("home/user/.profile"), "export PS1='$ '\n").unwrap();
+    std::os::unix::fs::chown(dir.join("home/user"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(dir.join("home/user/.profile"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::symlink("/etc/hello.txt", dir.join("home/user/hello")).unwrap();
+}
+
+/// Test-only layer writer: a tar (sorted entries, mtime 0) of `dir`, gzip-compressed.
+/// Returns (compressed bytes, diff_id).
+pub fn make_layer(dir: &Path) -> (Vec<u8>, Digest) {
+    fn walk(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
+        let mut names: Vec<_> = fs::read_dir(base.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let p = rel.join(n);
+            out.push(p.clone());
+            if fs::symlink_metadata(base.join(&p)).unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(dir, Path::new(""), &mut paths);
+    let mut b = tar::Builder::new(Vec::new());
+    for p in paths {
+        let full = dir.join(&p);
+        let m = fs::symlink_metadata(&full).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(m.mode() & 0o7777);
+        h.set_uid(m.uid() as u64);
+        h.set_gid(m.gid() as u64);
+        h.set_mtime(0);
+        if m.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, format!("{}/", p.display()), std::io::empty())
+                .unwrap();
+        } else if m.file_type().is_symlink() {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, &p, fs::read_link(&full).unwrap())
+                .unwrap();
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(m.len());
+            b.append_data(&mut h, &p, fs::File::open(&full).unwrap())
+                .unwrap();
+        }
+    }
+    let tar_bytes = b.into_inner().unwrap();
+    let diff_id = Digest::of(&tar_bytes);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&tar_bytes).unwrap();
+    (gz.finish().unwrap(), diff_id)
+}
+
+/// Store an image made of one layer of `rootfs`; returns the manifest descriptor.
+pub fn build_image(store: &Store, rootfs: &Path, format: ManifestFormat) -> BlobRef {
+    let (layer, diff_id) = make_layer(rootfs);
+    let digest = store.put_blob(&layer).unwrap();
+    let mut config = ImageConfig::new("linux", "amd64");
+    config.created = Some(format_rfc3339(1_700_000_000));
+    let mut cc = ContainerConfig {
+        env: vec!["PATH=/bin".into()],
+        cmd: Some(vec!["/bin/sh".into()]),
+        working_dir: Some("/home/user".into()),
+        user: Some("1000:1000".into()),
+        ..ContainerConfig::default()
+    };
+    cc.labels = BTreeMap::from([("org.example.test".to_string(), "yes".to_string())]);
+    config.config = Some(cc);
+    config.rootfs.diff_ids.push(diff_id);
+    config.history.push(History {
+        created: config.created.clone(),
+        created_by: Some("COPY rootfs /".into()),
+        ..History::default()
+    });
+    config.history.push(History {
+        created: config.created.clone(),
+        created_by: Some("CMD [\"/bin/sh\"]".into()),
+        empty_layer: true,
+        ..History::default()
+    });
+    let layer_ref = BlobRef {
+        media_type: media_type::OCI_LAYER_GZIP.into(),
+        digest,
+        size: layer.len() as u64,
+        annotations: BTreeMap::new(),
+    };
+    write_image(store, &config, &[layer_ref], format).unwrap()
+}
+
+/// Run a command; panic with its output if it fails. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One line per path: type, mode, uid, gid, size, sha256 (files) or target (symlinks).
+pub fn tree_listing(root: &Path) -> Vec<String> {
+    fn walk(base: &Path, rel: &Path, out: &mut Vec<String>) {
+        let mut names: Vec<_> = fs::read_dir(base.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        for n in names {
+            let p = rel.join(&n);
+            let full = base.join(&p);
+            let m = fs::symlink_metadata(&full).unwrap();
+            let ft = m.file_type();
+            let (kind, size, detail) = if ft.is_dir() {
+                ("dir", 0, String::new())
+            } else if ft.is_symlink() {
+                (
+                    "symlink",
+                    0,
+                    fs::read_link(&full).unwrap().display().to_string(),
+                )
+            } else if ft.is_file() {
+                let mut data = Vec::new();
+                fs::File::open(&full)
+                    .unwrap()
+                    .read_to_end(&mut data)
+                    .unwrap();
+                ("file", m.len(), Digest::of(&data).to_string())
+            } else {
+                ("other", 0, String::new())
+            };
+            out.push(format!(
+                "{} {kind} {:o} {}:{} {size} {detail}",
+                p.display(),
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ));
+            if ft.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, Path::new(""), &mut out);
+    out
+}
