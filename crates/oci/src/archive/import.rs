@@ -74,7 +74,9 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
     let mut files: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
     // Archive path → the path a (sym or hard) link points at.
     let mut links: BTreeMap<String, String> = BTreeMap::new();
-    let bad = |e: io::Error| ArchiveError::Format(format!("reading the archive: {e}"));
+    let bad = |e: io::Error| {
+        ArchiveError::Format(format!("reading the archive (is it a tar file?): {e}"))
+    };
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
