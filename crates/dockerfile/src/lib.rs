@@ -5,6 +5,7 @@
 
 pub mod ast;
 pub mod error;
+pub mod instructions;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Node};
 pub use error::{DockerfileError, Source};
