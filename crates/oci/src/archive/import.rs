@@ -384,3 +384,140 @@ fn copy_from_layout(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::ImageConfig;
+
+    fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    fn symlink(b: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, path, target).unwrap();
+    }
+
+    fn layer_tar(name: &str) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, name, name.as_bytes());
+        b.into_inner().unwrap()
+    }
+
+    /// A docker ≤ 24 `docker save` archive: `<id>/layer.tar` directories, the config
+    /// as `<hex>.json`, a duplicated layer stored as a symlink, `repositories`.
+    #[test]
+    fn loads_a_legacy_docker_save_archive() {
+        let l1 = layer_tar("a");
+        let l2 = layer_tar("b");
+        let mut config = ImageConfig::new("linux", "amd64");
+        config.rootfs.diff_ids = vec![Digest::of(&l1), Digest::of(&l2), Digest::of(&l1)];
+        let config_bytes = config.to_bytes();
+        let cfg_name = format!("{}.json", Digest::of(&config_bytes).hex());
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, "111/VERSION", b"1.0");
+        entry(&mut b, "111/json", b"{}");
+        entry(&mut b, "111/layer.tar", &l1);
+        entry(&mut b, "222/layer.tar", &l2);
+        symlink(&mut b, "333/layer.tar", "../111/layer.tar");
+        entry(&mut b, &cfg_name, &config_bytes);
+        let manifest = format!(
+            r#"[{{"Config":"{cfg_name}","RepoTags":["docker.io/library/legacy:7"],"Layers":["111/layer.tar","222/layer.tar","333/layer.tar"]}}]"#
+        );
+        entry(&mut b, "manifest.json", manifest.as_bytes());
+        entry(&mut b, "repositories", br#"{"legacy":{"7":"333"}}"#);
+        let archive = b.into_inner().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let loaded = load_archive(&store, &archive[..]).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].name.as_ref().unwrap().to_string(), "legacy:7");
+        assert_eq!(loaded[0].target.media_type, media_type::DOCKER_MANIFEST);
+        let img = load_image(&store, &loaded[0].target).unwrap();
+        assert_eq!(img.id(), Digest::of(&config_bytes));
+        let digests: Vec<Digest> = img.layers.iter().map(|l| l.digest).collect();
+        assert_eq!(digests, config.rootfs.diff_ids);
+        assert!(img
+            .layers
+            .iter()
+            .all(|l| l.media_type == media_type::DOCKER_LAYER));
+        // Loading the same archive again gives the same manifest.
+        let again = load_archive(&store, &archive[..]).unwrap();
+        assert_eq!(again[0].target, loaded[0].target);
+    }
+
+    #[test]
+    fn refuses_bad_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+
+        // A blob whose content does not match its name.
+        let mut b = tar::Builder::new(Vec::new());
+        entry(
+            &mut b,
+            &format!("blobs/sha256/{}", Digest::of(b"x").hex()),
+            b"y",
+        );
+        let err = load_archive(&store, &b.into_inner().unwrap()[..]).unwrap_err();
+        assert!(
+            err.to_string().contains("does not match its digest"),
+            "{err}"
+        );
+
+        // A path climbing out of the archive.
+        let mut data = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(1);
+        h.set_mode(0o644);
+        // `append_data` refuses "..", so write the name into the header directly.
+        h.as_gnu_mut().unwrap().name[..9].copy_from_slice(b"../escape");
+        h.set_cksum();
+        data.append(&h, &b"z"[..]).unwrap();
+        let err = load_archive(&store, &data.into_inner().unwrap()[..]).unwrap_err();
+        assert!(err.to_string().contains("outside the archive"), "{err}");
+
+        // Neither index.json nor manifest.json.
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, "hello.txt", b"hi");
+        let err = load_archive(&store, &b.into_inner().unwrap()[..]).unwrap_err();
+        assert!(err.to_string().contains("not an image archive"), "{err}");
+
+        // A manifest.json naming a file the archive lacks.
+        let mut b = tar::Builder::new(Vec::new());
+        entry(
+            &mut b,
+            "manifest.json",
+            br#"[{"Config":"c.json","RepoTags":null,"Layers":[]}]"#,
+        );
+        let err = load_archive(&store, &b.into_inner().unwrap()[..]).unwrap_err();
+        assert!(err.to_string().contains("does not contain"), "{err}");
+
+        // An index whose image is incomplete.
+        let mut b = tar::Builder::new(Vec::new());
+        let idx = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{}","size":3}}]}}"#,
+            media_type::OCI_MANIFEST,
+            Digest::of(b"abc")
+        );
+        entry(&mut b, "index.json", idx.as_bytes());
+        let err = load_archive(&store, &b.into_inner().unwrap()[..]).unwrap_err();
+        assert!(err.to_string().contains("incomplete"), "{err}");
+        // Nothing was named.
+        assert!(store.images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn clean_path_normalises_and_refuses_escapes() {
+        assert_eq!(clean_path("./a/b/../c").as_deref(), Some("a/c"));
+        assert_eq!(clean_path("/abs//x").as_deref(), Some("abs/x"));
+        assert_eq!(clean_path("a/../../b"), None);
+    }
+}
