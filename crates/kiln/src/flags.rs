@@ -36,7 +36,7 @@ pub enum Command {
     /// Developer tools: inspect what kiln's frontend makes of a Dockerfile
     #[command(subcommand)]
     Debug(DebugCommand),
-    /// List stored images
+    /// List stored images (SIZE: bytes of the image's config and layer blobs in the store)
     Images(ImagesFlags),
     /// Show the details of stored images as JSON
     Inspect(InspectFlags),

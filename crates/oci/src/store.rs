@@ -599,7 +599,9 @@ impl Store {
 
     /// Remove every blob not reachable from a stored image, and every temp file left
     /// by a writer that died. Takes the store's exclusive lock for the duration (so it
-    /// waits for other kiln processes using this store), then returns to shared.
+    /// waits for other kiln processes using this store, and for other `Store` handles
+    /// of this process: call it only from a process holding just this one), then
+    /// returns to shared.
     pub fn gc(&mut self) -> Result<GcReport> {
         let lock_path = self.root.join("lock");
         flock(&self.lock, FlockOperation::LockExclusive, &lock_path)?;
