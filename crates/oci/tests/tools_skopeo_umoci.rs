@@ -217,3 +217,14 @@ fn same_input_gives_byte_identical_images_and_archives() {
     }
     assert!(archives[0] == archives[1], "docker archives differ");
 }
+
+#[test]
+fn the_store_root_is_an_oci_layout_skopeo_reads() {
+    let f = fixture(ManifestFormat::Oci);
+    let out = run(Command::new("skopeo").args([
+        "inspect",
+        &format!("oci:{}:kiln-test/busybox:1", f.store.root().display()),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Digest"], f.image.target.digest.to_string());
+}
