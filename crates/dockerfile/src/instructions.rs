@@ -491,6 +491,98 @@ impl Instruction {
     }
 }
 
+/// Variable substitution with a stage's current ARG/ENV values; the executor
+/// implements it with the shell lexer (`crate::shell`).
+pub trait Expand {
+    /// One word, quotes and escapes processed (BuildKit's `ProcessWord`).
+    fn word(&mut self, word: &str) -> Result<String, String>;
+    /// A word that may split into several (BuildKit's `ProcessWords`, for EXPOSE).
+    fn words(&mut self, word: &str) -> Result<Vec<String>, String>;
+    /// Heredoc content: variables substituted, quotes and escapes left alone.
+    fn raw(&mut self, text: &str) -> Result<String, String>;
+}
+
+impl Instruction {
+    /// This instruction with its words expanded the way BuildKit expands
+    /// them when dispatching (`Expand`/`ExpandRaw` of each command):
+    ///
+    /// | instruction | expanded |
+    /// |---|---|
+    /// | ENV, LABEL | keys and values |
+    /// | COPY | sources, dest, `--chown`, `--chmod`; expandable heredoc contents |
+    /// | ADD | as COPY, plus `--checksum` |
+    /// | WORKDIR, USER, STOPSIGNAL, VOLUME | their argument(s) |
+    /// | EXPOSE | each port (may split into several) |
+    ///
+    /// Everything else is returned unchanged: RUN/CMD/ENTRYPOINT commands are
+    /// left to the shell, RUN mounts are expanded by [`MountSpec::resolve`],
+    /// and ARG values come from `Plan::arg_value`. An expanded `--chmod` is
+    /// checked here.
+    pub fn expanded(&self, ex: &mut dyn Expand) -> Result<Instruction, InstrError> {
+        let mut w = |s: &str| ex.word(s).map_err(InstrError::new);
+        let mut out = self.clone();
+        match &mut out {
+            Instruction::Env(e) => {
+                for kv in &mut e.vars {
+                    kv.key = w(&kv.key)?;
+                    kv.value = w(&kv.value)?;
+                }
+            }
+            Instruction::Label(l) => {
+                for kv in &mut l.labels {
+                    kv.key = w(&kv.key)?;
+                    kv.value = w(&kv.value)?;
+                }
+            }
+            Instruction::Workdir(i) => i.path = w(&i.path)?,
+            Instruction::User(i) => i.user = w(&i.user)?,
+            Instruction::StopSignal(i) => i.signal = w(&i.signal)?,
+            Instruction::Volume(i) => {
+                for p in &mut i.paths {
+                    *p = w(p)?;
+                }
+            }
+            Instruction::Copy(c) => {
+                c.chown = c.chown.as_deref().map(&mut w).transpose()?;
+                c.chmod = c.chmod.as_deref().map(&mut w).transpose()?;
+                for p in &mut c.sources {
+                    *p = w(p)?;
+                }
+                c.dest = w(&c.dest)?;
+            }
+            Instruction::Add(a) => {
+                a.chown = a.chown.as_deref().map(&mut w).transpose()?;
+                a.chmod = a.chmod.as_deref().map(&mut w).transpose()?;
+                a.checksum = a.checksum.as_deref().map(&mut w).transpose()?;
+                for p in &mut a.sources {
+                    *p = w(p)?;
+                }
+                a.dest = w(&a.dest)?;
+            }
+            Instruction::Expose(e) => {
+                let mut ports = Vec::with_capacity(e.ports.len());
+                for p in &e.ports {
+                    ports.extend(ex.words(p).map_err(InstrError::new)?);
+                }
+                e.ports = ports;
+            }
+            _ => {}
+        }
+        let (inline, chmod) = match &mut out {
+            Instruction::Copy(c) => (&mut c.inline, c.chmod.as_deref()),
+            Instruction::Add(a) => (&mut a.inline, a.chmod.as_deref()),
+            _ => return Ok(out),
+        };
+        if let Some(m) = chmod {
+            Chmod::parse(m).map_err(InstrError::new)?;
+        }
+        for f in inline.iter_mut().filter(|f| f.expand) {
+            f.content = ex.raw(&f.content).map_err(InstrError::new)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Converts every node of `df` (in order) into a typed instruction; stops at the first error.
 pub fn parse_instructions(
     df: &Dockerfile,

@@ -658,3 +658,106 @@ fn whole_dockerfile() {
     assert_eq!(ins[1].keyword(), "RUN");
     assert_eq!(ins[1].origin().code, "RUN true");
 }
+
+/// Replaces `$NAME` from a fixed table (a stand-in for the stage environment).
+struct Table(Vec<(&'static str, &'static str)>);
+
+impl Table {
+    fn sub(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (k, v) in &self.0 {
+            out = out.replace(&format!("${k}"), v);
+        }
+        out
+    }
+}
+
+impl Expand for Table {
+    fn word(&mut self, word: &str) -> Result<String, String> {
+        if word.contains("$BAD") {
+            return Err("bad substitution".into());
+        }
+        Ok(self.sub(word))
+    }
+    fn words(&mut self, word: &str) -> Result<Vec<String>, String> {
+        Ok(self
+            .sub(word)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect())
+    }
+    fn raw(&mut self, text: &str) -> Result<String, String> {
+        Ok(format!("raw:{}", self.sub(text)))
+    }
+}
+
+#[test]
+fn expansion_per_instruction() {
+    let mut t = Table(vec![
+        ("DIR", "/srv"),
+        ("U", "app"),
+        ("P", "80 443"),
+        ("M", "0640"),
+        ("WRONGMODE", "99"),
+    ]);
+    let ex = |n: &Node, t: &mut Table| parse(n).expanded(t);
+
+    let Instruction::Workdir(w) = ex(&node("workdir", &[], &["$DIR/x"]), &mut t).unwrap() else {
+        panic!()
+    };
+    assert_eq!(w.path, "/srv/x");
+    let Instruction::User(u) = ex(&node("user", &[], &["$U"]), &mut t).unwrap() else {
+        panic!()
+    };
+    assert_eq!(u.user, "app");
+    let Instruction::Env(e) = ex(&node("env", &[], &["HOME", "$DIR", "="]), &mut t).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.vars[0].value, "/srv");
+    let Instruction::Expose(e) = ex(&node("expose", &[], &["$P"]), &mut t).unwrap() else {
+        panic!()
+    };
+    assert_eq!(e.ports, vec!["80", "443"]);
+
+    let mut n = node(
+        "copy",
+        &["--chown=$U", "--chmod=$M", "--from=builder"],
+        &["<<EOF", "$DIR/a", "$DIR/"],
+    );
+    n.heredocs = vec![Heredoc {
+        name: "EOF".into(),
+        file_descriptor: 0,
+        expand: true,
+        chomp: false,
+        content: "at $DIR\n".into(),
+    }];
+    let Instruction::Copy(c) = ex(&n, &mut t).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.sources, vec!["/srv/a"]);
+    assert_eq!(c.dest, "/srv/");
+    assert_eq!(c.chown.as_deref(), Some("app"));
+    assert_eq!(c.chmod.as_deref(), Some("0640"));
+    assert_eq!(c.from.as_deref(), Some("builder"));
+    assert_eq!(c.inline[0].content, "raw:at /srv\n");
+
+    // RUN commands are left to the shell; ARG is resolved by the plan.
+    let run = parse(&node("run", &[], &["echo $DIR"]));
+    assert_eq!(run.expanded(&mut t).unwrap(), run);
+    let arg = parse(&node("arg", &[], &["X=$DIR"]));
+    assert_eq!(arg.expanded(&mut t).unwrap(), arg);
+
+    // Errors: from the expansion, and a --chmod whose value is bad.
+    assert_eq!(
+        ex(&node("workdir", &[], &["$BAD"]), &mut t)
+            .unwrap_err()
+            .message,
+        "bad substitution"
+    );
+    assert_eq!(
+        ex(&node("add", &["--chmod=$WRONGMODE"], &["a", "b"]), &mut t)
+            .unwrap_err()
+            .message,
+        "invalid chmod parameter: '99'. it should be octal string and between 0 and 07777"
+    );
+}
