@@ -10,6 +10,7 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    kiln_sandbox::helper_main_if_requested();
     let cli = flags::Cli::parse();
     init_logging(cli.global.log_level.as_deref());
     match cmd::run(cli) {

@@ -1,0 +1,651 @@
+//! The step process's side: runs in the child the helper forked (PID 1 of the
+//! new PID namespace), builds the container's view and execs the command.
+
+use crate::helper::{ctx, Staged, R};
+use crate::idmap::IdMap;
+use crate::spec::{MountSpec, NetworkMode, RunSpec, DEFAULT_PATH};
+use crate::user::resolve_user;
+use rustix::fd::{AsRawFd, OwnedFd};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use std::ffi::CString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Docker's default capabilities (moby `oci/caps/defaults.go`, containerd's
+/// default spec): everything else is dropped.
+pub const DEFAULT_CAPABILITIES: &[(u32, &str)] = &[
+    (0, "CAP_CHOWN"),
+    (1, "CAP_DAC_OVERRIDE"),
+    (3, "CAP_FOWNER"),
+    (4, "CAP_FSETID"),
+    (5, "CAP_KILL"),
+    (6, "CAP_SETGID"),
+    (7, "CAP_SETUID"),
+    (8, "CAP_SETPCAP"),
+    (10, "CAP_NET_BIND_SERVICE"),
+    (13, "CAP_NET_RAW"),
+    (18, "CAP_SYS_CHROOT"),
+    (27, "CAP_MKNOD"),
+    (29, "CAP_AUDIT_WRITE"),
+    (31, "CAP_SETFCAP"),
+];
+
+/// The default set as a bit mask (`0xa80425fb`, as in `/proc/self/status`).
+pub fn default_capability_mask() -> u64 {
+    DEFAULT_CAPABILITIES
+        .iter()
+        .fold(0, |m, (bit, _)| m | (1u64 << bit))
+}
+
+/// Paths hidden from the step (Docker/containerd defaults): directories get an
+/// empty read-only tmpfs, files `/dev/null`.
+pub const MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Paths the step sees read-only.
+pub const READONLY_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Every mount point the step needs in the rootfs, with whether it is a
+/// directory; missing ones are created (and removed afterwards) by the helper.
+pub(crate) fn mount_points(spec: &RunSpec) -> Vec<(String, bool)> {
+    let mut points: Vec<(String, bool)> = ["/proc", "/dev", "/sys"]
+        .iter()
+        .map(|p| (p.to_string(), true))
+        .collect();
+    if spec.hosts.is_some() {
+        points.push(("/etc/hosts".into(), false));
+    }
+    if spec.resolv_conf.is_some() {
+        points.push(("/etc/resolv.conf".into(), false));
+    }
+    for m in &spec.mounts {
+        let is_dir = match m {
+            MountSpec::Bind { source, .. } => source.is_dir(),
+            MountSpec::Tmpfs { .. } => true,
+            MountSpec::Secret { .. } => false,
+        };
+        points.push((m.target().to_string(), is_dir));
+    }
+    points
+}
+
+/// A path inside the rootfs, opened with every symlink resolved inside it.
+struct Target {
+    fd: OwnedFd,
+}
+
+impl Target {
+    fn open(root: &OwnedFd, path: &str) -> R<Target> {
+        let rel = path.trim_start_matches('/');
+        let rel = if rel.is_empty() { "." } else { rel };
+        let fd = ctx(
+            rustix::fs::openat2(
+                root,
+                rel,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT,
+            ),
+            || format!("mount point {path}"),
+        )?;
+        Ok(Target { fd })
+    }
+    /// A path naming exactly the opened file (a /proc magic link).
+    fn path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
+}
+
+fn mount_at(
+    root: &OwnedFd,
+    target: &str,
+    source: &str,
+    fstype: &str,
+    flags: MountFlags,
+    data: &str,
+) -> R<()> {
+    let t = Target::open(root, target)?;
+    let data = ctx(CString::new(data), || format!("mount options for {target}"))?;
+    ctx(
+        rustix::mount::mount(source, t.path(), fstype, flags, data.as_c_str()),
+        || format!("mounting {fstype} on {target}"),
+    )
+}
+
+/// Flags of the mount holding `path` that a read-only remount must keep
+/// (in a user namespace the kernel refuses to drop locked ones).
+fn kept_flags(path: &str) -> MountFlags {
+    let mut flags = MountFlags::empty();
+    if let Ok(st) = rustix::fs::statvfs(path) {
+        use rustix::fs::StatVfsMountFlags as S;
+        for (s, m) in [
+            (S::NOSUID, MountFlags::NOSUID),
+            (S::NODEV, MountFlags::NODEV),
+            (S::NOEXEC, MountFlags::NOEXEC),
+            (S::NOATIME, MountFlags::NOATIME),
+            (S::NODIRATIME, MountFlags::NODIRATIME),
+            (S::RELATIME, MountFlags::RELATIME),
+        ] {
+            if st.f_flag.contains(s) {
+                flags |= m;
+            }
+        }
+    }
+    flags
+}
+
+fn remount_readonly(root: &OwnedFd, target: &str) -> R<()> {
+    let t = Target::open(root, target)?;
+    let path = t.path();
+    let flags = MountFlags::BIND | MountFlags::RDONLY | kept_flags(&path);
+    ctx(rustix::mount::mount_remount(&path, flags, ""), || {
+        format!("making {target} read-only")
+    })
+}
+
+fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()> {
+    let t = Target::open(root, target)?;
+    ctx(
+        rustix::mount::mount_bind_recursive(source, t.path()),
+        || format!("bind-mounting {} on {target}", source.display()),
+    )?;
+    drop(t);
+    if readonly {
+        remount_readonly(root, target)?;
+    }
+    Ok(())
+}
+
+fn setup_dev(root: &OwnedFd, id_map: &IdMap) -> R<()> {
+    mount_at(
+        root,
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        "mode=755,size=65536k",
+    )?;
+    let dev = ctx(
+        rustix::fs::openat2(
+            root,
+            "dev",
+            OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        ),
+        || "opening /dev".into(),
+    )?;
+    for name in DEV_NODES {
+        let host = format!("/dev/{name}");
+        ctx(
+            rustix::fs::openat(
+                &dev,
+                *name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o666),
+            ),
+            || format!("creating /dev/{name}"),
+        )?;
+        let node = ctx(
+            rustix::fs::openat(&dev, *name, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()),
+            || format!("opening /dev/{name}"),
+        )?;
+        ctx(
+            rustix::mount::mount_bind(&host, format!("/proc/self/fd/{}", node.as_raw_fd())),
+            || format!("bind-mounting {host}"),
+        )?;
+    }
+    for (dir, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)] {
+        ctx(
+            rustix::fs::mkdirat(&dev, dir, Mode::from_raw_mode(mode)),
+            || format!("creating /dev/{dir}"),
+        )?;
+    }
+    let mut pts_opts = "newinstance,ptmxmode=0666,mode=0620".to_string();
+    if id_map.to_host_gid(5).is_some() {
+        pts_opts.push_str(",gid=5");
+    }
+    mount_at(
+        root,
+        "/dev/pts",
+        "devpts",
+        "devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        &pts_opts,
+    )?;
+    mount_at(
+        root,
+        "/dev/shm",
+        "shm",
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=1777,size=65536k",
+    )?;
+    mount_at(
+        root,
+        "/dev/mqueue",
+        "mqueue",
+        "mqueue",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "",
+    )?;
+    for (link, to) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ctx(rustix::fs::symlinkat(to, &dev, link), || {
+            format!("creating /dev/{link}")
+        })?;
+    }
+    Ok(())
+}
+
+fn setup_sys(root: &OwnedFd, sandboxed: bool, network: NetworkMode) -> R<()> {
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if sandboxed {
+        flags |= MountFlags::RDONLY;
+    }
+    match mount_at(root, "/sys", "sysfs", "sysfs", flags, "") {
+        Ok(()) => Ok(()),
+        // A user namespace may only mount sysfs for a network namespace it
+        // owns; with the host network, bind the host's /sys instead.
+        Err(sysfs_err) => bind_at(root, Path::new("/sys"), "/sys", sandboxed)
+            .map_err(|bind_err| format!("{sysfs_err}; {bind_err} (network {network:?})")),
+    }
+}
+
+fn mask_paths(root: &OwnedFd) -> R<()> {
+    for path in MASKED_PATHS {
+        let t = match Target::open(root, path) {
+            Ok(t) => t,
+            Err(_) if !exists_in(root, path) => continue,
+            Err(e) => return Err(e),
+        };
+        let st = ctx(rustix::fs::fstat(&t.fd), || format!("stat {path}"))?;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        let r = if is_dir {
+            rustix::mount::mount(
+                "tmpfs",
+                t.path(),
+                "tmpfs",
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                c"size=0",
+            )
+        } else {
+            rustix::mount::mount_bind("/dev/null", t.path())
+        };
+        ctx(r, || format!("masking {path}"))?;
+    }
+    for path in READONLY_PATHS {
+        let t = match Target::open(root, path) {
+            Ok(t) => t,
+            Err(_) if !exists_in(root, path) => continue,
+            Err(e) => return Err(e),
+        };
+        ctx(
+            rustix::mount::mount_bind_recursive(t.path(), t.path()),
+            || format!("binding {path}"),
+        )?;
+        drop(t);
+        remount_readonly(root, path)?;
+    }
+    Ok(())
+}
+
+fn exists_in(root: &OwnedFd, path: &str) -> bool {
+    !matches!(
+        rustix::fs::openat2(
+            root,
+            path.trim_start_matches('/'),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT
+        ),
+        Err(rustix::io::Errno::NOENT)
+    )
+}
+
+fn read_limited(path: &str) -> Option<String> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut s = String::new();
+    f.take(10 << 20).read_to_string(&mut s).ok()?;
+    Some(s)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+fn capget() -> R<u64> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget with a v3 header and two data structs.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut hdr, data.as_mut_ptr()) } < 0 {
+        return Err(format!("capget: {}", std::io::Error::last_os_error()));
+    }
+    Ok(data[0].permitted as u64 | ((data[1].permitted as u64) << 32))
+}
+
+fn capset(effective_and_permitted: u64) -> R<()> {
+    let mut hdr = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let lo = effective_and_permitted as u32;
+    let hi = (effective_and_permitted >> 32) as u32;
+    let data = [
+        CapData {
+            effective: lo,
+            permitted: lo,
+            inheritable: 0,
+        },
+        CapData {
+            effective: hi,
+            permitted: hi,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset with a v3 header and two data structs.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) } < 0 {
+        return Err(format!("capset: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn prctl(op: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(op, arg, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn find_program(arg0: &str, env: &[String]) -> R<PathBuf> {
+    if arg0.contains('/') {
+        return Ok(PathBuf::from(arg0));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(arg0);
+        let is_file = std::fs::metadata(&candidate)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
+        if is_file && rustix::fs::access(&candidate, rustix::fs::Access::EXEC_OK).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "exec: {arg0:?}: executable file not found in $PATH"
+    ))
+}
+
+fn cstrings(items: &[String], what: &str) -> R<Vec<CString>> {
+    items
+        .iter()
+        .map(|s| {
+            CString::new(s.as_bytes()).map_err(|_| format!("{what} contains a NUL byte: {s:?}"))
+        })
+        .collect()
+}
+
+/// In the forked child: build the container and exec. Returns only on error,
+/// with the message for the caller.
+pub(crate) fn enter_and_exec(
+    spec: &RunSpec,
+    id_map: &IdMap,
+    root: &Path,
+    staged: &Staged,
+) -> String {
+    match setup_and_exec(spec, id_map, root, staged) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+fn setup_and_exec(
+    spec: &RunSpec,
+    id_map: &IdMap,
+    root: &Path,
+    staged: &Staged,
+) -> R<std::convert::Infallible> {
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let sandboxed = spec.security.is_sandboxed();
+    // Own mount namespace, so pivot_root leaves the helper where it is.
+    ctx(
+        crate::helper::unshare(rustix::thread::UnshareFlags::NEWNS),
+        || "unshare mount namespace".into(),
+    )?;
+    ctx(
+        rustix::mount::mount_change(
+            "/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+        ),
+        || "making / private".into(),
+    )?;
+    let last_cap: u32 = read_limited("/proc/sys/kernel/cap_last_cap")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let root_fd = ctx(
+        rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ),
+        || format!("opening rootfs {}", root.display()),
+    )?;
+
+    mount_at(
+        &root_fd,
+        "/proc",
+        "proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "",
+    )?;
+    setup_dev(&root_fd, id_map)?;
+    setup_sys(&root_fd, sandboxed, spec.network)?;
+    if sandboxed {
+        mask_paths(&root_fd)?;
+    }
+    if let Some(hosts) = &staged.hosts {
+        bind_at(&root_fd, hosts, "/etc/hosts", true)?;
+    }
+    if let Some(resolv) = &staged.resolv_conf {
+        bind_at(&root_fd, resolv, "/etc/resolv.conf", true)?;
+    }
+    for (i, m) in spec.mounts.iter().enumerate() {
+        match m {
+            MountSpec::Bind {
+                source,
+                target,
+                readonly,
+            } => bind_at(&root_fd, source, target, *readonly)?,
+            MountSpec::Tmpfs { target, size_bytes } => {
+                let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
+                mount_at(
+                    &root_fd,
+                    target,
+                    "tmpfs",
+                    "tmpfs",
+                    MountFlags::NOSUID | MountFlags::NODEV,
+                    &data,
+                )?
+            }
+            MountSpec::Secret { target, .. } => {
+                let staged = staged
+                    .secrets
+                    .get(i)
+                    .and_then(|s| s.as_ref())
+                    .ok_or("secret was not staged")?;
+                bind_at(&root_fd, staged, target, true)?
+            }
+        }
+    }
+
+    // pivot_root into the rootfs and drop the old root.
+    drop(root_fd);
+    ctx(rustix::process::chdir(root), || {
+        format!("chdir {}", root.display())
+    })?;
+    ctx(rustix::process::pivot_root(".", "."), || {
+        "pivot_root".into()
+    })?;
+    ctx(rustix::mount::unmount(".", UnmountFlags::DETACH), || {
+        "detaching the old root".into()
+    })?;
+    ctx(rustix::process::chdir("/"), || "chdir /".into())?;
+
+    let user = resolve_user(
+        &spec.user.0,
+        read_limited("/etc/passwd").as_deref(),
+        read_limited("/etc/group").as_deref(),
+    )
+    .map_err(|e| format!("USER {}: {e}", spec.user.0))?;
+    rustix::process::chdir(spec.cwd.as_str()).map_err(|e| {
+        if e == rustix::io::Errno::NOENT {
+            format!("working directory {} does not exist", spec.cwd)
+        } else {
+            format!("cannot enter working directory {}: {e}", spec.cwd)
+        }
+    })?;
+
+    // Capabilities: bounding set, ambient, then ids, then the process sets.
+    let keep = if sandboxed {
+        default_capability_mask()
+    } else {
+        u64::MAX
+    };
+    for cap in 0..=last_cap.min(63) {
+        if keep & (1u64 << cap) == 0 {
+            ctx(
+                prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0),
+                || format!("dropping capability {cap}"),
+            )?;
+        }
+    }
+    ctx(
+        prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+        ),
+        || "clearing ambient capabilities".into(),
+    )?;
+    let single_id = id_map.is_single_id();
+    if !single_id {
+        // SAFETY: setgroups with a valid slice; the child is single-threaded.
+        if unsafe { libc::setgroups(user.groups.len(), user.groups.as_ptr()) } < 0 {
+            return Err(format!(
+                "setgroups {:?}: {}",
+                user.groups,
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let unmapped = |what: &str, id: u32, e: std::io::Error| {
+        if single_id && e.raw_os_error() == Some(libc::EINVAL) {
+            format!(
+                "USER {}: {what} {id} does not exist in this rootless sandbox: {}",
+                spec.user.0,
+                id_map
+                    .limitation
+                    .as_deref()
+                    .unwrap_or("only id 0 is mapped")
+            )
+        } else {
+            format!("USER {}: set{what} {id}: {e}", spec.user.0)
+        }
+    };
+    // SAFETY: plain id syscalls.
+    if unsafe { libc::setresgid(user.gid, user.gid, user.gid) } < 0 {
+        return Err(unmapped("gid", user.gid, std::io::Error::last_os_error()));
+    }
+    // SAFETY: plain id syscalls.
+    if unsafe { libc::setresuid(user.uid, user.uid, user.uid) } < 0 {
+        return Err(unmapped("uid", user.uid, std::io::Error::last_os_error()));
+    }
+    if user.uid == 0 {
+        capset(keep & capget()?)?;
+    } else {
+        capset(0)?;
+    }
+    if sandboxed {
+        ctx(prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0), || {
+            "setting no_new_privs".into()
+        })?;
+    }
+    // Changing credentials cleared the parent-death signal: set it again.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+
+    let program = find_program(&spec.args[0], &spec.env)?;
+    let prog_c = ctx(CString::new(program.as_os_str().as_encoded_bytes()), || {
+        "program path".into()
+    })?;
+    let argv = cstrings(&spec.args, "an argument")?;
+    let envp = cstrings(&spec.env, "an environment variable")?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
+    envp_p.push(std::ptr::null());
+    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+    unsafe { libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+    Err(format!(
+        "exec {}: {}",
+        program.display(),
+        std::io::Error::last_os_error()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_caps_match_docker() {
+        assert_eq!(default_capability_mask(), 0xa80425fb);
+    }
+}

@@ -1,0 +1,636 @@
+//! The sandbox helper: the re-executed, single-threaded process that builds
+//! the namespaces and forks the step.
+//!
+//! Process tree of one run:
+//!
+//! ```text
+//! caller (any threads) ── spawns /proc/self/exe __kiln-sandbox-helper
+//!   helper: [user ns] + new mount/UTS/IPC/PID[/net] namespaces, mounts the
+//!           rootfs and a private tmpfs for hosts/resolv.conf/secrets,
+//!           creates missing mount points, forks:
+//!     step (PID 1 of the new PID namespace): own mount namespace, /proc,
+//!           /dev, /sys, mounts, pivot_root, user, capabilities, exec.
+//!   helper: waits, removes the mount points it created, reports the result
+//!           as JSON on fd 3.
+//! ```
+//!
+//! Everything mounted lives in the helper's private mount namespace, so nothing
+//! is left on the host however the run ends. The helper dies with its caller
+//! (`PR_SET_PDEATHSIG`), the step dies with the helper, and when the step (PID 1)
+//! dies the kernel kills everything else in its PID namespace.
+
+use crate::idmap::IdMap;
+use crate::spec::{MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode};
+use crate::{container, stubs};
+use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+use rustix::thread::UnshareFlags;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// argv[1] that turns a kiln (or test) binary into the sandbox helper.
+pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
+/// The fd on which the helper writes its [`HelperReport`].
+pub(crate) const REPORT_FD: i32 = 3;
+
+/// What the caller sends on the helper's stdin.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct HelperRequest {
+    pub spec: RunSpec,
+    pub id_map: IdMap,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) enum HelperOutcome {
+    Exited(i32),
+    Signaled(i32),
+    /// The step was killed because the helper was asked to stop.
+    Cancelled,
+    SetupFailed(String),
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct HelperReport {
+    pub outcome: HelperOutcome,
+    /// Problems while cleaning up after the step (mount points not removed).
+    pub cleanup_errors: Vec<String>,
+}
+
+pub(crate) type R<T> = Result<T, String>;
+
+/// Adds what was being done to an OS error.
+pub(crate) fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) -> R<T> {
+    r.map_err(|e| format!("{}: {e}", what()))
+}
+
+/// Host pid of the step, for the signal handler.
+static STEP_PID: AtomicI32 = AtomicI32::new(0);
+static CANCELLED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    CANCELLED.store(1, Ordering::SeqCst);
+    let pid = STEP_PID.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Entry point of the helper process; never returns.
+pub(crate) fn helper_main() -> ! {
+    // Die with the caller (the thread that spawned us).
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // SAFETY: fd 3 was set up by the caller; we own it from here on.
+    let report_fd = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
+    let _ = rustix::io::fcntl_setfd(&report_fd, rustix::io::FdFlags::CLOEXEC);
+    // SIGTERM/SIGINT/SIGHUP: kill the step, then clean up and report normally.
+    // SAFETY: the handler only touches atomics and calls kill(2).
+    unsafe {
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
+        }
+    }
+    let outcome_and_errors = read_request().and_then(run);
+    let report = match outcome_and_errors {
+        Ok(r) => r,
+        Err(message) => HelperReport {
+            outcome: HelperOutcome::SetupFailed(message),
+            cleanup_errors: Vec::new(),
+        },
+    };
+    let mut out = std::fs::File::from(report_fd);
+    let json = serde_json::to_vec(&report).unwrap_or_default();
+    let _ = out.write_all(&json);
+    drop(out);
+    std::process::exit(0)
+}
+
+fn read_request() -> R<HelperRequest> {
+    let mut buf = Vec::new();
+    ctx(std::io::stdin().lock().read_to_end(&mut buf), || {
+        "reading the run request".into()
+    })?;
+    let req = ctx(serde_json::from_slice(&buf), || {
+        "decoding the run request".into()
+    })?;
+    // The step's stdin is /dev/null.
+    let null = ctx(std::fs::File::open("/dev/null"), || {
+        "opening /dev/null".into()
+    })?;
+    // SAFETY: plain dup2 onto fd 0.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(format!(
+            "dup2 /dev/null: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(req)
+}
+
+/// The directory (under the temp dir, in the helper's private mount namespace)
+/// where the rootfs and the staging tmpfs are mounted.
+struct Workspace {
+    dir: PathBuf,
+    root: PathBuf,
+    stage: PathBuf,
+}
+
+impl Workspace {
+    fn create() -> R<Workspace> {
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        for n in 0..1000 {
+            let dir = base.join(format!("kiln-sandbox-{pid}-{n}"));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    let ws = Workspace {
+                        root: dir.join("root"),
+                        stage: dir.join("stage"),
+                        dir,
+                    };
+                    for d in [&ws.root, &ws.stage] {
+                        ctx(std::fs::create_dir(d), || {
+                            format!("creating {}", d.display())
+                        })?;
+                    }
+                    return Ok(ws);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(format!("creating {}: {e}", dir.display())),
+            }
+        }
+        Err(format!("no free workspace name under {}", base.display()))
+    }
+
+    fn remove(&self, errors: &mut Vec<String>) {
+        for d in [&self.root, &self.stage, &self.dir] {
+            if let Err(e) = std::fs::remove_dir(d) {
+                errors.push(format!("removing {}: {e}", d.display()));
+            }
+        }
+    }
+}
+
+fn run(req: HelperRequest) -> R<HelperReport> {
+    let HelperRequest { spec, id_map } = req;
+    if spec.args.is_empty() {
+        return Err("no command to run".into());
+    }
+    let rootless = !id_map.is_identity();
+    if rootless {
+        enter_user_namespace(&id_map)?;
+    }
+    let mut flags =
+        UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
+    if spec.network == NetworkMode::None {
+        flags |= UnshareFlags::NEWNET;
+    }
+    ctx(unshare(flags), || "creating namespaces (unshare)".into())?;
+    ctx(
+        rustix::mount::mount_change(
+            "/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+        ),
+        || "making / private".into(),
+    )?;
+    ctx(
+        rustix::system::sethostname(spec.hostname.as_bytes()),
+        || format!("setting hostname {:?}", spec.hostname),
+    )?;
+    if spec.network == NetworkMode::None {
+        loopback_up()?;
+    }
+
+    let ws = Workspace::create()?;
+    let mut cleanup_errors = Vec::new();
+    let result = run_in_workspace(&spec, &id_map, rootless, &ws, &mut cleanup_errors);
+    ws.remove(&mut cleanup_errors);
+    result.map(|outcome| HelperReport {
+        outcome,
+        cleanup_errors,
+    })
+}
+
+fn run_in_workspace(
+    spec: &RunSpec,
+    id_map: &IdMap,
+    rootless: bool,
+    ws: &Workspace,
+    cleanup_errors: &mut Vec<String>,
+) -> R<HelperOutcome> {
+    ctx(
+        rustix::mount::mount(
+            "tmpfs",
+            &ws.stage,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            c"mode=700",
+        ),
+        || "mounting the staging tmpfs".into(),
+    )?;
+    let result = stage_files(spec, &ws.stage).and_then(|staged| {
+        mount_rootfs(&spec.rootfs, &ws.root, rootless)?;
+        let (upper, lowerdirs): (Option<&Path>, &[PathBuf]) = match &spec.rootfs {
+            Rootfs::Overlay {
+                upperdir,
+                lowerdirs,
+                ..
+            } => (Some(upperdir.as_path()), lowerdirs),
+            Rootfs::Dir(_) => (None, &[]),
+        };
+        let mut stubs = stubs::Stubs::new(&ws.root, upper);
+        let result = stubs
+            .create_all(spec)
+            .and_then(|()| fork_step(spec, id_map, ws, &staged));
+        let removed = stubs.remove_all(cleanup_errors);
+        if let Err(e) = rustix::mount::unmount(&ws.root, UnmountFlags::empty()) {
+            cleanup_errors.push(format!("unmounting the rootfs: {e}"));
+        } else if let Some(upper) = upper {
+            // Directories overlay copied up only because we created a mount
+            // point in them go again, so the upperdir holds the step's changes only.
+            stubs::drop_untouched_copied_up_parents(upper, lowerdirs, &removed, cleanup_errors);
+        }
+        result
+    });
+    if let Err(e) = rustix::mount::unmount(&ws.stage, UnmountFlags::DETACH) {
+        cleanup_errors.push(format!("unmounting the staging tmpfs: {e}"));
+    }
+    result
+}
+
+/// Files that mounts bind from the staging tmpfs, by mount index.
+pub(crate) struct Staged {
+    pub hosts: Option<PathBuf>,
+    pub resolv_conf: Option<PathBuf>,
+    /// Staged file for each `MountSpec::Secret`, same index as `spec.mounts`.
+    pub secrets: Vec<Option<PathBuf>>,
+}
+
+fn write_staged(path: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) -> R<()> {
+    use std::os::unix::fs::PermissionsExt;
+    ctx(std::fs::write(path, content), || {
+        format!("writing {}", path.display())
+    })?;
+    ctx(
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
+        || format!("chmod {}", path.display()),
+    )?;
+    ctx(std::os::unix::fs::chown(path, Some(uid), Some(gid)), || {
+        format!("chown {}", path.display())
+    })
+}
+
+fn stage_files(spec: &RunSpec, stage: &Path) -> R<Staged> {
+    let mut staged = Staged {
+        hosts: None,
+        resolv_conf: None,
+        secrets: Vec::new(),
+    };
+    if let Some(hosts) = &spec.hosts {
+        let p = stage.join("hosts");
+        write_staged(&p, hosts, 0o644, 0, 0)?;
+        staged.hosts = Some(p);
+    }
+    if let Some(resolv) = &spec.resolv_conf {
+        let p = stage.join("resolv.conf");
+        write_staged(&p, resolv, 0o644, 0, 0)?;
+        staged.resolv_conf = Some(p);
+    }
+    for (i, m) in spec.mounts.iter().enumerate() {
+        staged.secrets.push(match m {
+            MountSpec::Secret {
+                content,
+                mode,
+                uid,
+                gid,
+                target,
+            } => {
+                let p = stage.join(format!("secret-{i}"));
+                write_staged(&p, content, *mode, *uid, *gid)
+                    .map_err(|e| format!("secret for {target}: {e}"))?;
+                Some(p)
+            }
+            _ => None,
+        });
+    }
+    Ok(staged)
+}
+
+/// Backslash-escapes what the legacy overlay option string treats specially.
+fn escape_overlay_path(p: &Path) -> String {
+    let mut out = String::new();
+    for c in p.to_string_lossy().chars() {
+        if matches!(c, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<()> {
+    match rootfs {
+        Rootfs::Dir(dir) => ctx(rustix::mount::mount_bind_recursive(dir, target), || {
+            format!("bind-mounting rootfs {}", dir.display())
+        }),
+        Rootfs::Overlay {
+            lowerdirs,
+            upperdir,
+            workdir,
+        } => {
+            if lowerdirs.is_empty() {
+                return Err("overlay rootfs needs at least one lowerdir".into());
+            }
+            match mount_overlay_fsconfig(lowerdirs, upperdir, workdir, target, rootless) {
+                Ok(()) => Ok(()),
+                Err(new_api_err) => {
+                    // Kernels before 6.8 lack "lowerdir+": use the option string.
+                    let lower: Vec<String> =
+                        lowerdirs.iter().map(|p| escape_overlay_path(p)).collect();
+                    let mut data = format!(
+                        "lowerdir={},upperdir={},workdir={}",
+                        lower.join(":"),
+                        escape_overlay_path(upperdir),
+                        escape_overlay_path(workdir)
+                    );
+                    if rootless {
+                        data.push_str(",userxattr");
+                    }
+                    let data = ctx(std::ffi::CString::new(data), || "overlay options".into())?;
+                    rustix::mount::mount(
+                        "overlay",
+                        target,
+                        "overlay",
+                        MountFlags::empty(),
+                        data.as_c_str(),
+                    )
+                    .map_err(|e| {
+                        format!("mounting the overlay rootfs: {new_api_err}; with mount(2): {e}")
+                    })
+                }
+            }
+        }
+    }
+}
+
+fn mount_overlay_fsconfig(
+    lowerdirs: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+    rootless: bool,
+) -> R<()> {
+    use rustix::mount::*;
+    let fs = ctx(fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC), || {
+        "fsopen overlay".into()
+    })?;
+    let with_log = |e: rustix::io::Errno, what: String| -> String {
+        // The kernel explains mount errors in the fs context's log.
+        let mut buf = [0u8; 512];
+        let mut log = String::new();
+        while let Ok(n) = rustix::io::read(&fs, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            log.push_str(String::from_utf8_lossy(&buf[..n]).trim());
+            log.push_str("; ");
+        }
+        format!(
+            "{what}: {e}{}",
+            if log.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", log.trim_end_matches("; "))
+            }
+        )
+    };
+    for l in lowerdirs {
+        fsconfig_set_string(&fs, "lowerdir+", l)
+            .map_err(|e| with_log(e, format!("overlay lowerdir {}", l.display())))?;
+    }
+    fsconfig_set_string(&fs, "upperdir", upper)
+        .map_err(|e| with_log(e, format!("overlay upperdir {}", upper.display())))?;
+    fsconfig_set_string(&fs, "workdir", work)
+        .map_err(|e| with_log(e, format!("overlay workdir {}", work.display())))?;
+    if rootless {
+        fsconfig_set_flag(&fs, "userxattr").map_err(|e| with_log(e, "overlay userxattr".into()))?;
+    }
+    fsconfig_create(&fs).map_err(|e| with_log(e, "creating the overlay".into()))?;
+    let mnt = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())
+        .map_err(|e| with_log(e, "fsmount overlay".into()))?;
+    ctx(
+        move_mount(
+            mnt.as_fd(),
+            "",
+            rustix::fs::CWD,
+            target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        ),
+        || format!("moving the overlay to {}", target.display()),
+    )
+}
+
+/// Brings `lo` up in a fresh network namespace.
+fn loopback_up() -> R<()> {
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(format!(
+                "socket for lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(format!(
+                "SIOCGIFFLAGS lo: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        ifr.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(format!(
+                "bringing lo up: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn write_proc_file(path: &str, content: &str) -> R<()> {
+    ctx(std::fs::write(path, content), || {
+        format!("writing {path:?} ({content:?})")
+    })
+}
+
+/// Enters a new user namespace mapped per `map`: directly for a single id,
+/// through `newuidmap`/`newgidmap` (run by a forked child still outside the
+/// namespace) for subordinate ranges.
+fn enter_user_namespace(map: &IdMap) -> R<()> {
+    if map.uids.len() == 1 && map.gids.len() == 1 && map.uids[0].size == 1 && map.gids[0].size == 1
+    {
+        ctx(unshare(UnshareFlags::NEWUSER), || {
+            "creating a user namespace".into()
+        })?;
+        write_proc_file("/proc/self/setgroups", "deny")?;
+        let (u, g) = (map.uids[0], map.gids[0]);
+        write_proc_file(
+            "/proc/self/uid_map",
+            &format!("{} {} 1\n", u.container, u.host),
+        )?;
+        write_proc_file(
+            "/proc/self/gid_map",
+            &format!("{} {} 1\n", g.container, g.host),
+        )?;
+        return Ok(());
+    }
+    let (ready_r, ready_w) = ctx(
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
+        || "pipe".into(),
+    )?;
+    let me = std::process::id();
+    let uid_args: Vec<String> = map
+        .uids
+        .iter()
+        .flat_map(|r| [r.container, r.host, r.size])
+        .map(|n| n.to_string())
+        .collect();
+    let gid_args: Vec<String> = map
+        .gids
+        .iter()
+        .flat_map(|r| [r.container, r.host, r.size])
+        .map(|n| n.to_string())
+        .collect();
+    // SAFETY: the helper is single-threaded, so the child may do anything.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ready_w);
+        let mut b = [0u8; 1];
+        let ok = matches!(rustix::io::read(&ready_r, &mut b), Ok(1));
+        let run = |tool: &str, args: &[String]| {
+            std::process::Command::new(tool)
+                .arg(me.to_string())
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let code = if ok && run("newuidmap", &uid_args) && run("newgidmap", &gid_args) {
+            0
+        } else {
+            1
+        };
+        // SAFETY: leave the forked child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop(ready_r);
+    let unshared = unshare(UnshareFlags::NEWUSER);
+    if unshared.is_ok() {
+        let _ = rustix::io::write(&ready_w, b"x");
+    }
+    drop(ready_w);
+    let status = wait_pid(pid);
+    ctx(unshared, || "creating a user namespace".into())?;
+    match status {
+        Ok(Exit::Code(0)) => Ok(()),
+        _ => Err(format!(
+            "newuidmap/newgidmap failed to map uids {} and gids {} (check /etc/subuid and /etc/subgid)",
+            uid_args.join(" "),
+            gid_args.join(" ")
+        )),
+    }
+}
+
+/// unshare(2) for the helper and the step, which are single-threaded.
+pub(crate) fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
+    // SAFETY: both processes that call this are single-threaded (the helper is
+    // a fresh exec; the step is its forked child), so no other thread can see
+    // the namespace or fs-struct change.
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+}
+
+pub(crate) enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+pub(crate) fn wait_pid(pid: libc::pid_t) -> R<Exit> {
+    loop {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("waitpid: {e}"));
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Exit::Code(libc::WEXITSTATUS(status)));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Exit::Signal(libc::WTERMSIG(status)));
+        }
+    }
+}
+
+fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) -> R<HelperOutcome> {
+    if CANCELLED.load(Ordering::SeqCst) != 0 {
+        return Ok(HelperOutcome::Cancelled);
+    }
+    let (err_r, err_w) = ctx(
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
+        || "pipe".into(),
+    )?;
+    // SAFETY: the helper is single-threaded, so the child may allocate etc.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(err_r);
+        let err = container::enter_and_exec(spec, id_map, &ws.root, staged);
+        let mut f = std::fs::File::from(err_w);
+        let _ = f.write_all(err.as_bytes());
+        // SAFETY: leave the forked child without running the parent's destructors.
+        unsafe { libc::_exit(127) };
+    }
+    STEP_PID.store(pid, Ordering::SeqCst);
+    if CANCELLED.load(Ordering::SeqCst) != 0 {
+        // SAFETY: our own child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    drop(err_w);
+    let mut setup_error = String::new();
+    let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
+    let status = wait_pid(pid);
+    STEP_PID.store(0, Ordering::SeqCst);
+    if !setup_error.is_empty() {
+        return Err(setup_error);
+    }
+    if CANCELLED.load(Ordering::SeqCst) != 0 {
+        return Ok(HelperOutcome::Cancelled);
+    }
+    Ok(match status? {
+        Exit::Code(c) => HelperOutcome::Exited(c),
+        Exit::Signal(s) => HelperOutcome::Signaled(s),
+    })
+}
+
+impl SecurityMode {
+    pub(crate) fn is_sandboxed(self) -> bool {
+        self == SecurityMode::Sandbox
+    }
+}

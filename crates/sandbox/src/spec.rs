@@ -1,0 +1,162 @@
+//! What to run: the serializable description of one sandboxed process.
+//!
+//! A [`RunSpec`] travels as JSON from the (possibly multithreaded) caller to the
+//! single-threaded helper process over a pipe, so every type here is serde-able.
+
+use crate::idmap::IdMap;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Hostname BuildKit gives RUN steps; used when the caller sets none.
+pub const DEFAULT_HOSTNAME: &str = "buildkitsandbox";
+
+/// PATH used to look up `args[0]` when the step's environment has no PATH
+/// (the same default runc/BuildKit use).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The filesystem the process sees as `/`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Rootfs {
+    /// An overlay mount: read-only `lowerdirs` (top first), writes go to
+    /// `upperdir`; `workdir` is overlay's scratch dir on the upperdir's
+    /// filesystem. The upperdir afterwards holds the step's changes with
+    /// overlay whiteouts (0/0 char devices, `*.overlay.opaque` xattrs).
+    Overlay {
+        lowerdirs: Vec<PathBuf>,
+        upperdir: PathBuf,
+        workdir: PathBuf,
+    },
+    /// A plain directory, used read-write as it is (see
+    /// [`crate::copy::CopySnapshot`] for the copying fallback snapshotter).
+    Dir(PathBuf),
+}
+
+/// Who the process runs as: Dockerfile `USER` syntax, `name|uid[:group|gid]`,
+/// resolved against the rootfs's `/etc/passwd` and `/etc/group`. Empty = root.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserSpec(pub String);
+
+impl UserSpec {
+    pub fn root() -> Self {
+        UserSpec(String::new())
+    }
+    pub fn new(spec: impl Into<String>) -> Self {
+        UserSpec(spec.into())
+    }
+}
+
+/// Network of the step.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's network namespace (`RUN --network=host`, and BuildKit's default).
+    #[default]
+    Host,
+    /// A fresh network namespace with only `lo`, brought up.
+    None,
+}
+
+/// `RUN --security=`: `Insecure` keeps every capability, skips `no_new_privs`
+/// and the masked/read-only `/proc` paths and mounts `/sys` read-write. Whether
+/// a build may use it is the caller's policy; this crate only provides it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SecurityMode {
+    #[default]
+    Sandbox,
+    Insecure,
+}
+
+/// An extra mount inside the sandbox. Targets are absolute paths inside the
+/// rootfs, resolved inside it (symlinks cannot point out of it). A missing
+/// target is created for the run and removed again afterwards, so mount points
+/// never show up in the upperdir.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MountSpec {
+    /// Bind mount a host path (file or directory).
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    /// A fresh tmpfs; `size_bytes` None = the kernel default (half of RAM).
+    Tmpfs {
+        target: String,
+        size_bytes: Option<u64>,
+    },
+    /// A file with `content`, read-only, on a private tmpfs (never written to
+    /// disk, never in the upperdir).
+    Secret {
+        target: String,
+        content: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl MountSpec {
+    pub fn target(&self) -> &str {
+        match self {
+            MountSpec::Bind { target, .. }
+            | MountSpec::Tmpfs { target, .. }
+            | MountSpec::Secret { target, .. } => target,
+        }
+    }
+}
+
+/// Everything needed to run one process in the sandbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunSpec {
+    pub rootfs: Rootfs,
+    /// Exec form; the caller builds `["/bin/sh", "-c", cmd]` for shell form.
+    /// `args[0]` without a `/` is looked up in the step's `PATH`.
+    pub args: Vec<String>,
+    /// `KEY=value` entries, the complete environment of the process.
+    pub env: Vec<String>,
+    /// Working directory inside the rootfs; must exist (BuildKit creates it at
+    /// `WORKDIR`, not at `RUN`).
+    pub cwd: String,
+    pub user: UserSpec,
+    pub hostname: String,
+    pub network: NetworkMode,
+    pub mounts: Vec<MountSpec>,
+    /// Content of `/etc/hosts` for the step (a read-only bind of a temp file);
+    /// None leaves the image's own file.
+    pub hosts: Option<Vec<u8>>,
+    /// Content of `/etc/resolv.conf` for the step; None leaves the image's own.
+    pub resolv_conf: Option<Vec<u8>>,
+    pub security: SecurityMode,
+    /// How many of the last output lines a [`crate::RunOutcome`] keeps.
+    pub tail_lines: usize,
+    /// Id mapping for rootless runs; None = [`IdMap::for_current_user`].
+    /// Ignored when running as root (identity).
+    pub id_map: Option<IdMap>,
+}
+
+impl RunSpec {
+    /// A spec with BuildKit's defaults: root, `/`, host network, hostname
+    /// `buildkitsandbox`, its `/etc/hosts`, the host's `/etc/resolv.conf`.
+    pub fn new(rootfs: Rootfs, args: Vec<String>) -> Self {
+        let hostname = DEFAULT_HOSTNAME.to_string();
+        RunSpec {
+            rootfs,
+            args,
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            cwd: "/".to_string(),
+            user: UserSpec::root(),
+            hosts: Some(default_hosts(&hostname)),
+            resolv_conf: std::fs::read("/etc/resolv.conf").ok(),
+            hostname,
+            network: NetworkMode::Host,
+            mounts: Vec::new(),
+            security: SecurityMode::Sandbox,
+            tail_lines: 50,
+            id_map: None,
+        }
+    }
+}
+
+/// The `/etc/hosts` BuildKit writes for a step.
+pub fn default_hosts(hostname: &str) -> Vec<u8> {
+    format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        .into_bytes()
+}

@@ -1,0 +1,219 @@
+//! `USER` resolution against a rootfs's `/etc/passwd` and `/etc/group`, with
+//! the rules of BuildKit (moby/sys/user `GetExecUser` plus its numeric fast path).
+
+/// The ids a step runs with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (only for the `name` / `uid` form without a group).
+    pub groups: Vec<u32>,
+}
+
+struct PasswdEntry<'a> {
+    name: &'a str,
+    uid: u32,
+    gid: u32,
+}
+
+struct GroupEntry<'a> {
+    name: &'a str,
+    gid: u32,
+    members: Vec<&'a str>,
+}
+
+fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        let uid = f.next()?.parse().ok()?;
+        let gid = f.next()?.parse().ok()?;
+        Some(PasswdEntry { name, uid, gid })
+    })
+}
+
+fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+    text.lines().filter_map(|line| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        let gid = f.next()?.parse().ok()?;
+        let members = f
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .collect();
+        Some(GroupEntry { name, gid, members })
+    })
+}
+
+/// Resolves `spec` (`name|uid[:group|gid]`, empty = root). `passwd`/`group`
+/// are the files' contents, None when the rootfs lacks them.
+pub fn resolve_user(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, String> {
+    if spec.is_empty() {
+        // Default user: root, but with root's supplementary groups when known.
+        return resolve_user("0", passwd, group).or(Ok(ResolvedUser {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        }));
+    }
+    let (user_arg, group_arg) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    // Fast path: both numeric → no file lookups, no supplementary groups.
+    if let Some(g) = group_arg {
+        if let (Ok(uid), Ok(gid)) = (user_arg.parse::<u32>(), g.parse::<u32>()) {
+            return Ok(ResolvedUser {
+                uid,
+                gid,
+                groups: Vec::new(),
+            });
+        }
+    }
+    let passwd = passwd.unwrap_or("");
+    let numeric_user = user_arg.parse::<u32>().ok();
+    let found = passwd_entries(passwd).find(|e| e.name == user_arg || Some(e.uid) == numeric_user);
+    let (uid, mut gid, name) = match (&found, numeric_user) {
+        (Some(e), _) => (e.uid, e.gid, Some(e.name)),
+        (None, Some(uid)) => (uid, 0, None),
+        (None, None) => {
+            return Err(format!(
+                "unable to find user {user_arg}: no matching entries in passwd file"
+            ))
+        }
+    };
+    let mut groups = Vec::new();
+    let group_text = group.unwrap_or("");
+    match group_arg {
+        Some(g) => {
+            let numeric = g.parse::<u32>().ok();
+            match group_entries(group_text).find(|e| e.name == g || Some(e.gid) == numeric) {
+                Some(e) => gid = e.gid,
+                None => match numeric {
+                    Some(n) => gid = n,
+                    None => {
+                        return Err(format!(
+                            "unable to find group {g}: no matching entries in group file"
+                        ))
+                    }
+                },
+            }
+        }
+        None => {
+            if let Some(name) = name {
+                groups = group_entries(group_text)
+                    .filter(|e| e.members.contains(&name))
+                    .map(|e| e.gid)
+                    .collect();
+            }
+        }
+    }
+    Ok(ResolvedUser { uid, gid, groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1001:1001::/home/user:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nuser:x:1001:\nextra:x:2000:user,other\nwheel:x:10:root\n";
+
+    fn r(spec: &str) -> Result<ResolvedUser, String> {
+        resolve_user(spec, Some(PASSWD), Some(GROUP))
+    }
+
+    #[test]
+    fn names_and_numbers() {
+        assert_eq!(
+            r("user").unwrap(),
+            ResolvedUser {
+                uid: 1001,
+                gid: 1001,
+                groups: vec![2000]
+            }
+        );
+        assert_eq!(
+            r("1001").unwrap(),
+            ResolvedUser {
+                uid: 1001,
+                gid: 1001,
+                groups: vec![2000]
+            }
+        );
+        assert_eq!(
+            r("").unwrap(),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                groups: vec![10]
+            }
+        );
+        assert_eq!(
+            r("4242").unwrap(),
+            ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                groups: vec![]
+            }
+        );
+        assert_eq!(
+            r("1001:1001").unwrap(),
+            ResolvedUser {
+                uid: 1001,
+                gid: 1001,
+                groups: vec![]
+            }
+        );
+        assert_eq!(
+            r("user:extra").unwrap(),
+            ResolvedUser {
+                uid: 1001,
+                gid: 2000,
+                groups: vec![]
+            }
+        );
+        assert_eq!(
+            r("user:77").unwrap(),
+            ResolvedUser {
+                uid: 1001,
+                gid: 77,
+                groups: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        assert!(r("nobody")
+            .unwrap_err()
+            .contains("unable to find user nobody"));
+        assert!(r("user:nogroup")
+            .unwrap_err()
+            .contains("unable to find group nogroup"));
+        assert_eq!(
+            resolve_user("", None, None).unwrap(),
+            ResolvedUser {
+                uid: 0,
+                gid: 0,
+                groups: vec![]
+            }
+        );
+    }
+}

@@ -1,0 +1,1126 @@
+//! Sandbox integration tests; need root (CI runs as root). The rootless half
+//! re-runs every case as the `kiln-rootless` user (made by
+//! scripts/setup-test-env) and checks that its upperdir, with ownership mapped
+//! back through the IdMap, equals the root run's.
+//!
+//! Custom harness (`harness = false`): this binary is also the sandbox helper,
+//! as the `kiln` binary is, so `main` calls the helper hook first.
+
+use kiln_sandbox::{
+    IdMap, MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxError, SecurityMode,
+    UserSpec,
+};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+const ROOTLESS_USER: &str = "kiln-rootless";
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1001:1001:user:/home/user:/bin/sh\n";
+const GROUP: &str = "root:x:0:\nuser:x:1001:\nextra:x:2000:user\n";
+
+type CaseResult = Result<(), String>;
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+struct Env {
+    base: PathBuf,
+    lower: PathBuf,
+    id_map: IdMap,
+}
+
+fn write(path: &Path, content: &str, mode: u32) -> std::io::Result<()> {
+    std::fs::write(path, content)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// A busybox rootfs: /bin/busybox and its applet links, passwd/group with root
+/// and user 1001, a few files for the deletion cases. No /etc/hosts.
+fn build_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
+    for d in [
+        "bin",
+        "etc",
+        "proc",
+        "dev",
+        "sys",
+        "root",
+        "home/user",
+        "lowerdir",
+        "tmp",
+    ] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
+        }
+    }
+    write(&dir.join("etc/passwd"), PASSWD, 0o644)?;
+    write(&dir.join("etc/group"), GROUP, 0o644)?;
+    write(&dir.join("lower-file"), "from the lower layer\n", 0o644)?;
+    write(&dir.join("lowerdir/a"), "a\n", 0o644)?;
+    write(&dir.join("lowerdir/b"), "b\n", 0o644)?;
+    Ok(())
+}
+
+impl Env {
+    fn new(base: PathBuf) -> Result<Env, String> {
+        let lower = base.join("lower");
+        build_busybox_rootfs(&lower).map_err(|e| format!("building the busybox rootfs: {e}"))?;
+        Ok(Env {
+            base,
+            lower,
+            id_map: IdMap::for_current_user(),
+        })
+    }
+
+    /// A fresh overlay over the busybox rootfs (plus `extra_lowers` on top).
+    fn overlay(&self, name: &str, extra_lowers: &[PathBuf]) -> (Rootfs, PathBuf) {
+        let dir = self.base.join("runs").join(name);
+        let upper = dir.join("upper");
+        let work = dir.join("work");
+        let _ = std::fs::create_dir_all(&upper);
+        let _ = std::fs::create_dir_all(&work);
+        let mut lowerdirs = extra_lowers.to_vec();
+        lowerdirs.push(self.lower.clone());
+        (
+            Rootfs::Overlay {
+                lowerdirs,
+                upperdir: upper.clone(),
+                workdir: work,
+            },
+            upper,
+        )
+    }
+
+    fn sh(&self, name: &str, script: &str) -> (RunSpec, PathBuf) {
+        let (rootfs, upper) = self.overlay(name, &[]);
+        (
+            RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            upper,
+        )
+    }
+}
+
+fn run(spec: &RunSpec) -> Result<Vec<String>, SandboxError> {
+    let mut lines = Vec::new();
+    kiln_sandbox::run(spec, &mut |l: &OutputLine| lines.push(l.line.clone()))?;
+    Ok(lines)
+}
+
+fn run_ok(spec: &RunSpec) -> Result<Vec<String>, String> {
+    run(spec).map_err(|e| match e {
+        SandboxError::StepFailed(f) => format!("step {}; output: {:?}", f.status, f.tail),
+        e => e.to_string(),
+    })
+}
+
+/// Paths in the upperdir, relative, sorted.
+fn upper_entries(upper: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(
+                p.strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(upper, upper, &mut out);
+    out.sort();
+    out
+}
+
+fn lgetxattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let n = CString::new(name).ok()?;
+    let mut buf = [0u8; 256];
+    // SAFETY: valid C strings and buffer.
+    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+fn is_opaque(path: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|x| lgetxattr(path, x).as_deref() == Some(b"y"))
+}
+
+/// The upperdir as a layer sees it: type, mode, in-container owner, content.
+fn manifest(upper: &Path, id_map: &IdMap) -> Vec<String> {
+    let mut inodes: HashMap<u64, String> = HashMap::new();
+    let mut out = Vec::new();
+    for rel in upper_entries(upper) {
+        let p = upper.join(&rel);
+        let Ok(m) = p.symlink_metadata() else {
+            continue;
+        };
+        let uid = id_map
+            .to_container_uid(m.uid())
+            .map_or("unmapped".to_string(), |u| u.to_string());
+        let gid = id_map
+            .to_container_gid(m.gid())
+            .map_or("unmapped".to_string(), |g| g.to_string());
+        let ft = m.file_type();
+        let what = if ft.is_dir() {
+            format!("dir{}", if is_opaque(&p) { " opaque" } else { "" })
+        } else if ft.is_symlink() {
+            format!(
+                "symlink -> {}",
+                std::fs::read_link(&p)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default()
+            )
+        } else if ft.is_char_device() {
+            format!("char {}:{}", libc::major(m.rdev()), libc::minor(m.rdev()))
+        } else if ft.is_file() {
+            let link = if m.nlink() > 1 {
+                match inodes.get(&m.ino()) {
+                    Some(first) => format!(" hardlink to {first}"),
+                    None => {
+                        inodes.insert(m.ino(), rel.clone());
+                        String::new()
+                    }
+                }
+            } else {
+                String::new()
+            };
+            let content = std::fs::read(&p).unwrap_or_default();
+            if content.len() > 256 {
+                format!(
+                    "file ({} bytes, fnv {:016x}){link}",
+                    content.len(),
+                    fnv1a(&content)
+                )
+            } else {
+                format!("file {:?}{link}", String::from_utf8_lossy(&content))
+            }
+        } else {
+            "other".to_string()
+        };
+        out.push(format!(
+            "{rel} {what} mode={:o} owner={uid}:{gid}",
+            m.mode() & 0o7777
+        ));
+    }
+    out
+}
+
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+fn mountinfo_count() -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Live descendants of this process.
+fn descendants() -> Vec<(i32, String)> {
+    let mut parent_of: HashMap<i32, (i32, String)> = HashMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some(close) = stat.rfind(')') else {
+                continue;
+            };
+            let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_string();
+            let ppid = stat[close + 1..]
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
+            parent_of.insert(pid, (ppid, comm));
+        }
+    }
+    let me = std::process::id() as i32;
+    parent_of
+        .iter()
+        .filter(|(pid, _)| {
+            let mut cur = **pid;
+            for _ in 0..64 {
+                match parent_of.get(&cur) {
+                    Some((pp, _)) if *pp == me => return true,
+                    Some((pp, _)) if *pp > 1 => cur = *pp,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .map(|(pid, (_, comm))| (*pid, comm.clone()))
+        .collect()
+}
+
+// ---- cases ----------------------------------------------------------------
+
+fn file_creation(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh("create", "mkdir -p /new/dir && echo hello > /new/dir/file");
+    run_ok(&spec)?;
+    let c = std::fs::read_to_string(upper.join("new/dir/file"))
+        .map_err(|e| format!("upper file: {e}"))?;
+    ensure!(c == "hello\n", "content {c:?}");
+    Ok(())
+}
+
+fn deletion_makes_whiteout(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh("delete", "rm /lower-file");
+    run_ok(&spec)?;
+    let m = upper
+        .join("lower-file")
+        .symlink_metadata()
+        .map_err(|e| format!("no whiteout: {e}"))?;
+    ensure!(
+        m.file_type().is_char_device() && m.rdev() == 0,
+        "not a 0/0 char device: {m:?}"
+    );
+    Ok(())
+}
+
+fn recreated_dir_is_opaque(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh(
+        "opaque",
+        "rm -rf /lowerdir && mkdir /lowerdir && echo n > /lowerdir/new",
+    );
+    run_ok(&spec)?;
+    ensure!(
+        is_opaque(&upper.join("lowerdir")),
+        "lowerdir is not opaque in the upperdir"
+    );
+    ensure!(!upper.join("lowerdir/a").exists(), "old entry visible");
+    Ok(())
+}
+
+fn chown_owner_in_upper(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh(
+        "chown",
+        "echo x > /f && chown 1001:1001 /f && chown 0:2000 /lower-file",
+    );
+    run_ok(&spec)?;
+    for (file, want) in [("f", (1001, 1001)), ("lower-file", (0, 2000))] {
+        let m = upper
+            .join(file)
+            .symlink_metadata()
+            .map_err(|e| format!("{file}: {e}"))?;
+        let got = (
+            env.id_map.to_container_uid(m.uid()),
+            env.id_map.to_container_gid(m.gid()),
+        );
+        ensure!(
+            got == (Some(want.0), Some(want.1)),
+            "{file}: owner {got:?} (host {}:{}), want {want:?}",
+            m.uid(),
+            m.gid()
+        );
+    }
+    Ok(())
+}
+
+fn setuid_bit_preserved(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh(
+        "setuid",
+        "cp /bin/busybox /suidbin && chmod 4755 /suidbin && chmod 2755 /bin",
+    );
+    run_ok(&spec)?;
+    let m = upper
+        .join("suidbin")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    ensure!(m.mode() & 0o7777 == 0o4755, "mode {:o}", m.mode() & 0o7777);
+    let b = upper
+        .join("bin")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        b.mode() & 0o7777 == 0o2755,
+        "bin mode {:o}",
+        b.mode() & 0o7777
+    );
+    Ok(())
+}
+
+fn symlinks(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh(
+        "symlink",
+        "ln -s /lower-file /abs && ln -s ../lower-file /bin/rel && cat /abs",
+    );
+    let out = run_ok(&spec)?;
+    ensure!(out == ["from the lower layer"], "output {out:?}");
+    let t = std::fs::read_link(upper.join("abs")).map_err(|e| e.to_string())?;
+    ensure!(t == Path::new("/lower-file"), "abs -> {t:?}");
+    let t = std::fs::read_link(upper.join("bin/rel")).map_err(|e| e.to_string())?;
+    ensure!(t == Path::new("../lower-file"), "rel -> {t:?}");
+    Ok(())
+}
+
+fn hard_links(env: &Env) -> CaseResult {
+    let (spec, upper) = env.sh("hardlink", "echo data > /one && ln /one /two");
+    run_ok(&spec)?;
+    let a = upper
+        .join("one")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    let b = upper
+        .join("two")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        a.ino() == b.ino() && a.nlink() == 2,
+        "inodes {} {} nlink {}",
+        a.ino(),
+        b.ino(),
+        a.nlink()
+    );
+    Ok(())
+}
+
+fn failing_command_reports_exit_code(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh(
+        "fail",
+        "echo first; echo to-stderr >&2; for i in 1 2 3 4 5; do echo line$i; done; exit 3",
+    );
+    spec.tail_lines = 3;
+    match run(&spec) {
+        Err(SandboxError::StepFailed(f)) => {
+            ensure!(
+                f.status == kiln_sandbox::ExitStatus::Code(3),
+                "status {}",
+                f.status
+            );
+            ensure!(f.tail == ["line3", "line4", "line5"], "tail {:?}", f.tail);
+            Ok(())
+        }
+        other => Err(format!("expected a failure with code 3, got {other:?}")),
+    }
+}
+
+fn stderr_lines_are_streamed(env: &Env) -> CaseResult {
+    let (spec, _) = env.sh("stderr", "echo out; echo err >&2");
+    let mut seen = Vec::new();
+    kiln_sandbox::run(&spec, &mut |l: &OutputLine| {
+        seen.push((l.stream, l.line.clone()))
+    })
+    .map_err(|e| e.to_string())?;
+    seen.sort_by(|a, b| a.1.cmp(&b.1));
+    ensure!(
+        seen == [
+            (kiln_sandbox::OutputStream::Stderr, "err".to_string()),
+            (kiln_sandbox::OutputStream::Stdout, "out".to_string())
+        ],
+        "lines {seen:?}"
+    );
+    Ok(())
+}
+
+fn user_1001(env: &Env) -> CaseResult {
+    let (mut spec, upper) = env.sh(
+        "user",
+        "id -u; id -g; id -G; touch /tmp/mine; grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status",
+    );
+    spec.user = UserSpec::new("1001");
+    let out = run_ok(&spec)?;
+    let want = [
+        "1001",
+        "1001",
+        "1001 2000",
+        "CapPrm:\t0000000000000000",
+        "CapEff:\t0000000000000000",
+        "CapBnd:\t00000000a80425fb",
+    ];
+    ensure!(out == want, "output {out:?}");
+    let m = upper
+        .join("tmp/mine")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        env.id_map.to_container_uid(m.uid()) == Some(1001),
+        "tmp/mine host uid {}",
+        m.uid()
+    );
+    let (mut spec, _) = env.sh("user-group", "id -u; id -g; id -G");
+    spec.user = UserSpec::new("user:extra");
+    let out = run_ok(&spec)?;
+    ensure!(out == ["1001", "2000", "2000"], "user:extra output {out:?}");
+    let (mut spec, _) = env.sh("user-missing", "true");
+    spec.user = UserSpec::new("nobody");
+    match run(&spec) {
+        Err(SandboxError::Setup(m)) if m.contains("unable to find user nobody") => Ok(()),
+        other => Err(format!("unknown user: {other:?}")),
+    }
+}
+
+fn step_is_pid_1(env: &Env) -> CaseResult {
+    let (spec, _) = env.sh("pid1", "echo $$; ls /proc | grep -c '^[0-9]'");
+    let out = run_ok(&spec)?;
+    // PID 1 is the shell; the only other process is the `ls`/`grep` pipeline.
+    ensure!(
+        out.first().map(String::as_str) == Some("1"),
+        "output {out:?}"
+    );
+    let n: usize = out.get(1).and_then(|s| s.parse().ok()).unwrap_or(99);
+    ensure!(n <= 3, "{n} processes visible in /proc");
+    Ok(())
+}
+
+fn hostname_is_set(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh(
+        "hostname",
+        "hostname; cat /etc/hostname 2>/dev/null || true",
+    );
+    spec.hostname = "kiln-test-host".into();
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.first().map(String::as_str) == Some("kiln-test-host"),
+        "output {out:?}"
+    );
+    Ok(())
+}
+
+fn network_none_has_only_lo(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh("netnone", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/flags; ls /sys/class/net");
+    spec.network = NetworkMode::None;
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.len() == 3 && out[0] == "lo" && out[2] == "lo",
+        "interfaces {out:?}"
+    );
+    let flags = u32::from_str_radix(out[1].trim_start_matches("0x"), 16).unwrap_or(0);
+    ensure!(flags & 1 == 1, "lo is not up (flags {})", out[1]);
+    Ok(())
+}
+
+fn proc_masked_and_readonly_paths(env: &Env) -> CaseResult {
+    // Which of these exist depends on the kernel; each one that does must be
+    // masked (empty) or read-only.
+    let script = r#"
+        for p in /proc/acpi /proc/kcore /proc/keys /proc/latency_stats /proc/timer_list /proc/timer_stats \
+                 /proc/sched_debug /proc/scsi /sys/firmware; do
+            if [ -d $p ]; then [ -z "$(ls -A $p)" ] || echo "$p not empty"
+            elif [ -e $p ]; then [ "$(wc -c < $p)" = 0 ] || echo "$p readable"; fi
+        done
+        for p in /proc/asound /proc/bus /proc/fs /proc/irq /proc/sys /proc/sysrq-trigger; do
+            if [ -e $p ]; then grep -q " $p ro," /proc/self/mountinfo || echo "$p not read-only"; fi
+        done
+        { echo 3 > /proc/sys/vm/drop_caches; } 2>/dev/null && echo /proc/sys writable
+        touch /sys/kiln 2>/dev/null && echo /sys writable
+        grep -c -e ' /proc/keys ' -e ' /proc/acpi ' -e ' /sys/firmware ' /proc/self/mountinfo
+    "#;
+    let (spec, _) = env.sh("masked", script);
+    let out = run_ok(&spec)?;
+    // /proc/keys, /proc/acpi and /sys/firmware exist on the CI kernel.
+    ensure!(out == ["3"], "output {out:?}");
+    Ok(())
+}
+
+fn capabilities_are_dockers_default(env: &Env) -> CaseResult {
+    let (spec, _) = env.sh("caps", "grep -E '^(Cap|NoNewPrivs)' /proc/self/status");
+    let out = run_ok(&spec)?;
+    let want = [
+        "CapInh:\t0000000000000000",
+        "CapPrm:\t00000000a80425fb",
+        "CapEff:\t00000000a80425fb",
+        "CapBnd:\t00000000a80425fb",
+        "CapAmb:\t0000000000000000",
+        "NoNewPrivs:\t1",
+    ];
+    ensure!(out == want, "output {out:?}");
+    Ok(())
+}
+
+fn insecure_keeps_all_capabilities(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh("insecure", "grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status; grep -q -e ' /proc/keys ' -e ' /sys/firmware ' /proc/self/mountinfo && echo masked || echo unmasked");
+    spec.security = SecurityMode::Insecure;
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.len() == 3 && out[1] == "NoNewPrivs:\t0",
+        "output {out:?}"
+    );
+    let bnd = out[0]
+        .strip_prefix("CapBnd:\t")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0);
+    let default = kiln_sandbox::default_capability_mask();
+    ensure!(
+        bnd & default == default && bnd != default,
+        "bounding set {bnd:x} is not a superset of the default"
+    );
+    ensure!(
+        out[2] == "unmasked",
+        "/proc/keys or /sys/firmware masked in insecure mode"
+    );
+    Ok(())
+}
+
+fn secret_is_readable_and_not_in_upper(env: &Env) -> CaseResult {
+    let secret = "s3cr3t-value-7f2a";
+    let (mut spec, upper) = env.sh(
+        "secret",
+        "cat /run/secrets/token; echo; stat -c '%a %u' /run/secrets/token",
+    );
+    spec.mounts.push(MountSpec::Secret {
+        target: "/run/secrets/token".into(),
+        content: secret.as_bytes().to_vec(),
+        mode: 0o400,
+        uid: 0,
+        gid: 0,
+    });
+    let out = run_ok(&spec)?;
+    ensure!(out == [secret, "400 0"], "output {out:?}");
+    let entries = upper_entries(&upper);
+    ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
+    Ok(())
+}
+
+fn tmpfs_leaves_nothing(env: &Env) -> CaseResult {
+    let (mut spec, upper) = env.sh(
+        "tmpfs",
+        "echo x > /scratch/a && echo y > /tmp/b && df /scratch | tail -1",
+    );
+    spec.mounts.push(MountSpec::Tmpfs {
+        target: "/scratch".into(),
+        size_bytes: Some(1 << 20),
+    });
+    spec.mounts.push(MountSpec::Tmpfs {
+        target: "/tmp".into(),
+        size_bytes: None,
+    });
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.first()
+            .is_some_and(|l| l.starts_with("tmpfs") && l.contains(" 1024 ")),
+        "df {out:?}"
+    );
+    let entries = upper_entries(&upper);
+    ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
+    Ok(())
+}
+
+fn hosts_and_resolv_conf_not_in_upper(env: &Env) -> CaseResult {
+    let (mut spec, upper) = env.sh(
+        "hosts",
+        "cat /etc/hosts /etc/resolv.conf; { echo 1 >> /etc/hosts; } 2>/dev/null || echo hosts-ro",
+    );
+    spec.hosts = Some(b"10.1.2.3 kiln-host\n".to_vec());
+    spec.resolv_conf = Some(b"nameserver 10.9.9.9\n".to_vec());
+    let out = run_ok(&spec)?;
+    ensure!(
+        out == ["10.1.2.3 kiln-host", "nameserver 10.9.9.9", "hosts-ro"],
+        "output {out:?}"
+    );
+    let entries = upper_entries(&upper);
+    ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
+
+    // An image with its own /etc/hosts (in a second lower layer): still nothing.
+    let img = env.base.join("lower-with-hosts");
+    std::fs::create_dir_all(img.join("etc")).map_err(|e| e.to_string())?;
+    write(&img.join("etc/hosts"), "127.0.0.1 image\n", 0o644).map_err(|e| e.to_string())?;
+    let (rootfs, upper) = env.overlay("hosts-image", &[img]);
+    let mut spec = RunSpec::new(rootfs, vec!["/bin/cat".into(), "/etc/hosts".into()]);
+    spec.hosts = Some(b"10.1.2.3 kiln-host\n".to_vec());
+    let out = run_ok(&spec)?;
+    ensure!(out == ["10.1.2.3 kiln-host"], "output {out:?}");
+    let entries = upper_entries(&upper);
+    ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
+
+    // A step that changes /etc keeps its change, and only its change.
+    let (mut spec, upper) = env.sh("hosts-etc-change", "echo x > /etc/new-file");
+    spec.hosts = Some(b"10.1.2.3 kiln-host\n".to_vec());
+    run_ok(&spec)?;
+    let entries = upper_entries(&upper);
+    ensure!(entries == ["etc", "etc/new-file"], "upperdir: {entries:?}");
+    Ok(())
+}
+
+fn env_and_cwd(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh(
+        "envcwd",
+        "echo $FOO; pwd; env | grep -c KILN_SANDBOX_MARK || true",
+    );
+    spec.env.push("FOO=bar baz".into());
+    spec.cwd = "/home/user".into();
+    let out = run_ok(&spec)?;
+    ensure!(out == ["bar baz", "/home/user", "0"], "output {out:?}");
+    Ok(())
+}
+
+fn setup_errors_are_clear(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh("badcwd", "true");
+    spec.cwd = "/does/not/exist".into();
+    match run(&spec) {
+        Err(SandboxError::Setup(m))
+            if m.contains("working directory /does/not/exist does not exist") => {}
+        other => return Err(format!("missing cwd: {other:?}")),
+    }
+    let (rootfs, _) = env.overlay("badcmd", &[]);
+    let spec = RunSpec::new(rootfs, vec!["no-such-command".into()]);
+    match run(&spec) {
+        Err(SandboxError::Setup(m))
+            if m.contains("\"no-such-command\": executable file not found in $PATH") =>
+        {
+            Ok(())
+        }
+        other => Err(format!("missing command: {other:?}")),
+    }
+}
+
+fn bind_mount_readonly(env: &Env) -> CaseResult {
+    let src = env.base.join("bind-src");
+    std::fs::create_dir_all(&src).map_err(|e| e.to_string())?;
+    write(&src.join("in"), "bound\n", 0o644).map_err(|e| e.to_string())?;
+    let (mut spec, upper) = env.sh(
+        "bind",
+        "cat /mnt/src/in; touch /mnt/src/x 2>/dev/null && echo rw || echo ro; echo w > /mnt/rw/out",
+    );
+    spec.mounts.push(MountSpec::Bind {
+        source: src.clone(),
+        target: "/mnt/src".into(),
+        readonly: true,
+    });
+    let rw = env.base.join("bind-rw");
+    std::fs::create_dir_all(&rw).map_err(|e| e.to_string())?;
+    spec.mounts.push(MountSpec::Bind {
+        source: rw.clone(),
+        target: "/mnt/rw".into(),
+        readonly: false,
+    });
+    let out = run_ok(&spec)?;
+    ensure!(out == ["bound", "ro"], "output {out:?}");
+    ensure!(rw.join("out").exists(), "rw bind did not write through");
+    let entries = upper_entries(&upper);
+    ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
+    Ok(())
+}
+
+fn dir_rootfs(env: &Env) -> CaseResult {
+    let dir = env.base.join("dir-rootfs");
+    build_busybox_rootfs(&dir).map_err(|e| e.to_string())?;
+    let before = std::fs::metadata(dir.join("etc"))
+        .map_err(|e| e.to_string())?
+        .mtime_nsec();
+    let mut spec = RunSpec::new(
+        Rootfs::Dir(dir.clone()),
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo made > /made; cat /etc/hosts".into(),
+        ],
+    );
+    spec.hosts = Some(b"127.0.0.1 dir\n".to_vec());
+    let out = run_ok(&spec)?;
+    ensure!(out == ["127.0.0.1 dir"], "output {out:?}");
+    ensure!(dir.join("made").exists(), "file not written to the dir");
+    ensure!(
+        !dir.join("etc/hosts").exists(),
+        "mount point /etc/hosts left behind"
+    );
+    let after = std::fs::metadata(dir.join("etc"))
+        .map_err(|e| e.to_string())?
+        .mtime_nsec();
+    ensure!(before == after, "/etc mtime changed");
+    Ok(())
+}
+
+fn hundred_runs_leave_nothing(env: &Env) -> CaseResult {
+    let mounts = mountinfo_count();
+    let start = Instant::now();
+    let (mut spec, _) = env.sh("loop", "echo $$ > /dev/null");
+    spec.mounts.push(MountSpec::Tmpfs {
+        target: "/scratch".into(),
+        size_bytes: None,
+    });
+    spec.network = NetworkMode::None;
+    for i in 0..100 {
+        run_ok(&spec).map_err(|e| format!("run {i}: {e}"))?;
+    }
+    let elapsed = start.elapsed();
+    ensure!(
+        mountinfo_count() == mounts,
+        "mount count {} -> {}",
+        mounts,
+        mountinfo_count()
+    );
+    let left = descendants();
+    ensure!(left.is_empty(), "processes left: {left:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("kiln-sandbox-{}-", std::process::id()))
+        })
+        .collect();
+    ensure!(
+        leftovers.is_empty(),
+        "workspace dirs left: {}",
+        leftovers.len()
+    );
+    println!(
+        "    (100 runs in {:.2}s, {:.1} ms each)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 10.0
+    );
+    Ok(())
+}
+
+fn kill_and_drop_tear_down_everything(env: &Env) -> CaseResult {
+    let mounts = mountinfo_count();
+    let (spec, _) = env.sh("kill", "sleep 1000 & sleep 1000 & echo started; sleep 1000");
+    let step = kiln_sandbox::spawn(&spec).map_err(|e| e.to_string())?;
+    let killer = step.killer();
+    let t = std::thread::spawn(move || {
+        let mut started = false;
+        let r = step.wait(&mut |l: &OutputLine| {
+            if l.line == "started" && !started {
+                started = true;
+                // Let the background sleeps really start.
+                std::thread::sleep(Duration::from_millis(100));
+                killer.kill();
+            }
+        });
+        (started, r)
+    });
+    let (started, r) = t.join().map_err(|_| "wait thread panicked".to_string())?;
+    ensure!(started, "step never started");
+    ensure!(
+        matches!(r, Err(SandboxError::Cancelled)),
+        "kill result {r:?}"
+    );
+    ensure!(
+        descendants().is_empty(),
+        "processes left after kill: {:?}",
+        descendants()
+    );
+
+    // Dropping the handle kills too.
+    let step = kiln_sandbox::spawn(&spec).map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(300));
+    drop(step);
+    ensure!(
+        descendants().is_empty(),
+        "processes left after drop: {:?}",
+        descendants()
+    );
+    ensure!(
+        mountinfo_count() == mounts,
+        "mount count {} -> {}",
+        mounts,
+        mountinfo_count()
+    );
+    Ok(())
+}
+
+/// The script whose upperdir the root and rootless runs must agree on.
+const LAYER_SCRIPT: &str = "mkdir -p /app/bin && echo hi > /app/f && chown 1001:2000 /app/f && \
+    cp /bin/busybox /app/bin/tool && chmod 4750 /app/bin/tool && ln -s f /app/link && ln /app/f /app/hard && \
+    rm /lower-file && rm -rf /lowerdir && mkdir /lowerdir && echo n > /lowerdir/new && \
+    mkdir /home/user/data && chown -R user:user /home/user";
+
+fn layer_manifest(env: &Env) -> Result<Vec<String>, String> {
+    let (spec, upper) = env.sh("layer", LAYER_SCRIPT);
+    run_ok(&spec)?;
+    Ok(manifest(&upper, &env.id_map))
+}
+
+type Case = (&'static str, fn(&Env) -> CaseResult);
+
+const CASES: &[Case] = &[
+    ("file creation appears in the upperdir", file_creation),
+    (
+        "deleting a lower file makes a whiteout",
+        deletion_makes_whiteout,
+    ),
+    ("a recreated directory is opaque", recreated_dir_is_opaque),
+    (
+        "chown gives the owner in the upperdir",
+        chown_owner_in_upper,
+    ),
+    ("setuid/setgid bits are preserved", setuid_bit_preserved),
+    ("symlinks", symlinks),
+    ("hard links", hard_links),
+    (
+        "a failing command reports its exit code and output tail",
+        failing_command_reports_exit_code,
+    ),
+    (
+        "stdout and stderr lines are streamed",
+        stderr_lines_are_streamed,
+    ),
+    ("USER 1001 runs as uid 1001 with its groups", user_1001),
+    ("the step is PID 1", step_is_pid_1),
+    ("the hostname is set", hostname_is_set),
+    ("network none has only lo, up", network_none_has_only_lo),
+    (
+        "/proc and /sys masked and read-only paths",
+        proc_masked_and_readonly_paths,
+    ),
+    (
+        "capabilities are Docker's default, no_new_privs set",
+        capabilities_are_dockers_default,
+    ),
+    (
+        "insecure keeps all capabilities",
+        insecure_keeps_all_capabilities,
+    ),
+    (
+        "a secret is readable and absent from the upperdir",
+        secret_is_readable_and_not_in_upper,
+    ),
+    (
+        "a tmpfs mount leaves nothing in the upperdir",
+        tmpfs_leaves_nothing,
+    ),
+    (
+        "/etc/hosts and /etc/resolv.conf are provided, not in the upperdir",
+        hosts_and_resolv_conf_not_in_upper,
+    ),
+    ("env and cwd", env_and_cwd),
+    ("setup errors are clear", setup_errors_are_clear),
+    ("bind mounts, read-only and read-write", bind_mount_readonly),
+    ("a plain directory rootfs", dir_rootfs),
+    (
+        "100 runs leave no mounts, processes or dirs",
+        hundred_runs_leave_nothing,
+    ),
+    (
+        "kill and drop tear down the process tree",
+        kill_and_drop_tear_down_everything,
+    ),
+];
+
+/// Runs every case; returns (name, error) pairs.
+fn run_cases(env: &Env) -> Vec<(&'static str, Option<String>)> {
+    CASES
+        .iter()
+        .map(|(name, f)| {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(env)))
+                .unwrap_or_else(|_| Err("panicked".into()));
+            (*name, r.err())
+        })
+        .collect()
+}
+
+fn temp_base(tag: &str) -> Result<PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("kiln-sandbox-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes a test tree; overlay work dirs can be mode 000, so fix modes first.
+fn remove_tree(dir: &Path) {
+    let _ = Command::new("chmod")
+        .args(["-R", "u+rwx"])
+        .arg(dir)
+        .status();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The rootless half, run as `kiln-rootless`: prints `CASE ok|FAILED name`
+/// lines and the layer manifest as JSON.
+fn rootless_worker(base: &Path) -> ExitCode {
+    let env = match Env::new(base.to_path_buf()) {
+        Ok(e) => e,
+        Err(e) => {
+            println!("SETUP-FAILED {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(w) = &env.id_map.limitation {
+        println!("WARNING {w}");
+    }
+    for (name, err) in run_cases(&env) {
+        match err {
+            None => println!("CASE ok {name}"),
+            Some(e) => println!("CASE FAILED {name}: {}", e.replace('\n', " ")),
+        }
+    }
+    match layer_manifest(&env) {
+        Ok(m) => println!("MANIFEST {}", serde_json::to_string(&m).unwrap_or_default()),
+        Err(e) => println!("MANIFEST-FAILED {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+struct Tally {
+    passed: usize,
+    failed: usize,
+}
+
+impl Tally {
+    fn record(&mut self, name: &str, err: Option<String>) {
+        match err {
+            None => {
+                self.passed += 1;
+                println!("test {name} ... ok");
+            }
+            Some(e) => {
+                self.failed += 1;
+                println!("test {name} ... FAILED\n    {e}");
+            }
+        }
+    }
+}
+
+/// What the rootless worker reported.
+struct RootlessReport {
+    cases: Vec<(String, Option<String>)>,
+    manifest: Result<Vec<String>, String>,
+}
+
+fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) {
+    let result = (|| -> Result<RootlessReport, String> {
+        let base = temp_base("rootless")?;
+        let exe = base.join("sandbox-test");
+        std::fs::copy("/proc/self/exe", &exe)
+            .map_err(|e| format!("copying the test binary: {e}"))?;
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let work = base.join("work");
+        std::fs::create_dir(&work).map_err(|e| e.to_string())?;
+        let st = Command::new("chown")
+            .arg(format!("{ROOTLESS_USER}:"))
+            .arg(&work)
+            .status();
+        if !st.map(|s| s.success()).unwrap_or(false) {
+            return Err(format!(
+                "cannot chown to {ROOTLESS_USER}: run scripts/setup-test-env as root first"
+            ));
+        }
+        let out = Command::new("runuser")
+            .args(["-u", ROOTLESS_USER, "--"])
+            .arg(&exe)
+            .arg("--rootless-worker")
+            .arg(&work)
+            .current_dir("/")
+            .output()
+            .map_err(|e| format!("runuser: {e}"))?;
+        remove_tree(&base);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let mut cases = Vec::new();
+        let mut manifest = Err("the rootless worker printed no manifest".to_string());
+        for line in stdout.lines() {
+            if let Some(name) = line.strip_prefix("CASE ok ") {
+                cases.push((name.to_string(), None));
+            } else if let Some(rest) = line.strip_prefix("CASE FAILED ") {
+                let (name, err) = rest.split_once(": ").unwrap_or((rest, ""));
+                cases.push((name.to_string(), Some(err.to_string())));
+            } else if let Some(json) = line.strip_prefix("MANIFEST ") {
+                manifest = serde_json::from_str(json).map_err(|e| e.to_string());
+            } else if let Some(e) = line.strip_prefix("MANIFEST-FAILED ") {
+                manifest = Err(e.to_string());
+            } else if let Some(w) = line.strip_prefix("WARNING ") {
+                println!("    rootless warning: {w}");
+            }
+        }
+        if cases.is_empty() {
+            return Err(format!(
+                "the rootless worker ran no case ({}): {}{}",
+                out.status,
+                stdout,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(RootlessReport { cases, manifest })
+    })();
+    match result {
+        Err(e) => tally.record("rootless: run the cases as kiln-rootless", Some(e)),
+        Ok(RootlessReport { cases, manifest }) => {
+            for (name, err) in cases {
+                tally.record(&format!("rootless: {name}"), err);
+            }
+            let verdict = match (root_manifest, manifest) {
+                (Ok(root), Ok(rootless)) if *root == rootless => None,
+                (Ok(root), Ok(rootless)) => Some(format!(
+                    "root:\n      {}\n    rootless:\n      {}",
+                    root.join("\n      "),
+                    rootless.join("\n      ")
+                )),
+                (Err(e), _) => Some(format!("root manifest: {e}")),
+                (_, Err(e)) => Some(format!("rootless manifest: {e}")),
+            };
+            tally.record(
+                "rootless layer equals the root layer (ids mapped back)",
+                verdict,
+            );
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    kiln_sandbox::helper_main_if_requested();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--rootless-worker") {
+        return match args.get(2) {
+            Some(dir) => rootless_worker(Path::new(dir)),
+            None => ExitCode::FAILURE,
+        };
+    }
+    let mut tally = Tally {
+        passed: 0,
+        failed: 0,
+    };
+    if !rustix_is_root() {
+        tally.record(
+            "sandbox tests need root",
+            Some("run as root (CI does)".into()),
+        );
+    } else {
+        match temp_base("root").and_then(Env::new) {
+            Err(e) => tally.record("build the busybox rootfs", Some(e)),
+            Ok(env) => {
+                for (name, err) in run_cases(&env) {
+                    tally.record(name, err);
+                }
+                let root_manifest = layer_manifest(&env);
+                rootless_run(&mut tally, &root_manifest);
+                remove_tree(&env.base);
+            }
+        }
+    }
+    println!();
+    // cargo's summary form (which .ci/run adds up), then the plain closing line.
+    let verdict = if tally.failed == 0 { "ok" } else { "FAILED" };
+    println!(
+        "test result: {verdict}. {} passed; {} failed; 0 ignored; 0 measured; 0 filtered out",
+        tally.passed, tally.failed
+    );
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    if tally.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
