@@ -404,7 +404,7 @@ fn hard_links(env: &Env) -> CaseResult {
 fn failing_command_reports_exit_code(env: &Env) -> CaseResult {
     let (mut spec, _) = env.sh(
         "fail",
-        "echo first; echo to-stderr >&2; for i in 1 2 3 4 5; do echo line$i; done; exit 3",
+        "echo first; for i in 1 2 3 4 5; do echo line$i; done; exit 3",
     );
     spec.tail_lines = 3;
     match run(&spec) {
