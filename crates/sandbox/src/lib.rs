@@ -13,6 +13,7 @@
 //! upperdir back to in-container ids for the layer writer.
 
 mod container;
+pub mod copy;
 mod helper;
 pub mod idmap;
 mod runner;
@@ -21,6 +22,7 @@ mod stubs;
 pub mod user;
 
 pub use container::{default_capability_mask, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+pub use copy::CopySnapshot;
 pub use idmap::{IdMap, IdRange};
 pub use runner::{
     helper_main_if_requested, run, spawn, ExitStatus, OutputLine, OutputStream, RunOutcome,

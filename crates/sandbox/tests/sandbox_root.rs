@@ -7,8 +7,8 @@
 //! as the `kiln` binary is, so `main` calls the helper hook first.
 
 use kiln_sandbox::{
-    IdMap, MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxError, SecurityMode,
-    UserSpec,
+    CopySnapshot, IdMap, MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxError,
+    SecurityMode, UserSpec,
 };
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -843,13 +843,88 @@ const LAYER_SCRIPT: &str = "mkdir -p /app/bin && echo hi > /app/f && chown 1001:
     rm /lower-file && rm -rf /lowerdir && mkdir /lowerdir && echo n > /lowerdir/new && \
     mkdir /home/user/data && chown -R user:user /home/user";
 
-fn layer_manifest(env: &Env) -> Result<Vec<String>, String> {
-    let (spec, upper) = env.sh("layer", LAYER_SCRIPT);
+fn layer_manifest(env: &Env, run_name: &str) -> Result<Vec<String>, String> {
+    let (spec, upper) = env.sh(run_name, LAYER_SCRIPT);
     run_ok(&spec)?;
     Ok(manifest(&upper, &env.id_map))
 }
 
+/// The copying snapshotter gives the same upperdir as overlay, and reads
+/// layered snapshots (whiteouts, opaque dirs) back correctly.
+fn copy_snapshotter_matches_overlay(env: &Env) -> CaseResult {
+    let overlay = layer_manifest(env, "layer-for-copy")?;
+    let has = |prefix: &str| overlay.iter().any(|l| l.starts_with(prefix));
+    ensure!(
+        has("lower-file char 0:0")
+            && has("lowerdir dir opaque")
+            && has("app/hard file \"hi\\n\" hardlink to app/f"),
+        "overlay manifest lacks the expected entries: {overlay:#?}"
+    );
+    let merged = env.base.join("copy-merged");
+    let snap = kiln_sandbox::CopySnapshot::prepare(std::slice::from_ref(&env.lower), &merged)
+        .map_err(|e| format!("prepare: {e}"))?;
+    let mut spec = RunSpec::new(
+        snap.rootfs(),
+        vec!["/bin/sh".into(), "-c".into(), LAYER_SCRIPT.into()],
+    );
+    spec.hosts = Some(b"127.0.0.1 copy\n".to_vec());
+    spec.mounts.push(MountSpec::Secret {
+        target: "/run/secrets/s".into(),
+        content: b"x".to_vec(),
+        mode: 0o400,
+        uid: 0,
+        gid: 0,
+    });
+    run_ok(&spec)?;
+    let upper = env.base.join("copy-upper");
+    std::fs::create_dir(&upper).map_err(|e| e.to_string())?;
+    snap.diff_into(&upper).map_err(|e| format!("diff: {e}"))?;
+    let copied = manifest(&upper, &env.id_map);
+    ensure!(
+        copied == overlay,
+        "copy:\n      {}\n    overlay:\n      {}",
+        copied.join("\n      "),
+        overlay.join("\n      ")
+    );
+
+    // Stack the step's layer on the base and read the merged view back.
+    let layered = env.base.join("copy-layered");
+    CopySnapshot::prepare(&[upper, env.lower.clone()], &layered)
+        .map_err(|e| format!("prepare layered: {e}"))?;
+    ensure!(!layered.join("lower-file").exists(), "whiteout not applied");
+    let names: Vec<String> = std::fs::read_dir(layered.join("lowerdir"))
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ensure!(names == ["new"], "opaque dir not applied: {names:?}");
+    let tool = layered
+        .join("app/bin/tool")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        tool.mode() & 0o7777 == 0o4750,
+        "tool mode {:o}",
+        tool.mode() & 0o7777
+    );
+    let (f, h) = (
+        layered.join("app/f").symlink_metadata(),
+        layered.join("app/hard").symlink_metadata(),
+    );
+    ensure!(
+        matches!((&f, &h), (Ok(f), Ok(h)) if f.ino() == h.ino() && f.uid() == 1001 && f.gid() == 2000),
+        "hard link / owner lost: {f:?} {h:?}"
+    );
+    Ok(())
+}
+
 type Case = (&'static str, fn(&Env) -> CaseResult);
+
+/// Cases that need real root (the copying snapshotter chowns on the host).
+const ROOT_ONLY_CASES: &[Case] = &[(
+    "the copying snapshotter gives the overlay's upperdir",
+    copy_snapshotter_matches_overlay,
+)];
 
 const CASES: &[Case] = &[
     ("file creation appears in the upperdir", file_creation),
@@ -962,7 +1037,7 @@ fn rootless_worker(base: &Path) -> ExitCode {
             Some(e) => println!("CASE FAILED {name}: {}", e.replace('\n', " ")),
         }
     }
-    match layer_manifest(&env) {
+    match layer_manifest(&env, "layer") {
         Ok(m) => println!("MANIFEST {}", serde_json::to_string(&m).unwrap_or_default()),
         Err(e) => println!("MANIFEST-FAILED {e}"),
     }
@@ -1099,7 +1174,10 @@ fn main() -> ExitCode {
                 for (name, err) in run_cases(&env) {
                     tally.record(name, err);
                 }
-                let root_manifest = layer_manifest(&env);
+                for (name, f) in ROOT_ONLY_CASES {
+                    tally.record(name, f(&env).err());
+                }
+                let root_manifest = layer_manifest(&env, "layer");
                 rootless_run(&mut tally, &root_manifest);
                 remove_tree(&env.base);
             }
