@@ -399,6 +399,48 @@ fn prctl(op: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> std::io::R
     Ok(())
 }
 
+/// Ignored signals and the signal mask survive exec: the helper (a Rust
+/// program) ignores SIGPIPE and may have inherited more, so every signal gets
+/// its default disposition back and none is blocked. Uses the raw syscall
+/// because libc refuses to touch the signals it reserves for itself.
+fn reset_signals() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid kernel sigaction; the process is
+        // single-threaded and about to exec.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+    // SAFETY: an empty, initialized signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 fn find_program(arg0: &str, env: &[String]) -> R<PathBuf> {
     if arg0.contains('/') {
         return Ok(PathBuf::from(arg0));
@@ -620,6 +662,8 @@ fn setup_and_exec(
     }
     // Changing credentials cleared the parent-death signal: set it again.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+
+    reset_signals();
 
     let program = find_program(&spec.args[0], &spec.env)?;
     let prog_c = ctx(CString::new(program.as_os_str().as_encoded_bytes()), || {

@@ -80,8 +80,6 @@ extern "C" fn on_stop_signal(_sig: libc::c_int) {
 
 /// Entry point of the helper process; never returns.
 pub(crate) fn helper_main() -> ! {
-    // Die with the caller (the thread that spawned us).
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     // SAFETY: fd 3 was set up by the caller; we own it from here on.
     let report_fd = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     let _ = rustix::io::fcntl_setfd(&report_fd, rustix::io::FdFlags::CLOEXEC);
@@ -91,6 +89,13 @@ pub(crate) fn helper_main() -> ! {
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
         }
+    }
+    // When the caller (the thread that spawned us) dies, stop the same way:
+    // the step is killed and the mount points are still cleaned up.
+    let caller = rustix::process::getppid();
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM));
+    if rustix::process::getppid() != caller {
+        std::process::exit(1);
     }
     let outcome_and_errors = read_request().and_then(run);
     let report = match outcome_and_errors {

@@ -10,8 +10,8 @@ use kiln_sandbox::{
     CopySnapshot, IdMap, MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxError,
     SecurityMode, UserSpec,
 };
-use std::collections::HashMap;
-use std::ffi::CString;
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{CString, OsString};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -659,14 +659,29 @@ fn hosts_and_resolv_conf_not_in_upper(env: &Env) -> CaseResult {
 }
 
 fn env_and_cwd(env: &Env) -> CaseResult {
-    let (mut spec, _) = env.sh(
-        "envcwd",
-        "echo $FOO; pwd; env | grep -c KILN_SANDBOX_MARK || true",
-    );
+    let (mut spec, _) = env.sh("envcwd", "echo $FOO; pwd; env | wc -l");
     spec.env.push("FOO=bar baz".into());
     spec.cwd = "/home/user".into();
     let out = run_ok(&spec)?;
-    ensure!(out == ["bar baz", "/home/user", "0"], "output {out:?}");
+    // Exactly the given environment (PATH, FOO, plus what sh itself sets:
+    // PWD, SHLVL).
+    ensure!(out == ["bar baz", "/home/user", "4"], "output {out:?}");
+    // No ignored or blocked signals inherited from the helper.
+    let (rootfs, _) = env.overlay("signals", &[]);
+    let spec = RunSpec::new(
+        rootfs,
+        vec![
+            "grep".into(),
+            "-E".into(),
+            "^Sig(Blk|Ign)".into(),
+            "/proc/self/status".into(),
+        ],
+    );
+    let out = run_ok(&spec)?;
+    ensure!(
+        out == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000"],
+        "signals {out:?}"
+    );
     Ok(())
 }
 
@@ -918,13 +933,125 @@ fn copy_snapshotter_matches_overlay(env: &Env) -> CaseResult {
     Ok(())
 }
 
+/// `--caller-worker LOWER RUNDIR`: a caller that runs a long step and prints
+/// its output, for killing from outside.
+fn caller_worker(lower: &Path, run_dir: &Path) -> ExitCode {
+    use std::io::Write;
+    let upper = run_dir.join("upper");
+    let work = run_dir.join("work");
+    let _ = std::fs::create_dir_all(&upper);
+    let _ = std::fs::create_dir_all(&work);
+    let rootfs = Rootfs::Overlay {
+        lowerdirs: vec![lower.to_path_buf()],
+        upperdir: upper,
+        workdir: work,
+    };
+    let script = "sleep 7777777 & echo started; sleep 7777778";
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    let r = kiln_sandbox::run(&spec, &mut |l: &OutputLine| {
+        println!("{}", l.line);
+        let _ = std::io::stdout().flush();
+    });
+    println!("ended: {r:?}");
+    ExitCode::SUCCESS
+}
+
+fn processes_with(arg: &str) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn workspace_dirs() -> BTreeSet<OsString> {
+    std::fs::read_dir(std::env::temp_dir())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name())
+                .filter(|n| {
+                    n.to_string_lossy().starts_with("kiln-sandbox-")
+                        && !n.to_string_lossy().starts_with("kiln-sandbox-test")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Killing the caller (SIGKILL), or Ctrl-C to its process group, ends the
+/// step's whole process tree and leaves no mount point in the upperdir and no
+/// workspace behind.
+fn caller_death_kills_the_step(env: &Env) -> CaseResult {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    for (how, signal, group) in [
+        ("SIGKILL to the caller", libc::SIGKILL, false),
+        ("Ctrl-C to the group", libc::SIGINT, true),
+    ] {
+        let run_dir = env.base.join(format!("caller-{signal}"));
+        let dirs_before = workspace_dirs();
+        let mut child = Command::new("/proc/self/exe")
+            .arg("--caller-worker")
+            .arg(&env.lower)
+            .arg(&run_dir)
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("{how}: spawn: {e}"))?;
+        let pid = child.id() as i32;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        ensure!(
+            first.as_deref() == Some("started"),
+            "{how}: worker said {first:?}"
+        );
+        ensure!(
+            !processes_with("7777778").is_empty(),
+            "{how}: step not seen running"
+        );
+        // SAFETY: signalling our own child (or its process group).
+        unsafe { libc::kill(if group { -pid } else { pid }, signal) };
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && (!processes_with("7777777").is_empty()
+                || !processes_with("7777778").is_empty()
+                || workspace_dirs() != dirs_before)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ensure!(
+            processes_with("7777777").is_empty() && processes_with("7777778").is_empty(),
+            "{how}: step processes survive"
+        );
+        let new_dirs: Vec<_> = workspace_dirs().difference(&dirs_before).cloned().collect();
+        ensure!(new_dirs.is_empty(), "{how}: workspace left: {new_dirs:?}");
+        let entries = upper_entries(&run_dir.join("upper"));
+        ensure!(entries.is_empty(), "{how}: upperdir not empty: {entries:?}");
+    }
+    Ok(())
+}
+
 type Case = (&'static str, fn(&Env) -> CaseResult);
 
 /// Cases that need real root (the copying snapshotter chowns on the host).
-const ROOT_ONLY_CASES: &[Case] = &[(
-    "the copying snapshotter gives the overlay's upperdir",
-    copy_snapshotter_matches_overlay,
-)];
+const ROOT_ONLY_CASES: &[Case] = &[
+    (
+        "the copying snapshotter gives the overlay's upperdir",
+        copy_snapshotter_matches_overlay,
+    ),
+    (
+        "killing the caller kills the step and cleans up",
+        caller_death_kills_the_step,
+    ),
+];
 
 const CASES: &[Case] = &[
     ("file creation appears in the upperdir", file_creation),
@@ -1152,6 +1279,9 @@ fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--caller-worker") && args.len() == 4 {
+        return caller_worker(Path::new(&args[2]), Path::new(&args[3]));
+    }
     if args.get(1).map(String::as_str) == Some("--rootless-worker") {
         return match args.get(2) {
             Some(dir) => rootless_worker(Path::new(dir)),
