@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod error;
 pub mod instructions;
+pub mod shell;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Node};
 pub use error::{DockerfileError, Source};
