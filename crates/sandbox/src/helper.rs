@@ -80,7 +80,14 @@ extern "C" fn on_stop_signal(_sig: libc::c_int) {
 
 /// Entry point of the helper process; never returns.
 pub(crate) fn helper_main() -> ! {
-    // SAFETY: fd 3 was set up by the caller; we own it from here on.
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    if unsafe { libc::fcntl(REPORT_FD, libc::F_GETFD) } < 0 {
+        eprintln!(
+            "{HELPER_ARG} is kiln's internal sandbox helper; it is not meant to be run by hand"
+        );
+        std::process::exit(2);
+    }
+    // SAFETY: fd 3 was set up by the caller (checked open above); we own it.
     let report_fd = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     let _ = rustix::io::fcntl_setfd(&report_fd, rustix::io::FdFlags::CLOEXEC);
     // SIGTERM/SIGINT/SIGHUP: kill the step, then clean up and report normally.

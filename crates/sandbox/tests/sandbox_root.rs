@@ -764,6 +764,7 @@ fn dir_rootfs(env: &Env) -> CaseResult {
 
 fn hundred_runs_leave_nothing(env: &Env) -> CaseResult {
     let mounts = mountinfo_count();
+    let dirs_before = workspace_dirs();
     let start = Instant::now();
     let (mut spec, _) = env.sh("loop", "echo $$ > /dev/null");
     spec.mounts.push(MountSpec::Tmpfs {
@@ -783,20 +784,8 @@ fn hundred_runs_leave_nothing(env: &Env) -> CaseResult {
     );
     let left = descendants();
     ensure!(left.is_empty(), "processes left: {left:?}");
-    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("kiln-sandbox-{}-", std::process::id()))
-        })
-        .collect();
-    ensure!(
-        leftovers.is_empty(),
-        "workspace dirs left: {}",
-        leftovers.len()
-    );
+    let leftovers: Vec<_> = workspace_dirs().difference(&dirs_before).cloned().collect();
+    ensure!(leftovers.is_empty(), "workspace dirs left: {leftovers:?}");
     println!(
         "    (100 runs in {:.2}s, {:.1} ms each)",
         elapsed.as_secs_f64(),
