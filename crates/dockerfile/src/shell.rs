@@ -713,7 +713,7 @@ impl Expander<'_> {
         if all {
             Ok(glob.replace_all(&text, &replacement))
         } else {
-            Ok(match glob.find(&text, true) {
+            Ok(match glob.matcher(&text, true).find_from(0) {
                 Some((start, end)) => {
                     let mut out: String = text[..start].iter().collect();
                     out.push_str(&replacement);
@@ -772,22 +772,66 @@ impl Glob {
         Ok(Glob { tokens })
     }
 
-    /// The end of the preferred match of the whole glob starting at `start`.
-    /// `greedy` makes `*` prefer the longest run, otherwise the shortest.
-    fn match_at(&self, text: &[char], start: usize, greedy: bool) -> Option<usize> {
-        let mut failed = vec![false; (self.tokens.len() + 1) * (text.len() + 1)];
-        self.match_from(text, 0, start, greedy, &mut failed)
+    /// A matcher of this glob against `text`. `greedy` makes `*` prefer the
+    /// longest run, otherwise the shortest.
+    fn matcher<'g>(&'g self, text: &'g [char], greedy: bool) -> GlobMatcher<'g> {
+        GlobMatcher {
+            tokens: &self.tokens,
+            text,
+            greedy,
+            failed: vec![false; (self.tokens.len() + 1) * (text.len() + 1)],
+        }
     }
 
-    fn match_from(
-        &self,
-        text: &[char],
-        mut token: usize,
-        mut pos: usize,
-        greedy: bool,
-        failed: &mut [bool],
-    ) -> Option<usize> {
-        let width = text.len() + 1;
+    /// Go's `Regexp.ReplaceAllString` with this glob as the expression:
+    /// non-overlapping matches, an empty match right after a match is
+    /// skipped, and `template` is expanded per match (see [`expand_template`]).
+    fn replace_all(&self, text: &[char], template: &str) -> String {
+        let mut matcher = self.matcher(text, true);
+        let mut out = String::new();
+        let mut last_end = 0;
+        let mut search = 0;
+        while search <= text.len() {
+            let Some((start, end)) = matcher.find_from(search) else {
+                break;
+            };
+            out.extend(&text[last_end..start]);
+            if end > last_end || start == 0 {
+                let matched: String = text[start..end].iter().collect();
+                expand_template(&mut out, template, &matched);
+            }
+            last_end = end;
+            search = if end <= search { search + 1 } else { end };
+        }
+        out.extend(&text[last_end.min(text.len())..]);
+        out
+    }
+}
+
+/// Matches one glob against one text, remembering the (token, position)
+/// states from which no match is possible, so that each is explored once
+/// however many starting positions are tried: at most tokens × positions
+/// states, each trying at most every run length for a `*`.
+struct GlobMatcher<'g> {
+    tokens: &'g [GlobToken],
+    text: &'g [char],
+    greedy: bool,
+    failed: Vec<bool>,
+}
+
+impl GlobMatcher<'_> {
+    /// The end of the preferred match of the whole glob starting at `start`.
+    fn match_at(&mut self, start: usize) -> Option<usize> {
+        self.match_from(0, start)
+    }
+
+    /// The leftmost match (start, end), searching from `from`.
+    fn find_from(&mut self, from: usize) -> Option<(usize, usize)> {
+        (from..=self.text.len()).find_map(|start| self.match_at(start).map(|end| (start, end)))
+    }
+
+    fn match_from(&mut self, mut token: usize, mut pos: usize) -> Option<usize> {
+        let text = self.text;
         loop {
             match self.tokens.get(token) {
                 None => return Some(pos),
@@ -803,21 +847,12 @@ impl Glob {
                 }
                 Some(GlobToken::Star) => {
                     let run = text[pos..].iter().take_while(|&&c| c != '\n').count();
-                    let mut try_len = |len: usize| {
-                        let state = (token + 1) * width + pos + len;
-                        if failed[state] {
-                            return None;
-                        }
-                        let found = self.match_from(text, token + 1, pos + len, greedy, failed);
-                        if found.is_none() {
-                            failed[state] = true;
-                        }
-                        found
-                    };
-                    return if greedy {
-                        (0..=run).rev().find_map(&mut try_len)
+                    return if self.greedy {
+                        (0..=run)
+                            .rev()
+                            .find_map(|len| self.after_star(token, pos + len))
                     } else {
-                        (0..=run).find_map(&mut try_len)
+                        (0..=run).find_map(|len| self.after_star(token, pos + len))
                     };
                 }
             }
@@ -826,37 +861,17 @@ impl Glob {
         }
     }
 
-    /// The leftmost match (start, end) in `text`, searching from `from`.
-    fn find_from(&self, text: &[char], from: usize, greedy: bool) -> Option<(usize, usize)> {
-        (from..=text.len())
-            .find_map(|start| self.match_at(text, start, greedy).map(|end| (start, end)))
-    }
-
-    fn find(&self, text: &[char], greedy: bool) -> Option<(usize, usize)> {
-        self.find_from(text, 0, greedy)
-    }
-
-    /// Go's `Regexp.ReplaceAllString` with this glob as the expression:
-    /// non-overlapping matches, an empty match right after a match is
-    /// skipped, and `template` is expanded per match (see [`expand_template`]).
-    fn replace_all(&self, text: &[char], template: &str) -> String {
-        let mut out = String::new();
-        let mut last_end = 0;
-        let mut search = 0;
-        while search <= text.len() {
-            let Some((start, end)) = self.find_from(text, search, true) else {
-                break;
-            };
-            out.extend(&text[last_end..start]);
-            if end > last_end || start == 0 {
-                let matched: String = text[start..end].iter().collect();
-                expand_template(&mut out, template, &matched);
-            }
-            last_end = end;
-            search = if end <= search { search + 1 } else { end };
+    /// Continues after the `*` at `star`, which ended at `pos`.
+    fn after_star(&mut self, star: usize, pos: usize) -> Option<usize> {
+        let state = (star + 1) * (self.text.len() + 1) + pos;
+        if self.failed[state] {
+            return None;
         }
-        out.extend(&text[last_end.min(text.len())..]);
-        out
+        let found = self.match_from(star + 1, pos);
+        if found.is_none() {
+            self.failed[state] = true;
+        }
+        found
     }
 }
 
@@ -908,7 +923,7 @@ fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
     let glob = Glob::parse(pattern)
         .map_err(|err| format!("invalid pattern ({pattern}) in substitution: {err}"))?;
     let text: Vec<char> = value.chars().collect();
-    Ok(match glob.match_at(&text, 0, greedy) {
+    Ok(match glob.matcher(&text, greedy).match_at(0) {
         Some(end) => text[end..].iter().collect(),
         None => value.to_string(),
     })
@@ -974,4 +989,566 @@ fn go_quote(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn names(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn word(input: &str, vars: &[(&str, &str)]) -> Result<String, String> {
+        Lexer::new('\\')
+            .process_word(input, &env(vars))
+            .map_err(|e| e.message)
+    }
+
+    fn error(input: &str, vars: &[(&str, &str)]) -> String {
+        match word(input, vars) {
+            Ok(result) => panic!("{input:?} expanded to {result:?}, expected an error"),
+            Err(message) => message,
+        }
+    }
+
+    /// BuildKit's TestProcessWithMatches: (input, env, expected result or
+    /// None for an error, matched, unmatched).
+    #[test]
+    fn matches_and_unmatched_names() {
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let foo_bar: &[(&str, &str)] = &[("FOO", "xxx"), ("BAR", "")];
+        let cases: &[Case] = &[
+            ("x", &[("DUMMY", "dummy")], Some("x"), &[], &[]),
+            (
+                "x ${UNUSED}",
+                &[("DUMMY", "dummy")],
+                Some("x "),
+                &[],
+                &["UNUSED"],
+            ),
+            ("x ${FOO}", &[("FOO", "y")], Some("x y"), &["FOO"], &[]),
+            (
+                "${FOO-aaa} ${BAR-bbb} ${BAZ-ccc}",
+                foo_bar,
+                Some("xxx  ccc"),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:-aaa} ${BAR:-bbb} ${BAZ:-ccc}",
+                foo_bar,
+                Some("xxx bbb ccc"),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            ("${FOO:-}", foo_bar, Some("xxx"), &["FOO"], &[]),
+            ("${FOO:-}", &[], Some(""), &[], &["FOO"]),
+            (
+                "${FOO+aaa} ${BAR+bbb} ${BAZ+ccc}",
+                foo_bar,
+                Some("aaa bbb "),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            (
+                "${FOO:+aaa} ${BAR:+bbb} ${BAZ:+ccc}",
+                foo_bar,
+                Some("aaa  "),
+                &["FOO", "BAR"],
+                &["BAZ"],
+            ),
+            ("${FOO?aaa}", foo_bar, Some("xxx"), &["FOO"], &[]),
+            ("${BAR?bbb}", foo_bar, Some(""), &["BAR"], &[]),
+            ("${BAZ?ccc}", foo_bar, None, &[], &[]),
+            ("${FOO:?aaa}", foo_bar, Some("xxx"), &["FOO"], &[]),
+            ("${BAR:?bbb}", foo_bar, None, &[], &[]),
+            ("${BAZ:?ccc}", foo_bar, None, &[], &[]),
+            ("${BAZ:?}", foo_bar, None, &[], &[]),
+            ("${FOO=aaa}", foo_bar, None, &[], &[]),
+            ("${FOO=:aaa}", foo_bar, None, &[], &[]),
+            ("${FOO=}", &[], None, &[], &[]),
+            (
+                r"${FOO#()[]{\}^$.\*\?|\\}",
+                &[("FOO", r"()[]{}^$.*?|\x")],
+                Some("x"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                r"${FOO%%\**}",
+                &[("FOO", "xx**")],
+                Some("xx"),
+                &["FOO"],
+                &[],
+            ),
+            ("${FOO#*x*y}", &[("FOO", "xxyy")], Some("y"), &["FOO"], &[]),
+            ("${FOO#*}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            (
+                "${FOO#$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "x")],
+                Some("xyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            (
+                "${FOO#$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("xxyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            ("${FOO#}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            ("${FOO##*x}", &[("FOO", "xxyy")], Some("yy"), &["FOO"], &[]),
+            ("${FOO##}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            (r"${FOO#?\?}", &[("FOO", "???y")], Some("?y"), &["FOO"], &[]),
+            (
+                "${ABC:-.}${FOO%x}${ABC:-.}",
+                &[("FOO", "xxyy")],
+                Some(".xxyy."),
+                &["FOO"],
+                &["ABC"],
+            ),
+            (
+                r"${FOO%%\**\*}",
+                &[("FOO", "a***yy*")],
+                Some("a"),
+                &["FOO"],
+                &[],
+            ),
+            ("${FOO%}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            (
+                "${FOO%%$BAR}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("xxyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            ("${FOO:#}", &[], None, &[], &[]),
+            ("${FOO:##}", &[], None, &[], &[]),
+            ("${FOO:%}", &[], None, &[], &[]),
+            ("${FOO:%%}", &[], None, &[], &[]),
+            (
+                "${FOO/$NEEDLE/.} - ${FOO//$NEEDLE/.}",
+                &[("FOO", "/foo*/*/*.txt"), ("NEEDLE", r"\*/")],
+                Some("/foo.*/*.txt - /foo..*.txt"),
+                &["FOO", "NEEDLE"],
+                &[],
+            ),
+            (
+                "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
+                &[("FOO", "/tmp/tmp/bar.txt"), ("NEEDLE", "/tmp")],
+                Some("/tmp/bar.txt - /bar.txt"),
+                &["FOO", "NEEDLE"],
+                &[],
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "/a/foo/b/c.txt"),
+                    ("NEEDLE", "/?/"),
+                    ("REPLACEMENT", "/"),
+                ],
+                Some("/foo/b/c.txt - /foo/c.txt"),
+                &["FOO", "NEEDLE", "REPLACEMENT"],
+                &[],
+            ),
+            (
+                "${FOO/$NEEDLE/$REPLACEMENT}",
+                &[
+                    ("FOO", "http://google.de"),
+                    ("NEEDLE", "http://"),
+                    ("REPLACEMENT", "https://"),
+                ],
+                Some("https://google.de"),
+                &["FOO", "NEEDLE", "REPLACEMENT"],
+                &[],
+            ),
+            (
+                r"${FOO//\//\/}",
+                &[("FOO", "/tmp/foo.txt")],
+                Some(r"\/tmp\/foo.txt"),
+                &["FOO"],
+                &[],
+            ),
+            (
+                "${FOO/$BAR/ww}",
+                &[("FOO", "xxyy"), ("BAR", "")],
+                Some("wwxxyy"),
+                &["FOO", "BAR"],
+                &[],
+            ),
+            ("${FOO//ww}", &[("FOO", "xxyy")], None, &[], &[]),
+            ("${FOO//}", &[("FOO", "xxyy")], None, &[], &[]),
+            ("${FOO///}", &[("FOO", "xxyy")], Some("xxyy"), &["FOO"], &[]),
+            ("${FOO///}", &[], Some(""), &[], &["FOO"]),
+        ];
+        let lexer = Lexer::new('\\');
+        for (input, vars, expected, matched, unmatched) in cases {
+            let got = lexer.process_word_with_matches(input, &env(vars));
+            match expected {
+                None => assert!(got.is_err(), "{input:?}: expected an error, got {got:?}"),
+                Some(expected) => {
+                    let got = got.unwrap_or_else(|e| panic!("{input:?}: {e}"));
+                    assert_eq!(got.result, *expected, "{input:?}");
+                    assert_eq!(got.matched, names(matched), "{input:?} matched");
+                    assert_eq!(got.unmatched, names(unmatched), "{input:?} unmatched");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn platform_release_name() {
+        let release =
+            "something-${VERSION}.${TARGETOS}-${TARGETARCH}${TARGETVARIANT:+-${TARGETVARIANT}}.tar.gz";
+        let base = [("VERSION", "v1.2.3"), ("TARGETOS", "linux")];
+        let with = |more: &[(&str, &str)]| {
+            let vars: Vec<(&str, &str)> = base.iter().chain(more).copied().collect();
+            word(release, &vars).unwrap()
+        };
+        assert_eq!(
+            with(&[("TARGETARCH", "arm"), ("TARGETVARIANT", "v7")]),
+            "something-v1.2.3.linux-arm-v7.tar.gz"
+        );
+        assert_eq!(
+            with(&[("TARGETARCH", "arm64"), ("TARGETVARIANT", "")]),
+            "something-v1.2.3.linux-arm64.tar.gz"
+        );
+        assert_eq!(
+            with(&[("TARGETARCH", "arm64")]),
+            "something-v1.2.3.linux-arm64.tar.gz"
+        );
+    }
+
+    /// BuildKit's TestShellParserMandatoryEnvVars, with exact messages.
+    #[test]
+    fn mandatory_variables() {
+        let set = [("VAR", "plain"), ("ARG", "x")];
+        let empty = [("VAR", ""), ("ARG", "x")];
+        let unset = [("ARG", "x")];
+        let no_empty = "${VAR:?message here$ARG}";
+        let no_unset = "${VAR?message here$ARG}";
+
+        assert_eq!(word(no_empty, &set).unwrap(), "plain");
+        assert_eq!(
+            error(no_empty, &empty),
+            r#"failed to process "${VAR:?message here$ARG}": VAR: message herex"#
+        );
+        assert!(error(no_empty, &unset).ends_with("VAR: message herex"));
+
+        assert_eq!(word(no_unset, &set).unwrap(), "plain");
+        assert_eq!(word(no_unset, &empty).unwrap(), "");
+        assert!(error(no_unset, &unset).ends_with("VAR: message herex"));
+
+        assert!(error("${X?}", &[]).ends_with(": X: is not allowed to be unset"));
+        assert!(error("${X:?}", &[("X", "")]).ends_with(": X: is not allowed to be empty"));
+        assert!(error("${X:?}", &[]).ends_with(": X: is not allowed to be unset"));
+    }
+
+    #[test]
+    fn error_messages() {
+        let cases: &[(&str, &str)] = &[
+            ("${}", r#"failed to process "${}": syntax error: bad substitution"#),
+            ("a${:-b}", r#"failed to process "a${:-b}": syntax error: bad substitution"#),
+            ("${{x}", r#"failed to process "${{x}": syntax error: bad substitution"#),
+            ("${", r#"failed to process "${": syntax error: missing '}'"#),
+            ("${x:-b", r#"failed to process "${x:-b": syntax error: missing '}'"#),
+            ("${x:-${y}", r#"failed to process "${x:-${y}": syntax error: missing '}'"#),
+            (
+                "${x",
+                "failed to process \"${x\": unsupported modifier (\u{FFFD}) in substitution",
+            ),
+            ("${x/a", r#"failed to process "${x/a": syntax error: missing '/' in ${}"#),
+            ("${x/a/b", r#"failed to process "${x/a/b": syntax error: missing '}'"#),
+            ("${x=a}", r#"failed to process "${x=a}": unsupported modifier (=) in substitution"#),
+            ("${x:=a}", r#"failed to process "${x:=a}": unsupported modifier (:=) in substitution"#),
+            ("${x:#a}", r#"failed to process "${x:#a}": unsupported modifier (:#) in substitution"#),
+            ("${x:YY}", r#"failed to process "${x:YY}": unsupported modifier (:Y) in substitution"#),
+            (
+                "'abc",
+                r#"failed to process "'abc": unexpected end of statement while looking for matching single-quote"#,
+            ),
+            (
+                "\"abc\\\"",
+                r#"failed to process "\"abc\\\"": unexpected end of statement while looking for matching double-quote"#,
+            ),
+            (
+                r"${x#\x}",
+                r#"failed to process "${x#\\x}": invalid pattern (\x) in substitution: invalid escape '\x'"#,
+            ),
+            (
+                r"${x/a\b/c}",
+                r#"failed to process "${x/a\\b/c}": invalid pattern (a\b) in substitution: invalid escape '\b'"#,
+            ),
+            ("a\tb\n'", "failed to process \"a\\tb\\n'\": unexpected end of statement while looking for matching single-quote"),
+        ];
+        for (input, message) in cases {
+            assert_eq!(&error(input, &[("x", "v")]), message, "{input:?}");
+        }
+        // The error displays as its message.
+        let err = Lexer::new('\\').process_word("${}", &NoEnv).unwrap_err();
+        assert_eq!(err.to_string(), err.message);
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lexer = Lexer::new('`');
+        let vars = env(&[("PWD", "/home")]);
+        let expand = |input: &str| lexer.process_word(input, &vars).unwrap();
+        assert_eq!(expand("he`$PWD"), "he$PWD");
+        assert_eq!(expand("he``$PWD"), "he`/home");
+        assert_eq!(expand(r"C:\path\$PWD"), r"C:\path\/home");
+        assert_eq!(expand(r#""a`"b""#), r#"a"b"#);
+        assert_eq!(expand(r#""a\b""#), r"a\b");
+        assert_eq!(expand("a` b"), "a b");
+        assert_eq!(lexer.process_words("a` b c", &vars).unwrap(), ["a b", "c"]);
+        assert_eq!(lexer.escape(), '`');
+    }
+
+    #[test]
+    fn word_splitting() {
+        let lexer = Lexer::new('\\');
+        let vars = env(&[("SPACED", " a  b "), ("ONE", "x")]);
+        let split = |input: &str| lexer.process_words(input, &vars).unwrap();
+        assert_eq!(split("  a   b  "), ["a", "b"]);
+        assert_eq!(split("$SPACED"), ["a", "b"]);
+        assert_eq!(split("\"$SPACED\""), [" a  b "]);
+        assert_eq!(split("x'a b'y z"), ["xa by", "z"]);
+        assert_eq!(split("cat << EOF"), ["cat", "<< EOF"]);
+        assert_eq!(split("cat <<-EOF > out"), ["cat", "<<-EOF", ">", "out"]);
+        assert_eq!(split("a<b"), ["a<b"]);
+        assert!(split("").is_empty());
+        // BuildKit's shared word buffer: text before a `${v<op>…}` in the same
+        // word is dropped from the split words (not from process_word).
+        assert_eq!(split("a${NOPE:-b} c"), ["b", "c"]);
+        assert_eq!(split("a${ONE} c"), ["ax", "c"]);
+        assert_eq!(lexer.process_word("a${NOPE:-b} c", &vars).unwrap(), "ab c");
+    }
+
+    #[test]
+    fn prefix_and_suffix_removal() {
+        let vars = [("F", "a.b.c"), ("NL", "a\nb")];
+        assert_eq!(word("${F#*.}", &vars).unwrap(), "b.c");
+        assert_eq!(word("${F##*.}", &vars).unwrap(), "c");
+        assert_eq!(word("${F%.*}", &vars).unwrap(), "a.b");
+        assert_eq!(word("${F%%.*}", &vars).unwrap(), "a");
+        assert_eq!(word("${F%?}", &vars).unwrap(), "a.b.");
+        assert_eq!(word("${F#x}", &vars).unwrap(), "a.b.c");
+        assert_eq!(word("${NOPE#*}", &vars).unwrap(), "");
+        // `*` and `?` never match a newline (Go's `.`).
+        assert_eq!(word("${NL##*}", &vars).unwrap(), "\nb");
+        assert_eq!(word("${NL#a?}", &vars).unwrap(), "a\nb");
+        assert_eq!(word("${NL%%*}", &vars).unwrap(), "a\n");
+    }
+
+    #[test]
+    fn replacement() {
+        let vars = [
+            ("X", "bab"),
+            ("EMPTY", ""),
+            ("TEMPLATE", "<$0>"),
+            ("DOLLARS", "$$"),
+        ];
+        assert_eq!(word("${X/a/-}", &vars).unwrap(), "b-b");
+        assert_eq!(word("${X//b/-}", &vars).unwrap(), "-a-");
+        assert_eq!(word("${X//*/-}", &vars).unwrap(), "-");
+        assert_eq!(word("${X//$EMPTY/-}", &vars).unwrap(), "-b-a-b-");
+        assert_eq!(word("${X/$EMPTY/-}", &vars).unwrap(), "-bab");
+        assert_eq!(word("${X//z/-}", &vars).unwrap(), "bab");
+        // Replace-all expands Go regexp templates; replace-first does not.
+        assert_eq!(word("${X//a/$TEMPLATE}", &vars).unwrap(), "b<a>b");
+        assert_eq!(word("${X/a/$TEMPLATE}", &vars).unwrap(), "b<$0>b");
+        assert_eq!(word("${X//a/$DOLLARS}", &vars).unwrap(), "b$b");
+        assert_eq!(word(r"${X//a/\$0}", &vars).unwrap(), r"b\ab");
+        assert_eq!(word(r"${X/a/\$0}", &vars).unwrap(), r"b\$0b");
+    }
+
+    #[test]
+    fn go_template_expansion() {
+        let expand = |template: &str| {
+            let mut out = String::new();
+            expand_template(&mut out, template, "M");
+            out
+        };
+        // Names run over letters, digits and `_`: `$0b` is the group "0b".
+        assert_eq!(expand("a$0b"), "a");
+        assert_eq!(expand("a${0}b a$0 b"), "aMb aM b");
+        assert_eq!(expand("${0}x"), "Mx");
+        assert_eq!(expand("$0x"), "");
+        assert_eq!(expand("$1|$name|${name}|$$|$"), "|||$|$");
+        assert_eq!(expand("${0"), "${0");
+        assert_eq!(expand("$-"), "$-");
+        assert_eq!(expand("$00"), "");
+    }
+
+    #[test]
+    fn skip_unset_env_keeps_references() {
+        let lexer = Lexer::new('\\').with_skip_unset_env(true);
+        let vars = env(&[("SET", "v")]);
+        let expand = |input: &str| lexer.process_word(input, &vars).unwrap();
+        assert_eq!(expand("$SET $X"), "v $X");
+        assert_eq!(expand("${SET} ${X}"), "v ${X}");
+        assert_eq!(expand("${X:-a} ${X+b} ${X#c}"), "${X:-a} ${X+b} ${X#c}");
+        assert_eq!(expand("${X//a/b}"), "${X/a/b}");
+        assert_eq!(expand("${SET:-a}"), "v");
+    }
+
+    #[test]
+    fn raw_quotes_escapes_and_skipped_quotes() {
+        let vars = env(&[("A", "1")]);
+        let raw_quotes = Lexer::new('\\').with_raw_quotes(true);
+        assert_eq!(
+            raw_quotes.process_word(r#"'$A' "$A""#, &vars).unwrap(),
+            r#"'$A' "1""#
+        );
+        assert_eq!(
+            raw_quotes.process_words(r#"x "a b" y"#, &vars).unwrap(),
+            ["x", r#""a b""#, "y"]
+        );
+
+        let raw_escapes = Lexer::new('\\').with_raw_escapes(true);
+        assert_eq!(
+            raw_escapes.process_word(r"a\ b\$A", &vars).unwrap(),
+            r"a\ b\$A"
+        );
+        assert_eq!(
+            raw_escapes.process_words(r"a\ b c", &vars).unwrap(),
+            [r"a\ b", "c"]
+        );
+
+        let no_quotes = Lexer::new('\\').with_skip_process_quotes(true);
+        assert_eq!(
+            no_quotes.process_word(r#"'$A' "$A""#, &vars).unwrap(),
+            r#"'1' "1""#
+        );
+        assert_eq!(no_quotes.process_word("'", &vars).unwrap(), "'");
+    }
+
+    #[test]
+    fn variable_names() {
+        let vars = [("A_1", "x"), ("한국", "k"), ("1", "one"), ("@", "at")];
+        assert_eq!(word("$A_1.", &vars).unwrap(), "x.");
+        assert_eq!(word("$한국!", &vars).unwrap(), "k!");
+        assert_eq!(word("$12", &vars).unwrap(), "");
+        assert_eq!(word("$1a", &vars).unwrap(), "onea");
+        assert_eq!(word("$@x ${@}", &vars).unwrap(), "atx at");
+        assert_eq!(word("$ $. $", &vars).unwrap(), "$ $. $");
+        assert_eq!(word("\u{FEFF}$A_1", &vars).unwrap(), "x");
+    }
+
+    #[test]
+    fn glob_parsing() {
+        use GlobToken::*;
+        let parse = |p: &str| Glob::parse(p).map(|g| g.tokens);
+        assert_eq!(parse("*").unwrap(), [Star]);
+        assert_eq!(parse("?").unwrap(), [Any]);
+        assert_eq!(parse(r"\*").unwrap(), [Literal('*')]);
+        assert_eq!(
+            parse(r"(){\}\/[.\*\?\\").unwrap(),
+            [
+                Literal('('),
+                Literal(')'),
+                Literal('{'),
+                Literal('}'),
+                Literal('/'),
+                Literal('['),
+                Literal('.'),
+                Literal('*'),
+                Literal('?'),
+                Literal('\\'),
+            ]
+        );
+        assert_eq!(parse("\\").unwrap_err(), "invalid escape '\\\u{FFFD}'");
+        assert_eq!(parse(r"\x").unwrap_err(), r"invalid escape '\x'");
+        assert!(parse(r"\\\").is_err());
+    }
+
+    #[test]
+    fn glob_matching_preferences() {
+        let glob = |p: &str| Glob::parse(p).unwrap();
+        let text: Vec<char> = "xxyy".chars().collect();
+        let anchored = |p: &str, greedy: bool| glob(p).matcher(&text, greedy).match_at(0);
+        let find = |p: &str| glob(p).matcher(&text, true).find_from(0);
+        assert_eq!(anchored("*x*y", false), Some(3));
+        assert_eq!(anchored("*x*y", true), Some(4));
+        assert_eq!(anchored("*", false), Some(0));
+        assert_eq!(anchored("x?", false), Some(2));
+        assert_eq!(anchored("y", false), None);
+        assert_eq!(find("y"), Some((2, 3)));
+        assert_eq!(find("y*"), Some((2, 4)));
+        assert_eq!(find("z"), None);
+        // Many stars against a long text stay fast (failed states are memoised).
+        let long: Vec<char> = "a".repeat(2000).chars().collect();
+        assert_eq!(glob("*a*a*a*a*b").matcher(&long, true).match_at(0), None);
+        assert_eq!(glob("a*a*a*b").matcher(&long, false).find_from(0), None);
+    }
+
+    #[test]
+    fn reversed_patterns() {
+        let cases = [
+            (r"a\*c", r"c\*a"),
+            (r"\\\ab", r"b\a\\"),
+            (r"ab\", r"\ba"),
+            ("👽\\🚀🖖", "🖖\\🚀👽"),
+            (r"\\b", r"b\\"),
+        ];
+        for (pattern, reversed) in cases {
+            assert_eq!(reverse_pattern(pattern), reversed, "{pattern:?}");
+        }
+    }
+
+    #[test]
+    fn environments() {
+        let list: Vec<(String, String)> = vec![
+            ("car".into(), "hat".into()),
+            ("foo".into(), "bar".into()),
+            ("car".into(), "bike".into()),
+        ];
+        assert_eq!(list.lookup("car"), Some("bike"));
+        assert_eq!(list.as_slice().lookup("foo"), Some("bar"));
+        assert_eq!(list.lookup("Car"), None);
+        let tree: BTreeMap<String, String> = [("k".to_string(), String::new())].into();
+        assert_eq!(tree.lookup("k"), Some(""));
+        assert_eq!(env(&[("k", "v")]).lookup("k"), Some("v"));
+        assert_eq!(NoEnv.lookup("k"), None);
+        fn owned<E: Env>(env: E, name: &str) -> Option<String> {
+            env.lookup(name).map(str::to_string)
+        }
+        assert_eq!(owned(&tree, "k").as_deref(), Some(""));
+    }
+
+    #[test]
+    fn expanding_many_words() {
+        let vars = env(&[("A", "1"), ("B", "2")]);
+        let all = Lexer::default()
+            .process_all_with_matches(&["$A", "${B}-$C", "plain"], &vars)
+            .unwrap();
+        assert_eq!(all.words, ["1", "2-", "plain"]);
+        assert_eq!(all.matched, names(&["A", "B"]));
+        assert_eq!(all.unmatched, names(&["C"]));
+        assert!(Lexer::default()
+            .process_all_with_matches(&["ok", "${"], &vars)
+            .is_err());
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(go_quote("\t\n\u{1b}\u{7f}"), r#""\t\n\x1b\x7f""#);
+        assert_eq!(go_quote("한국 \u{a0}"), "\"한국 \\u00a0\"");
+    }
 }
