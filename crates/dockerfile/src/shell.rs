@@ -34,14 +34,15 @@
 //!
 //! Names are read as BuildKit does: a run of digits (`$123`), one special
 //! parameter character (`$@ $* $# $? $- $$ $! $0`), or letters, digits and `_`.
-//! Non-ASCII letters and digits are classified with Rust's `char::is_alphabetic`
-//! and `char::is_numeric`, which accept a few more code points than Go's
-//! `unicode.IsLetter`/`IsDigit` (letter numbers such as `Ⅻ`, fractions).
+//! Letters and digits are Unicode general categories L and Nd, as Go's
+//! `unicode.IsLetter` and `unicode.IsDigit` classify them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::iter::Peekable;
 use std::str::Chars;
+
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
 /// Variables visible to an expansion.
 pub trait Env {
@@ -547,8 +548,8 @@ impl Expander<'_> {
     fn name(&mut self) -> String {
         let mut name = String::new();
         while let Some(ch) = self.input.peek() {
-            if name.is_empty() && ch.is_numeric() {
-                while let Some(digit) = self.input.peek().filter(|c| c.is_numeric()) {
+            if name.is_empty() && is_digit(ch) {
+                while let Some(digit) = self.input.peek().filter(|&c| is_digit(c)) {
                     name.push(digit);
                     self.input.next();
                 }
@@ -559,7 +560,7 @@ impl Expander<'_> {
                 name.push(ch);
                 return name;
             }
-            if !(ch.is_alphabetic() || ch.is_numeric() || ch == '_') {
+            if !is_name_char(ch) {
                 break;
             }
             self.input.next();
@@ -894,7 +895,7 @@ fn expand_template(out: &mut String, template: &str, matched: &str) {
         };
         let name_len: usize = body
             .chars()
-            .take_while(|c| c.is_alphabetic() || c.is_numeric() || *c == '_')
+            .take_while(|&c| is_name_char(c))
             .map(char::len_utf8)
             .sum();
         let name = &body[..name_len];
@@ -955,6 +956,36 @@ fn reverse_pattern(pattern: &str) -> String {
     pieces.iter().rev().flat_map(|piece| piece.iter()).collect()
 }
 
+/// Go's `unicode.IsDigit`: general category Nd.
+fn is_digit(ch: char) -> bool {
+    ch.is_ascii_digit()
+        || (!ch.is_ascii() && ch.general_category() == GeneralCategory::DecimalNumber)
+}
+
+/// Go's `unicode.IsLetter`: general category L.
+fn is_letter(ch: char) -> bool {
+    ch.is_ascii_alphabetic()
+        || (!ch.is_ascii() && ch.general_category_group() == GeneralCategoryGroup::Letter)
+}
+
+/// A character of a variable name after its first: letter, digit or `_`.
+fn is_name_char(ch: char) -> bool {
+    ch == '_' || is_letter(ch) || is_digit(ch)
+}
+
+/// Go's `strconv.IsPrint`: categories L, M, N, P, S and the ASCII space.
+fn is_printable(ch: char) -> bool {
+    ch == ' '
+        || matches!(
+            ch.general_category_group(),
+            GeneralCategoryGroup::Letter
+                | GeneralCategoryGroup::Mark
+                | GeneralCategoryGroup::Number
+                | GeneralCategoryGroup::Punctuation
+                | GeneralCategoryGroup::Symbol
+        )
+}
+
 /// Quotes `text` as Go's `%q` does, for error messages.
 fn go_quote(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -974,10 +1005,7 @@ fn go_quote(text: &str) -> String {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
             ' ' => out.push(' '),
-            c if c.is_control()
-                || c.is_whitespace()
-                || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}') =>
-            {
+            c if !is_printable(c) => {
                 if (c as u32) < 0x10000 {
                     let _ = write!(out, "\\u{:04x}", c as u32);
                 } else {
@@ -1448,6 +1476,13 @@ mod tests {
         assert_eq!(word("$@x ${@}", &vars).unwrap(), "atx at");
         assert_eq!(word("$ $. $", &vars).unwrap(), "$ $. $");
         assert_eq!(word("\u{FEFF}$A_1", &vars).unwrap(), "x");
+        // Go's IsLetter/IsDigit: `²` (No), `Ⅻ` (Nl) and combining marks end
+        // a name; `٣` (Nd) is a digit.
+        let more = [("x", "1"), ("x٣", "2"), ("٣", "3")];
+        assert_eq!(word("$x²", &more).unwrap(), "1²");
+        assert_eq!(word("$xⅫ", &more).unwrap(), "1Ⅻ");
+        assert_eq!(word("$x٣ $٣", &more).unwrap(), "2 3");
+        assert_eq!(word("$x\u{301}", &more).unwrap(), "1\u{301}");
     }
 
     #[test]
@@ -1550,5 +1585,9 @@ mod tests {
         assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
         assert_eq!(go_quote("\t\n\u{1b}\u{7f}"), r#""\t\n\x1b\x7f""#);
         assert_eq!(go_quote("한국 \u{a0}"), "\"한국 \\u00a0\"");
+        assert_eq!(
+            go_quote("\u{200b}\u{85}🚀\u{e0001}"),
+            r#""\u200b\u0085🚀\U000e0001""#
+        );
     }
 }
