@@ -147,6 +147,14 @@ impl Lexer {
         }
     }
 
+    /// The lexer BuildKit uses for the contents of an expanding heredoc
+    /// (`COPY <<EOF`, `ExpandRaw`): `\` as the escape character whatever the
+    /// Dockerfile's `# escape=` says, quotes literal. Escapes are still
+    /// processed: `\$` gives `$` and `\\` gives `\`.
+    pub fn for_heredoc_contents() -> Self {
+        Lexer::new('\\').with_skip_process_quotes(true)
+    }
+
     /// The escape character.
     pub fn escape(&self) -> char {
         self.escape
@@ -1457,6 +1465,15 @@ mod tests {
             raw_escapes.process_words(r"a\ b c", &vars).unwrap(),
             [r"a\ b", "c"]
         );
+
+        let heredoc = Lexer::for_heredoc_contents();
+        assert_eq!(
+            heredoc
+                .process_word("echo \"$A\" '$A' \\$A \\\\ \\x\n", &vars)
+                .unwrap(),
+            "echo \"1\" '1' $A \\ x\n"
+        );
+        assert_eq!(heredoc.escape(), '\\');
 
         let no_quotes = Lexer::new('\\').with_skip_process_quotes(true);
         assert_eq!(
