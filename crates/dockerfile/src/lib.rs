@@ -6,7 +6,9 @@
 pub mod ast;
 pub mod error;
 pub mod instructions;
+pub mod parser;
 pub mod shell;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Node};
 pub use error::{DockerfileError, Source};
+pub use parser::parse;
