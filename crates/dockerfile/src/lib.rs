@@ -8,6 +8,7 @@ pub mod error;
 pub mod instructions;
 pub mod parser;
 pub mod shell;
+pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Node};
 pub use error::{DockerfileError, Source};

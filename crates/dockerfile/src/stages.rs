@@ -1,0 +1,651 @@
+//! The stage graph: from typed instructions to a [`Plan`] a build executor
+//! consumes, following BuildKit's `dockerfile2llb` semantics.
+//!
+//! - ARGs before the first FROM are *meta args*: they (and the predefined
+//!   platform args) are expanded in FROM lines; inside a stage an ARG is only
+//!   visible when re-declared there ([`Plan::arg_value`]).
+//! - `FROM name` refers to an earlier stage of that (lower-case) name, else
+//!   `scratch`, else an image. `COPY --from` takes a stage name (any case), a
+//!   stage index, or else an image; `RUN --mount=from=` a stage name or image.
+//! - `--target` picks the final stage (default: the last one); stages it does
+//!   not need, through FROM / COPY --from / RUN --mount from, are pruned.
+//! - ONBUILD triggers of a base *stage* run first in the stages built on it.
+//!
+//! Deliberate difference from BuildKit: duplicate stage names and the
+//! reserved names `scratch` and `context` are errors here (BuildKit only
+//! warns, then silently resolves to one of the stages).
+
+// `DockerfileError` is the crate's located error type; see instructions.rs.
+#![allow(clippy::result_large_err)]
+
+mod platform;
+
+pub use platform::Platform;
+
+use crate::ast::Dockerfile;
+use crate::error::{DockerfileError, Source};
+use crate::instructions::{self as ins, Instruction, Origin};
+use crate::shell::{Lexer, ShellError};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a build asks the planner for.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// `--build-arg KEY=value`s.
+    pub build_args: BTreeMap<String, String>,
+    /// `--target`: the stage to build (by name); default the last stage.
+    pub target: Option<String>,
+    /// `--platform`; default the host's.
+    pub target_platform: Option<Platform>,
+}
+
+/// What a stage starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// `FROM scratch`: an empty filesystem.
+    Scratch,
+    /// An image reference, after meta-arg expansion (`node:20-alpine3.19`).
+    Image(String),
+    /// An earlier stage, by index.
+    Stage(usize),
+}
+
+/// Where COPY --from or a RUN mount's `from=` takes its files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stage(usize),
+    Image(String),
+}
+
+/// One instruction of a stage, with the stages/images it reads resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub instruction: Instruction,
+    /// For COPY with `--from`: where the sources come from (else the build context).
+    pub copy_from: Option<Input>,
+    /// For RUN: per `--mount` (same order), where a `from=` mount comes from.
+    pub mount_from: Vec<Option<Input>>,
+    /// True for a trigger inherited from the base stage's ONBUILD.
+    pub onbuild: bool,
+}
+
+/// One build stage (`FROM ...` up to the next FROM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stage {
+    pub index: usize,
+    /// The `AS` name, lower-case.
+    pub name: Option<String>,
+    /// The FROM instruction as written.
+    pub from: ins::From,
+    pub base: Base,
+    /// `--platform` of FROM, expanded and parsed; `None` means the target platform.
+    pub platform: Option<Platform>,
+    pub steps: Vec<Step>,
+    /// Stages this stage needs: its base stage and every COPY/mount source stage.
+    pub deps: BTreeSet<usize>,
+    /// Whether the target needs this stage; pruned stages are not built.
+    pub needed: bool,
+}
+
+impl Stage {
+    /// `name` or BuildKit's `stage-N`.
+    pub fn display_name(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+}
+
+/// A lint-style finding that does not stop the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// 1-based line, 0 when it concerns no line.
+    pub line: usize,
+    /// BuildKit's rule name when it is one of its lint rules.
+    pub rule: &'static str,
+    pub message: String,
+}
+
+/// The planned build.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Every stage in file order (pruned ones included, with `needed == false`).
+    pub stages: Vec<Stage>,
+    /// Index of the stage whose result is the build's result.
+    pub target: usize,
+    pub build_platform: Platform,
+    pub target_platform: Platform,
+    /// Predefined args and meta ARG values: what FROM lines see, and what
+    /// `ARG NAME` (no default) inside a stage picks up.
+    pub global_args: BTreeMap<String, String>,
+    /// The user's `--build-arg`s.
+    pub build_args: BTreeMap<String, String>,
+    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...): given to every RUN
+    /// without an ARG declaration, and kept out of the image.
+    pub proxy_env: BTreeMap<String, String>,
+    /// The Dockerfile's escape character, for the executor's word expansion.
+    pub escape: char,
+    pub warnings: Vec<Warning>,
+}
+
+/// Build args usable as RUN proxy settings without declaring them (case-insensitive).
+pub const PROXY_ARGS: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "all_proxy",
+];
+
+impl Plan {
+    /// The stages to build, in dependency-compatible (file) order.
+    pub fn needed_stages(&self) -> impl Iterator<Item = &Stage> {
+        self.stages.iter().filter(|s| s.needed)
+    }
+
+    /// Number of steps of the needed stages.
+    pub fn needed_steps(&self) -> usize {
+        self.needed_stages().map(|s| s.steps.len()).sum()
+    }
+
+    /// The value an in-stage `ARG` declaration gives its variable (BuildKit's
+    /// `dispatchArg`): the `--build-arg` if given, else its default expanded
+    /// with the stage's current environment (`expand_default`), else the
+    /// global (meta/predefined) value, else unset.
+    pub fn arg_value<E>(
+        &self,
+        decl: &ins::ArgDecl,
+        expand_default: impl FnOnce(&str) -> Result<String, E>,
+    ) -> Result<Option<String>, E> {
+        if let Some(v) = self.build_args.get(&decl.key) {
+            return Ok(Some(v.clone()));
+        }
+        match &decl.default {
+            Some(d) => expand_default(d).map(Some),
+            None => Ok(self.global_args.get(&decl.key).cloned()),
+        }
+    }
+}
+
+fn err(src: &Source, o: &Origin, msg: impl Into<String>) -> DockerfileError {
+    DockerfileError::at(src, o.start_line, o.end_line, msg)
+}
+
+fn shell_err(src: &Source, o: &Origin, e: ShellError) -> DockerfileError {
+    err(src, o, e.to_string())
+}
+
+/// Go's `strconv.Atoi` acceptance: optional sign, then ASCII digits.
+fn as_index(s: &str) -> Option<i64> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// The predefined args (BuildKit's `defaultArgs`), with `--build-arg` overrides.
+fn predefined_args(
+    build: &Platform,
+    target: &Platform,
+    target_stage: &str,
+    overrides: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let pairs = [
+        ("BUILDPLATFORM", build.to_string()),
+        ("BUILDOS", build.os.clone()),
+        ("BUILDOSVERSION", String::new()),
+        ("BUILDARCH", build.arch.clone()),
+        ("BUILDVARIANT", build.variant.clone()),
+        ("TARGETPLATFORM", target.to_string()),
+        ("TARGETOS", target.os.clone()),
+        ("TARGETOSVERSION", String::new()),
+        ("TARGETARCH", target.arch.clone()),
+        ("TARGETVARIANT", target.variant.clone()),
+        ("TARGETSTAGE", target_stage.to_string()),
+    ];
+    pairs
+        .into_iter()
+        .map(|(k, v)| {
+            let v = overrides.get(k).cloned().unwrap_or(v);
+            (k.to_string(), v)
+        })
+        .collect()
+}
+
+/// Plans the build of `df` (whose text is `src`): typed instructions, stages,
+/// ARG scoping, dependencies, target and pruning. Every error points at a line.
+pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, DockerfileError> {
+    let instructions = ins::parse_instructions(df, src)?;
+    let lexer = Lexer::new(df.escape);
+    let mut warnings = Vec::new();
+
+    // Meta args, then stages.
+    let mut meta_args: Vec<ins::Arg> = Vec::new();
+    let mut raw_stages: Vec<(ins::From, Vec<Instruction>)> = Vec::new();
+    for i in instructions {
+        match i {
+            Instruction::From(f) => raw_stages.push((f, Vec::new())),
+            Instruction::Arg(a) if raw_stages.is_empty() => meta_args.push(a),
+            other => match raw_stages.last_mut() {
+                Some((_, body)) => body.push(other),
+                None => {
+                    return Err(err(
+                        src,
+                        other.origin(),
+                        "no build stage in current context",
+                    ))
+                }
+            },
+        }
+    }
+    if raw_stages.is_empty() {
+        return Err(DockerfileError::at(
+            src,
+            0,
+            0,
+            "dockerfile contains no stages to build",
+        ));
+    }
+
+    // Stage names: valid (checked by the instruction parser), unique, not reserved.
+    let mut first_by_name: BTreeMap<&str, &ins::From> = BTreeMap::new();
+    for (f, _) in &raw_stages {
+        if let Some(name) = &f.name {
+            if name == "scratch" || name == "context" {
+                return Err(err(
+                    src,
+                    &f.origin,
+                    format!("stage name {name:?} is reserved and can't be used as a stage name"),
+                )
+                .with_help("reserved stage names: context, scratch"));
+            }
+            if let Some(prev) = first_by_name.insert(name, f) {
+                return Err(err(
+                    src,
+                    &f.origin,
+                    format!(
+                        "duplicate stage name {name:?}, stage names should be unique (first defined on line {})",
+                        prev.origin.start_line
+                    ),
+                ));
+            }
+        }
+    }
+    let stage_by_name = |name: &str| -> Option<usize> {
+        let lower = name.to_lowercase();
+        raw_stages
+            .iter()
+            .position(|(f, _)| f.name.as_deref() == Some(lower.as_str()))
+    };
+
+    // Global args: predefined, then meta ARGs (BuildKit's buildMetaArgs).
+    let build_platform = Platform::host();
+    let target_platform = opts
+        .target_platform
+        .clone()
+        .unwrap_or_else(|| build_platform.clone());
+    let target_stage_name = match &opts.target {
+        Some(t) => t.clone(),
+        None => raw_stages
+            .last()
+            .and_then(|(f, _)| f.name.clone())
+            .unwrap_or_else(|| "default".to_string()),
+    };
+    let mut global_args = predefined_args(
+        &build_platform,
+        &target_platform,
+        &target_stage_name,
+        &opts.build_args,
+    );
+    let mut declared: BTreeSet<String> = BTreeSet::new();
+    let mut meta_declared: BTreeSet<String> = BTreeSet::new();
+    for a in &meta_args {
+        for d in &a.args {
+            declared.insert(d.key.clone());
+            meta_declared.insert(d.key.clone());
+            let value = match opts.build_args.get(&d.key) {
+                Some(v) => Some(v.clone()),
+                None => match &d.default {
+                    Some(def) => Some(
+                        lexer
+                            .process_word(def, &global_args)
+                            .map_err(|e| shell_err(src, &a.origin, e))?,
+                    ),
+                    None => None,
+                },
+            };
+            if let Some(v) = value {
+                global_args.insert(d.key.clone(), v);
+            }
+        }
+    }
+
+    // Stages: expand FROM, resolve bases.
+    let mut stages: Vec<Stage> = Vec::with_capacity(raw_stages.len());
+    for (index, (from, body)) in raw_stages.iter().enumerate() {
+        let exp = lexer
+            .process_word_with_matches(&from.base, &global_args)
+            .map_err(|e| shell_err(src, &from.origin, e))?;
+        for name in &exp.unmatched {
+            if !meta_declared.contains(name) {
+                warnings.push(Warning {
+                    line: from.origin.start_line,
+                    rule: "UndefinedArgInFrom",
+                    message: format!("FROM argument '{name}' is not declared"),
+                });
+            }
+        }
+        let base_name = exp.result;
+        if base_name.is_empty() {
+            return Err(err(
+                src,
+                &from.origin,
+                format!("base name ({}) should not be blank", from.base),
+            ));
+        }
+        let platform = match &from.platform {
+            None => None,
+            Some(p) => {
+                let pexp = lexer.process_word(p, &global_args).map_err(|e| {
+                    err(
+                        src,
+                        &from.origin,
+                        format!("failed to process arguments for platform {p}: {e}"),
+                    )
+                })?;
+                if pexp.is_empty() {
+                    return Err(err(
+                        src,
+                        &from.origin,
+                        format!("empty platform value from expression {p}"),
+                    ));
+                }
+                Some(Platform::parse(&pexp).map_err(|e| {
+                    err(
+                        src,
+                        &from.origin,
+                        format!("failed to parse platform {p}: {e}"),
+                    )
+                })?)
+            }
+        };
+        // An earlier stage of exactly that name (names are stored lower-case,
+        // and BuildKit does not lower-case the FROM word), else scratch, else an image.
+        let base = match raw_stages[..index]
+            .iter()
+            .rposition(|(f, _)| f.name.as_deref() == Some(base_name.as_str()))
+        {
+            Some(i) => Base::Stage(i),
+            None if base_name == "scratch" => Base::Scratch,
+            None => Base::Image(base_name),
+        };
+
+        let mut steps = Vec::with_capacity(body.len());
+        // ONBUILD triggers of a base stage run first.
+        if let Base::Stage(b) = base {
+            for i in &raw_stages[b].1 {
+                if let Instruction::Onbuild(o) = i {
+                    steps.push(resolve_step(
+                        (*o.trigger).clone(),
+                        true,
+                        &stage_by_name,
+                        raw_stages.len(),
+                        src,
+                    )?);
+                }
+            }
+        }
+        for i in body {
+            if let Instruction::Maintainer(m) = i {
+                warnings.push(Warning {
+                    line: m.origin.start_line,
+                    rule: "MaintainerDeprecated",
+                    message: "Maintainer instruction is deprecated in favor of using label".into(),
+                });
+            }
+            if let Instruction::Arg(a) = i {
+                declared.extend(a.args.iter().map(|d| d.key.clone()));
+            }
+            steps.push(resolve_step(
+                i.clone(),
+                false,
+                &stage_by_name,
+                raw_stages.len(),
+                src,
+            )?);
+        }
+        let mut deps = BTreeSet::new();
+        if let Base::Stage(b) = base {
+            deps.insert(b);
+        }
+        for s in &steps {
+            for input in s.copy_from.iter().chain(s.mount_from.iter().flatten()) {
+                if let Input::Stage(d) = input {
+                    deps.insert(*d);
+                }
+            }
+        }
+        stages.push(Stage {
+            index,
+            name: from.name.clone(),
+            from: from.clone(),
+            base,
+            platform,
+            steps,
+            deps,
+            needed: false,
+        });
+    }
+
+    check_cycles(&stages, src)?;
+
+    // Target and pruning.
+    let target = match &opts.target {
+        None => stages.len() - 1,
+        Some(t) => stage_by_name(t).ok_or_else(|| {
+            let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
+            let mut e =
+                DockerfileError::at(src, 0, 0, format!("target stage {t:?} could not be found"));
+            e.help = Some(match crate::instructions::suggest(t, &names) {
+                Some(s) => format!("did you mean {s}? stages: {}", names.join(", ")),
+                None if names.is_empty() => "the Dockerfile has no named stages".to_string(),
+                None => format!("stages: {}", names.join(", ")),
+            });
+            e
+        })?,
+    };
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !stages[i].needed {
+            stages[i].needed = true;
+            todo.extend(stages[i].deps.iter().copied());
+        }
+    }
+
+    // A needed stage may only read stages defined before it.
+    for st in stages.iter().filter(|s| s.needed) {
+        for step in &st.steps {
+            if let Some(Input::Stage(d)) = &step.copy_from {
+                if *d > st.index {
+                    let from = match &step.instruction {
+                        Instruction::Copy(c) => c.from.clone().unwrap_or_default(),
+                        _ => String::new(),
+                    };
+                    return Err(err(
+                        src,
+                        step.instruction.origin(),
+                        format!(
+                            "cannot copy from stage {from:?}, it needs to be defined before current stage {:?}",
+                            st.display_name()
+                        ),
+                    ));
+                }
+            }
+            if let Instruction::Run(r) = &step.instruction {
+                for (spec, input) in r.mounts.iter().zip(&step.mount_from) {
+                    if let Some(Input::Stage(d)) = input {
+                        if *d > st.index {
+                            let target = spec
+                                .resolve(&mut |w: &str| Ok(w.to_string()))
+                                .ok()
+                                .and_then(|m| m.target)
+                                .unwrap_or_default();
+                            return Err(err(
+                                src,
+                                step.instruction.origin(),
+                                format!(
+                                    "cannot mount from stage {:?} to {target:?}, stage needs to be defined before current command",
+                                    spec.from.as_deref().unwrap_or_default()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Build args nobody declared (docker's "were not consumed" warning).
+    let mut unused: Vec<&str> = opts
+        .build_args
+        .keys()
+        .filter(|k| {
+            !declared.contains(k.as_str())
+                && !global_args.contains_key(k.as_str())
+                && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
+        })
+        .map(String::as_str)
+        .collect();
+    unused.sort();
+    if !unused.is_empty() {
+        warnings.push(Warning {
+            line: 0,
+            rule: "UnusedBuildArgs",
+            message: format!(
+                "one or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+        });
+    }
+    let proxy_env = opts
+        .build_args
+        .iter()
+        .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+
+    Ok(Plan {
+        stages,
+        target,
+        build_platform,
+        target_platform,
+        global_args,
+        build_args: opts.build_args.clone(),
+        proxy_env,
+        escape: df.escape,
+        warnings,
+    })
+}
+
+/// Resolves what a step reads from other stages or images.
+fn resolve_step(
+    instruction: Instruction,
+    onbuild: bool,
+    stage_by_name: &dyn Fn(&str) -> Option<usize>,
+    stage_count: usize,
+    src: &Source,
+) -> Result<Step, DockerfileError> {
+    let mut copy_from = None;
+    let mut mount_from = Vec::new();
+    match &instruction {
+        Instruction::Copy(c) => {
+            if let Some(from) = &c.from {
+                copy_from = Some(match as_index(from) {
+                    Some(i) if i >= 0 && (i as u64) < stage_count as u64 => {
+                        Input::Stage(i as usize)
+                    }
+                    Some(i) => return Err(err(src, &c.origin, format!("invalid stage index {i}"))),
+                    None => match stage_by_name(from) {
+                        Some(s) => Input::Stage(s),
+                        None => Input::Image(from.clone()),
+                    },
+                });
+            }
+        }
+        Instruction::Run(r) => {
+            mount_from = r
+                .mounts
+                .iter()
+                .map(|m| {
+                    m.from.as_ref().map(|f| match stage_by_name(f) {
+                        Some(s) => Input::Stage(s),
+                        None => Input::Image(f.clone()),
+                    })
+                })
+                .collect();
+        }
+        _ => {}
+    }
+    Ok(Step {
+        instruction,
+        copy_from,
+        mount_from,
+        onbuild,
+    })
+}
+
+/// BuildKit's `validateCircularDependency` over COPY --from / mount sources;
+/// the error points at the first step of the cycle.
+fn check_cycles(stages: &[Stage], src: &Source) -> Result<(), DockerfileError> {
+    /// Depth-first search; `edges` holds the (stage, step) reads on the current path.
+    fn visit(
+        s: usize,
+        stages: &[Stage],
+        visited: &mut BTreeSet<usize>,
+        path: &mut Vec<usize>,
+        edges: &mut Vec<(usize, usize)>,
+    ) -> Option<(usize, usize)> {
+        if !visited.insert(s) {
+            return None;
+        }
+        path.push(s);
+        for (si, step) in stages[s].steps.iter().enumerate() {
+            let inputs = step
+                .copy_from
+                .iter()
+                .chain(step.mount_from.iter().flatten());
+            for input in inputs {
+                let Input::Stage(d) = input else { continue };
+                edges.push((s, si));
+                if path.contains(d) {
+                    return edges.first().copied();
+                }
+                if let Some(c) = visit(*d, stages, visited, path, edges) {
+                    return Some(c);
+                }
+                edges.pop();
+            }
+        }
+        path.pop();
+        None
+    }
+    let mut visited = BTreeSet::new();
+    for s in 0..stages.len() {
+        let (mut path, mut edges) = (Vec::new(), Vec::new());
+        if let Some((st, step)) = visit(s, stages, &mut visited, &mut path, &mut edges) {
+            return Err(err(
+                src,
+                stages[st].steps[step].instruction.origin(),
+                format!(
+                    "circular dependency detected on stage: {}",
+                    stages[s].display_name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
