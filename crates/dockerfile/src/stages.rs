@@ -18,6 +18,7 @@
 // `DockerfileError` is the crate's located error type; see instructions.rs.
 #![allow(clippy::result_large_err)]
 
+mod lint;
 mod platform;
 
 pub use platform::Platform;
@@ -528,6 +529,14 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             ),
         });
     }
+    for (line, message) in &df.warnings {
+        warnings.push(Warning {
+            line: *line,
+            rule: "Parser",
+            message: message.clone(),
+        });
+    }
+    lint::lint(&stages, &mut warnings);
     let proxy_env = opts
         .build_args
         .iter()

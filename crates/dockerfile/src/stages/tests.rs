@@ -16,7 +16,7 @@ fn node_for(line: &str, n: usize) -> Node {
     let rest = &rest[flags.len()..];
     let joined = rest.join(" ");
     let (args, json) = match keyword.as_str() {
-        "run" | "cmd" | "entrypoint" if joined.starts_with('[') => {
+        "run" | "cmd" | "entrypoint" | "shell" if joined.starts_with('[') => {
             (serde_json::from_str::<Vec<String>>(&joined).unwrap(), true)
         }
         "run" | "cmd" | "entrypoint" => (vec![joined], false),
@@ -411,4 +411,65 @@ fn proxy_and_unused_build_args() {
         .collect();
     assert_eq!(unused.len(), 1);
     assert!(unused[0].message.contains("[NOBODY]"));
+}
+
+fn rules(p: &Plan) -> Vec<(usize, &'static str)> {
+    p.warnings.iter().map(|w| (w.line, w.rule)).collect()
+}
+
+#[test]
+fn lint_seed_from_as_casing() {
+    let p = ok(SEED, &PlanOptions::default());
+    assert_eq!(
+        rules(&p),
+        vec![
+            (1, "FromAsCasing"),
+            (2, "FromAsCasing"),
+            (9, "FromAsCasing")
+        ]
+    );
+    assert_eq!(
+        p.warnings[0].message,
+        "'as' and 'FROM' keywords' casing do not match"
+    );
+}
+
+#[test]
+fn lint_rules() {
+    let text = "FROM alpine AS Build\nWORKDIR app\nENV API_TOKEN=x\nARG NODE_VERSION\nCMD run a\nCMD [\"b\"]\nrun true\n";
+    let p = ok(text, &PlanOptions::default());
+    assert_eq!(
+        rules(&p),
+        vec![
+            (1, "StageNameCasing"),
+            (2, "WorkdirRelativePath"),
+            (3, "SecretsUsedInArgOrEnv"),
+            (5, "JSONArgsRecommended"),
+            (5, "MultipleInstructionsDisallowed"),
+            (7, "ConsistentInstructionCasing"),
+        ]
+    );
+    let msgs: Vec<&str> = p.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert!(msgs.contains(&"Stage name 'Build' should be lowercase"));
+    assert!(msgs.contains(
+        &"Relative workdir \"app\" can have unexpected results if the base image changes"
+    ));
+    assert!(
+        msgs.contains(&"Do not use ARG or ENV instructions for sensitive data (ENV \"API_TOKEN\")")
+    );
+    assert!(
+        msgs.contains(&"Command 'run' should match the case of the command majority (uppercase)")
+    );
+    // SHELL makes shell-form CMD intentional; a WORKDIR in the base stage anchors relative ones.
+    let p = ok(
+        "FROM alpine AS base\nWORKDIR /app\nSHELL [\"/bin/bash\", \"-c\"]\nFROM base\nWORKDIR sub\nCMD run\n",
+        &PlanOptions::default(),
+    );
+    assert_eq!(rules(&p), vec![]);
+    // Rules about building a stage skip pruned stages.
+    let p = ok(
+        "FROM alpine AS a\nCMD x\nFROM alpine AS b\n",
+        &PlanOptions::default(),
+    );
+    assert_eq!(rules(&p), vec![]);
 }
