@@ -43,7 +43,7 @@ impl Source {
 /// A Dockerfile error with its location: renders as
 /// `Dockerfile:12: unknown instruction: COPPY` plus a source excerpt.
 #[derive(Debug, thiserror::Error, Diagnostic)]
-#[error("{file}:{line}: {message}")]
+#[error("{}", self.headline())]
 pub struct DockerfileError {
     pub file: String,
     /// 1-based line; 0 when the error concerns the whole file.
@@ -59,6 +59,15 @@ pub struct DockerfileError {
 }
 
 impl DockerfileError {
+    /// `Dockerfile:12: message`, or `Dockerfile: message` when no line applies.
+    fn headline(&self) -> String {
+        if self.line > 0 {
+            format!("{}:{}: {}", self.file, self.line, self.message)
+        } else {
+            format!("{}: {}", self.file, self.message)
+        }
+    }
+
     /// An error on lines `start..=end` of `src`.
     pub fn at(src: &Source, start: usize, end: usize, message: impl Into<String>) -> Self {
         let message = message.into();
@@ -95,5 +104,10 @@ mod tests {
         assert_eq!(&s.text[sp.offset()..sp.offset() + sp.len()], "COPPY x y");
         let e = DockerfileError::at(&s, 2, 2, "unknown instruction: COPPY");
         assert_eq!(e.to_string(), "Dockerfile:2: unknown instruction: COPPY");
+        let e = DockerfileError::at(&s, 0, 0, "dockerfile contains no stages to build");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile: dockerfile contains no stages to build"
+        );
     }
 }

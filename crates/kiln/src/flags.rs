@@ -189,7 +189,7 @@ pub struct BuildFlags {
     /// Set a build-time variable ("KEY=value", or "KEY" to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
     pub build_args: Vec<String>,
-    /// Build up to this stage (by name or index) and make it the result
+    /// Build up to this stage (by its AS name) and make it the result
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,
     /// Do not use the cache for any step

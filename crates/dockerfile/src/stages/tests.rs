@@ -312,7 +312,7 @@ fn forward_copy_and_cycles() {
             "FROM alpine\nRUN --mount=from=later,target=/x ls\nFROM alpine AS later\n",
             &target("stage-0-does-not-exist")
         ),
-        "Dockerfile:0: target stage \"stage-0-does-not-exist\" could not be found"
+        "Dockerfile: target stage \"stage-0-does-not-exist\" could not be found"
     );
     // A forward reference in a pruned stage does not matter.
     let p = ok(
@@ -350,7 +350,7 @@ fn structure_errors() {
     );
     assert_eq!(
         fails("ARG A=1\n", &PlanOptions::default()),
-        "Dockerfile:0: dockerfile contains no stages to build"
+        "Dockerfile: dockerfile contains no stages to build"
     );
     assert_eq!(
         fails("ARG B\nFROM $B\n", &PlanOptions::default()),

@@ -1,0 +1,202 @@
+//! `kiln build` planning from the command line: `--dry-run` output, `--target`
+//! pruning, and Dockerfile errors reported with file:line, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn kiln() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+}
+
+fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/api")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn run(args: &[&str]) -> Output {
+    kiln().args(args).output().expect("run kiln")
+}
+
+#[test]
+fn dry_run_prints_three_stages() {
+    let dir = example_dir();
+    let out = run(&["build", "--dry-run", dir.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stdout.contains("3 stages (3 needed, 0 pruned)"), "{stdout}");
+    assert!(stdout.contains("stage 0  base  [needed]"), "{stdout}");
+    assert!(stdout.contains("stage 1  builder  [needed]"), "{stdout}");
+    assert!(
+        stdout.contains("stage 2  runner  [needed, target]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("image node:20-alpine3.19"), "{stdout}");
+    // Steps with their line numbers and what they read.
+    assert!(
+        stdout.contains("line 11  COPY --from=builder /home/build/dist dist/"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(from stage 1 (builder))"), "{stdout}");
+    assert!(
+        stdout.contains("line 19  CMD [ \"npm\", \"start\" ]"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn target_builder_prunes_runner() {
+    let dir = example_dir();
+    let out = run(&[
+        "build",
+        "--dry-run",
+        "--target",
+        "builder",
+        dir.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stderr: {stderr}");
+    assert!(stdout.contains("3 stages (2 needed, 1 pruned)"), "{stdout}");
+    assert!(
+        stdout.contains("stage 1  builder  [needed, target]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stage 2  runner  [pruned]"), "{stdout}");
+}
+
+#[test]
+fn unknown_target_is_an_error() {
+    let dir = example_dir();
+    let out = run(&[
+        "build",
+        "--dry-run",
+        "--target",
+        "nope",
+        dir.to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("target stage \"nope\" could not be found"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn unknown_instruction_reports_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = std::fs::read_to_string(example_dir().join("Dockerfile")).unwrap();
+    let broken: Vec<String> = seed
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i == 11 {
+                l.replacen("COPY", "COPPY", 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(broken[11].starts_with("COPPY"));
+    std::fs::write(dir.path().join("Dockerfile"), broken.join("\n") + "\n").unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["build"];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.push(dir.path().to_str().unwrap());
+        let out = run(&args);
+        let (_, stderr) = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(out.status.code().is_some(), "killed by a signal: {stderr}");
+        assert!(stderr.contains("Dockerfile:12"), "{stderr}");
+        assert!(stderr.contains("unknown instruction: COPPY"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn without_dry_run_says_executor_is_missing() {
+    let dir = example_dir();
+    let out = run(&["build", dir.to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("planning succeeded (3 stages, 16 steps), but the build executor is not implemented yet"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn dockerfile_from_stdin_and_build_args() {
+    let mut child = kiln()
+        .args([
+            "build",
+            "--dry-run",
+            "-f",
+            "-",
+            "--build-arg",
+            "TAG=3.20",
+            ".",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"ARG TAG=3.19\nFROM alpine:${TAG} AS app\nRUN echo hi\n")
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("image alpine:3.20"), "{stdout}");
+    assert!(stdout.contains("build args: TAG=3.20"), "{stdout}");
+}
+
+#[test]
+fn missing_dockerfile_and_bad_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["build", "--dry-run", dir.path().to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot read Dockerfile"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let out = run(&[
+        "build",
+        "--dry-run",
+        "--platform",
+        "linux/",
+        example_dir().to_str().unwrap(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("invalid --platform"), "{stderr}");
+
+    let bad = dir.path().join("Dockerfile");
+    std::fs::write(
+        &bad,
+        "FROM alpine\nRUN --mount=type=cache,target=/c,sharing=nobody true\n",
+    )
+    .unwrap();
+    let out = run(&["build", "--dry-run", dir.path().to_str().unwrap()]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(
+        stderr.contains("unsupported sharing value \"nobody\""),
+        "{stderr}"
+    );
+}
