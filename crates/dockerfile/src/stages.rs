@@ -149,6 +149,18 @@ impl Plan {
         self.needed_stages().map(|s| s.steps.len()).sum()
     }
 
+    /// The platform stage `index` is built for: a stage built on another
+    /// stage inherits that stage's platform (BuildKit ignores `--platform`
+    /// there); otherwise its FROM `--platform`, else the target platform.
+    pub fn stage_platform(&self, index: usize) -> &Platform {
+        let st = &self.stages[index];
+        match (&st.base, &st.platform) {
+            (Base::Stage(b), _) => self.stage_platform(*b),
+            (_, Some(p)) => p,
+            (_, None) => &self.target_platform,
+        }
+    }
+
     /// The value an in-stage `ARG` declaration gives its variable (BuildKit's
     /// `dispatchArg`): the `--build-arg` if given, else its default expanded
     /// with the stage's current environment (`expand_default`), else the

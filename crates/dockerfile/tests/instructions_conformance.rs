@@ -39,11 +39,17 @@ fn testfiles_convert_or_fail_on_a_line() {
                     dir.display(),
                     e.line
                 );
-                failed.push((dir.file_name().unwrap().to_string_lossy().into_owned(), e.to_string()));
+                failed.push((
+                    dir.file_name().unwrap().to_string_lossy().into_owned(),
+                    e.to_string(),
+                ));
             }
         }
     }
-    assert!(converted >= 20, "only {converted} test files converted; failures: {failed:?}");
+    assert!(
+        converted >= 20,
+        "only {converted} test files converted; failures: {failed:?}"
+    );
     let find = |name: &str| {
         failed
             .iter()
@@ -52,5 +58,8 @@ fn testfiles_convert_or_fail_on_a_line() {
             .unwrap_or_else(|| panic!("{name} should fail: {failed:?}"))
     };
     assert_eq!(find("flags"), "Dockerfile:3: unknown flag: --user");
-    assert_eq!(find("health"), "Dockerfile:4: HEALTHCHECK requires at least one argument");
+    assert_eq!(
+        find("health"),
+        "Dockerfile:4: HEALTHCHECK requires at least one argument"
+    );
 }

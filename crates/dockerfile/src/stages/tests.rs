@@ -237,6 +237,22 @@ fn from_platform_is_expanded() {
     );
     assert_eq!(p.stages[0].platform, Some(Platform::host()));
     assert_eq!(p.stages[1].platform, None);
+    assert_eq!(p.stage_platform(0), &Platform::host());
+    let arm = PlanOptions {
+        target_platform: Some(Platform::parse("linux/arm64").unwrap()),
+        ..Default::default()
+    };
+    let p = ok(
+        "FROM --platform=linux/riscv64 alpine AS a\nFROM a\nFROM alpine\n",
+        &arm,
+    );
+    assert_eq!(p.stage_platform(0).arch, "riscv64");
+    assert_eq!(
+        p.stage_platform(1).arch,
+        "riscv64",
+        "inherited from stage a"
+    );
+    assert_eq!(p.stage_platform(2).arch, "arm64", "the target platform");
     assert!(fails(
         "FROM --platform=linux/amd64/v2/x alpine\n",
         &PlanOptions::default()
