@@ -1,66 +1,11 @@
-//! Stage-graph tests. Nodes are built by a small line splitter that mimics
-//! the parser for the simple one-line instructions used here.
+//! Stage-graph tests, on Dockerfiles parsed by the crate's parser.
 
 use super::*;
-use crate::ast::Node;
-
-fn node_for(line: &str, n: usize) -> Node {
-    let mut words = line.split_whitespace();
-    let keyword = words.next().unwrap().to_ascii_lowercase();
-    let rest: Vec<&str> = words.collect();
-    let flags: Vec<String> = rest
-        .iter()
-        .take_while(|w| w.starts_with("--"))
-        .map(|s| s.to_string())
-        .collect();
-    let rest = &rest[flags.len()..];
-    let joined = rest.join(" ");
-    let (args, json) = match keyword.as_str() {
-        "run" | "cmd" | "entrypoint" | "shell" if joined.starts_with('[') => {
-            (serde_json::from_str::<Vec<String>>(&joined).unwrap(), true)
-        }
-        "run" | "cmd" | "entrypoint" => (vec![joined], false),
-        "env" | "label" => (
-            rest.iter()
-                .flat_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap();
-                    [k.to_string(), v.to_string(), "=".to_string()]
-                })
-                .collect(),
-            false,
-        ),
-        _ => (rest.iter().map(|s| s.to_string()).collect(), false),
-    };
-    Node {
-        keyword,
-        flags,
-        args,
-        sub: None,
-        json,
-        heredocs: vec![],
-        original: line.to_string(),
-        start_line: n,
-        end_line: n,
-        prev_comment: vec![],
-    }
-}
 
 fn df(text: &str) -> (Dockerfile, Source) {
-    let nodes = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| node_for(l, i + 1))
-        .collect();
-    (
-        Dockerfile {
-            directives: vec![],
-            escape: '\\',
-            nodes,
-            warnings: vec![],
-        },
-        Source::new("Dockerfile", text),
-    )
+    let src = Source::new("Dockerfile", text);
+    let d = crate::parse(&src).unwrap_or_else(|e| panic!("{e}"));
+    (d, src)
 }
 
 fn plan_with(text: &str, opts: &PlanOptions) -> Result<Plan, DockerfileError> {
@@ -381,12 +326,7 @@ fn structure_errors() {
 #[test]
 fn onbuild_of_base_stage_runs_first() {
     let text = "FROM alpine AS tools\nFROM alpine AS base\nONBUILD COPY --from=tools /t /t\nFROM base\nRUN ls\n";
-    let (mut d, s) = df(text);
-    // Give the ONBUILD node its nested instruction, as the parser does.
-    let sub = node_for("COPY --from=tools /t /t", 3);
-    d.nodes[2].args.clear();
-    d.nodes[2].sub = Some(Box::new(sub));
-    let p = plan(&d, &s, &PlanOptions::default()).unwrap();
+    let p = ok(text, &PlanOptions::default());
     let last = &p.stages[2];
     assert_eq!(last.base, Base::Stage(1));
     assert!(last.steps[0].onbuild);
