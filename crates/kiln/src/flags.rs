@@ -52,6 +52,14 @@ pub enum Command {
     Load(LoadFlags),
     /// Remove stored blobs no image uses, and leftovers of interrupted writes
     Prune(PruneFlags),
+    /// Download an image from a registry into the store
+    Pull(PullFlags),
+    /// Upload a stored image to a registry
+    Push(PushFlags),
+    /// Store credentials for a registry (in the docker-style auth file)
+    Login(LoginFlags),
+    /// Remove stored credentials for a registry
+    Logout(LogoutFlags),
 }
 
 /// `--format` for listing commands: a table for people or JSON for programs.
@@ -213,4 +221,75 @@ pub struct BuildFlags {
     /// Build context directory
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: PathBuf,
+}
+
+/// `--authfile` for commands that talk to registries.
+#[derive(Debug, Args)]
+pub struct AuthFileFlag {
+    /// Auth file to use instead of $REGISTRY_AUTH_FILE or ~/.docker/config.json
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullFlags {
+    #[command(flatten)]
+    pub authfile: AuthFileFlag,
+    /// Platform to pull from a multi-platform image ("os/arch[/variant]"); default: the host's
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Print only the image digest
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The image ("name[:tag]" or "name@sha256:…"; "node:20" means docker.io/library/node:20)
+    #[arg(value_name = "NAME[:TAG|@DIGEST]")]
+    pub reference: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PushFlags {
+    #[command(flatten)]
+    pub authfile: AuthFileFlag,
+    /// Upload blobs larger than this many MiB in chunks of this size (0: always in one request)
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub chunk_size: u64,
+    /// Write the pushed manifest's digest to this file
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<PathBuf>,
+    /// Print only the digest
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The stored image, by name or id
+    #[arg(value_name = "NAME[:TAG]")]
+    pub image: String,
+    /// Where to push it (default: the image's own name)
+    #[arg(value_name = "DEST")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginFlags {
+    #[command(flatten)]
+    pub authfile: AuthFileFlag,
+    /// User name
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Store the credentials without checking them against the registry
+    #[arg(long)]
+    pub no_verify: bool,
+    /// The registry ("host[:port]"; default docker.io)
+    #[arg(value_name = "REGISTRY", default_value = "docker.io")]
+    pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutFlags {
+    #[command(flatten)]
+    pub authfile: AuthFileFlag,
+    /// The registry ("host[:port]"; default docker.io)
+    #[arg(value_name = "REGISTRY", default_value = "docker.io")]
+    pub registry: String,
 }

@@ -7,6 +7,7 @@ pub mod digest;
 pub mod image;
 pub mod json;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 pub use digest::{Digest, Hasher};

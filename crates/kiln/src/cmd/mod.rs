@@ -6,7 +6,10 @@ mod history;
 mod images;
 mod inspect;
 mod load;
+mod login;
 mod prune;
+mod pull;
+mod push;
 mod rmi;
 mod save;
 mod tag;
@@ -26,5 +29,9 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Save(flags) => save::run(&cli.global, flags),
         Command::Load(flags) => load::run(&cli.global, flags),
         Command::Prune(flags) => prune::run(&cli.global, flags),
+        Command::Pull(flags) => pull::run(&cli.global, flags),
+        Command::Push(flags) => push::run(&cli.global, flags),
+        Command::Login(flags) => login::login(flags),
+        Command::Logout(flags) => login::logout(flags),
     }
 }

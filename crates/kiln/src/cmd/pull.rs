@@ -1,0 +1,37 @@
+//! `kiln pull [--platform P] REF`.
+
+use crate::flags::{GlobalFlags, PullFlags};
+use crate::local_images::open_store;
+use kiln_oci::registry::{pull, Platform, Reference, RegistryContext};
+use miette::{miette, Result};
+use std::process::ExitCode;
+
+pub fn run(global: &GlobalFlags, flags: PullFlags) -> Result<ExitCode> {
+    let reference = Reference::parse(&flags.reference).map_err(|e| miette!("{e}"))?;
+    let platform = flags
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| miette!("{e}"))?;
+    let ctx =
+        RegistryContext::load(flags.authfile.authfile.as_deref()).map_err(|e| miette!("{e}"))?;
+    let store = open_store(global)?;
+    let pulled =
+        pull(&store, &reference, platform.as_ref(), &ctx).map_err(|e| miette!("pull {e}"))?;
+    if flags.quiet {
+        println!("{}", pulled.resolved_digest);
+    } else {
+        if pulled.source_registry != reference.registry {
+            println!("Pulled through mirror {}", pulled.source_registry);
+        }
+        println!(
+            "{}: {} blob(s) downloaded",
+            reference,
+            pulled.downloaded.len()
+        );
+        println!("Digest: {}", pulled.resolved_digest);
+        println!("Manifest: {}", pulled.manifest.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}

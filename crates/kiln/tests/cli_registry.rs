@@ -1,0 +1,268 @@
+//! `kiln pull/push/login/logout` run as a user would, against the local registries
+//! started by scripts/setup-test-env (these tests need them and fail when none answers).
+
+use kiln_oci::image::{media_type, write_image};
+use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn require(addr: String) -> String {
+    let sock = addr.parse().unwrap();
+    assert!(
+        TcpStream::connect_timeout(&sock, Duration::from_secs(2)).is_ok(),
+        "this test needs the registry on {addr}, and none answers: run scripts/setup-test-env (as root)"
+    );
+    addr
+}
+
+fn plain_registry() -> String {
+    require(env_or("KILN_TEST_REGISTRY", "127.0.0.1:5000"))
+}
+
+fn auth_registry() -> String {
+    require(env_or("KILN_TEST_AUTH_REGISTRY", "127.0.0.1:5001"))
+}
+
+fn unique_repo(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("kiln-cli-test/{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Run kiln with a store, an auth file and a config file inside `dir`.
+fn kiln(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(dir.join("root"))
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .env("KILN_CONFIG", dir.join("kiln.json"))
+        .env("HOME", dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kiln");
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kiln(dir, args, stdin);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kiln(dir, args, stdin);
+    assert!(!out.status.success(), "kiln {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn store_image(dir: &Path, name: &str, content: &[u8]) -> BlobRef {
+    let store = Store::open(dir.join("root")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(content.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, "file", content).unwrap();
+    let data = b.into_inner().unwrap();
+    let mut config = ImageConfig::for_host();
+    config.rootfs.diff_ids.push(Digest::of(&data));
+    let layer = BlobRef {
+        media_type: media_type::OCI_LAYER.into(),
+        digest: store.put_blob(&data).unwrap(),
+        size: data.len() as u64,
+        annotations: BTreeMap::new(),
+    };
+    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
+    store.tag(&name.parse().unwrap(), m.clone()).unwrap();
+    m
+}
+
+fn digest_line(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Digest: "))
+        .unwrap_or_else(|| panic!("no digest in {out}"))
+        .to_string()
+}
+
+#[test]
+fn push_rmi_pull_keeps_the_digest() {
+    let registry = plain_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = store_image(d, "app:1", b"cli round trip");
+    let dest = format!("{registry}/{}:1", unique_repo("rt"));
+    let out = ok(d, &["push", "app:1", &dest], None);
+    assert_eq!(digest_line(&out), m.digest.to_string());
+    assert!(out.contains("2 uploaded"), "{out}");
+    ok(d, &["rmi", "app:1"], None);
+    ok(d, &["prune"], None);
+    assert_eq!(
+        std::fs::read_dir(d.join("root/blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let out = ok(d, &["pull", &dest], None);
+    assert_eq!(digest_line(&out), m.digest.to_string());
+    let images = ok(d, &["images", "--format", "json"], None);
+    assert!(
+        images.contains(&dest.rsplit_once(':').unwrap().0.to_string()),
+        "{images}"
+    );
+    // Pushing again uploads nothing; -q prints only the digest.
+    let out = ok(d, &["push", "-q", &dest], None);
+    assert_eq!(out.trim(), m.digest.to_string());
+}
+
+#[test]
+fn errors_name_the_reference_in_one_line() {
+    let registry = plain_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let r = format!("{registry}/{}:missing", unique_repo("nope"));
+    let err = fails(dir.path(), &["pull", &r], None);
+    // One message (the terminal renderer may wrap it).
+    let joined = err
+        .split_whitespace()
+        .filter(|w| !matches!(*w, "│" | "×"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        joined.contains(&format!(
+            "{r}: not found: the registry has no manifest \"missing\""
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Caused by") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let err = fails(dir.path(), &["pull", "127.0.0.1:1/x:1"], None);
+    assert!(
+        err.contains("127.0.0.1:1/x:1: cannot reach the registry"),
+        "{err}"
+    );
+    let err = fails(dir.path(), &["pull", "Bad:Name"], None);
+    assert!(err.contains("invalid image reference"), "{err}");
+    let err = fails(dir.path(), &["pull", "--platform", "linux", "x"], None);
+    assert!(err.contains("invalid platform"), "{err}");
+    let err = fails(
+        dir.path(),
+        &["push", "absent:1", &format!("{registry}/x:1")],
+        None,
+    );
+    assert!(err.contains("no such image"), "{err}");
+}
+
+#[test]
+fn login_with_wrong_password_fails_and_right_one_allows_push() {
+    let registry = auth_registry();
+    let user = env_or("KILN_TEST_AUTH_USER", "kiln");
+    let password = env_or("KILN_TEST_AUTH_PASSWORD", "kiln-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let err = fails(
+        d,
+        &["login", "-u", &user, "--password-stdin", &registry],
+        Some("wrong-password\n"),
+    );
+    assert!(
+        err.contains("unauthorized") && err.contains(&registry),
+        "{err}"
+    );
+    assert!(
+        !err.contains("wrong-password"),
+        "the password is printed: {err}"
+    );
+    assert!(!d.join("auth.json").exists());
+
+    store_image(d, "secret-app:1", b"needs auth");
+    let dest = format!("{registry}/{}:1", unique_repo("auth"));
+    let err = fails(d, &["push", "secret-app:1", &dest], None);
+    assert!(err.contains("unauthorized") && err.contains(&dest), "{err}");
+
+    let out = ok(
+        d,
+        &["login", "-u", &user, "--password-stdin", &registry],
+        Some(&format!("{password}\n")),
+    );
+    assert!(out.contains("Login Succeeded"), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(d.join("auth.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    ok(d, &["push", "secret-app:1", &dest], None);
+    // --authfile overrides REGISTRY_AUTH_FILE.
+    let elsewhere = d.join("other-auth.json");
+    let err = fails(
+        d,
+        &["pull", "--authfile", elsewhere.to_str().unwrap(), &dest],
+        None,
+    );
+    assert!(err.contains("unauthorized"), "{err}");
+    ok(d, &["logout", &registry], None);
+    let err = fails(d, &["pull", &dest], None);
+    assert!(err.contains("unauthorized"), "{err}");
+    let err = fails(d, &["logout", &registry], None);
+    assert!(err.contains("not logged in"), "{err}");
+}
+
+#[test]
+fn pull_through_a_docker_hub_mirror_from_the_config_file() {
+    let registry = plain_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = store_image(d, "base:1", b"base image from the mirror");
+    let name = unique_repo("base").replace('/', "-");
+    ok(
+        d,
+        &["push", "base:1", &format!("{registry}/library/{name}:1")],
+        None,
+    );
+    ok(d, &["rmi", "base:1"], None);
+    std::fs::write(
+        d.join("kiln.json"),
+        format!(r#"{{"registry":{{"docker.io":{{"mirrors":["{registry}"]}}}}}}"#),
+    )
+    .unwrap();
+    let out = ok(d, &["pull", &format!("library/{name}:1")], None);
+    assert!(
+        out.contains(&format!("Pulled through mirror {registry}")),
+        "{out}"
+    );
+    assert_eq!(digest_line(&out), m.digest.to_string());
+    let images = ok(d, &["images"], None);
+    assert!(images.contains(&name), "{images}");
+}

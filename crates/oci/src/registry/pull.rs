@@ -1,0 +1,452 @@
+//! Pulling an image into the store: resolve the manifest (choosing a platform from
+//! an index), download the missing blobs in parallel straight into the store's
+//! [`crate::store::BlobWriter`] (digest and size checked; an interrupted download
+//! resumes with a `Range` request), then store the manifest and name it. Nothing is
+//! named until every blob is present, and a blob is only ever visible complete.
+
+use super::client::{backoff, Access, Body, RepoClient};
+use super::{Platform, Reference, RegistryContext, RegistryError};
+use crate::digest::Digest;
+use crate::image::media_type;
+use crate::store::{BlobRef, Store, StoreError};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use ureq::http::{self, StatusCode};
+
+/// Concurrent blob downloads.
+const PARALLEL_DOWNLOADS: usize = 6;
+/// Attempts to finish one blob download (each resumes where the last stopped).
+const BLOB_ATTEMPTS: u32 = 5;
+/// The largest manifest or index kiln accepts.
+const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// When `FROM`/`pull_if_missing` goes to the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Only when the image is not in the store.
+    Missing,
+    /// Always ask the registry (blobs already stored are still not fetched again).
+    Always,
+    /// Never: an image not in the store is an error.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" | "true" => Ok(PullPolicy::Always),
+            "never" | "false" => Ok(PullPolicy::Never),
+            _ => Err(format!(
+                "invalid pull policy {s:?}: use missing, always or never"
+            )),
+        }
+    }
+}
+
+/// What a pull produced.
+#[derive(Clone, Debug)]
+pub struct Pulled {
+    /// The platform-specific manifest that was stored (and named).
+    pub manifest: BlobRef,
+    /// The digest the registry resolved the reference to (the index's, for a
+    /// multi-platform image).
+    pub resolved_digest: Digest,
+    /// Blobs downloaded by this pull (others were already stored).
+    pub downloaded: Vec<Digest>,
+    /// The registry the content came from (a mirror, or the reference's own).
+    pub source_registry: String,
+}
+
+/// The stored image for `reference` if any (by name, or by manifest digest).
+fn stored(store: &Store, reference: &Reference) -> Option<BlobRef> {
+    if let Some(name) = reference.store_name() {
+        if let Ok(r) = store.resolve(&name) {
+            if reference.digest.is_none_or(|d| d == r.digest) {
+                return Some(r);
+            }
+        }
+    }
+    let d = reference.digest?;
+    store
+        .images()
+        .ok()?
+        .into_iter()
+        .map(|i| i.target)
+        .find(|t| t.digest == d)
+}
+
+/// What the build engine calls for `FROM ref`: the stored image, pulling it
+/// according to `policy`.
+pub fn pull_if_missing(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    policy: PullPolicy,
+    ctx: &RegistryContext,
+) -> Result<BlobRef, RegistryError> {
+    if policy != PullPolicy::Always {
+        if let Some(r) = stored(store, reference) {
+            return Ok(r);
+        }
+    }
+    if policy == PullPolicy::Never {
+        return Err(RegistryError::NotInStore {
+            reference: reference.to_string(),
+        });
+    }
+    Ok(pull(store, reference, platform, ctx)?.manifest)
+}
+
+/// Pull `reference` (from a configured mirror first, if any) into `store`.
+pub fn pull(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    ctx: &RegistryContext,
+) -> Result<Pulled, RegistryError> {
+    let platform = platform.cloned().unwrap_or_else(Platform::host);
+    let label = reference.to_string();
+    let mut last_err = None;
+    for mirror in ctx.config.mirrors(&reference.registry) {
+        let client = ctx.client(mirror, &reference.repository, label.clone())?;
+        match pull_from(store, reference, &platform, &client) {
+            Ok(p) => return Ok(p),
+            Err(e) => {
+                tracing::warn!("mirror {mirror} failed, trying the next source: {e}");
+                last_err = Some(e);
+            }
+        }
+    }
+    let client = ctx.client(&reference.registry, &reference.repository, label)?;
+    match pull_from(store, reference, &platform, &client) {
+        // A mirror's error says more than the origin being unreachable (offline).
+        Err(e @ RegistryError::Unreachable { .. }) => Err(last_err.unwrap_or(e)),
+        other => other,
+    }
+}
+
+fn store_err(client: &RepoClient) -> impl Fn(StoreError) -> RegistryError + '_ {
+    move |source| RegistryError::Store {
+        reference: client.label.clone(),
+        source,
+    }
+}
+
+/// GET a manifest or index by tag or digest; returns (bytes, media type, digest).
+pub(crate) fn fetch_manifest(
+    client: &RepoClient,
+    reference: &str,
+    expected: Option<Digest>,
+) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+    let accept = [
+        media_type::OCI_INDEX,
+        media_type::OCI_MANIFEST,
+        media_type::DOCKER_MANIFEST_LIST,
+        media_type::DOCKER_MANIFEST,
+    ]
+    .join(", ");
+    let url = client.url(&format!("manifests/{reference}"));
+    let mut resp = client.send(
+        http::Method::GET,
+        &url,
+        &[("Accept", accept)],
+        Body::Empty,
+        Access::Pull,
+        None,
+    )?;
+    if resp.status() != StatusCode::OK {
+        return Err(client.error_from(resp, &format!("manifest {reference:?}")));
+    }
+    let header_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or(v).trim().to_string());
+    let bytes = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_MANIFEST_SIZE)
+        .read_to_vec()
+        .map_err(|e| client.protocol(format!("reading manifest {reference}: {e}")))?;
+    let digest = Digest::of(&bytes);
+    if let Some(want) = expected {
+        if want != digest {
+            return Err(client.protocol(format!(
+                "manifest content does not match {want} (got {digest})"
+            )));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| client.protocol(format!("manifest {reference} is not JSON: {e}")))?;
+    let media = v
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .map(str::to_string)
+        .or(header_type)
+        .or_else(|| {
+            // An OCI manifest/index may omit mediaType: tell them apart by shape.
+            Some(
+                if v.get("manifests").is_some() {
+                    media_type::OCI_INDEX
+                } else {
+                    media_type::OCI_MANIFEST
+                }
+                .to_string(),
+            )
+        })
+        .unwrap_or_default();
+    if !media_type::is_manifest_or_index(&media) {
+        return Err(client.protocol(format!(
+            "unsupported manifest type {media:?} (kiln reads OCI and Docker schema 2 manifests)"
+        )));
+    }
+    Ok((bytes, media, digest))
+}
+
+/// The index entry for `platform`.
+fn choose_platform(
+    client: &RepoClient,
+    index: &[u8],
+    platform: &Platform,
+) -> Result<BlobRef, RegistryError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(index).map_err(|e| client.protocol(e.to_string()))?;
+    let entries = v
+        .get("manifests")
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let mut available = Vec::new();
+    for e in &entries {
+        let p = e.get("platform");
+        let field = |k: &str| p.and_then(|p| p.get(k)).and_then(|x| x.as_str());
+        let (os, arch, variant) = (
+            field("os").unwrap_or(""),
+            field("architecture").unwrap_or(""),
+            field("variant"),
+        );
+        if os.is_empty() || os == "unknown" {
+            continue; // attestations and the like
+        }
+        available.push(match variant {
+            Some(v) => format!("{os}/{arch}/{v}"),
+            None => format!("{os}/{arch}"),
+        });
+        if platform.matches(os, arch, variant) {
+            let b: BlobRef = serde_json::from_value(e.clone())
+                .map_err(|err| client.protocol(format!("index entry: {err}")))?;
+            return Ok(b);
+        }
+    }
+    Err(RegistryError::NoMatchingPlatform {
+        reference: client.label.clone(),
+        platform: platform.to_string(),
+        available: if available.is_empty() {
+            "none".into()
+        } else {
+            available.join(", ")
+        },
+    })
+}
+
+fn pull_from(
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+    client: &RepoClient,
+) -> Result<Pulled, RegistryError> {
+    let (mut bytes, mut media, resolved) =
+        fetch_manifest(client, &reference.manifest_reference(), reference.digest)?;
+    if media_type::is_index(&media) {
+        let entry = choose_platform(client, &bytes, platform)?;
+        let (b, m, _) = fetch_manifest(client, &entry.digest.to_string(), Some(entry.digest))?;
+        if !media_type::is_manifest(&m) {
+            return Err(
+                client.protocol("an index entry for the platform is not an image manifest".into())
+            );
+        }
+        bytes = b;
+        media = m;
+    }
+    let manifest_digest = Digest::of(&bytes);
+    let blobs =
+        crate::image::referenced_blobs(&bytes, &manifest_digest).map_err(store_err(client))?;
+    if blobs.is_empty() {
+        return Err(client.protocol("the manifest names no config".into()));
+    }
+    let missing: Vec<BlobRef> = blobs
+        .iter()
+        .filter(|b| !store.has_blob(&b.digest))
+        .cloned()
+        .collect();
+    let downloaded = download_all(store, client, &missing)?;
+    for b in &blobs {
+        super::sources::record(store, &client.registry, &client.repository, &b.digest);
+    }
+    store.put_blob(&bytes).map_err(store_err(client))?;
+    let manifest = BlobRef {
+        media_type: media,
+        digest: manifest_digest,
+        size: bytes.len() as u64,
+        annotations: BTreeMap::new(),
+    };
+    match reference.store_name() {
+        Some(name) => store.tag(&name, manifest.clone()),
+        None => store.add_untagged(manifest.clone()),
+    }
+    .map_err(store_err(client))?;
+    Ok(Pulled {
+        manifest,
+        resolved_digest: resolved,
+        downloaded,
+        source_registry: client.registry.clone(),
+    })
+}
+
+/// Download `blobs` with a few threads; the first error stops the others early.
+fn download_all(
+    store: &Store,
+    client: &RepoClient,
+    blobs: &[BlobRef],
+) -> Result<Vec<Digest>, RegistryError> {
+    if blobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Largest first, so the long downloads start at once.
+    let mut queue: Vec<&BlobRef> = blobs.iter().collect();
+    queue.sort_by_key(|b| std::cmp::Reverse(b.size));
+    let queue = std::sync::Mutex::new(queue.into_iter());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let workers = PARALLEL_DOWNLOADS.min(blobs.len());
+    let results: Vec<Result<Vec<Digest>, RegistryError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Ok(done);
+                        }
+                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        let Some(blob) = next else { return Ok(done) };
+                        if let Err(e) = download_blob(store, client, blob) {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            return Err(e);
+                        }
+                        done.push(blob.digest);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(client.protocol("a download thread panicked".into())))
+            })
+            .collect()
+    });
+    let mut all = Vec::new();
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+/// Stream one blob into the store, resuming with `Range` after a broken transfer.
+fn download_blob(store: &Store, client: &RepoClient, blob: &BlobRef) -> Result<(), RegistryError> {
+    let what = format!("blob {}", blob.digest);
+    let mut writer = store.blob_writer().map_err(store_err(client))?;
+    writer.expect(blob.digest);
+    let url = client.url(&format!("blobs/{}", blob.digest));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let have = writer.size();
+        let headers: Vec<(&str, String)> = if have > 0 {
+            vec![("Range", format!("bytes={have}-"))]
+        } else {
+            Vec::new()
+        };
+        let mut resp = client.send(
+            http::Method::GET,
+            &url,
+            &headers,
+            Body::Empty,
+            Access::Pull,
+            None,
+        )?;
+        match resp.status() {
+            StatusCode::OK if have > 0 => {
+                // The server ignored Range: start over.
+                writer = store.blob_writer().map_err(store_err(client))?;
+                writer.expect(blob.digest);
+            }
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
+            _ => return Err(client.error_from(resp, &what)),
+        }
+        let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
+        let copied = copy_limited(&mut reader, &mut writer, blob.size);
+        match copied {
+            Ok(()) if writer.size() == blob.size => break,
+            Ok(()) => {
+                return Err(client.protocol(format!(
+                    "{what}: the registry sent more than the {} bytes the manifest says",
+                    blob.size
+                )))
+            }
+            Err(CopyError::Write(e)) => {
+                return Err(client.protocol(format!("{what}: writing to the store: {e}")));
+            }
+            Err(CopyError::Read(e)) => {
+                if attempt >= BLOB_ATTEMPTS {
+                    return Err(RegistryError::Unreachable {
+                        reference: client.label.clone(),
+                        message: format!("{what}: download failed after {attempt} attempts: {e}"),
+                    });
+                }
+                tracing::debug!("{what}: {e}; resuming at {} bytes", writer.size());
+                std::thread::sleep(backoff(attempt));
+            }
+        }
+    }
+    writer.commit().map_err(store_err(client))?;
+    Ok(())
+}
+
+enum CopyError {
+    Read(std::io::Error),
+    Write(std::io::Error),
+}
+
+/// Copy until EOF; stop with Ok if more than `limit` bytes in total would be written
+/// (the caller sees the size mismatch). A short stream is a read error (to resume).
+fn copy_limited(
+    r: &mut impl Read,
+    w: &mut crate::store::BlobWriter<'_>,
+    limit: u64,
+) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        if w.size() + n as u64 > limit {
+            w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+            return Ok(());
+        }
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+    }
+    if w.size() < limit {
+        return Err(CopyError::Read(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("stream ended after {} of {limit} bytes", w.size()),
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The Bearer token flow, rate limiting and resumed downloads, against a small
+//! registry and token service this test runs itself on 127.0.0.1.
+
+use base64::Engine;
+use kiln_oci::image::media_type;
+use kiln_oci::registry::{
+    pull, AuthFile, Credentials, Reference, RegistryConfig, RegistryContext, RegistryError,
+};
+use kiln_oci::{Digest, Store};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "t0k3n-for-tests";
+
+#[derive(Default)]
+struct Seen {
+    token_requests: Vec<(String, Option<String>)>,
+    blob_requests: Vec<Option<String>>,
+}
+
+struct Mock {
+    addr: String,
+    blobs: HashMap<String, Vec<u8>>,
+    manifest: Vec<u8>,
+    layer: String,
+    seen: Mutex<Seen>,
+}
+
+fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str("\r\n");
+    let _ = s.write_all(out.as_bytes());
+    let _ = s.write_all(body);
+}
+
+fn handle(mock: &Mock, mut s: TcpStream) {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.trim().split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let auth = headers.get("authorization").cloned();
+    if let Some(query) = path.strip_prefix("/token?") {
+        mock.seen
+            .lock()
+            .unwrap()
+            .token_requests
+            .push((query.to_string(), auth.clone()));
+        let good = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+        );
+        if auth.as_deref() == Some(good.as_str()) {
+            respond(
+                &mut s,
+                "200 OK",
+                &[],
+                format!(r#"{{"token":"{TOKEN}"}}"#).as_bytes(),
+            );
+        } else {
+            respond(&mut s, "401 Unauthorized", &[], b"{}");
+        }
+        return;
+    }
+    if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
+        let challenge = format!(
+            r#"Bearer realm="http://{}/token",service="mock-registry",scope="repository:team/app:pull""#,
+            mock.addr
+        );
+        respond(
+            &mut s,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge)],
+            br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        );
+        return;
+    }
+    if path == "/v2/team/app/manifests/1" {
+        respond(
+            &mut s,
+            "200 OK",
+            &[("Content-Type", media_type::OCI_MANIFEST.into())],
+            &mock.manifest,
+        );
+        return;
+    }
+    if let Some(d) = path.strip_prefix("/v2/team/app/blobs/") {
+        let Some(data) = mock.blobs.get(d) else {
+            respond(
+                &mut s,
+                "404 Not Found",
+                &[],
+                br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+            );
+            return;
+        };
+        let range = headers.get("range").cloned();
+        let n = {
+            let mut seen = mock.seen.lock().unwrap();
+            if d == mock.layer {
+                seen.blob_requests.push(range.clone());
+            }
+            seen.blob_requests.len()
+        };
+        if d == mock.layer && n == 1 {
+            respond(
+                &mut s,
+                "429 Too Many Requests",
+                &[("Retry-After", "1".into())],
+                b"{}",
+            );
+            return;
+        }
+        if d == mock.layer && n == 2 {
+            // Promise everything, send half, hang up.
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+                data.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&data[..data.len() / 2]);
+            return;
+        }
+        match range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+        {
+            Some(start) => {
+                let start: usize = start.parse().unwrap();
+                let cr = format!("bytes {start}-{}/{}", data.len() - 1, data.len());
+                respond(
+                    &mut s,
+                    "206 Partial Content",
+                    &[("Content-Range", cr)],
+                    &data[start..],
+                );
+            }
+            None => respond(&mut s, "200 OK", &[], data),
+        }
+        return;
+    }
+    respond(&mut s, "404 Not Found", &[], b"{}");
+}
+
+fn start_mock() -> Arc<Mock> {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
+    let mut layer = Vec::new();
+    let mut x: u32 = 7;
+    for _ in 0..300_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        layer.push((x >> 16) as u8);
+    }
+    let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{ld}","size":{}}}]}}"#,
+        media_type::OCI_MANIFEST,
+        media_type::OCI_CONFIG,
+        config.len(),
+        media_type::OCI_LAYER,
+        layer.len()
+    );
+    let mock = Arc::new(Mock {
+        addr,
+        blobs: HashMap::from([(cd.to_string(), config), (ld.to_string(), layer)]),
+        manifest: manifest.into_bytes(),
+        layer: ld.to_string(),
+        seen: Mutex::new(Seen::default()),
+    });
+    let m = mock.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let m = m.clone();
+            std::thread::spawn(move || handle(&m, conn));
+        }
+    });
+    mock
+}
+
+fn context(dir: &std::path::Path, registry: &str, password: &str) -> RegistryContext {
+    let auth = AuthFile::locate(Some(&dir.join("auth.json")));
+    auth.store(
+        registry,
+        &Credentials {
+            username: "alice".into(),
+            password: password.into(),
+        },
+    )
+    .unwrap();
+    RegistryContext {
+        config: RegistryConfig::default(),
+        auth,
+    }
+}
+
+#[test]
+fn bearer_token_flow_with_rate_limit_and_resumed_download() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = Reference::parse(&format!("{}/team/app:1", mock.addr)).unwrap();
+
+    // Wrong password: the token service refuses, a clear error, nothing stored.
+    let store = Store::open(dir.path().join("s")).unwrap();
+    let err = pull(
+        &store,
+        &reference,
+        None,
+        &context(&dir.path().join("bad"), &mock.addr, "nope"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains(&reference.to_string()));
+    assert!(store.images().unwrap().is_empty());
+
+    let ctx = context(&dir.path().join("ok"), &mock.addr, "s3cret");
+    let pulled = pull(&store, &reference, None, &ctx).unwrap();
+    assert_eq!(pulled.manifest.digest, Digest::of(&mock.manifest));
+    assert!(store.verify().unwrap().is_ok());
+    let seen = mock.seen.lock().unwrap();
+    // The token was asked for the pull scope, with the user's Basic credentials.
+    let (query, _) = seen.token_requests.last().unwrap();
+    assert!(query.contains("service=mock-registry"), "{query}");
+    assert!(
+        query.contains("scope=repository%3Ateam%2Fapp%3Apull"),
+        "{query}"
+    );
+    // 429 → retried after Retry-After; cut-off transfer → resumed with Range.
+    assert_eq!(seen.blob_requests.len(), 3, "{:?}", seen.blob_requests);
+    assert_eq!(seen.blob_requests[2].as_deref(), Some("bytes=150000-"));
+}
