@@ -120,9 +120,15 @@ fn lines(o: &kiln_dockerfile::instructions::Origin) -> String {
     }
 }
 
-/// Only the first line of a (possibly heredoc) instruction, for one-line display.
-fn first_line(code: &str) -> &str {
-    code.lines().next().unwrap_or_default()
+/// The first line of a (possibly heredoc) instruction with whitespace runs
+/// (from joined continuation lines) collapsed, for one-line display.
+fn first_line(code: &str) -> String {
+    code.lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
@@ -254,6 +260,14 @@ mod tests {
         assert_eq!(args["FROM_ENV"], "env-value");
         assert!(!args.contains_key("UNSET"));
         assert!(build_args(&["=v".into()], env).is_err());
+    }
+
+    #[test]
+    fn one_line_display() {
+        assert_eq!(
+            first_line("RUN --mount=type=cache,target=/c \t   make\nmore"),
+            "RUN --mount=type=cache,target=/c make"
+        );
     }
 
     #[test]
