@@ -502,6 +502,46 @@ pub trait Expand {
     fn raw(&mut self, text: &str) -> Result<String, String>;
 }
 
+/// [`Expand`] with BuildKit's lexers over a stage's environment (its ARG and
+/// ENV values at that step): what the executor passes to [`Instruction::expanded`]
+/// and, through [`Expand::word`], to [`MountSpec::resolve`].
+pub struct ShellExpand<'a> {
+    words: crate::shell::Lexer,
+    heredoc: crate::shell::Lexer,
+    env: &'a dyn crate::shell::Env,
+}
+
+impl<'a> ShellExpand<'a> {
+    /// `escape` is the Dockerfile's escape character (`Dockerfile::escape`).
+    pub fn new(escape: char, env: &'a dyn crate::shell::Env) -> Self {
+        ShellExpand {
+            words: crate::shell::Lexer::new(escape),
+            heredoc: crate::shell::Lexer::for_heredoc_contents(),
+            env,
+        }
+    }
+}
+
+impl Expand for ShellExpand<'_> {
+    fn word(&mut self, word: &str) -> Result<String, String> {
+        self.words
+            .process_word(word, self.env)
+            .map_err(|e| e.to_string())
+    }
+
+    fn words(&mut self, word: &str) -> Result<Vec<String>, String> {
+        self.words
+            .process_words(word, self.env)
+            .map_err(|e| e.to_string())
+    }
+
+    fn raw(&mut self, text: &str) -> Result<String, String> {
+        self.heredoc
+            .process_word(text, self.env)
+            .map_err(|e| e.to_string())
+    }
+}
+
 impl Instruction {
     /// This instruction with its words expanded the way BuildKit expands
     /// them when dispatching (`Expand`/`ExpandRaw` of each command):

@@ -761,3 +761,59 @@ fn expansion_per_instruction() {
         "invalid chmod parameter: '99'. it should be octal string and between 0 and 07777"
     );
 }
+
+#[test]
+fn shell_expansion_with_stage_env() {
+    let env: std::collections::BTreeMap<String, String> =
+        [("APP", "/srv/app"), ("PORTS", "80 443"), ("ID", "npm")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    let mut ex = ShellExpand::new('\\', &env);
+
+    let Instruction::Workdir(w) = parse(&node("workdir", &[], &["${APP}/bin"]))
+        .expanded(&mut ex)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(w.path, "/srv/app/bin");
+    let Instruction::Expose(e) = parse(&node("expose", &[], &["$PORTS"]))
+        .expanded(&mut ex)
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(e.ports, vec!["80", "443"]);
+
+    let mut n = node("copy", &[], &["<<EOF", "\"$APP/x\"", "/dst"]);
+    n.heredocs = vec![Heredoc {
+        name: "EOF".into(),
+        file_descriptor: 0,
+        expand: true,
+        chomp: false,
+        content: "dir=\"$APP\"\n".into(),
+    }];
+    let Instruction::Copy(c) = parse(&n).expanded(&mut ex).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        c.sources,
+        vec!["/srv/app/x"],
+        "quotes are removed from words"
+    );
+    assert_eq!(
+        c.inline[0].content, "dir=\"/srv/app\"\n",
+        "heredoc keeps its quotes"
+    );
+
+    let Instruction::Run(r) = parse(&node(
+        "run",
+        &["--mount=type=cache,id=$ID,target=/c"],
+        &["x"],
+    )) else {
+        panic!()
+    };
+    let m = r.mounts[0].resolve(&mut |w: &str| ex.word(w)).unwrap();
+    assert_eq!(m.id.as_deref(), Some("npm"));
+}
