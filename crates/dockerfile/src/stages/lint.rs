@@ -3,7 +3,7 @@
 //! Rules about how a stage is built run only for stages the target needs,
 //! as BuildKit only checks them while dispatching those stages.
 
-use super::{Base, Stage, Warning};
+use super::{Base, Input, Stage, Warning};
 use crate::instructions::{CommandLine, Instruction, Origin};
 
 fn warn(out: &mut Vec<Warning>, o: &Origin, rule: &'static str, message: String) {
@@ -232,7 +232,37 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
         workdir_set[st.index] = wd_set;
         shells_set[st.index] = shell_set;
     }
+    unknown_stage_references(stages, out);
     out.sort_by_key(|w| w.line);
+}
+
+/// kiln's own check: `COPY --from=buidler` / `--mount=from=buidler` where the
+/// word is no stage but close to a stage name. BuildKit would try to pull an
+/// image of that name; the build would fail later with a registry error.
+fn unknown_stage_references(stages: &[Stage], out: &mut Vec<Warning>) {
+    let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
+    for st in stages.iter().filter(|s| s.needed) {
+        for step in &st.steps {
+            let inputs = step
+                .copy_from
+                .iter()
+                .chain(step.mount_from.iter().flatten());
+            for input in inputs {
+                let Input::Image(word) = input else { continue };
+                if word.contains([':', '/', '@']) {
+                    continue;
+                }
+                if let Some(stage) = crate::instructions::suggest(word, &names) {
+                    warn(
+                        out,
+                        step.instruction.origin(),
+                        "UnknownStageReference",
+                        format!("{word:?} is not a stage of this Dockerfile and will be pulled as an image (did you mean {stage:?}?)"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 fn command_of(i: &Instruction) -> &CommandLine {

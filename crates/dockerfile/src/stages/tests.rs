@@ -429,3 +429,23 @@ fn lint_rules() {
     );
     assert_eq!(rules(&p), vec![]);
 }
+
+#[test]
+fn misspelt_stage_in_from_warns() {
+    let p = ok(
+        "FROM alpine AS builder\nFROM alpine\nCOPY --from=buidler /a /a\nRUN --mount=from=bulder,target=/b true\nCOPY --from=busybox /bin/sh /sh\n",
+        &PlanOptions::default(),
+    );
+    assert_eq!(
+        p.stages[1].steps[0].copy_from,
+        Some(Input::Image("buidler".into()))
+    );
+    assert_eq!(
+        rules(&p),
+        vec![(3, "UnknownStageReference"), (4, "UnknownStageReference")]
+    );
+    assert_eq!(
+        p.warnings[0].message,
+        "\"buidler\" is not a stage of this Dockerfile and will be pulled as an image (did you mean \"builder\"?)"
+    );
+}
