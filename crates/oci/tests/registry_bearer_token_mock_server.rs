@@ -24,6 +24,8 @@ struct Mock {
     addr: String,
     blobs: HashMap<String, Vec<u8>>,
     manifest: Vec<u8>,
+    /// A manifest whose blobs the server answers with the wrong content.
+    bad_manifest: Vec<u8>,
     layer: String,
     seen: Mutex<Seen>,
 }
@@ -92,6 +94,20 @@ fn handle(mock: &Mock, mut s: TcpStream) {
             &[("WWW-Authenticate", challenge)],
             br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
         );
+        return;
+    }
+    if path == "/v2/team/bad/manifests/1" {
+        respond(
+            &mut s,
+            "200 OK",
+            &[("Content-Type", media_type::OCI_MANIFEST.into())],
+            &mock.bad_manifest,
+        );
+        return;
+    }
+    if path.starts_with("/v2/team/bad/blobs/") {
+        // Whatever is asked for, the same wrong bytes of the right length.
+        respond(&mut s, "200 OK", &[], b"evil-data");
         return;
     }
     if path == "/v2/team/app/manifests/1" {
@@ -183,7 +199,14 @@ fn start_mock() -> Arc<Mock> {
         media_type::OCI_LAYER,
         layer.len()
     );
+    let promised = Digest::of(b"good-data");
+    let bad_manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{promised}","size":9}},"layers":[]}}"#,
+        media_type::OCI_MANIFEST,
+        media_type::OCI_CONFIG,
+    );
     let mock = Arc::new(Mock {
+        bad_manifest: bad_manifest.into_bytes(),
         addr,
         blobs: HashMap::from([(cd.to_string(), config), (ld.to_string(), layer)]),
         manifest: manifest.into_bytes(),
@@ -250,4 +273,30 @@ fn bearer_token_flow_with_rate_limit_and_resumed_download() {
     // 429 → retried after Retry-After; cut-off transfer → resumed with Range.
     assert_eq!(seen.blob_requests.len(), 3, "{:?}", seen.blob_requests);
     assert_eq!(seen.blob_requests[2].as_deref(), Some("bytes=150000-"));
+}
+
+#[test]
+fn content_not_matching_its_digest_is_refused_and_nothing_is_stored() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &mock.addr, "s3cret");
+    let store = Store::open(dir.path().join("s")).unwrap();
+    let reference = Reference::parse(&format!("{}/team/bad:1", mock.addr)).unwrap();
+    let err = pull(&store, &reference, None, &ctx).unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with(&reference.to_string()), "{err}");
+    assert!(store.images().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read_dir(store.root().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
+        0
+    );
 }
