@@ -534,4 +534,52 @@ mod tests {
         assert_eq!(code.as_deref(), Some("MANIFEST_UNKNOWN"));
         assert_eq!(msg.as_deref(), Some("manifest unknown"));
     }
+
+    #[test]
+    fn trusts_the_system_bundle_and_uses_https_except_for_loopback() {
+        if std::path::Path::new(SYSTEM_CA_BUNDLES[0]).is_file() {
+            match system_roots() {
+                ureq::tls::RootCerts::Specific(certs) => {
+                    assert!(certs.len() > 10, "{}", certs.len())
+                }
+                _ => panic!("the system bundle should be what is trusted"),
+            }
+        }
+        let config = super::super::RegistryConfig::default();
+        let c = RepoClient::new(
+            "ghcr.io",
+            "o/p",
+            config.is_insecure("ghcr.io"),
+            None,
+            "x".into(),
+        );
+        assert_eq!(c.url("manifests/1"), "https://ghcr.io/v2/o/p/manifests/1");
+        let c = RepoClient::new(
+            "docker.io",
+            "library/a",
+            config.is_insecure("docker.io"),
+            None,
+            "x".into(),
+        );
+        assert_eq!(
+            c.url("tags/list"),
+            "https://registry-1.docker.io/v2/library/a/tags/list"
+        );
+        let c = RepoClient::new(
+            "127.0.0.1:5000",
+            "a",
+            config.is_insecure("127.0.0.1:5000"),
+            None,
+            "x".into(),
+        );
+        assert_eq!(
+            c.url("blobs/uploads/"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/"
+        );
+        assert_eq!(
+            c.absolute("/v2/a/blobs/uploads/u?x=1"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/u?x=1"
+        );
+        assert_eq!(c.absolute("https://cdn.example/u"), "https://cdn.example/u");
+    }
 }
