@@ -51,9 +51,9 @@ best_kiln= best_skopeo=
 for r in $(seq 1 "$runs"); do
   rm -rf "$work/root" "$work/oci"
   t0=$(now); "$kiln" --root "$work/root" pull -q "$repo:1" > /dev/null; t1=$(now)
-  k=$(echo "$t1 - $t0" | bc)
+  k=$(printf %.3f "$(echo "$t1 - $t0" | bc)")
   t0=$(now); skopeo copy -q --src-tls-verify=false "docker://$repo:1" "oci:$work/oci:big"; t1=$(now)
-  s=$(echo "$t1 - $t0" | bc)
+  s=$(printf %.3f "$(echo "$t1 - $t0" | bc)")
   echo "run $r: kiln ${k}s  skopeo ${s}s"
   if [ -z "$best_kiln" ] || [ "$(echo "$k < $best_kiln" | bc)" = 1 ]; then best_kiln=$k; fi
   if [ -z "$best_skopeo" ] || [ "$(echo "$s < $best_skopeo" | bc)" = 1 ]; then best_skopeo=$s; fi
