@@ -388,3 +388,6 @@ fn new_node_from_line(
         prev_comment: comments.to_vec(),
     })
 }
+
+#[cfg(test)]
+mod tests;
