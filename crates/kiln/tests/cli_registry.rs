@@ -266,3 +266,53 @@ fn pull_through_a_docker_hub_mirror_from_the_config_file() {
     let images = ok(d, &["images"], None);
     assert!(images.contains(&name), "{images}");
 }
+
+#[test]
+fn credentials_come_from_a_credential_helper() {
+    let registry = auth_registry();
+    let user = env_or("KILN_TEST_AUTH_USER", "kiln");
+    let password = env_or("KILN_TEST_AUTH_PASSWORD", "kiln-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bin = d.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in get) read server; echo \"{{\\\"ServerURL\\\":\\\"$server\\\",\\\"Username\\\":\\\"{user}\\\",\\\"Secret\\\":\\\"{password}\\\"}}\";; *) exit 1;; esac\n"
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        d.join("auth.json"),
+        format!(r#"{{"credHelpers":{{"{registry}":"kilntest"}}}}"#),
+    )
+    .unwrap();
+    store_image(d, "helped:1", b"credentials from a helper");
+    let dest = format!("{registry}/{}:1", unique_repo("helper"));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(d.join("root"))
+        .args(["push", "helped:1", &dest])
+        .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
+        .env("KILN_CONFIG", d.join("kiln.json"))
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the helper on PATH the same auth file cannot be used.
+    let err = fails(d, &["push", "helped:1", &dest], None);
+    assert!(err.contains("docker-credential-kilntest"), "{err}");
+}

@@ -96,6 +96,24 @@ fn handle(mock: &Mock, mut s: TcpStream) {
         );
         return;
     }
+    if path.starts_with("/v2/team/limited/") {
+        respond(
+            &mut s,
+            "429 Too Many Requests",
+            &[("Retry-After", "3600".into())],
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}"#,
+        );
+        return;
+    }
+    if path.starts_with("/v2/team/denied/") {
+        respond(
+            &mut s,
+            "403 Forbidden",
+            &[],
+            br#"{"errors":[{"code":"DENIED","message":"no"}]}"#,
+        );
+        return;
+    }
     if path == "/v2/team/bad/manifests/1" {
         respond(
             &mut s,
@@ -299,4 +317,24 @@ fn content_not_matching_its_digest_is_refused_and_nothing_is_stored() {
         std::fs::read_dir(store.root().join("tmp")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn rate_limit_beyond_the_retry_budget_and_denied_are_clear_errors() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &mock.addr, "s3cret");
+    let store = Store::open(dir.path().join("s")).unwrap();
+    let limited = Reference::parse(&format!("{}/team/limited:1", mock.addr)).unwrap();
+    let started = std::time::Instant::now();
+    let err = pull(&store, &limited, None, &ctx).unwrap_err();
+    assert!(matches!(err, RegistryError::RateLimited { .. }), "{err}");
+    assert!(err.to_string().starts_with(&limited.to_string()), "{err}");
+    // A Retry-After of an hour is not waited for.
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+    let denied = Reference::parse(&format!("{}/team/denied:1", mock.addr)).unwrap();
+    let err = pull(&store, &denied, None, &ctx).unwrap_err();
+    assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("denied"), "{err}");
+    assert!(store.images().unwrap().is_empty());
 }
