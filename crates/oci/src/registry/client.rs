@@ -192,12 +192,19 @@ impl RepoClient {
         None
     }
 
-    /// React to a 401: learn the scheme, fetch a token. Returns whether to try again.
+    /// React to a 401 to a request sent with `sent` as its Authorization: learn the
+    /// scheme, fetch a token. Returns whether to try again.
     fn authenticate(
         &self,
         resp: &Response<ureq::Body>,
         scope: &str,
+        sent: Option<&str>,
     ) -> Result<bool, RegistryError> {
+        // Another thread authenticated since this request was sent: use that.
+        let current = self.auth_header(scope);
+        if current.is_some() && current.as_deref() != sent {
+            return Ok(true);
+        }
         let Some(challenge) = resp
             .headers()
             .get_all(http::header::WWW_AUTHENTICATE)
@@ -217,15 +224,7 @@ impl RepoClient {
                 Ok(true)
             }
             Challenge::Bearer { realm, service, .. } => {
-                if self
-                    .auth
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .tokens
-                    .contains_key(scope)
-                {
-                    return Ok(false);
-                }
+                // No token yet, or the one sent was refused (expired): get a new one.
                 let token = self.fetch_token(&realm, service.as_deref(), scope)?;
                 self.auth
                     .lock()
@@ -321,7 +320,8 @@ impl RepoClient {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            if let Some(a) = self.auth_header(&scope) {
+            let sent_auth = self.auth_header(&scope);
+            if let Some(a) = &sent_auth {
                 req = req.header(http::header::AUTHORIZATION, a);
             }
             if !matches!(body, Body::Empty)
@@ -369,7 +369,7 @@ impl RepoClient {
             tracing::debug!("{method} {url} → {status}");
             if status == 401 && auth_rounds < 2 {
                 auth_rounds += 1;
-                if self.authenticate(&resp, &scope)? {
+                if self.authenticate(&resp, &scope, sent_auth.as_deref())? {
                     attempt -= 1;
                     continue;
                 }

@@ -450,3 +450,47 @@ fn copy_limited(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_never_and_missing_use_the_store_without_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let ctx = RegistryContext {
+            config: super::super::RegistryConfig::default(),
+            auth: super::super::AuthFile::locate(Some(&dir.path().join("auth.json"))),
+        };
+        // Port 1 of loopback: any network use would fail as unreachable.
+        let r = Reference::parse("127.0.0.1:1/app:1").unwrap();
+        let err = pull_if_missing(&store, &r, None, PullPolicy::Never, &ctx).unwrap_err();
+        assert!(matches!(err, RegistryError::NotInStore { .. }), "{err}");
+        let m = store
+            .put_blob(br#"{"schemaVersion":2,"config":{"mediaType":"a","digest":"sha256:0000000000000000000000000000000000000000000000000000000000000000","size":0},"layers":[]}"#)
+            .unwrap();
+        let target = BlobRef {
+            media_type: media_type::OCI_MANIFEST.into(),
+            digest: m,
+            size: 0,
+            annotations: BTreeMap::new(),
+        };
+        store.tag(&r.store_name().unwrap(), target.clone()).unwrap();
+        for policy in [PullPolicy::Never, PullPolicy::Missing] {
+            assert_eq!(
+                pull_if_missing(&store, &r, None, policy, &ctx).unwrap(),
+                target
+            );
+        }
+        let by_digest = Reference::parse(&format!("127.0.0.1:1/app@{m}")).unwrap();
+        assert_eq!(
+            pull_if_missing(&store, &by_digest, None, PullPolicy::Missing, &ctx).unwrap(),
+            target
+        );
+        let err = pull_if_missing(&store, &r, None, PullPolicy::Always, &ctx).unwrap_err();
+        assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
+        assert_eq!("always".parse::<PullPolicy>(), Ok(PullPolicy::Always));
+        assert!("sometimes".parse::<PullPolicy>().is_err());
+    }
+}

@@ -190,8 +190,11 @@ fn push_blob(
         Access::Push,
         None,
     )?;
-    if head.status() == StatusCode::OK {
-        return Ok(BlobOutcome::Skipped);
+    match head.status() {
+        StatusCode::OK => return Ok(BlobOutcome::Skipped),
+        StatusCode::NOT_FOUND => {}
+        // Unauthorized, denied, …: no point uploading.
+        _ => return Err(client.error_from(head, &format!("blob {}", blob.digest))),
     }
     // The blob must be whole and right before it leaves the machine.
     store.verify_blob(&blob.digest).map_err(store_err(client))?;
