@@ -945,6 +945,16 @@ fn caller_worker(lower: &Path, run_dir: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Kills a process group (SIGKILL) when dropped.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling the process group of a worker this test started.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
 fn processes_with(arg: &str) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -994,6 +1004,8 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
             .spawn()
             .map_err(|e| format!("{how}: spawn: {e}"))?;
         let pid = child.id() as i32;
+        // Whatever happens below, the worker's process group does not outlive the case.
+        let _guard = KillGroupOnDrop(pid);
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = std::io::BufReader::new(stdout).lines();
         let first = lines.next().and_then(Result::ok);
@@ -1001,6 +1013,11 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
             first.as_deref() == Some("started"),
             "{how}: worker said {first:?}"
         );
+        // `sh` prints "started" just before it execs the last sleep.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while processes_with("7777778").is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         ensure!(
             !processes_with("7777778").is_empty(),
             "{how}: step not seen running"
@@ -1026,6 +1043,65 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
         ensure!(entries.is_empty(), "{how}: upperdir not empty: {entries:?}");
     }
     Ok(())
+}
+
+/// Rootless without subordinate ids: only 0 is mapped; root works, other
+/// users fail with a clear message.
+fn single_id_mapping(env: &Env) -> CaseResult {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    let one = |host| {
+        vec![kiln_sandbox::IdRange {
+            container: 0,
+            host,
+            size: 1,
+        }]
+    };
+    let map = IdMap {
+        uids: one(uid),
+        gids: one(gid),
+        limitation: Some("test: single id".into()),
+    };
+    let (mut spec, upper) = env.sh(
+        "single",
+        "id -u; echo hi > /f; chown 1001 /f 2>/dev/null || echo chown-refused",
+    );
+    spec.id_map = Some(map.clone());
+    let outcome = kiln_sandbox::run(&spec, &mut |_| {}).map_err(|e| e.to_string())?;
+    ensure!(
+        outcome.tail == ["0", "chown-refused"],
+        "output {:?}",
+        outcome.tail
+    );
+    ensure!(
+        outcome
+            .warnings
+            .iter()
+            .any(|w| w.contains("test: single id")),
+        "no warning: {:?}",
+        outcome.warnings
+    );
+    let m = upper
+        .join("f")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?;
+    ensure!(
+        map.to_container_uid(m.uid()) == Some(0),
+        "owner {}",
+        m.uid()
+    );
+    let (mut spec, _) = env.sh("single-user", "id -u");
+    spec.id_map = Some(map);
+    spec.user = UserSpec::new("1001");
+    match run(&spec) {
+        Err(SandboxError::Setup(m))
+            if m.contains("does not exist in this rootless sandbox")
+                && m.contains("test: single id") =>
+        {
+            Ok(())
+        }
+        other => Err(format!("USER 1001 with one mapped id: {other:?}")),
+    }
 }
 
 type Case = (&'static str, fn(&Env) -> CaseResult);
@@ -1147,7 +1223,11 @@ fn rootless_worker(base: &Path) -> ExitCode {
     if let Some(w) = &env.id_map.limitation {
         println!("WARNING {w}");
     }
-    for (name, err) in run_cases(&env) {
+    let single = std::iter::once((
+        "single-id mapping without /etc/subuid",
+        single_id_mapping(&env).err(),
+    ));
+    for (name, err) in run_cases(&env).into_iter().chain(single) {
         match err {
             None => println!("CASE ok {name}"),
             Some(e) => println!("CASE FAILED {name}: {}", e.replace('\n', " ")),
