@@ -111,6 +111,7 @@ fn put_manifest(
     bytes: Vec<u8>,
     reference: &str,
 ) -> Result<(), RegistryError> {
+    let expected = Digest::of(&bytes);
     let url = client.url(&format!("manifests/{reference}"));
     let resp = client.send(
         http::Method::PUT,
@@ -122,6 +123,19 @@ fn put_manifest(
     )?;
     if resp.status() != StatusCode::CREATED && resp.status() != StatusCode::OK {
         return Err(client.error_from(resp, &format!("manifest {reference}")));
+    }
+    // The registry names what it stored; it must be exactly the bytes sent.
+    if let Some(said) = resp
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.starts_with("sha256:"))
+    {
+        if said != expected.to_string() {
+            return Err(client.protocol(format!(
+                "manifest {reference}: the registry stored {said}, not {expected}"
+            )));
+        }
     }
     Ok(())
 }
