@@ -108,10 +108,10 @@ impl IdMap {
                     "newuidmap/newgidmap (package uidmap) are not installed".to_string()
                 } else if u.is_none() {
                     format!("/etc/subuid has no range for {who}")
-                } else if g.is_none() {
-                    format!("/etc/subgid has no range for {who}")
                 } else {
-                    unreachable!("all three present is handled above")
+                    // Only this is left: the ranges and tools are matched above.
+                    debug_assert!(g.is_none());
+                    format!("/etc/subgid has no range for {who}")
                 };
                 IdMap {
                     uids: vec![IdRange {

@@ -11,6 +11,26 @@
 //!
 //! Rootless runs use a user namespace; [`IdMap`] maps the host ids found in an
 //! upperdir back to in-container ids for the layer writer.
+//! Where overlay cannot be mounted, [`CopySnapshot`] copies the lowers into a
+//! directory and afterwards writes the same upperdir overlay would have.
+//!
+//! ```no_run
+//! use kiln_sandbox::{run, IdMap, Rootfs, RunSpec, SandboxError};
+//! # fn main() -> Result<(), SandboxError> {
+//! let rootfs = Rootfs::Overlay {
+//!     lowerdirs: vec!["/snapshots/base".into()], // top first
+//!     upperdir: "/snapshots/step/upper".into(),
+//!     workdir: "/snapshots/step/work".into(),
+//! };
+//! let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), "make".into()]);
+//! let outcome = run(&spec, &mut |line| println!("{}", line.line))?;
+//! // Rootless: host ids in the upperdir → in-container ids for the layer.
+//! let ids = IdMap::for_current_user();
+//! assert_eq!(ids.to_container_uid(ids.to_host_uid(0).unwrap_or(0)), Some(0));
+//! # let _ = outcome;
+//! # Ok(())
+//! # }
+//! ```
 
 mod container;
 pub mod copy;
