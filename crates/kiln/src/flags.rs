@@ -274,7 +274,7 @@ pub struct LoginFlags {
     /// User name
     #[arg(short = 'u', long, value_name = "USER")]
     pub username: Option<String>,
-    /// Read the password from standard input
+    /// Read the password from standard input (else it is asked for on the terminal)
     #[arg(long)]
     pub password_stdin: bool,
     /// Store the credentials without checking them against the registry

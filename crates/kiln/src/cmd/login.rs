@@ -43,16 +43,19 @@ pub fn login(flags: LoginFlags) -> Result<ExitCode> {
             u.trim().to_string()
         }
     };
-    if !flags.password_stdin {
+    let mut password = String::new();
+    if flags.password_stdin {
+        stdin
+            .lock()
+            .read_line(&mut password)
+            .map_err(|e| miette!("reading the password: {e}"))?;
+    } else if stdin.is_terminal() {
+        password = prompt_hidden("Password: ")?;
+    } else {
         return Err(miette!(
-            "give the password on standard input with --password-stdin"
+            "standard input is not a terminal: give the password there with --password-stdin"
         ));
     }
-    let mut password = String::new();
-    stdin
-        .lock()
-        .read_line(&mut password)
-        .map_err(|e| miette!("reading the password: {e}"))?;
     let password = password.trim_end_matches(['\n', '\r']).to_string();
     if username.is_empty() || password.is_empty() {
         return Err(miette!("user name and password must not be empty"));
@@ -73,4 +76,24 @@ pub fn logout(flags: LogoutFlags) -> Result<ExitCode> {
     auth.remove(&registry).map_err(|e| miette!("{e}"))?;
     println!("Removed login credentials for {registry}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Read a line from the terminal on standard input without echoing it.
+fn prompt_hidden(prompt: &str) -> Result<String> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    eprint!("{prompt}");
+    std::io::stderr().flush().ok();
+    let saved = tcgetattr(&stdin).map_err(|e| miette!("reading terminal settings: {e}"))?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)
+        .map_err(|e| miette!("turning off terminal echo: {e}"))?;
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    // Restore echo whatever happened.
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    eprintln!();
+    read.map_err(|e| miette!("reading the password: {e}"))?;
+    Ok(line)
 }
