@@ -132,6 +132,10 @@ fn push_rmi_pull_keeps_the_digest() {
     );
     let out = ok(d, &["pull", &dest], None);
     assert_eq!(digest_line(&out), m.digest.to_string());
+    assert_eq!(out.matches(": Pull complete").count(), 1, "{out}");
+    let out = ok(d, &["pull", &dest], None);
+    assert_eq!(out.matches(": Already exists").count(), 1, "{out}");
+    assert!(out.contains("0 blob(s) downloaded"), "{out}");
     let images = ok(d, &["images", "--format", "json"], None);
     assert!(
         images.contains(&dest.rsplit_once(':').unwrap().0.to_string()),

@@ -25,6 +25,17 @@ pub fn run(global: &GlobalFlags, flags: PullFlags) -> Result<ExitCode> {
         if pulled.source_registry != reference.registry {
             println!("Pulled through mirror {}", pulled.source_registry);
         }
+        // Like docker: one line per layer, then the digest.
+        let image = kiln_oci::image::load_image(&store, &pulled.manifest)
+            .map_err(|e| miette!("pull {reference}: {e}"))?;
+        for layer in &image.layers {
+            let status = if pulled.downloaded.contains(&layer.digest) {
+                "Pull complete"
+            } else {
+                "Already exists"
+            };
+            println!("{}: {status}", &layer.digest.hex()[..12]);
+        }
         println!(
             "{}: {} blob(s) downloaded",
             reference,
