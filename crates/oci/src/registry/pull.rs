@@ -185,18 +185,15 @@ pub(crate) fn fetch_manifest(
         .and_then(|m| m.as_str())
         .map(str::to_string)
         .or(header_type)
-        .or_else(|| {
+        .unwrap_or_else(|| {
             // An OCI manifest/index may omit mediaType: tell them apart by shape.
-            Some(
-                if v.get("manifests").is_some() {
-                    media_type::OCI_INDEX
-                } else {
-                    media_type::OCI_MANIFEST
-                }
-                .to_string(),
-            )
-        })
-        .unwrap_or_default();
+            if v.get("manifests").is_some() {
+                media_type::OCI_INDEX
+            } else {
+                media_type::OCI_MANIFEST
+            }
+            .to_string()
+        });
     if !media_type::is_manifest_or_index(&media) {
         return Err(client.protocol(format!(
             "unsupported manifest type {media:?} (kiln reads OCI and Docker schema 2 manifests)"
