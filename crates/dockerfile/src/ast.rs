@@ -132,15 +132,20 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
-/// Approximation of Go's `strconv.IsPrint` good enough for dumps: control
-/// characters (C0, DEL, C1) and the Unicode separators/format characters that
-/// Go escapes are non-printable.
+/// Go's `strconv.IsPrint`: the ASCII space and the general categories L, M,
+/// N, P and S are printable; everything else (controls, other spaces,
+/// format, private-use and unassigned code points) is escaped.
 fn is_go_printable(c: char) -> bool {
-    let u = c as u32;
-    if u < 0x20 || (0x7f..=0x9f).contains(&u) {
-        return false;
-    }
-    !matches!(u, 0xad | 0x2028 | 0x2029 | 0xfeff | 0x200b..=0x200f | 0x202a..=0x202e | 0x2060..=0x2064)
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    c == ' '
+        || matches!(
+            c.general_category_group(),
+            GeneralCategoryGroup::Letter
+                | GeneralCategoryGroup::Mark
+                | GeneralCategoryGroup::Number
+                | GeneralCategoryGroup::Punctuation
+                | GeneralCategoryGroup::Symbol
+        )
 }
 
 #[cfg(test)]
@@ -152,6 +157,11 @@ mod tests {
         assert_eq!(go_quote("a\"b\\"), r#""a\"b\\""#);
         assert_eq!(go_quote("\u{0}\u{8}\u{c}\n\r\t"), r#""\x00\b\f\n\r\t""#);
         assert_eq!(go_quote("♥☃"), "\"♥☃\"");
+        assert_eq!(
+            go_quote("a\u{a0}\u{85}\u{200b}\u{e000}é"),
+            r#""a\u00a0\u0085\u200b\ue000é""#
+        );
+        assert_eq!(go_quote("\u{7f}\u{10ffff}"), r#""\x7f\U0010ffff""#);
     }
 
     #[test]

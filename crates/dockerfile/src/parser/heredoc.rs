@@ -9,6 +9,7 @@
 //! expansion proper lives in the shell-word module.
 
 use crate::ast::Heredoc;
+use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
 const ESCAPE: char = '\\';
 
@@ -332,8 +333,8 @@ impl Lexer {
     fn process_name(&mut self) -> String {
         let mut name = String::new();
         while let Some(ch) = self.peek() {
-            if name.is_empty() && ch.is_numeric() {
-                while let Some(d) = self.peek().filter(|c| c.is_numeric()) {
+            if name.is_empty() && is_go_digit(ch) {
+                while let Some(d) = self.peek().filter(|&c| is_go_digit(c)) {
                     self.next();
                     name.push(d);
                 }
@@ -343,7 +344,7 @@ impl Lexer {
                 self.next();
                 return ch.to_string();
             }
-            if !ch.is_alphabetic() && !ch.is_numeric() && ch != '_' {
+            if !is_go_letter(ch) && !is_go_digit(ch) && ch != '_' {
                 break;
             }
             self.next();
@@ -365,6 +366,17 @@ impl Lexer {
         }
         result
     }
+}
+
+/// Go's `unicode.IsDigit`: general category Nd.
+fn is_go_digit(c: char) -> bool {
+    c.is_ascii_digit() || (!c.is_ascii() && c.general_category() == GeneralCategory::DecimalNumber)
+}
+
+/// Go's `unicode.IsLetter`: general category L.
+fn is_go_letter(c: char) -> bool {
+    c.is_ascii_alphabetic()
+        || (!c.is_ascii() && c.general_category_group() == GeneralCategoryGroup::Letter)
 }
 
 /// BuildKit's `ParseHeredoc`: a heredoc if `word` is a heredoc marker.
