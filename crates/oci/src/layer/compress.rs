@@ -1,0 +1,209 @@
+//! Compression of layer blobs: gzip (flate2 with the zlib-rs backend), zstd
+//! (multithreaded libzstd), or none; and detection of the format when reading.
+
+use super::LayerError;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::str::FromStr;
+
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip { level: u32 },
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    /// gzip at level 6, what `gzip` and Go's `compress/gzip` default to.
+    pub const DEFAULT_GZIP: Compression = Compression::Gzip { level: 6 };
+    /// zstd at level 3, libzstd's default.
+    pub const DEFAULT_ZSTD: Compression = Compression::Zstd { level: 3 };
+
+    /// The OCI media type of a layer compressed this way.
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// The Docker v2 schema 2 media type. Docker has no zstd type of its own; it
+    /// uses the OCI one, as BuildKit does.
+    pub fn docker_media_type(&self) -> &'static str {
+        match self {
+            Compression::None => "application/vnd.docker.image.rootfs.diff.tar",
+            Compression::Gzip { .. } => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::DEFAULT_GZIP
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::None => f.write_str("uncompressed"),
+            Compression::Gzip { .. } => f.write_str("gzip"),
+            Compression::Zstd { .. } => f.write_str("zstd"),
+        }
+    }
+}
+
+impl FromStr for Compression {
+    type Err = LayerError;
+    /// `gzip`, `zstd` or `uncompressed` (docker's `--compression` values), each at
+    /// its default level.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gzip" => Ok(Compression::DEFAULT_GZIP),
+            "zstd" => Ok(Compression::DEFAULT_ZSTD),
+            "uncompressed" => Ok(Compression::None),
+            other => Err(LayerError::UnknownCompression(other.to_string())),
+        }
+    }
+}
+
+/// A compressing writer for one of the [`Compression`] kinds.
+pub(crate) enum Encoder<W: Write> {
+    None(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    pub(crate) fn new(compression: Compression, out: W) -> io::Result<Self> {
+        Ok(match compression {
+            Compression::None => Encoder::None(out),
+            // flate2's gzip header has mtime 0 and no file name: reproducible.
+            Compression::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(level.min(9)),
+            )),
+            Compression::Zstd { level } => {
+                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+                // libzstd's multithreaded mode produces the same bytes for any number
+                // of workers ≥ 1, so the digest does not depend on the machine.
+                let workers = std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(1)
+                    .max(1);
+                enc.multithread(workers)?;
+                Encoder::Zstd(enc)
+            }
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::None(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::None(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.write_all(buf),
+            Encoder::Gzip(e) => e.write_all(buf),
+            Encoder::Zstd(e) => e.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::None(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// Wraps `reader` in the decompressor its first bytes call for (gzip, zstd, or a
+/// plain tar), returning the detected kind with default level.
+pub(crate) fn decoder<'a, R: Read + 'a>(
+    reader: R,
+) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
+    let head = loop {
+        match buffered.fill_buf() {
+            Ok(head) => break head,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    Ok(if head.starts_with(GZIP_MAGIC) {
+        (
+            Compression::DEFAULT_GZIP,
+            Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        )
+    } else if head.starts_with(ZSTD_MAGIC) {
+        (
+            Compression::DEFAULT_ZSTD,
+            Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        )
+    } else {
+        (Compression::None, Box::new(buffered))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_docker_compression_names() {
+        assert_eq!(
+            "gzip".parse::<Compression>().unwrap(),
+            Compression::Gzip { level: 6 }
+        );
+        assert_eq!(
+            "zstd".parse::<Compression>().unwrap(),
+            Compression::Zstd { level: 3 }
+        );
+        assert_eq!(
+            "uncompressed".parse::<Compression>().unwrap(),
+            Compression::None
+        );
+        let err = "xz".parse::<Compression>().unwrap_err().to_string();
+        assert!(
+            err.contains("\"xz\"") && err.contains("gzip, zstd or uncompressed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn detects_each_format_by_magic() {
+        for c in [
+            Compression::None,
+            Compression::DEFAULT_GZIP,
+            Compression::DEFAULT_ZSTD,
+        ] {
+            let mut enc = Encoder::new(c, Vec::new()).unwrap();
+            enc.write_all(b"hello layer").unwrap();
+            let blob = enc.finish().unwrap();
+            let (kind, mut dec) = decoder(&blob[..]).unwrap();
+            assert_eq!(kind.to_string(), c.to_string());
+            let mut out = Vec::new();
+            dec.read_to_end(&mut out).unwrap();
+            assert_eq!(out, b"hello layer");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The layer codec: a directory (or an overlayfs upperdir) becomes an OCI layer blob
+//! in one streaming pass, and a layer blob is applied onto a directory without ever
+//! writing outside it.
+//!
+//! * [`write_layer`]: walk → tar (deterministic headers) → sha256 of the tar (the
+//!   diff_id) → gzip/zstd → sha256 + size of the blob → the caller's writer. The
+//!   uncompressed tar never touches the disk.
+//! * [`apply_layer`] / [`apply_layer_with`]: decompress (format detected from the
+//!   magic bytes) → tar → entries created below the target through directory file
+//!   descriptors resolved with `openat2(RESOLVE_BENEATH)`; OCI whiteouts either
+//!   delete (a merged rootfs) or become overlayfs whiteouts (one lowerdir per layer).
+
+mod apply;
+mod compress;
+mod header;
+mod whiteout;
+mod write;
+
+pub use apply::{
+    apply_layer, apply_layer_with, ApplyOptions, ApplyStats, OverlayXattr, WhiteoutMode,
+};
+pub use compress::Compression;
+pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong writing or applying a layer. Each variant names the
+/// file or the layer entry it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// A file system operation on `path` failed.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    /// Writing the layer blob to its destination failed.
+    #[error("writing the layer blob: {0}")]
+    Output(#[source] io::Error),
+    /// The layer stream could not be read (truncated, corrupt compression, bad tar).
+    #[error("reading the layer: {0}")]
+    Input(#[source] io::Error),
+    /// A file in the directory cannot be represented in a layer.
+    #[error("{}: {reason}", path.display())]
+    Unsupported { path: PathBuf, reason: String },
+    /// A layer entry would write outside the target, or is otherwise unsafe; nothing
+    /// was written for it.
+    #[error("layer entry {entry:?} refused: {reason}")]
+    Refused { entry: String, reason: String },
+    /// Creating a layer entry in the target failed.
+    #[error("layer entry {entry:?}: {source}")]
+    Entry { entry: String, source: io::Error },
+    /// `--compression` named something we do not write.
+    #[error("unknown compression {0:?}: expected gzip, zstd or uncompressed")]
+    UnknownCompression(String),
+}
+
+impl LayerError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        LayerError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Lossy display form of a tar entry name for error messages.
+pub(crate) fn entry_display(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}

@@ -1,0 +1,435 @@
+//! Directory → layer blob, in one streaming pass.
+//!
+//! Two threads: the *walker* reads the tree in sorted order, frames it as tar and
+//! hashes the tar (the diff_id) as it goes, handing 1 MiB chunks over a bounded
+//! channel; the calling thread compresses each chunk, hashes and counts the
+//! compressed bytes and writes them to the caller's writer. So reading/tar/sha256
+//! and compression overlap on two cores, and nothing is staged on disk.
+
+use super::compress::Encoder;
+use super::header::{self, EntryMeta, EntryType, BLOCK};
+use super::whiteout::{self, is_overlay_xattr, OPAQUE_MARKER};
+use super::{Compression, LayerError};
+use crate::digest::{Digest, Hasher};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+
+/// What the directory handed to [`write_layer`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiffKind {
+    /// A plain directory: every entry is an addition.
+    Plain,
+    /// An overlayfs upperdir: 0/0 character devices are deletions (written as
+    /// `.wh.<name>`), directories with `trusted.overlay.opaque=y` (or
+    /// `user.overlay.opaque=y`) are opaque (written with `.wh..wh..opq`).
+    OverlayUpper,
+}
+
+/// How to write a layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: when set, no entry's mtime is later than this.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// The result of writing a layer: what a manifest and an image config need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerDescriptor {
+    /// sha256 of the blob as written (compressed).
+    pub digest: Digest,
+    /// sha256 of the uncompressed tar (the config's `rootfs.diff_ids` entry).
+    pub diff_id: Digest,
+    /// Size of the blob in bytes (compressed).
+    pub size: u64,
+    /// OCI media type of the blob for its compression.
+    pub media_type: String,
+}
+
+/// Extended attributes by name.
+type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
+
+const CHUNK: usize = 1 << 20;
+const IN_FLIGHT: usize = 4;
+
+/// Writes `dir` as a layer blob to `out` and returns its digests. `out` receives
+/// exactly the blob bytes; flushing it is done, syncing it is the caller's business.
+pub fn write_layer(
+    dir: &Path,
+    kind: DiffKind,
+    opts: &LayerOptions,
+    out: impl Write,
+) -> Result<LayerDescriptor, LayerError> {
+    let md = fs::symlink_metadata(dir).map_err(|e| LayerError::io(dir, e))?;
+    if !md.is_dir() {
+        return Err(LayerError::Unsupported {
+            path: dir.to_path_buf(),
+            reason: "a layer is written from a directory".into(),
+        });
+    }
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    let sde = opts.source_date_epoch;
+
+    std::thread::scope(|scope| {
+        let walker = scope.spawn(move || {
+            let mut walker = Walker {
+                kind,
+                source_date_epoch: sde,
+                links: HashMap::new(),
+                xattr_buf: vec![0u8; 64 * 1024],
+                sink: TarSink::new(tx, free_rx),
+            };
+            walker.walk_dir(dir, b"")?;
+            // End of archive: two zero blocks, as Go's archive/tar writes it.
+            walker.sink.write(&[0u8; 2 * BLOCK])?;
+            walker.sink.finish()
+        });
+
+        let counted = CountingHasher {
+            inner: out,
+            hasher: Hasher::new(),
+            count: 0,
+        };
+        let consume = move || -> io::Result<CountingHasher<_>> {
+            let mut enc = Encoder::new(opts.compression, counted)?;
+            for chunk in rx.iter() {
+                enc.write_all(&chunk)?;
+                let _ = free_tx.send(chunk);
+            }
+            let mut counted = enc.finish()?;
+            counted.inner.flush()?;
+            Ok(counted)
+        };
+        let consumed = consume();
+        // `rx` was moved into the closure and is dropped: a walker still sending
+        // stops with a closed-channel error now.
+        let walked = match walker.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        let counted = consumed.map_err(LayerError::Output)?;
+        let diff_id = walked?;
+        Ok(LayerDescriptor {
+            digest: counted.hasher.finish(),
+            diff_id,
+            size: counted.count,
+            media_type: opts.compression.media_type().to_string(),
+        })
+    })
+}
+
+/// The blob writer: sha256 and byte count of what passes through.
+struct CountingHasher<W: Write> {
+    inner: W,
+    hasher: Hasher,
+    count: u64,
+}
+
+impl<W: Write> Write for CountingHasher<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The tar stream on the walker side: fills fixed-size chunks (file contents are
+/// read straight into them), hashes each full chunk and sends it on.
+struct TarSink {
+    buf: Vec<u8>,
+    fill: usize,
+    tx: SyncSender<Vec<u8>>,
+    free: Receiver<Vec<u8>>,
+    hasher: Hasher,
+}
+
+fn closed() -> LayerError {
+    LayerError::Output(io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the compressor stopped",
+    ))
+}
+
+impl TarSink {
+    fn new(tx: SyncSender<Vec<u8>>, free: Receiver<Vec<u8>>) -> Self {
+        TarSink {
+            buf: vec![0u8; CHUNK],
+            fill: 0,
+            tx,
+            free,
+            hasher: Hasher::new(),
+        }
+    }
+
+    fn flush_chunk(&mut self) -> Result<(), LayerError> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        self.hasher.update(&self.buf[..self.fill]);
+        let mut next = self.free.try_recv().unwrap_or_default();
+        next.resize(CHUNK, 0);
+        let mut full = std::mem::replace(&mut self.buf, next);
+        full.truncate(self.fill);
+        self.fill = 0;
+        self.tx.send(full).map_err(|_| closed())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), LayerError> {
+        while !data.is_empty() {
+            let n = (CHUNK - self.fill).min(data.len());
+            self.buf[self.fill..self.fill + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            data = &data[n..];
+            if self.fill == CHUNK {
+                self.flush_chunk()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies exactly `len` bytes of `file` and the zero padding to a block.
+    fn copy_file(&mut self, path: &Path, file: &mut File, len: u64) -> Result<(), LayerError> {
+        let mut left = len;
+        while left > 0 {
+            if self.fill == CHUNK {
+                self.flush_chunk()?;
+            }
+            let want = ((CHUNK - self.fill) as u64).min(left) as usize;
+            let n = match file.read(&mut self.buf[self.fill..self.fill + want]) {
+                Ok(0) => {
+                    return Err(LayerError::io(
+                        path,
+                        io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "file shrank while the layer was being written",
+                        ),
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(LayerError::io(path, e)),
+            };
+            self.fill += n;
+            left -= n as u64;
+        }
+        let pad = (BLOCK - (len % BLOCK as u64) as usize) % BLOCK;
+        self.write(&[0u8; BLOCK][..pad])
+    }
+
+    fn finish(mut self) -> Result<Digest, LayerError> {
+        self.flush_chunk()?;
+        Ok(self.hasher.finish())
+    }
+}
+
+struct Walker {
+    kind: DiffKind,
+    source_date_epoch: Option<i64>,
+    /// (dev, inode) of regular files with more than one link → first tar name.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    xattr_buf: Vec<u8>,
+    sink: TarSink,
+}
+
+fn join_rel(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut rel = Vec::with_capacity(parent.len() + 1 + name.len());
+    if !parent.is_empty() {
+        rel.extend_from_slice(parent);
+        rel.push(b'/');
+    }
+    rel.extend_from_slice(name);
+    rel
+}
+
+impl Walker {
+    /// Entries of `abs` in byte-wise name order, depth first (a directory's entry
+    /// right before its contents), like Go's `filepath.Walk` that containerd uses.
+    fn walk_dir(&mut self, abs: &Path, rel: &[u8]) -> Result<(), LayerError> {
+        let mut names: Vec<OsString> = fs::read_dir(abs)
+            .and_then(|rd| rd.map(|e| e.map(|e| e.file_name())).collect())
+            .map_err(|e| LayerError::io(abs, e))?;
+        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            let path = abs.join(&name);
+            let rel_child = join_rel(rel, &name.into_vec());
+            self.entry(&path, rel, rel_child)?;
+        }
+        Ok(())
+    }
+
+    fn mtime(&self, md: &fs::Metadata) -> i64 {
+        let t = md.mtime();
+        match self.source_date_epoch {
+            Some(sde) if t > sde => sde,
+            _ => t,
+        }
+    }
+
+    fn emit(&mut self, path: &Path, meta: &EntryMeta) -> Result<(), LayerError> {
+        let blocks = header::encode(meta).map_err(|reason| LayerError::Unsupported {
+            path: path.to_path_buf(),
+            reason,
+        })?;
+        self.sink.write(&blocks)
+    }
+
+    /// A zero-length regular file named `name`, mode 0, owned by 0:0, mtime 0: how
+    /// whiteouts are written (fixed metadata so they never vary between builds).
+    fn emit_marker(&mut self, path: &Path, name: Vec<u8>) -> Result<(), LayerError> {
+        self.emit(path, &EntryMeta::new(name, EntryType::Regular))
+    }
+
+    fn entry(&mut self, path: &Path, parent_rel: &[u8], rel: Vec<u8>) -> Result<(), LayerError> {
+        let md = fs::symlink_metadata(path).map_err(|e| LayerError::io(path, e))?;
+        let ft = md.file_type();
+        let base = &rel[rel.len() - path.file_name().map_or(0, |n| n.len())..];
+
+        if self.kind == DiffKind::OverlayUpper && ft.is_char_device() && md.rdev() == 0 {
+            let mut base_wh = whiteout::WHITEOUT_PREFIX.to_vec();
+            base_wh.extend_from_slice(base);
+            return self.emit_marker(path, join_rel(parent_rel, &base_wh));
+        }
+        if base.starts_with(whiteout::WHITEOUT_PREFIX) {
+            return Err(LayerError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "names starting with .wh. are reserved for OCI whiteouts".into(),
+            });
+        }
+        if ft.is_socket() {
+            // Sockets are meaningless outside the running process; docker skips them too.
+            return Ok(());
+        }
+
+        let (xattrs, opaque) = self.read_xattrs(path)?;
+        let kind = if ft.is_dir() {
+            EntryType::Directory
+        } else if ft.is_file() {
+            EntryType::Regular
+        } else if ft.is_symlink() {
+            EntryType::Symlink
+        } else if ft.is_char_device() {
+            EntryType::Char
+        } else if ft.is_block_device() {
+            EntryType::Block
+        } else if ft.is_fifo() {
+            EntryType::Fifo
+        } else {
+            return Err(LayerError::Unsupported {
+                path: path.to_path_buf(),
+                reason: "unknown file type".into(),
+            });
+        };
+        let mut meta = EntryMeta::new(rel, kind);
+        meta.mode = md.mode() & 0o7777;
+        meta.uid = u64::from(md.uid());
+        meta.gid = u64::from(md.gid());
+        meta.mtime = self.mtime(&md);
+        meta.xattrs = xattrs;
+
+        match kind {
+            EntryType::Directory => {
+                let rel = meta.name.clone();
+                meta.name.push(b'/');
+                self.emit(path, &meta)?;
+                if opaque && self.kind == DiffKind::OverlayUpper {
+                    self.emit_marker(path, join_rel(&rel, OPAQUE_MARKER))?;
+                }
+                self.walk_dir(path, &rel)
+            }
+            EntryType::Regular => {
+                if md.nlink() > 1 {
+                    let key = (md.dev(), md.ino());
+                    if let Some(first) = self.links.get(&key) {
+                        meta.kind = EntryType::HardLink;
+                        meta.link_name = first.clone();
+                        return self.emit(path, &meta);
+                    }
+                    self.links.insert(key, meta.name.clone());
+                }
+                let mut file = File::open(path).map_err(|e| LayerError::io(path, e))?;
+                meta.size = md.len();
+                self.emit(path, &meta)?;
+                self.sink.copy_file(path, &mut file, meta.size)
+            }
+            EntryType::Symlink => {
+                let target = fs::read_link(path).map_err(|e| LayerError::io(path, e))?;
+                meta.link_name = target.into_os_string().into_vec();
+                self.emit(path, &meta)
+            }
+            EntryType::Char | EntryType::Block => {
+                meta.dev_major = rustix::fs::major(md.rdev());
+                meta.dev_minor = rustix::fs::minor(md.rdev());
+                self.emit(path, &meta)
+            }
+            EntryType::Fifo | EntryType::HardLink => self.emit(path, &meta),
+        }
+    }
+
+    /// The extended attributes to store (all but overlayfs' own and the host's
+    /// SELinux label), and whether overlayfs marked the directory opaque.
+    fn read_xattrs(&mut self, path: &Path) -> Result<(Xattrs, bool), LayerError> {
+        let mut out = BTreeMap::new();
+        let mut opaque = false;
+        let n = match rustix::fs::llistxattr(path, &mut self.xattr_buf[..]) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NOTSUP) => return Ok((out, false)),
+            Err(e) => return Err(LayerError::io(path, e.into())),
+        };
+        if n == 0 {
+            return Ok((out, false));
+        }
+        let names: Vec<Vec<u8>> = self.xattr_buf[..n]
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        let mut value = vec![0u8; 64 * 1024];
+        for name in names {
+            let overlay = is_overlay_xattr(&name);
+            if !overlay && name == b"security.selinux" {
+                continue;
+            }
+            let cname = std::ffi::OsStr::from_bytes(&name);
+            let len = match rustix::fs::lgetxattr(path, cname, &mut value[..]) {
+                Ok(len) => len,
+                // Removed between list and get: it is simply not there.
+                Err(rustix::io::Errno::NODATA) => continue,
+                Err(e) => return Err(LayerError::io(path, e.into())),
+            };
+            let v = &value[..len];
+            if overlay {
+                if self.kind == DiffKind::OverlayUpper {
+                    let key = name.split(|&b| b == b'.').nth(2).unwrap_or_default();
+                    match key {
+                        b"opaque" => opaque |= v == b"y",
+                        b"redirect" | b"metacopy" => {
+                            return Err(LayerError::Unsupported {
+                                path: path.to_path_buf(),
+                                reason: format!(
+                                    "overlayfs {} entries cannot be turned into a layer \
+                                     (mount with redirect_dir=off,metacopy=off)",
+                                    String::from_utf8_lossy(key)
+                                ),
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+                continue;
+            }
+            out.insert(name, v.to_vec());
+        }
+        Ok((out, opaque))
+    }
+}
