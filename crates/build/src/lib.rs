@@ -1,2 +1,5 @@
 //! kiln-build: build context loading, .dockerignore, cache keys, snapshots, the
 //! scheduler and executor, and progress events. Renders nothing to a terminal.
+
+pub mod dockerignore;
+pub mod gomatch;
