@@ -6,7 +6,8 @@ mod common;
 
 use common::{build_image, busybox_rootfs, run, tree_listing};
 use kiln_oci::archive::{
-    import_oci_dir, load_archive, DockerExporter, Exporter, NamedImage, OciExporter,
+    import_oci_dir, load_archive, DockerExporter, Exporter, LocalExporter, NamedImage, OciExporter,
+    TarExporter,
 };
 use kiln_oci::image::load_image;
 use kiln_oci::{ImageName, ManifestFormat, Store};
@@ -104,7 +105,7 @@ fn skopeo_reads_a_docker_schema2_image_from_the_docker_archive() {
 }
 
 #[test]
-fn umoci_unpack_gives_the_source_tree() {
+fn umoci_unpack_and_kiln_exports_give_the_source_tree() {
     let f = fixture(ManifestFormat::Oci);
     let layout = f.dir.join("layout");
     export_oci_dir(&f, &layout);
@@ -115,10 +116,35 @@ fn umoci_unpack_gives_the_source_tree() {
         &format!("{}:1", layout.display()),
         bundle.to_str().unwrap(),
     ]));
-    let ours = tree_listing(&f.rootfs);
+    let source = tree_listing(&f.rootfs);
     let theirs = tree_listing(&bundle.join("rootfs"));
-    assert!(ours.len() > 10, "{ours:?}");
-    assert_eq!(theirs, ours);
+    assert!(source.len() > 10, "{source:?}");
+    assert_eq!(theirs, source);
+
+    // kiln's own filesystem export gives the same tree as umoci's unpack.
+    let local = f.dir.join("local");
+    LocalExporter::new(&local)
+        .export(&f.store, std::slice::from_ref(&f.image))
+        .unwrap();
+    assert_eq!(tree_listing(&local), theirs);
+
+    // And the tar export holds the same tree: unpacked by GNU tar, compare again.
+    let fs_tar = f.dir.join("fs.tar");
+    TarExporter::new(fs::File::create(&fs_tar).unwrap())
+        .export(&f.store, std::slice::from_ref(&f.image))
+        .unwrap();
+    let untarred = f.dir.join("untarred");
+    fs::create_dir(&untarred).unwrap();
+    run(Command::new("tar").args([
+        "-xpf",
+        fs_tar.to_str().unwrap(),
+        "--same-owner",
+        "-C",
+        untarred.to_str().unwrap(),
+    ]));
+    assert_eq!(tree_listing(&untarred), theirs);
+    // Nothing is left behind in the store's scratch space.
+    assert_eq!(fs::read_dir(f.store.root().join("tmp")).unwrap().count(), 0);
 }
 
 #[test]

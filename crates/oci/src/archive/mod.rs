@@ -8,13 +8,17 @@
 
 mod docker;
 mod import;
+mod local;
 
 mod oci;
+mod output;
 
 pub use docker::DockerExporter;
 pub use import::{import_oci_dir, load_archive, LoadedImage};
 
+pub use local::{LocalExporter, TarExporter};
 pub use oci::OciExporter;
+pub use output::{OutputKind, OutputSpec};
 
 use crate::digest::Digest;
 use crate::image::{media_type, referenced_blobs};

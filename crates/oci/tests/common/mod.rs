@@ -2,12 +2,13 @@
 #![allow(dead_code)]
 
 use kiln_oci::image::{format_rfc3339, media_type, write_image, ContainerConfig, History};
+use kiln_oci::layer::{write_layer, Compression, DiffKind, LayerOptions};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// A rootfs with /bin/busybox (from busybox-static), symlinks, odd modes and owners.
@@ -31,56 +32,17 @@ pub fn busybox_rootfs(dir: &Path) {
     std::os::unix::fs::symlink("/etc/hello.txt", dir.join("home/user/hello")).unwrap();
 }
 
-/// Test-only layer writer: a tar (sorted entries, mtime 0) of `dir`, gzip-compressed.
-/// Returns (compressed bytes, diff_id).
+/// `dir` as a gzip layer, written by kiln's layer codec. Returns (blob, diff_id).
 pub fn make_layer(dir: &Path) -> (Vec<u8>, Digest) {
-    fn walk(base: &Path, rel: &Path, out: &mut Vec<PathBuf>) {
-        let mut names: Vec<_> = fs::read_dir(base.join(rel))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        names.sort();
-        for n in names {
-            let p = rel.join(n);
-            out.push(p.clone());
-            if fs::symlink_metadata(base.join(&p)).unwrap().is_dir() {
-                walk(base, &p, out);
-            }
-        }
-    }
-    let mut paths = Vec::new();
-    walk(dir, Path::new(""), &mut paths);
-    let mut b = tar::Builder::new(Vec::new());
-    for p in paths {
-        let full = dir.join(&p);
-        let m = fs::symlink_metadata(&full).unwrap();
-        let mut h = tar::Header::new_gnu();
-        h.set_mode(m.mode() & 0o7777);
-        h.set_uid(m.uid() as u64);
-        h.set_gid(m.gid() as u64);
-        h.set_mtime(0);
-        if m.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            h.set_size(0);
-            b.append_data(&mut h, format!("{}/", p.display()), std::io::empty())
-                .unwrap();
-        } else if m.file_type().is_symlink() {
-            h.set_entry_type(tar::EntryType::Symlink);
-            h.set_size(0);
-            b.append_link(&mut h, &p, fs::read_link(&full).unwrap())
-                .unwrap();
-        } else {
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(m.len());
-            b.append_data(&mut h, &p, fs::File::open(&full).unwrap())
-                .unwrap();
-        }
-    }
-    let tar_bytes = b.into_inner().unwrap();
-    let diff_id = Digest::of(&tar_bytes);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&tar_bytes).unwrap();
-    (gz.finish().unwrap(), diff_id)
+    let mut blob = Vec::new();
+    let opts = LayerOptions {
+        compression: Compression::DEFAULT_GZIP,
+        source_date_epoch: Some(0),
+    };
+    let desc = write_layer(dir, DiffKind::Plain, &opts, &mut blob).unwrap();
+    assert_eq!(desc.digest, Digest::of(&blob));
+    assert_eq!(desc.media_type, media_type::OCI_LAYER_GZIP);
+    (blob, desc.diff_id)
 }
 
 /// Store an image made of one layer of `rootfs`; returns the manifest descriptor.
