@@ -26,7 +26,21 @@ const MAX_LINE: usize = 64 * 1024;
 /// off at this depth; BuildKit's instruction layer rejects any ONBUILD chain.
 const MAX_ONBUILD_NESTING: usize = 64;
 
-/// Parses a whole Dockerfile.
+/// Parses a whole Dockerfile into its instructions, with BuildKit's AST shape
+/// ([`Dockerfile::dump`] equals BuildKit's `Node.Dump()`).
+///
+/// Errors carry the line range of the offending instruction (or directive).
+/// Known, deliberate differences from BuildKit, all on inputs BuildKit rejects
+/// later or never sees in practice:
+/// - more than 64 nested `ONBUILD ONBUILD ...` is a parse error here (BuildKit's
+///   instruction layer rejects any chain; recursing 8000 levels deep would
+///   risk the stack);
+/// - heredoc markers inside words nested more than 256 `${...}`/quote levels
+///   deep are not detected;
+/// - a bad or repeated parser directive is reported on its own line (BuildKit
+///   reports the line before it);
+/// - bytes BuildKit would carry through as invalid UTF-8 (its byte-wise flag
+///   and HEALTHCHECK scanners can split a character) become U+FFFD.
 pub fn parse(src: &Source) -> Result<Dockerfile, DockerfileError> {
     Parser::new(src).run()
 }
