@@ -550,3 +550,28 @@ fn deep_onbuild_nesting_is_an_error_not_a_stack_overflow() {
         "(onbuild (onbuild (onbuild (run \"x\"))))\n"
     );
 }
+
+#[test]
+fn adversarial_inputs() {
+    // JSON nested deeper than Go's limit is "not JSON": string form.
+    let deep = format!("CMD {}{}\n", "[".repeat(20_000), "]".repeat(20_000));
+    let df = parse_ok(&deep);
+    assert!(!df.nodes[0].json);
+    // Deep but within the limit: valid JSON, not strings: an error.
+    let deep = format!("CMD [{}{}]\n", "[".repeat(5_000), "]".repeat(5_000));
+    assert_eq!(parse_err(&deep).message, line_parsers::ERR_NOT_STRING_ARRAY);
+    // Heredoc detection over a deeply nested word: no heredoc, no overflow.
+    let nested = format!("RUN <<EOF {}\nEOF\n", "${a:-".repeat(5_000));
+    let df = parse_ok(&nested);
+    assert!(df.nodes[0].heredocs.is_empty());
+    assert_eq!(df.nodes.len(), 2);
+    // Byte-wise scanners meeting multi-byte characters (0xA0 inside "à" is a
+    // space to BuildKit's flag and HEALTHCHECK scanners).
+    let df = parse_ok("RUN --x=à y\nHEALTHCHECK CMDà x\n");
+    assert_eq!(df.nodes[0].flags, ["--x=\u{c3}"]);
+    assert_eq!(df.nodes[0].args, ["y"]);
+    assert_eq!(df.nodes[1].args, ["CMD\u{fffd}", "x"]);
+    // NUL bytes and lone escapes anywhere.
+    assert_eq!(parse_ok("RUN \0\\\nENV a=\\").nodes.len(), 1);
+    assert_eq!(parse_ok("ARG \"unterminated\nFROM x").nodes.len(), 2);
+}
