@@ -1,0 +1,365 @@
+//! The build context: a directory walked with the `.dockerignore` rules applied,
+//! giving a sorted list of entries with the metadata a COPY and the cache need.
+
+use crate::dockerignore::{MatchInfo, PatternError, PatternMatcher};
+use crate::gomatch::{go_clean, go_match, has_wildcards};
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Errors while loading a context or selecting from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("reading build context {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("invalid .dockerignore: {0}")]
+    Ignore(#[from] PatternError),
+    #[error("build context path {0} is not valid UTF-8")]
+    NonUtf8Path(PathBuf),
+    /// BuildKit's wording for a COPY source that does not exist.
+    #[error("failed to compute cache key: \"/{0}\": not found")]
+    NotFound(String),
+    #[error("invalid source pattern {0:?}: syntax error in pattern")]
+    BadSourcePattern(String),
+}
+
+/// What kind of file an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    /// FIFOs, sockets and device nodes.
+    Other,
+}
+
+/// One file in the context, with `path` relative to the root, `/`-separated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub path: String,
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub link_target: Option<String>,
+}
+
+impl Entry {
+    fn from_metadata(abs: &Path, path: String, md: &fs::Metadata) -> Result<Entry, ContextError> {
+        let ft = md.file_type();
+        let kind = if ft.is_file() {
+            FileKind::File
+        } else if ft.is_dir() {
+            FileKind::Dir
+        } else if ft.is_symlink() {
+            FileKind::Symlink
+        } else {
+            // FIFOs, sockets and device nodes.
+            FileKind::Other
+        };
+        let link_target = if kind == FileKind::Symlink {
+            let t = fs::read_link(abs).map_err(|source| ContextError::Io {
+                path: abs.to_path_buf(),
+                source,
+            })?;
+            Some(
+                t.to_str()
+                    .ok_or_else(|| ContextError::NonUtf8Path(t.clone()))?
+                    .to_string(),
+            )
+        } else {
+            None
+        };
+        Ok(Entry {
+            path,
+            kind,
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            size: if kind == FileKind::File { md.size() } else { 0 },
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            dev: md.dev(),
+            ino: md.ino(),
+            nlink: md.nlink(),
+            link_target,
+        })
+    }
+}
+
+/// A loaded build context: the root directory and its included entries, sorted by path.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub root: PathBuf,
+    pub entries: Vec<Entry>,
+}
+
+impl Context {
+    /// Walks `root`, applying `ignore`. Excluded directories are skipped wholesale
+    /// unless an exception could re-include something below them; an excluded
+    /// directory holding re-included files is listed itself (as BuildKit sends the
+    /// parents of every file it sends).
+    pub fn load(root: &Path, ignore: &PatternMatcher) -> Result<Context, ContextError> {
+        let mut entries = Vec::new();
+        walk(root, "", ignore, &MatchInfo::default(), &mut entries)?;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Context {
+            root: root.to_path_buf(),
+            entries,
+        })
+    }
+
+    /// Loads `root` with the ignore file BuildKit would use for `dockerfile`.
+    pub fn load_with_ignore_file(
+        root: &Path,
+        dockerfile: Option<&Path>,
+    ) -> Result<Context, ContextError> {
+        let patterns = crate::dockerignore::load_patterns(root, dockerfile).map_err(|source| {
+            ContextError::Io {
+                path: root.to_path_buf(),
+                source,
+            }
+        })?;
+        Context::load(root, &PatternMatcher::new(&patterns)?)
+    }
+
+    /// The absolute path of an entry.
+    pub fn abs_path(&self, entry: &Entry) -> PathBuf {
+        self.root.join(&entry.path)
+    }
+
+    /// Indices of the entries a COPY source selects (`src` relative to the context
+    /// root, variables already expanded). Without wildcards the path must exist
+    /// (else BuildKit's "not found" error); with wildcards (Go `filepath.Match`, `**`
+    /// acting as `*`) every matching entry is selected and an empty match is allowed,
+    /// as BuildKit's COPY sets `AllowEmptyWildcard`. A selected directory brings
+    /// everything below it.
+    pub fn select(&self, src: &str) -> Result<Vec<usize>, ContextError> {
+        let cleaned = go_clean(&format!("/{src}"));
+        let pattern = cleaned.trim_start_matches('/');
+        if pattern.is_empty() {
+            return Ok((0..self.entries.len()).collect());
+        }
+        let mut out = Vec::new();
+        if has_wildcards(pattern) {
+            let mut i = 0;
+            while i < self.entries.len() {
+                let e = &self.entries[i];
+                let m = go_match(pattern, &e.path)
+                    .map_err(|_| ContextError::BadSourcePattern(src.to_string()))?;
+                if m {
+                    let end = self.subtree_end(i);
+                    out.extend(i..end);
+                    i = end;
+                } else {
+                    i += 1;
+                }
+            }
+        } else {
+            let i = self
+                .entries
+                .binary_search_by(|e| e.path.as_str().cmp(pattern))
+                .map_err(|_| ContextError::NotFound(pattern.to_string()))?;
+            out.extend(i..self.subtree_end(i));
+        }
+        Ok(out)
+    }
+
+    /// One past the last entry below entry `i` (entries are sorted by path).
+    fn subtree_end(&self, i: usize) -> usize {
+        let e = &self.entries[i];
+        if e.kind != FileKind::Dir {
+            return i + 1;
+        }
+        let prefix = format!("{}/", e.path);
+        let start = i + 1;
+        start
+            + self.entries[start..].partition_point(|x| {
+                x.path.as_str() < prefix.as_str() || x.path.starts_with(&prefix)
+            })
+    }
+}
+
+fn walk(
+    dir: &Path,
+    rel: &str,
+    ignore: &PatternMatcher,
+    parent_info: &MatchInfo,
+    out: &mut Vec<Entry>,
+) -> Result<(), ContextError> {
+    let io_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ContextError::Io { path, source }
+    };
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .map(|d| d.map(|d| d.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(io_err(dir))?;
+    names.sort();
+    for name in names {
+        let name_str = name
+            .to_str()
+            .ok_or_else(|| ContextError::NonUtf8Path(dir.join(&name)))?;
+        let path = if rel.is_empty() {
+            name_str.to_string()
+        } else {
+            format!("{rel}/{name_str}")
+        };
+        let abs = dir.join(&name);
+        let md = fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
+        let is_dir = md.is_dir();
+        let (excluded, info) = if ignore.is_empty() {
+            (false, MatchInfo::default())
+        } else {
+            ignore.matches_using_parent_results(&path, parent_info)?
+        };
+        if !excluded {
+            out.push(Entry::from_metadata(&abs, path.clone(), &md)?);
+            if is_dir {
+                walk(&abs, &path, ignore, &info, out)?;
+            }
+        } else if is_dir && !ignore.can_skip_dir(&path) {
+            let mut below = Vec::new();
+            walk(&abs, &path, ignore, &info, &mut below)?;
+            if !below.is_empty() {
+                out.push(Entry::from_metadata(&abs, path, &md)?);
+                out.append(&mut below);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    pub(crate) fn write(root: &Path, rel: &str, data: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    fn sample() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        write(r, "Dockerfile", "FROM scratch\n");
+        write(r, "package.json", "{}");
+        write(r, "package-lock.json", "{}");
+        write(r, "src/index.ts", "x");
+        write(r, "src/lib/util.ts", "y");
+        write(r, "src/debug.log", "log");
+        write(r, "logs/deep/a.log", "log");
+        write(r, "node_modules/dep/index.js", "z");
+        write(r, "node_modules/keep.js", "k");
+        write(r, "secret/key", "s");
+        symlink("src/index.ts", r.join("link")).unwrap();
+        write(
+            r,
+            ".dockerignore",
+            "# comment\nnode_modules\n!node_modules/keep.js\n**/*.log\n/secret/\n",
+        );
+        dir
+    }
+
+    #[test]
+    fn loads_with_ignore_rules() {
+        let dir = sample();
+        let ctx = Context::load_with_ignore_file(dir.path(), None).unwrap();
+        let paths: Vec<&str> = ctx.entries.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "link",
+                "logs",
+                "logs/deep",
+                "node_modules",
+                "node_modules/keep.js",
+                "package-lock.json",
+                "package.json",
+                "src",
+                "src/index.ts",
+                "src/lib",
+                "src/lib/util.ts",
+            ]
+        );
+        let link = &ctx.entries[2];
+        assert_eq!(link.kind, FileKind::Symlink);
+        assert_eq!(link.link_target.as_deref(), Some("src/index.ts"));
+        let pj = ctx
+            .entries
+            .iter()
+            .find(|e| e.path == "package.json")
+            .unwrap();
+        assert_eq!((pj.kind, pj.size), (FileKind::File, 2));
+        assert_eq!(ctx.entries[3].kind, FileKind::Dir);
+    }
+
+    #[test]
+    fn no_ignore_file_lists_everything() {
+        let dir = sample();
+        fs::remove_file(dir.path().join(".dockerignore")).unwrap();
+        let ctx = Context::load_with_ignore_file(dir.path(), None).unwrap();
+        assert_eq!(ctx.entries.len(), 18);
+    }
+
+    #[test]
+    fn select_sources() {
+        let dir = sample();
+        let ctx = Context::load_with_ignore_file(dir.path(), None).unwrap();
+        let names = |sel: Vec<usize>| -> Vec<String> {
+            sel.into_iter()
+                .map(|i| ctx.entries[i].path.clone())
+                .collect()
+        };
+        assert_eq!(
+            names(ctx.select("package*.json").unwrap()),
+            ["package-lock.json", "package.json"]
+        );
+        assert_eq!(
+            names(ctx.select("./src/").unwrap()),
+            ["src", "src/index.ts", "src/lib", "src/lib/util.ts"]
+        );
+        assert_eq!(names(ctx.select("src/*.ts").unwrap()), ["src/index.ts"]);
+        assert_eq!(
+            names(ctx.select("src/**/*.ts").unwrap()),
+            ["src/lib/util.ts"]
+        );
+        assert!(ctx.select("nomatch*").unwrap().is_empty());
+        assert_eq!(ctx.select(".").unwrap().len(), ctx.entries.len());
+        let err = ctx.select("missing.txt").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to compute cache key: \"/missing.txt\": not found"
+        );
+        // Ignored files cannot be copied.
+        assert!(matches!(
+            ctx.select("secret/key"),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(matches!(
+            ctx.select("a["),
+            Err(ContextError::BadSourcePattern(_))
+        ));
+    }
+
+    #[test]
+    fn bad_ignore_pattern_is_an_error() {
+        let dir = sample();
+        write(dir.path(), ".dockerignore", "[\n");
+        let err = Context::load_with_ignore_file(dir.path(), None).unwrap_err();
+        assert!(err.to_string().contains("invalid .dockerignore"), "{err}");
+    }
+}
