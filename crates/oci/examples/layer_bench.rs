@@ -23,9 +23,9 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "fn", "let", "mut", "return", "struct", "impl", "layer", "digest", "config", "the",
-    "image", "build", "stage", "copy", "run", "error", "value", "self", "match", "None",
-    "Some", "println", "include", "static", "const", "int", "char", "void", "while", "for",
+    "fn", "let", "mut", "return", "struct", "impl", "layer", "digest", "config", "the", "image",
+    "build", "stage", "copy", "run", "error", "value", "self", "match", "None", "Some", "println",
+    "include", "static", "const", "int", "char", "void", "while", "for",
 ];
 
 fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
@@ -78,7 +78,11 @@ fn generate(dir: &Path) -> std::io::Result<u64> {
     fs::create_dir_all(dir.join("lib"))?;
     for i in 0..200u32 {
         let len = 256 * 1024 + rng.below(768 * 1024) as usize;
-        let data = if i % 2 == 0 { text(&mut rng, len) } else { semi_binary(&mut rng, len) };
+        let data = if i % 2 == 0 {
+            text(&mut rng, len)
+        } else {
+            semi_binary(&mut rng, len)
+        };
         total += data.len() as u64;
         fs::write(dir.join(format!("share/doc/medium{i:03}.dat")), data)?;
     }
