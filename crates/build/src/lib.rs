@@ -1,7 +1,11 @@
 //! kiln-build: build context loading, .dockerignore, cache keys, snapshots, the
-//! scheduler and executor, and progress events. Renders nothing to a terminal.
+//! scheduler and executor, persistent `RUN --mount=type=cache` directories,
+//! entitlement checks (`--allow`), and progress events. Renders nothing to a
+//! terminal.
 
+pub mod cache_mounts;
 pub mod context;
 pub mod context_hash;
 pub mod dockerignore;
+pub mod entitlements;
 pub mod gomatch;
