@@ -215,6 +215,10 @@ pub struct BuildFlags {
     /// Network mode for RUN steps: default, host or none
     #[arg(long, default_value = "default", value_parser = ["default", "host", "none"])]
     pub network: String,
+    /// Grant a privilege RUN steps may ask for: "security.insecure" (RUN --security=insecure)
+    /// or "network.host" (RUN --network=host; granted by default); may be repeated or comma-separated
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Plan the build and print its stages and steps without running anything
     #[arg(long)]
     pub dry_run: bool,

@@ -200,3 +200,47 @@ fn missing_dockerfile_and_bad_flags() {
         "{stderr}"
     );
 }
+
+#[test]
+fn insecure_run_needs_allow_security_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM alpine\nRUN echo fine\nRUN --security=insecure \\\n  mount -t tmpfs none /mnt\n",
+    )
+    .unwrap();
+    let ctx = dir.path().to_str().unwrap();
+    for dry in [true, false] {
+        let mut args = vec!["build"];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.push(ctx);
+        let out = run(&args);
+        let (stdout, stderr) = text(&out);
+        assert_ne!(out.status.code(), Some(0), "{stderr}");
+        assert!(out.status.code().is_some(), "killed by a signal: {stderr}");
+        assert!(
+            stderr.contains(
+                "Dockerfile:3: RUN --security=insecure requires --allow security.insecure"
+            ),
+            "{stderr}"
+        );
+        assert!(!stdout.contains("stage 0"), "no plan is printed: {stdout}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+
+    let out = run(&["build", "--dry-run", "--allow", "security.insecure", ctx]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("line 3"), "{stdout}");
+    assert!(stdout.contains("RUN --security=insecure"), "{stdout}");
+
+    let out = run(&["build", "--dry-run", "--allow", "security.insecur", ctx]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--allow: invalid entitlement \"security.insecur\""),
+        "{stderr}"
+    );
+}

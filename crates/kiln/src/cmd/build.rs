@@ -1,7 +1,8 @@
-//! `kiln build`: read the Dockerfile, parse it, plan the stages; `--dry-run`
-//! prints the plan. Executing the plan is not implemented yet.
+//! `kiln build`: read the Dockerfile, parse it, plan the stages, check the
+//! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan. Executing the plan is not implemented yet.
 
 use crate::flags::{BuildFlags, GlobalFlags};
+use kiln_build::entitlements::{self, Entitlements};
 use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
@@ -20,6 +21,9 @@ pub fn run(_global: &GlobalFlags, flags: BuildFlags) -> miette::Result<ExitCode>
         target_platform: flags.platform.as_deref().map(parse_platform).transpose()?,
     };
     let plan = stages::plan(&df, &src, &opts).map_err(miette::Report::new)?;
+    let entitlements =
+        Entitlements::from_allow(&flags.allow).map_err(|e| miette!("--allow: {e}"))?;
+    entitlements::check_plan(&plan, &entitlements, &src).map_err(miette::Report::new)?;
     for w in &plan.warnings {
         if w.line > 0 {
             eprintln!(
