@@ -1,7 +1,7 @@
 //! `RUN --mount=type=cache` directories: persistence, the three sharing
 //! modes, hostile ids, owner and mode. Cross-process behaviour is checked by
-//! running this test binary again as a child (`child_role`, ignored unless
-//! run explicitly by the parent test).
+//! running this test binary again as a child: the child runs the same test
+//! (`cross_process_persistence_and_locking`) with a role in its environment.
 
 use kiln_build::cache_mounts::{CacheMountRequest, CacheMounts};
 use kiln_dockerfile::instructions::{CacheSharing, MountSpec};
@@ -19,20 +19,22 @@ fn req(id: &str, sharing: CacheSharing) -> CacheMountRequest {
 
 const CHILD_ENV: &str = "KILN_TEST_CACHE_CHILD";
 
-/// Runs `child_role` in a new process with `role` and the store root.
+/// Runs the cross-process test again in a new process, as the child with
+/// `role` on the store root.
 fn run_child(role: &str, store: &Path) -> std::process::Output {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_role", "--nocapture"])
+        .args([
+            "--exact",
+            "cross_process_persistence_and_locking",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, format!("{role}:{}", store.display()))
         .output()
         .expect("run the test binary as a child")
 }
 
-/// The child side of the cross-process tests; does nothing useful alone.
-#[test]
-#[ignore = "run by cross_process_* tests in a child process"]
-fn child_role() {
-    let spec = std::env::var(CHILD_ENV).expect("started by a cross_process_* test");
+/// The child side of the cross-process test, run in the child process.
+fn child_role(spec: &str) {
     let (role, store) = spec.split_once(':').unwrap();
     let mounts = CacheMounts::new(Path::new(store));
     match role {
@@ -54,6 +56,9 @@ fn child_role() {
 
 #[test]
 fn cross_process_persistence_and_locking() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return child_role(&spec);
+    }
     let store = tempfile::tempdir().unwrap();
     let out = run_child("write", store.path());
     assert!(
