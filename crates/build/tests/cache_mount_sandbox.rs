@@ -10,26 +10,10 @@ use kiln_build::cache_mounts::{CacheMountRequest, CacheMounts};
 use kiln_dockerfile::instructions::CacheSharing;
 use kiln_sandbox::{MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxError, UserSpec};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
-/// A busybox rootfs with root and user 1001.
-fn busybox_rootfs(dir: &Path) -> std::io::Result<()> {
-    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "cache"] {
-        std::fs::create_dir_all(dir.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
-    let list = Command::new("/bin/busybox").arg("--list").output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
-        }
-    }
-    std::fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1001:1001:user:/:/bin/sh\n",
-    )?;
-    std::fs::write(dir.join("etc/group"), "root:x:0:\nuser:x:1001:\n")
-}
+mod support;
+use support::busybox_rootfs;
 
 /// Runs `script` as `user` on a fresh overlay over `lower`, with `cache`
 /// bind-mounted read-write at /cache; returns the output and the upperdir.
@@ -127,25 +111,5 @@ fn main() -> ExitCode {
             Err(e) => Err(format!("creating a temporary directory: {e}")),
         }
     };
-    let name = "cache_persists_between_steps";
-    let (passed, failed) = match &result {
-        Ok(()) => {
-            println!("test {name} ... ok");
-            (1, 0)
-        }
-        Err(e) => {
-            println!("test {name} ... FAILED\n    {e}");
-            (0, 1)
-        }
-    };
-    println!();
-    let verdict = if failed == 0 { "ok" } else { "FAILED" };
-    println!(
-        "test result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out"
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    support::report("cache_persists_between_steps", result)
 }
