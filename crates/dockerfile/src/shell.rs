@@ -38,10 +38,10 @@
 //! `unicode.IsLetter` and `unicode.IsDigit` classify them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::iter::Peekable;
 use std::str::Chars;
 
+use crate::ast::go_quote;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
 
 /// Variables visible to an expansion.
@@ -979,52 +979,6 @@ fn is_letter(ch: char) -> bool {
 /// A character of a variable name after its first: letter, digit or `_`.
 fn is_name_char(ch: char) -> bool {
     ch == '_' || is_letter(ch) || is_digit(ch)
-}
-
-/// Go's `strconv.IsPrint`: categories L, M, N, P, S and the ASCII space.
-fn is_printable(ch: char) -> bool {
-    ch == ' '
-        || matches!(
-            ch.general_category_group(),
-            GeneralCategoryGroup::Letter
-                | GeneralCategoryGroup::Mark
-                | GeneralCategoryGroup::Number
-                | GeneralCategoryGroup::Punctuation
-                | GeneralCategoryGroup::Symbol
-        )
-}
-
-/// Quotes `text` as Go's `%q` does, for error messages.
-fn go_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            ' ' => out.push(' '),
-            c if !is_printable(c) => {
-                if (c as u32) < 0x10000 {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
