@@ -103,13 +103,5 @@ fn cache_persists_between_steps(base: &Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
-    let result = if !rustix::process::geteuid().is_root() {
-        Err("needs root (CI runs as root)".to_string())
-    } else {
-        match tempfile::tempdir() {
-            Ok(dir) => cache_persists_between_steps(dir.path()),
-            Err(e) => Err(format!("creating a temporary directory: {e}")),
-        }
-    };
-    support::report("cache_persists_between_steps", result)
+    support::run_as_root_in_tempdir("cache_persists_between_steps", cache_persists_between_steps)
 }

@@ -200,13 +200,8 @@ fn secret_is_absent_from_the_exported_image(base: &Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
-    let result = if !rustix::process::geteuid().is_root() {
-        Err("needs root (CI runs as root)".to_string())
-    } else {
-        match tempfile::tempdir() {
-            Ok(dir) => secret_is_absent_from_the_exported_image(dir.path()),
-            Err(e) => Err(format!("creating a temporary directory: {e}")),
-        }
-    };
-    support::report("secret_is_absent_from_the_exported_image", result)
+    support::run_as_root_in_tempdir(
+        "secret_is_absent_from_the_exported_image",
+        secret_is_absent_from_the_exported_image,
+    )
 }

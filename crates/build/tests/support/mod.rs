@@ -45,3 +45,17 @@ pub fn report(name: &str, result: Result<(), String>) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// The `main` of a sandbox-backed test binary (after the sandbox helper hook):
+/// runs `case` as root in a fresh temporary directory and reports it.
+pub fn run_as_root_in_tempdir(name: &str, case: fn(&Path) -> Result<(), String>) -> ExitCode {
+    let result = if !rustix::process::geteuid().is_root() {
+        Err("needs root (CI runs as root)".to_string())
+    } else {
+        match tempfile::tempdir() {
+            Ok(dir) => case(dir.path()),
+            Err(e) => Err(format!("creating a temporary directory: {e}")),
+        }
+    };
+    report(name, result)
+}
