@@ -70,6 +70,20 @@ pub struct AuthFile {
 /// The key docker uses for Docker Hub in `auths`.
 const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
 
+/// The credential helper `doc` names for `registry`: its `credHelpers` entry,
+/// else a non-empty `credsStore`.
+fn configured_helper(doc: &Map<String, Value>, registry: &str) -> Option<String> {
+    doc.get("credHelpers")
+        .and_then(|h| h.get(registry))
+        .and_then(Value::as_str)
+        .or_else(|| {
+            doc.get("credsStore")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+        .map(str::to_string)
+}
+
 fn auth_key(registry: &str) -> String {
     if registry == super::reference::DOCKER_HUB {
         DOCKER_HUB_AUTH_KEY.to_string()
@@ -245,16 +259,7 @@ impl AuthFile {
     pub fn store(&self, registry: &str, creds: &Credentials) -> Result<(), AuthFileError> {
         let mut doc = self.read()?;
         let key = auth_key(registry);
-        let helper = doc
-            .get("credHelpers")
-            .and_then(|h| h.get(registry))
-            .and_then(Value::as_str)
-            .or_else(|| {
-                doc.get("credsStore")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-            })
-            .map(str::to_string);
+        let helper = configured_helper(&doc, registry);
         let auths = doc
             .entry("auths")
             .or_insert_with(|| Value::Object(Map::new()))
@@ -275,16 +280,7 @@ impl AuthFile {
     pub fn remove(&self, registry: &str) -> Result<(), AuthFileError> {
         let mut doc = self.read()?;
         let key = auth_key(registry);
-        let helper = doc
-            .get("credHelpers")
-            .and_then(|h| h.get(registry))
-            .and_then(Value::as_str)
-            .or_else(|| {
-                doc.get("credsStore")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-            })
-            .map(str::to_string);
+        let helper = configured_helper(&doc, registry);
         let mut removed = false;
         if let Some(auths) = doc.get_mut("auths").and_then(Value::as_object_mut) {
             let keys: Vec<String> = auths
