@@ -9,3 +9,4 @@ pub mod context_hash;
 pub mod dockerignore;
 pub mod entitlements;
 pub mod gomatch;
+pub mod snapshots;

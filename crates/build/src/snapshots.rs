@@ -1,0 +1,230 @@
+//! Snapshots: one directory per layer, in overlayfs upperdir format, stacked as
+//! overlay lowerdirs to give a step its root filesystem.
+//!
+//! A snapshot is keyed by the layer's diff_id (the digest of its uncompressed
+//! tar), so the same layer used by several images or stages is extracted once.
+//! A layer pulled or loaded into the store is extracted on first use with
+//! whiteouts turned into overlay whiteouts (0/0 character devices, opaque
+//! xattrs); a layer the build made itself (a RUN's upperdir, a COPY's output)
+//! is moved into place as it is, so nothing is extracted again.
+//!
+//! Layout under the store root:
+//!
+//! ```text
+//! snapshots/<diff_id hex>/   one layer's content (overlay upperdir format)
+//! snapshots/empty/           an empty lower for steps on `FROM scratch`
+//! snapshots/tmp/             work dirs of running steps (upper + overlay work)
+//! ```
+
+use kiln_oci::digest::Digest;
+use kiln_oci::layer::{apply_layer_with, ApplyOptions, OverlayXattr, WhiteoutMode};
+use kiln_oci::store::{BlobRef, Store};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One layer of an image or a build: its stored blob and its diff_id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layer {
+    pub blob: BlobRef,
+    pub diff_id: Digest,
+}
+
+/// The snapshot directories of a store.
+#[derive(Clone, Debug)]
+pub struct Snapshots {
+    root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot extract layer {diff_id}: {message}")]
+    Extract { diff_id: Digest, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A directory under `snapshots/tmp/` removed when dropped (unless kept).
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        remove_tree(&self.path);
+    }
+}
+
+/// Removes a directory tree, making read-only directories writable first
+/// (a step may leave `chmod 0555` directories behind).
+fn remove_tree(path: &Path) {
+    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+        return;
+    }
+    fn make_writable(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(md) = fs::symlink_metadata(p) {
+            if md.is_dir() {
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+                if let Ok(rd) = fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        make_writable(&e.path());
+                    }
+                }
+            }
+        }
+    }
+    make_writable(path);
+    let _ = fs::remove_dir_all(path);
+}
+
+impl Snapshots {
+    /// The snapshots of the store rooted at `store_root`.
+    pub fn open(store_root: &Path) -> Result<Snapshots, SnapshotError> {
+        let root = store_root.join("snapshots");
+        for d in [root.clone(), root.join("tmp"), root.join("empty")] {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        Ok(Snapshots { root })
+    }
+
+    /// Where the snapshot of the layer with this diff_id lives (whether or not
+    /// it exists yet).
+    pub fn path_of(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join(diff_id.hex())
+    }
+
+    /// An empty directory to use as the only lower of a step on `FROM scratch`.
+    pub fn empty(&self) -> PathBuf {
+        self.root.join("empty")
+    }
+
+    /// A fresh work directory on the snapshots' filesystem (for an upperdir and
+    /// overlay's workdir, or a scratch tree), removed when dropped.
+    pub fn work_dir(&self) -> Result<WorkDir, SnapshotError> {
+        let tmp = self.root.join("tmp");
+        let dir = tempfile_in(&tmp)?;
+        Ok(WorkDir { path: dir })
+    }
+
+    /// The snapshot of `layer`, extracting the blob from `store` if this is the
+    /// first time it is needed.
+    pub fn ensure(&self, store: &Store, layer: &Layer) -> Result<PathBuf, SnapshotError> {
+        let dest = self.path_of(&layer.diff_id);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let work = self.work_dir()?;
+        let tree = work.path().join("tree");
+        fs::create_dir(&tree).map_err(io_err(&tree))?;
+        let extract_err = |message: String| SnapshotError::Extract {
+            diff_id: layer.diff_id,
+            message,
+        };
+        let blob = store
+            .open_blob(&layer.blob.digest)
+            .map_err(|e| extract_err(e.to_string()))?;
+        let opts = ApplyOptions {
+            whiteouts: WhiteoutMode::Overlay(OverlayXattr::Trusted),
+            ..ApplyOptions::default()
+        };
+        apply_layer_with(io::BufReader::with_capacity(1 << 20, blob), &tree, &opts)
+            .map_err(|e| extract_err(e.to_string()))?;
+        self.install(&tree, &layer.diff_id)
+    }
+
+    /// Moves a finished tree (a step's upperdir) into place as the snapshot of
+    /// `diff_id`. If another build installed the same layer meanwhile, that one
+    /// is kept and `tree` is removed.
+    pub fn install(&self, tree: &Path, diff_id: &Digest) -> Result<PathBuf, SnapshotError> {
+        let dest = self.path_of(diff_id);
+        match fs::rename(tree, &dest) {
+            Ok(()) => Ok(dest),
+            Err(_) if dest.is_dir() => {
+                remove_tree(tree);
+                Ok(dest)
+            }
+            Err(e) => Err(SnapshotError::Io {
+                path: dest,
+                source: e,
+            }),
+        }
+    }
+
+    /// The lowerdirs for a filesystem made of `layers` (base first), top first
+    /// as overlay wants them; layers are extracted as needed (in parallel).
+    /// No layers gives the empty snapshot.
+    pub fn stack(&self, store: &Store, layers: &[Layer]) -> Result<Vec<PathBuf>, SnapshotError> {
+        let missing: Vec<&Layer> = layers
+            .iter()
+            .filter(|l| !self.path_of(&l.diff_id).is_dir())
+            .collect();
+        if missing.len() > 1 {
+            let results: Vec<Result<PathBuf, SnapshotError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = missing
+                    .iter()
+                    .map(|l| s.spawn(move || self.ensure(store, l)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(SnapshotError::Extract {
+                                diff_id: Digest::of(b""),
+                                message: "extraction thread panicked".into(),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+            for r in results {
+                r?;
+            }
+        }
+        let mut out = Vec::with_capacity(layers.len().max(1));
+        for l in layers.iter().rev() {
+            out.push(self.ensure(store, l)?);
+        }
+        if out.is_empty() {
+            out.push(self.empty());
+        }
+        Ok(out)
+    }
+}
+
+/// Creates a uniquely named directory in `parent`.
+fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = parent.join(format!("{pid}-{nanos:x}-{n}"));
+        match fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(SnapshotError::Io { path: p, source: e }),
+        }
+    }
+}
