@@ -9,4 +9,5 @@ pub mod context_hash;
 pub mod dockerignore;
 pub mod entitlements;
 pub mod gomatch;
+pub mod progress;
 pub mod snapshots;
