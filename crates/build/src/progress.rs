@@ -4,6 +4,16 @@
 //! Steps are numbered by the executor (`step`), unique within one build; every
 //! event about a step carries that number. Times are milliseconds since the build
 //! started, taken from one [`Clock`].
+//!
+//! Order per step: `StepStarted`, any `StepOutput`, then `StepFinished` or
+//! `StepFailed`; a cache hit is a lone `StepCached` (renderers also accept it after
+//! a `StepStarted`). A `Phase` is emitted with `duration_ms: None` when it begins
+//! and again, same `name`, with `Some(duration)` when it ends; one that is only
+//! reported when done is emitted once, with `Some`. `BuildFinished` comes last,
+//! only for a build that succeeded.
+//!
+//! While a terminal renderer is active it owns stderr: report warnings as
+//! [`Event::Warning`] rather than printing them.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -101,7 +111,8 @@ pub enum OutputStream {
 pub struct Summary {
     /// `sha256:…` of the image (config digest), if an image was produced.
     pub image_id: Option<String>,
-    /// Sum of the compressed layer sizes in bytes, if an image was produced.
+    /// The image's size in bytes as `kiln images` counts it (config and layer
+    /// blobs), if an image was produced.
     pub image_size: Option<u64>,
     pub steps_run: usize,
     pub steps_cached: usize,

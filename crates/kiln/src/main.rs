@@ -4,6 +4,9 @@
 mod cmd;
 mod flags;
 mod local_images;
+// Until `cmd/build.rs` runs the executor, nothing outside the tests renders progress.
+#[allow(dead_code)]
+mod progress;
 mod render;
 
 use clap::Parser;
