@@ -252,7 +252,8 @@ pub fn render_frame(view: &BuildView, now_ms: Millis, size: TermSize, color: boo
 }
 
 /// The view left on the terminal when the build is over: every step on one line,
-/// the kept output of failed steps, the warnings, and the summary.
+/// the kept output of failed steps, the warnings, and the summary (these last two
+/// whole: the final view is not redrawn, so a long line may wrap).
 pub fn render_final(view: &BuildView, now_ms: Millis, width: usize, color: bool) -> Vec<String> {
     if view.is_empty() {
         return Vec::new();
@@ -266,15 +267,12 @@ pub fn render_final(view: &BuildView, now_ms: Millis, width: usize, color: bool)
             }
         }
     }
+    // Never redrawn, so these may wrap rather than lose words.
     for w in &view.warnings {
-        lines.push(paint(
-            &fit(&format!("WARNING: {w}"), usable(width)),
-            YELLOW,
-            color,
-        ));
+        lines.push(paint(&format!("WARNING: {w}"), YELLOW, color));
     }
     if let Some(summary) = &view.summary {
-        lines.push(fit(&summary_line(summary, false), usable(width)));
+        lines.push(summary_line(summary, false));
     }
     lines
 }
@@ -819,6 +817,12 @@ mod tests {
                 "built app:1 sha256:0f0f0f0f0f0f 12.3kB in 0.1s — 1 step run, 0 cached".to_string(),
             ]
         );
+        let narrow = render_final(&v, 140, 30, false);
+        assert_eq!(
+            narrow.last().unwrap(),
+            "built app:1 sha256:0f0f0f0f0f0f 12.3kB in 0.1s — 1 step run, 0 cached"
+        );
+        assert_eq!(narrow[1], " => [1/1] COPY . .       0.0s");
         assert!(render_final(&BuildView::default(), 0, 80, false).is_empty());
     }
 
