@@ -14,7 +14,8 @@
 //! sequences, carriage returns, tabs) before they reach the screen, and every line
 //! is cut to the terminal's width so the cursor arithmetic of the redraw holds.
 //! [`Tty::finish`] replaces the live view with a compact final one: every step
-//! on one line, the output of failed steps, warnings, and the summary.
+//! on one line, warnings, and the summary. (A failed RUN's output is the build
+//! error's to show, below the view.)
 
 use super::{seconds, summary_line, total_time};
 use kiln_build::progress::{Event, Millis, ProgressSink, Summary};
@@ -24,10 +25,8 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Output lines of a running RUN shown under it.
+/// Output lines of a running RUN shown under it (and kept per step).
 const LIVE_TAIL: usize = 6;
-/// Output lines kept per step (shown under a failed step in the final view).
-const KEPT_TAIL: usize = 10;
 /// Time between two redraws.
 const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -103,7 +102,7 @@ impl BuildView {
                 at_ms, step, line, ..
             } => {
                 let v = self.step_vertex(*step, &format!("step {step}"), *at_ms);
-                if v.output.len() == KEPT_TAIL {
+                if v.output.len() == LIVE_TAIL {
                     v.output.pop_front();
                 }
                 v.output.push_back(sanitize(line));
@@ -252,8 +251,8 @@ pub fn render_frame(view: &BuildView, now_ms: Millis, size: TermSize, color: boo
 }
 
 /// The view left on the terminal when the build is over: every step on one line,
-/// the kept output of failed steps, the warnings, and the summary (these last two
-/// whole: the final view is not redrawn, so a long line may wrap).
+/// then the warnings and the summary (these whole: the final view is not
+/// redrawn, so a long line may wrap).
 pub fn render_final(view: &BuildView, now_ms: Millis, width: usize, color: bool) -> Vec<String> {
     if view.is_empty() {
         return Vec::new();
@@ -261,11 +260,6 @@ pub fn render_final(view: &BuildView, now_ms: Millis, width: usize, color: bool)
     let mut lines = vec![fit(&view.header(now_ms, true), usable(width))];
     for v in &view.vertices {
         lines.push(vertex_line(v, now_ms, width, color, true));
-        if matches!(v.state, VertexState::Failed(_)) {
-            for line in &v.output {
-                lines.push(output_line(line, width));
-            }
-        }
     }
     // Never redrawn, so these may wrap rather than lose words.
     for w in &view.warnings {
@@ -750,7 +744,7 @@ mod tests {
     }
 
     #[test]
-    fn the_final_view_lists_steps_failures_with_output_warnings_and_summary() {
+    fn the_final_view_lists_steps_warnings_and_summary() {
         let v = view(&[
             build(3),
             cached(0, 0, "[1/3] FROM alpine"),
@@ -774,7 +768,6 @@ mod tests {
                 "[+] Building 1.6s (2/3) FINISHED",
                 " => CACHED [1/3] FROM alpine                 0.0s",
                 " => ERROR [2/3] RUN make                     1.5s",
-                " => => # cc: error: x.c",
                 " => CANCELED [other 2/2] RUN sleep 9         1.6s",
                 "WARNING: JSONArgsRecommended: use JSON for CMD",
             ]
