@@ -6,8 +6,10 @@
 pub mod cache_mounts;
 pub mod context;
 pub mod context_hash;
+pub mod copy;
 pub mod dockerignore;
 pub mod entitlements;
+pub mod fsview;
 pub mod gomatch;
 pub mod progress;
 pub mod snapshots;

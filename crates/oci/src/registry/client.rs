@@ -49,8 +49,9 @@ fn system_roots() -> ureq::tls::RootCerts {
     ureq::tls::RootCerts::new_with_certs(&[])
 }
 
-/// One HTTP agent per process (connection pool shared by all transfers).
-pub(crate) fn agent() -> &'static ureq::Agent {
+/// One HTTP agent per process (connection pool shared by all transfers; also used
+/// by ADD's URL downloads). HTTP error statuses are answers, not errors.
+pub fn agent() -> &'static ureq::Agent {
     static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
     AGENT.get_or_init(|| {
         let tls = ureq::tls::TlsConfig::builder()

@@ -1,0 +1,561 @@
+//! A read-only merged view of a stack of snapshot directories in overlayfs upperdir
+//! format, the way the kernel's overlayfs would show them, without mounting.
+//!
+//! - Layers are given top first (the order of overlay `lowerdir=`).
+//! - A 0/0 character device is a whiteout: the name is deleted, lower layers'
+//!   entries of that name are hidden.
+//! - A directory carrying the xattr `trusted.overlay.opaque=y` (or
+//!   `user.overlay.opaque=y`) is opaque: lower layers' contents of that directory
+//!   are hidden.
+//! - A directory merges with the directories of the same path below it, until an
+//!   opaque one or a non-directory; a non-directory hides everything below it.
+//!
+//! Paths are resolved like in a chroot (containerd continuity's `fs.RootPath`, as
+//! BuildKit uses it): symlinks met on the way are followed inside the view, an
+//! absolute target starts again at the view's root, `..` never climbs above the
+//! root, and components that do not exist are taken literally.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::ffi::OsStr;
+use std::fs::{self, Metadata};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// How many symlinks one resolution may follow before failing with `ELOOP`
+/// (continuity uses 255).
+const MAX_SYMLINKS: usize = 255;
+
+/// The xattrs marking an overlayfs opaque directory.
+pub const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+
+/// One visible file in a [`LayeredView`].
+#[derive(Debug, Clone)]
+pub struct ViewEntry {
+    /// The resolved absolute path inside the view (`/` for the root), without
+    /// symlinks in any component but (when not following) the last.
+    pub path: String,
+    /// Where the visible file really is.
+    pub host_path: PathBuf,
+    /// `lstat` of `host_path`.
+    pub metadata: Metadata,
+    /// Index of the layer (top = 0) the visible file comes from.
+    pub layer: usize,
+}
+
+impl ViewEntry {
+    pub fn is_dir(&self) -> bool {
+        self.metadata.is_dir()
+    }
+    pub fn is_symlink(&self) -> bool {
+        self.metadata.file_type().is_symlink()
+    }
+}
+
+/// The same path in each layer that contributes to it, top first: one entry for a
+/// non-directory, one or more merged directories otherwise; empty when the path is
+/// not visible.
+type Stack = Vec<Hit>;
+
+#[derive(Debug, Clone)]
+struct Hit {
+    layer: usize,
+    host: PathBuf,
+    md: Metadata,
+}
+
+/// A read-only merged view of overlay-format layer directories (top first).
+#[derive(Debug, Clone, Default)]
+pub struct LayeredView {
+    layers: Vec<PathBuf>,
+}
+
+/// Whether `md` is an overlayfs whiteout (a 0/0 character device).
+pub fn is_whiteout(md: &Metadata) -> bool {
+    md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Whether the directory at `path` carries an overlay opaque xattr set to `y`.
+pub fn is_opaque_dir(path: &Path) -> io::Result<bool> {
+    let mut buf = [0u8; 8];
+    for name in OPAQUE_XATTRS {
+        match rustix::fs::lgetxattr(path, name, &mut buf) {
+            Ok(n) => {
+                if &buf[..n] == b"y" {
+                    return Ok(true);
+                }
+            }
+            Err(rustix::io::Errno::NODATA)
+            | Err(rustix::io::Errno::NOTSUP)
+            | Err(rustix::io::Errno::RANGE) => {}
+            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
+        }
+    }
+    Ok(false)
+}
+
+/// `lstat`, with "does not exist" (also through a non-directory) as `None`.
+fn lstat_opt(p: &Path) -> io::Result<Option<Metadata>> {
+    match fs::symlink_metadata(p) {
+        Ok(md) => Ok(Some(md)),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc_enotdir()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+    }
+}
+
+fn libc_enotdir() -> i32 {
+    rustix::io::Errno::NOTDIR.raw_os_error()
+}
+
+/// Splits an in-view path into its normal components (`.` and empty dropped; `..`
+/// kept for the resolver).
+fn components(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|c| !c.is_empty() && *c != ".")
+}
+
+/// Joins resolved components into an absolute in-view path.
+pub(crate) fn join_abs(comps: &[String]) -> String {
+    if comps.is_empty() {
+        "/".to_string()
+    } else {
+        let mut s = String::new();
+        for c in comps {
+            s.push('/');
+            s.push_str(c);
+        }
+        s
+    }
+}
+
+/// Resolves `path` the way continuity's `fs.RootPath` does, given a way to read a
+/// symlink at an already-resolved path (`Ok(None)` when the path is not a symlink or
+/// does not exist). Returns the resolved components.
+pub(crate) fn resolve_with(
+    path: &str,
+    follow_last: bool,
+    mut read_link: impl FnMut(&[String]) -> io::Result<Option<String>>,
+) -> io::Result<Vec<String>> {
+    let mut queue: VecDeque<String> = components(path).map(str::to_string).collect();
+    let mut resolved: Vec<String> = Vec::new();
+    let mut followed = 0usize;
+    while let Some(c) = queue.pop_front() {
+        if c == ".." {
+            resolved.pop();
+            continue;
+        }
+        let last = queue.is_empty();
+        resolved.push(c);
+        if last && !follow_last {
+            break;
+        }
+        if let Some(target) = read_link(&resolved)? {
+            followed += 1;
+            if followed > MAX_SYMLINKS {
+                return Err(io::Error::from_raw_os_error(
+                    rustix::io::Errno::LOOP.raw_os_error(),
+                ));
+            }
+            resolved.pop();
+            if target.starts_with('/') {
+                resolved.clear();
+            }
+            for t in components(&target).collect::<Vec<_>>().into_iter().rev() {
+                queue.push_front(t.to_string());
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+impl LayeredView {
+    /// A view of `layers`, top first. No layers: an empty filesystem (just `/`).
+    pub fn new(layers: Vec<PathBuf>) -> Self {
+        LayeredView { layers }
+    }
+
+    /// The layer directories, top first.
+    pub fn layers(&self) -> &[PathBuf] {
+        &self.layers
+    }
+
+    /// This view with `top` stacked above its layers.
+    pub fn with_top(&self, top: PathBuf) -> LayeredView {
+        let mut layers = Vec::with_capacity(self.layers.len() + 1);
+        layers.push(top);
+        layers.extend(self.layers.iter().cloned());
+        LayeredView { layers }
+    }
+
+    fn root_stack(&self) -> io::Result<Stack> {
+        let mut out = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            let md = fs::symlink_metadata(l)
+                .map_err(|e| io::Error::new(e.kind(), format!("layer {}: {e}", l.display())))?;
+            if !md.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("layer {} is not a directory", l.display()),
+                ));
+            }
+            let opaque = is_opaque_dir(l)?;
+            out.push(Hit {
+                layer: i,
+                host: l.clone(),
+                md,
+            });
+            if opaque {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stack of `name` inside the directory whose stack is `parent`.
+    fn child_stack(parent: &[Hit], name: &OsStr) -> io::Result<Stack> {
+        let mut out: Stack = Vec::new();
+        for h in parent {
+            if !h.md.is_dir() {
+                break;
+            }
+            let p = h.host.join(name);
+            let Some(md) = lstat_opt(&p)? else { continue };
+            if is_whiteout(&md) {
+                break;
+            }
+            if md.is_dir() {
+                let opaque = is_opaque_dir(&p)?;
+                out.push(Hit {
+                    layer: h.layer,
+                    host: p,
+                    md,
+                });
+                if opaque {
+                    break;
+                }
+            } else {
+                if out.is_empty() {
+                    out.push(Hit {
+                        layer: h.layer,
+                        host: p,
+                        md,
+                    });
+                }
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stack of an already-resolved path (no symlink in its components).
+    fn stack(&self, comps: &[String]) -> io::Result<Stack> {
+        let mut cur = self.root_stack()?;
+        for c in comps {
+            if cur.is_empty() {
+                break;
+            }
+            cur = Self::child_stack(&cur, OsStr::new(c))?;
+        }
+        Ok(cur)
+    }
+
+    /// Resolves `path` inside the view (see the module doc) to an absolute in-view
+    /// path. Components that do not exist are kept literally.
+    pub fn resolve(&self, path: &str, follow_last_symlink: bool) -> io::Result<String> {
+        Ok(join_abs(&self.resolve_comps(path, follow_last_symlink)?))
+    }
+
+    fn resolve_comps(&self, path: &str, follow_last: bool) -> io::Result<Vec<String>> {
+        resolve_with(path, follow_last, |comps| {
+            let st = self.stack(comps)?;
+            match st.first() {
+                Some(h) if h.md.file_type().is_symlink() => {
+                    let t = fs::read_link(&h.host)?;
+                    Ok(Some(
+                        t.to_str().ok_or_else(|| non_utf8(&h.host))?.to_string(),
+                    ))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    /// The visible file at `path`, symlinks in intermediate components resolved inside
+    /// the view, the last one too when `follow_last_symlink`. `None` when nothing is
+    /// visible there (also for `/` of a view without layers, which has no host path).
+    pub fn lookup(&self, path: &str, follow_last_symlink: bool) -> io::Result<Option<ViewEntry>> {
+        let comps = self.resolve_comps(path, follow_last_symlink)?;
+        let st = self.stack(&comps)?;
+        Ok(st.into_iter().next().map(|h| ViewEntry {
+            path: join_abs(&comps),
+            host_path: h.host,
+            metadata: h.md,
+            layer: h.layer,
+        }))
+    }
+
+    /// The sorted names in the directory at `path` (symlinks followed), merged over
+    /// the layers, without whiteouts and what they or opaque directories hide.
+    pub fn read_dir(&self, path: &str) -> io::Result<Vec<String>> {
+        let comps = self.resolve_comps(path, true)?;
+        let st = self.stack(&comps)?;
+        let shown = join_abs(&comps);
+        if comps.is_empty() && self.layers.is_empty() {
+            // The root of an empty filesystem is an empty directory.
+            return Ok(Vec::new());
+        }
+        match st.first() {
+            None => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{shown}: not found"),
+            )),
+            Some(h) if !h.md.is_dir() => Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                format!("{shown}: not a directory"),
+            )),
+            Some(_) => Ok(Self::merged_children(&st)?
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect()),
+        }
+    }
+
+    /// The visible children of a directory stack, sorted by name, with their stacks.
+    fn merged_children(st: &[Hit]) -> io::Result<Vec<(String, Stack)>> {
+        let mut names = BTreeSet::new();
+        for h in st {
+            if !h.md.is_dir() {
+                break;
+            }
+            let rd = fs::read_dir(&h.host)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", h.host.display())))?;
+            for d in rd {
+                let d = d?;
+                names.insert(d.file_name());
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let child = Self::child_stack(st, &name)?;
+            if child.is_empty() {
+                continue;
+            }
+            let s = name
+                .to_str()
+                .ok_or_else(|| non_utf8(&st[0].host.join(&name)))?
+                .to_string();
+            out.push((s, child));
+        }
+        Ok(out)
+    }
+
+    /// Everything visible below `path` (symlinks followed to reach it), depth first,
+    /// each directory's children sorted by name, the directory before its children.
+    /// `path` itself is not included; a non-directory has nothing below it.
+    pub fn walk(&self, path: &str) -> io::Result<Vec<ViewEntry>> {
+        let comps = self.resolve_comps(path, true)?;
+        let st = self.stack(&comps)?;
+        let mut out = Vec::new();
+        if st.first().is_some_and(|h| h.md.is_dir()) {
+            Self::walk_into(&st, &join_abs(&comps), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn walk_into(st: &[Hit], dir: &str, out: &mut Vec<ViewEntry>) -> io::Result<()> {
+        for (name, child) in Self::merged_children(st)? {
+            let path = if dir == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dir}/{name}")
+            };
+            let top = &child[0];
+            let is_dir = top.md.is_dir();
+            out.push(ViewEntry {
+                path: path.clone(),
+                host_path: top.host.clone(),
+                metadata: top.md.clone(),
+                layer: top.layer,
+            });
+            if is_dir {
+                Self::walk_into(&child, &path, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn non_utf8(p: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: file name is not valid UTF-8",
+            String::from_utf8_lossy(p.as_os_str().as_bytes())
+        ),
+    )
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    pub(crate) fn write(root: &Path, rel: &str, data: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, data).unwrap();
+    }
+
+    /// An overlay whiteout (0/0 character device) at `root/rel`.
+    pub(crate) fn whiteout(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .unwrap();
+    }
+
+    pub(crate) fn opaque(root: &Path, rel: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(&p).unwrap();
+        rustix::fs::lsetxattr(
+            &p,
+            "trusted.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+    }
+
+    fn read(view: &LayeredView, p: &str, follow: bool) -> Option<String> {
+        view.lookup(p, follow)
+            .unwrap()
+            .map(|e| fs::read_to_string(e.host_path).unwrap())
+    }
+
+    #[test]
+    fn empty_view_has_only_root() {
+        let v = LayeredView::new(Vec::new());
+        assert!(v.lookup("/etc/passwd", true).unwrap().is_none());
+        assert!(v.read_dir("/").unwrap().is_empty());
+        assert!(v.walk("/").unwrap().is_empty());
+        assert!(v.lookup("/", true).is_ok_and(|e| e.is_none()));
+    }
+
+    #[test]
+    fn upper_layers_shadow_whiteouts_and_opaque_dirs_hide() {
+        let top = tempfile::tempdir().unwrap();
+        let mid = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        write(low.path(), "etc/a", "low-a");
+        write(low.path(), "etc/b", "low-b");
+        write(low.path(), "etc/c", "low-c");
+        write(low.path(), "opt/x/1", "low-1");
+        write(low.path(), "opt/y", "low-y");
+        write(low.path(), "gone/deep", "d");
+        write(mid.path(), "etc/b", "mid-b");
+        whiteout(mid.path(), "etc/c");
+        opaque(mid.path(), "opt");
+        write(mid.path(), "opt/z", "mid-z");
+        write(top.path(), "etc/a", "top-a");
+        whiteout(top.path(), "gone");
+        write(top.path(), "etc/c", "top-c-again");
+        let v = LayeredView::new(vec![
+            top.path().into(),
+            mid.path().into(),
+            low.path().into(),
+        ]);
+        assert_eq!(read(&v, "/etc/a", true).as_deref(), Some("top-a"));
+        assert_eq!(read(&v, "/etc/b", true).as_deref(), Some("mid-b"));
+        assert_eq!(read(&v, "etc/c", true).as_deref(), Some("top-c-again"));
+        assert_eq!(v.read_dir("/etc").unwrap(), ["a", "b", "c"]);
+        assert_eq!(v.read_dir("/opt").unwrap(), ["z"]);
+        assert!(v.lookup("/opt/x/1", true).unwrap().is_none());
+        assert!(v.lookup("/gone", false).unwrap().is_none());
+        assert!(v.lookup("/gone/deep", false).unwrap().is_none());
+        assert_eq!(v.read_dir("/").unwrap(), ["etc", "opt"]);
+        let e = v.lookup("/etc/b", false).unwrap().unwrap();
+        assert_eq!((e.layer, e.path.as_str()), (1, "/etc/b"));
+        let walked: Vec<String> = v.walk("/").unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(
+            walked,
+            ["/etc", "/etc/a", "/etc/b", "/etc/c", "/opt", "/opt/z"]
+        );
+    }
+
+    #[test]
+    fn non_directory_hides_lower_directory() {
+        let top = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        write(low.path(), "d/inner", "x");
+        write(top.path(), "d", "now a file");
+        let v = LayeredView::new(vec![top.path().into(), low.path().into()]);
+        assert!(v.lookup("/d/inner", true).unwrap().is_none());
+        assert!(!v.lookup("/d", true).unwrap().unwrap().is_dir());
+        let err = v.read_dir("/d").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotADirectory);
+        // A directory above a file in a lower layer hides the file.
+        let top2 = tempfile::tempdir().unwrap();
+        write(top2.path(), "d/new", "n");
+        let v2 = LayeredView::new(vec![
+            top2.path().into(),
+            top.path().into(),
+            low.path().into(),
+        ]);
+        assert_eq!(v2.read_dir("/d").unwrap(), ["new"]);
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_view() {
+        let top = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        write(low.path(), "out/sub/foo", "data");
+        symlink("/out/sub", low.path().join("abs")).unwrap();
+        symlink("out/sub", top.path().join("rel")).unwrap();
+        symlink("../../../../out", top.path().join("up")).unwrap();
+        symlink("/etc/passwd", top.path().join("hostfile")).unwrap();
+        symlink("loop2", top.path().join("loop1")).unwrap();
+        symlink("loop1", top.path().join("loop2")).unwrap();
+        let v = LayeredView::new(vec![top.path().into(), low.path().into()]);
+        assert_eq!(read(&v, "/abs/foo", true).as_deref(), Some("data"));
+        assert_eq!(read(&v, "/rel/foo", false).as_deref(), Some("data"));
+        assert_eq!(read(&v, "/up/sub/foo", true).as_deref(), Some("data"));
+        assert_eq!(
+            read(&v, "/out/sub/../../rel/./foo", true).as_deref(),
+            Some("data")
+        );
+        assert_eq!(v.resolve("/abs/foo", true).unwrap(), "/out/sub/foo");
+        assert_eq!(
+            v.resolve("/rel/missing/x", true).unwrap(),
+            "/out/sub/missing/x"
+        );
+        let link = v.lookup("/abs", false).unwrap().unwrap();
+        assert!(link.is_symlink());
+        assert_eq!(v.lookup("/abs", true).unwrap().unwrap().path, "/out/sub");
+        // An absolute target never leaves the view.
+        assert!(v.lookup("/hostfile", true).unwrap().is_none());
+        assert_eq!(v.resolve("/hostfile", true).unwrap(), "/etc/passwd");
+        let err = v.lookup("/loop1", true).unwrap_err();
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
+        assert_eq!(v.read_dir("/abs").unwrap(), ["foo"]);
+        let walked: Vec<String> = v
+            .walk("/rel")
+            .unwrap()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(walked, ["/out/sub/foo"]);
+    }
+}
