@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Output lines of a running RUN shown under it (and kept per step).
 const LIVE_TAIL: usize = 6;
+/// Columns of an output line or name kept for display.
+const MAX_COLUMNS: usize = 1000;
 /// Time between two redraws.
 const FRAME_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -365,14 +367,18 @@ fn fit(s: &str, max: usize) -> String {
 /// What a terminal would show of one output line, as plain printable text: the
 /// part after the last carriage return, escape sequences (colours, cursor moves,
 /// titles) removed, tabs expanded to 8-column stops, other control characters and
-/// bidirectional overrides dropped.
+/// bidirectional overrides dropped; no more than [`MAX_COLUMNS`] columns of it
+/// (no terminal is wider, and a RUN may print megabytes on one line).
 pub fn sanitize(line: &str) -> String {
     let line = line.trim_end_matches(['\r', '\n']);
     let line = line.rsplit('\r').next().unwrap_or(line);
-    let mut out = String::with_capacity(line.len());
+    let mut out = String::with_capacity(line.len().min(MAX_COLUMNS));
     let mut col = 0;
     let mut chars = line.chars().peekable();
     while let Some(c) = chars.next() {
+        if col >= MAX_COLUMNS {
+            break;
+        }
         match c {
             '\x1b' => match chars.next() {
                 // CSI: parameters and intermediates up to a final byte in @..~.
@@ -835,6 +841,7 @@ mod tests {
         assert_eq!(sanitize("evil\u{202e}txt.exe"), "eviltxt.exe");
         assert_eq!(sanitize("trailing escape \x1b"), "trailing escape ");
         assert_eq!(sanitize("unterminated \x1b[12"), "unterminated ");
+        assert_eq!(sanitize(&"y".repeat(5_000_000)), "y".repeat(MAX_COLUMNS));
     }
 
     #[test]
