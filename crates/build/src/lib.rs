@@ -9,6 +9,7 @@ pub mod context_hash;
 pub mod copy;
 pub mod dockerignore;
 pub mod entitlements;
+pub mod executor;
 pub mod fsview;
 pub mod gomatch;
 pub mod progress;

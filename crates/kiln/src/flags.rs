@@ -32,7 +32,7 @@ pub struct GlobalFlags {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile
-    Build(BuildFlags),
+    Build(Box<BuildFlags>),
     /// Developer tools: inspect what kiln's frontend makes of a Dockerfile
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -222,6 +222,39 @@ pub struct BuildFlags {
     /// Plan the build and print its stages and steps without running anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not use the cache for the steps of these stages (by AS name); may be repeated
+    /// or comma-separated
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// At most this many RUN/COPY steps run at the same time (default: the number of CPUs)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// When FROM pulls its image: missing (default), always or never; "--pull" alone means always
+    #[arg(long, value_name = "POLICY", default_value = "missing", num_args = 0..=1,
+          default_missing_value = "always", value_parser = ["missing", "always", "never", "true", "false"])]
+    pub pull: String,
+    /// A secret for RUN --mount=type=secret: "id=NAME,src=FILE" or "id=NAME,env=VAR"
+    /// (default src: the file named by id, env: the variable named by id)
+    #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
+    pub secrets: Vec<String>,
+    /// An extra named build context: "name=DIR", "name=docker-image://REF" or
+    /// "name=oci-layout://DIR[:TAG]"; FROM name / COPY --from=name use it
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
+    /// Write the image id (config digest) to this file
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata (image digest, config digest, names) as JSON to this file
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Push the image to its registry (every -t name) after building
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub authfile: AuthFileFlag,
+    /// Only print the image id on success
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Build context directory
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: PathBuf,

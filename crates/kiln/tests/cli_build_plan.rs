@@ -123,15 +123,21 @@ fn unknown_instruction_reports_file_and_line() {
 }
 
 #[test]
-fn without_dry_run_says_executor_is_missing() {
+fn missing_base_image_with_pull_never_is_a_located_error() {
     let dir = example_dir();
-    let out = run(&["build", dir.to_str().unwrap()]);
+    let root = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "--root",
+        root.path().to_str().unwrap(),
+        "build",
+        "--pull=never",
+        "--progress=plain",
+        dir.to_str().unwrap(),
+    ]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("planning succeeded (3 stages, 16 steps), but the build executor is not implemented yet"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Dockerfile:1:"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

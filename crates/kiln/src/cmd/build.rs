@@ -1,18 +1,31 @@
 //! `kiln build`: read the Dockerfile, parse it, plan the stages, check the
-//! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan. Executing the plan is not implemented yet.
+//! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan,
+//! otherwise the executor runs it and the image is stored, tagged, exported and pushed.
 
 use crate::flags::{BuildFlags, GlobalFlags};
+use crate::local_images::open_store;
+use kiln_build::context::Context;
+use kiln_build::context_hash::{self, hash_context};
 use kiln_build::entitlements::{self, Entitlements};
+use kiln_build::executor::{self, BuildError, BuildOptions, NamedContext};
+use kiln_build::progress::{Clock, Event, ProgressSink, Summary};
 use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
+use kiln_oci::archive::{import_oci_dir, NamedImage, OutputSpec};
+use kiln_oci::image::{write_image, ManifestFormat};
+use kiln_oci::layer::Compression;
+use kiln_oci::registry::{push, PushOptions, Reference, RegistryContext};
+use kiln_oci::store::{BlobRef, Store};
+use kiln_oci::ImageName;
 use miette::{miette, IntoDiagnostic, WrapErr};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-pub fn run(_global: &GlobalFlags, flags: BuildFlags) -> miette::Result<ExitCode> {
+pub fn run(global: &GlobalFlags, flags: BuildFlags) -> miette::Result<ExitCode> {
     let src = read_dockerfile(&flags)?;
     let df = kiln_dockerfile::parse(&src).map_err(miette::Report::new)?;
     let opts = PlanOptions {
@@ -38,12 +51,323 @@ pub fn run(_global: &GlobalFlags, flags: BuildFlags) -> miette::Result<ExitCode>
         print!("{}", render_plan(&plan));
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
-        "kiln build: planning succeeded ({} stages, {} steps), but the build executor is not implemented yet; use --dry-run to see the plan",
-        plan.needed_stages().count(),
-        plan.needed_steps()
-    );
-    Ok(ExitCode::from(1))
+    execute(global, &flags, &src, &plan)
+}
+
+/// Runs the plan, stores the image, then tags, exports and pushes it.
+fn execute(
+    global: &GlobalFlags,
+    flags: &BuildFlags,
+    src: &Source,
+    plan: &Plan,
+) -> miette::Result<ExitCode> {
+    let store = open_store(global)?;
+    let context_dir = &flags.context;
+    if !context_dir.is_dir() {
+        return Err(miette!(
+            "build context {}: not a directory",
+            context_dir.display()
+        ));
+    }
+    let dockerfile_path = flags
+        .file
+        .as_ref()
+        .filter(|f| f.as_os_str() != "-")
+        .cloned()
+        .unwrap_or_else(|| context_dir.join("Dockerfile"));
+    let context = Context::load_with_ignore_file(context_dir, Some(&dockerfile_path))
+        .map_err(|e| miette!("build context {}: {e}", context_dir.display()))?;
+    let digests = hash_context(
+        &context,
+        Some(&context_hash::cache_path(store.root(), context_dir)),
+    )
+    .map_err(|e| miette!("build context {}: {e}", context_dir.display()))?;
+    let registry =
+        RegistryContext::load(flags.authfile.authfile.as_deref()).map_err(|e| miette!("{e}"))?;
+    let names: Vec<ImageName> = flags
+        .tags
+        .iter()
+        .map(|t| t.parse().map_err(|e| miette!("invalid tag {t:?}: {e}")))
+        .collect::<miette::Result<_>>()?;
+    let outputs: Vec<OutputSpec> = flags
+        .outputs
+        .iter()
+        .map(|o| o.parse().map_err(|e| miette!("{e}")))
+        .collect::<miette::Result<_>>()?;
+    if flags.push && names.is_empty() {
+        return Err(miette!("--push needs at least one -t name to push to"));
+    }
+    let opts = BuildOptions {
+        context: Arc::new(context),
+        context_digests: Arc::new(digests),
+        named_contexts: named_contexts(&store, &flags.build_contexts)?,
+        no_cache: flags.no_cache,
+        no_cache_stages: flags.no_cache_filter.clone(),
+        jobs: flags.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }),
+        pull: flags
+            .pull
+            .parse()
+            .map_err(|e: String| miette!("--pull: {e}"))?,
+        registry,
+        secrets: secrets(&flags.secrets)?,
+        compression: Compression::default(),
+        source_date_epoch: source_date_epoch()?,
+    };
+    let progress = crate::progress::sink_for(&flags.progress);
+    let clock = Clock::start();
+    let result = executor::build(plan, src, &opts, &store, progress.as_ref());
+    let out = match result {
+        Ok(out) => out,
+        Err(e) => {
+            progress.finish();
+            return Err(report_build_error(e));
+        }
+    };
+    let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
+    let exporting = clock.now_ms();
+    let manifest = write_image(&store, &out.config, &layers, ManifestFormat::Oci)
+        .map_err(|e| miette!("storing the image: {e}"))?;
+    let image_id = kiln_oci::digest::Digest::of(&out.config.to_bytes());
+    if names.is_empty() {
+        store
+            .add_untagged(manifest.clone())
+            .map_err(|e| miette!("storing the image: {e}"))?;
+    }
+    for n in &names {
+        store
+            .tag(n, manifest.clone())
+            .map_err(|e| miette!("tagging {n}: {e}"))?;
+    }
+    progress.emit(Event::Phase {
+        at_ms: clock.now_ms(),
+        name: "exporting to image".into(),
+        duration_ms: Some(clock.now_ms() - exporting),
+    });
+    for o in &outputs {
+        let started = clock.now_ms();
+        let mut exporter = o.exporter().map_err(|e| miette!("{e}"))?;
+        let mut out_names: Vec<Option<ImageName>> = o
+            .names
+            .iter()
+            .map(|n| {
+                n.parse()
+                    .map(Some)
+                    .map_err(|e| miette!("invalid name {n:?}: {e}"))
+            })
+            .collect::<miette::Result<_>>()?;
+        if out_names.is_empty() {
+            out_names = names.iter().cloned().map(Some).collect();
+        }
+        if out_names.is_empty() {
+            out_names.push(None);
+        }
+        let images: Vec<NamedImage> = out_names
+            .into_iter()
+            .map(|name| NamedImage {
+                name,
+                target: manifest.clone(),
+            })
+            .collect();
+        exporter
+            .export(&store, &images)
+            .map_err(|e| miette!("exporting to {}: {e}", o.dest.display()))?;
+        progress.emit(Event::Phase {
+            at_ms: clock.now_ms(),
+            name: format!("exporting to {}", o.dest.display()),
+            duration_ms: Some(clock.now_ms() - started),
+        });
+    }
+    if flags.push {
+        for n in &names {
+            let started = clock.now_ms();
+            let dest = Reference::parse(&n.to_string()).map_err(|e| miette!("{e}"))?;
+            push(
+                &store,
+                &manifest,
+                &dest,
+                &PushOptions::default(),
+                &opts.registry,
+            )
+            .map_err(|e| miette!("push {e}"))?;
+            progress.emit(Event::Phase {
+                at_ms: clock.now_ms(),
+                name: format!("pushing {dest}"),
+                duration_ms: Some(clock.now_ms() - started),
+            });
+        }
+    }
+    if let Some(p) = &flags.iidfile {
+        std::fs::write(p, image_id.to_string())
+            .map_err(|e| miette!("writing --iidfile {}: {e}", p.display()))?;
+    }
+    if let Some(p) = &flags.metadata_file {
+        let meta = serde_json::json!({
+            "containerimage.digest": manifest.digest.to_string(),
+            "containerimage.config.digest": image_id.to_string(),
+            "containerimage.descriptor": {
+                "mediaType": manifest.media_type,
+                "digest": manifest.digest.to_string(),
+                "size": manifest.size,
+            },
+            "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+        });
+        std::fs::write(p, serde_json::to_vec_pretty(&meta).unwrap_or_default())
+            .map_err(|e| miette!("writing --metadata-file {}: {e}", p.display()))?;
+    }
+    let size =
+        out.layers.iter().map(|l| l.blob.size).sum::<u64>() + out.config.to_bytes().len() as u64;
+    progress.emit(Event::BuildFinished {
+        at_ms: clock.now_ms(),
+        summary: Summary {
+            image_id: Some(image_id.to_string()),
+            image_size: Some(size),
+            steps_run: out.steps_run,
+            steps_cached: out.steps_cached,
+            duration_ms: clock.now_ms(),
+            tags: names.iter().map(|n| n.to_string()).collect(),
+        },
+    });
+    progress.finish();
+    if flags.quiet {
+        println!("{image_id}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A failed build: a RUN's output tail and `ERROR: RUN … (Dockerfile:N) exited
+/// with N` above the located excerpt; other errors as they are.
+fn report_build_error(e: BuildError) -> miette::Report {
+    match e {
+        BuildError::StepFailed {
+            headline,
+            tail,
+            location,
+        } => {
+            if !tail.is_empty() {
+                eprintln!("------");
+                for l in &tail {
+                    eprintln!(" > {l}");
+                }
+                eprintln!("------");
+            }
+            eprintln!("ERROR: {headline}");
+            miette::Report::new(*location)
+        }
+        BuildError::Dockerfile(d) => miette::Report::new(*d),
+        other => miette!("{other}"),
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, if set.
+fn source_date_epoch() -> miette::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map(Some)
+            .map_err(|_| miette!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds")),
+        _ => Ok(None),
+    }
+}
+
+/// `--secret id=NAME[,src=FILE|,env=VAR][,type=file|env]`, as docker buildx reads it.
+fn secrets(given: &[String]) -> miette::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for s in given {
+        let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+        for field in s.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| miette!("invalid --secret {s:?}: {field:?} is not key=value"))?;
+            match k {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" => kind = Some(v.to_string()),
+                _ => return Err(miette!("invalid --secret {s:?}: unknown key {k:?}")),
+            }
+        }
+        let id = id
+            .or_else(|| src.clone().or_else(|| env.clone()))
+            .ok_or_else(|| miette!("invalid --secret {s:?}: id= is missing"))?;
+        let content = match (kind.as_deref(), src, env) {
+            (Some("env"), src, env) | (None, src @ None, env @ Some(_)) => {
+                let var = env.or(src).unwrap_or_else(|| id.clone());
+                std::env::var_os(&var)
+                    .map(|v| v.into_encoded_bytes())
+                    .ok_or_else(|| {
+                        miette!("--secret {id}: the environment variable {var} is not set")
+                    })?
+            }
+            (_, src, _) => {
+                let path = src.unwrap_or_else(|| id.clone());
+                std::fs::read(&path)
+                    .map_err(|e| miette!("--secret {id}: cannot read {path}: {e}"))?
+            }
+        };
+        out.insert(id, content);
+    }
+    Ok(out)
+}
+
+/// `--build-context name=DIR|docker-image://REF|oci-layout://DIR[:TAG|@DIGEST]`.
+fn named_contexts(
+    store: &Store,
+    given: &[String],
+) -> miette::Result<BTreeMap<String, NamedContext>> {
+    let mut out = BTreeMap::new();
+    for g in given {
+        let (name, value) = g
+            .split_once('=')
+            .filter(|(n, v)| !n.is_empty() && !v.is_empty())
+            .ok_or_else(|| miette!("invalid --build-context {g:?}: expected name=value"))?;
+        let ctx = if let Some(r) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(r.to_string())
+        } else if let Some(rest) = value.strip_prefix("oci-layout://") {
+            let (dir, only) = match rest
+                .rsplit_once('@')
+                .or_else(|| rest.rsplit_once(':').filter(|(_, t)| !t.contains('/')))
+            {
+                Some((d, t)) => (d, Some(t)),
+                None => (rest, None),
+            };
+            let loaded = import_oci_dir(store, std::path::Path::new(dir), only)
+                .map_err(|e| miette!("--build-context {name}: {e}"))?;
+            let first = loaded
+                .first()
+                .ok_or_else(|| miette!("--build-context {name}: no image in {dir}"))?;
+            let reference = format!(
+                "kiln-build-context/{}@{}",
+                name.to_lowercase(),
+                first.target.digest
+            );
+            let tag: ImageName = format!(
+                "kiln-build-context/{}:{}",
+                name.to_lowercase(),
+                first.target.digest.hex()
+            )
+            .parse()
+            .map_err(|e| miette!("--build-context {name}: {e}"))?;
+            store
+                .tag(&tag, first.target.clone())
+                .map_err(|e| miette!("--build-context {name}: {e}"))?;
+            let _ = reference;
+            NamedContext::StoredImage(tag.to_string())
+        } else {
+            let dir = std::path::PathBuf::from(value);
+            if !dir.is_dir() {
+                return Err(miette!(
+                    "--build-context {name}: {value} is not a directory (use docker-image:// or oci-layout:// for images)"
+                ));
+            }
+            NamedContext::Dir(dir)
+        };
+        out.insert(name.to_string(), ctx);
+    }
+    Ok(out)
 }
 
 /// Reads `-f FILE` (`-` = standard input), default `CONTEXT/Dockerfile`.

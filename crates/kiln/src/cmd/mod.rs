@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
-        Command::Build(flags) => build::run(&cli.global, flags),
+        Command::Build(flags) => build::run(&cli.global, *flags),
         Command::Debug(DebugCommand::Parse(flags)) => debug::parse(flags),
         Command::Images(flags) => images::run(&cli.global, flags),
         Command::Inspect(flags) => inspect::run(&cli.global, flags),

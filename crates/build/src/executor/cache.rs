@@ -1,0 +1,98 @@
+//! The step cache: a cache key → the layer the step produced.
+//!
+//! Only steps that change the filesystem (RUN, COPY, ADD, WORKDIR) have keys.
+//! A key is the digest of the previous filesystem step's key and everything that
+//! decides the step's result: the instruction after expansion, the environment,
+//! user and working directory it runs with, its mounts, and the digests of the
+//! files it reads (context files by content and mode, a stage by its final key).
+//! Metadata instructions (ENV, LABEL, …) only matter through what a later step
+//! sees, so changing a LABEL does not invalidate the RUN after it — as in BuildKit.
+//!
+//! Records live in `<store>/cache/steps/<key hex>.json`; a hit needs no layer I/O:
+//! the record points at stored blobs. A record whose blob was garbage-collected
+//! is a miss.
+
+use crate::snapshots::Layer;
+use kiln_oci::digest::{Digest, Hasher};
+use kiln_oci::store::Store;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What a step produced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepRecord {
+    /// None when the step changed nothing (an empty diff: no layer, as BuildKit).
+    pub layer: Option<Layer>,
+    /// When the step first ran (Unix seconds): its history entry's `created`.
+    pub created: i64,
+}
+
+pub struct StepCache {
+    dir: PathBuf,
+}
+
+/// Computes a key from its parts, each length-prefixed so parts can't run together.
+pub struct KeyBuilder(Hasher);
+
+impl KeyBuilder {
+    pub fn new(kind: &str, parent: &Digest) -> KeyBuilder {
+        let mut k = KeyBuilder(Hasher::new());
+        k.part("kiln-step-v1");
+        k.part(kind);
+        k.part(&parent.to_string());
+        k
+    }
+
+    pub fn part(&mut self, s: &str) -> &mut Self {
+        self.0.update(&(s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+        self
+    }
+
+    pub fn json<T: Serialize>(&mut self, v: &T) -> &mut Self {
+        let s = serde_json::to_string(v).unwrap_or_default();
+        self.part(&s)
+    }
+
+    pub fn finish(self) -> Digest {
+        self.0.finish()
+    }
+}
+
+impl StepCache {
+    pub fn open(store_root: &Path) -> std::io::Result<StepCache> {
+        let dir = store_root.join("cache").join("steps");
+        fs::create_dir_all(&dir)?;
+        Ok(StepCache { dir })
+    }
+
+    fn path(&self, key: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// The record for `key`, if there is one whose layer blob is still stored.
+    pub fn get(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
+        let data = fs::read(self.path(key)).ok()?;
+        let rec: StepRecord = serde_json::from_slice(&data).ok()?;
+        if let Some(l) = &rec.layer {
+            if !store.has_blob(&l.blob.digest) {
+                return None;
+            }
+        }
+        Some(rec)
+    }
+
+    /// Records `rec` under `key` (atomically: temp file, fsync, rename).
+    pub fn put(&self, key: &Digest, rec: &StepRecord) -> std::io::Result<()> {
+        let path = self.path(key);
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.tmp", key.hex(), std::process::id()));
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(rec).unwrap_or_default())?;
+        f.sync_all()?;
+        fs::rename(&tmp, &path)
+    }
+}

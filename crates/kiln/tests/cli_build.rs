@@ -1,0 +1,350 @@
+//! `kiln build` end to end, as a user runs it: the kiln binary against a
+//! temporary store holding a busybox image the test makes itself (Debian's
+//! static busybox on an empty root). RUN steps run in the real sandbox, so this
+//! needs root (CI runs as root).
+
+use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
+use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
+use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run kiln")
+}
+
+fn ok(root: &Path, args: &[&str]) -> Output {
+    let out = kiln(root, args);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A busybox root filesystem: the static binary, its applets as symlinks,
+/// passwd/group with root, nobody and `app` (1000).
+fn busybox_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nnobody:x:65534:\napp:x:1000:\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+}
+
+/// Stores the busybox image as `busybox:test` in the store at `root`.
+fn make_busybox(root: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    busybox_rootfs(tmp.path());
+    let store = Store::open(root).unwrap();
+    let mut w = store.blob_writer().unwrap();
+    let desc = write_layer(
+        tmp.path(),
+        DiffKind::Plain,
+        &LayerOptions {
+            source_date_epoch: Some(0),
+            ..LayerOptions::default()
+        },
+        &mut w,
+    )
+    .unwrap();
+    let (digest, size) = w.commit().unwrap();
+    let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
+    config.created = Some(format_rfc3339(0));
+    config.config = Some(ContainerConfig {
+        env: vec!["PATH=/bin".into()],
+        cmd: Some(vec!["sh".into()]),
+        ..ContainerConfig::default()
+    });
+    config.rootfs.diff_ids.push(desc.diff_id);
+    config.history.push(History {
+        created_by: Some("busybox made by the test".into()),
+        ..History::default()
+    });
+    let layer = BlobRef {
+        media_type: desc.media_type,
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+    };
+    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
+    store.tag(&"busybox:test".parse().unwrap(), m).unwrap();
+}
+
+struct Project {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    ctx: PathBuf,
+}
+
+fn project(dockerfile: &str, files: &[(&str, &str)]) -> Project {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    make_busybox(&root);
+    fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, content) in files {
+        let p = ctx.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+    Project {
+        root,
+        ctx,
+        _dir: dir,
+    }
+}
+
+impl Project {
+    fn build(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["build", "--progress=rawjson"];
+        args.extend_from_slice(extra);
+        let ctx = self.ctx.to_str().unwrap();
+        args.push(ctx);
+        kiln(&self.root, &args)
+    }
+
+    fn build_ok(&self, extra: &[&str]) -> Vec<serde_json::Value> {
+        let mut args = vec!["build", "--progress=rawjson"];
+        args.extend_from_slice(extra);
+        let ctx = self.ctx.to_str().unwrap().to_string();
+        args.push(&ctx);
+        let out = ok(&self.root, &args);
+        events(&out)
+    }
+
+    /// The image's file tree, exported with `-o type=local`.
+    fn export(&self, image_args: &[&str]) -> tempfile::TempDir {
+        let out = tempfile::tempdir().unwrap();
+        let spec = format!("type=local,dest={}", out.path().display());
+        let mut args = image_args.to_vec();
+        args.extend_from_slice(&["-o", &spec]);
+        self.build_ok(&args);
+        out
+    }
+
+    fn inspect(&self, image: &str) -> serde_json::Value {
+        let out = ok(&self.root, &["inspect", image]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0].clone()
+    }
+}
+
+/// The rawjson progress events on stderr.
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+fn count(events: &[serde_json::Value], kind: &str) -> usize {
+    events.iter().filter(|e| e["event"] == kind).count()
+}
+
+fn summary(events: &[serde_json::Value]) -> serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == "build_finished")
+        .map(|e| e["summary"].clone())
+        .expect("a build_finished event")
+}
+
+#[test]
+fn run_env_workdir_user_and_config() {
+    let p = project(
+        "FROM busybox:test\n\
+         ARG GREETING=hello\n\
+         ENV APP_HOME=/srv/app NAME=kiln\n\
+         WORKDIR $APP_HOME\n\
+         RUN echo \"$GREETING $NAME\" > greeting && mkdir -p data && chown 1000:1000 data\n\
+         RUN rm /bin/vi\n\
+         USER app\n\
+         RUN id -u > /tmp/uid\n\
+         LABEL org.example.name=$NAME\n\
+         EXPOSE 8000 53/udp\n\
+         STOPSIGNAL SIGTERM\n\
+         ENTRYPOINT [\"/bin/sh\", \"-c\"]\n\
+         CMD [\"cat greeting\"]\n",
+        &[],
+    );
+    let tree = p.export(&["-t", "app:1"]);
+    let t = tree.path();
+    assert_eq!(
+        fs::read_to_string(t.join("srv/app/greeting")).unwrap(),
+        "hello kiln\n"
+    );
+    assert_eq!(fs::read_to_string(t.join("tmp/uid")).unwrap(), "1000\n");
+    assert!(!t.join("bin/vi").exists(), "vi was deleted in a RUN");
+    assert!(t.join("bin/ls").exists());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(fs::metadata(t.join("srv/app/data")).unwrap().uid(), 1000);
+
+    let img = p.inspect("app:1");
+    let cfg = &img["Config"];
+    let env: Vec<String> = serde_json::from_value(cfg["Env"].clone()).unwrap();
+    assert!(env.contains(&"APP_HOME=/srv/app".to_string()), "{env:?}");
+    assert!(
+        !env.iter().any(|e| e.starts_with("GREETING=")),
+        "ARGs are not persisted: {env:?}"
+    );
+    assert_eq!(cfg["WorkingDir"], "/srv/app");
+    assert_eq!(cfg["User"], "app");
+    assert_eq!(cfg["Labels"]["org.example.name"], "kiln");
+    assert!(cfg["ExposedPorts"].get("8000/tcp").is_some());
+    assert!(cfg["ExposedPorts"].get("53/udp").is_some());
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(cfg["Cmd"], serde_json::json!(["cat greeting"]));
+    assert_eq!(cfg["StopSignal"], "SIGTERM");
+}
+
+#[test]
+fn noop_rebuild_runs_nothing_and_a_change_reruns_only_dependents() {
+    let p = project(
+        "FROM busybox:test\n\
+         COPY deps.txt /app/\n\
+         RUN cat /app/deps.txt > /app/installed\n\
+         COPY src/ /app/src/\n\
+         RUN cat /app/src/main.txt > /app/built\n",
+        &[("deps.txt", "left-pad\n"), ("src/main.txt", "v1\n")],
+    );
+    let first = p.build_ok(&["-t", "app:1", "--iidfile", "/dev/null"]);
+    let s1 = summary(&first);
+    assert_eq!(s1["steps_run"], 4, "{s1}");
+    assert_eq!(s1["steps_cached"], 0, "{s1}");
+    let id1 = p.inspect("app:1")["Id"].clone();
+
+    let again = p.build_ok(&["-t", "app:1"]);
+    let s2 = summary(&again);
+    assert_eq!(s2["steps_run"], 0, "a no-op rebuild runs nothing: {s2}");
+    assert_eq!(s2["steps_cached"], 4, "{s2}");
+    assert_eq!(count(&again, "step_output"), 0);
+    assert_eq!(
+        p.inspect("app:1")["Id"],
+        id1,
+        "same image id after a no-op rebuild"
+    );
+
+    fs::write(p.ctx.join("src/main.txt"), "v2\n").unwrap();
+    let changed = p.build_ok(&["-t", "app:2"]);
+    let s3 = summary(&changed);
+    assert_eq!(
+        s3["steps_run"], 2,
+        "only COPY src/ and the RUN after it: {s3}"
+    );
+    assert_eq!(s3["steps_cached"], 2, "{s3}");
+    let tree = p.export(&["-t", "app:2"]);
+    assert_eq!(
+        fs::read_to_string(tree.path().join("app/built")).unwrap(),
+        "v2\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.path().join("app/installed")).unwrap(),
+        "left-pad\n"
+    );
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let p = project(
+        "FROM busybox:test AS one\n\
+         RUN sleep 1 && echo one > /one\n\
+         FROM busybox:test AS two\n\
+         RUN sleep 1 && echo two > /two\n\
+         FROM busybox:test\n\
+         COPY --from=one /one /\n\
+         COPY --from=two /two /\n",
+        &[],
+    );
+    let ev = p.build_ok(&["--jobs", "2", "-t", "par:1"]);
+    // The two RUN steps: each one's start comes before the other's finish.
+    let runs: Vec<(u64, u64)> = ev
+        .iter()
+        .filter(|e| {
+            e["event"] == "step_started" && e["name"].as_str().unwrap_or("").contains("RUN sleep")
+        })
+        .map(|s| {
+            let id = s["step"].clone();
+            let end = ev
+                .iter()
+                .find(|e| e["event"] == "step_finished" && e["step"] == id)
+                .expect("the step finished");
+            (s["at_ms"].as_u64().unwrap(), end["at_ms"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(runs.len(), 2, "{ev:?}");
+    let (a, b) = (runs[0], runs[1]);
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "the RUN steps overlap in time: {runs:?}"
+    );
+    let tree = p.export(&["-t", "par:1"]);
+    assert_eq!(
+        fs::read_to_string(tree.path().join("one")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.path().join("two")).unwrap(),
+        "two\n"
+    );
+}
+
+#[test]
+fn failing_run_names_the_line_and_shows_the_output_tail() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN echo preparing\n\
+         RUN echo compiling && echo 'error: missing semicolon' >&2 && exit 2\n",
+        &[],
+    );
+    let out = p.build(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ERROR: RUN echo compiling && echo 'error: missing semicolon' >&2 && exit 2 (Dockerfile:3) exited with 2"),
+        "{err}"
+    );
+    assert!(
+        err.contains("error: missing semicolon"),
+        "the output tail: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn ssh_mounts_are_a_clear_error() {
+    let p = project("FROM busybox:test\nRUN --mount=type=ssh true\n", &[]);
+    let out = p.build(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Dockerfile:2"), "{err}");
+    assert!(err.contains("type=ssh is not supported"), "{err}");
+}
