@@ -251,18 +251,6 @@ impl LayeredView {
         Ok(out)
     }
 
-    /// The stack of an already-resolved path (no symlink in its components).
-    fn stack(&self, comps: &[String]) -> io::Result<Stack> {
-        let mut cur = self.root_stack()?;
-        for c in comps {
-            if cur.is_empty() {
-                break;
-            }
-            cur = Self::child_stack(&cur, OsStr::new(c))?;
-        }
-        Ok(cur)
-    }
-
     /// Resolves `path` inside the view (see the module doc) to an absolute in-view
     /// path. Components that do not exist are kept literally.
     pub fn resolve(&self, path: &str, follow_last_symlink: bool) -> io::Result<String> {
@@ -270,26 +258,62 @@ impl LayeredView {
     }
 
     fn resolve_comps(&self, path: &str, follow_last: bool) -> io::Result<Vec<String>> {
-        resolve_with(path, follow_last, |comps| {
-            let st = self.stack(comps)?;
-            match st.first() {
-                Some(h) if h.md.file_type().is_symlink() => {
-                    let t = fs::read_link(&h.host)?;
-                    Ok(Some(
-                        t.to_str().ok_or_else(|| non_utf8(&h.host))?.to_string(),
-                    ))
+        Ok(self.resolve_stack(path, follow_last)?.0)
+    }
+
+    /// Resolves `path` (see [`Self::resolve`]) and returns its components with the
+    /// stack of the file they name. Each component's stack is derived from its
+    /// parent's, so a lookup costs one `lstat` per layer holding each directory
+    /// on the way, not a walk from the root per component.
+    fn resolve_stack(&self, path: &str, follow_last: bool) -> io::Result<(Vec<String>, Stack)> {
+        let mut queue: VecDeque<String> = components(path).map(str::to_string).collect();
+        let mut comps: Vec<String> = Vec::new();
+        // stacks[i] is the stack of comps[..i].
+        let mut stacks: Vec<Stack> = vec![self.root_stack()?];
+        let mut followed = 0usize;
+        while let Some(c) = queue.pop_front() {
+            if c == ".." {
+                if !comps.is_empty() {
+                    comps.pop();
+                    stacks.pop();
                 }
-                _ => Ok(None),
+                continue;
             }
-        })
+            let last = queue.is_empty();
+            let parent = stacks.last().map(Vec::as_slice).unwrap_or_default();
+            let st = Self::child_stack(parent, OsStr::new(&c))?;
+            let is_link = st.first().is_some_and(|h| h.md.file_type().is_symlink());
+            if is_link && (follow_last || !last) {
+                followed += 1;
+                if followed > MAX_SYMLINKS {
+                    return Err(io::Error::from_raw_os_error(
+                        rustix::io::Errno::LOOP.raw_os_error(),
+                    ));
+                }
+                let host = &st[0].host;
+                let t = fs::read_link(host)?;
+                let target = t.to_str().ok_or_else(|| non_utf8(host))?;
+                if target.starts_with('/') {
+                    comps.clear();
+                    stacks.truncate(1);
+                }
+                for t in components(target).collect::<Vec<_>>().into_iter().rev() {
+                    queue.push_front(t.to_string());
+                }
+                continue;
+            }
+            comps.push(c);
+            stacks.push(st);
+        }
+        let st = stacks.pop().unwrap_or_default();
+        Ok((comps, st))
     }
 
     /// The visible file at `path`, symlinks in intermediate components resolved inside
     /// the view, the last one too when `follow_last_symlink`. `None` when nothing is
     /// visible there (also for `/` of a view without layers, which has no host path).
     pub fn lookup(&self, path: &str, follow_last_symlink: bool) -> io::Result<Option<ViewEntry>> {
-        let comps = self.resolve_comps(path, follow_last_symlink)?;
-        let st = self.stack(&comps)?;
+        let (comps, st) = self.resolve_stack(path, follow_last_symlink)?;
         Ok(st.into_iter().next().map(|h| ViewEntry {
             path: join_abs(&comps),
             host_path: h.host,
@@ -301,8 +325,7 @@ impl LayeredView {
     /// The sorted names in the directory at `path` (symlinks followed), merged over
     /// the layers, without whiteouts and what they or opaque directories hide.
     pub fn read_dir(&self, path: &str) -> io::Result<Vec<String>> {
-        let comps = self.resolve_comps(path, true)?;
-        let st = self.stack(&comps)?;
+        let (comps, st) = self.resolve_stack(path, true)?;
         let shown = join_abs(&comps);
         if comps.is_empty() && self.layers.is_empty() {
             // The root of an empty filesystem is an empty directory.
@@ -357,8 +380,7 @@ impl LayeredView {
     /// each directory's children sorted by name, the directory before its children.
     /// `path` itself is not included; a non-directory has nothing below it.
     pub fn walk(&self, path: &str) -> io::Result<Vec<ViewEntry>> {
-        let comps = self.resolve_comps(path, true)?;
-        let st = self.stack(&comps)?;
+        let (comps, st) = self.resolve_stack(path, true)?;
         let mut out = Vec::new();
         if st.first().is_some_and(|h| h.md.is_dir()) {
             Self::walk_into(&st, &join_abs(&comps), &mut out)?;

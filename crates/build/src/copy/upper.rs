@@ -310,7 +310,8 @@ impl<'a> Upper<'a> {
 
     /// Removes whatever the upper has at `view_path` (the parent's entry stays
     /// hidden below whatever is written next).
-    fn remove_in_upper(&mut self, view_path: &str) -> WResult<()> {
+    /// Returns whether something was removed.
+    fn remove_in_upper(&mut self, view_path: &str) -> WResult<bool> {
         let host = self.host(view_path);
         match fs::symlink_metadata(&host) {
             Ok(md) if md.is_dir() => {
@@ -322,10 +323,10 @@ impl<'a> Upper<'a> {
                     .retain(|d, _| d != view_path && !d.starts_with(&prefix));
             }
             Ok(_) => fs::remove_file(&host).map_err(werr(view_path))?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(werr(view_path)(e)),
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Prepares `view_path` for a new non-directory: parents made real, whatever the
