@@ -150,41 +150,40 @@ impl Context {
         }
         let mut out = Vec::new();
         if has_wildcards(pattern) {
-            let mut i = 0;
-            while i < self.entries.len() {
-                let e = &self.entries[i];
+            for (i, e) in self.entries.iter().enumerate() {
                 let m = go_match(pattern, &e.path)
                     .map_err(|_| ContextError::BadSourcePattern(src.to_string()))?;
                 if m {
-                    let end = self.subtree_end(i);
-                    out.extend(i..end);
-                    i = end;
-                } else {
-                    i += 1;
+                    out.push(i);
+                    out.extend(self.below(i));
                 }
             }
+            // A match inside a matched directory is already in.
+            out.sort_unstable();
+            out.dedup();
         } else {
             let i = self
                 .entries
                 .binary_search_by(|e| e.path.as_str().cmp(pattern))
                 .map_err(|_| ContextError::NotFound(pattern.to_string()))?;
-            out.extend(i..self.subtree_end(i));
+            out.push(i);
+            out.extend(self.below(i));
         }
         Ok(out)
     }
 
-    /// One past the last entry below entry `i` (entries are sorted by path).
-    fn subtree_end(&self, i: usize) -> usize {
+    /// The entries below entry `i`. Sorted by path they are contiguous, but not
+    /// always right after `i`: `a.b` sorts between `a` and `a/x`.
+    fn below(&self, i: usize) -> std::ops::Range<usize> {
         let e = &self.entries[i];
         if e.kind != FileKind::Dir {
-            return i + 1;
+            return i + 1..i + 1;
         }
         let prefix = format!("{}/", e.path);
-        let start = i + 1;
-        start
-            + self.entries[start..].partition_point(|x| {
-                x.path.as_str() < prefix.as_str() || x.path.starts_with(&prefix)
-            })
+        let start =
+            i + 1 + self.entries[i + 1..].partition_point(|x| x.path.as_str() < prefix.as_str());
+        let end = start + self.entries[start..].partition_point(|x| x.path.starts_with(&prefix));
+        start..end
     }
 }
 
@@ -353,6 +352,26 @@ mod tests {
             ctx.select("a["),
             Err(ContextError::BadSourcePattern(_))
         ));
+    }
+
+    #[test]
+    fn select_does_not_take_siblings_that_sort_inside_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a/x", "1");
+        write(dir.path(), "a.b", "2");
+        write(dir.path(), "a-c/y", "3");
+        let ctx = Context::load(dir.path(), &PatternMatcher::default()).unwrap();
+        let names = |sel: Vec<usize>| -> Vec<String> {
+            sel.into_iter()
+                .map(|i| ctx.entries[i].path.clone())
+                .collect()
+        };
+        assert_eq!(names(ctx.select("a").unwrap()), ["a", "a/x"]);
+        assert_eq!(names(ctx.select("?").unwrap()), ["a", "a/x"]);
+        assert_eq!(
+            names(ctx.select("a*").unwrap()),
+            ["a", "a-c", "a-c/y", "a.b", "a/x"]
+        );
     }
 
     #[test]

@@ -211,6 +211,27 @@ pub fn copy(
     Ok(stats)
 }
 
+/// WORKDIR's directory: BuildKit's `Mkdir(wd, 0755, WithParents, WithUser)`
+/// (`solver/llbsolver/file/backend.go` `mkdir` → fsutil `MkdirAll`). `path` is
+/// resolved inside the step's filesystem (symlinks followed); each missing
+/// directory is created 0755 and owned by `owner`, existing ones are left as
+/// they are (copied up unchanged when something is created below them). Returns
+/// whether anything was created; if not, `upper` stays empty.
+pub fn make_workdir(
+    parent: &LayeredView,
+    upper: &Path,
+    path: &str,
+    owner: (u32, u32),
+) -> Result<bool, CopyError> {
+    let mut up = Upper::new(upper, parent);
+    let abs = go_clean(&format!("/{path}"));
+    let resolved = up.state().resolve(&abs, true).map_err(io_err(&abs))?;
+    up.mkdir_all(&resolved, 0o755, owner)?;
+    up.finish()?;
+    let created = fs::read_dir(upper).map_err(io_err(&abs))?.next().is_some();
+    Ok(created)
+}
+
 /// The frontend's checks on flags and sources (`dispatchCopy`).
 fn validate(op: &CopyOp) -> Result<(), CopyError> {
     for src in &op.sources {

@@ -945,3 +945,32 @@ fn context_digest_covers_exactly_what_is_copied() {
         Err(CopyError::NotFound(_))
     ));
 }
+
+#[test]
+fn workdir_creates_only_what_is_missing() {
+    let low = tempfile::tempdir().unwrap();
+    fs::create_dir_all(low.path().join("srv/data")).unwrap();
+    fs::set_permissions(low.path().join("srv"), fs::Permissions::from_mode(0o700)).unwrap();
+    upper::set_times_at(&low.path().join("srv"), Times::at(1_234_567)).unwrap();
+    symlink("/srv", low.path().join("link")).unwrap();
+    let parent = LayeredView::new(vec![low.path().into()]);
+    let up = tempfile::tempdir().unwrap();
+    assert!(!make_workdir(&parent, up.path(), "/srv/data", (0, 0)).unwrap());
+    assert!(tree(up.path()).is_empty());
+    let up = tempfile::tempdir().unwrap();
+    assert!(make_workdir(&parent, up.path(), "/link/app/./x/", (1000, 1000)).unwrap());
+    assert_eq!(tree(up.path()), ["srv", "srv/app", "srv/app/x"]);
+    let m = md(&up, "srv");
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid(), m.mtime()),
+        (0o700, 0, 1_234_567)
+    );
+    let m = md(&up, "srv/app/x");
+    assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o755, 1000, 1000));
+    let file = tempfile::tempdir().unwrap();
+    write(file.path(), "f", "x");
+    let parent = LayeredView::new(vec![file.path().into()]);
+    let up = tempfile::tempdir().unwrap();
+    let e = make_workdir(&parent, up.path(), "/f/sub", (0, 0)).unwrap_err();
+    assert!(e.to_string().contains("not a directory"), "{e}");
+}
