@@ -184,8 +184,16 @@ pub fn copy(
         excludes: (!excludes.is_empty()).then_some(excludes),
         stats: CopyStats::default(),
     };
+    // A stage without layers is an empty root directory: give it one, empty.
+    let empty_root;
+    let empty_view;
     let tree = match source {
         CopySource::Context(ctx) => Tree::Ctx(ctx),
+        CopySource::View(v) if v.layers().is_empty() => {
+            empty_root = tempfile::tempdir().map_err(io_err("/"))?;
+            empty_view = LayeredView::new(vec![empty_root.path().to_path_buf()]);
+            Tree::View(&empty_view)
+        }
         CopySource::View(v) => Tree::View(v),
     };
     for src in &op.sources {

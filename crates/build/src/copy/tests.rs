@@ -974,3 +974,16 @@ fn workdir_creates_only_what_is_missing() {
     let e = make_workdir(&parent, up.path(), "/f/sub", (0, 0)).unwrap_err();
     assert!(e.to_string().contains("not a directory"), "{e}");
 }
+
+#[test]
+fn copy_from_an_empty_stage() {
+    let (up, st) = run(&op(&["/"], "/x"), CopySource::View(&empty()), &empty());
+    assert_eq!(tree(up.path()), ["x"]);
+    assert_eq!(st, CopyStats::default());
+    let e = run_err(
+        &op(&["/bin/sh"], "/x"),
+        CopySource::View(&empty()),
+        &empty(),
+    );
+    assert_eq!(e.to_string(), "\"/bin/sh\": not found");
+}
