@@ -202,7 +202,7 @@ impl LayeredView {
                     format!("layer {} is not a directory", l.display()),
                 ));
             }
-            let opaque = is_opaque_dir(l)?;
+            let opaque = i + 1 < self.layers.len() && is_opaque_dir(l)?;
             out.push(Hit {
                 layer: i,
                 host: l.clone(),
@@ -218,7 +218,7 @@ impl LayeredView {
     /// The stack of `name` inside the directory whose stack is `parent`.
     fn child_stack(parent: &[Hit], name: &OsStr) -> io::Result<Stack> {
         let mut out: Stack = Vec::new();
-        for h in parent {
+        for (i, h) in parent.iter().enumerate() {
             if !h.md.is_dir() {
                 break;
             }
@@ -228,7 +228,8 @@ impl LayeredView {
                 break;
             }
             if md.is_dir() {
-                let opaque = is_opaque_dir(&p)?;
+                // Opaqueness only matters when a lower layer could add to it.
+                let opaque = i + 1 < parent.len() && is_opaque_dir(&p)?;
                 out.push(Hit {
                     layer: h.layer,
                     host: p,
@@ -512,6 +513,24 @@ pub(crate) mod tests {
             walked,
             ["/etc", "/etc/a", "/etc/b", "/etc/c", "/opt", "/opt/z"]
         );
+    }
+
+    #[test]
+    fn opaque_root_hides_all_lower_layers() {
+        let top = tempfile::tempdir().unwrap();
+        let low = tempfile::tempdir().unwrap();
+        write(low.path(), "old", "o");
+        write(top.path(), "new", "n");
+        rustix::fs::lsetxattr(
+            top.path(),
+            "user.overlay.opaque",
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        let v = LayeredView::new(vec![top.path().into(), low.path().into()]);
+        assert_eq!(v.read_dir("/").unwrap(), ["new"]);
+        assert!(v.lookup("/old", true).unwrap().is_none());
     }
 
     #[test]
