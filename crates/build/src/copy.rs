@@ -547,16 +547,25 @@ fn select(tree: &Tree, src: &str) -> Result<Vec<Match>, CopyError> {
     Ok(out)
 }
 
+/// One entry below a copied directory.
+struct Below {
+    /// Path relative to the copied directory.
+    rel: String,
+    node: Node,
+    /// A directory listed only because something below it matched (fsutil's
+    /// delayed `createParentDirs`): an existing one only takes the source's mode.
+    parent_only: bool,
+}
+
 /// The entries below a copied directory that pass the include (`--parents`) and
-/// exclude patterns, parents first, each with its path relative to the
-/// directory. Directories that do not match themselves but hold a match are
-/// listed too, before it (fsutil's delayed `createParentDirs`).
+/// exclude patterns, parents first. Directories that do not match themselves but
+/// hold a match are listed too, before it.
 fn filter_below(
     tree: &Tree,
     root: &Node,
     include: Option<&PatternMatcher>,
     exclude: Option<&PatternMatcher>,
-) -> Result<Vec<(String, Node)>, CopyError> {
+) -> Result<Vec<Below>, CopyError> {
     let prefix_len = if root.path == "/" {
         1
     } else {
@@ -566,7 +575,11 @@ fn filter_below(
     if include.is_none() && exclude.is_none() {
         return Ok(all
             .into_iter()
-            .map(|n| (n.path[prefix_len..].to_string(), n))
+            .map(|n| Below {
+                rel: n.path[prefix_len..].to_string(),
+                node: n,
+                parent_only: false,
+            })
             .collect());
     }
     let exclusions = exclude.is_some_and(|m| m.has_exclusions());
@@ -618,11 +631,19 @@ fn filter_below(
         if included {
             for (p, node, listed) in pending.iter_mut() {
                 if !*listed {
-                    out.push((p.clone(), node.clone()));
+                    out.push(Below {
+                        rel: p.clone(),
+                        node: node.clone(),
+                        parent_only: true,
+                    });
                     *listed = true;
                 }
             }
-            out.push((rel.clone(), n.clone()));
+            out.push(Below {
+                rel: rel.clone(),
+                node: n.clone(),
+                parent_only: false,
+            });
         }
         if is_dir {
             infos.insert(rel.clone(), (ni, ne));
@@ -815,17 +836,17 @@ impl Copier<'_> {
             self.copy_top_dir(&m.node, &target, opts)?;
             let below = filter_below(tree, &m.node, opts.include, self.excludes.as_ref())?;
             let mut links: HashMap<(u64, u64), String> = HashMap::new();
-            for (rel, node) in below {
+            for b in below {
                 let to = if target == "/" {
-                    format!("/{rel}")
+                    format!("/{}", b.rel)
                 } else {
-                    format!("{target}/{rel}")
+                    format!("{target}/{}", b.rel)
                 };
-                self.copy_entry(&node, &to, opts, &mut links)?;
+                self.copy_entry(&b.node, &to, opts, b.parent_only, &mut links)?;
             }
         } else {
             let mut links = HashMap::new();
-            self.copy_entry(&m.node, &target, opts, &mut links)?;
+            self.copy_entry(&m.node, &target, opts, false, &mut links)?;
         }
         Ok(())
     }
@@ -887,6 +908,7 @@ impl Copier<'_> {
         node: &Node,
         to: &str,
         opts: &MatchOpts,
+        parent_only: bool,
         links: &mut HashMap<(u64, u64), String>,
     ) -> Result<(), CopyError> {
         let md = node.metadata().map_err(io_err(&node.path))?;
@@ -894,6 +916,19 @@ impl Copier<'_> {
         if node.kind == Kind::Dir {
             let meta = self.meta_for(&md, true, &node.host, opts.reset_owner);
             match existing {
+                Some(e) if e.is_dir() && parent_only => {
+                    // fsutil `createParentDirs` → `copyDirectoryOnly`: an existing
+                    // directory only gets the source's own mode.
+                    let old = &e.metadata;
+                    let keep = Meta {
+                        uid: old.uid(),
+                        gid: old.gid(),
+                        mode: md.mode() & 0o7777,
+                        times: Times::of(old),
+                        xattrs: Vec::new(),
+                    };
+                    self.up.update_dir(to, &keep)?
+                }
                 Some(e) if e.is_dir() => self.up.update_dir(to, &meta)?,
                 Some(_) => return Err(CopyError::DirectoryOverFile(to.to_string())),
                 None => self.up.create_dir(to, &meta)?,
@@ -1011,11 +1046,9 @@ pub fn context_sources_digest(
             put(&mut h, m.name.as_bytes());
             h.update(&entry_digest(&m.node));
             if m.node.kind == Kind::Dir {
-                for (rel, node) in
-                    filter_below(&tree, &m.node, include.as_ref(), excludes.as_ref())?
-                {
-                    put(&mut h, rel.as_bytes());
-                    h.update(&entry_digest(&node));
+                for b in filter_below(&tree, &m.node, include.as_ref(), excludes.as_ref())? {
+                    put(&mut h, b.rel.as_bytes());
+                    h.update(&entry_digest(&b.node));
                 }
             }
         }

@@ -460,6 +460,29 @@ fn parents_keep_source_paths() {
     o.parents = true;
     let (up, _) = run(&o, CopySource::Context(&ctx), &empty());
     assert_eq!(tree(up.path()), ["pv", "pv/src", "pv/src/main.rs"]);
+    // Parent directories that already exist only take the source's mode.
+    let low = tempfile::tempdir().unwrap();
+    fs::create_dir_all(low.path().join("out/dir/sub")).unwrap();
+    fs::set_permissions(
+        low.path().join("out/dir"),
+        fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    rustix::fs::chown(
+        low.path().join("out/dir").as_path(),
+        Some(rustix::fs::Uid::from_raw(9)),
+        None,
+    )
+    .unwrap();
+    let parent = LayeredView::new(vec![low.path().into()]);
+    let mut o = op(&["dir/sub/b.txt"], "/out/");
+    o.parents = true;
+    o.chown = Some("1:1".into());
+    let (up, _) = run(&o, CopySource::Context(&ctx), &parent);
+    let m = md(&up, "out/dir");
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o755, 9));
+    let m = md(&up, "out/dir/sub/b.txt");
+    assert_eq!((m.uid(), m.gid()), (1, 1));
     // Without wildcards the path must exist.
     let mut o = op(&["app/nope.rs"], "/x/");
     o.parents = true;
