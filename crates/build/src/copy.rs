@@ -885,7 +885,7 @@ impl Copier<'_> {
         &mut self,
         src: &Node,
         target: &str,
-        _opts: &MatchOpts,
+        opts: &MatchOpts,
     ) -> Result<(), CopyError> {
         let md = src.metadata().map_err(io_err(&src.path))?;
         match self.up.lstat(target)? {
@@ -895,7 +895,7 @@ impl Copier<'_> {
             }
             Some(_) => Err(CopyError::DirectoryOverFile(target.to_string())),
             None => {
-                let meta = self.meta_for(&md, true, &src.host, _opts.reset_owner);
+                let meta = self.meta_for(&md, true, &src.host, opts.reset_owner);
                 self.up.create_dir(target, &meta)?;
                 Ok(())
             }
