@@ -1055,6 +1055,3 @@ pub fn context_sources_digest(
     }
     Ok(h.finish())
 }
-
-#[cfg(test)]
-mod tests;

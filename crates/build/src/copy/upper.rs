@@ -494,7 +494,8 @@ fn create_new(path: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-pub(crate) fn set_times_at(path: &Path, t: Times) -> io::Result<()> {
+/// Sets a path's access and modification times (not following a symlink).
+pub fn set_times_at(path: &Path, t: Times) -> io::Result<()> {
     let ts = |(s, n): (i64, i64)| Timespec {
         tv_sec: s,
         tv_nsec: n as _,

@@ -1,12 +1,53 @@
-//! COPY/ADD semantics, against hand-made contexts and layer stacks. Runs as root
-//! (owners, `trusted.*` xattrs, whiteout device nodes).
+//! COPY/ADD and WORKDIR into an upper directory, against hand-made build contexts
+//! and overlay-format layer stacks. Needs root: it sets owners, `trusted.*`
+//! xattrs and makes whiteout device nodes (CI runs as root).
 
-use super::*;
-use crate::dockerignore::PatternMatcher;
-use crate::fsview::tests::{opaque, whiteout, write};
-use std::io::{Read as _, Write as _};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use kiln_build::context::Context;
+use kiln_build::copy::upper::{set_times_at, Times};
+use kiln_build::copy::{
+    context_sources_digest, copy, dest_path, make_workdir, CopyError, CopyOp, CopySource, CopyStats,
+};
+use kiln_build::dockerignore::PatternMatcher;
+use kiln_build::fsview::LayeredView;
+use kiln_oci::Digest;
+use std::fs::{self, Metadata};
+use std::io::{self, Read as _, Write as _};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::Path;
 use tempfile::TempDir;
+
+fn write(root: &Path, rel: &str, data: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, data).unwrap();
+}
+
+/// An overlay whiteout (0/0 character device) at `root/rel`.
+fn whiteout(root: &Path, rel: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &p,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::empty(),
+        0,
+    )
+    .unwrap();
+}
+
+/// An overlay opaque directory at `root/rel`.
+fn opaque(root: &Path, rel: &str) {
+    let p = root.join(rel);
+    fs::create_dir_all(&p).unwrap();
+    rustix::fs::lsetxattr(
+        &p,
+        "trusted.overlay.opaque",
+        b"y",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+}
 
 fn op(sources: &[&str], dest: &str) -> CopyOp {
     CopyOp {
@@ -365,8 +406,8 @@ fn existing_parent_directories_are_copied_up_unchanged() {
     )
     .unwrap();
     rustix::fs::lsetxattr(&bin, "user.note", b"kept", rustix::fs::XattrFlags::empty()).unwrap();
-    upper::set_times_at(&bin, Times::at(1_000_000)).unwrap();
-    upper::set_times_at(&low.path().join("usr"), Times::at(2_000_000)).unwrap();
+    set_times_at(&bin, Times::at(1_000_000)).unwrap();
+    set_times_at(&low.path().join("usr"), Times::at(2_000_000)).unwrap();
     let parent = LayeredView::new(vec![low.path().into()]);
     let (up, _) = run(
         &op(&["f.txt"], "/usr/local/bin/"),
@@ -940,7 +981,7 @@ fn context_digest_covers_exactly_what_is_copied() {
     let c = sample_context();
     let digest = |o: &CopyOp| {
         let ctx = ctx_of(c.path());
-        let d = crate::context_hash::hash_context(&ctx, None).unwrap();
+        let d = kiln_build::context_hash::hash_context(&ctx, None).unwrap();
         context_sources_digest(o, &ctx, &d).unwrap()
     };
     let mut o = op(&["dir"], "/d");
@@ -962,7 +1003,7 @@ fn context_digest_covers_exactly_what_is_copied() {
     write(c.path(), "h.txt", "new match");
     assert_ne!(digest(&op(&["*.txt"], "/")), w);
     let ctx = ctx_of(c.path());
-    let d = crate::context_hash::hash_context(&ctx, None).unwrap();
+    let d = kiln_build::context_hash::hash_context(&ctx, None).unwrap();
     assert!(matches!(
         context_sources_digest(&op(&["nope"], "/"), &ctx, &d),
         Err(CopyError::NotFound(_))
@@ -974,7 +1015,7 @@ fn workdir_creates_only_what_is_missing() {
     let low = tempfile::tempdir().unwrap();
     fs::create_dir_all(low.path().join("srv/data")).unwrap();
     fs::set_permissions(low.path().join("srv"), fs::Permissions::from_mode(0o700)).unwrap();
-    upper::set_times_at(&low.path().join("srv"), Times::at(1_234_567)).unwrap();
+    set_times_at(&low.path().join("srv"), Times::at(1_234_567)).unwrap();
     symlink("/srv", low.path().join("link")).unwrap();
     let parent = LayeredView::new(vec![low.path().into()]);
     let up = tempfile::tempdir().unwrap();
