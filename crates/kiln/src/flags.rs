@@ -175,6 +175,16 @@ pub struct PruneFlags {
 pub enum DebugCommand {
     /// Parse a Dockerfile and print its AST
     Parse(DebugParseFlags),
+    /// Print an image's merged file tree and runtime config as normalized JSON
+    /// (no timestamps, no digests), to compare the results of two builders
+    Describe(DebugDescribeFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct DebugDescribeFlags {
+    /// An OCI layout directory, an OCI or docker-archive tar, or a stored image (name or id)
+    #[arg(value_name = "IMAGE-SOURCE")]
+    pub source: String,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! progress and output; all real work is done by the library crates.
 
 mod cmd;
+mod describe;
 mod flags;
 mod local_images;
 // Until `cmd/build.rs` runs the executor, nothing outside the tests renders progress.

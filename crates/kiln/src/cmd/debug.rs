@@ -1,11 +1,17 @@
-//! `kiln debug ...`: developer views of the frontend.
+//! `kiln debug ...`: developer views of the frontend and of built images.
 
-use crate::flags::DebugParseFlags;
+use crate::describe::{render, Tree};
+use crate::flags::{DebugDescribeFlags, DebugParseFlags, GlobalFlags};
+use crate::local_images::{find, open_store};
 use kiln_dockerfile::ast::go_quote;
 use kiln_dockerfile::{parse as parse_dockerfile, Dockerfile, Node, Source};
+use kiln_oci::archive::{import_oci_dir, load_archive};
+use kiln_oci::image::load_image;
+use kiln_oci::{Image, Store};
 use miette::{miette, IntoDiagnostic};
 use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 /// `kiln debug parse [--dump] FILE`: parse a Dockerfile and print its AST,
@@ -49,9 +55,9 @@ fn listing(df: &Dockerfile) -> String {
         } else {
             format!("{}-{}", n.start_line, n.end_line)
         };
-        let _ = writeln!(out, "{range:<9} {}", describe(n));
+        let _ = writeln!(out, "{range:<9} {}", describe_node(n));
         if let Some(sub) = &n.sub {
-            let _ = writeln!(out, "{:<9}   trigger: {}", "", describe(sub));
+            let _ = writeln!(out, "{:<9}   trigger: {}", "", describe_node(sub));
         }
         for h in &n.heredocs {
             let mut attrs = vec![format!("fd {}", h.file_descriptor)];
@@ -75,7 +81,7 @@ fn listing(df: &Dockerfile) -> String {
 }
 
 /// `RUN [json] flags: --mount=... args: "a" "b"` for one node.
-fn describe(n: &Node) -> String {
+fn describe_node(n: &Node) -> String {
     let mut s = n.keyword.to_uppercase();
     if n.json {
         s.push_str(" [exec form]");
@@ -88,4 +94,68 @@ fn describe(n: &Node) -> String {
         let _ = write!(s, " args: {}", args.join(" "));
     }
     s
+}
+
+/// `kiln debug describe IMAGE-SOURCE`: the image's merged file tree and runtime
+/// config as normalized JSON (see `crate::describe`).
+pub fn describe(global: &GlobalFlags, flags: DebugDescribeFlags) -> miette::Result<ExitCode> {
+    let path = Path::new(&flags.source);
+    // Archives and layouts are read through a throw-away store, so every source
+    // ends up as an image whose blobs a store serves (and has verified).
+    let scratch;
+    let (store, image) = if path.exists() {
+        scratch = tempfile::Builder::new()
+            .prefix("kiln-describe-")
+            .tempdir()
+            .map_err(|e| miette!("creating a temporary directory: {e}"))?;
+        let store =
+            Store::open(scratch.path()).map_err(|e| miette!("creating a temporary store: {e}"))?;
+        let loaded = if path.is_dir() {
+            import_oci_dir(&store, path, None)
+                .map_err(|e| miette!("reading the OCI layout {}: {e}", path.display()))?
+        } else {
+            let file = std::fs::File::open(path)
+                .map_err(|e| miette!("opening {}: {e}", path.display()))?;
+            load_archive(&store, BufReader::with_capacity(1 << 20, file))
+                .map_err(|e| miette!("reading the archive {}: {e}", path.display()))?
+        };
+        let first = match loaded.as_slice() {
+            [one] => one.target.clone(),
+            [] => return Err(miette!("{} holds no image", path.display())),
+            more => {
+                return Err(miette!(
+                    "{} holds {} images; describe takes one",
+                    path.display(),
+                    more.len()
+                ))
+            }
+        };
+        let image = load_image(&store, &first).map_err(|e| miette!("{e}"))?;
+        (store, image)
+    } else {
+        let store = open_store(global)?;
+        let image = find(&store, &flags.source)?.image().clone();
+        (store, image)
+    };
+    let tree = merged_tree(&store, &image)?;
+    std::io::stdout()
+        .lock()
+        .write_all(render(&image.config, &tree).as_bytes())
+        .into_diagnostic()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The image's layers applied in order.
+fn merged_tree(store: &Store, image: &Image) -> miette::Result<Tree> {
+    let mut tree = Tree::new();
+    for (i, layer) in image.layers.iter().enumerate() {
+        let blob = store
+            .open_blob(&layer.digest)
+            .map_err(|e| miette!("layer {} ({}): {e}", i + 1, layer.digest))?;
+        let tar = kiln_oci::layer::decompressed(blob)
+            .map_err(|e| miette!("layer {} ({}): {e}", i + 1, layer.digest))?;
+        tree.apply_layer(tar)
+            .map_err(|e| miette!("layer {} ({}): {e}", i + 1, layer.digest))?;
+    }
+    Ok(tree)
 }

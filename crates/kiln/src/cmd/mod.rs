@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Build(flags) => build::run(&cli.global, *flags),
         Command::Debug(DebugCommand::Parse(flags)) => debug::parse(flags),
+        Command::Debug(DebugCommand::Describe(flags)) => debug::describe(&cli.global, flags),
         Command::Images(flags) => images::run(&cli.global, flags),
         Command::Inspect(flags) => inspect::run(&cli.global, flags),
         Command::History(flags) => history::run(&cli.global, flags),

@@ -25,6 +25,12 @@ pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
 use std::io;
 use std::path::PathBuf;
 
+/// Wraps a layer blob reader in the decompressor its first bytes call for (gzip,
+/// zstd, or none for a plain tar), so callers can read the layer's tar stream.
+pub fn decompressed<'a, R: io::Read + 'a>(reader: R) -> io::Result<Box<dyn io::Read + 'a>> {
+    compress::decoder(reader).map(|(_, r)| r)
+}
+
 /// Everything that can go wrong writing or applying a layer. Each variant names the
 /// file or the layer entry it is about.
 #[derive(Debug, thiserror::Error)]
