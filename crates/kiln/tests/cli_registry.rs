@@ -320,3 +320,91 @@ fn credentials_come_from_a_credential_helper() {
     let err = fails(d, &["push", "helped:1", &dest], None);
     assert!(err.contains("docker-credential-kilntest"), "{err}");
 }
+
+#[test]
+fn dockerfile_from_library_image_builds_through_a_mirror() {
+    let registry = plain_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    store_image(d, "base:1", b"base image from the mirror");
+    let name = unique_repo("base").replace('/', "-");
+    ok(
+        d,
+        &["push", "base:1", &format!("{registry}/library/{name}:1")],
+        None,
+    );
+    ok(d, &["rmi", "base:1"], None);
+    std::fs::write(
+        d.join("kiln.json"),
+        format!(r#"{{"registry":{{"docker.io":{{"mirrors":["{registry}"]}}}}}}"#),
+    )
+    .unwrap();
+    let ctx = d.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    // The Dockerfile names Docker Hub's library image; the mirror serves it.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM library/{name}:1\nCOPY hello.txt /\n"),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("hello.txt"), "hello\n").unwrap();
+    let out_dir = d.join("out");
+    ok(
+        d,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "app:1",
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("file")).unwrap(),
+        b"base image from the mirror"
+    );
+    assert_eq!(
+        std::fs::read(out_dir.join("hello.txt")).unwrap(),
+        b"hello\n"
+    );
+}
+
+#[test]
+fn build_push_then_pull_gives_the_same_digest() {
+    let registry = plain_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    store_image(d, "base:1", b"base for build --push");
+    let ctx = d.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nCOPY app.txt /app.txt\nCMD [\"/app\"]\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("app.txt"), "the app\n").unwrap();
+    let dest = format!("{registry}/{}:1", unique_repo("built"));
+    let meta = d.join("meta.json");
+    ok(
+        d,
+        &[
+            "build",
+            "--progress=plain",
+            "--push",
+            "-t",
+            &dest,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let built = meta["containerimage.digest"].as_str().unwrap().to_string();
+    ok(d, &["rmi", &dest], None);
+    let out = ok(d, &["pull", &dest], None);
+    assert_eq!(digest_line(&out), built);
+}

@@ -413,12 +413,32 @@ impl Applier {
     fn meta<R: Read>(&self, raw: &[u8], entry: &mut tar::Entry<'_, R>) -> Result<Meta, LayerError> {
         let h = entry.header();
         let bad = |what: &str, e: io::Error| Self::refuse(raw, format!("bad {what} field: {e}"));
+        // Go's archive/tar (what BuildKit and containerd read layers with) takes a
+        // numeric field of only NULs and spaces as 0; so do we.
+        let old = h.as_old();
+        let blank = |field: &[u8]| field.iter().all(|b| *b == 0 || *b == b' ');
         let mut meta = Meta {
-            mode: h.mode().map_err(|e| bad("mode", e))? & 0o7777,
-            uid: h.uid().map_err(|e| bad("uid", e))?,
-            gid: h.gid().map_err(|e| bad("gid", e))?,
+            mode: if blank(&old.mode) {
+                0
+            } else {
+                h.mode().map_err(|e| bad("mode", e))? & 0o7777
+            },
+            uid: if blank(&old.uid) {
+                0
+            } else {
+                h.uid().map_err(|e| bad("uid", e))?
+            },
+            gid: if blank(&old.gid) {
+                0
+            } else {
+                h.gid().map_err(|e| bad("gid", e))?
+            },
             mtime: Timespec {
-                tv_sec: h.mtime().map_err(|e| bad("mtime", e))? as i64,
+                tv_sec: if blank(&old.mtime) {
+                    0
+                } else {
+                    h.mtime().map_err(|e| bad("mtime", e))? as i64
+                },
                 tv_nsec: 0,
             },
             xattrs: Vec::new(),
