@@ -898,6 +898,8 @@ fn add_downloads_urls_with_checksums() {
     o.is_add = true;
     let (up, _) = run(&o, CopySource::Context(&ctx), &empty());
     assert_eq!(tree(up.path()), ["t"]);
+    // Without Last-Modified the file gets the Unix epoch, as in BuildKit.
+    assert_eq!(md(&up, "t").mtime(), 0);
     o.unpack = Some(true);
     let (up, _) = run(&o, CopySource::Context(&ctx), &empty());
     assert_eq!(read(&up, "t/pkg/bin/tool"), "tool");

@@ -1,8 +1,9 @@
 //! ADD of an `http://` / `https://` URL, as BuildKit's HTTP source does it
 //! (`source/http`, named by `dispatchCopy`): the file is named after the last
 //! segment of the URL path (`__unnamed__` when there is none), gets mode 0600 and
-//! the `Last-Modified` time when the server sends one, and `--checksum` is checked
-//! against the downloaded bytes.
+//! the `Last-Modified` time (the Unix epoch when the server sends none, as
+//! BuildKit's files show), and `--checksum` is checked against the downloaded
+//! bytes.
 
 use super::CopyError;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
@@ -191,10 +192,7 @@ pub fn download(url: &str, checksum: Option<&str>) -> Result<Fetched, CopyError>
 
 fn set_mode_and_time(path: &Path, modified: Option<i64>) -> io::Result<()> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    if let Some(t) = modified {
-        super::upper::set_times_at(path, super::upper::Times::at(t))?;
-    }
-    Ok(())
+    super::upper::set_times_at(path, super::upper::Times::at(modified.unwrap_or(0)))
 }
 
 /// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 7231 IMF-fixdate) to
