@@ -348,3 +348,87 @@ fn ssh_mounts_are_a_clear_error() {
     assert!(err.contains("Dockerfile:2"), "{err}");
     assert!(err.contains("type=ssh is not supported"), "{err}");
 }
+
+#[test]
+fn context_as_a_tar_on_stdin_and_network_none() {
+    let p = project("", &[]);
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in [
+        (
+            "Dockerfile",
+            &b"FROM busybox:test\nCOPY hello.txt /\nRUN cat /proc/net/dev > /netdev\n"[..],
+        ),
+        ("hello.txt", &b"from the tar\n"[..]),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let archive = b.into_inner().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&p.root)
+        .args(["build", "--progress=plain", "--network=none", "-o"])
+        .arg(format!("type=local,dest={}", out.path().display()))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&archive).unwrap();
+    let res = child.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(out.path().join("hello.txt")).unwrap(),
+        "from the tar\n"
+    );
+    let netdev = fs::read_to_string(out.path().join("netdev")).unwrap();
+    let ifaces: Vec<&str> = netdev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "--network=none leaves only lo: {netdev}");
+}
+
+#[test]
+fn dockerfile_on_stdin_with_no_context() {
+    let p = project("", &[]);
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&p.root)
+        .args(["build", "--progress=plain", "-o"])
+        .arg(format!("type=local,dest={}", out.path().display()))
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM busybox:test\nRUN echo stdin > /made\n")
+        .unwrap();
+    let res = child.wait_with_output().unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(out.path().join("made")).unwrap(),
+        "stdin\n"
+    );
+}

@@ -58,7 +58,9 @@ pub struct BuildOptions {
     pub registry: RegistryContext,
     /// `--secret id=…` contents, by id.
     pub secrets: BTreeMap<String, Vec<u8>>,
-    /// `RUN --network=host` and the default network (BuildKit's default is the host's).
+    /// The network of RUN steps without `--network` (`kiln build --network`):
+    /// BuildKit's default is the host's.
+    pub default_network: kiln_dockerfile::instructions::NetworkMode,
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
     pub source_date_epoch: Option<i64>,

@@ -117,7 +117,11 @@ pub(crate) fn run_step(
     let mut env = state.env_list();
     let cwd = state.workdir();
     let user = state.user();
-    let network = match r.network {
+    let mode = match r.network {
+        NetworkMode::Default => sh.opts.default_network,
+        m => m,
+    };
+    let network = match mode {
         NetworkMode::None => SandboxNetwork::None,
         NetworkMode::Default | NetworkMode::Host => SandboxNetwork::Host,
     };
@@ -137,7 +141,7 @@ pub(crate) fn run_step(
             env: &env,
             user: &user,
             cwd: &cwd,
-            network: r.network.as_str(),
+            network: mode.as_str(),
             security: r.security.as_str(),
             mounts: mounts.key_parts.clone(),
             platform: sh.plan.stage_platform(ctx.stage.index).to_string(),

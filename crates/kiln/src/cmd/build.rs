@@ -25,8 +25,19 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-pub fn run(global: &GlobalFlags, flags: BuildFlags) -> miette::Result<ExitCode> {
-    let src = read_dockerfile(&flags)?;
+pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCode> {
+    let (context_holder, stdin_dockerfile) = if flags.dry_run {
+        (None, None)
+    } else {
+        materialize_context(&flags)?
+    };
+    if let Some(dir) = &context_holder {
+        flags.context = dir.path().to_path_buf();
+    }
+    let src = match stdin_dockerfile {
+        Some(text) => Source::new("Dockerfile", text),
+        None => read_dockerfile(&flags)?,
+    };
     let df = kiln_dockerfile::parse(&src).map_err(miette::Report::new)?;
     let opts = PlanOptions {
         build_args: build_args(&flags.build_args, |k| std::env::var(k).ok())?,
@@ -63,12 +74,6 @@ fn execute(
 ) -> miette::Result<ExitCode> {
     let store = open_store(global)?;
     let context_dir = &flags.context;
-    if !context_dir.is_dir() {
-        return Err(miette!(
-            "build context {}: not a directory",
-            context_dir.display()
-        ));
-    }
     let dockerfile_path = flags
         .file
         .as_ref()
@@ -114,6 +119,11 @@ fn execute(
             .map_err(|e: String| miette!("--pull: {e}"))?,
         registry,
         secrets: secrets(&flags.secrets)?,
+        default_network: match flags.network.as_str() {
+            "none" => kiln_dockerfile::instructions::NetworkMode::None,
+            "host" => kiln_dockerfile::instructions::NetworkMode::Host,
+            _ => kiln_dockerfile::instructions::NetworkMode::Default,
+        },
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
     };
@@ -370,6 +380,67 @@ fn named_contexts(
     Ok(out)
 }
 
+/// A build context that is not a directory, made into one: a tar archive
+/// (plain, gzip or zstd) given as a file or on standard input (`-`) is unpacked
+/// into a temporary directory; a Dockerfile on standard input (`kiln build -
+/// < Dockerfile`) comes with an empty context and is returned as the text.
+fn materialize_context(
+    flags: &BuildFlags,
+) -> miette::Result<(Option<tempfile::TempDir>, Option<String>)> {
+    let path = &flags.context;
+    if path.as_os_str() != "-" && path.is_dir() {
+        return Ok((None, None));
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-context-")
+        .tempdir()
+        .into_diagnostic()
+        .wrap_err("creating a directory for the build context")?;
+    if path.as_os_str() == "-" {
+        if flags.file.as_ref().is_some_and(|f| f.as_os_str() == "-") {
+            return Err(miette!(
+                "the build context and the Dockerfile cannot both come from standard input"
+            ));
+        }
+        let mut data = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .into_diagnostic()
+            .wrap_err("cannot read the build context from standard input")?;
+        if !looks_like_tar(&data) {
+            let text = String::from_utf8(data)
+                .map_err(|_| miette!("the Dockerfile from standard input is not UTF-8"))?;
+            return Ok((Some(dir), Some(text)));
+        }
+        kiln_oci::layer::apply_layer(&data[..], dir.path())
+            .map_err(|e| miette!("build context from standard input: {e}"))?;
+        return Ok((Some(dir), None));
+    }
+    let f = std::fs::File::open(path).map_err(|e| {
+        miette!(
+            "build context {}: {}",
+            path.display(),
+            e.to_string().to_lowercase()
+        )
+    })?;
+    kiln_oci::layer::apply_layer(std::io::BufReader::new(f), dir.path()).map_err(|e| {
+        miette!(
+            "build context {}: not a directory, and not a tar archive: {e}",
+            path.display()
+        )
+    })?;
+    Ok((Some(dir), None))
+}
+
+/// Whether `data` starts like a tar archive, compressed or not.
+fn looks_like_tar(data: &[u8]) -> bool {
+    let compressed = data.starts_with(&[0x1f, 0x8b])
+        || data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || data.starts_with(b"BZh")
+        || data.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]);
+    compressed || data.get(257..262) == Some(b"ustar")
+}
+
 /// Reads `-f FILE` (`-` = standard input), default `CONTEXT/Dockerfile`.
 /// Errors are reported against the file's base name, as docker does (`Dockerfile:12`).
 fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
@@ -392,11 +463,13 @@ fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
             e.to_string().to_lowercase()
         )
     })?;
-    let name = path
-        .file_name()
+    Ok(Source::new(base_name(&path), text))
+}
+
+fn base_name(path: &std::path::Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "Dockerfile".to_string());
-    Ok(Source::new(name, text))
+        .unwrap_or_else(|| "Dockerfile".to_string())
 }
 
 /// `--build-arg KEY=value`, or `KEY` to take the value from the environment
