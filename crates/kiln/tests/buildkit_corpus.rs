@@ -1,0 +1,224 @@
+//! Differential test against BuildKit: every case of `tests/buildkit-corpus/` is built
+//! with the real kiln binary into a temporary store, its image is described with
+//! `kiln debug describe`, and the description must equal `expected.json` — the
+//! description of the image BuildKit built from the same Dockerfile and context
+//! (`scripts/compare-buildkit --regenerate` makes those; BuildKit is not needed here).
+//!
+//! Needs root (RUN steps), the local registry 127.0.0.1:5000 that
+//! `scripts/setup-test-env` starts, and the corpus base image in it, which this test
+//! pushes with `tests/buildkit-corpus/make-base` when the registry lacks it.
+//! Prints every difference and `N/M identical`; fails if any case differs.
+
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/buildkit-corpus")
+}
+
+/// The kiln options a case's `args` file asks for.
+fn case_options(dir: &Path) -> Result<Vec<String>, String> {
+    let file = dir.join("args");
+    let Ok(text) = fs::read_to_string(&file) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(' ') {
+            Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
+            Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
+            _ => return Err(format!("{}: unknown option line {line:?}", file.display())),
+        }
+    }
+    Ok(out)
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if out.status.success() {
+        return String::from_utf8(out.stdout).map_err(|e| format!("{cmd:?}: {e}"));
+    }
+    let mut msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    msg.push_str(&String::from_utf8_lossy(&out.stdout));
+    let tail: Vec<&str> = msg.lines().rev().take(20).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(tail.join("\n"))
+}
+
+/// The differences between BuildKit's description and kiln's, one line each.
+fn differences(expected: &Value, actual: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let empty = Map::new();
+    let cfg = |v: &Value| v["config"].as_object().cloned().unwrap_or_default();
+    let (ec, ac) = (cfg(expected), cfg(actual));
+    let keys: std::collections::BTreeSet<&String> = ec.keys().chain(ac.keys()).collect();
+    for k in keys {
+        let (e, a) = (
+            ec.get(k).unwrap_or(&Value::Null),
+            ac.get(k).unwrap_or(&Value::Null),
+        );
+        if e != a {
+            out.push(format!("config {k}: BuildKit {e}, kiln {a}"));
+        }
+    }
+    let files = |v: &Value| -> BTreeMap<String, Map<String, Value>> {
+        v["files"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|f| {
+                        let m = f.as_object().unwrap_or(&empty).clone();
+                        (f["path"].as_str().unwrap_or("?").to_string(), m)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (ef, af) = (files(expected), files(actual));
+    for (path, e) in &ef {
+        match af.get(path) {
+            None => out.push(format!(
+                "{path}: only in BuildKit's image ({})",
+                Value::Object(e.clone())
+            )),
+            Some(a) if a != e => {
+                let fields: std::collections::BTreeSet<&String> =
+                    e.keys().chain(a.keys()).collect();
+                let diffs: Vec<String> = fields
+                    .into_iter()
+                    .filter(|f| e.get(*f) != a.get(*f))
+                    .map(|f| {
+                        format!(
+                            "{f} BuildKit {} kiln {}",
+                            e.get(f).unwrap_or(&Value::Null),
+                            a.get(f).unwrap_or(&Value::Null)
+                        )
+                    })
+                    .collect();
+                out.push(format!("{path}: {}", diffs.join(", ")));
+            }
+            Some(_) => {}
+        }
+    }
+    for (path, a) in &af {
+        if !ef.contains_key(path) {
+            out.push(format!(
+                "{path}: only in kiln's image ({})",
+                Value::Object(a.clone())
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn kiln_builds_the_same_images_as_buildkit() {
+    let corpus = corpus_dir();
+    if let Err(e) = run(Command::new(corpus.join("make-base")).arg("--if-missing")) {
+        panic!(
+            "the corpus base image is not in the local registry and make-base failed \
+             (run scripts/setup-test-env as root first):\n{e}"
+        );
+    }
+    let mut cases: Vec<PathBuf> = fs::read_dir(&corpus)
+        .expect("read the corpus directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Dockerfile").is_file())
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 25,
+        "the corpus has only {} cases",
+        cases.len()
+    );
+
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("store");
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let mut identical = 0;
+    let mut report = Vec::new();
+    for dir in &cases {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let outcome = (|| -> Result<Vec<String>, String> {
+            let expected: Value = serde_json::from_str(
+                &fs::read_to_string(dir.join("expected.json"))
+                    .map_err(|e| format!("no expected.json: {e}"))?,
+            )
+            .map_err(|e| format!("expected.json: {e}"))?;
+            let archive = tmp.path().join(format!("{name}.tar"));
+            let mut build = Command::new(kiln);
+            build
+                .arg("--root")
+                .arg(&root)
+                .args(["build", "--progress=plain", "-f"])
+                .arg(dir.join("Dockerfile"))
+                .args(["-t", &format!("kiln-corpus/{name}:latest")])
+                .args(case_options(dir)?)
+                .arg("-o")
+                .arg(format!("type=oci,dest={}", archive.display()))
+                .arg(dir);
+            run(&mut build).map_err(|e| format!("kiln build failed:\n{e}"))?;
+            let described = run(Command::new(kiln)
+                .arg("--root")
+                .arg(&root)
+                .args(["debug", "describe"])
+                .arg(&archive))
+            .map_err(|e| format!("kiln debug describe failed:\n{e}"))?;
+            let _ = fs::remove_file(&archive);
+            let actual: Value =
+                serde_json::from_str(&described).map_err(|e| format!("describe output: {e}"))?;
+            Ok(differences(&expected, &actual))
+        })();
+        match outcome {
+            Ok(d) if d.is_empty() => identical += 1,
+            Ok(d) => report.push(format!(
+                "{name}: differs from BuildKit:\n  {}",
+                d.join("\n  ")
+            )),
+            Err(e) => report.push(format!("{name}: {}", e.replace('\n', "\n  "))),
+        }
+    }
+    for r in &report {
+        eprintln!("{r}");
+    }
+    eprintln!("{identical}/{} identical", cases.len());
+    assert!(
+        report.is_empty(),
+        "{identical}/{} corpus cases identical to BuildKit; differences above",
+        cases.len()
+    );
+}
+
+#[test]
+fn differences_name_each_changed_field_and_missing_path() {
+    let expected: Value = serde_json::json!({
+        "config": {"User": "app", "Cmd": ["sh"]},
+        "files": [
+            {"path": "/a", "type": "file", "mode": "0644", "uid": 0, "gid": 0, "size": 1, "sha256": "x"},
+            {"path": "/b", "type": "dir", "mode": "0755", "uid": 0, "gid": 0},
+        ]
+    });
+    let actual: Value = serde_json::json!({
+        "config": {"User": null, "Cmd": ["sh"]},
+        "files": [
+            {"path": "/a", "type": "file", "mode": "0600", "uid": 0, "gid": 0, "size": 1, "sha256": "x"},
+            {"path": "/c", "type": "dir", "mode": "0755", "uid": 0, "gid": 0},
+        ]
+    });
+    let d = differences(&expected, &actual);
+    assert_eq!(d.len(), 4, "{d:#?}");
+    assert_eq!(d[0], "config User: BuildKit \"app\", kiln null");
+    assert_eq!(d[1], "/a: mode BuildKit \"0644\" kiln \"0600\"");
+    assert!(d[2].starts_with("/b: only in BuildKit's image"), "{}", d[2]);
+    assert!(d[3].starts_with("/c: only in kiln's image"), "{}", d[3]);
+    assert!(differences(&expected, &expected).is_empty());
+}
