@@ -8,18 +8,74 @@
 //! `scripts/setup-test-env` starts, and the corpus base image in it, which this test
 //! pushes with `tests/buildkit-corpus/make-base` when the registry lacks it.
 //! Prints every difference and `N/M identical`; fails if any case differs.
+//! A case with an `http/` directory has it served on http://127.0.0.1:38475/ (ADD of
+//! URLs), as `scripts/compare-buildkit` does.
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+const HTTP_ADDR: &str = "127.0.0.1:38475";
+
+/// A minimal static file server for the cases' `http/` directories: GET of a path
+/// below the directory currently in `root` answers the file, anything else 404.
+fn serve_http(root: Arc<Mutex<Option<PathBuf>>>) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(HTTP_ADDR).map_err(|e| format!("cannot listen on {HTTP_ADDR}: {e}"))?;
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request_line = String::new();
+            let mut reader = BufReader::new(match stream.try_clone() {
+                Ok(s) => s,
+                Err(_) => continue,
+            });
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let mut parts = request_line.split_whitespace();
+            let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let dir = root.lock().map(|g| g.clone()).unwrap_or(None);
+            let body = dir
+                .filter(|_| !target.contains(".."))
+                .and_then(|d| fs::read(d.join(target.trim_start_matches('/'))).ok());
+            let response = match body {
+                Some(data) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                        data.len()
+                    )
+                    .into_bytes();
+                    if method != "HEAD" {
+                        r.extend_from_slice(&data);
+                    }
+                    r
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    Ok(())
+}
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/buildkit-corpus")
 }
 
-/// The kiln options a case's `args` file asks for.
+/// The kiln options a case's `args` file asks for (`build-arg NAME=VALUE`,
+/// `target STAGE`, `build-context NAME=docker-image://REF|DIR`).
 fn case_options(dir: &Path) -> Result<Vec<String>, String> {
     let file = dir.join("args");
     let Ok(text) = fs::read_to_string(&file) else {
@@ -34,6 +90,16 @@ fn case_options(dir: &Path) -> Result<Vec<String>, String> {
         match line.split_once(' ') {
             Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
             Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
+            Some(("build-context", v)) => {
+                let v = v.trim();
+                let value = match v.split_once('=') {
+                    Some((name, src)) if !src.contains("://") => {
+                        format!("{name}={}", dir.join(src).display())
+                    }
+                    _ => v.to_string(),
+                };
+                out.extend(["--build-context".to_string(), value]);
+            }
             _ => return Err(format!("{}: unknown option line {line:?}", file.display())),
         }
     }
@@ -141,6 +207,11 @@ fn kiln_builds_the_same_images_as_buildkit() {
         cases.len()
     );
 
+    let http_root = Arc::new(Mutex::new(None));
+    let needs_http = cases.iter().any(|c| c.join("http").is_dir());
+    if needs_http {
+        serve_http(http_root.clone()).expect("HTTP server for the ADD-of-URL cases");
+    }
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path().join("store");
     let kiln = env!("CARGO_BIN_EXE_kiln");
@@ -148,6 +219,8 @@ fn kiln_builds_the_same_images_as_buildkit() {
     let mut report = Vec::new();
     for dir in &cases {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let http_dir = dir.join("http");
+        *http_root.lock().unwrap() = http_dir.is_dir().then_some(http_dir);
         let outcome = (|| -> Result<Vec<String>, String> {
             let expected: Value = serde_json::from_str(
                 &fs::read_to_string(dir.join("expected.json"))
