@@ -488,7 +488,7 @@ struct Match {
 
 /// Resolves a normalized absolute source path to its matches (fsutil
 /// `ResolveWildcards`, then `rootPath` with FollowLinks). A plain path must
-/// exist; a pattern may match nothing.
+/// exist; a pattern may match nothing, but the directory it starts in must exist.
 fn select(tree: &Tree, src: &str) -> Result<Vec<Match>, CopyError> {
     let (base, pattern) = split_wildcards(src);
     if pattern.is_empty() {
@@ -501,8 +501,10 @@ fn select(tree: &Tree, src: &str) -> Result<Vec<Match>, CopyError> {
     if go_match(&pattern, "").is_err() {
         return Err(CopyError::BadPattern(src.to_string()));
     }
+    // The part before the first wildcard must exist (fsutil walks it: "lstat
+    // /nodir: no such file or directory"); a non-directory just matches nothing.
     let Some(root) = tree.lookup(&base, true).map_err(io_err(&base))? else {
-        return Ok(Vec::new());
+        return Err(CopyError::NotFound(base));
     };
     if root.kind != Kind::Dir {
         return Ok(Vec::new());

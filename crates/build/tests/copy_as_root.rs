@@ -269,6 +269,19 @@ fn wildcards_and_missing_sources() {
     );
     assert!(tree(up.path()).is_empty());
     assert_eq!(st, CopyStats::default());
+    // The directory a pattern starts in must exist; a file there matches nothing.
+    let e = run_err(
+        &op(&["nodir/*.txt"], "/x/"),
+        CopySource::Context(&ctx),
+        &empty(),
+    );
+    assert_eq!(e.to_string(), "\"/nodir\": not found");
+    let (up, _) = run(
+        &op(&["f.txt/*.txt"], "/x/"),
+        CopySource::Context(&ctx),
+        &empty(),
+    );
+    assert!(tree(up.path()).is_empty());
     // A plain missing path is an error naming it.
     let e = run_err(
         &op(&["f.txt", "nope"], "/"),
