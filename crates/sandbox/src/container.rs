@@ -619,11 +619,12 @@ fn setup_and_exec(
     )?;
     let single_id = id_map.is_single_id();
     if !single_id {
+        let gids = user.additional_gids();
         // SAFETY: setgroups with a valid slice; the child is single-threaded.
-        if unsafe { libc::setgroups(user.groups.len(), user.groups.as_ptr()) } < 0 {
+        if unsafe { libc::setgroups(gids.len(), gids.as_ptr()) } < 0 {
             return Err(format!(
                 "setgroups {:?}: {}",
-                user.groups,
+                gids,
                 std::io::Error::last_os_error()
             ));
         }
@@ -670,7 +671,12 @@ fn setup_and_exec(
         "program path".into()
     })?;
     let argv = cstrings(&spec.args, "an argument")?;
-    let envp = cstrings(&spec.env, "an environment variable")?;
+    // runc's rule: without HOME in the environment, the user's home directory.
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    let envp = cstrings(&env, "an environment variable")?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();

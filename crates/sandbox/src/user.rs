@@ -8,12 +8,28 @@ pub struct ResolvedUser {
     pub gid: u32,
     /// Supplementary groups (only for the `name` / `uid` form without a group).
     pub groups: Vec<u32>,
+    /// The user's home directory from passwd, `/` when unknown (runc's default
+    /// for `HOME` when the environment has none).
+    pub home: String,
+}
+
+impl ResolvedUser {
+    /// The groups to `setgroups`: the primary gid first, then the supplementary
+    /// ones (BuildKit's `ensureAdditionalGids`, from containerd).
+    pub fn additional_gids(&self) -> Vec<u32> {
+        let mut g = self.groups.clone();
+        if !g.contains(&self.gid) {
+            g.insert(0, self.gid);
+        }
+        g
+    }
 }
 
 struct PasswdEntry<'a> {
     name: &'a str,
     uid: u32,
     gid: u32,
+    home: &'a str,
 }
 
 struct GroupEntry<'a> {
@@ -33,7 +49,14 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
         let _pw = f.next()?;
         let uid = f.next()?.parse().ok()?;
         let gid = f.next()?.parse().ok()?;
-        Some(PasswdEntry { name, uid, gid })
+        let _gecos = f.next();
+        let home = f.next().unwrap_or("");
+        Some(PasswdEntry {
+            name,
+            uid,
+            gid,
+            home,
+        })
     })
 }
 
@@ -71,25 +94,41 @@ pub fn resolve_user(
             uid: 0,
             gid: 0,
             groups: Vec::new(),
+            home: "/".into(),
         }));
     }
     let (user_arg, group_arg) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    // Fast path: both numeric → no file lookups, no supplementary groups.
+    let passwd = passwd.unwrap_or("");
+    let home_of = |uid: u32| {
+        passwd_entries(passwd)
+            .find(|e| e.uid == uid)
+            .map(|e| e.home)
+            .filter(|h| !h.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    };
+    // Fast path: both numeric → no group lookups, no supplementary groups.
     if let Some(g) = group_arg {
         if let (Ok(uid), Ok(gid)) = (user_arg.parse::<u32>(), g.parse::<u32>()) {
             return Ok(ResolvedUser {
                 uid,
                 gid,
                 groups: Vec::new(),
+                home: home_of(uid),
             });
         }
     }
-    let passwd = passwd.unwrap_or("");
     let numeric_user = user_arg.parse::<u32>().ok();
     let found = passwd_entries(passwd).find(|e| e.name == user_arg || Some(e.uid) == numeric_user);
+    let home = found
+        .as_ref()
+        .map(|e| e.home)
+        .filter(|h| !h.is_empty())
+        .unwrap_or("/")
+        .to_string();
     let (uid, mut gid, name) = match (&found, numeric_user) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name)),
         (None, Some(uid)) => (uid, 0, None),
@@ -125,7 +164,12 @@ pub fn resolve_user(
             }
         }
     }
-    Ok(ResolvedUser { uid, gid, groups })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        groups,
+        home,
+    })
 }
 
 #[cfg(test)]
@@ -146,7 +190,8 @@ mod tests {
             ResolvedUser {
                 uid: 1001,
                 gid: 1001,
-                groups: vec![2000]
+                groups: vec![2000],
+                home: "/home/user".into()
             }
         );
         assert_eq!(
@@ -154,7 +199,8 @@ mod tests {
             ResolvedUser {
                 uid: 1001,
                 gid: 1001,
-                groups: vec![2000]
+                groups: vec![2000],
+                home: "/home/user".into()
             }
         );
         assert_eq!(
@@ -162,7 +208,8 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![10]
+                groups: vec![10],
+                home: "/root".into()
             }
         );
         assert_eq!(
@@ -170,7 +217,8 @@ mod tests {
             ResolvedUser {
                 uid: 4242,
                 gid: 0,
-                groups: vec![]
+                groups: vec![],
+                home: "/".into()
             }
         );
         assert_eq!(
@@ -178,7 +226,8 @@ mod tests {
             ResolvedUser {
                 uid: 1001,
                 gid: 1001,
-                groups: vec![]
+                groups: vec![],
+                home: "/home/user".into()
             }
         );
         assert_eq!(
@@ -186,7 +235,8 @@ mod tests {
             ResolvedUser {
                 uid: 1001,
                 gid: 2000,
-                groups: vec![]
+                groups: vec![],
+                home: "/home/user".into()
             }
         );
         assert_eq!(
@@ -194,9 +244,17 @@ mod tests {
             ResolvedUser {
                 uid: 1001,
                 gid: 77,
-                groups: vec![]
+                groups: vec![],
+                home: "/home/user".into()
             }
         );
+    }
+
+    #[test]
+    fn additional_gids_start_with_the_primary_gid() {
+        assert_eq!(r("user").unwrap().additional_gids(), vec![1001, 2000]);
+        assert_eq!(r("1001:1001").unwrap().additional_gids(), vec![1001]);
+        assert_eq!(r("").unwrap().additional_gids(), vec![0, 10]);
     }
 
     #[test]
@@ -212,7 +270,8 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                groups: vec![]
+                groups: vec![],
+                home: "/".into()
             }
         );
     }

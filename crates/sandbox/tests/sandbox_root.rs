@@ -659,13 +659,28 @@ fn hosts_and_resolv_conf_not_in_upper(env: &Env) -> CaseResult {
 }
 
 fn env_and_cwd(env: &Env) -> CaseResult {
-    let (mut spec, _) = env.sh("envcwd", "echo $FOO; pwd; env | wc -l");
+    let (mut spec, _) = env.sh("envcwd", "echo $FOO; pwd; env | wc -l; echo $HOME");
     spec.env.push("FOO=bar baz".into());
     spec.cwd = "/home/user".into();
     let out = run_ok(&spec)?;
-    // Exactly the given environment (PATH, FOO, plus what sh itself sets:
-    // PWD, SHLVL).
-    ensure!(out == ["bar baz", "/home/user", "4"], "output {out:?}");
+    // Exactly the given environment (PATH, FOO), HOME from passwd as runc sets
+    // it when missing, plus what sh itself sets: PWD, SHLVL.
+    ensure!(
+        out == ["bar baz", "/home/user", "5", "/root"],
+        "output {out:?}"
+    );
+    let (mut spec, _) = env.sh("envhome", "echo $HOME");
+    spec.env.push("HOME=/given".into());
+    spec.user = kiln_sandbox::UserSpec::new("user");
+    ensure!(run_ok(&spec)? == ["/given"], "a given HOME is kept");
+    let (mut spec, _) = env.sh("envhome2", "echo $HOME; id -G");
+    spec.user = kiln_sandbox::UserSpec::new("user");
+    let out = run_ok(&spec)?;
+    ensure!(out[0] == "/home/user", "HOME of USER user: {out:?}");
+    ensure!(
+        out[1].split(' ').next() == Some("1001"),
+        "the primary gid leads the groups: {out:?}"
+    );
     // No ignored or blocked signals inherited from the helper.
     let (rootfs, _) = env.overlay("signals", &[]);
     let spec = RunSpec::new(

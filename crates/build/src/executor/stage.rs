@@ -275,9 +275,17 @@ fn first_line(code: &str) -> String {
 fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>), BuildError> {
     let platform = sh.plan.stage_platform(st.index);
     let mut state = match &st.base {
+        // BuildKit's `emptyImage`: WorkingDir "/" and the default PATH.
         Base::Scratch => StageState {
             layers: Vec::new(),
-            config: ImageConfig::new(&platform.os, &platform.arch),
+            config: ImageConfig {
+                variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+                config: Some(ContainerConfig {
+                    working_dir: Some("/".into()),
+                    ..ContainerConfig::default()
+                }),
+                ..ImageConfig::new(&platform.os, &platform.arch)
+            },
             env: Vec::new(),
             key: super::scratch_key(&platform.to_string()),
             created: sh.opts.source_date_epoch.unwrap_or(0),
@@ -671,14 +679,11 @@ fn apply_step(
         }
         Instruction::Expose(e) => {
             let mut ports = Vec::new();
-            for p in &e.ports {
-                let p = if p.contains('/') {
-                    p.to_lowercase()
-                } else {
-                    format!("{p}/tcp")
-                };
-                state.cc().exposed_ports.insert(p.clone(), EmptyObject {});
-                ports.push(format!("{p}:{{}}"));
+            for spec in &e.ports {
+                for p in expose_ports(spec).map_err(|m| sh.located(&origin, m))? {
+                    state.cc().exposed_ports.insert(p.clone(), EmptyObject {});
+                    ports.push(format!("{p}:{{}}"));
+                }
             }
             state.history(format!("EXPOSE map[{}]", ports.join(" ")), false, at);
         }
@@ -750,6 +755,29 @@ fn apply_step(
         }
     }
     Ok(())
+}
+
+/// The ports an EXPOSE word stands for (`80`, `53/udp`, `7000-7002/udp`),
+/// each as `port/proto`, as Docker's `nat.ParsePortSpecs` expands them.
+fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
+    let (range, proto) = match spec.split_once('/') {
+        Some((r, p)) => (r, p.to_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    let bad = || format!("invalid containerPort: {spec}");
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    let (start, end) = match range.split_once('-') {
+        Some((a, b)) => (a, b),
+        None => (range, range),
+    };
+    let start: u16 = start.parse().map_err(|_| bad())?;
+    let end: u16 = end.parse().map_err(|_| bad())?;
+    if end < start {
+        return Err(bad());
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// CMD/ENTRYPOINT arguments: exec form as written, shell form through the SHELL.
