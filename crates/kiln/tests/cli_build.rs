@@ -432,3 +432,64 @@ fn dockerfile_on_stdin_with_no_context() {
         "stdin\n"
     );
 }
+
+#[test]
+fn run_mounts_bind_context_and_stage_tmpfs_cache_secret() {
+    let p = project(
+        "FROM busybox:test AS tools\n\
+         RUN mkdir -p /opt/tool && echo 'tool v1' > /opt/tool/version\n\
+         FROM busybox:test\n\
+         RUN --mount=type=bind,source=conf,target=/mnt/conf cat /mnt/conf/app.conf > /from-context\n\
+         RUN --mount=type=bind,source=conf,target=/mnt/conf,rw echo scribble > /mnt/conf/app.conf && echo rw-ok > /rw\n\
+         RUN --mount=from=tools,source=/opt/tool,target=/tool cat /tool/version > /from-stage\n\
+         RUN --mount=type=tmpfs,target=/scratch echo t > /scratch/x && ls /scratch > /tmpfs-list\n\
+         RUN --mount=type=cache,target=/var/cache/app echo hit >> /var/cache/app/log && cat /var/cache/app/log > /cache-log\n\
+         RUN --mount=type=secret,id=token cat /run/secrets/token | wc -c > /secret-len\n",
+        &[("conf/app.conf", "setting=1\n")],
+    );
+    let secret = p.ctx.parent().unwrap().join("token");
+    fs::write(&secret, "hunter2").unwrap();
+    let secret_arg = format!("id=token,src={}", secret.display());
+    let tree = p.export(&["--secret", &secret_arg, "-t", "mounts:1"]);
+    let t = tree.path();
+    assert_eq!(
+        fs::read_to_string(t.join("from-context")).unwrap(),
+        "setting=1\n"
+    );
+    assert_eq!(fs::read_to_string(t.join("rw")).unwrap(), "rw-ok\n");
+    assert_eq!(
+        fs::read_to_string(p.ctx.join("conf/app.conf")).unwrap(),
+        "setting=1\n",
+        "an rw bind mount never writes to the context"
+    );
+    assert_eq!(
+        fs::read_to_string(t.join("from-stage")).unwrap(),
+        "tool v1\n"
+    );
+    assert_eq!(fs::read_to_string(t.join("tmpfs-list")).unwrap(), "x\n");
+    assert_eq!(fs::read_to_string(t.join("cache-log")).unwrap(), "hit\n");
+    assert_eq!(
+        fs::read_to_string(t.join("secret-len")).unwrap().trim(),
+        "7"
+    );
+    for gone in [
+        "mnt/conf/app.conf",
+        "tool/version",
+        "scratch/x",
+        "var/cache/app/log",
+        "run/secrets/token",
+    ] {
+        assert!(!t.join(gone).exists(), "{gone} must not be in the image");
+    }
+    // The cache mount persists: a rebuild without the cache sees the earlier run.
+    let tree = p.export(&["--secret", &secret_arg, "--no-cache", "-t", "mounts:2"]);
+    assert_eq!(
+        fs::read_to_string(tree.path().join("cache-log")).unwrap(),
+        "hit\nhit\n"
+    );
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&p.root.display().to_string()),
+        "no mounts left: {mounts}"
+    );
+}

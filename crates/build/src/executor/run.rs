@@ -262,25 +262,19 @@ fn prepare_mounts(
                     target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
                 let source = m.source.clone().unwrap_or_default();
                 let input = step.mount_from.get(i).cloned().flatten();
-                let (host, key) = match input {
+                let rel = resolve_path("/", &source);
+                let rel = rel.trim_start_matches('/');
+                // The directories the mount shows, and what it adds to the key.
+                let (lowers, key) = match input {
                     None => {
-                        let ctx_root = &sh.opts.context.root;
-                        let rel = resolve_path("/", &source);
-                        let sel = sh
-                            .opts
-                            .context
-                            .select(rel.trim_start_matches('/'))
-                            .map_err(|e| {
-                                sh.located(origin, format!("mount source {source:?}: {e}"))
-                            })?;
+                        let sel = sh.opts.context.select(rel).map_err(|e| {
+                            sh.located(origin, format!("mount source {source:?}: {e}"))
+                        })?;
                         let digest = sh
                             .opts
                             .context_digests
                             .selection_digest(&sh.opts.context, &sel);
-                        (
-                            ctx_root.join(rel.trim_start_matches('/')),
-                            digest.to_string(),
-                        )
+                        (vec![sh.opts.context.root.clone()], digest.to_string())
                     }
                     Some(input) => {
                         let (key, st) = input_key(sh, &input, origin)?;
@@ -288,14 +282,24 @@ fn prepare_mounts(
                             .snapshots
                             .stack(sh.store, &st.layers)
                             .map_err(BuildError::other)?;
-                        let mounted = ReadOnlyOverlay::mount(&sh.snapshots, lowers)
-                            .map_err(|e| sh.located(origin, format!("mount from: {e}")))?;
-                        let rel = resolve_path("/", &source);
-                        let host = mounted.path().join(rel.trim_start_matches('/'));
-                        out._guards.push(Box::new(mounted));
-                        (host, format!("{key}:{rel}"))
+                        (lowers, format!("{key}:/{rel}"))
                     }
                 };
+                // A plain read-only bind when the source is one directory (the
+                // context); otherwise (a stage's layers, or rw, whose writes must
+                // go nowhere) an overlay, mounted here and detached afterwards.
+                let host = if lowers.len() == 1 && m.read_only {
+                    lowers[0].join(rel)
+                } else {
+                    let mounted = ScratchOverlay::mount(&sh.snapshots, lowers, !m.read_only)
+                        .map_err(|e| sh.located(origin, format!("mount {source:?}: {e}")))?;
+                    let host = mounted.path().join(rel);
+                    out._guards.push(Box::new(mounted));
+                    host
+                };
+                if std::fs::symlink_metadata(&host).is_err() {
+                    return Err(sh.located(origin, format!("mount source {source:?}: not found")));
+                }
                 out.key_parts
                     .push((format!("bind:{target}:{}", m.read_only), key));
                 out.specs.push(MountSpec::Bind {
@@ -387,37 +391,58 @@ fn prepare_mounts(
     Ok(out)
 }
 
-/// A read-only overlay of a stage's layers, mounted in the builder's own mount
-/// namespace for `RUN --mount=from=stage` and unmounted when dropped.
-struct ReadOnlyOverlay {
-    dir: crate::snapshots::WorkDir,
+/// An overlay of some directories (a stage's layers, the context) for `RUN
+/// --mount=type=bind`, mounted in the builder's mount namespace and detached
+/// when dropped. A writable one (`rw`) gets a throwaway upper directory, so
+/// writes never reach the sources.
+struct ScratchOverlay {
+    _dir: crate::snapshots::WorkDir,
     mountpoint: PathBuf,
 }
 
-impl ReadOnlyOverlay {
+impl ScratchOverlay {
     fn mount(
         snapshots: &crate::snapshots::Snapshots,
         mut lowers: Vec<PathBuf>,
-    ) -> Result<ReadOnlyOverlay, String> {
+        writable: bool,
+    ) -> Result<ScratchOverlay, String> {
         let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
         let mountpoint = dir.path().join("merged");
         std::fs::create_dir(&mountpoint).map_err(|e| e.to_string())?;
         // Overlay without an upper needs at least two lowers.
-        if lowers.len() < 2 {
+        if !writable && lowers.len() < 2 {
             lowers.push(snapshots.empty());
         }
         let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let data = std::ffi::CString::new(format!("lowerdir={}", lowerdir.join(":")))
+        let mut data = format!("lowerdir={}", lowerdir.join(":"));
+        let mut flags = rustix::mount::MountFlags::empty();
+        if writable {
+            let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+            for d in [&upper, &work] {
+                std::fs::create_dir(d).map_err(|e| e.to_string())?;
+            }
+            data.push_str(&format!(
+                ",upperdir={},workdir={}",
+                upper.display(),
+                work.display()
+            ));
+        } else {
+            flags |= rustix::mount::MountFlags::RDONLY;
+        }
+        let data = std::ffi::CString::new(data)
             .map_err(|_| "a snapshot path contains a NUL byte".to_string())?;
         rustix::mount::mount(
             "overlay",
             &mountpoint,
             "overlay",
-            rustix::mount::MountFlags::RDONLY,
+            flags,
             Some(data.as_c_str()),
         )
-        .map_err(|e| format!("mounting an overlay of the stage: {e}"))?;
-        Ok(ReadOnlyOverlay { dir, mountpoint })
+        .map_err(|e| format!("mounting an overlay: {e}"))?;
+        Ok(ScratchOverlay {
+            _dir: dir,
+            mountpoint,
+        })
     }
 
     fn path(&self) -> &std::path::Path {
@@ -425,9 +450,8 @@ impl ReadOnlyOverlay {
     }
 }
 
-impl Drop for ReadOnlyOverlay {
+impl Drop for ScratchOverlay {
     fn drop(&mut self) {
         let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
-        let _ = &self.dir;
     }
 }
