@@ -5,8 +5,6 @@ mod cmd;
 mod describe;
 mod flags;
 mod local_images;
-// Until `cmd/build.rs` runs the executor, nothing outside the tests renders progress.
-#[allow(dead_code)]
 mod progress;
 mod render;
 
