@@ -15,4 +15,5 @@ pub mod executor;
 pub mod fsview;
 pub mod gomatch;
 pub mod progress;
+pub mod prune;
 pub mod snapshots;

@@ -74,8 +74,13 @@ impl Drop for WorkDir {
 
 /// Removes a directory tree, making read-only directories writable first
 /// (a step may leave `chmod 0555` directories behind).
-fn remove_tree(path: &Path) {
-    if fs::remove_dir_all(path).is_ok() || !path.exists() {
+pub(crate) fn remove_tree(path: &Path) {
+    let removed = match fs::symlink_metadata(path) {
+        Err(_) => return,
+        Ok(md) if !md.is_dir() => fs::remove_file(path).is_ok(),
+        Ok(_) => fs::remove_dir_all(path).is_ok(),
+    };
+    if removed {
         return;
     }
     fn make_writable(p: &Path) {

@@ -169,6 +169,9 @@ pub struct LoadFlags {
 pub struct PruneFlags {
     #[command(flatten)]
     pub format: ListFormatFlag,
+    /// Also remove the build cache (step results and RUN --mount=type=cache directories)
+    #[arg(long)]
+    pub build_cache: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -493,3 +493,40 @@ fn run_mounts_bind_context_and_stage_tmpfs_cache_secret() {
         "no mounts left: {mounts}"
     );
 }
+
+#[test]
+fn prune_keeps_the_build_cache_and_prune_build_cache_empties_it() {
+    let p = project(
+        "FROM busybox:test AS build\n\
+         RUN echo built > /artifact\n\
+         FROM busybox:test\n\
+         COPY --from=build /artifact /artifact\n",
+        &[],
+    );
+    p.build_ok(&["-t", "pruned:1"]);
+    ok(&p.root, &["prune"]);
+    let again = p.build_ok(&["-t", "pruned:1"]);
+    assert_eq!(
+        summary(&again)["steps_run"],
+        0,
+        "prune keeps the build cache"
+    );
+
+    ok(&p.root, &["rmi", "pruned:1"]);
+    ok(&p.root, &["rmi", "busybox:test"]);
+    ok(&p.root, &["prune", "--build-cache"]);
+    let left: Vec<String> = fs::read_dir(p.root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "empty" && n != "tmp")
+        .collect();
+    assert!(left.is_empty(), "no snapshot is left: {left:?}");
+    assert_eq!(
+        fs::read_dir(p.root.join("cache/steps")).unwrap().count(),
+        0,
+        "no step record is left"
+    );
+    make_busybox(&p.root);
+    let cold = p.build_ok(&["-t", "pruned:1"]);
+    assert_eq!(summary(&cold)["steps_run"], 2, "{:?}", summary(&cold));
+}

@@ -610,8 +610,30 @@ impl Store {
         res
     }
 
+    /// Runs `f` with the store's exclusive lock held (no other kiln process uses
+    /// the store meanwhile), then returns to shared. For maintenance of what lives
+    /// beside the blobs (build cache, snapshots) together with [`Store::gc_keeping`].
+    pub fn with_exclusive<T>(&mut self, f: impl FnOnce(&Store) -> T) -> Result<T> {
+        let lock_path = self.root.join("lock");
+        flock(&self.lock, FlockOperation::LockExclusive, &lock_path)?;
+        let res = f(self);
+        flock(&self.lock, FlockOperation::LockShared, &lock_path)?;
+        Ok(res)
+    }
+
+    /// [`Store::gc`] that also keeps `extra` blobs (and what they reference); only
+    /// inside [`Store::with_exclusive`].
+    pub fn gc_keeping(&self, extra: &BTreeSet<Digest>) -> Result<GcReport> {
+        self.gc_locked_keeping(extra)
+    }
+
     fn gc_locked(&self) -> Result<GcReport> {
-        let keep = self.reachable_blobs()?;
+        self.gc_locked_keeping(&BTreeSet::new())
+    }
+
+    fn gc_locked_keeping(&self, extra: &BTreeSet<Digest>) -> Result<GcReport> {
+        let mut keep = self.reachable_blobs()?;
+        keep.extend(extra.iter().copied());
         let mut report = GcReport::default();
         for (digest, size) in self.list_blob_files()?.into_iter().flatten() {
             if keep.contains(&digest) {

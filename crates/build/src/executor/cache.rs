@@ -84,6 +84,29 @@ impl StepCache {
         Some(rec)
     }
 
+    /// Every readable record.
+    pub fn records(&self) -> Vec<StepRecord> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|d| serde_json::from_slice(&d).ok())
+            .collect()
+    }
+
+    /// Removes every record; returns how many and their bytes.
+    pub fn clear(&self) -> std::io::Result<(u64, u64)> {
+        let (mut n, mut bytes) = (0, 0);
+        for e in fs::read_dir(&self.dir)?.flatten() {
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(e.path())?;
+            n += 1;
+        }
+        Ok((n, bytes))
+    }
+
     /// Records `rec` under `key` (atomically: temp file, fsync, rename).
     pub fn put(&self, key: &Digest, rec: &StepRecord) -> std::io::Result<()> {
         let path = self.path(key);

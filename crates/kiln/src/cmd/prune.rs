@@ -1,4 +1,5 @@
-//! `kiln prune`: garbage-collect the store.
+//! `kiln prune [--build-cache]`: garbage-collect the store (blobs no image or
+//! build-cache record uses, unused snapshots; with `--build-cache` the cache too).
 
 use crate::flags::{GlobalFlags, PruneFlags};
 use crate::local_images::open_store;
@@ -8,11 +9,17 @@ use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, flags: PruneFlags) -> Result<ExitCode> {
     let mut store = open_store(global)?;
-    let report = store.gc().map_err(|e| miette!("pruning the store: {e}"))?;
+    let pruned = kiln_build::prune::prune(&mut store, flags.build_cache)
+        .map_err(|e| miette!("pruning the store: {e}"))?;
+    let mut report = pruned.gc;
+    report.reclaimed_bytes += pruned.reclaimed_bytes;
     if flags.format.format == "json" {
         let v = serde_json::json!({
             "DeletedBlobs": report.removed_blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             "RemovedTempFiles": report.removed_temp_files,
+            "RemovedSnapshots": pruned.removed_snapshots,
+            "RemovedBuildCacheRecords": pruned.removed_cache_records,
+            "RemovedCacheMounts": pruned.removed_cache_mounts,
             "SpaceReclaimed": report.reclaimed_bytes,
         });
         println!("{v}");
@@ -23,6 +30,18 @@ pub fn run(global: &GlobalFlags, flags: PruneFlags) -> Result<ExitCode> {
                 println!("deleted: {d}");
             }
             println!();
+        }
+        if pruned.removed_snapshots > 0 {
+            println!(
+                "Removed {} unused layer snapshot(s)",
+                pruned.removed_snapshots
+            );
+        }
+        if flags.build_cache {
+            println!(
+                "Removed the build cache: {} step record(s), {} cache mount(s)",
+                pruned.removed_cache_records, pruned.removed_cache_mounts
+            );
         }
         println!(
             "Total reclaimed space: {}",
