@@ -75,7 +75,8 @@ fn corpus_dir() -> PathBuf {
 }
 
 /// The kiln options a case's `args` file asks for (`build-arg NAME=VALUE`,
-/// `target STAGE`, `build-context NAME=docker-image://REF|DIR`).
+/// `target STAGE`, `build-context NAME=docker-image://REF|DIR`,
+/// `secret id=NAME,src=FILE`; DIR and FILE relative to the case).
 fn case_options(dir: &Path) -> Result<Vec<String>, String> {
     let file = dir.join("args");
     let Ok(text) = fs::read_to_string(&file) else {
@@ -90,6 +91,14 @@ fn case_options(dir: &Path) -> Result<Vec<String>, String> {
         match line.split_once(' ') {
             Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
             Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
+            Some(("secret", v)) => {
+                let v = v.trim();
+                let value = match v.split_once(",src=") {
+                    Some((id, src)) => format!("{id},src={}", dir.join(src).display()),
+                    None => v.to_string(),
+                };
+                out.extend(["--secret".to_string(), value]);
+            }
             Some(("build-context", v)) => {
                 let v = v.trim();
                 let value = match v.split_once('=') {
