@@ -363,6 +363,7 @@ fn kind_of(md: &Metadata) -> Kind {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Tree<'a> {
     Ctx(&'a Context),
     View(&'a LayeredView),
@@ -1008,7 +1009,53 @@ pub fn context_sources_digest(
     ctx: &Context,
     digests: &ContextDigests,
 ) -> Result<Digest, CopyError> {
-    let tree = Tree::Ctx(ctx);
+    sources_digest(op, &Tree::Ctx(ctx), &|n: &Node| {
+        Ok(match n.entry {
+            Some(i) => *digests.digests[i].as_bytes(),
+            None => [0u8; 32],
+        })
+    })
+}
+
+/// [`context_sources_digest`] for `COPY --from`: the digest of exactly the files
+/// `op` would read from another stage's filesystem, each by type, mode, owner and
+/// content (or link target), so an unchanged artifact of a rebuilt stage keeps
+/// the steps after the COPY cached (BuildKit's content-based cache keys).
+pub fn view_sources_digest(op: &CopyOp, view: &LayeredView) -> Result<Digest, CopyError> {
+    sources_digest(op, &Tree::View(view), &|n: &Node| {
+        let md = n.metadata().map_err(io_err(&n.path))?;
+        let mut h = Hasher::new();
+        h.update(&md.mode().to_le_bytes());
+        h.update(&md.uid().to_le_bytes());
+        h.update(&md.gid().to_le_bytes());
+        match n.kind {
+            Kind::File => {
+                let mut f = fs::File::open(&n.host).map_err(io_err(&n.path))?;
+                let mut buf = vec![0u8; 1 << 16];
+                loop {
+                    let k = std::io::Read::read(&mut f, &mut buf).map_err(io_err(&n.path))?;
+                    if k == 0 {
+                        break;
+                    }
+                    h.update(&buf[..k]);
+                }
+            }
+            Kind::Symlink => {
+                let t = fs::read_link(&n.host).map_err(io_err(&n.path))?;
+                h.update(t.as_os_str().as_encoded_bytes());
+            }
+            Kind::Dir | Kind::Other => h.update(&md.rdev().to_le_bytes()),
+        }
+        Ok(*h.finish().as_bytes())
+    })
+}
+
+fn sources_digest(
+    op: &CopyOp,
+    tree: &Tree,
+    entry_digest: &dyn Fn(&Node) -> Result<[u8; 32], CopyError>,
+) -> Result<Digest, CopyError> {
+    let tree = *tree;
     let excludes =
         PatternMatcher::new(&op.excludes).map_err(|e| CopyError::BadExclude(e.to_string()))?;
     let excludes = (!excludes.is_empty()).then_some(excludes);
@@ -1017,12 +1064,6 @@ pub fn context_sources_digest(
     let put = |h: &mut Hasher, b: &[u8]| {
         h.update(&(b.len() as u64).to_le_bytes());
         h.update(b);
-    };
-    let entry_digest = |n: &Node| -> [u8; 32] {
-        match n.entry {
-            Some(i) => *digests.digests[i].as_bytes(),
-            None => [0u8; 32],
-        }
     };
     for src in &op.sources {
         if http::is_url(src) || http::is_git(src) {
@@ -1046,11 +1087,11 @@ pub fn context_sources_digest(
         for m in select(&tree, &ls.path)? {
             put(&mut h, b"match");
             put(&mut h, m.name.as_bytes());
-            h.update(&entry_digest(&m.node));
+            h.update(&entry_digest(&m.node)?);
             if m.node.kind == Kind::Dir {
                 for b in filter_below(&tree, &m.node, include.as_ref(), excludes.as_ref())? {
                     put(&mut h, b.rel.as_bytes());
-                    h.update(&entry_digest(&b.node));
+                    h.update(&entry_digest(&b.node)?);
                 }
             }
         }

@@ -530,3 +530,27 @@ fn prune_keeps_the_build_cache_and_prune_build_cache_empties_it() {
     let cold = p.build_ok(&["-t", "pruned:1"]);
     assert_eq!(summary(&cold)["steps_run"], 2, "{:?}", summary(&cold));
 }
+
+#[test]
+fn copy_from_a_rebuilt_stage_with_the_same_artifact_stays_cached() {
+    let p = project(
+        "FROM busybox:test AS builder\n\
+         COPY src.txt /\n\
+         RUN cut -c1-3 /src.txt > /artifact\n\
+         FROM busybox:test\n\
+         COPY --from=builder /artifact /\n\
+         RUN cat /artifact > /used\n",
+        &[("src.txt", "abc-1\n")],
+    );
+    p.build_ok(&["-t", "art:1"]);
+    // Same first three characters: the builder reruns, its artifact is the same.
+    fs::write(p.ctx.join("src.txt"), "abc-2\n").unwrap();
+    let ev = p.build_ok(&["-t", "art:2"]);
+    let s = summary(&ev);
+    assert_eq!(s["steps_run"], 2, "only the builder's COPY and RUN: {s}");
+    assert_eq!(s["steps_cached"], 2, "{s}");
+    // A different artifact reruns the final stage too.
+    fs::write(p.ctx.join("src.txt"), "xyz-3\n").unwrap();
+    let s = summary(&p.build_ok(&["-t", "art:3"]));
+    assert_eq!(s["steps_run"], 4, "{s}");
+}

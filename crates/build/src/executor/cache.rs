@@ -84,6 +84,22 @@ impl StepCache {
         Some(rec)
     }
 
+    /// A remembered digest (e.g. of the files a `COPY --from` reads from a stage
+    /// result with this key), so it is computed once per stage result.
+    pub fn memo(&self, key: &Digest) -> Option<Digest> {
+        let text = fs::read_to_string(self.dir.join(format!("{}.memo", key.hex()))).ok()?;
+        text.trim().parse().ok()
+    }
+
+    pub fn put_memo(&self, key: &Digest, value: &Digest) -> std::io::Result<()> {
+        let path = self.dir.join(format!("{}.memo", key.hex()));
+        let tmp = self
+            .dir
+            .join(format!(".{}.{}.memo.tmp", key.hex(), std::process::id()));
+        fs::write(&tmp, value.to_string())?;
+        fs::rename(&tmp, &path)
+    }
+
     /// Every readable record.
     pub fn records(&self) -> Vec<StepRecord> {
         let Ok(rd) = fs::read_dir(&self.dir) else {

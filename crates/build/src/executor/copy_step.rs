@@ -121,7 +121,30 @@ pub(crate) fn copy_step(
         }
         (Some(input), None) => {
             let (key, st) = input_key(sh, input, origin)?;
-            (Src::State(st), key.to_string())
+            // Content-based: what the COPY reads from the stage, so a stage that
+            // was rebuilt with the same artifact keeps the following steps cached.
+            let memo_key = {
+                let mut k = KeyBuilder::new("copy-from-sources", &key);
+                k.json(&(&op.sources, &op.excludes, op.parents));
+                k.finish()
+            };
+            let digest = match sh.cache.memo(&memo_key) {
+                Some(d) => d,
+                None => {
+                    let view = LayeredView::new(
+                        sh.snapshots
+                            .stack(sh.store, &st.layers)
+                            .map_err(BuildError::other)?,
+                    );
+                    let d = copy::view_sources_digest(&op, &view)
+                        .map_err(|e| sh.located(origin, e.to_string()))?;
+                    sh.cache
+                        .put_memo(&memo_key, &d)
+                        .map_err(BuildError::other)?;
+                    d
+                }
+            };
+            (Src::State(st), digest.to_string())
         }
     };
     let key = {
