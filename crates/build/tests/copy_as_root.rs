@@ -1066,3 +1066,56 @@ fn copy_from_an_empty_stage() {
     );
     assert_eq!(e.to_string(), "\"/bin/sh\": not found");
 }
+
+#[test]
+fn many_files_hard_links_and_set_id_bits() {
+    let c = tempfile::tempdir().unwrap();
+    for i in 0..300 {
+        write(
+            c.path(),
+            &format!("big/d{}/f{i}.txt", i % 9),
+            &format!("content {i}"),
+        );
+    }
+    for i in 0..20 {
+        fs::hard_link(
+            c.path().join(format!("big/d{}/f{i}.txt", i % 9)),
+            c.path().join(format!("big/hl{i}")),
+        )
+        .unwrap();
+        symlink(format!("d0/f{i}.txt"), c.path().join(format!("big/sl{i}"))).unwrap();
+    }
+    fs::set_permissions(
+        c.path().join("big/d3/f3.txt"),
+        fs::Permissions::from_mode(0o4711),
+    )
+    .unwrap();
+    let ctx = ctx_of(c.path());
+    let mut o = op(&["big"], "/out/");
+    o.chown = Some("5:6".into());
+    let (up, st) = run(&o, CopySource::Context(&ctx), &empty());
+    assert_eq!(st.files, 340);
+    let expected_bytes: u64 = (0..300).map(|i| format!("content {i}").len() as u64).sum();
+    assert_eq!(st.bytes, expected_bytes);
+    for i in 0..300 {
+        let p = format!("out/d{}/f{i}.txt", i % 9);
+        assert_eq!(read(&up, &p), format!("content {i}"));
+        let m = md(&up, &p);
+        assert_eq!((m.uid(), m.gid()), (5, 6), "{p}");
+    }
+    for i in 0..20 {
+        let first = md(&up, &format!("out/d{}/f{i}.txt", i % 9));
+        assert_eq!(md(&up, &format!("out/hl{i}")).ino(), first.ino());
+        assert!(md(&up, &format!("out/sl{i}")).file_type().is_symlink());
+    }
+    // The set-uid bit survives the chown (owner first, then mode).
+    assert_eq!(md(&up, "out/d3/f3.txt").mode() & 0o7777, 0o4711);
+    // Times of copied directories are the source's, set after their files.
+    let src = fs::metadata(c.path().join("big/d4")).unwrap();
+    assert_eq!(md(&up, "out/d4").mtime(), src.mtime());
+
+    // A file that vanished after the context was read: an error naming it.
+    fs::remove_file(c.path().join("big/d5/f50.txt")).unwrap();
+    let e = run_err(&op(&["big"], "/out/"), CopySource::Context(&ctx), &empty());
+    assert!(e.to_string().starts_with("/big/d5/f50.txt: "), "{e}");
+}
