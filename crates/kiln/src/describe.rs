@@ -13,6 +13,7 @@ use kiln_oci::image::{ContainerConfig, ImageConfig};
 use kiln_oci::Hasher;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::io::Read;
 
 /// What a path in the merged tree is.
@@ -354,6 +355,36 @@ pub fn config_json(config: &ImageConfig) -> Value {
     Value::Object(m)
 }
 
+/// How the image was built, as far as it is stable across builds: the number of
+/// layers, `ArgsEscaped`, and each history entry's `created_by`, `empty_layer` and
+/// `comment` (no timestamps). One history entry per line.
+pub fn render_history(config: &ImageConfig, layer_count: usize) -> String {
+    let args_escaped = config
+        .config
+        .as_ref()
+        .and_then(|c| c.args_escaped)
+        .unwrap_or(false);
+    let mut out = format!(
+        "{{\n  \"layers\": {layer_count},\n  \"args_escaped\": {args_escaped},\n  \"history\": ["
+    );
+    for (i, h) in config.history.iter().enumerate() {
+        out.push_str(if i == 0 { "\n    " } else { ",\n    " });
+        let _ = write!(
+            out,
+            "{{\"created_by\":{},\"empty_layer\":{},\"comment\":{}}}",
+            json!(h.created_by),
+            h.empty_layer,
+            json!(h.comment)
+        );
+    }
+    out.push_str(if config.history.is_empty() {
+        "]\n}\n"
+    } else {
+        "\n  ]\n}\n"
+    });
+    out
+}
+
 /// The description as text: a JSON object with `config` (pretty-printed) and
 /// `files` (one compact object per line, sorted by path) so that a line diff of
 /// two descriptions shows each differing file on its own line.
@@ -522,6 +553,49 @@ mod tests {
             .apply_layer(&layer(&[E::Hard("l", "missing")])[..])
             .unwrap_err();
         assert!(err.contains("hard link to missing"), "{err}");
+    }
+
+    #[test]
+    fn history_lists_layers_and_entries_without_timestamps() {
+        let mut cfg = ImageConfig::new("linux", "amd64");
+        cfg.config = Some(ContainerConfig {
+            args_escaped: Some(true),
+            ..ContainerConfig::default()
+        });
+        cfg.history = vec![
+            kiln_oci::image::History {
+                created: Some("2024-01-01T00:00:00Z".into()),
+                created_by: Some("RUN /bin/sh -c true # buildkit".into()),
+                comment: Some("buildkit.dockerfile.v0".into()),
+                ..Default::default()
+            },
+            kiln_oci::image::History {
+                created_by: Some("ENV A=1".into()),
+                empty_layer: true,
+                ..Default::default()
+            },
+        ];
+        let text = render_history(&cfg, 1);
+        assert!(!text.contains("2024"), "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "layers": 1,
+                "args_escaped": true,
+                "history": [
+                    {"created_by": "RUN /bin/sh -c true # buildkit", "empty_layer": false,
+                     "comment": "buildkit.dockerfile.v0"},
+                    {"created_by": "ENV A=1", "empty_layer": true, "comment": null},
+                ]
+            })
+        );
+        assert_eq!(text.lines().count(), 8, "one entry a line: {text}");
+        let empty = render_history(&ImageConfig::new("linux", "amd64"), 0);
+        assert_eq!(
+            serde_json::from_str::<Value>(&empty).unwrap(),
+            json!({"layers": 0, "args_escaped": false, "history": []})
+        );
     }
 
     #[test]

@@ -185,6 +185,10 @@ pub enum DebugCommand {
 
 #[derive(Debug, Args)]
 pub struct DebugDescribeFlags {
+    /// Print the build history instead (layer count, ArgsEscaped, and each history
+    /// entry's created_by, empty_layer and comment)
+    #[arg(long)]
+    pub history: bool,
     /// An OCI layout directory, an OCI or docker-archive tar, or a stored image (name or id)
     #[arg(value_name = "IMAGE-SOURCE")]
     pub source: String,

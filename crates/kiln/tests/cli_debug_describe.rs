@@ -2,7 +2,9 @@
 //! an OCI layout directory and a docker archive gives the same normalized JSON,
 //! with later layers' whiteouts applied.
 
-use kiln_oci::image::{format_rfc3339, media_type, write_image, ContainerConfig, HealthConfig};
+use kiln_oci::image::{
+    format_rfc3339, media_type, write_image, ContainerConfig, HealthConfig, History,
+};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -87,6 +89,19 @@ fn make_image(root: &Path) {
         ..HealthConfig::default()
     });
     config.config = Some(c);
+    for (by, empty) in [
+        ("COPY a /srv/ # buildkit", false),
+        ("RUN /bin/sh -c x # buildkit", false),
+        ("ENTRYPOINT [\"/app\"]", true),
+    ] {
+        config.history.push(History {
+            created: config.created.clone(),
+            created_by: Some(by.into()),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: empty,
+            ..History::default()
+        });
+    }
     let layers = [
         layer(&[
             Entry::Dir("srv/", 0o755),
@@ -148,6 +163,18 @@ fn describes_the_same_image_from_every_kind_of_source() {
     assert!(!from_store.contains("sha256:"), "no digests: {from_store}");
     assert!(!from_store.contains("2023"), "no timestamps: {from_store}");
 
+    let history = ok(&root, &["debug", "describe", "--history", "img:1"]);
+    assert!(!history.contains("2023"), "no timestamps: {history}");
+    let h: Value = serde_json::from_str(&history).unwrap();
+    assert_eq!(h["layers"], 2);
+    assert_eq!(h["args_escaped"], false);
+    assert_eq!(
+        h["history"][2],
+        json!({"created_by": "ENTRYPOINT [\"/app\"]", "empty_layer": true,
+               "comment": "buildkit.dockerfile.v0"})
+    );
+    assert_eq!(h["history"].as_array().unwrap().len(), 3);
+
     // An OCI archive, the layout directory inside it, and a docker archive.
     let oci_tar = tmp.path().join("img-oci.tar");
     let docker_tar = tmp.path().join("img-docker.tar");
@@ -176,6 +203,11 @@ fn describes_the_same_image_from_every_kind_of_source() {
     for source in [&oci_tar, &layout, &docker_tar] {
         let out = ok(&empty, &["debug", "describe", source.to_str().unwrap()]);
         assert_eq!(out, from_store, "{}", source.display());
+        let out = ok(
+            &empty,
+            &["debug", "describe", "--history", source.to_str().unwrap()],
+        );
+        assert_eq!(out, history, "{}", source.display());
     }
 }
 

@@ -1,6 +1,6 @@
 //! `kiln debug ...`: developer views of the frontend and of built images.
 
-use crate::describe::{render, Tree};
+use crate::describe::{render, render_history, Tree};
 use crate::flags::{DebugDescribeFlags, DebugParseFlags, GlobalFlags};
 use crate::local_images::{find, open_store};
 use kiln_dockerfile::ast::go_quote;
@@ -137,10 +137,14 @@ pub fn describe(global: &GlobalFlags, flags: DebugDescribeFlags) -> miette::Resu
         let image = find(&store, &flags.source)?.image().clone();
         (store, image)
     };
-    let tree = merged_tree(&store, &image)?;
+    let text = if flags.history {
+        render_history(&image.config, image.layers.len())
+    } else {
+        render(&image.config, &merged_tree(&store, &image)?)
+    };
     std::io::stdout()
         .lock()
-        .write_all(render(&image.config, &tree).as_bytes())
+        .write_all(text.as_bytes())
         .into_diagnostic()?;
     Ok(ExitCode::SUCCESS)
 }
