@@ -178,8 +178,20 @@ pub(crate) fn copy_step(
         });
         k.finish()
     };
+    // BuildKit's commit message: --parents, --chown, --chmod (not --link,
+    // --from, --exclude), the sources, heredoc names, the destination.
     let created_by = {
-        let mut words = op.sources.clone();
+        let mut words = Vec::new();
+        if op.parents {
+            words.push("--parents".to_string());
+        }
+        if let Some(c) = &op.chown {
+            words.push(format!("--chown={c}"));
+        }
+        if let Some(c) = &op.chmod {
+            words.push(format!("--chmod={c}"));
+        }
+        words.extend(op.sources.iter().cloned());
         words.extend(op.inline.iter().map(|(n, _)| format!("<<{n}")));
         words.push(op.dest.clone());
         format!(

@@ -148,7 +148,7 @@ pub(crate) fn run_step(
         });
         k.finish()
     };
-    let created_by = format!("RUN {} # buildkit", args.join(" "));
+    let created_by = format!("RUN {} # buildkit", state.run_command_string(&args));
     // Proxy settings and secret env vars reach the process but not the key.
     for (k, v) in &sh.plan.proxy_env {
         env.push(format!("{k}={v}"));

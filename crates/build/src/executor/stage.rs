@@ -40,6 +40,9 @@ pub struct StageState {
     pub created: i64,
     /// CMD was set in this stage (ENTRYPOINT resets an inherited CMD only).
     pub cmd_set: bool,
+    /// The ARG names declared so far, in order (BuildKit's `buildArgs`; a
+    /// stage built on another continues its list). RUN history shows them.
+    pub build_args: Vec<String>,
 }
 
 impl StageState {
@@ -84,6 +87,26 @@ impl StageState {
             Some(e) => *e = entry,
             None => cc.env.push(entry),
         }
+    }
+
+    /// BuildKit's `runCommandString`: `|N K=V …` for the N declared ARGs
+    /// (their current value, empty when unset), then the command.
+    pub fn run_command_string(&self, args: &[String]) -> String {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for k in &self.build_args {
+            let v = self.get_env(k).unwrap_or_default().to_string();
+            match pairs.iter_mut().find(|(pk, _)| pk == k) {
+                Some(p) => p.1 = v,
+                None => pairs.push((k.clone(), v)),
+            }
+        }
+        let mut words: Vec<String> = Vec::new();
+        if !pairs.is_empty() {
+            words.push(format!("|{}", pairs.len()));
+            words.extend(pairs.into_iter().map(|(k, v)| format!("{k}={v}")));
+        }
+        words.extend(args.iter().cloned());
+        words.join(" ")
     }
 
     /// The expansion environment (ENV and ARG values).
@@ -290,6 +313,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
             key: super::scratch_key(&platform.to_string()),
             created: sh.opts.source_date_epoch.unwrap_or(0),
             cmd_set: false,
+            build_args: Vec::new(),
         },
         Base::Stage(i) => {
             let parent = sh.wait_stage(*i)?;
@@ -325,6 +349,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
                 key,
                 created,
                 cmd_set: false,
+                build_args: Vec::new(),
             }
         }
     };
@@ -545,14 +570,9 @@ impl StepCtx<'_, '_> {
                 .map_err(|e| BuildError::other(format!("{}: {e}", d.display())))?;
         }
         execute(&upper, &scratch)?;
-        let empty = std::fs::read_dir(&upper)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true);
-        let layer = if empty {
-            None
-        } else {
-            Some(self.commit_layer(&upper)?)
-        };
+        // Every filesystem step is a layer, an empty one too, as in BuildKit
+        // (whose exporter keeps empty diffs).
+        let layer = Some(self.commit_layer(&upper)?);
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
         let rec = StepRecord { layer, created };
         sh.cache.put(key, &rec).map_err(BuildError::other)?;
@@ -632,12 +652,7 @@ fn apply_step(
             state.cc().working_dir = Some(wd.clone());
             if wd != "/" {
                 let (key, rec) = crate::executor::copy_step::workdir_step(ctx, state, &wd)?;
-                let created_by = if rec.layer.is_some() {
-                    format!("WORKDIR {wd} # buildkit")
-                } else {
-                    format!("WORKDIR {wd}")
-                };
-                apply_record(state, key, rec, created_by);
+                apply_record(state, key, rec, format!("WORKDIR {wd}"));
             } else {
                 state.history(format!("WORKDIR {wd}"), false, at);
             }
@@ -653,6 +668,7 @@ fn apply_step(
         Instruction::Arg(a) => {
             let mut parts = Vec::new();
             for decl in &a.args {
+                state.build_args.push(decl.key.clone());
                 let value = sh.plan.arg_value(decl, |d| {
                     let env = state.expansion_env();
                     kiln_dockerfile::shell::Lexer::new(sh.plan.escape)
@@ -678,14 +694,15 @@ fn apply_step(
             state.history(format!("LABEL {}", parts.join(" ")), false, at);
         }
         Instruction::Expose(e) => {
-            let mut ports = Vec::new();
+            let mut ports = std::collections::BTreeSet::new();
             for spec in &e.ports {
                 for p in expose_ports(spec).map_err(|m| sh.located(&origin, m))? {
                     state.cc().exposed_ports.insert(p.clone(), EmptyObject {});
-                    ports.push(format!("{p}:{{}}"));
+                    ports.insert(p);
                 }
             }
-            state.history(format!("EXPOSE map[{}]", ports.join(" ")), false, at);
+            let ports: Vec<String> = ports.into_iter().collect();
+            state.history(format!("EXPOSE [{}]", ports.join(" ")), false, at);
         }
         Instruction::User(u) => {
             state.cc().user = Some(u.user.clone());
@@ -709,7 +726,9 @@ fn apply_step(
         }
         Instruction::Cmd(c) => {
             let args = command_args(state, &c.command);
-            state.cc().cmd = Some(args.clone());
+            // An empty list is omitted from the config JSON (Go's omitempty).
+            state.cc().cmd = (!args.is_empty()).then(|| args.clone());
+            state.cc().args_escaped = Some(true);
             state.cmd_set = true;
             state.history(format!("CMD {}", go_quoted_list(&args)), false, at);
         }
@@ -717,7 +736,8 @@ fn apply_step(
             let args = command_args(state, &e.command);
             let cmd_set = state.cmd_set;
             let cc = state.cc();
-            cc.entrypoint = Some(args.clone());
+            cc.entrypoint = (!args.is_empty()).then(|| args.clone());
+            cc.args_escaped = Some(true);
             if !cmd_set {
                 cc.cmd = None;
             }
@@ -742,12 +762,21 @@ fn apply_step(
                     retries: (c.retries != 0).then_some(c.retries as i64),
                 },
             };
+            let text = format!(
+                "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                hc.test.join(" "),
+                go_duration(hc.interval.unwrap_or(0)),
+                go_duration(hc.timeout.unwrap_or(0)),
+                go_duration(hc.start_period.unwrap_or(0)),
+                go_duration(hc.start_interval.unwrap_or(0)),
+                hc.retries.unwrap_or(0)
+            );
             state.cc().healthcheck = Some(hc);
-            state.history(first_line(&origin.code), false, at);
+            state.history(text, false, at);
         }
         Instruction::Onbuild(o) => {
+            // BuildKit records no history entry for ONBUILD.
             state.cc().on_build.push(o.expression.clone());
-            state.history(format!("ONBUILD {}", o.expression), false, at);
         }
         Instruction::Maintainer(m) => {
             state.config.author = Some(m.name.clone());
@@ -778,6 +807,48 @@ fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
         return Err(bad());
     }
     Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Go's `time.Duration.String()` of `ns` nanoseconds (`0s`, `1.5s`, `1m30s`,
+/// `250ms`), as BuildKit's history prints HEALTHCHECK times.
+pub(crate) fn go_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
+    }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let trim = |whole: u64, frac: u64, digits: usize| -> String {
+        let mut s = whole.to_string();
+        if frac > 0 {
+            let f = format!("{frac:0digits$}");
+            s.push('.');
+            s.push_str(f.trim_end_matches('0'));
+        }
+        s
+    };
+    let body = if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", trim(u / 1_000, u % 1_000, 3))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", trim(u / 1_000_000, u % 1_000_000, 6))
+    } else {
+        let (h, rest) = (u / 3_600_000_000_000, u % 3_600_000_000_000);
+        let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+        let secs = trim(rest / 1_000_000_000, rest % 1_000_000_000, 9);
+        if h > 0 {
+            format!("{h}h{m}m{secs}s")
+        } else if m > 0 {
+            format!("{m}m{secs}s")
+        } else {
+            format!("{secs}s")
+        }
+    };
+    if neg {
+        format!("-{body}")
+    } else {
+        body
+    }
 }
 
 /// CMD/ENTRYPOINT arguments: exec form as written, shell form through the SHELL.
@@ -840,8 +911,39 @@ pub(crate) fn input_key(
                 key,
                 created: 0,
                 cmd_set: false,
+                build_args: Vec::new(),
             };
             Ok((key, Arc::new(state)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(30_000_000_000), "30s");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(1_500_000_000), "1.5s");
+        assert_eq!(go_duration(250_000_000), "250ms");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(7), "7ns");
+    }
+
+    #[test]
+    fn expose_specs() {
+        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(
+            expose_ports("7000-7002/udp").unwrap(),
+            ["7000/udp", "7001/udp", "7002/udp"]
+        );
+        assert!(expose_ports("80/xyz").is_err());
+        assert!(expose_ports("9-1").is_err());
+        assert!(expose_ports("http").is_err());
     }
 }
