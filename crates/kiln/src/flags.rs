@@ -50,6 +50,8 @@ pub enum Command {
     Save(SaveFlags),
     /// Load images from a docker-archive or OCI archive tar
     Load(LoadFlags),
+    /// Make a one-layer image from a root filesystem tarball or directory
+    Import(ImportFlags),
     /// Remove stored blobs no image uses, and leftovers of interrupted writes
     Prune(PruneFlags),
     /// Download an image from a registry into the store
@@ -163,6 +165,26 @@ pub struct LoadFlags {
     /// Print nothing on success
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportFlags {
+    /// Apply a Dockerfile instruction to the image config (CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); may be repeated
+    #[arg(short = 'c', long = "change", value_name = "INSTRUCTION")]
+    pub changes: Vec<String>,
+    /// Platform the image is for ("os/arch[/variant]"); default: the host's
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Comment of the image's history entry (default: "Imported from SOURCE")
+    #[arg(short = 'm', long, value_name = "MESSAGE")]
+    pub message: Option<String>,
+    /// A tarball (plain, gzip, zstd or xz), a directory, or "-" for a tarball on standard input
+    #[arg(value_name = "FILE|DIR|-")]
+    pub source: String,
+    /// Name for the image ("name[:tag]"); without it the image is stored untagged
+    #[arg(value_name = "NAME[:TAG]")]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@ mod build;
 mod debug;
 mod history;
 mod images;
+mod import;
 mod inspect;
 mod load;
 mod login;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Debug(DebugCommand::Parse(flags)) => debug::parse(flags),
         Command::Debug(DebugCommand::Describe(flags)) => debug::describe(&cli.global, flags),
         Command::Images(flags) => images::run(&cli.global, flags),
+        Command::Import(flags) => import::run(&cli.global, flags),
         Command::Inspect(flags) => inspect::run(&cli.global, flags),
         Command::History(flags) => history::run(&cli.global, flags),
         Command::Tag(flags) => tag::run(&cli.global, flags),

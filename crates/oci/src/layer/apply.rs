@@ -134,7 +134,7 @@ pub fn apply_layer_with(
 }
 
 /// An entry name split into clean components, or why it is refused.
-fn clean_name(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
+pub(super) fn clean_name(raw: &[u8]) -> Result<Vec<&[u8]>, String> {
     if raw.starts_with(b"/") {
         return Err("absolute path (layer entries must be relative to the layer root)".into());
     }

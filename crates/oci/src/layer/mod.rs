@@ -9,9 +9,12 @@
 //!   magic bytes) → tar → entries created below the target through directory file
 //!   descriptors resolved with `openat2(RESOLVE_BENEATH)`; OCI whiteouts either
 //!   delete (a merged rootfs) or become overlayfs whiteouts (one lowerdir per layer).
+//! * [`write_layer_from_tar`]: a root filesystem tarball (plain, gzip, zstd or xz)
+//!   → checked tar entries → diff_id → recompressed blob (`kiln import`).
 
 mod apply;
 mod compress;
+mod from_tar;
 mod header;
 mod whiteout;
 mod write;
@@ -20,6 +23,7 @@ pub use apply::{
     apply_layer, apply_layer_with, ApplyOptions, ApplyStats, OverlayXattr, WhiteoutMode,
 };
 pub use compress::Compression;
+pub use from_tar::{write_layer_from_tar, TarLayer, TarballCompression};
 pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
 
 use std::io;

@@ -126,10 +126,10 @@ pub fn write_layer(
 }
 
 /// The blob writer: sha256 and byte count of what passes through.
-struct CountingHasher<W: Write> {
-    inner: W,
-    hasher: Hasher,
-    count: u64,
+pub(super) struct CountingHasher<W: Write> {
+    pub(super) inner: W,
+    pub(super) hasher: Hasher,
+    pub(super) count: u64,
 }
 
 impl<W: Write> Write for CountingHasher<W> {
