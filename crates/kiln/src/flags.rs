@@ -52,6 +52,8 @@ pub enum Command {
     Load(LoadFlags),
     /// Make a one-layer image from a root filesystem tarball or directory
     Import(ImportFlags),
+    /// Run a command in a new container from a stored image (removed when it exits)
+    Run(RunFlags),
     /// Remove stored blobs no image uses, and leftovers of interrupted writes
     Prune(PruneFlags),
     /// Download an image from a registry into the store
@@ -185,6 +187,38 @@ pub struct ImportFlags {
     /// Name for the image ("name[:tag]"); without it the image is stored untagged
     #[arg(value_name = "NAME[:TAG]")]
     pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunFlags {
+    /// Accepted for docker compatibility: kiln never keeps a container after it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable ("KEY=value", or "KEY" to take it from kiln's environment)
+    #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
+    pub env: Vec<String>,
+    /// Run as this user ("name|uid[:group|gid]"), instead of the image's USER
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Working directory inside the container, instead of the image's WORKDIR
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Network: "host" (the host's network, the default) or "none" (only loopback)
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub network: String,
+    /// Run this program instead of the image's ENTRYPOINT ("" clears it)
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
+    /// The image, by name or id
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// Command and arguments, instead of the image's CMD
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ mod prune;
 mod pull;
 mod push;
 mod rmi;
+mod run;
 mod save;
 mod tag;
 
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Inspect(flags) => inspect::run(&cli.global, flags),
         Command::History(flags) => history::run(&cli.global, flags),
         Command::Tag(flags) => tag::run(&cli.global, flags),
+        Command::Run(flags) => run::run(&cli.global, flags),
         Command::Rmi(flags) => rmi::run(&cli.global, flags),
         Command::Save(flags) => save::run(&cli.global, flags),
         Command::Load(flags) => load::run(&cli.global, flags),

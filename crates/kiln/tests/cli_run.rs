@@ -1,0 +1,307 @@
+//! `kiln run`, as a user would run it: a busybox image imported with `kiln import`
+//! into a temporary store, run in the sandbox. Needs root (CI runs as root) and
+//! Debian's static busybox at /bin/busybox (scripts/setup-test-env installs it).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn kiln(root: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root").arg(root).stdin(Stdio::null());
+    cmd
+}
+
+fn run(root: &Path, args: &[&str]) -> Output {
+    kiln(root).arg("run").args(args).output().expect("run kiln")
+}
+
+fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ok(root: &Path, args: &[&str]) -> String {
+    let out = run(root, args);
+    assert!(
+        out.status.success(),
+        "kiln run {args:?} failed ({}):\n{}{}",
+        out.status,
+        stdout_of(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout_of(&out)
+}
+
+/// A temporary store holding `bb:test` (busybox, root and user 1001) and
+/// `bb:entry` (the same with an ENTRYPOINT and CMD).
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "kiln run tests need root (CI runs as root)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    for d in ["bin", "etc", "tmp", "home/user"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
+        .expect("/bin/busybox (Debian's busybox-static)");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+        }
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nuser:x:1001:1001:user:/home/user:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1001:\n").unwrap();
+    let root = tmp.path().join("store");
+    for (name, changes) in [
+        (
+            "bb:test",
+            vec!["ENV GREETING=hello IMAGE_ONLY=1", r#"CMD ["sh"]"#],
+        ),
+        (
+            "bb:entry",
+            vec![
+                r#"ENTRYPOINT ["echo", "entry"]"#,
+                r#"CMD ["default", "args"]"#,
+            ],
+        ),
+    ] {
+        let mut cmd = kiln(&root);
+        cmd.arg("import");
+        for c in changes {
+            cmd.args(["--change", c]);
+        }
+        let out = cmd.arg(&rootfs).arg(name).output().unwrap();
+        assert!(
+            out.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Fixture { _tmp: tmp, root }
+}
+
+/// Nothing of a finished run is left: no mount under the store, no work dir.
+fn assert_nothing_left(root: &Path) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_str = root.to_str().unwrap();
+    assert!(
+        !mountinfo.contains(root_str),
+        "a mount under the store is left:\n{mountinfo}"
+    );
+    let tmp = root.join("snapshots/tmp");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "work dirs left in {}: {left:?}",
+        tmp.display()
+    );
+}
+
+#[test]
+fn runs_commands_with_exit_codes_user_workdir_and_env() {
+    let f = fixture();
+    let root = &f.root;
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+
+    assert_eq!(
+        ok(root, &["bb:test", "echo", "hello", "world"]),
+        "hello world\n"
+    );
+    // The image's CMD runs when no command is given.
+    let out = kiln(root)
+        .args(["run", "bb:test"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sh with no input exits 0");
+
+    let out = run(
+        root,
+        &["bb:test", "sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(stdout_of(&out), "out\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    assert_eq!(ok(root, &["-u", "1001", "bb:test", "id", "-u"]), "1001\n");
+    assert_eq!(
+        ok(
+            root,
+            &["--user", "user", "bb:test", "sh", "-c", "id -g; echo $HOME"]
+        ),
+        "1001\n/home/user\n"
+    );
+    assert_eq!(
+        ok(root, &["bb:test", "sh", "-c", "id -u; echo $HOME"]),
+        "0\n/root\n"
+    );
+    // A missing working directory is created for the run only.
+    assert_eq!(
+        ok(root, &["-w", "/work/dir", "bb:test", "pwd"]),
+        "/work/dir\n"
+    );
+    assert_eq!(
+        ok(
+            root,
+            &[
+                "bb:test",
+                "sh",
+                "-c",
+                "test -e /work && echo kept || echo gone"
+            ]
+        ),
+        "gone\n"
+    );
+    assert_eq!(
+        ok(
+            root,
+            &[
+                "-e",
+                "GREETING=bonjour",
+                "-e",
+                "EXTRA=x=y",
+                "bb:test",
+                "sh",
+                "-c",
+                "echo $GREETING $IMAGE_ONLY $EXTRA $PATH"
+            ]
+        ),
+        "bonjour 1 x=y /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    );
+    // A file written by one run is not seen by the next.
+    ok(root, &["bb:test", "sh", "-c", "echo x > /tmp/state"]);
+    assert_eq!(
+        ok(
+            root,
+            &[
+                "bb:test",
+                "sh",
+                "-c",
+                "cat /tmp/state 2>/dev/null || echo none"
+            ]
+        ),
+        "none\n"
+    );
+
+    // docker's entrypoint rules.
+    assert_eq!(ok(root, &["bb:entry"]), "entry default args\n");
+    assert_eq!(ok(root, &["bb:entry", "given"]), "entry given\n");
+    assert_eq!(ok(root, &["--entrypoint", "/bin/echo", "bb:entry"]), "\n");
+    assert_eq!(
+        ok(root, &["--entrypoint", "", "bb:entry", "echo", "plain"]),
+        "plain\n"
+    );
+
+    // Errors: docker's exit codes, one clear message.
+    let out = run(root, &["bb:test", "no-such-program"]);
+    assert_eq!(out.status.code(), Some(127));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no-such-program"), "{err}");
+    let out = run(root, &["no-such-image:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no such image") && !err.contains("panicked"),
+        "{err}"
+    );
+    let out = run(root, &["--entrypoint", "", "bb:entry"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no command"));
+
+    // --network none: only loopback inside.
+    let net = ok(
+        root,
+        &["--network", "none", "bb:test", "cat", "/proc/net/dev"],
+    );
+    let ifaces: Vec<&str> = net
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{net}");
+
+    assert_nothing_left(root);
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let ours = |m: &str| -> Vec<String> {
+        m.lines()
+            .filter(|l| l.contains("kiln") || l.contains(root.to_str().unwrap()))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(ours(&mounts_before), ours(&mounts_after));
+}
+
+#[test]
+fn a_server_is_reachable_on_loopback_and_sigterm_stops_it() {
+    let f = fixture();
+    let root = &f.root;
+    // A port derived from the pid, to not collide with parallel test runs.
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let script = format!(
+        "mkdir -p /www && echo served-from-kiln > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
+    );
+    let mut child = kiln(root)
+        .args(["run", "--rm", "bb:test", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let response = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").unwrap();
+                let mut body = String::new();
+                let _ = s.read_to_string(&mut body);
+                break body;
+            }
+            Err(_) if Instant::now() < deadline => {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("kiln run exited early: {status}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                let _ = child.kill();
+                panic!("the server in the container never answered: {e}");
+            }
+        }
+    };
+    assert!(response.contains("served-from-kiln"), "{response}");
+
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kiln run did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(128 + 15), "exit code is 128 + SIGTERM");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the server is gone"
+    );
+    assert_nothing_left(root);
+}
