@@ -184,17 +184,13 @@ pub fn copy(
         excludes: (!excludes.is_empty()).then_some(excludes),
         stats: CopyStats::default(),
     };
-    // A stage without layers is an empty root directory: give it one, empty.
-    let empty_root;
-    let empty_view;
+    let stage;
     let tree = match source {
         CopySource::Context(ctx) => Tree::Ctx(ctx),
-        CopySource::View(v) if v.layers().is_empty() => {
-            empty_root = tempfile::tempdir().map_err(io_err("/"))?;
-            empty_view = LayeredView::new(vec![empty_root.path().to_path_buf()]);
-            Tree::View(&empty_view)
+        CopySource::View(v) => {
+            stage = readable_view(v)?;
+            Tree::View(&stage.0)
         }
-        CopySource::View(v) => Tree::View(v),
     };
     for src in &op.sources {
         if http::is_url(src) {
@@ -217,6 +213,20 @@ pub fn copy(
     let stats = cx.stats;
     cx.up.finish()?;
     Ok(stats)
+}
+
+/// The view to read a stage through. A stage without layers is an empty root
+/// directory, which needs a directory to stand for it: an empty temporary one,
+/// returned too so it lives as long as the view is used.
+fn readable_view(v: &LayeredView) -> Result<(LayeredView, Option<tempfile::TempDir>), CopyError> {
+    if !v.layers().is_empty() {
+        return Ok((v.clone(), None));
+    }
+    let root = tempfile::tempdir().map_err(io_err("/"))?;
+    Ok((
+        LayeredView::new(vec![root.path().to_path_buf()]),
+        Some(root),
+    ))
 }
 
 /// WORKDIR's directory: BuildKit's `Mkdir(wd, 0755, WithParents, WithUser)`
@@ -1022,7 +1032,8 @@ pub fn context_sources_digest(
 /// content (or link target), so an unchanged artifact of a rebuilt stage keeps
 /// the steps after the COPY cached (BuildKit's content-based cache keys).
 pub fn view_sources_digest(op: &CopyOp, view: &LayeredView) -> Result<Digest, CopyError> {
-    sources_digest(op, &Tree::View(view), &|n: &Node| {
+    let (view, _empty_root) = readable_view(view)?;
+    sources_digest(op, &Tree::View(&view), &|n: &Node| {
         let md = n.metadata().map_err(io_err(&n.path))?;
         let mut h = Hasher::new();
         h.update(&md.mode().to_le_bytes());

@@ -5,7 +5,8 @@
 use kiln_build::context::Context;
 use kiln_build::copy::upper::{set_times_at, Times};
 use kiln_build::copy::{
-    context_sources_digest, copy, dest_path, make_workdir, CopyError, CopyOp, CopySource, CopyStats,
+    context_sources_digest, copy, dest_path, make_workdir, view_sources_digest, CopyError, CopyOp,
+    CopySource, CopyStats,
 };
 use kiln_build::dockerignore::PatternMatcher;
 use kiln_build::fsview::LayeredView;
@@ -1065,6 +1066,13 @@ fn copy_from_an_empty_stage() {
         &empty(),
     );
     assert_eq!(e.to_string(), "\"/bin/sh\": not found");
+    // The cache key of such a copy can be computed too.
+    let a = view_sources_digest(&op(&["/"], "/x"), &empty()).unwrap();
+    assert_eq!(a, view_sources_digest(&op(&["/"], "/x"), &empty()).unwrap());
+    assert!(matches!(
+        view_sources_digest(&op(&["/bin/sh"], "/x"), &empty()),
+        Err(CopyError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -1118,4 +1126,29 @@ fn many_files_hard_links_and_set_id_bits() {
     fs::remove_file(c.path().join("big/d5/f50.txt")).unwrap();
     let e = run_err(&op(&["big"], "/out/"), CopySource::Context(&ctx), &empty());
     assert!(e.to_string().starts_with("/big/d5/f50.txt: "), "{e}");
+}
+
+#[test]
+fn view_digest_covers_exactly_what_is_copied() {
+    let low = tempfile::tempdir().unwrap();
+    write(low.path(), "app/bin/tool", "v1");
+    write(low.path(), "app/notes.md", "n");
+    write(low.path(), "other", "o");
+    let view = LayeredView::new(vec![low.path().into()]);
+    let mut o = op(&["/app"], "/dst");
+    o.excludes = vec!["*.md".into()];
+    let before = view_sources_digest(&o, &view).unwrap();
+    write(low.path(), "app/notes.md", "changed");
+    write(low.path(), "other", "changed");
+    assert_eq!(view_sources_digest(&o, &view).unwrap(), before);
+    write(low.path(), "app/bin/tool", "v2");
+    let changed = view_sources_digest(&o, &view).unwrap();
+    assert_ne!(changed, before);
+    rustix::fs::chown(
+        low.path().join("app/bin/tool").as_path(),
+        Some(rustix::fs::Uid::from_raw(3)),
+        None,
+    )
+    .unwrap();
+    assert_ne!(view_sources_digest(&o, &view).unwrap(), changed);
 }
