@@ -48,21 +48,25 @@ pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCo
     let entitlements =
         Entitlements::from_allow(&flags.allow).map_err(|e| miette!("--allow: {e}"))?;
     entitlements::check_plan(&plan, &entitlements, &src).map_err(miette::Report::new)?;
-    for w in &plan.warnings {
-        if w.line > 0 {
-            eprintln!(
-                "warning: {}:{}: {} [{}]",
-                src.name, w.line, w.message, w.rule
-            );
-        } else {
-            eprintln!("warning: {} [{}]", w.message, w.rule);
-        }
-    }
+    let warnings: Vec<String> = plan
+        .warnings
+        .iter()
+        .map(|w| {
+            if w.line > 0 {
+                format!("{}:{}: {} [{}]", src.name, w.line, w.message, w.rule)
+            } else {
+                format!("{} [{}]", w.message, w.rule)
+            }
+        })
+        .collect();
     if flags.dry_run {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         print!("{}", render_plan(&plan));
         return Ok(ExitCode::SUCCESS);
     }
-    execute(global, &flags, &src, &plan)
+    execute(global, &flags, &src, &plan, warnings)
 }
 
 /// Runs the plan, stores the image, then tags, exports and pushes it.
@@ -71,6 +75,7 @@ fn execute(
     flags: &BuildFlags,
     src: &Source,
     plan: &Plan,
+    warnings: Vec<String>,
 ) -> miette::Result<ExitCode> {
     let store = open_store(global)?;
     let context_dir = &flags.context;
@@ -127,7 +132,14 @@ fn execute(
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
     };
-    let progress = crate::progress::sink_for(&flags.progress);
+    let progress = if flags.quiet {
+        crate::progress::quiet()
+    } else {
+        crate::progress::sink_for(&flags.progress)
+    };
+    for message in warnings {
+        progress.emit(Event::Warning { at_ms: 0, message });
+    }
     let clock = Clock::start();
     let result = executor::build(plan, src, &opts, &store, progress.as_ref());
     let out = match result {

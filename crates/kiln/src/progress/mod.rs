@@ -32,6 +32,8 @@ enum Renderer {
     Plain(Plain<io::Stderr>),
     Tty(Tty),
     RawJson(RawJson<io::Stderr>),
+    /// `kiln build -q`: nothing but the image id at the end.
+    Quiet,
 }
 
 /// `--progress`: how to show the build.
@@ -72,6 +74,13 @@ pub fn sink_for_mode(mode: ProgressMode) -> Arc<Progress> {
     Arc::new(Progress { renderer })
 }
 
+/// No progress output at all (`kiln build -q`).
+pub fn quiet() -> Arc<Progress> {
+    Arc::new(Progress {
+        renderer: Renderer::Quiet,
+    })
+}
+
 /// `auto` becomes `tty` when stderr is a terminal that can move the cursor
 /// (`TERM` is not `dumb`), else `plain`; other modes stay as they are.
 fn resolve(mode: ProgressMode) -> ProgressMode {
@@ -105,6 +114,7 @@ impl ProgressSink for Progress {
             Renderer::Plain(r) => r.emit(event),
             Renderer::Tty(r) => r.emit(event),
             Renderer::RawJson(r) => r.emit(event),
+            Renderer::Quiet => {}
         }
     }
 }
