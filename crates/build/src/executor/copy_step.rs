@@ -13,8 +13,6 @@ use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
 use serde::Serialize;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
 
 #[derive(Serialize)]
 struct CopyKey<'a> {
@@ -263,74 +261,9 @@ pub(crate) fn workdir_step(
                 .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))?;
             (u.uid, u.gid)
         };
-        mkdir_all(&view, upper, wd, uid, gid)
+        copy::make_workdir(&view, upper, wd, (uid, gid))
+            .map(|_| ())
             .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))
     })?;
     Ok((key, rec))
-}
-
-/// Creates `path` in `upper` unless the view already has it as a directory:
-/// existing ancestors are copied up with their metadata, missing ones are
-/// created 0755 owned by `uid:gid`.
-fn mkdir_all(
-    view: &LayeredView,
-    upper: &Path,
-    path: &str,
-    uid: u32,
-    gid: u32,
-) -> std::io::Result<()> {
-    if let Some(e) = view.lookup(path, true)? {
-        if e.is_dir() {
-            return Ok(());
-        }
-    }
-    let resolved = view.resolve(path, true)?;
-    let mut current = String::new();
-    let comps: Vec<&str> = resolved.split('/').filter(|c| !c.is_empty()).collect();
-    for c in comps {
-        current.push('/');
-        current.push_str(c);
-        let target = upper.join(current.trim_start_matches('/'));
-        match view.lookup(&current, true)? {
-            Some(e) if e.is_dir() => {
-                if target.exists() {
-                    continue;
-                }
-                // Copy up: same name (symlinks in ancestors are not followed
-                // here; BuildKit resolves them, so do the same for the path
-                // we create under).
-                std::fs::create_dir(&target)?;
-                let md = &e.metadata;
-                std::fs::set_permissions(
-                    &target,
-                    std::fs::Permissions::from_mode(md.mode() & 0o7777),
-                )?;
-                std::os::unix::fs::lchown(&target, Some(md.uid()), Some(md.gid()))?;
-                let t = rustix::fs::Timespec {
-                    tv_sec: md.mtime(),
-                    tv_nsec: md.mtime_nsec() as _,
-                };
-                let _ = rustix::fs::utimensat(
-                    rustix::fs::CWD,
-                    &target,
-                    &rustix::fs::Timestamps {
-                        last_access: t,
-                        last_modification: t,
-                    },
-                    rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-                );
-            }
-            Some(_) => {
-                return Err(std::io::Error::other(format!(
-                    "{current} exists and is not a directory"
-                )))
-            }
-            None => {
-                std::fs::create_dir(&target)?;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
-                std::os::unix::fs::lchown(&target, Some(uid), Some(gid))?;
-            }
-        }
-    }
-    Ok(())
 }
