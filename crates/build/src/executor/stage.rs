@@ -737,7 +737,6 @@ fn apply_step(
             let cmd_set = state.cmd_set;
             let cc = state.cc();
             cc.entrypoint = (!args.is_empty()).then(|| args.clone());
-            cc.args_escaped = Some(true);
             if !cmd_set {
                 cc.cmd = None;
             }
