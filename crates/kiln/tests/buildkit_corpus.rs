@@ -80,13 +80,17 @@ fn corpus_dir() -> PathBuf {
 
 /// The kiln options a case's `args` file asks for (`build-arg NAME=VALUE`,
 /// `target STAGE`, `build-context NAME=docker-image://REF|DIR`,
-/// `secret id=NAME,src=FILE`; DIR and FILE relative to the case).
+/// `secret id=NAME,src=FILE`, `file DOCKERFILE`; paths relative to the case).
+/// `-f` comes first, with the case's `Dockerfile` unless a `file` line names another.
 fn case_options(dir: &Path) -> Result<Vec<String>, String> {
     let file = dir.join("args");
-    let Ok(text) = fs::read_to_string(&file) else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
+    let text = fs::read_to_string(&file).unwrap_or_default();
+    let dockerfile = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("file "))
+        .map(str::trim)
+        .unwrap_or("Dockerfile");
+    let mut out = vec!["-f".to_string(), dir.join(dockerfile).display().to_string()];
     for line in text.lines() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -94,6 +98,7 @@ fn case_options(dir: &Path) -> Result<Vec<String>, String> {
         }
         match line.split_once(' ') {
             Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
+            Some(("file", _)) => {}
             Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
             Some(("secret", v)) => {
                 let v = v.trim();
@@ -237,7 +242,12 @@ fn kiln_builds_the_same_images_as_buildkit() {
     let mut cases: Vec<PathBuf> = fs::read_dir(&corpus)
         .expect("read the corpus directory")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("Dockerfile").is_file())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
+                && p.is_dir()
+        })
         .collect();
     cases.sort();
     assert!(
@@ -273,8 +283,7 @@ fn kiln_builds_the_same_images_as_buildkit() {
             build
                 .arg("--root")
                 .arg(&root)
-                .args(["build", "--progress=plain", "-f"])
-                .arg(dir.join("Dockerfile"))
+                .args(["build", "--progress=plain"])
                 .args(["-t", &format!("kiln-corpus/{name}:latest")])
                 .args(case_options(dir)?)
                 .arg("-o")
