@@ -117,7 +117,7 @@ build() {
   local t0 t1 ctx=$work/ctx-$1 rc=0
   t0=$(now)
   case $1 in
-    kiln) "$kiln" --root "$work/kiln-root" build --network host --progress rawjson \
+    kiln) KILN_LOG=warn,kiln_sandbox=debug "$kiln" --root "$work/kiln-root" build --network host --progress rawjson \
       "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 || rc=$? ;;
     docker) DOCKER_BUILDKIT=1 "$docker" build --network=host --progress=plain \
       "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 || rc=$? ;;
@@ -134,93 +134,139 @@ build() {
   sub "$t1" "$t0"
 }
 
-# run_steps TOOL LOG: "<RUN steps executed> <their total seconds>" as the tool reports them
-# (kiln: rawjson step_started/step_finished; BuildKit: "#N [..] RUN" and "#N DONE 1.2s";
-# buildah: RUN steps not answered by "Using cache", no per-step time).
-run_steps() {
+# measure TOOL LOG: "<RUN steps run> <their time, s> <sandbox time, s>" as the tool reports them.
+#   kiln: rawjson step_started/step_finished of RUN steps (a step's time includes writing
+#         its layer), and the sandbox's own debug line per RUN (helper start, namespaces,
+#         mounts, the process, clean-up — no layer writing);
+#   BuildKit: "#N [..] RUN …" and "#N DONE 1.2s" (the container run and the snapshot
+#         commit; layers are diffed at export, outside). BuildKit rounds to 0.1 s;
+#   buildah: RUN steps not answered by "Using cache"; it prints no per-step time.
+measure() {
   case $1 in
-    kiln) jq -rs '[.[] | select(.event == "step_started" and (.name | test("\\] RUN ")))
+    kiln)
+      grep '^{' "$2" | jq -rs '[.[] | select(.event == "step_started" and (.name | test("\\] RUN ")))
                    | .step] as $runs
                   | [.[] | select(.event == "step_finished" and (.step as $s | $runs | index($s)))]
-                  | "\(length) \((map(.duration_ms) | add // 0) / 1000)"' "$2" ;;
+                  | "\(length) \((map(.duration_ms) | add // 0) / 1000)"' | tr '\n' ' '
+      sed 's/\x1b\[[0-9;]*m//g' "$2" | awk '/sandbox run finished/ {
+          for (i = 1; i <= NF; i++) if ($i ~ /^sandbox_run_ms=/) { split($i, kv, "="); s += kv[2] } }
+        END { printf "%.3f\n", s / 1000 }' ;;
     docker) awk '
       /^#[0-9]+ \[[^]]*\] RUN / { run[$1] = 1 }
       /^#[0-9]+ DONE [0-9.]+s$/ && ($1 in run) && !($1 in done) { done[$1] = 1; n++; s += substr($3, 1, length($3) - 1) }
-      END { printf "%d %.3f\n", n, s }' "$2" ;;
+      END { printf "%d %.3f -\n", n, s }' "$2" ;;
     buildah) awk '
       match($0, /STEP [0-9]+\/[0-9]+: [A-Z]+/) {
         if (pending) n++
         split(substr($0, RSTART, RLENGTH), w, " "); pending = (w[3] == "RUN")
       }
       /Using cache/ { pending = 0 }
-      END { if (pending) n++; printf "%d -\n", n }' "$2" ;;
+      END { if (pending) n++; printf "%d - -\n", n }' "$2" ;;
   esac
+}
+
+# Where kiln's time outside the sandbox went in one build (from its rawjson and debug lines):
+# process start and exit, non-RUN steps, layer writing of RUN steps, export, and the rest
+# (planning, context hashing, cache look-ups, waits between steps).
+kiln_breakdown() {
+  local wall=$1 log=$2
+  sed 's/\x1b\[[0-9;]*m//g' "$log" | awk -v wall="$wall" '
+    /sandbox run finished/ { for (i = 1; i <= NF; i++) if ($i ~ /^sandbox_run_ms=/) { split($i, kv, "="); sandbox += kv[2] } }
+    /^\{/ {
+      if (match($0, /"event":"[a-z_]+"/)) ev = substr($0, RSTART + 9, RLENGTH - 10); else next
+      step = ""; if (match($0, /"step":[0-9]+/)) step = substr($0, RSTART + 7, RLENGTH - 7)
+      if (ev == "step_started") isrun[step] = ($0 ~ /\] RUN /)
+      if (ev == "step_finished") { match($0, /"duration_ms":[0-9]+/); d = substr($0, RSTART + 14, RLENGTH - 14)
+        if (isrun[step]) runsteps += d; else other += d }
+      if (ev == "phase" && $0 ~ /"duration_ms":[0-9]/) { match($0, /"duration_ms":[0-9]+/); export += substr($0, RSTART + 14, RLENGTH - 14) }
+      if (ev == "build_finished") { match($0, /"duration_ms":[0-9]+/); total = substr($0, RSTART + 14, RLENGTH - 14) }
+    }
+    END {
+      printf "    process start and exit (wall - build duration) %6.0f ms\n", wall * 1000 - total
+      printf "    non-RUN steps (COPY, WORKDIR, FROM)            %6.0f ms\n", other
+      printf "    RUN steps outside the sandbox (layer writing)  %6.0f ms\n", runsteps - sandbox
+      printf "    export phases                                  %6.0f ms\n", export
+      printf "    rest (plan, context, cache look-ups, waits)    %6.0f ms\n", total - other - runsteps - export
+    }'
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A cold noop edit edit_over edit_runs noop_runs cold_runs
+results=$work/results   # tool phase run wall run_steps run_s sandbox_s
+: > "$results"
+record() {   # record TOOL PHASE RUN LOG WALL
+  local m; m=$(measure "$1" "$4")
+  echo "$1 $2 $3 $5 $m" >> "$results"
+  set -- "$1" "$2" "$3" "$4" "$5" $m
+  printf '%-8s %-16s %6ss   RUN steps run: %s, their time: %ss' "$1" "$2 $3" "$5" "$6" "$7"
+  if [ "$8" != - ]; then printf ', in the sandbox: %ss' "$8"; fi
+  echo
+}
+
+bench_one() {   # bench_one TOOL PHASE RUN LOG
+  local w
+  w=$(build "$1" "$4") || exit 1
+  record "$1" "$2" "$3" "$4" "$w"
+}
+
 echo "kiln-bench: $project (FROM $base), $runs runs each; logs under $logs"
-echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-for t in $tools; do
-  fresh_context "$t"
-  prepare_cold "$t"
-  cold[$t]=$(build "$t" "$logs/$t-cold.log")
-  read -r n s < <(run_steps "$t" "$logs/$t-cold.log")
-  cold_runs[$t]=$n
-  echo "$t cold: ${cold[$t]}s (RUN steps run: $n, their time: ${s}s)"
-  times=() runs_seen=()
-  for r in $(seq 1 "$runs"); do
-    times+=("$(build "$t" "$logs/$t-noop-$r.log")")
-    read -r n s < <(run_steps "$t" "$logs/$t-noop-$r.log")
-    runs_seen+=("$n")
-  done
-  noop[$t]=$(median "${times[@]}")
-  noop_runs[$t]=$(printf '%s\n' "${runs_seen[@]}" | sort -u | paste -sd/)
-  echo "$t no-op: ${times[*]} s (median ${noop[$t]}s; RUN steps run: ${noop_runs[$t]})"
-  times=() overs=() runs_seen=()
-  for r in $(seq 1 "$runs"); do
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r)"
+echo "kiln $("$kiln" --version | awk '{ print $2 }') ($kiln); $("$docker" version -f 'dockerd {{.Server.Version}}' 2>/dev/null || echo 'docker: -'); $("$buildah" --version 2>/dev/null || echo 'buildah: -')"
+echo "load at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+for t in $tools; do fresh_context "$t"; prepare_cold "$t"; done
+for t in $tools; do bench_one "$t" cold 1 "$logs/$t-cold.log"; done
+for r in $(seq 1 "$runs"); do
+  for t in $tools; do bench_one "$t" no-op "$r" "$logs/$t-noop-$r.log"; done
+done
+for r in $(seq 1 "$runs"); do
+  for t in $tools; do
     edit_source "$t" "$r"
-    w=$(build "$t" "$logs/$t-edit-$r.log")
-    times+=("$w")
-    read -r n s < <(run_steps "$t" "$logs/$t-edit-$r.log")
-    runs_seen+=("$n")
-    if [ "$s" != - ]; then overs+=("$(sub "$w" "$s")"); fi
-    echo "$t one-line change $r: ${w}s (RUN steps run: $n, their time: ${s}s)"
+    bench_one "$t" one-line-change "$r" "$logs/$t-edit-$r.log"
   done
-  edit[$t]=$(median "${times[@]}")
-  edit_runs[$t]=$(printf '%s\n' "${runs_seen[@]}" | sort -u | paste -sd/)
-  if [ "${#overs[@]}" -gt 0 ]; then edit_over[$t]=$(median "${overs[@]}"); fi
 done
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-label() { case $1 in kiln) echo kiln ;; docker) echo BuildKit ;; buildah) echo Buildah ;; esac; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-echo
-printf '%-32s' "wall time, s"
-for t in $tools; do printf '%12s' "$(label "$t")"; done
-for t in $tools; do [ "$t" = kiln ] || printf '%16s' "$(label "$t")/kiln"; done
-echo
-row() {
-  local name=$1; local -n m=$2
-  printf '%-32s' "$name"
-  for t in $tools; do printf '%12s' "${m[$t]}"; done
-  for t in $tools; do [ "$t" = kiln ] || printf '%16s' "$(ratio "${m[$t]}" "${m[kiln]:-0}")"; done
-  echo
+# stat TOOL PHASE FIELD: median over the runs of a field (4 wall, 5 run steps, 6 run s, 7 sandbox s,
+# "o" = wall minus RUN step time, "os" = wall minus sandbox time).
+stat() {
+  local vals
+  vals=$(awk -v t="$1" -v p="$2" -v f="$3" '$1 == t && $2 == p {
+    if (f == "o") print $4 - $6; else if (f == "os") print $4 - $7; else print $f }' "$results")
+  if [ -z "$vals" ] || grep -q -- '^-$' <<< "$vals"; then echo -; return; fi
+  if [ "$3" = 5 ]; then sort -u <<< "$vals" | paste -sd/; return; fi
+  # shellcheck disable=SC2086
+  printf '%.3f' "$(median $vals)"
 }
-row "cold build" cold
-row "no-op rebuild (median)" noop
-row "one-line change (median)" edit
-printf '%-32s' "RUN steps run: cold/no-op/edit"
-for t in $tools; do printf '%12s' "${cold_runs[$t]}/${noop_runs[$t]}/${edit_runs[$t]}"; done
+label() { case $1 in kiln) echo kiln ;; docker) echo BuildKit ;; buildah) echo Buildah ;; esac; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+has() { [[ " $tools " == *" $1 "* ]]; }
+
 echo
-if [ -n "${edit_over[kiln]:-}" ] && [ -n "${edit_over[docker]:-}" ]; then
+printf '%-34s' "wall time, s (median of $runs)"
+for t in $tools; do printf '%11s' "$(label "$t")"; done
+if has kiln; then for t in $tools; do [ "$t" = kiln ] || printf '%15s' "$(label "$t")/kiln"; done; fi
+echo
+for p in cold no-op one-line-change; do
+  printf '%-34s' "$p"
+  for t in $tools; do printf '%11s' "$(stat "$t" "$p" 4)"; done
+  if has kiln; then for t in $tools; do [ "$t" = kiln ] || printf '%15s' "$(ratio "$(stat "$t" "$p" 4)" "$(stat kiln "$p" 4)")"; done; fi
   echo
-  echo "overhead of the one-line-change rebuild (wall time minus RUN steps' time, median):"
-  echo "  kiln ${edit_over[kiln]}s, BuildKit ${edit_over[docker]}s:" \
-    "kiln's is $(awk -v a="${edit_over[kiln]}" -v b="${edit_over[docker]}" 'BEGIN { printf "%.1f", 100 * a / b }')% of BuildKit's (target < 10%)"
-fi
-if [ -n "${noop[kiln]:-}" ] && [ -n "${noop[docker]:-}" ]; then
-  echo "no-op rebuild: kiln ${noop[kiln]}s vs BuildKit ${noop[docker]}s" \
-    "($(awk -v a="${noop[kiln]}" -v b="${noop[docker]}" 'BEGIN { print (a < b) ? "faster: target met" : "not faster: target missed" }'))"
+done
+printf '%-34s' "RUN steps run: cold, no-op, change"
+for t in $tools; do printf '%11s' "$(stat "$t" cold 5),$(stat "$t" no-op 5),$(stat "$t" one-line-change 5)"; done
+echo
+
+if has kiln && has docker; then
+  ko=$(stat kiln one-line-change os) kr=$(stat kiln one-line-change o) bo=$(stat docker one-line-change o)
+  echo
+  echo "overhead of the one-line-change rebuild = wall time minus the RUN steps' own time (median):"
+  echo "  BuildKit: wall - RUN steps' DONE times (±0.05 s rounding per step)          ${bo} s"
+  echo "  kiln:     wall - time in the sandbox (layer writing counts as overhead)      ${ko} s  = $(awk -v a="$ko" -v b="$bo" 'BEGIN { printf "%.0f", 100 * a / b }')% of BuildKit's (target < 10%)"
+  echo "  kiln:     wall - RUN steps' durations (layer writing counts as RUN time)     ${kr} s  = $(awk -v a="$kr" -v b="$bo" 'BEGIN { printf "%.0f", 100 * a / b }')% of BuildKit's"
+  mid=$(awk '$1 == "kiln" && $2 == "one-line-change" { print $4 - $7, $3, $4 }' "$results" | sort -g | awk '{ l[NR] = $2 " " $3 } END { print l[int((NR + 1) / 2)] }')
+  echo "  kiln's overhead in its median run ($(cut -d' ' -f1 <<< "$mid")):"
+  kiln_breakdown "$(cut -d' ' -f2 <<< "$mid")" "$logs/kiln-edit-$(cut -d' ' -f1 <<< "$mid").log"
+  kn=$(stat kiln no-op 4) bn=$(stat docker no-op 4)
+  echo "no-op rebuild: kiln ${kn} s, BuildKit ${bn} s —" \
+    "$(awk -v a="$kn" -v b="$bn" 'BEGIN { print (a < b) ? "kiln faster (target met)" : "kiln not faster (target missed)" }')"
 fi

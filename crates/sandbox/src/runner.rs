@@ -218,11 +218,22 @@ pub fn spawn(spec: &RunSpec) -> Result<RunningStep, SandboxError> {
 
 /// Runs `spec` to completion, passing each output line to `on_line` as it
 /// arrives. Exit code 0 is `Ok`; anything else is an error.
+///
+/// Logs at debug level how long the whole run took (helper start, namespaces,
+/// mounts, the process, clean-up): the time a RUN step spends in the sandbox,
+/// which `bench/build.sh` separates from the rest of a build.
 pub fn run(
     spec: &RunSpec,
     on_line: &mut dyn FnMut(&OutputLine),
 ) -> Result<RunOutcome, SandboxError> {
-    spawn(spec)?.wait(on_line)
+    let started = std::time::Instant::now();
+    let result = spawn(spec).and_then(|step| step.wait(on_line));
+    tracing::debug!(
+        sandbox_run_ms = started.elapsed().as_secs_f64() * 1000.0,
+        ok = result.is_ok(),
+        "sandbox run finished"
+    );
+    result
 }
 
 impl RunningStep {
