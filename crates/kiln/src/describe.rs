@@ -49,17 +49,20 @@ pub struct Tree {
 const OPAQUE: &str = ".wh..wh..opq";
 const WHITEOUT_PREFIX: &str = ".wh.";
 
-/// `./a//b/` → `a/b`; `None` for the root (`.`, `/`, ``) and for `..` components.
+/// `./a//b/` → `Some("a/b")`; `Some("")` for the root (`.`, `/`, ``); `None` when a
+/// `..` component would leave it (no image layer may hold such a name).
 fn clean(raw: &str) -> Option<String> {
-    let mut parts = Vec::new();
+    let mut parts: Vec<&str> = Vec::new();
     for c in raw.split('/') {
         match c {
             "" | "." => {}
-            ".." => return None,
+            ".." => {
+                parts.pop()?;
+            }
             c => parts.push(c),
         }
     }
-    (!parts.is_empty()).then(|| parts.join("/"))
+    Some(parts.join("/"))
 }
 
 fn split_parent(path: &str) -> (&str, &str) {
@@ -145,9 +148,11 @@ impl Tree {
         for entry in entries {
             let mut entry = entry.map_err(|e| format!("reading the layer: {e}"))?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let Some(path) = clean(&raw) else {
+            let path = clean(&raw).ok_or_else(|| format!("{raw}: the name leaves the root"))?;
+            if path.is_empty() {
+                // The root directory itself: not part of the description.
                 continue;
-            };
+            }
             let (parent, base) = split_parent(&path);
             if base == OPAQUE {
                 self.remove_below(parent, &written);
@@ -222,6 +227,7 @@ impl Tree {
             } else if et.is_hard_link() {
                 let target = link_target();
                 let node = clean(&target)
+                    .filter(|t| !t.is_empty())
                     .and_then(|t| self.nodes.get(&t).cloned())
                     .ok_or_else(|| format!("{raw}: hard link to missing {target:?}"))?;
                 written.insert(path.clone());
@@ -413,6 +419,8 @@ mod tests {
         Link(&'a str, &'a str),
         Hard(&'a str, &'a str),
         Owned(&'a str, u32, u64, u64),
+        /// A regular file whose name is written as-is (the tar crate refuses `..`).
+        RawName(&'a str),
     }
 
     fn layer(entries: &[E]) -> Vec<u8> {
@@ -448,6 +456,14 @@ mod tests {
                     h.set_mode(0o777);
                     h.set_size(0);
                     b.append_link(&mut h, p, target).unwrap();
+                }
+                E::RawName(p) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    h.set_size(0);
+                    h.as_old_mut().name[..p.len()].copy_from_slice(p.as_bytes());
+                    h.set_cksum();
+                    b.append(&h, &[][..]).unwrap();
                 }
                 E::Hard(p, target) => {
                     h.set_entry_type(tar::EntryType::Link);
@@ -548,6 +564,16 @@ mod tests {
         assert_eq!(paths(&t), ["p", "p/q", "p/q/link", "p/q/orig"]);
         assert_eq!(t.nodes()["p/q/link"], t.nodes()["p/q/orig"]);
         assert_eq!(t.nodes()["p"].mode, 0o755);
+        let mut escaping = Tree::new();
+        let err = escaping
+            .apply_layer(&layer(&[E::RawName("a/../../etc/x")])[..])
+            .unwrap_err();
+        assert!(err.contains("leaves the root"), "{err}");
+        let mut dotted = Tree::new();
+        dotted
+            .apply_layer(&layer(&[E::Dir("./", 0o755), E::RawName("./a/../b")])[..])
+            .unwrap();
+        assert_eq!(paths(&dotted), ["b"]);
         let mut broken = Tree::new();
         let err = broken
             .apply_layer(&layer(&[E::Hard("l", "missing")])[..])
