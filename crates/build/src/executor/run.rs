@@ -274,7 +274,18 @@ fn prepare_mounts(
                             .opts
                             .context_digests
                             .selection_digest(&sh.opts.context, &sel);
-                        (vec![sh.opts.context.root.clone()], digest.to_string())
+                        // What .dockerignore excludes is hidden by whiteouts in a
+                        // mask layer above the context directory.
+                        let mut lowers = vec![sh.opts.context.root.clone()];
+                        if let Some(mask) = context_mask(&sh.snapshots, &sh.opts.context, rel)
+                            .map_err(|e| {
+                                sh.located(origin, format!("mount source {source:?}: {e}"))
+                            })?
+                        {
+                            lowers.insert(0, mask.path().to_path_buf());
+                            out._guards.push(Box::new(mask));
+                        }
+                        (lowers, digest.to_string())
                     }
                     Some(input) => {
                         let (key, st) = input_key(sh, &input, origin)?;
@@ -389,6 +400,66 @@ fn prepare_mounts(
         }
     }
     Ok(out)
+}
+
+/// A layer of whiteouts for what the build context directory holds under `rel`
+/// but the (`.dockerignore`-filtered) context does not, so that an overlay of it
+/// above the directory shows exactly the context; None when nothing is hidden.
+fn context_mask(
+    snapshots: &crate::snapshots::Snapshots,
+    ctx: &crate::context::Context,
+    rel: &str,
+) -> Result<Option<crate::snapshots::WorkDir>, String> {
+    let included: std::collections::HashSet<&str> =
+        ctx.entries.iter().map(|e| e.path.as_str()).collect();
+    let mut hidden: Vec<String> = Vec::new();
+    fn walk(
+        root: &std::path::Path,
+        rel: &str,
+        included: &std::collections::HashSet<&str>,
+        hidden: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let dir = root.join(rel);
+        let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if !included.contains(path.as_str()) {
+                hidden.push(path);
+            } else if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                walk(root, &path, included, hidden)?;
+            }
+        }
+        Ok(())
+    }
+    let start = ctx.root.join(rel);
+    if !std::fs::symlink_metadata(&start).is_ok_and(|m| m.is_dir()) {
+        return Ok(None);
+    }
+    walk(&ctx.root, rel, &included, &mut hidden)?;
+    if hidden.is_empty() {
+        return Ok(None);
+    }
+    let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
+    for h in hidden {
+        let p = dir.path().join(&h);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            0,
+        )
+        .map_err(|e| format!("hiding {h}: {e}"))?;
+    }
+    Ok(Some(dir))
 }
 
 /// An overlay of some directories (a stage's layers, the context) for `RUN
