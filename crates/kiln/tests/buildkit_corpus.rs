@@ -7,7 +7,9 @@
 //! Needs root (RUN steps), the local registry 127.0.0.1:5000 that
 //! `scripts/setup-test-env` starts, and the corpus base image in it, which this test
 //! pushes with `tests/buildkit-corpus/make-base` when the registry lacks it.
-//! Prints every difference and `N/M identical`; fails if any case differs.
+//! Prints every difference and `N/M identical`; fails if any case differs. Every
+//! case is then built a second time in the same store (all steps cached), and that
+//! image must match BuildKit's too (`cached rebuild: N/M identical`).
 //! The build history (`history.json`: layer count, ArgsEscaped, created_by /
 //! empty_layer / comment of each entry) is compared too and its differences are
 //! printed with `history: N/M identical`, but they do not fail the test: the
@@ -230,6 +232,43 @@ fn differences(expected: &Value, actual: &Value) -> Vec<String> {
     out
 }
 
+/// Builds case `dir` with kiln into the store at `root` and returns the
+/// descriptions of the image: (`debug describe`, `debug describe --history`).
+fn build_and_describe(root: &Path, scratch: &Path, dir: &Path) -> Result<(Value, Value), String> {
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let archive = scratch.join(format!("{name}.tar"));
+    run(Command::new(kiln)
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain"])
+        .args(["-t", &format!("kiln-corpus/{name}:latest")])
+        .args(case_options(dir)?)
+        .arg("-o")
+        .arg(format!("type=oci,dest={}", archive.display()))
+        .arg(dir))
+    .map_err(|e| format!("kiln build failed:\n{e}"))?;
+    let describe = |extra: &[&str]| -> Result<Value, String> {
+        let text = run(Command::new(kiln)
+            .arg("--root")
+            .arg(root)
+            .args(["debug", "describe"])
+            .args(extra)
+            .arg(&archive))
+        .map_err(|e| format!("kiln debug describe {extra:?} failed:\n{e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("describe output: {e}"))
+    };
+    let described = describe(&[])?;
+    let history = describe(&["--history"])?;
+    let _ = fs::remove_file(&archive);
+    Ok((described, history))
+}
+
+fn read_json(path: &Path) -> Result<Value, String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 #[test]
 fn kiln_builds_the_same_images_as_buildkit() {
     let corpus = corpus_dir();
@@ -263,80 +302,50 @@ fn kiln_builds_the_same_images_as_buildkit() {
     }
     let tmp = tempfile::tempdir().expect("temp dir");
     let root = tmp.path().join("store");
-    let kiln = env!("CARGO_BIN_EXE_kiln");
-    let mut identical = 0;
-    let mut report = Vec::new();
+    // Two passes over one store: every case cold, then every case again, where
+    // each step is a cache hit and must give the same image.
+    let mut identical = [0, 0];
     let mut history_identical = 0;
+    let mut report = Vec::new();
     let mut history_report = Vec::new();
-    for dir in &cases {
-        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let http_dir = dir.join("http");
-        *http_root.lock().unwrap() = http_dir.is_dir().then_some(http_dir);
-        let outcome = (|| -> Result<(Vec<String>, Vec<String>), String> {
-            let expected: Value = serde_json::from_str(
-                &fs::read_to_string(dir.join("expected.json"))
-                    .map_err(|e| format!("no expected.json: {e}"))?,
-            )
-            .map_err(|e| format!("expected.json: {e}"))?;
-            let archive = tmp.path().join(format!("{name}.tar"));
-            let mut build = Command::new(kiln);
-            build
-                .arg("--root")
-                .arg(&root)
-                .args(["build", "--progress=plain"])
-                .args(["-t", &format!("kiln-corpus/{name}:latest")])
-                .args(case_options(dir)?)
-                .arg("-o")
-                .arg(format!("type=oci,dest={}", archive.display()))
-                .arg(dir);
-            run(&mut build).map_err(|e| format!("kiln build failed:\n{e}"))?;
-            let described = run(Command::new(kiln)
-                .arg("--root")
-                .arg(&root)
-                .args(["debug", "describe"])
-                .arg(&archive))
-            .map_err(|e| format!("kiln debug describe failed:\n{e}"))?;
-            let history = run(Command::new(kiln)
-                .arg("--root")
-                .arg(&root)
-                .args(["debug", "describe", "--history"])
-                .arg(&archive))
-            .map_err(|e| format!("kiln debug describe --history failed:\n{e}"))?;
-            let _ = fs::remove_file(&archive);
-            let actual: Value =
-                serde_json::from_str(&described).map_err(|e| format!("describe output: {e}"))?;
-            let history: Value =
-                serde_json::from_str(&history).map_err(|e| format!("history output: {e}"))?;
-            let expected_history: Value = serde_json::from_str(
-                &fs::read_to_string(dir.join("history.json"))
-                    .map_err(|e| format!("no history.json: {e}"))?,
-            )
-            .map_err(|e| format!("history.json: {e}"))?;
-            Ok((
-                differences(&expected, &actual),
-                history_differences(&expected_history, &history),
-            ))
-        })();
-        match outcome {
-            Ok((d, h)) => {
-                if d.is_empty() {
-                    identical += 1;
-                } else {
-                    report.push(format!(
-                        "{name}: differs from BuildKit:\n  {}",
-                        d.join("\n  ")
-                    ));
+    for pass in 0..2 {
+        let label = ["", " (cached rebuild)"][pass];
+        for dir in &cases {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let http_dir = dir.join("http");
+            *http_root.lock().unwrap() = http_dir.is_dir().then_some(http_dir);
+            let outcome = (|| -> Result<(Vec<String>, Vec<String>), String> {
+                let expected = read_json(&dir.join("expected.json"))?;
+                let expected_history = read_json(&dir.join("history.json"))?;
+                let (actual, history) = build_and_describe(&root, tmp.path(), dir)?;
+                Ok((
+                    differences(&expected, &actual),
+                    history_differences(&expected_history, &history),
+                ))
+            })();
+            match outcome {
+                Ok((d, h)) => {
+                    if d.is_empty() {
+                        identical[pass] += 1;
+                    } else {
+                        report.push(format!(
+                            "{name}{label}: differs from BuildKit:\n  {}",
+                            d.join("\n  ")
+                        ));
+                    }
+                    if pass == 0 {
+                        if h.is_empty() {
+                            history_identical += 1;
+                        } else {
+                            history_report.push(format!(
+                                "{name}: history differs from BuildKit:\n  {}",
+                                h.join("\n  ")
+                            ));
+                        }
+                    }
                 }
-                if h.is_empty() {
-                    history_identical += 1;
-                } else {
-                    history_report.push(format!(
-                        "{name}: history differs from BuildKit:\n  {}",
-                        h.join("\n  ")
-                    ));
-                }
+                Err(e) => report.push(format!("{name}{label}: {}", e.replace('\n', "\n  "))),
             }
-            Err(e) => report.push(format!("{name}: {}", e.replace('\n', "\n  "))),
         }
     }
     for r in &history_report {
@@ -349,11 +358,14 @@ fn kiln_builds_the_same_images_as_buildkit() {
     for r in &report {
         eprintln!("{r}");
     }
-    eprintln!("{identical}/{} identical", cases.len());
+    eprintln!("cached rebuild: {}/{} identical", identical[1], cases.len());
+    eprintln!("{}/{} identical", identical[0], cases.len());
     assert!(
         report.is_empty(),
-        "{identical}/{} corpus cases identical to BuildKit; differences above",
-        cases.len()
+        "{}/{} corpus cases identical to BuildKit ({} on the cached rebuild); differences above",
+        identical[0],
+        cases.len(),
+        identical[1]
     );
 }
 
