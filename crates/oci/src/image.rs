@@ -107,6 +107,17 @@ impl LayerCompression {
     }
 }
 
+/// Reads JSON `null` as the empty value: docker writes `"Volumes": null`,
+/// `"Env": null`, `"Labels": null`, … in the configs of imported and committed
+/// images (`docker import`, `docker commit`, older builders).
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -131,7 +142,11 @@ pub struct ImageConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ContainerConfig>,
     pub rootfs: RootFs,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub history: Vec<History>,
     /// Fields kiln does not interpret (e.g. docker's `container_config`), kept as-is.
     #[serde(flatten)]
@@ -144,19 +159,35 @@ pub struct ImageConfig {
 pub struct ContainerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub exposed_ports: BTreeMap<String, EmptyObject>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub volumes: BTreeMap<String, EmptyObject>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_signal: Option<String>,
@@ -166,7 +197,11 @@ pub struct ContainerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthcheck: Option<HealthConfig>,
     /// Docker format only: triggers run when this image is used in `FROM`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub on_build: Vec<String>,
     /// Docker format only: the shell for shell-form instructions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,7 +219,11 @@ pub struct EmptyObject {}
 #[serde(rename_all = "PascalCase")]
 pub struct HealthConfig {
     /// `["NONE"]`, `["CMD", args…]` or `["CMD-SHELL", command]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub test: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<i64>,
@@ -588,6 +627,41 @@ mod tests {
         {"created": "2024-05-06T07:08:10Z", "created_by": "ENV A=b", "empty_layer": true}
       ]
     }"#;
+
+    /// The config `docker import` writes (dockerd 20.10): null instead of empty
+    /// maps and lists.
+    const DOCKER_IMPORT_CONFIG_JSON: &str = r#"{"architecture":"amd64","comment":"Imported from -",
+      "config":{"Hostname":"","Domainname":"","User":"","AttachStdin":false,"Tty":false,
+        "Env":["NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"],"Cmd":null,"Image":"",
+        "Volumes":null,"WorkingDir":"","Entrypoint":null,"OnBuild":null,"Labels":null,
+        "ExposedPorts":null,"Healthcheck":{"Test":null}},
+      "container_config":{"Env":null,"Cmd":null,"Volumes":null,"Labels":null},
+      "created":"2026-11-26T23:17:35.410341742Z","docker_version":"20.10.24+dfsg1",
+      "history":[{"created":"2026-11-26T23:17:35.410341742Z","comment":"Imported from -"}],
+      "os":"linux","rootfs":{"type":"layers","diff_ids":[
+        "sha256:5135881b44a73690d9c7713d8cf3c9ce86b3bce8f49644e385fd7800ba58d63b"]}}"#;
+
+    #[test]
+    fn docker_import_config_with_nulls_reads_as_empty() {
+        let c = ImageConfig::from_bytes(DOCKER_IMPORT_CONFIG_JSON.as_bytes()).unwrap();
+        let cc = c.config.as_ref().unwrap();
+        assert_eq!(
+            cc.env,
+            ["NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt"]
+        );
+        assert!(cc.volumes.is_empty());
+        assert!(cc.labels.is_empty());
+        assert!(cc.on_build.is_empty());
+        assert!(cc.exposed_ports.is_empty());
+        assert_eq!(cc.cmd, None);
+        assert_eq!(cc.entrypoint, None);
+        assert!(cc.healthcheck.as_ref().unwrap().test.is_empty());
+        assert_eq!(c.history.len(), 1);
+        let with_null_history = r#"{"architecture":"amd64","os":"linux","history":null,
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        let c = ImageConfig::from_bytes(with_null_history.as_bytes()).unwrap();
+        assert!(c.history.is_empty());
+    }
 
     #[test]
     fn docker_config_round_trips_with_extras() {
