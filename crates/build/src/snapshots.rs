@@ -146,10 +146,7 @@ impl Snapshots {
         let blob = store
             .open_blob(&layer.blob.digest)
             .map_err(|e| extract_err(e.to_string()))?;
-        let opts = ApplyOptions {
-            whiteouts: WhiteoutMode::Overlay(OverlayXattr::Trusted),
-            ..ApplyOptions::default()
-        };
+        let opts = extract_options();
         apply_layer_with(io::BufReader::with_capacity(1 << 20, blob), &tree, &opts)
             .map_err(|e| extract_err(e.to_string()))?;
         self.install(&tree, &layer.diff_id)
@@ -211,6 +208,25 @@ impl Snapshots {
             out.push(self.empty());
         }
         Ok(out)
+    }
+}
+
+/// How a layer becomes a snapshot: whiteouts as the overlay mounts of this
+/// process read them (`trusted.*` xattrs only for host root, `user.*` in a
+/// user namespace), owners restored wherever they can be: as host root, and as
+/// root of a user namespace that maps more than one id (rootless kiln maps the
+/// user's subordinate ids; with only id 0 mapped, files stay the caller's).
+fn extract_options() -> ApplyOptions {
+    let xattr = if kiln_sandbox::userns::is_host_root() {
+        OverlayXattr::Trusted
+    } else {
+        OverlayXattr::User
+    };
+    let chown = rustix::process::geteuid().is_root()
+        && !kiln_sandbox::IdMap::for_current_user().is_single_id();
+    ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay(xattr),
+        chown,
     }
 }
 

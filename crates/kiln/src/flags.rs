@@ -64,6 +64,9 @@ pub enum Command {
     Login(LoginFlags),
     /// Remove stored credentials for a registry
     Logout(LogoutFlags),
+    /// Run a command as root of kiln's user namespace (rootless: where builds
+    /// run), e.g. to remove files owned by your subordinate ids
+    Unshare(UnshareFlags),
 }
 
 /// `--format` for listing commands: a table for people or JSON for programs.
@@ -402,4 +405,15 @@ pub struct LogoutFlags {
     /// The registry ("host[:port]"; default docker.io)
     #[arg(value_name = "REGISTRY", default_value = "docker.io")]
     pub registry: String,
+}
+
+#[derive(Debug, Args)]
+pub struct UnshareFlags {
+    /// The command and its arguments (default: $SHELL, else /bin/sh)
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<std::ffi::OsString>,
 }

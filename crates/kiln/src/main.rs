@@ -13,8 +13,19 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
-    let cli = flags::Cli::parse();
+    let mut cli = flags::Cli::parse();
+    // Before anything can start a thread: a user namespace needs a single thread.
+    let limitation = match cmd::enter_user_namespace_if_needed(&mut cli) {
+        Ok(l) => l,
+        Err(report) => {
+            eprintln!("{report:?}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(cli.global.log_level.as_deref());
+    if let Some(limitation) = limitation {
+        tracing::warn!("{limitation}");
+    }
     match cmd::run(cli) {
         Ok(code) => code,
         Err(report) => {

@@ -152,11 +152,7 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
 }
 
 fn set_opaque(dir: &Path) -> io::Result<()> {
-    let name = if rustix::process::geteuid().is_root() {
-        OPAQUE_XATTRS[0]
-    } else {
-        OPAQUE_XATTRS[1]
-    };
+    let name = crate::userns::opaque_xattr();
     let cd = cpath(dir)?;
     let cn = CString::new(name).map_err(|_| io::Error::other("xattr name"))?;
     // SAFETY: valid C strings and buffer.

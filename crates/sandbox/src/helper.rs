@@ -190,10 +190,15 @@ fn run(req: HelperRequest) -> R<HelperReport> {
     if spec.args.is_empty() {
         return Err("no command to run".into());
     }
-    let rootless = !id_map.is_identity();
-    if rootless {
-        enter_user_namespace(&id_map)?;
+    // A non-root caller gets a user namespace per step. Root of a user
+    // namespace (kiln's own, see `userns`) is already mapped: it stays there,
+    // but like any rootless run it lacks the host's privileges (overlay needs
+    // `userxattr`, /dev nodes are bind-mounted, sysfs may be refused).
+    let new_user_namespace = !rustix::process::geteuid().is_root();
+    if new_user_namespace {
+        crate::userns::enter(&id_map)?;
     }
+    let rootless = new_user_namespace || !crate::userns::in_initial_user_namespace();
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
     if spec.network == NetworkMode::None {
@@ -475,93 +480,6 @@ fn loopback_up() -> R<()> {
         }
     }
     Ok(())
-}
-
-fn write_proc_file(path: &str, content: &str) -> R<()> {
-    ctx(std::fs::write(path, content), || {
-        format!("writing {path:?} ({content:?})")
-    })
-}
-
-/// Enters a new user namespace mapped per `map`: directly for a single id,
-/// through `newuidmap`/`newgidmap` (run by a forked child still outside the
-/// namespace) for subordinate ranges.
-fn enter_user_namespace(map: &IdMap) -> R<()> {
-    if map.uids.len() == 1 && map.gids.len() == 1 && map.uids[0].size == 1 && map.gids[0].size == 1
-    {
-        ctx(unshare(UnshareFlags::NEWUSER), || {
-            "creating a user namespace".into()
-        })?;
-        write_proc_file("/proc/self/setgroups", "deny")?;
-        let (u, g) = (map.uids[0], map.gids[0]);
-        write_proc_file(
-            "/proc/self/uid_map",
-            &format!("{} {} 1\n", u.container, u.host),
-        )?;
-        write_proc_file(
-            "/proc/self/gid_map",
-            &format!("{} {} 1\n", g.container, g.host),
-        )?;
-        return Ok(());
-    }
-    let (ready_r, ready_w) = ctx(
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
-        || "pipe".into(),
-    )?;
-    let me = std::process::id();
-    let uid_args: Vec<String> = map
-        .uids
-        .iter()
-        .flat_map(|r| [r.container, r.host, r.size])
-        .map(|n| n.to_string())
-        .collect();
-    let gid_args: Vec<String> = map
-        .gids
-        .iter()
-        .flat_map(|r| [r.container, r.host, r.size])
-        .map(|n| n.to_string())
-        .collect();
-    // SAFETY: the helper is single-threaded, so the child may do anything.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(ready_w);
-        let mut b = [0u8; 1];
-        let ok = matches!(rustix::io::read(&ready_r, &mut b), Ok(1));
-        let run = |tool: &str, args: &[String]| {
-            std::process::Command::new(tool)
-                .arg(me.to_string())
-                .args(args)
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        };
-        let code = if ok && run("newuidmap", &uid_args) && run("newgidmap", &gid_args) {
-            0
-        } else {
-            1
-        };
-        // SAFETY: leave the forked child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
-    drop(ready_r);
-    let unshared = unshare(UnshareFlags::NEWUSER);
-    if unshared.is_ok() {
-        let _ = rustix::io::write(&ready_w, b"x");
-    }
-    drop(ready_w);
-    let status = wait_pid(pid);
-    ctx(unshared, || "creating a user namespace".into())?;
-    match status {
-        Ok(Exit::Code(0)) => Ok(()),
-        _ => Err(format!(
-            "newuidmap/newgidmap failed to map uids {} and gids {} (check /etc/subuid and /etc/subgid)",
-            uid_args.join(" "),
-            gid_args.join(" ")
-        )),
-    }
 }
 
 /// unshare(2) for the helper and the step, which are single-threaded.

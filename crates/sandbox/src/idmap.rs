@@ -60,23 +60,27 @@ impl IdMap {
         self.uids == [FULL] && self.gids == [FULL]
     }
 
-    /// The mapping the sandbox uses for the current effective user: identity
-    /// for root; otherwise 0 → the user plus the subordinate ranges from
-    /// `/etc/subuid` and `/etc/subgid` when `newuidmap`/`newgidmap` are
-    /// installed; otherwise only 0 → the user (with [`IdMap::limitation`] set).
+    /// The mapping the sandbox uses for the current effective user.
+    ///
+    /// - root of the initial user namespace: identity;
+    /// - root of another user namespace (kiln's own, see [`crate::userns`]):
+    ///   the ids mapped in that namespace, each to itself (the upperdir already
+    ///   holds in-container ids); [`IdMap::limitation`] is set when only one
+    ///   id is mapped;
+    /// - any other user: 0 → the user plus the subordinate ranges from
+    ///   `/etc/subuid` and `/etc/subgid` when `newuidmap`/`newgidmap` are
+    ///   installed; otherwise only 0 → the user (with [`IdMap::limitation`] set).
     pub fn for_current_user() -> IdMap {
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
         if uid == 0 {
-            return IdMap::identity();
+            return match crate::userns::current_maps() {
+                None => IdMap::identity(),
+                Some(maps) => IdMap::inside_namespace(maps),
+            };
         }
-        let name = user_name(uid);
-        let sub_u = read_subordinate(Path::new("/etc/subuid"), name.as_deref(), uid);
-        let sub_g = read_subordinate(Path::new("/etc/subgid"), name.as_deref(), uid);
-        let tools = find_in_path("newuidmap").is_some() && find_in_path("newgidmap").is_some();
-        let who = name.clone().unwrap_or_else(|| uid.to_string());
-        match (sub_u, sub_g, tools) {
-            (Some((us, un)), Some((gs, gn)), true) => IdMap {
+        match subordinate_ranges(uid) {
+            Ok(((us, un), (gs, gn))) => IdMap {
                 uids: vec![
                     IdRange {
                         container: 0,
@@ -103,34 +107,52 @@ impl IdMap {
                 ],
                 limitation: None,
             },
-            (u, g, tools) => {
-                let why = if !tools {
-                    "newuidmap/newgidmap (package uidmap) are not installed".to_string()
-                } else if u.is_none() {
-                    format!("/etc/subuid has no range for {who}")
-                } else {
-                    // Only this is left: the ranges and tools are matched above.
-                    debug_assert!(g.is_none());
-                    format!("/etc/subgid has no range for {who}")
-                };
-                IdMap {
-                    uids: vec![IdRange {
-                        container: 0,
-                        host: uid,
-                        size: 1,
-                    }],
-                    gids: vec![IdRange {
-                        container: 0,
-                        host: gid,
-                        size: 1,
-                    }],
-                    limitation: Some(format!(
-                        "rootless: only uid/gid 0 is mapped ({why}); steps cannot run as \
-                         another USER or chown files to other ids"
-                    )),
-                }
-            }
+            Err(why) => IdMap {
+                uids: vec![IdRange {
+                    container: 0,
+                    host: uid,
+                    size: 1,
+                }],
+                gids: vec![IdRange {
+                    container: 0,
+                    host: gid,
+                    size: 1,
+                }],
+                limitation: Some(single_id_limitation(&why)),
+            },
         }
+    }
+
+    /// The map of a process that is root in a non-initial user namespace:
+    /// every id mapped there stands for itself.
+    fn inside_namespace(maps: crate::userns::NamespaceMaps) -> IdMap {
+        let own = |lines: &[crate::userns::MapLine]| -> Vec<IdRange> {
+            lines
+                .iter()
+                .map(|l| IdRange {
+                    container: l.inside,
+                    host: l.inside,
+                    size: l.count,
+                })
+                .collect()
+        };
+        let mut map = IdMap {
+            uids: own(&maps.uids),
+            gids: own(&maps.gids),
+            limitation: None,
+        };
+        if map.is_single_id() {
+            // Why the namespace got only one id: ask about the user outside it.
+            let why = match maps.uids.first() {
+                Some(l) => match subordinate_ranges(l.outside) {
+                    Ok(_) => "the user namespace was made with one id".to_string(),
+                    Err(why) => why,
+                },
+                None => "the user namespace maps no id".to_string(),
+            };
+            map.limitation = Some(single_id_limitation(&why));
+        }
+        map
     }
 
     /// True when a user namespace with a single mapped id is needed.
@@ -150,6 +172,31 @@ impl IdMap {
     pub fn to_host_gid(&self, container: u32) -> Option<u32> {
         self.gids.iter().find_map(|r| r.to_host(container))
     }
+}
+
+fn single_id_limitation(why: &str) -> String {
+    format!(
+        "rootless: only uid/gid 0 is mapped ({why}); steps cannot run as another USER \
+         or chown files to other ids"
+    )
+}
+
+/// A subordinate id range: (first id, count).
+type SubRange = (u32, u32);
+
+/// The subordinate uid and gid ranges of host user `uid`, or why there are
+/// none usable.
+fn subordinate_ranges(uid: u32) -> Result<(SubRange, SubRange), String> {
+    let name = user_name(uid);
+    let who = name.clone().unwrap_or_else(|| uid.to_string());
+    if find_in_path("newuidmap").is_none() || find_in_path("newgidmap").is_none() {
+        return Err("newuidmap/newgidmap (package uidmap) are not installed".into());
+    }
+    let sub_u = read_subordinate(Path::new("/etc/subuid"), name.as_deref(), uid)
+        .ok_or_else(|| format!("/etc/subuid has no range for {who}"))?;
+    let sub_g = read_subordinate(Path::new("/etc/subgid"), name.as_deref(), uid)
+        .ok_or_else(|| format!("/etc/subgid has no range for {who}"))?;
+    Ok((sub_u, sub_g))
 }
 
 /// Name of `uid` in the host's /etc/passwd.

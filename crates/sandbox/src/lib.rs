@@ -10,7 +10,9 @@
 //! step sees (Docker's default capabilities, masked `/proc` paths, …).
 //!
 //! Rootless runs use a user namespace; [`IdMap`] maps the host ids found in an
-//! upperdir back to in-container ids for the layer writer.
+//! upperdir back to in-container ids for the layer writer. [`userns`] puts a
+//! whole rootless kiln process in such a namespace (the user as uid 0, its
+//! subordinate ids mapped), so it builds with a root build's ownership.
 //! Where overlay cannot be mounted, [`CopySnapshot`] copies the lowers into a
 //! directory and afterwards writes the same upperdir overlay would have.
 //!
@@ -40,6 +42,7 @@ mod runner;
 pub mod spec;
 mod stubs;
 pub mod user;
+pub mod userns;
 
 pub use container::{default_capability_mask, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
 pub use copy::CopySnapshot;

@@ -141,7 +141,8 @@ fn read_lines(stream: OutputStream, r: impl Read, tx: mpsc::Sender<OutputLine>) 
 /// Starts `spec` in the sandbox.
 pub fn spawn(spec: &RunSpec) -> Result<RunningStep, SandboxError> {
     let id_map = if rustix::process::geteuid().is_root() {
-        IdMap::identity()
+        // Identity, or inside a user namespace the ids mapped there.
+        IdMap::for_current_user()
     } else {
         spec.id_map.clone().unwrap_or_else(IdMap::for_current_user)
     };

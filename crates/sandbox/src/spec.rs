@@ -128,7 +128,8 @@ pub struct RunSpec {
     /// How many of the last output lines a [`crate::RunOutcome`] keeps.
     pub tail_lines: usize,
     /// Id mapping for rootless runs; None = [`IdMap::for_current_user`].
-    /// Ignored when running as root (identity).
+    /// Ignored when running as root (of the host: identity; of a user
+    /// namespace: the ids mapped there).
     pub id_map: Option<IdMap>,
 }
 

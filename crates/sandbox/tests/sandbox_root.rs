@@ -1,7 +1,9 @@
 //! Sandbox integration tests; need root (CI runs as root). The rootless half
 //! re-runs every case as the `kiln-rootless` user (made by
 //! scripts/setup-test-env) and checks that its upperdir, with ownership mapped
-//! back through the IdMap, equals the root run's.
+//! back through the IdMap, equals the root run's; then once more with the
+//! worker inside kiln's own user namespace (`kiln_sandbox::userns`), as the
+//! `kiln` binary runs rootless builds.
 //!
 //! Custom harness (`harness = false`): this binary is also the sandbox helper,
 //! as the `kiln` binary is, so `main` calls the helper hook first.
@@ -1226,8 +1228,23 @@ fn remove_tree(dir: &Path) {
 }
 
 /// The rootless half, run as `kiln-rootless`: prints `CASE ok|FAILED name`
-/// lines and the layer manifest as JSON.
-fn rootless_worker(base: &Path) -> ExitCode {
+/// lines and the layer manifest as JSON. With `in_userns` the worker first
+/// enters kiln's own user namespace (as the `kiln` binary does for `build`),
+/// so every run is made by root of that namespace.
+fn rootless_worker(base: &Path, in_userns: bool) -> ExitCode {
+    if in_userns {
+        match kiln_sandbox::userns::enter_user_namespace_if_needed() {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                println!("SETUP-FAILED the worker runs as root: no user namespace entered");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                println!("SETUP-FAILED {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let env = match Env::new(base.to_path_buf()) {
         Ok(e) => e,
         Err(e) => {
@@ -1238,10 +1255,13 @@ fn rootless_worker(base: &Path) -> ExitCode {
     if let Some(w) = &env.id_map.limitation {
         println!("WARNING {w}");
     }
-    let single = std::iter::once((
-        "single-id mapping without /etc/subuid",
-        single_id_mapping(&env).err(),
-    ));
+    // Root of a namespace does not make the per-step mappings this case tests.
+    let single = (!in_userns).then(|| {
+        (
+            "single-id mapping without /etc/subuid",
+            single_id_mapping(&env).err(),
+        )
+    });
     for (name, err) in run_cases(&env).into_iter().chain(single) {
         match err {
             None => println!("CASE ok {name}"),
@@ -1281,9 +1301,17 @@ struct RootlessReport {
     manifest: Result<Vec<String>, String>,
 }
 
-fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) {
+/// Runs the cases as `kiln-rootless`: `mode` is `--rootless-worker` (a user
+/// namespace per step) or `--userns-worker` (the worker in kiln's own user
+/// namespace first); `label` prefixes the reported case names.
+fn rootless_run(
+    tally: &mut Tally,
+    root_manifest: &Result<Vec<String>, String>,
+    mode: &str,
+    label: &str,
+) {
     let result = (|| -> Result<RootlessReport, String> {
-        let base = temp_base("rootless")?;
+        let base = temp_base(mode.trim_start_matches('-'))?;
         let exe = base.join("sandbox-test");
         std::fs::copy("/proc/self/exe", &exe)
             .map_err(|e| format!("copying the test binary: {e}"))?;
@@ -1303,7 +1331,7 @@ fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) 
         let out = Command::new("runuser")
             .args(["-u", ROOTLESS_USER, "--"])
             .arg(&exe)
-            .arg("--rootless-worker")
+            .arg(mode)
             .arg(&work)
             .current_dir("/")
             .output()
@@ -1323,7 +1351,9 @@ fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) 
             } else if let Some(e) = line.strip_prefix("MANIFEST-FAILED ") {
                 manifest = Err(e.to_string());
             } else if let Some(w) = line.strip_prefix("WARNING ") {
-                println!("    rootless warning: {w}");
+                println!("    {label} warning: {w}");
+            } else if let Some(e) = line.strip_prefix("SETUP-FAILED ") {
+                return Err(format!("the {label} worker could not start: {e}"));
             }
         }
         if cases.is_empty() {
@@ -1337,10 +1367,10 @@ fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) 
         Ok(RootlessReport { cases, manifest })
     })();
     match result {
-        Err(e) => tally.record("rootless: run the cases as kiln-rootless", Some(e)),
+        Err(e) => tally.record(&format!("{label}: run the cases as kiln-rootless"), Some(e)),
         Ok(RootlessReport { cases, manifest }) => {
             for (name, err) in cases {
-                tally.record(&format!("rootless: {name}"), err);
+                tally.record(&format!("{label}: {name}"), err);
             }
             let verdict = match (root_manifest, manifest) {
                 (Ok(root), Ok(rootless)) if *root == rootless => None,
@@ -1353,7 +1383,7 @@ fn rootless_run(tally: &mut Tally, root_manifest: &Result<Vec<String>, String>) 
                 (_, Err(e)) => Some(format!("rootless manifest: {e}")),
             };
             tally.record(
-                "rootless layer equals the root layer (ids mapped back)",
+                &format!("{label}: the layer equals the root layer (ids mapped back)"),
                 verdict,
             );
         }
@@ -1366,9 +1396,10 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("--caller-worker") && args.len() == 4 {
         return caller_worker(Path::new(&args[2]), Path::new(&args[3]));
     }
-    if args.get(1).map(String::as_str) == Some("--rootless-worker") {
+    if let Some(mode @ ("--rootless-worker" | "--userns-worker")) = args.get(1).map(String::as_str)
+    {
         return match args.get(2) {
-            Some(dir) => rootless_worker(Path::new(dir)),
+            Some(dir) => rootless_worker(Path::new(dir), mode == "--userns-worker"),
             None => ExitCode::FAILURE,
         };
     }
@@ -1392,7 +1423,13 @@ fn main() -> ExitCode {
                     tally.record(name, f(&env).err());
                 }
                 let root_manifest = layer_manifest(&env, "layer");
-                rootless_run(&mut tally, &root_manifest);
+                rootless_run(&mut tally, &root_manifest, "--rootless-worker", "rootless");
+                rootless_run(
+                    &mut tally,
+                    &root_manifest,
+                    "--userns-worker",
+                    "rootless in kiln's user namespace",
+                );
                 remove_tree(&env.base);
             }
         }

@@ -12,7 +12,7 @@
 //! `O_EXCL | O_NOFOLLOW` after removing what was there: nothing is written outside
 //! the upper directory.
 
-use crate::fsview::{LayeredView, ViewEntry, OPAQUE_XATTRS};
+use crate::fsview::{LayeredView, ViewEntry};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
@@ -448,6 +448,15 @@ impl<'a> Upper<'a> {
                 // Without privilege (rootless, outside a user namespace) the
                 // caller's own ids stay.
                 Err(rustix::io::Errno::PERM) if !is_root() => {}
+                // Root of a user namespace (rootless kiln) can only give ids
+                // that namespace maps.
+                Err(rustix::io::Errno::INVAL) if !kiln_sandbox::userns::is_host_root() => {
+                    return Err(werr(view_path)(io::Error::other(format!(
+                        "cannot chown to {}:{}: the id is not mapped in kiln's user \
+                         namespace (rootless; see /etc/subuid and /etc/subgid)",
+                        meta.uid, meta.gid
+                    ))))
+                }
                 Err(e) => return Err(werr(view_path)(errno(e))),
             }
         }
@@ -513,11 +522,7 @@ pub fn set_times_at(path: &Path, t: Times) -> io::Result<()> {
 }
 
 fn set_opaque(path: &Path) -> io::Result<()> {
-    let name = if is_root() {
-        OPAQUE_XATTRS[0]
-    } else {
-        OPAQUE_XATTRS[1]
-    };
+    let name = kiln_sandbox::userns::opaque_xattr();
     rustix::fs::lsetxattr(path, name, b"y", XattrFlags::empty()).map_err(errno)
 }
 

@@ -15,6 +15,7 @@ mod rmi;
 mod run;
 mod save;
 mod tag;
+mod unshare;
 
 use crate::flags::{Cli, Command, DebugCommand};
 use std::process::ExitCode;
@@ -38,5 +39,29 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Push(flags) => push::run(&cli.global, flags),
         Command::Login(flags) => login::login(flags),
         Command::Logout(flags) => login::logout(flags),
+        Command::Unshare(flags) => unshare::run(flags),
     }
+}
+
+/// For a non-root user, the commands that write image filesystems (`build`,
+/// `unshare`) run inside kiln's user namespace, as its root
+/// (`kiln_sandbox::userns`). The store root is settled first: inside, the user
+/// looks like root, whose default store is elsewhere. Call while the process
+/// is single-threaded. Returns what a single-id mapping limits, if that is
+/// all the user could get.
+pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<String>> {
+    let needed = match &cli.command {
+        Command::Build(flags) => !flags.dry_run,
+        Command::Unshare(_) => true,
+        _ => false,
+    };
+    if !needed {
+        return Ok(None);
+    }
+    if cli.global.root.is_none() {
+        cli.global.root = Some(kiln_oci::store::default_root());
+    }
+    let map = kiln_sandbox::userns::enter_user_namespace_if_needed()
+        .map_err(|e| miette::miette!("{e}"))?;
+    Ok(map.and_then(|m| m.limitation))
 }

@@ -1,0 +1,256 @@
+//! kiln's own user namespace for rootless use, and what code must know when
+//! it runs inside one.
+//!
+//! A non-root user cannot chown files to the image's ids, create the 0/0
+//! character devices of overlay whiteouts, or mount anything. So for the
+//! commands that write image filesystems (`build`, `run`, `prune`) kiln puts
+//! *itself* in a user namespace first ([`enter_user_namespace_if_needed`]):
+//! the user's uid becomes 0, its `/etc/subuid`/`/etc/subgid` ranges become
+//! 1..=N (through `newuidmap`/`newgidmap`, as for a rootless RUN step), and a
+//! new mount namespace goes with it. From then on kiln is root of that
+//! namespace: extracting layers restores their owners, COPY `--chown` and
+//! WORKDIR work, overlay mounts are possible (kernel ≥ 5.11) and every file
+//! shows its in-container ids, so the layers written are the ones a root build
+//! writes. What still differs from real root is asked with [`is_host_root`]:
+//! overlay needs `userxattr` and marks opaque directories with
+//! `user.overlay.opaque` ([`opaque_xattr`]), and `/dev` nodes cannot be made.
+//!
+//! The process enters the namespace itself (`unshare` while it is still
+//! single-threaded, at the start of `main`) instead of re-executing into it:
+//! the result is the same, and there is no second process to forward the
+//! terminal, signals and the exit code through. The sandbox helper started for
+//! each RUN inherits the namespace and only adds the step's own namespaces.
+
+use crate::helper::{ctx, unshare, wait_pid, Exit, R};
+use crate::idmap::IdMap;
+use rustix::thread::UnshareFlags;
+
+/// One line of `/proc/self/uid_map` or `gid_map`: ids `inside..inside+count`
+/// of this namespace are `outside..` of the parent namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLine {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// The id maps of the user namespace this process is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceMaps {
+    pub uids: Vec<MapLine>,
+    pub gids: Vec<MapLine>,
+}
+
+fn parse_map(text: &str) -> Vec<MapLine> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().map(|n| n.parse::<u32>());
+            match (f.next(), f.next(), f.next()) {
+                (Some(Ok(inside)), Some(Ok(outside)), Some(Ok(count))) => Some(MapLine {
+                    inside,
+                    outside,
+                    count,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The initial user namespace maps every id to itself in one line.
+fn is_initial(uids: &[MapLine]) -> bool {
+    uids == [MapLine {
+        inside: 0,
+        outside: 0,
+        count: u32::MAX,
+    }]
+}
+
+/// The maps of this process's user namespace, or None in the initial one
+/// (also when `/proc` cannot tell: then nothing suggests a namespace).
+pub fn current_maps() -> Option<NamespaceMaps> {
+    let uids = parse_map(&std::fs::read_to_string("/proc/self/uid_map").ok()?);
+    if uids.is_empty() || is_initial(&uids) {
+        return None;
+    }
+    let gids = std::fs::read_to_string("/proc/self/gid_map")
+        .map(|t| parse_map(&t))
+        .unwrap_or_default();
+    Some(NamespaceMaps { uids, gids })
+}
+
+/// Whether this process is in the initial user namespace.
+pub fn in_initial_user_namespace() -> bool {
+    current_maps().is_none()
+}
+
+/// Root of the initial user namespace: the only identity with the host's
+/// privileges (`trusted.*` xattrs, `mknod` of devices, sysfs of the host network).
+pub fn is_host_root() -> bool {
+    rustix::process::geteuid().is_root() && in_initial_user_namespace()
+}
+
+/// The xattr that marks an opaque directory in the overlay mounts this
+/// process makes: `trusted.overlay.opaque` for host root, else
+/// `user.overlay.opaque` (overlay mounted with `userxattr`).
+pub fn opaque_xattr() -> &'static str {
+    if is_host_root() {
+        "trusted.overlay.opaque"
+    } else {
+        "user.overlay.opaque"
+    }
+}
+
+/// Why kiln could not enter its user namespace.
+#[derive(Debug, thiserror::Error)]
+#[error("rootless: cannot enter a user namespace: {0}")]
+pub struct UsernsError(String);
+
+/// For a non-root user: puts this process in a new user namespace where the
+/// user is uid/gid 0 and its subordinate ids are 1..=N (or, without them,
+/// only 0, with [`IdMap::limitation`] saying what that limits), plus a new
+/// mount namespace. Returns the mapping used (in host terms), or None when
+/// the process is root already (of any namespace) and nothing was done.
+///
+/// Must be called while the process is single-threaded (first thing in
+/// `main`): the kernel refuses a new user namespace to a threaded process.
+pub fn enter_user_namespace_if_needed() -> Result<Option<IdMap>, UsernsError> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(None);
+    }
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u32>().ok())
+        });
+    if threads.is_some_and(|n| n > 1) {
+        return Err(UsernsError(
+            "the process already runs several threads (call this first in main)".into(),
+        ));
+    }
+    let map = IdMap::for_current_user();
+    enter(&map).map_err(UsernsError)?;
+    ctx(unshare(UnshareFlags::NEWNS), || {
+        "creating a mount namespace".into()
+    })
+    .map_err(UsernsError)?;
+    Ok(Some(map))
+}
+
+fn write_proc_file(path: &str, content: &str) -> R<()> {
+    ctx(std::fs::write(path, content), || {
+        format!("writing {path:?} ({content:?})")
+    })
+}
+
+/// Makes the calling (single-threaded) process enter a new user namespace
+/// mapped per `map`: directly for a single id,
+/// through `newuidmap`/`newgidmap` (run by a forked child still outside the
+/// namespace) for subordinate ranges.
+pub(crate) fn enter(map: &IdMap) -> R<()> {
+    if map.uids.len() == 1 && map.gids.len() == 1 && map.uids[0].size == 1 && map.gids[0].size == 1
+    {
+        ctx(unshare(UnshareFlags::NEWUSER), || {
+            "creating a user namespace".into()
+        })?;
+        write_proc_file("/proc/self/setgroups", "deny")?;
+        let (u, g) = (map.uids[0], map.gids[0]);
+        write_proc_file(
+            "/proc/self/uid_map",
+            &format!("{} {} 1\n", u.container, u.host),
+        )?;
+        write_proc_file(
+            "/proc/self/gid_map",
+            &format!("{} {} 1\n", g.container, g.host),
+        )?;
+        return Ok(());
+    }
+    let (ready_r, ready_w) = ctx(
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
+        || "pipe".into(),
+    )?;
+    let me = std::process::id();
+    let uid_args: Vec<String> = map
+        .uids
+        .iter()
+        .flat_map(|r| [r.container, r.host, r.size])
+        .map(|n| n.to_string())
+        .collect();
+    let gid_args: Vec<String> = map
+        .gids
+        .iter()
+        .flat_map(|r| [r.container, r.host, r.size])
+        .map(|n| n.to_string())
+        .collect();
+    // SAFETY: the helper is single-threaded, so the child may do anything.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop(ready_w);
+        let mut b = [0u8; 1];
+        let ok = matches!(rustix::io::read(&ready_r, &mut b), Ok(1));
+        let run = |tool: &str, args: &[String]| {
+            std::process::Command::new(tool)
+                .arg(me.to_string())
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let code = if ok && run("newuidmap", &uid_args) && run("newgidmap", &gid_args) {
+            0
+        } else {
+            1
+        };
+        // SAFETY: leave the forked child without running the parent's destructors.
+        unsafe { libc::_exit(code) };
+    }
+    drop(ready_r);
+    let unshared = unshare(UnshareFlags::NEWUSER);
+    if unshared.is_ok() {
+        let _ = rustix::io::write(&ready_w, b"x");
+    }
+    drop(ready_w);
+    let status = wait_pid(pid);
+    ctx(unshared, || "creating a user namespace".into())?;
+    match status {
+        Ok(Exit::Code(0)) => Ok(()),
+        _ => Err(format!(
+            "newuidmap/newgidmap failed to map uids {} and gids {} (check /etc/subuid and /etc/subgid)",
+            uid_args.join(" "),
+            gid_args.join(" ")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_id_maps() {
+        let lines =
+            parse_map("         0       1001          1\n         1     100000      65536\n");
+        assert_eq!(
+            lines,
+            vec![
+                MapLine {
+                    inside: 0,
+                    outside: 1001,
+                    count: 1
+                },
+                MapLine {
+                    inside: 1,
+                    outside: 100000,
+                    count: 65536
+                }
+            ]
+        );
+        assert!(!is_initial(&lines));
+        assert!(is_initial(&parse_map("         0          0 4294967295\n")));
+    }
+}
