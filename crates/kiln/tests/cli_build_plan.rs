@@ -36,7 +36,7 @@ fn dry_run_prints_three_stages() {
         stdout.contains("stage 2  runner  [needed, target]"),
         "{stdout}"
     );
-    assert!(stdout.contains("image node:20-alpine3.19"), "{stdout}");
+    assert!(stdout.contains("image node:20-bookworm-slim"), "{stdout}");
     // Steps with their line numbers and what they read.
     assert!(
         stdout.contains("line 11  COPY --from=builder /home/build/dist dist/"),

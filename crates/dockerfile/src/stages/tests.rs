@@ -39,7 +39,10 @@ fn seed_dockerfile_has_three_stages() {
     assert_eq!(p.stages.len(), 3);
     let names: Vec<_> = p.stages.iter().map(|s| s.name.as_deref()).collect();
     assert_eq!(names, vec![Some("base"), Some("builder"), Some("runner")]);
-    assert_eq!(p.stages[0].base, Base::Image("node:20-alpine3.19".into()));
+    assert_eq!(
+        p.stages[0].base,
+        Base::Image("node:20-bookworm-slim".into())
+    );
     assert_eq!(p.stages[1].base, Base::Stage(0));
     assert_eq!(p.stages[2].base, Base::Stage(0));
     assert_eq!(p.target, 2);
