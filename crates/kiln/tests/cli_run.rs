@@ -305,3 +305,73 @@ fn a_server_is_reachable_on_loopback_and_sigterm_stops_it() {
     );
     assert_nothing_left(root);
 }
+
+/// The same image run by an unprivileged user (`kiln-rootless`, made by
+/// scripts/setup-test-env with a subordinate id range): kiln enters its own
+/// user namespace, extracts the layers with their owners and mounts the overlay.
+#[test]
+fn runs_rootless_as_an_unprivileged_user() {
+    let f = fixture();
+    let user = "kiln-rootless";
+    let base = f.root.parent().unwrap().join("rootless");
+    std::fs::create_dir(&base).unwrap();
+    let exe = base.join("kiln");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &exe).unwrap();
+    let chown = Command::new("chown")
+        .args(["-R", &format!("{user}:")])
+        .arg(&f.root)
+        .arg(&base)
+        .status()
+        .unwrap();
+    assert!(
+        chown.success(),
+        "cannot chown to {user}: run scripts/setup-test-env as root first"
+    );
+    // The temporary directory above the store must be reachable for the user.
+    let mut dir = f.root.parent().unwrap().to_path_buf();
+    while dir != Path::new("/") && dir.starts_with(std::env::temp_dir()) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o711)).unwrap();
+        dir.pop();
+    }
+    let rootless = |args: &[&str]| -> Output {
+        Command::new("runuser")
+            .args(["-u", user, "--"])
+            .arg(&exe)
+            .arg("--root")
+            .arg(&f.root)
+            .arg("run")
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .expect("runuser")
+    };
+    let out = rootless(&["bb:test", "sh", "-c", "id -u; stat -c %U /etc/passwd"]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout_of(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_of(&out), "0\nroot\n");
+    let out = rootless(&[
+        "-u",
+        "1001",
+        "-w",
+        "/new",
+        "bb:test",
+        "sh",
+        "-c",
+        "id -u; pwd; exit 5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_of(&out), "1001\n/new\n");
+    assert_nothing_left(&f.root);
+}

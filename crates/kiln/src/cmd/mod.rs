@@ -44,7 +44,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
 }
 
 /// For a non-root user, the commands that write image filesystems (`build`,
-/// `unshare`) run inside kiln's user namespace, as its root
+/// `run`, `import` of a directory, `unshare`) run inside kiln's user namespace, as its root
 /// (`kiln_sandbox::userns`). The store root is settled first: inside, the user
 /// looks like root, whose default store is elsewhere. Call while the process
 /// is single-threaded. Returns what a single-id mapping limits, if that is
@@ -52,6 +52,13 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
 pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<String>> {
     let needed = match &cli.command {
         Command::Build(flags) => !flags.dry_run,
+        // Snapshots are extracted with their owners and overlay is mounted.
+        Command::Run(_) => true,
+        // A directory's files are the user's: in the namespace they are 0:0, as
+        // the files of a rootful import are.
+        Command::Import(flags) => {
+            flags.source != "-" && std::path::Path::new(&flags.source).is_dir()
+        }
         Command::Unshare(_) => true,
         _ => false,
     };
