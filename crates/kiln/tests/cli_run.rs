@@ -255,12 +255,25 @@ fn a_server_is_reachable_on_loopback_and_sigterm_stops_it() {
     let script = format!(
         "mkdir -p /www && echo served-from-kiln > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
     );
-    let mut child = kiln(root)
-        .args(["run", "--rm", "bb:test", "sh", "-c", &script])
+    let mut cmd = kiln(root);
+    cmd.args(["run", "--rm", "bb:test", "sh", "-c", &script])
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // Started with the stop signals blocked (as some supervisors do): kiln and its
+    // sandbox helper must unblock them to stop the container.
+    // SAFETY: only sigemptyset/sigaddset/sigprocmask between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let response = loop {
         match TcpStream::connect(("127.0.0.1", port)) {

@@ -327,6 +327,10 @@ impl ForwardedSignals {
             .map_err(|e| miette!("creating a pipe: {e}"))?;
         // The write end lives as long as the process (the handler may run at any time).
         WAKE_FD.store(std::os::fd::IntoRawFd::into_raw_fd(w), Ordering::SeqCst);
+        // SAFETY: sigset_t is plain data, initialised by sigemptyset.
+        let mut unblock: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid sigset_t.
+        unsafe { libc::sigemptyset(&mut unblock) };
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: a zeroed sigaction is valid; the handler only touches atomics
             // and calls write(2).
@@ -335,6 +339,7 @@ impl ForwardedSignals {
                 action.sa_sigaction = on_stop_signal as *const () as libc::sighandler_t;
                 action.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaddset(&mut unblock, sig);
                 libc::sigaction(sig, &action, std::ptr::null_mut())
             };
             if rc != 0 {
@@ -344,6 +349,10 @@ impl ForwardedSignals {
                 ));
             }
         }
+        // Whoever started kiln may have blocked them (and threads started later
+        // inherit this thread's mask).
+        // SAFETY: a valid, initialised sigset_t.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &unblock, std::ptr::null_mut()) };
         Ok(ForwardedSignals {
             wake: std::fs::File::from(r),
         })
