@@ -554,3 +554,42 @@ fn copy_from_a_rebuilt_stage_with_the_same_artifact_stays_cached() {
     let s = summary(&p.build_ok(&["-t", "art:3"]));
     assert_eq!(s["steps_run"], 4, "{s}");
 }
+
+#[test]
+fn a_killed_build_leaves_no_mount_behind() {
+    let p = project(
+        "FROM busybox:test AS tools\n\
+         RUN echo tool > /tool\n\
+         FROM busybox:test\n\
+         RUN --mount=from=tools,target=/t,rw sleep 30\n",
+        &[],
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&p.root)
+        .args(["build", "--progress=rawjson"])
+        .arg(&p.ctx)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the sleeping step runs (its overlay is mounted), then SIGKILL.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let started =
+        lines.any(|l| l.is_ok_and(|l| l.contains("step_started") && l.contains("sleep 30")));
+    assert!(started, "the RUN step started");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&p.root.display().to_string()),
+        "mounts left after SIGKILL: {mounts}"
+    );
+    let procs = Command::new("pgrep")
+        .args(["-f", "sleep 30"])
+        .output()
+        .unwrap();
+    assert!(procs.stdout.is_empty(), "the step's process is gone");
+}

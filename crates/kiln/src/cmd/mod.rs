@@ -68,6 +68,21 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
     if cli.global.root.is_none() {
         cli.global.root = Some(kiln_oci::store::default_root());
     }
+    if rustix::process::geteuid().is_root() {
+        // Root: a private mount namespace of our own, so the overlays kiln
+        // mounts for RUN --mount binds vanish with the process, however it ends
+        // (Ctrl-C, SIGKILL), and never show on the host.
+        // SAFETY: called first in main, while the process is single-threaded;
+        // a new mount namespace changes no memory another thread could observe.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+            .map_err(|e| miette::miette!("creating a mount namespace: {e}"))?;
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::PRIVATE
+                | rustix::mount::MountPropagationFlags::REC,
+        )
+        .map_err(|e| miette::miette!("making kiln's mounts private: {e}"))?;
+    }
     let map = kiln_sandbox::userns::enter_user_namespace_if_needed()
         .map_err(|e| miette::miette!("{e}"))?;
     Ok(map.and_then(|m| m.limitation))
