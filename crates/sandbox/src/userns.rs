@@ -3,8 +3,8 @@
 //!
 //! A non-root user cannot chown files to the image's ids, create the 0/0
 //! character devices of overlay whiteouts, or mount anything. So for the
-//! commands that write image filesystems (`build`, `run`, `prune`) kiln puts
-//! *itself* in a user namespace first ([`enter_user_namespace_if_needed`]):
+//! commands that read or write image filesystems (`kiln build`, `run`,
+//! `import`, `prune`, `unshare`) kiln puts *itself* in a user namespace first ([`enter_user_namespace_if_needed`]):
 //! the user's uid becomes 0, its `/etc/subuid`/`/etc/subgid` ranges become
 //! 1..=N (through `newuidmap`/`newgidmap`, as for a rootless RUN step), and a
 //! new mount namespace goes with it. From then on kiln is root of that

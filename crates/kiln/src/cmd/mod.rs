@@ -43,9 +43,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     }
 }
 
-/// For a non-root user, the commands that write image filesystems (`build`,
-/// `run`, `import` of a directory, `unshare`) run inside kiln's user namespace, as its root
-/// (`kiln_sandbox::userns`). The store root is settled first: inside, the user
+/// For a non-root user, the commands that read or write image filesystems
+/// (`build`, `run`, `import` of a directory, `unshare`, and `prune`, which
+/// removes snapshots holding files of the user's subordinate ids) run inside
+/// kiln's user namespace, as its root (`kiln_sandbox::userns`): files keep
+/// their in-container owners. The store root is settled first: inside, the user
 /// looks like root, whose default store is elsewhere. Call while the process
 /// is single-threaded. Returns what a single-id mapping limits, if that is
 /// all the user could get.
@@ -59,6 +61,8 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
         Command::Import(flags) => {
             flags.source != "-" && std::path::Path::new(&flags.source).is_dir()
         }
+        // Unused snapshots hold files of subordinate ids.
+        Command::Prune(_) => true,
         Command::Unshare(_) => true,
         _ => false,
     };
