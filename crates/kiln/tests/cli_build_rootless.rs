@@ -35,6 +35,8 @@ COPY --chown=1000:1000 files/ /srv/files/
 COPY --chown=app files/one.txt /srv/one-by-name.txt
 WORKDIR /w/deep
 RUN touch here && chown 1000:1000 here
+RUN --mount=type=bind,from=base:test,source=/opt,target=/mnt/opt ls /mnt/opt > /opt-list
+RUN --mount=type=bind,target=/mnt/ctx,rw touch /mnt/ctx/scratch && ls /mnt/ctx > /ctx-list
 USER app
 RUN id -u > /tmp/whoami && touch /home/app/mine
 "#;
@@ -401,6 +403,14 @@ fn rootless_build_gives_the_root_builds_layers() {
         let line = described(&describe, path);
         assert!(line.contains(want), "{path}: want {want} in {line}");
     }
+    // Bind mounts over overlays of layers: base layer 2 made /opt opaque.
+    for (path, content) in [
+        ("opt-list", "new\n"),
+        ("ctx-list", "Dockerfile\nfiles\nscratch\n"),
+    ] {
+        let out = root_ok(&root_store, &["run", "out:1", "cat", &format!("/{path}")]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), content, "/{path}");
+    }
     for gone in [
         "/data/b",
         "/etc/motd",
@@ -418,7 +428,7 @@ fn rootless_build_gives_the_root_builds_layers() {
     // Byte-identical: same layer digests (compressed and not), same image.
     let (root_id, root_diff_ids, root_layers) = image_digests(&root_store, "out:1");
     let (user_id, user_diff_ids, user_layers) = image_digests(&user_store, "out:1");
-    assert_eq!(root_diff_ids.len(), 8, "2 base layers + 6 built");
+    assert_eq!(root_diff_ids.len(), 10, "2 base layers + 8 built");
     assert_eq!(user_diff_ids, root_diff_ids, "diff_ids differ");
     assert_eq!(user_layers, root_layers, "layer blob digests differ");
     assert_eq!(user_id, root_id, "image ids differ");
@@ -477,7 +487,7 @@ fn rootless_build_gives_the_root_builds_layers() {
     );
     assert_eq!(
         events.matches("\"event\":\"step_cached\"").count(),
-        6,
+        8,
         "{events}"
     );
 }

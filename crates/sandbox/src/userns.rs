@@ -136,6 +136,17 @@ pub fn enter_user_namespace_if_needed() -> Result<Option<IdMap>, UsernsError> {
         "creating a mount namespace".into()
     })
     .map_err(UsernsError)?;
+    // Mounts kiln makes (overlays for RUN --mount) stay in this namespace and
+    // vanish with the process.
+    ctx(
+        rustix::mount::mount_change(
+            "/",
+            rustix::mount::MountPropagationFlags::REC
+                | rustix::mount::MountPropagationFlags::PRIVATE,
+        ),
+        || "making kiln's mounts private".into(),
+    )
+    .map_err(UsernsError)?;
     Ok(Some(map))
 }
 

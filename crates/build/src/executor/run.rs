@@ -500,6 +500,11 @@ impl ScratchOverlay {
         } else {
             flags |= rustix::mount::MountFlags::RDONLY;
         }
+        if !kiln_sandbox::userns::is_host_root() {
+            // In kiln's user namespace (rootless) the snapshots mark opaque
+            // directories with user.overlay.opaque, which only this option reads.
+            data.push_str(",userxattr");
+        }
         let data = std::ffi::CString::new(data)
             .map_err(|_| "a snapshot path contains a NUL byte".to_string())?;
         rustix::mount::mount(
