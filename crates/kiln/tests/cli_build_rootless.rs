@@ -732,3 +732,69 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
         "mounts left under the test dir:\n{mounts}"
     );
 }
+
+#[test]
+fn without_subordinate_ids_only_root_is_mapped_with_a_warning() {
+    require_root_and_user();
+    let scratch = Scratch::new("single");
+    let kiln = kiln_for_user(&scratch.dir);
+    let home = scratch.dir.join("home");
+    let ctx = home.join("ctx");
+    make_base(&home.join("data/kiln"));
+    make_context(
+        &ctx,
+        "FROM base:test\nRUN id -u > /uid && stat -c %u /home/app > /home-owner\n",
+    );
+    let chown_ctx = home.join("chown-ctx");
+    make_context(
+        &chown_ctx,
+        "FROM base:test\nCOPY --chown=1000 files/ /srv/\n",
+    );
+    chown_tree(&home);
+    // No newuidmap/newgidmap on PATH: kiln can map only the user itself.
+    let run = |args: &[&str]| -> Output {
+        Command::new("runuser")
+            .args(["-u", USER, "--", "env", "-i"])
+            .arg(format!("HOME={}", home.display()))
+            .arg(format!("XDG_DATA_HOME={}", home.join("data").display()))
+            .arg("PATH=/nonexistent")
+            .arg(&kiln)
+            .args(args)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "build",
+        "--progress=plain",
+        "-t",
+        "one:1",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only uid/gid 0 is mapped (newuidmap/newgidmap"),
+        "no warning: {err}"
+    );
+    let out = run(&["run", "one:1", "cat", "/uid", "/home-owner"]);
+    // The step ran as 0; the base's files of uid 1000 belong to 0 here.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "0\n0\n",
+        "{}",
+        show(&out)
+    );
+
+    let out = run(&["build", "--progress=plain", chown_ctx.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "COPY --chown=1000 must fail: {}",
+        show(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot chown to 1000:1000: the id is not mapped in kiln's user namespace"),
+        "{err}"
+    );
+}
