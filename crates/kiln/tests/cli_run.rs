@@ -388,3 +388,81 @@ fn runs_rootless_as_an_unprivileged_user() {
     assert_eq!(stdout_of(&out), "1001\n/new\n");
     assert_nothing_left(&f.root);
 }
+
+/// Host pids whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<u32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// kiln killed outright (SIGKILL) while a RUN step runs, having been started with
+/// the stop signals blocked: the sandbox helper is told by its parent-death
+/// signal (SIGTERM) and must still stop the step and clean up, so it unblocks
+/// the signals it handles instead of inheriting the mask.
+#[test]
+fn a_killed_build_leaves_no_step_running_even_with_signals_blocked() {
+    let f = fixture();
+    let ctx = f.root.parent().unwrap().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    let seconds = format!("{}", 100_000 + std::process::id());
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM bb:test\nRUN sleep {seconds}\n"),
+    )
+    .unwrap();
+    let mut cmd = kiln(&f.root);
+    cmd.args(["build", "--progress", "plain", "-t", "never:1"])
+        .arg(&ctx)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only sigemptyset/sigaddset/sigprocmask between fork and exec.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, sig);
+            }
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let step = ["sleep", seconds.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pids_running(&step).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln build ended before its RUN step started: {status}");
+        }
+        assert!(Instant::now() < deadline, "the RUN step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = pids_running(&step);
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for pid in &left {
+                let _ = rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(*pid as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                );
+            }
+            panic!("the RUN step outlived kiln: pids {left:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

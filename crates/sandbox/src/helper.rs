@@ -91,11 +91,18 @@ pub(crate) fn helper_main() -> ! {
     let report_fd = unsafe { OwnedFd::from_raw_fd(REPORT_FD) };
     let _ = rustix::io::fcntl_setfd(&report_fd, rustix::io::FdFlags::CLOEXEC);
     // SIGTERM/SIGINT/SIGHUP: kill the step, then clean up and report normally.
-    // SAFETY: the handler only touches atomics and calls kill(2).
+    // They are unblocked too: a blocked mask is inherited from whoever started
+    // kiln, and the handler must run (SIGTERM is also the parent-death signal).
+    // SAFETY: the handler only touches atomics and calls kill(2); the set is
+    // initialised by sigemptyset.
     unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
+            libc::sigaddset(&mut set, sig);
         }
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
     }
     // When the caller (the thread that spawned us) dies, stop the same way:
     // the step is killed and the mount points are still cleaned up.
