@@ -466,3 +466,35 @@ fn a_killed_build_leaves_no_step_running_even_with_signals_blocked() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A container process killed by a signal (here SIGKILL from the host): kiln run
+/// exits with 128 + the signal, as docker does.
+#[test]
+fn a_process_killed_by_a_signal_gives_128_plus_the_signal() {
+    let f = fixture();
+    let seconds = format!("{}", 200_000 + std::process::id());
+    let mut child = kiln(&f.root)
+        .args(["run", "bb:test", "sleep", &seconds])
+        .spawn()
+        .unwrap();
+    let step = ["sleep", seconds.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Some(pid) = pids_running(&step).first() {
+            break *pid;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln run ended early: {status}");
+        }
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + 9));
+    assert_nothing_left(&f.root);
+}
