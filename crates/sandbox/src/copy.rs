@@ -23,6 +23,9 @@ const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Before {
     ino: u64,
+    /// Birth time (statx), where the filesystem records one: a file removed
+    /// and made again may get the same inode number back, never the same birth.
+    born: Option<std::time::SystemTime>,
     kind: Kind,
     ctime: (i64, i64),
     mode: u32,
@@ -56,6 +59,7 @@ impl Before {
     fn of(m: &std::fs::Metadata) -> Before {
         Before {
             ino: m.ino(),
+            born: m.created().ok(),
             kind: kind_of(m),
             ctime: (m.ctime(), m.ctime_nsec()),
             mode: m.mode(),
@@ -395,7 +399,9 @@ impl CopySnapshot {
                     ensure(&mut changed)?;
                     copy_tree(&src, &up.join(name), links, false)?;
                 }
-                Some(b) if b.ino != m.ino() || b.kind != kind_of(&m) => {
+                Some(b)
+                    if b.ino != m.ino() || b.born != m.created().ok() || b.kind != kind_of(&m) =>
+                {
                     ensure(&mut changed)?;
                     copy_tree(&src, &up.join(name), links, false)?;
                     if m.is_dir() {

@@ -1232,6 +1232,13 @@ fn remove_tree(dir: &Path) {
 /// enters kiln's own user namespace (as the `kiln` binary does for `build`),
 /// so every run is made by root of that namespace.
 fn rootless_worker(base: &Path, in_userns: bool) -> ExitCode {
+    // A temp dir of its own (see isolate_from_other_tests), which this user can write.
+    let tmp = base.join("tmp");
+    if let Err(e) = std::fs::create_dir_all(&tmp) {
+        println!("SETUP-FAILED creating {}: {e}", tmp.display());
+        return ExitCode::FAILURE;
+    }
+    std::env::set_var("TMPDIR", &tmp);
     if in_userns {
         match kiln_sandbox::userns::enter_user_namespace_if_needed() {
             Ok(Some(_)) => {}
@@ -1407,11 +1414,18 @@ fn main() -> ExitCode {
         passed: 0,
         failed: 0,
     };
+    let private = if rustix_is_root() {
+        isolate_from_other_tests()
+    } else {
+        Err("not root".into())
+    };
     if !rustix_is_root() {
         tally.record(
             "sandbox tests need root",
             Some("run as root (CI does)".into()),
         );
+    } else if let Err(e) = &private {
+        tally.record("a private mount namespace and temp dir", Some(e.clone()));
     } else {
         match temp_base("root").and_then(Env::new) {
             Err(e) => tally.record("build the busybox rootfs", Some(e)),
@@ -1434,6 +1448,9 @@ fn main() -> ExitCode {
             }
         }
     }
+    if let Ok(tmp) = &private {
+        remove_tree(tmp);
+    }
     println!();
     // cargo's summary form (which .ci/run adds up), then the plain closing line.
     let verdict = if tally.failed == 0 { "ok" } else { "FAILED" };
@@ -1447,6 +1464,27 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The leak checks count mounts and sandbox workspace dirs, which other
+/// programs on a busy machine (other test runs, builds) change too: this
+/// process (and every worker it starts) gets a mount namespace of its own,
+/// with nothing propagated in, and a temp dir of its own (`TMPDIR`).
+/// Call while single-threaded. Returns the temp dir.
+fn isolate_from_other_tests() -> Result<PathBuf, String> {
+    // SAFETY: the test's main thread is still the only one.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(|e| format!("unshare(CLONE_NEWNS): {e}"))?;
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::REC | rustix::mount::MountPropagationFlags::PRIVATE,
+    )
+    .map_err(|e| format!("making / private: {e}"))?;
+    let tmp = temp_base("tmp")?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| e.to_string())?;
+    std::env::set_var("TMPDIR", &tmp);
+    Ok(tmp)
 }
 
 fn rustix_is_root() -> bool {
