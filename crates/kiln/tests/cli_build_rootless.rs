@@ -590,6 +590,22 @@ fn the_user_manages_and_removes_a_rootless_store() {
     );
     assert!(!store.exists(), "kiln unshare rm -rf left the store");
 
+    // Standard input and output are kiln's own (no second process in between).
+    let mut cat = as_user(&kiln, &home, &["unshare", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through the namespace\n").unwrap();
+    }
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through the namespace\n"
+    );
     // The command's exit code comes back.
     let out = as_user(&kiln, &home, &["unshare", "sh", "-c", "exit 7"])
         .output()
