@@ -64,6 +64,34 @@ pub struct Origin {
     pub code: String,
 }
 
+impl Origin {
+    /// The instruction on one line, for display: its first line (a heredoc's
+    /// body left out) with whitespace runs collapsed.
+    pub fn summary(&self) -> String {
+        one_line(&self.code)
+    }
+
+    /// `12`, or `12-14` for an instruction over several lines.
+    pub fn lines(&self) -> String {
+        if self.end_line > self.start_line {
+            format!("{}-{}", self.start_line, self.end_line)
+        } else {
+            self.start_line.to_string()
+        }
+    }
+}
+
+/// The first line of `code` with whitespace runs collapsed (joined
+/// continuation lines leave runs of spaces and tabs).
+pub fn one_line(code: &str) -> String {
+    code.lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A command line of RUN, CMD, ENTRYPOINT or HEALTHCHECK CMD.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandLine {

@@ -195,12 +195,8 @@ pub(crate) fn run_step(
                 Ok(())
             }
             Err(SandboxError::StepFailed(f)) => {
-                let code = first_line_of(&origin.code);
-                let line = if origin.end_line > origin.start_line {
-                    format!("{}-{}", origin.start_line, origin.end_line)
-                } else {
-                    origin.start_line.to_string()
-                };
+                let code = origin.summary();
+                let line = origin.lines();
                 let headline = format!("{code} ({}:{line}) {}", sh.src.name, f.status);
                 let location = kiln_dockerfile::DockerfileError::at(
                     sh.src,
@@ -215,20 +211,11 @@ pub(crate) fn run_step(
                 })
             }
             Err(SandboxError::Cancelled) => Err(BuildError::Cancelled),
-            Err(e) => Err(sh.located(origin, format!("{}: {e}", first_line_of(&origin.code)))),
+            Err(e) => Err(sh.located(origin, format!("{}: {e}", origin.summary()))),
         }
     })?;
     drop(mounts);
     Ok((key, rec, created_by))
-}
-
-fn first_line_of(code: &str) -> String {
-    code.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn prepare_mounts(

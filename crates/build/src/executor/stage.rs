@@ -200,10 +200,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
     let total = 1 + st.steps.len();
     let stage_name = st.display_name();
     let mut vertex = sh.first_vertex[st.index];
-    let from_name = format!(
-        "[{stage_name} 1/{total}] {}",
-        first_line(&st.from.origin.code)
-    );
+    let from_name = format!("[{stage_name} 1/{total}] {}", st.from.origin.summary());
     // A stage built on another shows its FROM once that stage is done.
     if let Base::Stage(i) = &st.base {
         sh.wait_stage(*i)?;
@@ -248,7 +245,10 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             sh,
             stage: st,
             stage_name: &stage_name,
-            name: format!("[{stage_name} 1/{total}] ONBUILD {}", first_line(text)),
+            name: format!(
+                "[{stage_name} 1/{total}] ONBUILD {}",
+                kiln_dockerfile::instructions::one_line(text)
+            ),
             vertex: is_fs_step(&step).then(|| sh.extra_vertices.fetch_add(1, Ordering::SeqCst)),
             no_cache,
         };
@@ -261,7 +261,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
         let name = format!(
             "[{stage_name} {}/{total}] {}",
             i + 2,
-            first_line(&step.instruction.origin().code)
+            step.instruction.origin().summary()
         );
         let vertex_id = if is_fs_step(step) {
             vertex += 1;
@@ -280,16 +280,6 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
         apply_step(&ctx, &mut state, step)?;
     }
     Ok(state)
-}
-
-/// The first line of an instruction's source, whitespace runs collapsed.
-fn first_line(code: &str) -> String {
-    code.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The stage's starting state, and the ONBUILD triggers of its base image

@@ -817,3 +817,20 @@ fn shell_expansion_with_stage_env() {
     let m = r.mounts[0].resolve(&mut |w: &str| ex.word(w)).unwrap();
     assert_eq!(m.id.as_deref(), Some("npm"));
 }
+
+#[test]
+fn origin_summary_and_lines() {
+    let o = Origin {
+        start_line: 3,
+        end_line: 5,
+        code: "RUN --mount=type=cache,target=/c \t   make\nmore".into(),
+    };
+    assert_eq!(o.summary(), "RUN --mount=type=cache,target=/c make");
+    assert_eq!(o.lines(), "3-5");
+    let one = Origin {
+        start_line: 7,
+        end_line: 7,
+        code: "COPY . .".into(),
+    };
+    assert_eq!(one.lines(), "7");
+}

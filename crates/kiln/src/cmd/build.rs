@@ -525,25 +525,6 @@ fn stage_label(plan: &Plan, i: usize) -> String {
     }
 }
 
-fn lines(o: &kiln_dockerfile::instructions::Origin) -> String {
-    if o.end_line > o.start_line {
-        format!("{}-{}", o.start_line, o.end_line)
-    } else {
-        o.start_line.to_string()
-    }
-}
-
-/// The first line of a (possibly heredoc) instruction with whitespace runs
-/// (from joined continuation lines) collapsed, for one-line display.
-fn first_line(code: &str) -> String {
-    code.lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
     let name = st.name.as_deref().unwrap_or("(unnamed)");
     let mut status = if st.needed { "needed" } else { "pruned" }.to_string();
@@ -574,16 +555,16 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
         .flat_map(|s| {
             s.steps
                 .iter()
-                .map(|st| lines(st.instruction.origin()).len())
+                .map(|st| st.instruction.origin().lines().len())
         })
-        .chain(std::iter::once(lines(&st.from.origin).len()))
+        .chain(std::iter::once(st.from.origin.lines().len()))
         .max()
         .unwrap_or(1);
     let _ = writeln!(
         out,
         "    line {:>width$}  {}",
-        lines(&st.from.origin),
-        first_line(&st.from.origin.code)
+        st.from.origin.lines(),
+        st.from.origin.summary()
     );
     for step in &st.steps {
         let o = step.instruction.origin();
@@ -615,8 +596,8 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
         let _ = writeln!(
             out,
             "    line {:>width$}  {}{notes}",
-            lines(o),
-            first_line(&o.code)
+            o.lines(),
+            o.summary()
         );
     }
 }
@@ -673,14 +654,6 @@ mod tests {
         assert_eq!(args["FROM_ENV"], "env-value");
         assert!(!args.contains_key("UNSET"));
         assert!(build_args(&["=v".into()], env).is_err());
-    }
-
-    #[test]
-    fn one_line_display() {
-        assert_eq!(
-            first_line("RUN --mount=type=cache,target=/c \t   make\nmore"),
-            "RUN --mount=type=cache,target=/c make"
-        );
     }
 
     #[test]
