@@ -50,8 +50,14 @@ base=$(awk 'toupper($1) == "FROM" { print $2; exit }' "$project/Dockerfile")
 work=$(mktemp -d /var/tmp/kiln-bench-build.XXXXXX)
 logs=$work/logs
 mkdir -p "$logs"
+docker_had_base=
 cleanup() {
   if [ "${KEEP:-0}" = 1 ] || [ -e "$work/keep" ]; then echo "kept $work" >&2; return; fi
+  if [[ " $tools " == *" docker "* ]]; then
+    "$docker" rmi -f "$tag" > /dev/null 2>&1 || true
+    if [ -z "$docker_had_base" ]; then "$docker" rmi -f "$base" > /dev/null 2>&1 || true; fi
+    "$docker" builder prune -af > /dev/null 2>&1 || true
+  fi
   # buildah leaves its overlay mounts under its root; unmount before removing.
   if [ -d "$work/buildah-root" ]; then
     "$buildah" --root "$work/buildah-root" --runroot "$work/buildah-run" rm -a > /dev/null 2>&1 || true
@@ -61,6 +67,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+if [[ " $tools " == *" docker "* ]] && "$docker" image inspect "$base" > /dev/null 2>&1; then docker_had_base=1; fi
+avail=$(df -Pk "$work" | awk 'NR == 2 { print int($4 / 1024) }')
+if [ "$avail" -lt 3000 ]; then echo "bench/build.sh: warning: only $avail MiB free under $work; the three stores need about 3 GiB" >&2; fi
 
 # The same base image for all three tools, from kiln's store.
 "$kiln" --root "$base_root" save -o "$work/base.tar" "$base" ||
@@ -214,6 +224,7 @@ echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /p
 echo "kiln $("$kiln" --version | awk '{ print $2 }') ($kiln); $("$docker" version -f 'dockerd {{.Server.Version}}' 2>/dev/null || echo 'docker: -'); $("$buildah" --version 2>/dev/null || echo 'buildah: -')"
 echo "load at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in $tools; do fresh_context "$t"; prepare_cold "$t"; done
+rm -f "$work/base.tar"
 for t in $tools; do bench_one "$t" cold 1 "$logs/$t-cold.log"; done
 for r in $(seq 1 "$runs"); do
   for t in $tools; do bench_one "$t" no-op "$r" "$logs/$t-noop-$r.log"; done
