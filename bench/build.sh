@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Builds the example project (examples/api) with kiln, `docker build` (BuildKit) and
 # `buildah bud --layers`, side by side in one run: a cold build, no-op rebuilds and
-# rebuilds after a one-line change to a source file under src/, then prints the times,
-# the ratios, and the build overhead of the source-change rebuild (wall time minus the
-# time of the RUN steps as each tool reports it).
+# rebuilds after a one-line change to a source file under src/ (tools interleaved,
+# so load changes on the machine hit all three alike), then prints the times, the
+# ratios, and each tool's overhead in the source-change rebuild: wall time minus the
+# time its RUN steps' containers ran.
+#
+# The RUN containers' time is measured the same way for all three tools, with BSD
+# process accounting (accton, 10 ms resolution): the lifetime of the process that
+# runs each RUN — kiln's sandbox helper (a child of kiln), BuildKit's `runc run`
+# (a child of dockerd), buildah's run helper (the child of buildah that starts
+# runc). The tools' own step times are printed too (kiln: rawjson step durations,
+# which include writing the layer, and the sandbox's debug line; BuildKit: `#N DONE
+# 1.2s`, rounded to 0.1 s).
 #
 # Needs, as root: a release build of kiln (cargo build --release -p kiln; $KILN
 # overrides the binary), the base image of the project's Dockerfile in a kiln store
 # (scripts/make-base-images; $KILN_BASE_ROOT, else $KILN_ROOT, else /var/lib/kiln),
 # dockerd running (dockerd --bridge=none --iptables=false --ip-masq=false) with the
 # docker 20.10 client that has BuildKit built in ($DOCKER, default /usr/bin/docker),
-# and buildah. Every build uses the host network (npm install reaches the registry).
+# buildah, jq and Debian's acct (accton, dump-acct). Every build uses the host
+# network (npm install reaches the registry).
 #
 #   bench/build.sh                        # RUNS=3 TOOLS="kiln docker buildah"
 #
@@ -35,6 +45,8 @@ die() { echo "bench/build.sh: $*" >&2; exit 1; }
 [ -x "$kiln" ] || die "no kiln binary at $kiln (cargo build --release -p kiln)"
 [ -f "$project/Dockerfile" ] || die "no Dockerfile in $project"
 command -v jq > /dev/null || die "needs jq"
+command -v accton > /dev/null && command -v dump-acct > /dev/null || die "needs accton and dump-acct (apt-get install acct)"
+[ -e /proc/sys/kernel/acct ] || die "the kernel has no BSD process accounting (CONFIG_BSD_PROCESS_ACCT)"
 for t in $tools; do
   case $t in
     kiln) ;;
@@ -52,6 +64,7 @@ logs=$work/logs
 mkdir -p "$logs"
 docker_had_base=
 cleanup() {
+  accton off > /dev/null 2>&1 || true
   if [ "${KEEP:-0}" = 1 ] || [ -e "$work/keep" ]; then echo "kept $work" >&2; return; fi
   if [[ " $tools " == *" docker "* ]]; then
     "$docker" rmi -f "$tag" > /dev/null 2>&1 || true
@@ -122,19 +135,26 @@ prepare_cold() {
   sync
 }
 
-# build TOOL LOG: runs one build of the tool's context; prints its wall time in seconds.
+# build TOOL LOG: runs one build of the tool's context under process accounting
+# (LOG.pacct, the tool's pid in LOG.pid); prints its wall time in seconds.
 build() {
-  local t0 t1 ctx=$work/ctx-$1 rc=0
+  local t0 t1 ctx=$work/ctx-$1 rc=0 pid
+  : > "${2%.log}.pacct"
+  accton "${2%.log}.pacct" > /dev/null
   t0=$(now)
   case $1 in
-    kiln) KILN_LOG=warn,kiln_sandbox=debug "$kiln" --root "$work/kiln-root" build --network host --progress rawjson \
-      "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 || rc=$? ;;
+    kiln) KILN_LOG=warn,kiln_sandbox=debug "$kiln" --root "$work/kiln-root" build --network host \
+      --progress rawjson "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
     docker) DOCKER_BUILDKIT=1 "$docker" build --network=host --progress=plain \
-      "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 || rc=$? ;;
-    buildah) buildah_ bud --layers --pull=never --network=host \
-      "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 || rc=$? ;;
+      "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
+    buildah) "$buildah" --root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay \
+      bud --layers --pull=never --network=host "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
   esac
+  pid=$!
+  wait "$pid" || rc=$?
   t1=$(now)
+  accton off > /dev/null
+  echo "$pid" > "${2%.log}.pid"
   if [ "$rc" != 0 ]; then
     echo "--- $1 build failed (exit $rc), last lines of $2:" >&2
     tail -25 "$2" >&2
@@ -144,7 +164,28 @@ build() {
   sub "$t1" "$t0"
 }
 
-# measure TOOL LOG: "<RUN steps run> <their time, s> <sandbox time, s>" as the tool reports them.
+# containers TOOL LOG: seconds the RUN steps' containers ran, from the build's
+# process accounting file (elapsed time of each exited process, in 1/100 s).
+containers() {
+  local pid dockerd_pid
+  pid=$(cat "${2%.log}.pid")
+  dockerd_pid=$(pgrep -x dockerd | head -1 || true)
+  dump-acct "${2%.log}.pacct" | awk -F'|' -v tool="$1" -v pid="$pid" -v dockerd="${dockerd_pid:-0}" '
+    { comm = $1; sub(/ +$/, "", comm); p = $10 + 0; pp = $11 + 0
+      n++; cpid[n] = p; cppid[n] = pp; ccomm[n] = comm; cet[n] = $5 + 0
+      if (comm == "runc") runc_parent[pp] = 1 }
+    END {
+      for (i = 1; i <= n; i++) {
+        if (tool == "kiln" && cppid[i] == pid) s += cet[i]
+        if (tool == "docker" && ccomm[i] == "runc" && cppid[i] == dockerd) s += cet[i]
+        if (tool == "buildah" && cppid[i] == pid && (cpid[i] in runc_parent)) s += cet[i]
+      }
+      printf "%.2f\n", s / 100
+    }'
+}
+
+# measure TOOL LOG: "<RUN steps run> <their time, s> <sandbox time, s> <containers, s>": the
+# first three as the tool reports them, the last from process accounting.
 #   kiln: rawjson step_started/step_finished of RUN steps (a step's time includes writing
 #         its layer), and the sandbox's own debug line per RUN (helper start, namespaces,
 #         mounts, the process, clean-up — no layer writing);
@@ -160,19 +201,20 @@ measure() {
                   | "\(length) \((map(.duration_ms) | add // 0) / 1000)"' | tr '\n' ' '
       sed 's/\x1b\[[0-9;]*m//g' "$2" | awk '/sandbox run finished/ {
           for (i = 1; i <= NF; i++) if ($i ~ /^sandbox_run_ms=/) { split($i, kv, "="); s += kv[2] } }
-        END { printf "%.3f\n", s / 1000 }' ;;
+        END { printf "%.3f\n", s / 1000 }' | tr '\n' ' ' ;;
     docker) awk '
       /^#[0-9]+ \[[^]]*\] RUN / { run[$1] = 1 }
       /^#[0-9]+ DONE [0-9.]+s$/ && ($1 in run) && !($1 in done) { done[$1] = 1; n++; s += substr($3, 1, length($3) - 1) }
-      END { printf "%d %.3f -\n", n, s }' "$2" ;;
+      END { printf "%d %.3f - ", n, s }' "$2" ;;
     buildah) awk '
       match($0, /STEP [0-9]+\/[0-9]+: [A-Z]+/) {
         if (pending) n++
         split(substr($0, RSTART, RLENGTH), w, " "); pending = (w[3] == "RUN")
       }
       /Using cache/ { pending = 0 }
-      END { if (pending) n++; printf "%d - -\n", n }' "$2" ;;
+      END { if (pending) n++; printf "%d - - ", n }' "$2" ;;
   esac
+  containers "$1" "$2"
 }
 
 # Where kiln's time outside the sandbox went in one build (from its rawjson and debug lines):
@@ -202,13 +244,14 @@ kiln_breakdown() {
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-results=$work/results   # tool phase run wall run_steps run_s sandbox_s
+results=$work/results   # tool phase run wall run_steps run_s sandbox_s containers_s
 : > "$results"
 record() {   # record TOOL PHASE RUN LOG WALL
   local m; m=$(measure "$1" "$4")
   echo "$1 $2 $3 $5 $m" >> "$results"
   set -- "$1" "$2" "$3" "$4" "$5" $m
-  printf '%-8s %-16s %6ss   RUN steps run: %s, their time: %ss' "$1" "$2 $3" "$5" "$6" "$7"
+  printf '%-8s %-18s %7ss   RUN steps run: %s, their containers: %ss' "$1" "$2 $3" "$5" "$6" "$9"
+  if [ "$7" != - ]; then printf ', reported step time: %ss' "$7"; fi
   if [ "$8" != - ]; then printf ', in the sandbox: %ss' "$8"; fi
   echo
 }
@@ -237,12 +280,13 @@ for r in $(seq 1 "$runs"); do
 done
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# stat TOOL PHASE FIELD: median over the runs of a field (4 wall, 5 run steps, 6 run s, 7 sandbox s,
-# "o" = wall minus RUN step time, "os" = wall minus sandbox time).
+# stat TOOL PHASE FIELD: median over the runs of a field of $results (4 wall, 5 RUN steps
+# run, 6 reported RUN step time, 7 sandbox time, 8 RUN containers' time); "o8", "o6",
+# "o7": wall minus that field, run by run.
 stat() {
   local vals
   vals=$(awk -v t="$1" -v p="$2" -v f="$3" '$1 == t && $2 == p {
-    if (f == "o") print $4 - $6; else if (f == "os") print $4 - $7; else print $f }' "$results")
+    if (f ~ /^o/) { g = substr(f, 2) + 0; print ($g == "-") ? "-" : $4 - $g } else print $f }' "$results")
   if [ -z "$vals" ] || grep -q -- '^-$' <<< "$vals"; then echo -; return; fi
   if [ "$3" = 5 ]; then sort -u <<< "$vals" | paste -sd/; return; fi
   # shellcheck disable=SC2086
@@ -250,34 +294,49 @@ stat() {
 }
 label() { case $1 in kiln) echo kiln ;; docker) echo BuildKit ;; buildah) echo Buildah ;; esac; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
+pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
 has() { [[ " $tools " == *" $1 "* ]]; }
+row() {   # row LABEL PHASE FIELD [ratios]
+  printf '%-44s' "$1"
+  for t in $tools; do printf '%10s' "$(stat "$t" "$2" "$3")"; done
+  if [ -n "${4:-}" ] && has kiln; then
+    for t in $tools; do [ "$t" = kiln ] || printf '%15s' "$(ratio "$(stat "$t" "$2" "$3")" "$(stat kiln "$2" "$3")")"; done
+  fi
+  echo
+}
 
 echo
-printf '%-34s' "wall time, s (median of $runs)"
-for t in $tools; do printf '%11s' "$(label "$t")"; done
+printf '%-44s' "seconds, median of $runs (cold: 1 run)"
+for t in $tools; do printf '%10s' "$(label "$t")"; done
 if has kiln; then for t in $tools; do [ "$t" = kiln ] || printf '%15s' "$(label "$t")/kiln"; done; fi
 echo
-for p in cold no-op one-line-change; do
-  printf '%-34s' "$p"
-  for t in $tools; do printf '%11s' "$(stat "$t" "$p" 4)"; done
-  if has kiln; then for t in $tools; do [ "$t" = kiln ] || printf '%15s' "$(ratio "$(stat "$t" "$p" 4)" "$(stat kiln "$p" 4)")"; done; fi
-  echo
-done
-printf '%-34s' "RUN steps run: cold, no-op, change"
-for t in $tools; do printf '%11s' "$(stat "$t" cold 5),$(stat "$t" no-op 5),$(stat "$t" one-line-change 5)"; done
+row "cold build" cold 4 ratios
+row "no-op rebuild" no-op 4 ratios
+row "one-line change rebuild" one-line-change 4 ratios
+row "  its RUN containers (process accounting)" one-line-change 8
+row "  overhead = wall - RUN containers" one-line-change o8 ratios
+printf '%-44s' "RUN steps run: cold, no-op, change"
+for t in $tools; do printf '%10s' "$(stat "$t" cold 5),$(stat "$t" no-op 5),$(stat "$t" one-line-change 5)"; done
 echo
 
-if has kiln && has docker; then
-  ko=$(stat kiln one-line-change os) kr=$(stat kiln one-line-change o) bo=$(stat docker one-line-change o)
+if has kiln; then
+  ko=$(stat kiln one-line-change o8)
   echo
-  echo "overhead of the one-line-change rebuild = wall time minus the RUN steps' own time (median):"
-  echo "  BuildKit: wall - RUN steps' DONE times (±0.05 s rounding per step)          ${bo} s"
-  echo "  kiln:     wall - time in the sandbox (layer writing counts as overhead)      ${ko} s  = $(awk -v a="$ko" -v b="$bo" 'BEGIN { printf "%.0f", 100 * a / b }')% of BuildKit's (target < 10%)"
-  echo "  kiln:     wall - RUN steps' durations (layer writing counts as RUN time)     ${kr} s  = $(awk -v a="$kr" -v b="$bo" 'BEGIN { printf "%.0f", 100 * a / b }')% of BuildKit's"
+  echo "kiln's overhead in the one-line change rebuild (wall minus RUN containers, median):"
+  for t in $tools; do
+    [ "$t" = kiln ] || echo "  $(pct "$ko" "$(stat "$t" one-line-change o8)") of $(label "$t")'s$([ "$t" = docker ] && echo " (target: under 10%)")"
+  done
+  if has docker; then
+    echo "  cross-check with the tools' own step times: kiln wall - sandbox time $(stat kiln one-line-change o7) s," \
+      "kiln wall - RUN step durations (incl. layer writing) $(stat kiln one-line-change o6) s," \
+      "BuildKit wall - RUN DONE times (0.1 s rounding) $(stat docker one-line-change o6) s"
+  fi
   mid=$(awk '$1 == "kiln" && $2 == "one-line-change" { print $4 - $7, $3, $4 }' "$results" | sort -g | awk '{ l[NR] = $2 " " $3 } END { print l[int((NR + 1) / 2)] }')
-  echo "  kiln's overhead in its median run ($(cut -d' ' -f1 <<< "$mid")):"
+  echo "  where kiln's time outside the sandbox went, in its median run ($(cut -d' ' -f1 <<< "$mid")):"
   kiln_breakdown "$(cut -d' ' -f2 <<< "$mid")" "$logs/kiln-edit-$(cut -d' ' -f1 <<< "$mid").log"
-  kn=$(stat kiln no-op 4) bn=$(stat docker no-op 4)
-  echo "no-op rebuild: kiln ${kn} s, BuildKit ${bn} s —" \
-    "$(awk -v a="$kn" -v b="$bn" 'BEGIN { print (a < b) ? "kiln faster (target met)" : "kiln not faster (target missed)" }')"
+  if has docker; then
+    kn=$(stat kiln no-op 4) bn=$(stat docker no-op 4)
+    echo "no-op rebuild: kiln ${kn} s, BuildKit ${bn} s —" \
+      "$(awk -v a="$kn" -v b="$bn" 'BEGIN { print (a < b) ? "kiln faster (target met)" : "kiln not faster (target missed)" }')"
+  fi
 fi
