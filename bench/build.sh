@@ -24,11 +24,11 @@
 #
 #   bench/build.sh                        # RUNS=3 TOOLS="kiln docker buildah"
 #
-# State before each tool's cold build: the base image present and unpacked, no build
-# cache — kiln: a fresh --root with the base image loaded and unpacked by a one-step
-# build of another context; docker: `docker builder prune -af` and the result image
-# removed, base image loaded; buildah: fresh storage (--root/--runroot) with the base
-# image pulled from the same docker archive.
+# Each phase runs RUNS times (medians are reported). State before each cold build: the
+# base image present and unpacked, no build cache — kiln: a fresh --root with the base
+# image loaded and unpacked by a one-step build of another context; docker: `docker
+# builder prune -af` and the result image removed, base image loaded; buildah: fresh
+# storage (--root/--runroot) with the base image pulled from the same docker archive.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
@@ -70,6 +70,8 @@ cleanup() {
     "$docker" rmi -f "$tag" > /dev/null 2>&1 || true
     if [ -z "$docker_had_base" ]; then "$docker" rmi -f "$base" > /dev/null 2>&1 || true; fi
     "$docker" builder prune -af > /dev/null 2>&1 || true
+    # The images each rebuild's tag left untagged.
+    "$docker" image prune -f > /dev/null 2>&1 || true
   fi
   # buildah leaves its overlay mounts under its root; unmount before removing.
   if [ -d "$work/buildah-root" ]; then
@@ -266,9 +268,14 @@ echo "kiln-bench: $project (FROM $base), $runs runs each; logs under $logs"
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r)"
 echo "kiln $("$kiln" --version | awk '{ print $2 }') ($kiln); $("$docker" version -f 'dockerd {{.Server.Version}}' 2>/dev/null || echo 'docker: -'); $("$buildah" --version 2>/dev/null || echo 'buildah: -')"
 echo "load at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
-for t in $tools; do fresh_context "$t"; prepare_cold "$t"; done
+for r in $(seq 1 "$runs"); do
+  for t in $tools; do
+    fresh_context "$t"
+    prepare_cold "$t"
+    bench_one "$t" cold "$r" "$logs/$t-cold-$r.log"
+  done
+done
 rm -f "$work/base.tar"
-for t in $tools; do bench_one "$t" cold 1 "$logs/$t-cold.log"; done
 for r in $(seq 1 "$runs"); do
   for t in $tools; do bench_one "$t" no-op "$r" "$logs/$t-noop-$r.log"; done
 done
@@ -306,11 +313,13 @@ row() {   # row LABEL PHASE FIELD [ratios]
 }
 
 echo
-printf '%-44s' "seconds, median of $runs (cold: 1 run)"
+printf '%-44s' "seconds, median over $runs run(s)"
 for t in $tools; do printf '%10s' "$(label "$t")"; done
 if has kiln; then for t in $tools; do [ "$t" = kiln ] || printf '%15s' "$(label "$t")/kiln"; done; fi
 echo
 row "cold build" cold 4 ratios
+row "  its RUN containers (process accounting)" cold 8
+row "  overhead = wall - RUN containers" cold o8 ratios
 row "no-op rebuild" no-op 4 ratios
 row "one-line change rebuild" one-line-change 4 ratios
 row "  its RUN containers (process accounting)" one-line-change 8
@@ -331,9 +340,14 @@ if has kiln; then
       "kiln wall - RUN step durations (incl. layer writing) $(stat kiln one-line-change o6) s," \
       "BuildKit wall - RUN DONE times (0.1 s rounding) $(stat docker one-line-change o6) s"
   fi
-  mid=$(awk '$1 == "kiln" && $2 == "one-line-change" { print $4 - $7, $3, $4 }' "$results" | sort -g | awk '{ l[NR] = $2 " " $3 } END { print l[int((NR + 1) / 2)] }')
-  echo "  where kiln's time outside the sandbox went, in its median run ($(cut -d' ' -f1 <<< "$mid")):"
-  kiln_breakdown "$(cut -d' ' -f2 <<< "$mid")" "$logs/kiln-edit-$(cut -d' ' -f1 <<< "$mid").log"
+  for p in one-line-change cold; do
+    # The run whose wall minus sandbox time is the median.
+    mid=$(awk -v p="$p" '$1 == "kiln" && $2 == p { print $4 - $7, $3, $4 }' "$results" | sort -g |
+      awk '{ l[NR] = $2 " " $3 } END { print l[int((NR + 1) / 2)] }')
+    log=$logs/kiln-$([ "$p" = cold ] && echo cold || echo edit)-${mid%% *}.log
+    echo "  where kiln's time outside the sandbox went, $p build, its median run (${mid%% *}):"
+    kiln_breakdown "${mid#* }" "$log"
+  done
   if has docker; then
     kn=$(stat kiln no-op 4) bn=$(stat docker no-op 4)
     echo "no-op rebuild: kiln ${kn} s, BuildKit ${bn} s —" \
