@@ -174,7 +174,9 @@ fn encode_cache(records: &[(&str, &CacheRecord)]) -> Vec<u8> {
     out
 }
 
-/// Writes `data` to `path` atomically: temp file in the same directory, fsync, rename.
+/// Writes `data` to `path` atomically: temp file in the same directory, rename.
+/// Not fsynced: the metadata cache is only a cache — after a power loss a lost or
+/// unreadable file means the context is hashed from its contents again.
 fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
@@ -189,9 +191,8 @@ fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
+        drop(f);
+        fs::rename(&tmp, path)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

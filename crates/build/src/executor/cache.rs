@@ -72,12 +72,14 @@ impl StepCache {
         self.dir.join(format!("{}.json", key.hex()))
     }
 
-    /// The record for `key`, if there is one whose layer blob is still stored.
+    /// The record for `key`, if there is one whose layer blob is still stored
+    /// whole (the size is checked: records and blobs of a build are written
+    /// without fsync, see [`StepCache::put`]).
     pub fn get(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
         let data = fs::read(self.path(key)).ok()?;
         let rec: StepRecord = serde_json::from_slice(&data).ok()?;
         if let Some(l) = &rec.layer {
-            if !store.has_blob(&l.blob.digest) {
+            if store.blob_size(&l.blob.digest).ok()? != l.blob.size {
                 return None;
             }
         }
@@ -123,7 +125,9 @@ impl StepCache {
         Ok((n, bytes))
     }
 
-    /// Records `rec` under `key` (atomically: temp file, fsync, rename).
+    /// Records `rec` under `key` atomically (temp file, rename). Not fsynced: a
+    /// record lost or torn by a power loss only costs a cache miss (an unreadable
+    /// record is one), so a step does not pay for durability it doesn't need.
     pub fn put(&self, key: &Digest, rec: &StepRecord) -> std::io::Result<()> {
         let path = self.path(key);
         let tmp = self
@@ -131,7 +135,7 @@ impl StepCache {
             .join(format!(".{}.{}.tmp", key.hex(), std::process::id()));
         let mut f = fs::File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(rec).unwrap_or_default())?;
-        f.sync_all()?;
+        drop(f);
         fs::rename(&tmp, &path)
     }
 }

@@ -214,6 +214,8 @@ pub fn build(
     progress: &dyn ProgressSink,
 ) -> Result<BuildOutput, BuildError> {
     let clock = Clock::start();
+    // Blobs of this build become durable together, before an index names them.
+    store.defer_sync();
     let snapshots = Snapshots::open(store.root()).map_err(BuildError::other)?;
     let cache = StepCache::open(store.root()).map_err(BuildError::other)?;
     let mut first_vertex = vec![0; plan.stages.len()];
