@@ -50,17 +50,11 @@ fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, String>
         }
     }
     let records = cache.records();
-    let blobs: BTreeSet<Digest> = records
-        .iter()
-        .filter_map(|r| r.layer.as_ref().map(|l| l.blob.digest))
-        .collect();
+    let blobs: BTreeSet<Digest> = records.iter().map(|r| r.layer.blob.digest).collect();
     report.gc = store.gc_keeping(&blobs).map_err(|e| e.to_string())?;
 
     // Snapshots still in use: the layers of stored images and of cache records.
-    let mut diff_ids: BTreeSet<String> = records
-        .iter()
-        .filter_map(|r| r.layer.as_ref().map(|l| l.diff_id.hex()))
-        .collect();
+    let mut diff_ids: BTreeSet<String> = records.iter().map(|r| r.layer.diff_id.hex()).collect();
     for image in store.images().map_err(|e| e.to_string())? {
         if let Ok(img) = kiln_oci::image::load_image(store, &image.target) {
             diff_ids.extend(img.config.rootfs.diff_ids.iter().map(|d| d.hex()));

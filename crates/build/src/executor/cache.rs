@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 /// What a step produced.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StepRecord {
-    /// None when the step changed nothing (an empty diff: no layer, as BuildKit).
-    pub layer: Option<Layer>,
+    /// The step's layer (an empty diff too is a layer, as in BuildKit).
+    pub layer: Layer,
     /// When the step first ran (Unix seconds): its history entry's `created`.
     pub created: i64,
 }
@@ -78,10 +78,8 @@ impl StepCache {
     pub fn get(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
         let data = fs::read(self.path(key)).ok()?;
         let rec: StepRecord = serde_json::from_slice(&data).ok()?;
-        if let Some(l) = &rec.layer {
-            if store.blob_size(&l.blob.digest).ok()? != l.blob.size {
-                return None;
-            }
+        if store.blob_size(&rec.layer.blob.digest).ok()? != rec.layer.blob.size {
+            return None;
         }
         Some(rec)
     }

@@ -229,7 +229,7 @@ pub(crate) fn copy_step(
 
 /// WORKDIR: creates the directory (and missing parents) owned by the current
 /// USER, mode 0755, as BuildKit's `Mkdir(wd, 0755, WithParents, WithUser)`.
-/// An existing directory gives an empty diff and so no layer.
+/// An existing directory gives an empty diff: an empty layer, as in BuildKit.
 pub(crate) fn workdir_step(
     ctx: &StepCtx<'_, '_>,
     state: &StageState,

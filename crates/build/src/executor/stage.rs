@@ -562,7 +562,7 @@ impl StepCtx<'_, '_> {
         execute(&upper, &scratch)?;
         // Every filesystem step is a layer, an empty one too, as in BuildKit
         // (whose exporter keeps empty diffs).
-        let layer = Some(self.commit_layer(&upper)?);
+        let layer = self.commit_layer(&upper)?;
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
         let rec = StepRecord { layer, created };
         sh.cache.put(key, &rec).map_err(BuildError::other)?;
@@ -601,14 +601,11 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Applies a step's record: its layer (if any) and its history entry.
+/// Applies a step's record: its layer and its history entry.
 fn apply_record(state: &mut StageState, key: Digest, rec: StepRecord, created_by: String) {
-    let has_layer = rec.layer.is_some();
-    if let Some(l) = rec.layer {
-        state.layers.push(l);
-    }
+    state.layers.push(rec.layer);
     state.key = key;
-    state.history(created_by, has_layer, rec.created);
+    state.history(created_by, true, rec.created);
 }
 
 fn apply_step(
