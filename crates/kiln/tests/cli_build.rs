@@ -593,3 +593,84 @@ fn a_killed_build_leaves_no_mount_behind() {
         .unwrap();
     assert!(procs.stdout.is_empty(), "the step's process is gone");
 }
+
+#[test]
+fn every_output_kind_and_the_id_files() {
+    let p = project(
+        "FROM busybox:test\nRUN echo out > /made\nCMD [\"cat\", \"/made\"]\n",
+        &[],
+    );
+    let dir = p.ctx.parent().unwrap().to_path_buf();
+    let (oci, docker, tar, iid, meta) = (
+        dir.join("image.oci.tar"),
+        dir.join("image.docker.tar"),
+        dir.join("rootfs.tar"),
+        dir.join("iid"),
+        dir.join("meta.json"),
+    );
+    let outs = [
+        format!("type=oci,dest={}", oci.display()),
+        format!("type=docker,dest={},name=outs:1", docker.display()),
+        format!("type=tar,dest={}", tar.display()),
+    ];
+    p.build_ok(&[
+        "-t",
+        "outs:1",
+        "-o",
+        &outs[0],
+        "-o",
+        &outs[1],
+        "-o",
+        &outs[2],
+        "--iidfile",
+        iid.to_str().unwrap(),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+    ]);
+    let id = p.inspect("outs:1")["Id"].as_str().unwrap().to_string();
+    assert_eq!(
+        fs::read_to_string(&iid).unwrap(),
+        id,
+        "--iidfile holds the image id"
+    );
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id);
+    assert_eq!(m["image.name"], "docker.io/library/outs:1");
+    // skopeo reads the OCI archive and the docker archive kiln wrote.
+    for src in [
+        format!("oci-archive:{}", oci.display()),
+        format!("docker-archive:{}", docker.display()),
+    ] {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--config", &src])
+            .output()
+            .expect("skopeo is installed (scripts/setup-test-env)");
+        assert!(
+            out.status.success(),
+            "skopeo inspect {src}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            cfg["config"]["Cmd"],
+            serde_json::json!(["cat", "/made"]),
+            "{src}"
+        );
+    }
+    // type=tar is the image's file tree.
+    let mut names = Vec::new();
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    for e in archive.entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().to_string_lossy().into_owned());
+    }
+    assert!(
+        names.iter().any(|n| n.trim_start_matches("./") == "made"),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.trim_start_matches("./") == "bin/busybox"),
+        "{names:?}"
+    );
+}

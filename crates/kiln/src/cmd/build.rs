@@ -235,7 +235,12 @@ fn execute(
                 "digest": manifest.digest.to_string(),
                 "size": manifest.size,
             },
-            "image.name": names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(","),
+            // Fully qualified, as BuildKit writes it (docker.io/library/api:1).
+            "image.name": names
+                .iter()
+                .map(|n| Reference::parse(&n.to_string()).map(|r| r.to_string()).unwrap_or_else(|_| n.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
         });
         std::fs::write(p, serde_json::to_vec_pretty(&meta).unwrap_or_default())
             .map_err(|e| miette!("writing --metadata-file {}: {e}", p.display()))?;
