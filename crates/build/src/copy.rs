@@ -1027,6 +1027,34 @@ pub fn context_sources_digest(
     })
 }
 
+/// For ADD of http(s) URLs without `--checksum`: the digest of what the URLs
+/// serve now (name, content, Last-Modified time), so a changed download is a
+/// cache miss and an unchanged one a hit, as BuildKit re-checks remote files
+/// on every build. `None` when the step has no such source (a `--checksum`
+/// already pins the content, and is part of the caller's key).
+pub fn url_sources_digest(op: &CopyOp) -> Result<Option<Digest>, CopyError> {
+    if !op.is_add || op.checksum.is_some() {
+        return Ok(None);
+    }
+    let urls: Vec<&String> = op.sources.iter().filter(|s| http::is_url(s)).collect();
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let mut h = Hasher::new();
+    h.update(b"kiln-url-sources-v1\0");
+    for url in urls {
+        let fetched = http::download(url, None)?;
+        let path = fetched.dir.path().join(&fetched.name);
+        let data = fs::read(&path).map_err(io_err(url))?;
+        let mtime = fs::metadata(&path).map(|m| m.mtime()).unwrap_or(0);
+        h.update(&(url.len() as u64).to_le_bytes());
+        h.update(url.as_bytes());
+        h.update(Digest::of(&data).as_bytes());
+        h.update(&mtime.to_le_bytes());
+    }
+    Ok(Some(h.finish()))
+}
+
 /// [`context_sources_digest`] for `COPY --from`: the digest of exactly the files
 /// `op` would read from another stage's filesystem, each by type, mode, owner and
 /// content (or link target), so an unchanged artifact of a rebuilt stage keeps

@@ -674,3 +674,45 @@ fn every_output_kind_and_the_id_files() {
         "{names:?}"
     );
 }
+
+/// A tiny HTTP server on 127.0.0.1 answering every GET with the current `body`.
+fn serve(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            use std::io::{Read, Write};
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let b = body.lock().unwrap().clone();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                b.len()
+            );
+        }
+    });
+    port
+}
+
+#[test]
+fn add_of_a_url_is_rechecked_on_every_build() {
+    let body = std::sync::Arc::new(std::sync::Mutex::new("version 1\n".to_string()));
+    let port = serve(body.clone());
+    let p = project(
+        &format!("FROM busybox:test\nADD http://127.0.0.1:{port}/release.txt /release.txt\nRUN cat /release.txt > /seen\n"),
+        &[],
+    );
+    let s = summary(&p.build_ok(&["-t", "url:1"]));
+    assert_eq!(s["steps_run"], 2, "{s}");
+    let s = summary(&p.build_ok(&["-t", "url:1"]));
+    assert_eq!(s["steps_run"], 0, "the same download is a cache hit: {s}");
+    *body.lock().unwrap() = "version 2\n".to_string();
+    let tree = p.export(&["-t", "url:2"]);
+    assert_eq!(
+        fs::read_to_string(tree.path().join("seen")).unwrap(),
+        "version 2\n",
+        "a changed download reruns ADD and what follows"
+    );
+}

@@ -145,6 +145,12 @@ pub(crate) fn copy_step(
             (Src::State(st), digest.to_string())
         }
     };
+    // ADD of a URL without --checksum: what it serves now.
+    let remote = copy::url_sources_digest(&op).map_err(|e| sh.located(origin, e.to_string()))?;
+    let source_key = match remote {
+        Some(d) => format!("{source_key}+{d}"),
+        None => source_key,
+    };
     let key = {
         let mut k = KeyBuilder::new(if op.is_add { "add" } else { "copy" }, &state.key);
         k.json(&CopyKey {
