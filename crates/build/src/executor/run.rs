@@ -35,7 +35,8 @@ struct PreparedMounts {
     specs: Vec<MountSpec>,
     key_parts: Vec<(String, String)>,
     extra_env: Vec<String>,
-    /// Cache mount leases and read-only stage mounts, released after the run.
+    /// Held for the run, released after it: cache mount leases, bind overlays
+    /// (unmounted on drop) and context masks (removed on drop).
     _guards: Vec<Box<dyn std::any::Any>>,
 }
 
@@ -309,7 +310,7 @@ fn prepare_mounts(
             MountType::Cache => {
                 let target =
                     target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
-                let mut req = CacheMountRequest::from_mount(&m)
+                let req = CacheMountRequest::from_mount(&m)
                     .ok_or_else(|| sh.located(origin, "cache mount without a target"))?;
                 if m.from.is_some() {
                     return Err(sh.located(
@@ -317,8 +318,6 @@ fn prepare_mounts(
                         "RUN --mount=type=cache,from=… (seeding a cache from a stage) is not supported by kiln yet",
                     ));
                 }
-                // Ids are per stage-independent name, as BuildKit's (id or target).
-                req.id = req.id.clone();
                 let lease = CacheMounts::new(sh.store.root())
                     .acquire(&req)
                     .map_err(|e| sh.located(origin, format!("cache mount {}: {e}", req.id)))?;
