@@ -680,6 +680,29 @@ struct LocalSource {
     required: Option<String>,
 }
 
+/// [`local_source`] checked against `tree`: a `--parents` path without
+/// wildcards must exist; the include pattern compiled.
+fn checked_source(
+    tree: &Tree,
+    src: &str,
+    parents: bool,
+) -> Result<(LocalSource, Option<PatternMatcher>), CopyError> {
+    let ls = local_source(src, parents);
+    if let Some(req) = &ls.required {
+        if tree.lookup(req, true).map_err(io_err(req))?.is_none() {
+            return Err(CopyError::NotFound(req.clone()));
+        }
+    }
+    let include = match &ls.include {
+        Some(p) => Some(
+            PatternMatcher::new(&[p.as_str()])
+                .map_err(|_| CopyError::BadPattern(src.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok((ls, include))
+}
+
 fn local_source(src: &str, parents: bool) -> LocalSource {
     if !parents {
         return LocalSource {
@@ -741,19 +764,7 @@ impl Copier<'_> {
         op: &CopyOp,
         dest: &str,
     ) -> Result<(), CopyError> {
-        let ls = local_source(src, op.parents);
-        if let Some(req) = &ls.required {
-            if tree.lookup(req, true).map_err(io_err(req))?.is_none() {
-                return Err(CopyError::NotFound(req.clone()));
-            }
-        }
-        let include = match &ls.include {
-            Some(p) => Some(
-                PatternMatcher::new(&[p.as_str()])
-                    .map_err(|_| CopyError::BadPattern(src.to_string()))?,
-            ),
-            None => None,
-        };
+        let (ls, include) = checked_source(tree, src, op.parents)?;
         let matches = select(tree, &ls.path)?;
         let unpack = op.unpack.unwrap_or(op.is_add);
         for m in matches {
@@ -1110,19 +1121,7 @@ fn sources_digest(
         }
         put(&mut h, b"source");
         put(&mut h, src.as_bytes());
-        let ls = local_source(src, op.parents);
-        if let Some(req) = &ls.required {
-            if tree.lookup(req, true).map_err(io_err(req))?.is_none() {
-                return Err(CopyError::NotFound(req.clone()));
-            }
-        }
-        let include = match &ls.include {
-            Some(p) => Some(
-                PatternMatcher::new(&[p.as_str()])
-                    .map_err(|_| CopyError::BadPattern(src.to_string()))?,
-            ),
-            None => None,
-        };
+        let (ls, include) = checked_source(&tree, src, op.parents)?;
         for m in select(&tree, &ls.path)? {
             put(&mut h, b"match");
             put(&mut h, m.name.as_bytes());

@@ -9,6 +9,7 @@
 //! `.wh..wh..opq` in a directory hides everything the layers underneath had in it.
 //! A hard link is described as the regular file it links to.
 
+use kiln_oci::archive::clean_path;
 use kiln_oci::image::{ContainerConfig, ImageConfig};
 use kiln_oci::Hasher;
 use serde_json::{json, Map, Value};
@@ -48,22 +49,6 @@ pub struct Tree {
 
 const OPAQUE: &str = ".wh..wh..opq";
 const WHITEOUT_PREFIX: &str = ".wh.";
-
-/// `./a//b/` → `Some("a/b")`; `Some("")` for the root (`.`, `/`, ``); `None` when a
-/// `..` component would leave it (no image layer may hold such a name).
-fn clean(raw: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in raw.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
-}
 
 fn split_parent(path: &str) -> (&str, &str) {
     match path.rfind('/') {
@@ -148,7 +133,8 @@ impl Tree {
         for entry in entries {
             let mut entry = entry.map_err(|e| format!("reading the layer: {e}"))?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let path = clean(&raw).ok_or_else(|| format!("{raw}: the name leaves the root"))?;
+            let path =
+                clean_path(&raw).ok_or_else(|| format!("{raw}: the name leaves the root"))?;
             if path.is_empty() {
                 // The root directory itself: not part of the description.
                 continue;
@@ -226,7 +212,7 @@ impl Tree {
                 }
             } else if et.is_hard_link() {
                 let target = link_target();
-                let node = clean(&target)
+                let node = clean_path(&target)
                     .filter(|t| !t.is_empty())
                     .and_then(|t| self.nodes.get(&t).cloned())
                     .ok_or_else(|| format!("{raw}: hard link to missing {target:?}"))?;

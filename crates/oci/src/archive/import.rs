@@ -46,8 +46,10 @@ struct LayoutIndex {
 const METADATA_FILES: [&str; 4] = ["index.json", "manifest.json", "oci-layout", "repositories"];
 const METADATA_LIMIT: u64 = 64 << 20;
 
-/// Normalise an archive path: strip `./`, collapse `.`/`..` (refusing to climb out).
-fn clean_path(p: &str) -> Option<String> {
+/// Normalise an archive path: strip `./`, collapse `.`/`..` (refusing to climb out):
+/// `./a//b/` → `Some("a/b")`, `Some("")` for the root, `None` when a `..` would
+/// leave it (no image layer or archive may hold such a name).
+pub fn clean_path(p: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for c in p.split('/') {
         match c {

@@ -14,7 +14,7 @@ mod oci;
 mod output;
 
 pub use docker::DockerExporter;
-pub use import::{import_oci_dir, load_archive, LoadedImage};
+pub use import::{clean_path, import_oci_dir, load_archive, LoadedImage};
 
 pub use local::{LocalExporter, TarExporter};
 pub use oci::OciExporter;
