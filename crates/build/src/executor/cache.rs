@@ -17,7 +17,6 @@ use kiln_oci::digest::{Digest, Hasher};
 use kiln_oci::store::Store;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// What a step produced.
@@ -92,12 +91,7 @@ impl StepCache {
     }
 
     pub fn put_memo(&self, key: &Digest, value: &Digest) -> std::io::Result<()> {
-        let path = self.dir.join(format!("{}.memo", key.hex()));
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.memo.tmp", key.hex(), std::process::id()));
-        fs::write(&tmp, value.to_string())?;
-        fs::rename(&tmp, &path)
+        self.write(&format!("{}.memo", key.hex()), value.to_string().as_bytes())
     }
 
     /// Every readable record.
@@ -127,13 +121,25 @@ impl StepCache {
     /// record lost or torn by a power loss only costs a cache miss (an unreadable
     /// record is one), so a step does not pay for durability it doesn't need.
     pub fn put(&self, key: &Digest, rec: &StepRecord) -> std::io::Result<()> {
-        let path = self.path(key);
-        let tmp = self
-            .dir
-            .join(format!(".{}.{}.tmp", key.hex(), std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(rec).unwrap_or_default())?;
-        drop(f);
-        fs::rename(&tmp, &path)
+        let data = serde_json::to_vec(rec).unwrap_or_default();
+        self.write(&format!("{}.json", key.hex()), &data)
+    }
+
+    /// Replaces the file `name` atomically (temp file, rename). The temp name is
+    /// unique per write, so two stages of one build writing the same key (same
+    /// step on the same base) do not trip over each other.
+    fn write(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let res = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, self.dir.join(name)));
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
     }
 }

@@ -129,11 +129,7 @@ pub(crate) fn copy_step(
             let digest = match sh.cache.memo(&memo_key) {
                 Some(d) => d,
                 None => {
-                    let view = LayeredView::new(
-                        sh.snapshots
-                            .stack(sh.store, &st.layers)
-                            .map_err(BuildError::other)?,
-                    );
+                    let view = sh.view(&st.layers)?;
                     let d = copy::view_sources_digest(&op, &view)
                         .map_err(|e| sh.located(origin, e.to_string()))?;
                     sh.cache
@@ -209,20 +205,12 @@ pub(crate) fn copy_step(
         let parent = if link {
             LayeredView::new(Vec::new())
         } else {
-            LayeredView::new(
-                sh.snapshots
-                    .stack(sh.store, &state.layers)
-                    .map_err(BuildError::other)?,
-            )
+            sh.view(&state.layers)?
         };
         let result = match &src {
             Src::Context(c) => copy::copy(&op, CopySource::Context(c), &parent, upper),
             Src::State(st) => {
-                let view = LayeredView::new(
-                    sh.snapshots
-                        .stack(sh.store, &st.layers)
-                        .map_err(BuildError::other)?,
-                );
+                let view = sh.view(&st.layers)?;
                 copy::copy(&op, CopySource::View(&view), &parent, upper)
             }
         };
@@ -249,11 +237,7 @@ pub(crate) fn workdir_step(
         k.finish()
     };
     let rec = ctx.cached(key, |upper, _work| {
-        let view = LayeredView::new(
-            sh.snapshots
-                .stack(sh.store, &state.layers)
-                .map_err(BuildError::other)?,
-        );
+        let view = sh.view(&state.layers)?;
         let (uid, gid) = if user.is_empty() {
             (0, 0)
         } else {

@@ -153,6 +153,15 @@ impl Shared<'_> {
         self.done.notify_all();
     }
 
+    /// A read-only merged view of `layers` (their snapshots, extracted as needed).
+    pub fn view(&self, layers: &[Layer]) -> Result<crate::fsview::LayeredView, BuildError> {
+        let stack = self
+            .snapshots
+            .stack(self.store, layers)
+            .map_err(BuildError::other)?;
+        Ok(crate::fsview::LayeredView::new(stack))
+    }
+
     pub fn emit(&self, event: Event) {
         self.progress.emit(event);
     }
