@@ -3,6 +3,7 @@
 //! static busybox on an empty root). RUN steps run in the real sandbox, so this
 //! needs root (CI runs as root).
 
+use crate::util::kiln;
 use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
@@ -11,57 +12,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run kiln")
-}
-
 fn ok(root: &Path, args: &[&str]) -> Output {
-    let out = kiln(root, args);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    kiln().root(root).args(args).ok()
 }
 
-/// A busybox root filesystem: the static binary, its applets as symlinks,
-/// passwd/group with root, nobody and `app` (1000).
-fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        dir.join("etc/group"),
-        "root:x:0:\nnobody:x:65534:\napp:x:1000:\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-}
-
-/// Stores the busybox image as `busybox:test` in the store at `root`.
+/// Stores the busybox image (`kiln_testkit::busybox::rootfs`) as `busybox:test` in
+/// the store at `root`.
 fn make_busybox(root: &Path) {
     let tmp = tempfile::tempdir().unwrap();
-    busybox_rootfs(tmp.path());
+    kiln_testkit::busybox::rootfs(tmp.path()).unwrap();
     let store = Store::open(root).unwrap();
     let mut w = store.blob_writer().unwrap();
     let desc = write_layer(
@@ -128,7 +87,7 @@ impl Project {
         args.extend_from_slice(extra);
         let ctx = self.ctx.to_str().unwrap();
         args.push(ctx);
-        kiln(&self.root, &args)
+        kiln().root(&self.root).args(&args).output()
     }
 
     fn build_ok(&self, extra: &[&str]) -> Vec<serde_json::Value> {
@@ -368,19 +327,13 @@ fn context_as_a_tar_on_stdin_and_network_none() {
     }
     let archive = b.into_inner().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&p.root)
+    let res = kiln()
+        .root(&p.root)
         .args(["build", "--progress=plain", "--network=none", "-o"])
         .arg(format!("type=local,dest={}", out.path().display()))
         .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&archive).unwrap();
-    let res = child.wait_with_output().unwrap();
+        .stdin(archive)
+        .output();
     assert!(
         res.status.success(),
         "{}",
@@ -404,24 +357,13 @@ fn context_as_a_tar_on_stdin_and_network_none() {
 fn dockerfile_on_stdin_with_no_context() {
     let p = project("", &[]);
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&p.root)
+    let res = kiln()
+        .root(&p.root)
         .args(["build", "--progress=plain", "-o"])
         .arg(format!("type=local,dest={}", out.path().display()))
         .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"FROM busybox:test\nRUN echo stdin > /made\n")
-        .unwrap();
-    let res = child.wait_with_output().unwrap();
+        .stdin(&b"FROM busybox:test\nRUN echo stdin > /made\n"[..])
+        .output();
     assert!(
         res.status.success(),
         "{}",
@@ -557,26 +499,29 @@ fn copy_from_a_rebuilt_stage_with_the_same_artifact_stays_cached() {
 
 #[test]
 fn a_killed_build_leaves_no_mount_behind() {
+    // A sleep no other process runs: found by its argument afterwards.
+    let sleep = format!("sleep {}", kiln_testkit::process::unique_number());
     let p = project(
-        "FROM busybox:test AS tools\n\
-         RUN echo tool > /tool\n\
-         FROM busybox:test\n\
-         RUN --mount=from=tools,target=/t,rw sleep 30\n",
+        &format!(
+            "FROM busybox:test AS tools\n\
+             RUN echo tool > /tool\n\
+             FROM busybox:test\n\
+             RUN --mount=from=tools,target=/t,rw {sleep}\n"
+        ),
         &[],
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&p.root)
+    let mut child = kiln()
+        .root(&p.root)
         .args(["build", "--progress=rawjson"])
         .arg(&p.ctx)
+        .command()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the sleeping step runs (its overlay is mounted), then SIGKILL.
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let started =
-        lines.any(|l| l.is_ok_and(|l| l.contains("step_started") && l.contains("sleep 30")));
+    let started = lines.any(|l| l.is_ok_and(|l| l.contains("step_started") && l.contains(&sleep)));
     assert!(started, "the RUN step started");
     std::thread::sleep(std::time::Duration::from_millis(500));
     child.kill().unwrap();
@@ -587,11 +532,8 @@ fn a_killed_build_leaves_no_mount_behind() {
         !mounts.contains(&p.root.display().to_string()),
         "mounts left after SIGKILL: {mounts}"
     );
-    let procs = Command::new("pgrep")
-        .args(["-f", "sleep 30"])
-        .output()
-        .unwrap();
-    assert!(procs.stdout.is_empty(), "the step's process is gone");
+    let procs = kiln_testkit::process::processes_with(&sleep);
+    assert!(procs.is_empty(), "the step's process is gone: {procs:?}");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! Needs root (to create the test directories for the user and switch to it
 //! with `runuser`); CI runs as root.
 
+use crate::util::kiln;
 use kiln_oci::image::{format_rfc3339, load_image, write_image, ContainerConfig, History};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
@@ -134,24 +135,15 @@ fn lchown(path: &Path, uid: u32, gid: u32) {
 /// Layer 1 of the base: busybox, users root and app (1000), a home owned by
 /// app, a setuid file, a device node, files the second layer removes.
 fn base_rootfs(dir: &Path) {
-    for d in [
-        "bin", "etc", "proc", "dev", "sys", "tmp", "root", "home/app", "opt/old",
-    ] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
+    kiln_testkit::busybox::rootfs_with_users(
+        dir,
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        "root:x:0:\napp:x:1000:\n",
     )
     .unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    for d in ["home/app", "opt/old"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
     fs::write(dir.join("etc/motd"), "removed by layer 2\n").unwrap();
     fs::write(dir.join("opt/old/file"), "hidden by layer 2\n").unwrap();
     fs::write(dir.join("home/app/.profile"), "export A=1\n").unwrap();
@@ -276,16 +268,12 @@ fn user_ok(kiln: &Path, home: &Path, args: &[&str]) -> Output {
 }
 
 fn root_ok(store: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(store)
+    kiln()
+        .root(store)
         .args(args)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .env_remove("KILN_ROOT")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kiln {args:?} failed: {}", show(&out));
-    out
+        .ok()
 }
 
 /// (image id, diff_ids, manifest layer digests) of `name` in a store.

@@ -44,32 +44,13 @@ fn write(path: &Path, content: &str, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// A busybox rootfs: /bin/busybox and its applet links, passwd/group with root
-/// and user 1001, a few files for the deletion cases. No /etc/hosts.
+/// The busybox rootfs (`kiln_testkit::busybox`) with root and user 1001 (and a
+/// group `extra` holding user), a few files for the deletion cases. No /etc/hosts.
 fn build_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
-    for d in [
-        "bin",
-        "etc",
-        "proc",
-        "dev",
-        "sys",
-        "root",
-        "home/user",
-        "lowerdir",
-        "tmp",
-    ] {
+    kiln_testkit::busybox::rootfs_with_users(dir, PASSWD, GROUP)?;
+    for d in ["home/user", "lowerdir"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
-    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
-    let list = Command::new("/bin/busybox").arg("--list").output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
-        }
-    }
-    write(&dir.join("etc/passwd"), PASSWD, 0o644)?;
-    write(&dir.join("etc/group"), GROUP, 0o644)?;
     write(&dir.join("lower-file"), "from the lower layer\n", 0o644)?;
     write(&dir.join("lowerdir/a"), "a\n", 0o644)?;
     write(&dir.join("lowerdir/b"), "b\n", 0o644)?;
