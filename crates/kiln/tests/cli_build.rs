@@ -536,6 +536,80 @@ fn a_killed_build_leaves_no_mount_behind() {
     assert!(procs.is_empty(), "the step's process is gone: {procs:?}");
 }
 
+/// A SIGINT that kiln's caller ignores stays ignored, in kiln and in its sandbox
+/// helper: `kiln build … &` in a script (a non-interactive shell starts it with
+/// SIGINT and SIGQUIT ignored) or `nohup`, with Ctrl-C then sent to the terminal's
+/// whole process group, goes on building. SIGTERM still stops the build, step
+/// included.
+#[test]
+fn kiln_build_keeps_an_inherited_ignored_sigint() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let sleep = format!("sleep {}", kiln_testkit::process::unique_number());
+    let p = project(&format!("FROM busybox:test\nRUN {sleep}\n"), &[]);
+    let mut k = kiln();
+    let cmd = k
+        .root(&p.root)
+        .args(["build", "--progress=plain"])
+        .arg(&p.ctx)
+        .command();
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    kiln_testkit::process::ignored_signals(cmd, &[libc::SIGINT, libc::SIGQUIT]);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let _cleanup = KillGroupOnDrop(pid);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kiln_testkit::process::processes_with(&sleep).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln build ended before its RUN step started: {status}");
+        }
+        assert!(Instant::now() < deadline, "the RUN step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling the process group this test started.
+    unsafe { libc::kill(-pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kiln build stopped on a SIGINT its caller ignores"
+    );
+    assert!(
+        !kiln_testkit::process::processes_with(&sleep).is_empty(),
+        "the RUN step stopped on a SIGINT kiln's caller ignores"
+    );
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kiln build did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "a terminated build must not succeed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kiln_testkit::process::processes_with(&sleep).is_empty() {
+        assert!(Instant::now() < deadline, "the RUN step outlived kiln");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills a process group (SIGKILL) when dropped, also when the test fails.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling a process group this test started.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
 #[test]
 fn every_output_kind_and_the_id_files() {
     let p = project(

@@ -664,6 +664,32 @@ fn child_of(pid: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+/// Kills what a test started when it ends, also when it fails half-way: the
+/// process `pid` (when set) and every process whose command line has `needle`.
+struct KillOnDrop {
+    pid: Option<u32>,
+    needle: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pids = self
+            .pid
+            .into_iter()
+            .chain(kiln_testkit::process::processes_with(&self.needle));
+        for pid in pids {
+            // SAFETY: signalling processes this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT to kiln) during a RUN step stops the build and leaves no
+/// process and no mount behind. kiln relies on SIGINT's default action, so the
+/// test starts it with that action whatever this test process inherited (a
+/// script's `cargo test &` ignores SIGINT in everything it starts, and kiln
+/// keeps an ignored SIGINT ignored, as `kiln_build_keeps_an_inherited_ignored_sigint`
+/// checks).
 #[test]
 fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
     require_root_and_user();
@@ -673,21 +699,27 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
     let ctx = home.join("ctx");
     make_base(&home.join("data/kiln"));
     // A sleep no other process runs: found by its argument afterwards.
-    let marker = 100_000 + std::process::id();
+    let marker = format!("sleep {}", kiln_testkit::process::unique_number());
     make_context(
         &ctx,
-        &format!("FROM base:test\nRUN echo started && sleep {marker}\n"),
+        &format!("FROM base:test\nRUN echo started && {marker}\n"),
     );
     chown_tree(&home);
-    let mut child = as_user(
+    let mut cmd = as_user(
         &kiln,
         &home,
         &["build", "--progress=rawjson", ctx.to_str().unwrap()],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
+    kiln_testkit::process::default_interrupt_signals(&mut cmd);
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cleanup = KillOnDrop {
+        pid: None,
+        needle: marker.clone(),
+    };
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -707,8 +739,13 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
             Err(_) => panic!("the RUN step did not start: {seen:#?}"),
         }
     }
-    assert!(!processes_with(&format!("sleep {marker}")).is_empty());
+    assert!(!processes_with(&marker).is_empty());
     let kiln_pid = child_of(child.id()).expect("runuser's child (kiln)");
+    cleanup.pid = Some(kiln_pid);
+    assert!(
+        !kiln_testkit::process::ignores(kiln_pid, libc::SIGINT),
+        "kiln was started with SIGINT ignored"
+    );
     // SAFETY: sending a signal to a process we started.
     unsafe { libc::kill(kiln_pid as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -723,7 +760,7 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
     // The step and the sandbox helper die with kiln (parent-death signals).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = processes_with(&format!("sleep {marker}"));
+        let left = processes_with(&marker);
         if left.is_empty() {
             break;
         }

@@ -377,6 +377,72 @@ fn pids_running(args: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// A SIGINT or SIGHUP that kiln's caller ignores stays ignored: `nohup kiln run …`
+/// (SIGHUP) or `kiln run … &` in a script (SIGINT and SIGQUIT), with both signals
+/// then sent to the whole process group, keep the container running. SIGTERM
+/// still stops it (exit code 128 + 15) and leaves nothing behind.
+#[test]
+fn kiln_run_keeps_an_inherited_ignored_sigint_and_sighup() {
+    use std::os::unix::process::CommandExt;
+    let f = fixture();
+    let seconds = kiln_testkit::process::unique_number().to_string();
+    let mut k = kiln();
+    let cmd = k
+        .root(&f.root)
+        .args(["run", "bb:test", "sleep", &seconds])
+        .command();
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    kiln_testkit::process::ignored_signals(cmd, &[libc::SIGINT, libc::SIGQUIT, libc::SIGHUP]);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let step = ["sleep", seconds.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_running(&step).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln run ended early: {status}");
+        }
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for sig in [libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: signalling the process group this test started.
+        unsafe { libc::kill(-pid, sig) };
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let still_running = child.try_wait().unwrap().is_none() && !pids_running(&step).is_empty();
+    if !still_running {
+        // SAFETY: as above; nothing of this test may outlive it.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+    assert!(
+        still_running,
+        "kiln run stopped the container on a SIGINT/SIGHUP its caller ignores"
+    );
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: as above.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            panic!("kiln run did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(128 + 15), "exit code is 128 + SIGTERM");
+    assert!(
+        pids_running(&step).is_empty(),
+        "the container's process is gone"
+    );
+    assert_nothing_left(&f.root);
+}
+
 /// kiln killed outright (SIGKILL) while a RUN step runs, having been started with
 /// the stop signals blocked: the sandbox helper is told by its parent-death
 /// signal (SIGTERM) and must still stop the step and clean up, so it unblocks

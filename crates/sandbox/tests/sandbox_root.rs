@@ -993,14 +993,17 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
     ] {
         let run_dir = env.base.join(format!("caller-{signal}"));
         let dirs_before = workspace_dirs();
-        let mut child = Command::new("/proc/self/exe")
+        let mut worker = Command::new("/proc/self/exe");
+        worker
             .arg("--caller-worker")
             .arg(&env.lower)
             .arg(&run_dir)
             .stdout(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("{how}: spawn: {e}"))?;
+            .process_group(0);
+        // A caller with Ctrl-C's default action, however this test was started (a
+        // script's `cargo test &` ignores SIGINT, and the helper keeps it so).
+        kiln_testkit::process::default_interrupt_signals(&mut worker);
+        let mut child = worker.spawn().map_err(|e| format!("{how}: spawn: {e}"))?;
         let pid = child.id() as i32;
         // Whatever happens below, the worker's process group does not outlive the case.
         let _guard = KillGroupOnDrop(pid);
