@@ -739,7 +739,12 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
             Err(_) => panic!("the RUN step did not start: {seen:#?}"),
         }
     }
-    assert!(!processes_with(&marker).is_empty());
+    // `echo` prints before the shell starts `sleep`: wait for it too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_with(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the step's {marker} never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let kiln_pid = child_of(child.id()).expect("runuser's child (kiln)");
     cleanup.pid = Some(kiln_pid);
     assert!(
