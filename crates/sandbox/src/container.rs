@@ -176,7 +176,7 @@ fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()>
     Ok(())
 }
 
-fn setup_dev(root: &OwnedFd, id_map: &IdMap) -> R<()> {
+fn setup_dev(root: &OwnedFd, id_map: &IdMap, shm_size: Option<u64>) -> R<()> {
     mount_at(
         root,
         "/dev",
@@ -239,7 +239,10 @@ fn setup_dev(root: &OwnedFd, id_map: &IdMap) -> R<()> {
         "shm",
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "mode=1777,size=65536k",
+        &format!(
+            "mode=1777,size={}k",
+            shm_size.unwrap_or(64 << 20).div_ceil(1024)
+        ),
     )?;
     mount_at(
         root,
@@ -528,7 +531,7 @@ fn setup_and_exec(
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         "",
     )?;
-    setup_dev(&root_fd, id_map)?;
+    setup_dev(&root_fd, id_map, spec.shm_size)?;
     setup_sys(&root_fd, sandboxed, spec.network)?;
     if sandboxed {
         mask_paths(&root_fd)?;

@@ -125,6 +125,9 @@ pub struct RunSpec {
     /// Content of `/etc/resolv.conf` for the step; None leaves the image's own.
     pub resolv_conf: Option<Vec<u8>>,
     pub security: SecurityMode,
+    /// Size of `/dev/shm` in bytes; None: 64 MiB, as Docker.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
     /// How many of the last output lines a [`crate::RunOutcome`] keeps.
     pub tail_lines: usize,
     /// Id mapping for rootless runs; None = [`IdMap::for_current_user`].
@@ -150,6 +153,7 @@ impl RunSpec {
             network: NetworkMode::Host,
             mounts: Vec::new(),
             security: SecurityMode::Sandbox,
+            shm_size: None,
             tail_lines: 50,
             id_map: None,
         }

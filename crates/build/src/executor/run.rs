@@ -147,6 +147,13 @@ pub(crate) fn run_step(
             mounts: mounts.key_parts.clone(),
             platform: sh.plan.stage_platform(ctx.stage.index).to_string(),
         });
+        // Only when set, so that keys of builds without them stay as they were.
+        for (host, ip) in &sh.opts.extra_hosts {
+            k.part(&format!("extra host {host}={ip}"));
+        }
+        if let Some(size) = sh.opts.shm_size {
+            k.part(&format!("shm size {size}"));
+        }
         k.finish()
     };
     let created_by = format!("RUN {} # buildkit", state.run_command_string(&args));
@@ -174,6 +181,12 @@ pub(crate) fn run_step(
         spec.security = security;
         spec.mounts = mounts.specs.clone();
         spec.tail_lines = 20;
+        if let Some(hosts) = &mut spec.hosts {
+            for (host, ip) in &sh.opts.extra_hosts {
+                hosts.extend_from_slice(format!("{ip}\t{host}\n").as_bytes());
+            }
+        }
+        spec.shm_size = sh.opts.shm_size;
         let mut on_line = |l: &kiln_sandbox::OutputLine| {
             sh.emit(Event::StepOutput {
                 at_ms: sh.clock.now_ms(),
