@@ -189,3 +189,81 @@ fn mistakes_are_one_located_message() {
     // Nothing was built.
     assert_eq!(stdout(&kiln(&dir, &["images", "-q"])), "");
 }
+
+/// A busybox-only project whose RUN steps print what the build: keys gave
+/// them. Needs root (the sandbox) and Debian's busybox-static (for
+/// scripts/make-base-images); no network.
+#[test]
+fn build_keys_reach_the_run_steps_and_the_image_needs_root() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("keys");
+    let made =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-base-images"))
+            .args(["--only", "busybox", "--root"])
+            .arg(dir.join("store"))
+            .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+            .output()
+            .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    write(
+        &dir,
+        "compose.yaml",
+        concat!(
+            "services:\n",
+            "  base:\n",
+            "    build:\n",
+            "      dockerfile_inline: |\n",
+            "        FROM busybox:test\n",
+            "        RUN echo from-base > /base.txt\n",
+            "  app:\n",
+            "    build:\n",
+            "      context: app\n",
+            "      args: [GREETING=hello]\n",
+            "      extra_hosts: ['db.internal=10.1.2.3', 'v6.internal=[fd00::1]']\n",
+            "      shm_size: 32m\n",
+            "      network: none\n",
+            "      secrets: [token]\n",
+            "      labels: {com.example.team: builders}\n",
+            "      tags: ['app:extra']\n",
+            "      additional_contexts: {base: 'service:base', files: ./files}\n",
+            "      cache_from: [registry.local/app:cache]\n",
+            "secrets:\n",
+            "  token:\n",
+            "    file: ./token.txt\n",
+        ),
+    );
+    write(
+        &dir,
+        "app/Dockerfile",
+        "FROM base\nARG GREETING\nCOPY --from=files note.txt /note.txt\n\
+         RUN --mount=type=secret,id=token echo \"$GREETING $(cat /run/secrets/token) $(cat /base.txt) $(cat /note.txt)\" && \
+         grep internal /etc/hosts && df -k /dev/shm | tail -1 && (ping -c1 -W1 10.1.2.3 >/dev/null 2>&1 || echo no-network)\n",
+    );
+    write(&dir, "files/note.txt", "a-note");
+    write(&dir, "token.txt", "s3cret");
+    let out = kiln(&dir, &["compose", "build", "--progress=plain"]);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("hello s3cret from-base a-note"), "{log}");
+    assert!(log.contains("10.1.2.3\tdb.internal"), "{log}");
+    assert!(log.contains("fd00::1\tv6.internal"), "{log}");
+    assert!(log.contains("no-network"), "{log}");
+    assert!(
+        log.contains("cache_from: ignored: kiln has no registry cache yet"),
+        "{log}"
+    );
+    // /dev/shm of 32 MiB: 32768 1K-blocks.
+    let shm = log
+        .lines()
+        .find(|l| l.contains("/dev/shm") && !l.contains("RUN"))
+        .unwrap_or_else(|| panic!("no df line: {log}"));
+    assert!(shm.contains(" 32768 "), "{shm}");
+    let inspect = stdout(&kiln(&dir, &["inspect", "app:extra"]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Config"]["Labels"]["com.example.team"], "builders");
+    assert!(stdout(&kiln(&dir, &["images"])).contains("keys-app"));
+}
