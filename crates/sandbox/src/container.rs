@@ -1,12 +1,13 @@
 //! The step process's side: runs in the child the helper forked (PID 1 of the
 //! new PID namespace), builds the container's view and execs the command.
 
-use crate::helper::{ctx, Staged, R};
+use crate::helper::{ctx, BindSource, Staged, R};
 use crate::idmap::IdMap;
+use crate::rootpath;
 use crate::spec::{MountSpec, NetworkMode, RunSpec, DEFAULT_PATH};
 use crate::user::resolve_user;
 use rustix::fd::{AsRawFd, OwnedFd};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use std::ffi::CString;
 use std::io::Read;
@@ -67,7 +68,7 @@ const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"]
 
 /// Every mount point the step needs in the rootfs, with whether it is a
 /// directory; missing ones are created (and removed afterwards) by the helper.
-pub(crate) fn mount_points(spec: &RunSpec) -> Vec<(String, bool)> {
+pub(crate) fn mount_points(spec: &RunSpec, staged: &Staged) -> Vec<(String, bool)> {
     let mut points: Vec<(String, bool)> = ["/proc", "/dev", "/sys"]
         .iter()
         .map(|p| (p.to_string(), true))
@@ -78,9 +79,9 @@ pub(crate) fn mount_points(spec: &RunSpec) -> Vec<(String, bool)> {
     if spec.resolv_conf.is_some() {
         points.push(("/etc/resolv.conf".into(), false));
     }
-    for m in &spec.mounts {
+    for (i, m) in spec.mounts.iter().enumerate() {
         let is_dir = match m {
-            MountSpec::Bind { source, .. } => source.is_dir(),
+            MountSpec::Bind { .. } => staged.bind_is_dir.get(i).copied().flatten() == Some(true),
             MountSpec::Tmpfs { .. } => true,
             MountSpec::Secret { .. } => false,
         };
@@ -96,18 +97,9 @@ struct Target {
 
 impl Target {
     fn open(root: &OwnedFd, path: &str) -> R<Target> {
-        let rel = path.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let fd = ctx(
-            rustix::fs::openat2(
-                root,
-                rel,
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            ),
-            || format!("mount point {path}"),
-        )?;
+        let fd = ctx(rootpath::open_in_root(root, path, true), || {
+            format!("mount point {path}")
+        })?;
         Ok(Target { fd })
     }
     /// A path naming exactly the opened file (a /proc magic link).
@@ -163,11 +155,31 @@ fn remount_readonly(root: &OwnedFd, target: &str) -> R<()> {
     })
 }
 
+/// Bind-mounts the host path `source` (kiln's own: a staged file, /sys) on
+/// `target`.
 fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()> {
+    bind_named_at(
+        root,
+        source,
+        &source.display().to_string(),
+        target,
+        readonly,
+    )
+}
+
+/// Bind-mounts `source` (a path, or a /proc magic link to an opened file)
+/// named `name` in errors on `target`.
+fn bind_named_at(
+    root: &OwnedFd,
+    source: impl AsRef<Path>,
+    name: &str,
+    target: &str,
+    readonly: bool,
+) -> R<()> {
     let t = Target::open(root, target)?;
     ctx(
-        rustix::mount::mount_bind_recursive(source, t.path()),
-        || format!("bind-mounting {} on {target}", source.display()),
+        rustix::mount::mount_bind_recursive(source.as_ref(), t.path()),
+        || format!("bind-mounting {name} on {target}"),
     )?;
     drop(t);
     if readonly {
@@ -185,16 +197,9 @@ fn setup_dev(root: &OwnedFd, id_map: &IdMap, shm_size: Option<u64>) -> R<()> {
         MountFlags::NOSUID | MountFlags::STRICTATIME,
         "mode=755,size=65536k",
     )?;
-    let dev = ctx(
-        rustix::fs::openat2(
-            root,
-            "dev",
-            OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT,
-        ),
-        || "opening /dev".into(),
-    )?;
+    let dev = ctx(rootpath::open_in_root(root, "dev", true), || {
+        "opening /dev".into()
+    })?;
     for name in DEV_NODES {
         let host = format!("/dev/{name}");
         ctx(
@@ -321,13 +326,7 @@ fn mask_paths(root: &OwnedFd) -> R<()> {
 
 fn exists_in(root: &OwnedFd, path: &str) -> bool {
     !matches!(
-        rustix::fs::openat2(
-            root,
-            path.trim_start_matches('/'),
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT
-        ),
+        rootpath::open_in_root(root, path, true),
         Err(rustix::io::Errno::NOENT)
     )
 }
@@ -545,10 +544,15 @@ fn setup_and_exec(
     for (i, m) in spec.mounts.iter().enumerate() {
         match m {
             MountSpec::Bind {
-                source,
+                root: source_root,
+                path,
                 target,
                 readonly,
-            } => bind_at(&root_fd, source, target, *readonly)?,
+            } => {
+                let source = BindSource::open(source_root, path)?;
+                let name = format!("{path} (in {})", source_root.display());
+                bind_named_at(&root_fd, source.path(), &name, target, *readonly)?
+            }
             MountSpec::Tmpfs { target, size_bytes } => {
                 let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
                 mount_at(

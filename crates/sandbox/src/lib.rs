@@ -38,6 +38,7 @@ mod container;
 pub mod copy;
 mod helper;
 pub mod idmap;
+pub mod rootpath;
 mod runner;
 pub mod spec;
 mod stubs;
