@@ -367,6 +367,7 @@ pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<
             if lowerdirs.is_empty() {
                 return Err("overlay rootfs needs at least one lowerdir".into());
             }
+            let lowerdirs = &distinct_lowerdirs(lowerdirs);
             match mount_overlay_fsconfig(lowerdirs, upperdir, workdir, target, rootless) {
                 Ok(()) => Ok(()),
                 Err(new_api_err) => {
@@ -397,6 +398,24 @@ pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<
             }
         }
     }
+}
+
+/// `lowerdirs` (top first) with every directory only at its topmost place.
+/// Overlay refuses a directory given twice (ELOOP), and the lower copy could
+/// not show anything: all it holds, the upper copy holds at the same path and
+/// is found first. Identity is the directory's device and inode, as overlay
+/// sees it.
+fn distinct_lowerdirs(lowerdirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lowerdirs
+        .iter()
+        .filter(|l| match rustix::fs::stat(l.as_path()) {
+            Ok(st) => seen.insert((st.st_dev, st.st_ino)),
+            // Mounting reports what is wrong with it.
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
 }
 
 fn mount_overlay_fsconfig(

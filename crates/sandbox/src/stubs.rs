@@ -34,7 +34,7 @@ pub(crate) struct Stubs<'a> {
 }
 
 /// Lexically normalized components of an absolute in-rootfs path.
-fn components(target: &str) -> Vec<String> {
+pub(crate) fn components(target: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in target.split('/') {
         match c {
@@ -106,8 +106,11 @@ impl<'a> Stubs<'a> {
     /// Creates every missing mount point the step needs.
     pub(crate) fn create_all(&mut self, spec: &RunSpec) -> R<()> {
         let root = self.root_fd()?;
-        for (target, is_dir) in crate::container::mount_points(spec) {
-            self.ensure(&root, &target, is_dir)?;
+        for m in crate::container::mount_plan(spec) {
+            // A mount point inside another mount is made by the step, there.
+            if !m.nested {
+                self.ensure(&root, &m.target, m.is_dir)?;
+            }
         }
         Ok(())
     }

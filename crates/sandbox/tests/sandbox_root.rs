@@ -779,6 +779,108 @@ fn dir_rootfs(env: &Env) -> CaseResult {
     Ok(())
 }
 
+/// Layers repeated in the stack (three no-op RUNs give one empty layer three
+/// times; `COPY a`, `COPY b`, `COPY a` gives A, B, A) mount, and the topmost
+/// copy decides what is seen.
+fn repeated_lowers(env: &Env) -> CaseResult {
+    let lowers = env.base.join("repeated-lowers");
+    let (a, b, empty) = (lowers.join("a"), lowers.join("b"), lowers.join("empty"));
+    for (dir, file, content) in [(&a, "d/in-a", "A"), (&b, "d/in-b", "B")] {
+        std::fs::create_dir_all(dir.join("d")).map_err(|e| e.to_string())?;
+        write(&dir.join("rep"), content, 0o644).map_err(|e| e.to_string())?;
+        write(&dir.join(file), content, 0o644).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
+    let script = "cat /rep; echo; ls /d";
+    // Top first: A over B over A over the busybox rootfs.
+    let (rootfs, upper) = env.overlay("repeated-aba", &[a.clone(), b.clone(), a.clone()]);
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    let out = run_ok(&spec)?;
+    ensure!(out == ["A", "in-a", "in-b"], "A, B, A: output {out:?}");
+    ensure!(
+        upper_entries(&upper).is_empty(),
+        "A, B, A: upperdir not empty"
+    );
+    // B over A over B: B wins.
+    let (rootfs, _) = env.overlay("repeated-bab", &[b.clone(), a.clone(), b.clone()]);
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    let out = run_ok(&spec)?;
+    ensure!(out == ["B", "in-a", "in-b"], "B, A, B: output {out:?}");
+    // The same empty layer three times, adjacent.
+    let (rootfs, _) = env.overlay("repeated-empty", &[empty.clone(), empty.clone(), empty]);
+    let spec = RunSpec::new(
+        rootfs,
+        vec!["/bin/sh".into(), "-c".into(), "cat /lower-file".into()],
+    );
+    let out = run_ok(&spec)?;
+    ensure!(out == ["from the lower layer"], "E, E, E: output {out:?}");
+    Ok(())
+}
+
+/// A mount point inside another mount is made in that mount: a RUN heredoc
+/// with a shebang runs from `/dev/pipes/` (on the `/dev` tmpfs), and nested
+/// cache mounts work whichever order they are given in.
+fn mount_inside_a_mount(env: &Env) -> CaseResult {
+    let dirs = env.base.join("nested-mounts");
+    let (outer, inner) = (dirs.join("outer"), dirs.join("inner"));
+    for d in [&outer, &inner] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    write(&inner.join("f"), "inner", 0o644).map_err(|e| e.to_string())?;
+    let (rootfs, upper) = env.overlay("nested-mounts", &[]);
+    let mut spec = RunSpec::new(rootfs, vec!["/dev/pipes/EOF".into()]);
+    spec.mounts = vec![
+        MountSpec::Bind {
+            source: inner.clone(),
+            target: "/c/d/e".into(),
+            readonly: false,
+        },
+        MountSpec::Bind {
+            source: outer.clone(),
+            target: "/c/d".into(),
+            readonly: false,
+        },
+        MountSpec::Secret {
+            target: "/dev/pipes/EOF".into(),
+            content: b"#!/bin/sh\ncat /c/d/e/f; echo; echo from-script > /x\n".to_vec(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    let out = run_ok(&spec)?;
+    ensure!(out == ["inner"], "output {out:?}");
+    ensure!(
+        upper_entries(&upper) == ["x"],
+        "upperdir: {:?} (only /x; no mount point stubs)",
+        upper_entries(&upper)
+    );
+    // As with runc, the mount point stays in the outer mount's directory.
+    ensure!(
+        outer.join("e").is_dir(),
+        "mount point e not made in the outer mount"
+    );
+    Ok(())
+}
+
+/// `--mount=type=tmpfs,target=/dev/shm` replaces kiln's own /dev/shm.
+fn run_mount_replaces_dev_shm(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh(
+        "dev-shm",
+        "grep -c ' /dev/shm ' /proc/self/mountinfo; df -k /dev/shm | tail -1",
+    );
+    spec.mounts.push(MountSpec::Tmpfs {
+        target: "/dev/shm".into(),
+        size_bytes: Some(2 << 20),
+    });
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.len() == 2 && out[0] == "1" && out[1].contains(" 2048 "),
+        "one /dev/shm of 2 MiB expected: {out:?}"
+    );
+    Ok(())
+}
+
 fn hundred_runs_leave_nothing(env: &Env) -> CaseResult {
     let mounts = mountinfo_count();
     let dirs_before = workspace_dirs();
@@ -1189,6 +1291,18 @@ const CASES: &[Case] = &[
     ("setup errors are clear", setup_errors_are_clear),
     ("bind mounts, read-only and read-write", bind_mount_readonly),
     ("a plain directory rootfs", dir_rootfs),
+    (
+        "a lower given more than once mounts; the topmost copy is seen",
+        repeated_lowers,
+    ),
+    (
+        "a mount point inside another mount is made there",
+        mount_inside_a_mount,
+    ),
+    (
+        "a tmpfs at /dev/shm replaces kiln's /dev/shm",
+        run_mount_replaces_dev_shm,
+    ),
     (
         "100 runs leave no mounts, processes or dirs",
         hundred_runs_leave_nothing,
