@@ -785,3 +785,42 @@ fn heredoc_shebang_nested_cache_mounts_and_a_dev_shm_tmpfs() {
         );
     }
 }
+
+/// #10.4: RUN steps and `kiln run` run under Docker's default seccomp profile
+/// (no nested user namespaces); `RUN --security=insecure` runs without it.
+#[test]
+fn run_steps_and_kiln_run_are_under_the_seccomp_filter() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status > /seccomp\n\
+         RUN (unshare -U -r true && echo allowed || echo refused) > /unshare 2>/dev/null\n\
+         RUN --security=insecure grep '^Seccomp:' /proc/self/status > /seccomp-insecure\n",
+        &[],
+    );
+    let tree = p.export(&["--allow", "security.insecure", "-t", "sec:1"]);
+    let t = tree.path();
+    assert_eq!(
+        fs::read_to_string(t.join("seccomp")).unwrap(),
+        "NoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+    assert_eq!(fs::read_to_string(t.join("unshare")).unwrap(), "refused\n");
+    assert_eq!(
+        fs::read_to_string(t.join("seccomp-insecure")).unwrap(),
+        "Seccomp:\t0\n"
+    );
+    let out = ok(
+        &p.root,
+        &["run", "sec:1", "grep", "^Seccomp:", "/proc/self/status"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\n");
+    let refused = kiln(&p.root, &["run", "sec:1", "unshare", "-U", "true"]);
+    assert!(
+        !refused.status.success(),
+        "unshare -U in kiln run must fail"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

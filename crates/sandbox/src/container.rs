@@ -646,10 +646,11 @@ fn open_in_root(root: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
 pub(crate) fn enter_and_exec(
     spec: &RunSpec,
     id_map: &IdMap,
+    filter: Option<&[crate::seccomp::SockFilter]>,
     root: &Path,
     staged: &Staged,
 ) -> String {
-    match setup_and_exec(spec, id_map, root, staged) {
+    match setup_and_exec(spec, id_map, filter, root, staged) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -658,6 +659,7 @@ pub(crate) fn enter_and_exec(
 fn setup_and_exec(
     spec: &RunSpec,
     id_map: &IdMap,
+    filter: Option<&[crate::seccomp::SockFilter]>,
     root: &Path,
     staged: &Staged,
 ) -> R<std::convert::Infallible> {
@@ -810,6 +812,10 @@ fn setup_and_exec(
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     envp_p.push(std::ptr::null());
+    // Last: from here on only the filter's syscalls (execve is one).
+    if let Some(filter) = filter {
+        crate::seccomp::install(filter)?;
+    }
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     Err(format!(

@@ -1041,6 +1041,231 @@ fn copy_snapshotter_matches_overlay(env: &Env) -> CaseResult {
     Ok(())
 }
 
+/// `--seccomp-probe`, run inside the sandbox: tries what Docker's seccomp
+/// profile refuses and prints `name=RESULT` lines (`ok` or the errno's name).
+fn seccomp_probe() -> ExitCode {
+    fn errno_name(e: i32) -> String {
+        match e {
+            libc::EPERM => "EPERM".into(),
+            libc::ENOSYS => "ENOSYS".into(),
+            libc::EINVAL => "EINVAL".into(),
+            libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
+            e => format!("errno {e}"),
+        }
+    }
+    fn result(r: libc::c_long) -> String {
+        if r >= 0 {
+            return "ok".into();
+        }
+        errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+    /// `f` in a forked child, so that what it changes (a new user
+    /// namespace) does not change the probes after it.
+    fn in_child(f: impl FnOnce() -> libc::c_long) -> String {
+        // SAFETY: the probe is single-threaded; the child makes one syscall
+        // and exits.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                let code = if f() >= 0 {
+                    0
+                } else {
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(255)
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            match libc::WEXITSTATUS(status) {
+                0 => "ok".into(),
+                e => errno_name(e),
+            }
+        }
+    }
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+    // SAFETY (all calls below): raw syscalls with valid pointers or none; a
+    // child that clone() or fork() creates only calls async-signal-safe
+    // functions before _exit.
+    unsafe {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        println!("seccomp-mode={mode}");
+        println!(
+            "unshare-user={}",
+            in_child(|| libc::unshare(libc::CLONE_NEWUSER) as libc::c_long)
+        );
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        if pid > 0 {
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        println!("clone-newuser={}", result(pid));
+        println!(
+            "clone3={}",
+            result(libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::null::<u8>(),
+                0usize
+            ))
+        );
+        println!(
+            "keyctl={}",
+            result(libc::syscall(
+                libc::SYS_keyctl,
+                0 as libc::c_long, // KEYCTL_GET_KEYRING_ID
+                KEY_SPEC_SESSION_KEYRING,
+                1 as libc::c_long
+            ))
+        );
+        println!(
+            "add_key={}",
+            result(libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"kiln-probe".as_ptr(),
+                c"x".as_ptr(),
+                1usize,
+                KEY_SPEC_SESSION_KEYRING
+            ))
+        );
+        println!(
+            "kexec_load={}",
+            result(libc::syscall(
+                libc::SYS_kexec_load,
+                0usize,
+                0usize,
+                0usize,
+                0usize
+            ))
+        );
+        println!(
+            "socket-af-alg={}",
+            result(libc::socket(38, libc::SOCK_SEQPACKET, 0) as libc::c_long)
+        );
+        // ptrace of a process that is not our child and runs as another user:
+        // a grandchild that switched to uid 1001, its parent gone.
+        let mut fds = [0; 2];
+        libc::pipe(fds.as_mut_ptr());
+        let child = libc::fork();
+        if child == 0 {
+            let grandchild = libc::fork();
+            if grandchild == 0 {
+                libc::setresgid(1001, 1001, 1001);
+                libc::setresuid(1001, 1001, 1001);
+                libc::sleep(30);
+                libc::_exit(0);
+            }
+            libc::write(fds[1], (&grandchild as *const libc::pid_t).cast(), 4);
+            libc::_exit(0);
+        }
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+        let mut target: libc::pid_t = 0;
+        libc::read(fds[0], (&mut target as *mut libc::pid_t).cast(), 4);
+        // Let it switch users before attaching.
+        std::thread::sleep(Duration::from_millis(100));
+        let r = libc::ptrace(libc::PTRACE_ATTACH, target, 0usize, 0usize);
+        println!("ptrace-other-user={}", result(r));
+        libc::kill(target, libc::SIGKILL);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The probe (this test binary) in the sandbox, with the host's libraries
+/// bound in for it.
+fn probe_spec(env: &Env, name: &str) -> Result<RunSpec, String> {
+    let (rootfs, _) = env.overlay(name, &[]);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut spec = RunSpec::new(rootfs, vec!["/probe".into(), "--seccomp-probe".into()]);
+    spec.mounts.push(MountSpec::Bind {
+        source: exe,
+        target: "/probe".into(),
+        readonly: true,
+    });
+    for dir in ["/lib", "/lib64", "/usr/lib", "/usr/lib64"] {
+        if Path::new(dir).is_dir() {
+            spec.mounts.push(MountSpec::Bind {
+                source: dir.into(),
+                target: dir.into(),
+                readonly: true,
+            });
+        }
+    }
+    Ok(spec)
+}
+
+fn probe_results(out: &[String]) -> HashMap<String, String> {
+    out.iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Docker's default seccomp profile: nested user namespaces, the keyring,
+/// kexec and AF_ALG are refused, clone3 says ENOSYS (libc falls back to
+/// clone); ptrace of another user's process is refused (no CAP_SYS_PTRACE).
+fn seccomp_refuses_what_docker_refuses(env: &Env) -> CaseResult {
+    let spec = probe_spec(env, "seccomp")?;
+    let got = probe_results(&run_ok(&spec)?);
+    for (k, want) in [
+        ("seccomp-mode", "2"),
+        ("unshare-user", "EPERM"),
+        ("clone-newuser", "EPERM"),
+        ("clone3", "ENOSYS"),
+        ("keyctl", "EPERM"),
+        ("add_key", "EPERM"),
+        ("kexec_load", "EPERM"),
+        ("socket-af-alg", "EPERM"),
+        ("ptrace-other-user", "EPERM"),
+    ] {
+        ensure!(
+            got.get(k).map(String::as_str) == Some(want),
+            "{k}: want {want}, got {:?} (all: {got:?})",
+            got.get(k)
+        );
+    }
+    Ok(())
+}
+
+/// `--security=insecure` has no filter: clone3 reaches the kernel (EINVAL
+/// for a null argument), AF_ALG is the kernel's to refuse, ptrace works.
+fn insecure_has_no_seccomp_filter(env: &Env) -> CaseResult {
+    let mut spec = probe_spec(env, "seccomp-insecure")?;
+    spec.security = SecurityMode::Insecure;
+    let got = probe_results(&run_ok(&spec)?);
+    for (k, want) in [
+        ("seccomp-mode", "0"),
+        ("clone3", "EINVAL"),
+        ("ptrace-other-user", "ok"),
+    ] {
+        ensure!(
+            got.get(k).map(String::as_str) == Some(want),
+            "{k}: want {want}, got {:?} (all: {got:?})",
+            got.get(k)
+        );
+    }
+    ensure!(
+        got.get("socket-af-alg").map(String::as_str) != Some("EPERM"),
+        "AF_ALG refused without a filter: {got:?}"
+    );
+    Ok(())
+}
+
 /// `--caller-worker LOWER RUNDIR`: a caller that runs a long step and prints
 /// its output, for killing from outside.
 fn caller_worker(lower: &Path, run_dir: &Path) -> ExitCode {
@@ -1304,6 +1529,14 @@ const CASES: &[Case] = &[
         run_mount_replaces_dev_shm,
     ),
     (
+        "Docker's default seccomp profile refuses what Docker refuses",
+        seccomp_refuses_what_docker_refuses,
+    ),
+    (
+        "insecure runs without a seccomp filter",
+        insecure_has_no_seccomp_filter,
+    ),
+    (
         "100 runs leave no mounts, processes or dirs",
         hundred_runs_leave_nothing,
     ),
@@ -1514,6 +1747,9 @@ fn rootless_run(
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--seccomp-probe") {
+        return seccomp_probe();
+    }
     if args.get(1).map(String::as_str) == Some("--caller-worker") && args.len() == 4 {
         return caller_worker(Path::new(&args[2]), Path::new(&args[3]));
     }
