@@ -108,7 +108,9 @@ pub(crate) fn normalize_target(target: &str) -> String {
 /// A mount whose target is already in the list takes that entry's place
 /// (BuildKit's `dedupMounts`): `--mount=type=tmpfs,target=/dev/shm`
 /// replaces kiln's `/dev/shm` instead of covering it, and of two RUN mounts
-/// on one target the later one is made.
+/// on one target the later one is made. (A RUN mount on `/dev` itself
+/// replaces kiln's `/dev` tmpfs with its device nodes and links; `pts`,
+/// `shm` and `mqueue` are still mounted in it.)
 pub(crate) fn mount_plan(spec: &RunSpec) -> Vec<PlannedMount> {
     let mut own = vec![
         ("/proc", MountKind::Proc),
