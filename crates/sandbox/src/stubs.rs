@@ -44,6 +44,21 @@ pub(crate) struct Stubs<'a> {
     created: Vec<Stub>,
 }
 
+/// Lexically normalized components of an absolute in-rootfs path.
+pub(crate) fn components(target: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for c in target.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            c => out.push(c.to_string()),
+        }
+    }
+    out
+}
+
 /// The directory at `rel` below `root`, reached without following any
 /// symlink; None when there is none (missing, not a directory, or a symlink
 /// on the way).
@@ -106,8 +121,11 @@ impl<'a> Stubs<'a> {
             })?),
             None => None,
         };
-        for (target, is_dir) in crate::container::mount_points(spec, staged) {
-            self.ensure(&root, upper.as_ref(), &target, is_dir)?;
+        for m in crate::container::mount_plan(spec, staged) {
+            // A mount point inside another mount is made by the step, there.
+            if !m.nested {
+                self.ensure(&root, upper.as_ref(), &m.target, m.is_dir)?;
+            }
         }
         Ok(())
     }
