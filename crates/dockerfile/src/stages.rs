@@ -26,7 +26,7 @@ pub use platform::Platform;
 use crate::ast::Dockerfile;
 use crate::error::{DockerfileError, Source};
 use crate::instructions::{self as ins, Instruction, Origin};
-use crate::shell::{Lexer, ShellError};
+use crate::shell::{Lexer, ShellError, MAX_STAGE_GROWTH};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a build asks the planner for.
@@ -313,6 +313,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     );
     let mut declared: BTreeSet<String> = BTreeSet::new();
     let mut meta_declared: BTreeSet<String> = BTreeSet::new();
+    let mut growth = 0usize;
     for a in &meta_args {
         for d in &a.args {
             declared.insert(d.key.clone());
@@ -320,11 +321,23 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             let value = match opts.build_args.get(&d.key) {
                 Some(v) => Some(v.clone()),
                 None => match &d.default {
-                    Some(def) => Some(
-                        lexer
+                    Some(def) => {
+                        let v = lexer
                             .process_word(def, &global_args)
-                            .map_err(|e| shell_err(src, &a.origin, e))?,
-                    ),
+                            .map_err(|e| shell_err(src, &a.origin, e))?;
+                        growth = growth.saturating_add(v.len().saturating_sub(def.len()));
+                        if growth > MAX_STAGE_GROWTH {
+                            return Err(err(
+                                src,
+                                &a.origin,
+                                format!(
+                                    "variable expansion in the ARGs before the first FROM produced more than {} MiB",
+                                    MAX_STAGE_GROWTH >> 20
+                                ),
+                            ));
+                        }
+                        Some(v)
+                    }
                     None => None,
                 },
             };
