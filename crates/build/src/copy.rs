@@ -981,8 +981,12 @@ impl Copier<'_> {
         } else if ft.is_symlink() {
             let t = fs::read_link(&node.host).map_err(io_err(&node.path))?;
             self.up.symlink(to, &t, &meta)?;
-        } else if ft.is_socket() && opts.reset_owner {
-            // The context transfer sends sockets as empty files.
+        } else if ft.is_socket() {
+            // A socket becomes an empty regular file with its mode, as in
+            // BuildKit: the context transfer sends it as one (fsutil `mkstat`
+            // clears the socket bit; opening it for content fails, so none
+            // is sent) and fsutil's copy makes a "stub" (`copyDevice` clears
+            // S_IFSOCK before mknod), so COPY --from does the same.
             self.up.write_file(to, &mut io::empty(), &meta)?;
         } else {
             self.up.special(to, md.mode(), md.rdev(), &meta)?;

@@ -1152,3 +1152,44 @@ fn view_digest_covers_exactly_what_is_copied() {
     .unwrap();
     assert_ne!(view_sources_digest(&o, &view).unwrap(), changed);
 }
+
+/// A unix socket is copied as an empty regular file with the socket's mode,
+/// from the build context and from a stage alike, by COPY and by ADD: what
+/// BuildKit does (fsutil sends a context socket as a regular file without
+/// content, and its copy makes a socket into such a "stub").
+#[test]
+fn sockets_become_empty_files_with_their_mode() {
+    let ctx_dir = tempfile::tempdir().unwrap();
+    let stage_dir = tempfile::tempdir().unwrap();
+    for dir in [ctx_dir.path(), stage_dir.path()] {
+        write(dir, "d/f", "x");
+        let _listener = std::os::unix::net::UnixListener::bind(dir.join("d/sock")).unwrap();
+        fs::set_permissions(dir.join("d/sock"), fs::Permissions::from_mode(0o751)).unwrap();
+        rustix::fs::chown(
+            dir.join("d/sock").as_path(),
+            Some(rustix::fs::Uid::from_raw(7)),
+            Some(rustix::fs::Gid::from_raw(8)),
+        )
+        .unwrap();
+    }
+    let ctx = ctx_of(ctx_dir.path());
+    let stage = LayeredView::new(vec![stage_dir.path().into()]);
+    let sources = [
+        (CopySource::Context(&ctx), (0, 0)),
+        (CopySource::View(&stage), (7, 8)),
+    ];
+    for (source, owner) in sources {
+        for is_add in [false, true] {
+            for (src, dest, at) in [("d", "/out/", "out/sock"), ("d/sock", "/s", "s")] {
+                let mut o = op(&[src], dest);
+                o.is_add = is_add;
+                let (up, st) = run(&o, source, &empty());
+                let m = md(&up, at);
+                assert!(m.file_type().is_file(), "{src} (ADD: {is_add}): {m:?}");
+                assert_eq!((m.len(), m.mode() & 0o7777), (0, 0o751), "{src}");
+                assert_eq!((m.uid(), m.gid()), owner, "{src}");
+                assert_eq!(st.bytes, if src == "d" { 1 } else { 0 });
+            }
+        }
+    }
+}
