@@ -716,3 +716,32 @@ fn add_of_a_url_is_rechecked_on_every_build() {
         "a changed download reruns ADD and what follows"
     );
 }
+
+/// A context holding names that are not UTF-8: one excluded by
+/// `.dockerignore` does not matter at all (it failed every build); an
+/// included one is copied by `COPY .` and seen through a RUN bind mount of
+/// the context with its exact bytes, and exported the same.
+#[test]
+fn names_that_are_not_utf8_in_the_context() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let p = project(
+        "FROM busybox:test\nCOPY . /in/\nRUN --mount=type=bind,target=/c cp -a /c /seen\n",
+        &[(".dockerignore", "skip*\nDockerfile\n.dockerignore\n")],
+    );
+    let raw = |root: &Path, b: &[u8]| root.join(OsStr::from_bytes(b));
+    fs::write(raw(&p.ctx, b"caf\xe9.txt"), "latin-1").unwrap();
+    fs::write(raw(&p.ctx, b"skip\xff"), "excluded").unwrap();
+    fs::create_dir(raw(&p.ctx, b"skipdir\xfe")).unwrap();
+    fs::write(raw(&p.ctx, b"skipdir\xfe/\xfa"), "excluded").unwrap();
+    let out = p.export(&[]);
+    for dir in ["in", "seen"] {
+        let listed: Vec<Vec<u8>> = fs::read_dir(out.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        assert_eq!(listed, [b"caf\xe9.txt".to_vec()], "/{dir}");
+        let file = raw(&out.path().join(dir), b"caf\xe9.txt");
+        assert_eq!(fs::read_to_string(file).unwrap(), "latin-1");
+    }
+}
