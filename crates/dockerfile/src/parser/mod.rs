@@ -317,14 +317,17 @@ impl<'a> Parser<'a> {
         // long line (and, with no instruction before it, reports "file with no
         // instructions" instead); kiln names the long line itself.
         if let Some(line) = self.too_long {
-            return Err(self.err(
+            let mut e = self.err(
                 line,
                 line,
                 format!(
                     "dockerfile line greater than max allowed size of {}",
                     MAX_LINE - 1
                 ),
-            ));
+            );
+            // No excerpt: it would print the whole over-long line.
+            e.span = None;
+            return Err(e);
         }
         if nodes.is_empty() {
             return Err(self.err(current_line, current_line, "file with no instructions"));
