@@ -112,8 +112,14 @@ type StageOutcome<T> = Result<T, ()>;
 /// that stage. (One condition for all stages woke every waiting thread on
 /// every finish: O(stages²) wake-ups, 35 s of futex traffic for a chain of
 /// 3000 stages.)
+///
+/// A stage's result is dropped once every stage that reads it has finished,
+/// so a long chain of stages keeps two or three states, not all of them.
 pub(crate) struct StageBoard<T> {
     slots: Vec<StageSlot<T>>,
+    /// Per stage: how many readers (stages that read it, and the build's end
+    /// for the target) have not finished yet.
+    readers: Vec<AtomicUsize>,
     /// Times a waiting thread was woken, for the test that this stays
     /// linear in the number of stages.
     wakeups: AtomicUsize,
@@ -125,14 +131,17 @@ struct StageSlot<T> {
 }
 
 impl<T: Clone> StageBoard<T> {
-    fn new(stages: usize) -> Self {
+    /// A board for stages with `readers[i]` readers each.
+    fn new(readers: Vec<usize>) -> Self {
         StageBoard {
-            slots: (0..stages)
+            slots: readers
+                .iter()
                 .map(|_| StageSlot {
                     outcome: Mutex::new(None),
                     done: Condvar::new(),
                 })
                 .collect(),
+            readers: readers.into_iter().map(AtomicUsize::new).collect(),
             wakeups: AtomicUsize::new(0),
         }
     }
@@ -154,9 +163,17 @@ impl<T: Clone> StageBoard<T> {
         }
     }
 
-    /// Publishes stage `index`'s outcome. A failure sets `failed` and wakes
-    /// every waiter, so that all stages stop.
-    fn finish(&self, index: usize, res: StageOutcome<T>, failed: &AtomicBool) {
+    /// Publishes stage `index`'s outcome; `reads` are the stages it read,
+    /// each of which has one reader fewer now (its result dropped at none:
+    /// it then reads as failed, which no reader is left to see). A failure
+    /// sets `failed` and wakes every waiter, so that all stages stop.
+    fn finish(
+        &self,
+        index: usize,
+        res: StageOutcome<T>,
+        reads: impl IntoIterator<Item = usize>,
+        failed: &AtomicBool,
+    ) {
         if res.is_err() {
             // Each waiter checks `failed` under its slot's lock before it
             // waits, so taking that lock here cannot miss one.
@@ -169,6 +186,12 @@ impl<T: Clone> StageBoard<T> {
         let slot = &self.slots[index];
         *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
         slot.done.notify_all();
+        for read in reads {
+            if self.readers[read].fetch_sub(1, Ordering::SeqCst) == 1 {
+                let slot = &self.slots[read];
+                *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(()));
+            }
+        }
     }
 }
 
@@ -202,7 +225,8 @@ impl Shared<'_> {
     }
 
     fn finish_stage(&self, index: usize, res: StageOutcome<Arc<StageState>>) {
-        self.results.finish(index, res, &self.failed);
+        let reads = self.plan.stages[index].deps.iter().copied();
+        self.results.finish(index, res, reads, &self.failed);
     }
 
     /// A read-only merged view of `layers` (their snapshots, extracted as needed).
@@ -290,6 +314,15 @@ pub fn build(
         steps: vertices,
         stages: plan.needed_stages().map(|s| s.display_name()).collect(),
     });
+    // Who reads each stage's result: the stages that need it (as base,
+    // `COPY --from`, `RUN --mount=from=`), and the end of the build.
+    let mut readers = vec![0; plan.stages.len()];
+    for st in plan.needed_stages() {
+        for &d in &st.deps {
+            readers[d] += 1;
+        }
+    }
+    readers[plan.target] += 1;
     let shared = Shared {
         plan,
         src,
@@ -305,7 +338,7 @@ pub fn build(
         steps_run: AtomicUsize::new(0),
         steps_cached: AtomicUsize::new(0),
         extra_vertices: AtomicUsize::new(vertices),
-        results: StageBoard::new(plan.stages.len()),
+        results: StageBoard::new(readers),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -358,7 +391,7 @@ mod tests {
     #[test]
     fn a_chain_of_stages_wakes_each_waiter_about_once() {
         const STAGES: usize = 400;
-        let board = StageBoard::<usize>::new(STAGES);
+        let board = StageBoard::<usize>::new(vec![1; STAGES]);
         let failed = AtomicBool::new(false);
         std::thread::scope(|s| {
             for i in (0..STAGES).rev() {
@@ -369,7 +402,7 @@ mod tests {
                     } else {
                         board.wait(i - 1, failed)
                     };
-                    board.finish(i, base.map(|n| n + 1), failed);
+                    board.finish(i, base.map(|n| n + 1), i.checked_sub(1), failed);
                 });
             }
         });
@@ -382,11 +415,31 @@ mod tests {
         );
     }
 
+    /// A chain keeps only what is still to be read: once a stage's reader
+    /// has finished, its result is dropped; the target's stays.
+    #[test]
+    fn results_are_dropped_once_read() {
+        const STAGES: usize = 50;
+        // Each stage is read by the next one; the last by the build's end.
+        let board = StageBoard::<Arc<Vec<u8>>>::new(vec![1; STAGES]);
+        let failed = AtomicBool::new(false);
+        let mut weak = Vec::new();
+        for i in 0..STAGES {
+            let result = Arc::new(vec![0u8; 1024]);
+            weak.push(Arc::downgrade(&result));
+            board.finish(i, Ok(result), i.checked_sub(1), &failed);
+            let alive = weak.iter().filter(|w| w.upgrade().is_some()).count();
+            assert_eq!(alive, 1, "after stage {i}: only the newest result is kept");
+        }
+        assert!(board.wait(STAGES - 1, &failed).is_ok());
+        assert!(!failed.load(Ordering::SeqCst));
+    }
+
     /// A failed stage stops every waiter, including those waiting for
     /// stages that will never finish.
     #[test]
     fn a_failure_wakes_every_waiter() {
-        let board = StageBoard::<()>::new(3);
+        let board = StageBoard::<()>::new(vec![1; 3]);
         let failed = AtomicBool::new(false);
         std::thread::scope(|s| {
             let waiters: Vec<_> = [1, 2]
@@ -397,7 +450,7 @@ mod tests {
                 })
                 .collect();
             std::thread::sleep(std::time::Duration::from_millis(50));
-            board.finish(0, Err(()), &failed);
+            board.finish(0, Err(()), None, &failed);
             for w in waiters {
                 assert_eq!(w.join().unwrap(), Err(()));
             }
