@@ -38,7 +38,9 @@ const MAX_ONBUILD_NESTING: usize = 64;
 /// - heredoc markers inside words nested more than 256 `${...}`/quote levels
 ///   deep are not detected;
 /// - a bad or repeated parser directive is reported on its own line (BuildKit
-///   reports the line before it);
+///   reports the line before it), and so is a line over 65535 bytes (BuildKit
+///   reports the line before it, or "file with no instructions" when it is
+///   the first);
 /// - bytes BuildKit would carry through as invalid UTF-8 (its byte-wise flag
 ///   and HEALTHCHECK scanners can split a character) become U+FFFD.
 pub fn parse(src: &Source) -> Result<Dockerfile, DockerfileError> {
