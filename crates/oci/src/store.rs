@@ -42,6 +42,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// Reading what was to be stored failed (the source, not the store).
+    #[error("reading: {0}")]
+    Input(#[source] io::Error),
     #[error("content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {0} is not in the store")]
@@ -335,7 +338,8 @@ impl Store {
         Ok(w.commit()?.0)
     }
 
-    /// Copy everything from `reader` into a blob, checking it against `expected` if given.
+    /// Copy everything from `reader` into a blob, checking it against `expected` if
+    /// given. A failure to read is [`StoreError::Input`].
     pub fn put_blob_from(
         &self,
         mut reader: impl Read,
@@ -343,7 +347,17 @@ impl Store {
     ) -> Result<(Digest, u64)> {
         let mut w = self.blob_writer()?;
         w.expected = expected;
-        io::copy(&mut reader, &mut w).map_err(io_err("writing", &w.temp_path))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Input(e)),
+            };
+            w.write_all(&buf[..n])
+                .map_err(io_err("writing", &w.temp_path))?;
+        }
         w.commit()
     }
 
