@@ -289,11 +289,11 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
             annotations: BTreeMap::new(),
         };
         verify_layers(store, &target, &mut verified)?;
-        checked.push((target, e.repo_tags.unwrap_or_default()));
+        checked.push((target, parse_names(&e.repo_tags.unwrap_or_default())?));
     }
     let mut loaded = Vec::new();
     for (target, names) in checked {
-        register(store, &target, &names, &mut loaded)?;
+        register(store, &target, names, &mut loaded)?;
     }
     Ok(loaded)
 }
@@ -367,28 +367,35 @@ fn read_head(store: &Store, digest: &Digest, buf: &mut [u8]) -> Result<usize> {
 fn register(
     store: &Store,
     target: &BlobRef,
-    names: &[String],
+    names: Vec<ImageName>,
     loaded: &mut Vec<LoadedImage>,
 ) -> Result<()> {
     let mut target = target.clone();
     target.annotations.clear();
-    let mut any = false;
-    for n in names {
-        let name: ImageName = n
-            .parse()
-            .map_err(|e| ArchiveError::Format(format!("the archive names an image {e}")))?;
+    if names.is_empty() {
+        store.add_untagged(target.clone())?;
+        loaded.push(LoadedImage { name: None, target });
+        return Ok(());
+    }
+    for name in names {
         store.tag(&name, target.clone())?;
         loaded.push(LoadedImage {
             name: Some(name),
             target: target.clone(),
         });
-        any = true;
-    }
-    if !any {
-        store.add_untagged(target.clone())?;
-        loaded.push(LoadedImage { name: None, target });
     }
     Ok(())
+}
+
+/// The names an archive gives an image, checked (before anything is named).
+fn parse_names(names: &[String]) -> Result<Vec<ImageName>> {
+    names
+        .iter()
+        .map(|n| {
+            n.parse()
+                .map_err(|e| ArchiveError::Format(format!("the archive names an image {e}")))
+        })
+        .collect()
 }
 
 /// The name an OCI index entry gives its image: `io.containerd.image.name`, else a
@@ -429,11 +436,11 @@ fn register_layout_images(
             names = repo_tags.get(&image.id()).cloned().unwrap_or_default();
         }
         verify_layers(store, &d, &mut verified)?;
-        checked.push((d, names));
+        checked.push((d, parse_names(&names)?));
     }
     let mut loaded = Vec::new();
     for (d, names) in checked {
-        register(store, &d, &names, &mut loaded)?;
+        register(store, &d, names, &mut loaded)?;
     }
     Ok(loaded)
 }
