@@ -120,9 +120,14 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
     let mut entries_read = 0usize;
     let bad = |e: io::Error, entries_read: usize| {
         let what = match (entries_read, compression) {
+            // What the tar reader says about bytes that are no tar header is
+            // noise (it quotes them): say what the input is not.
             (0, TarballCompression::None) => {
-                "reading the archive (not a tar file, nor a gzip, bzip2, xz or zstd compressed one?)"
-                    .to_string()
+                return ArchiveError::Format(
+                    "not an image archive: the input is not a tar file (nor a gzip, bzip2, \
+                     xz or zstd compressed one)"
+                        .into(),
+                )
             }
             (0, c) => format!("reading the {c} compressed archive (is it a tar file inside?)"),
             (_, TarballCompression::None) => "reading the archive".to_string(),
