@@ -168,7 +168,11 @@ fuzz_target!(|data: &[u8]| {
         // of what they decompress to), the diff_id is the tar's digest.
         let wrapped = mode & 1 != 0;
         if wrapped || stats.compression == Some(Compression::None) {
-            assert_eq!(stats.diff_id, Digest::of(&tar), "diff_id of an applied layer");
+            assert_eq!(
+                stats.diff_id,
+                Digest::of(&tar),
+                "diff_id of an applied layer"
+            );
         }
     }
     for (p, before) in w.watched.iter().zip(&w.before) {
