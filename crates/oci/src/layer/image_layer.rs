@@ -127,8 +127,8 @@ fn check_diff_id(blob: &BlobRef, claimed: &Digest, actual: &Digest) -> Result<()
     Err(not_as_described(
         blob,
         format!(
-            "its uncompressed content is {actual}, but the image config gives its diff_id as \
-             {claimed}: the image's config does not describe its layers"
+            "its uncompressed content is {actual}, not the diff_id {claimed} its image's \
+             config gives it"
         ),
     ))
 }
