@@ -9,10 +9,13 @@
 //! Needs root (to create the test directories for the user and switch to it
 //! with `runuser`); CI runs as root.
 
-use crate::util::kiln;
+use crate::util::{kiln, kiln_path};
 use kiln_oci::image::{format_rfc3339, load_image, write_image, ContainerConfig, History};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
+use kiln_testkit::rootless::{
+    self, chown_tree, executable_for_user, require_root_and_user, user_ids, Scratch, USER,
+};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
@@ -22,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const USER: &str = "kiln-rootless";
 const EPOCH: &str = "1700000000";
 
 const DOCKERFILE: &str = r#"FROM base:test
@@ -42,83 +44,9 @@ USER app
 RUN id -u > /tmp/whoami && touch /home/app/mine
 "#;
 
-fn require_root_and_user() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this test needs root (CI runs as root)"
-    );
-    let known = Command::new("id")
-        .arg("-u")
-        .arg(USER)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        known,
-        "user {USER} does not exist: run scripts/setup-test-env as root first"
-    );
-}
-
-fn user_ids() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").arg(flag).arg(USER).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
-fn chown_tree(path: &Path) {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{USER}:"))
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success(), "chown -R {USER} {}", path.display());
-}
-
-/// A directory in the temp dir that the user can reach; root removes it at the end.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-rootless-test-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch { dir }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("chmod")
-            .args(["-R", "u+rwx"])
-            .arg(&self.dir)
-            .status();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The kiln binary, at a path the user can execute: the built one when every
-/// directory above it is searchable by others, else a copy in `scratch`.
+/// The kiln binary, at a path the user can execute.
 fn kiln_for_user(scratch: &Path) -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
-    let usable = Command::new("runuser")
-        .args(["-u", USER, "--", "test", "-x"])
-        .arg(&built)
-        .status()
-        .is_ok_and(|s| s.success());
-    if usable {
-        return built;
-    }
-    let copy = scratch.join("kiln");
-    fs::copy(&built, &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
-    copy
+    executable_for_user(&kiln_path(), scratch)
 }
 
 fn mknod(path: &Path, mode: u32, dev: libc::dev_t) {
@@ -245,15 +173,8 @@ fn show(out: &Output) -> String {
 /// `kiln ARGS` as `kiln-rootless` with a clean, fixed environment: HOME and
 /// XDG_DATA_HOME under `home`, so the default store is `home/data/kiln`.
 fn as_user(kiln: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", USER, "--", "env", "-i"])
-        .arg(format!("HOME={}", home.display()))
-        .arg(format!("XDG_DATA_HOME={}", home.join("data").display()))
-        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .arg(format!("SOURCE_DATE_EPOCH={EPOCH}"))
-        .arg(kiln)
-        .args(args)
-        .current_dir("/");
+    let mut cmd = rootless::as_user(kiln, home, &[], &[("SOURCE_DATE_EPOCH", EPOCH)]);
+    cmd.args(args);
     cmd
 }
 

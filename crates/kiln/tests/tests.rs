@@ -12,14 +12,19 @@ mod base_images_script;
 mod cli_build;
 mod cli_build_plan;
 mod cli_build_rootless;
+mod cli_build_symlink_escapes_root;
+mod cli_compose;
 mod cli_debug_describe;
 mod cli_debug_parse;
 mod cli_images;
 mod cli_import;
 mod cli_progress;
+mod cli_pull_resume_mock_server;
 mod cli_registry;
 mod cli_run;
 mod example_api;
+mod example_compose;
+mod seccomp_debian_base;
 
 /// Every `tests/*.rs` file is a module of this binary (or its root): with
 /// `autotests = false`, a new file that is not listed above would never run.

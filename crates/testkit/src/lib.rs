@@ -4,6 +4,7 @@
 //! - [`busybox`]: the busybox root filesystem most tests build images or sandboxes from.
 //! - [`registry`]: where the local test registries are (started by `scripts/setup-test-env`).
 //! - [`root`]: running root-only cases in custom-harness test binaries.
+//! - [`rootless`]: running kiln as the unprivileged test user `kiln-rootless`.
 //! - [`harness`]: test binaries whose tests are decided at run time (data-driven:
 //!   the BuildKit corpus, BuildKit's conformance data), reported as cargo's own
 //!   harness does, with tests that cannot run reported as ignored, with the reason.
@@ -22,6 +23,7 @@ mod kiln;
 pub mod process;
 pub mod registry;
 pub mod root;
+pub mod rootless;
 
 pub use kiln::{printed, Kiln};
 

@@ -11,6 +11,8 @@
 //! reported as not run. Cargo's test arguments work as usual
 //! (`cargo test -p kiln --test buildkit corpus::chmod`).
 
+// Shared with the `tests` binary, which uses all of it.
+#[allow(dead_code)]
 #[path = "../util.rs"]
 mod util;
 
