@@ -170,7 +170,7 @@ impl World {
 
     /// `kiln ARGS` as root (own store) or as the user (its default store),
     /// stopped by `timeout` if it hangs.
-    fn kiln(&self, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Output {
         let mut cmd = match self.who {
             Who::Root => {
                 let mut c = Command::new("timeout");
@@ -193,7 +193,7 @@ impl World {
         let mut args = vec!["build", "--progress=plain"];
         args.extend_from_slice(extra);
         args.push(ctx.to_str().unwrap());
-        self.kiln(&args)
+        self.run(&args)
     }
 
     fn fail(&self, msg: String) {
@@ -641,7 +641,7 @@ fn image_user_files(w: &World) {
     );
     let o = w.build(&ctx, &["-t", "esc:passwd"]);
     assert!(o.status.success(), "{}", show(&o));
-    let o = w.kiln(&["run", "esc:passwd", "sh", "-c", "echo $HOME"]);
+    let o = w.run(&["run", "esc:passwd", "sh", "-c", "echo $HOME"]);
     if !o.status.success() {
         w.fail(format!("{case}: kiln run failed: {}", tail(&o)));
     } else if String::from_utf8_lossy(&o.stdout) != "/root\n" {
