@@ -1318,8 +1318,18 @@ fn caller_worker(lower: &Path, run_dir: &Path) -> ExitCode {
         upperdir: upper,
         workdir: work,
     };
-    let script = "sleep 7777777 & echo started; sleep 7777778";
-    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    // The two sleeps' arguments, unique to this run (another test run on the
+    // machine may be at the same case): `KILN_TEST_SLEEP_MARKERS=A B`.
+    let Some(markers) = std::env::var("KILN_TEST_SLEEP_MARKERS").ok() else {
+        println!("ended: no KILN_TEST_SLEEP_MARKERS");
+        return ExitCode::FAILURE;
+    };
+    let Some((a, b)) = markers.split_once(' ') else {
+        println!("ended: KILN_TEST_SLEEP_MARKERS is not two numbers: {markers}");
+        return ExitCode::FAILURE;
+    };
+    let script = format!("sleep {a} & echo started; sleep {b}");
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script]);
     let r = kiln_sandbox::run(&spec, &mut |l: &OutputLine| {
         println!("{}", l.line);
         let _ = std::io::stdout().flush();
@@ -1378,8 +1388,14 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
     ] {
         let run_dir = env.base.join(format!("caller-{signal}"));
         let dirs_before = workspace_dirs();
+        // The step's sleeps, found by these arguments: no other run shares them.
+        let (bg, fg) = (
+            kiln_testkit::process::unique_number().to_string(),
+            kiln_testkit::process::unique_number().to_string(),
+        );
         let mut worker = Command::new("/proc/self/exe");
         worker
+            .env("KILN_TEST_SLEEP_MARKERS", format!("{bg} {fg}"))
             .arg("--caller-worker")
             .arg(&env.lower)
             .arg(&run_dir)
@@ -1401,11 +1417,11 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
         );
         // `sh` prints "started" just before it execs the last sleep.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while processes_with("7777778").is_empty() && Instant::now() < deadline {
+        while processes_with(&fg).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         ensure!(
-            !processes_with("7777778").is_empty(),
+            !processes_with(&fg).is_empty(),
             "{how}: step not seen running"
         );
         // SAFETY: signalling our own child (or its process group).
@@ -1413,14 +1429,14 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
         let _ = child.wait();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline
-            && (!processes_with("7777777").is_empty()
-                || !processes_with("7777778").is_empty()
+            && (!processes_with(&bg).is_empty()
+                || !processes_with(&fg).is_empty()
                 || workspace_dirs() != dirs_before)
         {
             std::thread::sleep(Duration::from_millis(20));
         }
         ensure!(
-            processes_with("7777777").is_empty() && processes_with("7777778").is_empty(),
+            processes_with(&bg).is_empty() && processes_with(&fg).is_empty(),
             "{how}: step processes survive"
         );
         let new_dirs: Vec<_> = workspace_dirs().difference(&dirs_before).cloned().collect();
