@@ -4,11 +4,11 @@
 
 use crate::flags::{BuildFlags, GlobalFlags};
 use crate::local_images::open_store;
-use kiln_build::context::Context;
-use kiln_build::context_hash::{self, hash_context};
-use kiln_build::entitlements::{self, Entitlements};
-use kiln_build::executor::{self, BuildError, BuildOptions, NamedContext};
-use kiln_build::progress::{Clock, Event, ProgressSink, Summary};
+use kiln_builder::entitlements::{self, Entitlements};
+use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
+use kiln_builder::solver::{self as executor, BuildError, BuildOptions, NamedContext};
+use kiln_builder::source::context::Context;
+use kiln_builder::source::hash::{self as context_hash, hash_context};
 use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;

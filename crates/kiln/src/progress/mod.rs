@@ -13,7 +13,7 @@ mod plain;
 mod rawjson;
 mod tty;
 
-use kiln_build::progress::{Event, Millis, ProgressSink, Summary};
+use kiln_builder::progress::{Event, Millis, ProgressSink, Summary};
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
 

@@ -2,10 +2,11 @@
 //! steps, each applied to a [`StageState`]. Metadata instructions change the
 //! image config; RUN, COPY, ADD and WORKDIR produce layers through the cache.
 
-use super::cache::{KeyBuilder, StepRecord};
-use super::{run, BuildError, NamedContext, Shared};
+use super::dispatch::run;
+use super::{BuildError, NamedContext, Shared};
+use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::Event;
-use crate::snapshots::Layer;
+use crate::snapshot::Layer;
 use kiln_dockerfile::instructions::{CommandLine, Instruction, Origin, ShellExpand};
 use kiln_dockerfile::stages::{Base, Input, Stage, Step};
 use kiln_oci::digest::Digest;
@@ -631,14 +632,14 @@ fn apply_step(
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
             let (key, rec, created_by) =
-                crate::executor::copy_step::copy_step(ctx, state, &instr, step)?;
+                crate::solver::dispatch::copy::copy_step(ctx, state, &instr, step)?;
             apply_record(state, key, rec, created_by);
         }
         Instruction::Workdir(w) => {
             let wd = resolve_path(&state.workdir(), &w.path);
             state.cc().working_dir = Some(wd.clone());
             if wd != "/" {
-                let (key, rec) = crate::executor::copy_step::workdir_step(ctx, state, &wd)?;
+                let (key, rec) = crate::solver::dispatch::copy::workdir_step(ctx, state, &wd)?;
                 apply_record(state, key, rec, format!("WORKDIR {wd}"));
             } else {
                 state.history(format!("WORKDIR {wd}"), false, at);

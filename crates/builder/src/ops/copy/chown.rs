@@ -11,7 +11,7 @@
 //! - a name that is not found (or a missing passwd/group file) leaves 0 in its
 //!   place — BuildKit does not fail there, and neither do we.
 
-use crate::fsview::LayeredView;
+use crate::snapshot::merged_view::LayeredView;
 use std::io::{self, Read};
 
 /// The passwd/group files are read up to this size, as BuildKit does.
@@ -112,7 +112,7 @@ fn read_user_file(view: &LayeredView, path: &str) -> Result<Option<String>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fsview::tests::write;
+    use crate::snapshot::merged_view::tests::write;
 
     #[test]
     fn names_and_ids() {

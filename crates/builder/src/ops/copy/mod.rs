@@ -30,19 +30,19 @@
 //! Nothing is mounted: reads go through [`LayeredView`]s, writes into the upper
 //! directory (see [`upper`]).
 
-mod archive;
 pub mod chmod;
 pub mod chown;
-mod http;
+mod download;
+mod unpack;
 pub mod upper;
 
 pub use chmod::Chmod;
 
-use crate::context::{Context, FileKind};
-use crate::context_hash::ContextDigests;
-use crate::dockerignore::{MatchInfo, PatternMatcher};
-use crate::fsview::{resolve_with, LayeredView};
-use crate::gomatch::{go_clean, go_match, has_wildcards};
+use crate::snapshot::merged_view::{resolve_with, LayeredView};
+use crate::source::context::{Context, FileKind};
+use crate::source::dockerignore::{MatchInfo, PatternMatcher};
+use crate::source::glob::{go_clean, go_match, has_wildcards};
+use crate::source::hash::ContextDigests;
 use kiln_oci::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -193,8 +193,8 @@ pub fn copy(
         }
     };
     for src in &op.sources {
-        if http::is_url(src) {
-            let fetched = http::download(src, op.checksum.as_deref())?;
+        if download::is_url(src) {
+            let fetched = download::download(src, op.checksum.as_deref())?;
             let unpack = op.unpack.unwrap_or(false);
             cx.copy_scratch_file(fetched.dir.path(), &fetched.name, &dest, unpack)?;
         } else {
@@ -253,14 +253,14 @@ pub fn make_workdir(
 /// The frontend's checks on flags and sources (`dispatchCopy`).
 fn validate(op: &CopyOp) -> Result<(), CopyError> {
     for src in &op.sources {
-        if http::is_git(src) {
+        if download::is_git(src) {
             return Err(CopyError::Invalid(if op.is_add {
                 format!("{src}: ADD from a git repository is not supported by kiln")
             } else {
                 "source can't be a git ref for COPY".into()
             }));
         }
-        if http::is_url(src) && !op.is_add {
+        if download::is_url(src) && !op.is_add {
             return Err(CopyError::Invalid("source can't be a URL for COPY".into()));
         }
     }
@@ -275,12 +275,12 @@ fn validate(op: &CopyOp) -> Result<(), CopyError> {
                 "checksum can't be specified for multiple sources".into(),
             ));
         }
-        if !http::is_url(&op.sources[0]) {
+        if !download::is_url(&op.sources[0]) {
             return Err(CopyError::Invalid(
                 "checksum requires HTTP(S) or Git sources".into(),
             ));
         }
-        http::parse_checksum(sum)?;
+        download::parse_checksum(sum)?;
     }
     Ok(())
 }
@@ -601,7 +601,7 @@ fn filter_below(
     // Directories on the current path not yet listed: (rel, node, listed).
     let mut pending: Vec<(String, Node, bool)> = Vec::new();
     let mut skip: Option<String> = None;
-    let bad = |e: crate::dockerignore::PatternError| CopyError::BadExclude(e.to_string());
+    let bad = |e: crate::source::dockerignore::PatternError| CopyError::BadExclude(e.to_string());
     for n in all {
         let rel = n.path[prefix_len..].to_string();
         if let Some(s) = &skip {
@@ -768,7 +768,7 @@ impl Copier<'_> {
         let matches = select(tree, &ls.path)?;
         let unpack = op.unpack.unwrap_or(op.is_add);
         for m in matches {
-            if unpack && m.node.kind == Kind::File && archive::is_archive(&m.node.host) {
+            if unpack && m.node.kind == Kind::File && unpack::is_archive(&m.node.host) {
                 self.unpack(&m.node.host, &m.name, dest)?;
                 continue;
             }
@@ -792,7 +792,7 @@ impl Copier<'_> {
         unpack: bool,
     ) -> Result<(), CopyError> {
         let host = dir.join(name);
-        if unpack && archive::is_archive(&host) {
+        if unpack && unpack::is_archive(&host) {
             return self.unpack(&host, name, dest);
         }
         let view = LayeredView::new(vec![dir.to_path_buf()]);
@@ -998,7 +998,7 @@ impl Copier<'_> {
         let resolved = self.resolve_dest(&go_clean(dest))?;
         self.up.mkdir_all(&resolved, 0o755, self.new_dir_owner())?;
         let st =
-            archive::extract(archive, &resolved, &mut self.up, self.chown).map_err(|message| {
+            unpack::extract(archive, &resolved, &mut self.up, self.chown).map_err(|message| {
                 CopyError::Unpack {
                     archive: name.to_string(),
                     message,
@@ -1047,14 +1047,14 @@ pub fn url_sources_digest(op: &CopyOp) -> Result<Option<Digest>, CopyError> {
     if !op.is_add || op.checksum.is_some() {
         return Ok(None);
     }
-    let urls: Vec<&String> = op.sources.iter().filter(|s| http::is_url(s)).collect();
+    let urls: Vec<&String> = op.sources.iter().filter(|s| download::is_url(s)).collect();
     if urls.is_empty() {
         return Ok(None);
     }
     let mut h = Hasher::new();
     h.update(b"kiln-url-sources-v1\0");
     for url in urls {
-        let fetched = http::download(url, None)?;
+        let fetched = download::download(url, None)?;
         let path = fetched.dir.path().join(&fetched.name);
         let data = fs::read(&path).map_err(io_err(url))?;
         let mtime = fs::metadata(&path).map(|m| m.mtime()).unwrap_or(0);
@@ -1116,7 +1116,7 @@ fn sources_digest(
         h.update(b);
     };
     for src in &op.sources {
-        if http::is_url(src) || http::is_git(src) {
+        if download::is_url(src) || download::is_git(src) {
             continue;
         }
         put(&mut h, b"source");

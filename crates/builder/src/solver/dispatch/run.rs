@@ -1,11 +1,11 @@
 //! RUN: the command in the sandbox over an overlay of the stage's layers; the
 //! upper directory becomes the step's layer.
 
-use super::cache::{KeyBuilder, StepRecord};
-use super::stage::{input_key, resolve_path, StageState, StepCtx};
-use super::BuildError;
-use crate::cache_mounts::{CacheMountRequest, CacheMounts};
+use crate::cache::mounts::{CacheMountRequest, CacheMounts};
+use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::{Event, OutputStream};
+use crate::solver::stage::{input_key, resolve_path, StageState, StepCtx};
+use crate::solver::BuildError;
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
 use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Security};
 use kiln_dockerfile::stages::Step;
@@ -392,10 +392,10 @@ fn prepare_mounts(
 /// but the (`.dockerignore`-filtered) context does not, so that an overlay of it
 /// above the directory shows exactly the context; None when nothing is hidden.
 fn context_mask(
-    snapshots: &crate::snapshots::Snapshots,
-    ctx: &crate::context::Context,
+    snapshots: &crate::snapshot::Snapshots,
+    ctx: &crate::source::context::Context,
     rel: &str,
-) -> Result<Option<crate::snapshots::WorkDir>, String> {
+) -> Result<Option<crate::snapshot::WorkDir>, String> {
     let included: std::collections::HashSet<&str> =
         ctx.entries.iter().map(|e| e.path.as_str()).collect();
     let mut hidden: Vec<String> = Vec::new();
@@ -453,13 +453,13 @@ fn context_mask(
 /// when dropped. A writable one (`rw`) gets a throwaway upper directory, so
 /// writes never reach the sources.
 struct ScratchOverlay {
-    _dir: crate::snapshots::WorkDir,
+    _dir: crate::snapshot::WorkDir,
     mountpoint: PathBuf,
 }
 
 impl ScratchOverlay {
     fn mount(
-        snapshots: &crate::snapshots::Snapshots,
+        snapshots: &crate::snapshot::Snapshots,
         mut lowers: Vec<PathBuf>,
         writable: bool,
     ) -> Result<ScratchOverlay, String> {

@@ -16,6 +16,8 @@
 //! snapshots/tmp/             work dirs of running steps (upper + overlay work)
 //! ```
 
+pub mod merged_view;
+
 use kiln_oci::digest::Digest;
 use kiln_oci::layer::{apply_layer_with, ApplyOptions, OverlayXattr, WhiteoutMode};
 use kiln_oci::store::{BlobRef, Store};

@@ -12,7 +12,7 @@
 //! `O_EXCL | O_NOFOLLOW` after removing what was there: nothing is written outside
 //! the upper directory.
 
-use crate::fsview::{LayeredView, ViewEntry};
+use crate::snapshot::merged_view::{LayeredView, ViewEntry};
 use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};

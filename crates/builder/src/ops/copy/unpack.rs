@@ -14,8 +14,8 @@
 //!   anything else at an entry's name is replaced.
 
 use super::upper::{Meta, Times, Upper};
-use crate::fsview::{join_abs, resolve_with};
-use crate::gomatch::go_clean;
+use crate::snapshot::merged_view::{join_abs, resolve_with};
+use crate::source::glob::go_clean;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;

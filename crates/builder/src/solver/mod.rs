@@ -6,16 +6,14 @@
 //! [`StageState`] (layers + image config + environment); filesystem steps go
 //! through the [`cache`] first and run only on a miss.
 
-pub mod cache;
-mod copy_step;
-mod run;
+mod dispatch;
 mod stage;
 
-use crate::context::Context;
-use crate::context_hash::ContextDigests;
+use crate::cache::steps::StepCache;
 use crate::progress::{Clock, Event, ProgressSink};
-use crate::snapshots::{Layer, Snapshots};
-use cache::StepCache;
+use crate::snapshot::{Layer, Snapshots};
+use crate::source::context::Context;
+use crate::source::hash::ContextDigests;
 use kiln_dockerfile::stages::Plan;
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
@@ -154,12 +152,15 @@ impl Shared<'_> {
     }
 
     /// A read-only merged view of `layers` (their snapshots, extracted as needed).
-    pub fn view(&self, layers: &[Layer]) -> Result<crate::fsview::LayeredView, BuildError> {
+    pub fn view(
+        &self,
+        layers: &[Layer],
+    ) -> Result<crate::snapshot::merged_view::LayeredView, BuildError> {
         let stack = self
             .snapshots
             .stack(self.store, layers)
             .map_err(BuildError::other)?;
-        Ok(crate::fsview::LayeredView::new(stack))
+        Ok(crate::snapshot::merged_view::LayeredView::new(stack))
     }
 
     pub fn emit(&self, event: Event) {
@@ -292,7 +293,7 @@ pub fn build(
 
 /// The digest that stands for "no filesystem yet" (FROM scratch).
 pub(crate) fn scratch_key(platform: &str) -> Digest {
-    let mut k = cache::KeyBuilder::new("scratch", &Digest::of(b""));
+    let mut k = crate::cache::steps::KeyBuilder::new("scratch", &Digest::of(b""));
     k.part(platform);
     k.finish()
 }

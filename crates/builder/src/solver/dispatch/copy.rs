@@ -3,12 +3,12 @@
 //! through a [`LayeredView`] of its snapshots (no mount, so they work the same
 //! as root and rootless).
 
-use super::cache::{KeyBuilder, StepRecord};
-use super::stage::{input_key, StageState, StepCtx};
-use super::{BuildError, NamedContext};
-use crate::context::Context;
-use crate::copy::{self, CopyOp, CopySource};
-use crate::fsview::LayeredView;
+use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::ops::copy::{self, CopyOp, CopySource};
+use crate::snapshot::merged_view::LayeredView;
+use crate::solver::stage::{input_key, StageState, StepCtx};
+use crate::solver::{BuildError, NamedContext};
+use crate::source::context::Context;
 use kiln_dockerfile::instructions::Instruction;
 use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
@@ -105,7 +105,7 @@ pub(crate) fn copy_step(
         (_, Some(dir)) => {
             let c = Context::load_with_ignore_file(&dir, None)
                 .map_err(|e| sh.located(origin, format!("build context {}: {e}", dir.display())))?;
-            let d = crate::context_hash::hash_context(&c, None)
+            let d = crate::source::hash::hash_context(&c, None)
                 .map_err(|e| sh.located(origin, format!("build context {}: {e}", dir.display())))?;
             let (c, d) = (std::sync::Arc::new(c), std::sync::Arc::new(d));
             let key = copy::context_sources_digest(&op, &c, &d)

@@ -1,8 +1,8 @@
 //! The build context: a directory walked with the `.dockerignore` rules applied,
 //! giving a sorted list of entries with the metadata a COPY and the cache need.
 
-use crate::dockerignore::{MatchInfo, PatternError, PatternMatcher};
-use crate::gomatch::{go_clean, go_match, has_wildcards};
+use crate::source::dockerignore::{MatchInfo, PatternError, PatternMatcher};
+use crate::source::glob::{go_clean, go_match, has_wildcards};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -122,12 +122,13 @@ impl Context {
         root: &Path,
         dockerfile: Option<&Path>,
     ) -> Result<Context, ContextError> {
-        let patterns = crate::dockerignore::load_patterns(root, dockerfile).map_err(|source| {
-            ContextError::Io {
-                path: root.to_path_buf(),
-                source,
-            }
-        })?;
+        let patterns =
+            crate::source::dockerignore::load_patterns(root, dockerfile).map_err(|source| {
+                ContextError::Io {
+                    path: root.to_path_buf(),
+                    source,
+                }
+            })?;
         Context::load(root, &PatternMatcher::new(&patterns)?)
     }
 

@@ -9,7 +9,7 @@
 //!   excluded when the last pattern that matches it (itself or one of its parent
 //!   directories) is not an exception.
 
-use crate::gomatch::{go_clean, go_match, BadPattern};
+use crate::source::glob::{go_clean, go_match, BadPattern};
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -12,7 +12,7 @@
 //! the record points at stored blobs. A record whose blob was garbage-collected
 //! is a miss.
 
-use crate::snapshots::Layer;
+use crate::snapshot::Layer;
 use kiln_oci::digest::{Digest, Hasher};
 use kiln_oci::store::Store;
 use serde::{Deserialize, Serialize};

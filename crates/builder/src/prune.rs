@@ -8,7 +8,7 @@
 //! a stored image or a cache record still has its layer. Everything runs under
 //! the store's exclusive lock, so no build is running meanwhile.
 
-use crate::executor::cache::StepCache;
+use crate::cache::steps::StepCache;
 use kiln_oci::digest::Digest;
 use kiln_oci::store::{GcReport, Store};
 use std::collections::BTreeSet;
@@ -105,7 +105,7 @@ fn tree_size(p: &Path) -> u64 {
 }
 
 fn remove(p: &Path) -> Result<(), String> {
-    crate::snapshots::remove_tree(p);
+    crate::snapshot::remove_tree(p);
     if fs::symlink_metadata(p).is_ok() {
         return Err(format!("cannot remove {}", p.display()));
     }

@@ -12,7 +12,7 @@
 //! little-endian), then a sha256 of everything before it. Anything that does not
 //! parse or verify is treated as an empty cache and rewritten.
 
-use crate::context::{Context, Entry, FileKind};
+use crate::source::context::{Context, Entry, FileKind};
 use kiln_oci::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -331,7 +331,7 @@ fn read_contents(ctx: &Context, indices: &[usize]) -> io::Result<Vec<(Digest, u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dockerignore::PatternMatcher;
+    use crate::source::dockerignore::PatternMatcher;
     use std::os::unix::fs::PermissionsExt;
     use std::time::{Duration, SystemTime};
 
