@@ -9,7 +9,7 @@
 //! Custom harness (`harness = false`): this binary is also the sandbox
 //! helper, so `main` calls the helper hook first.
 
-use kiln_oci::archive::{DockerExporter, Exporter, NamedImage, OciExporter};
+use kiln_oci::export::{DockerExporter, Exporter, NamedImage, OciExporter};
 use kiln_oci::image::{write_image, History, ImageConfig, ManifestFormat};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::store::{BlobRef, Store};

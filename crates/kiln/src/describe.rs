@@ -9,8 +9,8 @@
 //! `.wh..wh..opq` in a directory hides everything the layers underneath had in it.
 //! A hard link is described as the regular file it links to.
 
-use kiln_oci::archive::clean_path;
 use kiln_oci::image::{ContainerConfig, ImageConfig};
+use kiln_oci::load::clean_path;
 use kiln_oci::Hasher;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,8 +7,8 @@
 //! Everything written goes through [`canonical_json`], so the same image always
 //! has the same digests.
 
+use crate::canonical_json::canonical_json;
 use crate::digest::Digest;
-use crate::json::canonical_json;
 use crate::store::{BlobRef, Result, Store, StoreError};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};

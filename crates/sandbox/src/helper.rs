@@ -21,7 +21,7 @@
 
 use crate::idmap::IdMap;
 use crate::spec::{MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode};
-use crate::{container, stubs};
+use crate::{container, mount_stubs};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;
@@ -264,7 +264,7 @@ fn run_in_workspace(
             } => (Some(upperdir.as_path()), lowerdirs),
             Rootfs::Dir(_) => (None, &[]),
         };
-        let mut stubs = stubs::Stubs::new(&ws.root, upper);
+        let mut stubs = mount_stubs::Stubs::new(&ws.root, upper);
         let result = stubs
             .create_all(spec)
             .and_then(|()| fork_step(spec, id_map, ws, &staged));
@@ -274,7 +274,12 @@ fn run_in_workspace(
         } else if let Some(upper) = upper {
             // Directories overlay copied up only because we created a mount
             // point in them go again, so the upperdir holds the step's changes only.
-            stubs::drop_untouched_copied_up_parents(upper, lowerdirs, &removed, cleanup_errors);
+            mount_stubs::drop_untouched_copied_up_parents(
+                upper,
+                lowerdirs,
+                &removed,
+                cleanup_errors,
+            );
         }
         result
     });

@@ -38,9 +38,9 @@ mod container;
 pub mod copy;
 mod helper;
 pub mod idmap;
+mod mount_stubs;
 mod runner;
 pub mod spec;
-mod stubs;
 pub mod user;
 pub mod userns;
 

@@ -2,7 +2,7 @@
 
 use crate::flags::{GlobalFlags, SaveFlags};
 use crate::local_images::{find, open_store, Target};
-use kiln_oci::archive::{DockerExporter, Exporter, NamedImage, OciExporter};
+use kiln_oci::export::{DockerExporter, Exporter, NamedImage, OciExporter};
 use miette::{miette, Result};
 use std::fs;
 use std::io::{BufWriter, IsTerminal, Write};

@@ -16,8 +16,8 @@
 //! digest name and the directory is fsynced, so a killed writer never leaves a partial
 //! blob under a digest name. Whatever a dead writer left in `tmp/` is removed by [`Store::gc`].
 
+use crate::canonical_json::canonical_json;
 use crate::digest::{Digest, Hasher};
-use crate::json::canonical_json;
 use crate::reference::ImageName;
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};

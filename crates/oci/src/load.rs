@@ -6,12 +6,12 @@
 //! small metadata files are kept in memory. Nothing is extracted onto the
 //! filesystem, so hostile paths in the archive cannot write anywhere.
 
-use super::{io_err, ArchiveError, Result};
+use crate::canonical_json::canonical_json;
 use crate::digest::Digest;
+use crate::export::{io_err, ArchiveError, Result};
 use crate::image::{
     build_manifest, load_image, media_type, referenced_blobs, LayerCompression, ManifestFormat,
 };
-use crate::json::canonical_json;
 use crate::reference::ImageName;
 use crate::store::{BlobRef, Store, StoreError, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 use serde::Deserialize;

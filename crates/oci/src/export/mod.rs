@@ -1,21 +1,14 @@
-//! Image formats in and out of the store.
-//!
-//! Out: one [`Exporter`] trait with small implementations — [`OciExporter`] (OCI image
-//! layout as a directory or a tar), [`DockerExporter`] (a `docker load`-compatible tar),
-//! [`LocalExporter`] and [`TarExporter`] (the image's filesystem, as a directory or a tar).
-//! In: [`load_archive`] reads a docker-archive or OCI archive tar, [`import_oci_dir`]
-//! an OCI layout directory.
+//! Images out of the store: one [`Exporter`] trait with small implementations —
+//! [`OciExporter`] (OCI image layout as a directory or a tar), [`DockerExporter`] (a
+//! `docker load`-compatible tar), [`LocalExporter`] and [`TarExporter`] (the image's
+//! filesystem, as a directory or a tar). The way in is [`crate::load`].
 
 mod docker;
-mod import;
 mod local;
-
 mod oci;
 mod output;
 
 pub use docker::DockerExporter;
-pub use import::{clean_path, import_oci_dir, load_archive, LoadedImage};
-
 pub use local::{LocalExporter, TarExporter};
 pub use oci::OciExporter;
 pub use output::{OutputKind, OutputSpec};
@@ -49,7 +42,7 @@ pub enum ArchiveError {
 
 pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
 
-fn io_err(
+pub(crate) fn io_err(
     action: &'static str,
     path: impl Into<PathBuf>,
 ) -> impl FnOnce(io::Error) -> ArchiveError {

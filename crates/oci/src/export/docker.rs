@@ -9,8 +9,8 @@
 
 use super::oci::{layout_index, OCI_LAYOUT};
 use super::{closure, io_err, ArchiveError, Exporter, NamedImage, Result, TarOut};
+use crate::canonical_json::canonical_json;
 use crate::image::load_image;
-use crate::json::canonical_json;
 use crate::store::{BlobRef, Store};
 use serde::Serialize;
 use std::io::Write;

@@ -1,8 +1,8 @@
 //! OCI image layout, as a directory or as a tar (an "OCI archive").
 
 use super::{closure, io_err, ArchiveError, Exporter, NamedImage, Result, TarOut};
+use crate::canonical_json::canonical_json;
 use crate::image::media_type;
-use crate::json::canonical_json;
 use crate::store::{sync_dir, BlobRef, Store, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 use serde::Serialize;
 use std::fs;
