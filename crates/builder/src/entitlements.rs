@@ -7,7 +7,7 @@
 // `DockerfileError` carries its source excerpt; it is returned once per build.
 #![allow(clippy::result_large_err)]
 
-use kiln_dockerfile::instructions::{Instruction, NetworkMode, Run, Security};
+use kiln_dockerfile::instructions::{Kind, NetworkMode, Origin, Run, Security};
 use kiln_dockerfile::stages::Plan;
 use kiln_dockerfile::{DockerfileError, Source};
 
@@ -121,16 +121,21 @@ pub const RUN_RULES: &[RunRule] = &[
     },
 ];
 
-/// Checks one RUN against the granted entitlements; the error points at the
-/// RUN's lines in `src`.
-pub fn check_run(run: &Run, granted: &Entitlements, src: &Source) -> Result<(), DockerfileError> {
+/// Checks one RUN (written at `origin`) against the granted entitlements; the
+/// error points at the RUN's lines in `src`.
+pub fn check_run(
+    run: &Run,
+    origin: &Origin,
+    granted: &Entitlements,
+    src: &Source,
+) -> Result<(), DockerfileError> {
     for rule in RUN_RULES {
         if (rule.applies)(run) && !granted.allows(rule.entitlement) {
             let name = rule.entitlement.as_str();
             return Err(DockerfileError::at(
                 src,
-                run.origin.start_line,
-                run.origin.end_line,
+                origin.start_line,
+                origin.end_line,
                 format!(
                     "RUN {} requires --allow {name}: entitlement {name} is not allowed",
                     rule.flag
@@ -153,8 +158,8 @@ pub fn check_plan(
 ) -> Result<(), DockerfileError> {
     for stage in plan.needed_stages() {
         for step in &stage.steps {
-            if let Instruction::Run(run) = &step.instruction {
-                check_run(run, granted, src)?;
+            if let Kind::Run(run) = &step.instruction.kind {
+                check_run(run, &step.instruction.origin, granted, src)?;
             }
         }
     }

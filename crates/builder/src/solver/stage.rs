@@ -7,7 +7,7 @@ use super::{BuildError, NamedContext, Shared};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::Event;
 use crate::snapshot::Layer;
-use kiln_dockerfile::instructions::{CommandLine, Instruction, Origin, ShellExpand};
+use kiln_dockerfile::instructions::{CommandLine, Instruction, Kind, Origin, ShellExpand};
 use kiln_dockerfile::stages::{Base, Input, Stage, Step};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{
@@ -162,8 +162,8 @@ impl StageState {
 /// in progress and cached.
 pub fn is_fs_step(step: &Step) -> bool {
     matches!(
-        step.instruction,
-        Instruction::Run(_) | Instruction::Copy(_) | Instruction::Add(_) | Instruction::Workdir(_)
+        step.instruction.kind,
+        Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_)
     )
 }
 
@@ -201,7 +201,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
     let total = 1 + st.steps.len();
     let stage_name = st.display_name();
     let mut vertex = sh.first_vertex[st.index];
-    let from_name = format!("[{stage_name} 1/{total}] {}", st.from.origin.summary());
+    let from_name = format!("[{stage_name} 1/{total}] {}", st.from_origin.summary());
     // A stage built on another shows its FROM once that stage is done.
     if let Base::Stage(i) = &st.base {
         sh.wait_stage(*i)?;
@@ -262,7 +262,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
         let name = format!(
             "[{stage_name} {}/{total}] {}",
             i + 2,
-            step.instruction.origin().summary()
+            step.instruction.origin.summary()
         );
         let vertex_id = if is_fs_step(step) {
             vertex += 1;
@@ -314,7 +314,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
         }
         Base::Image(reference) => {
             let (layers, config, key) =
-                image_source(sh, reference, Some(platform), &st.from.origin)?;
+                image_source(sh, reference, Some(platform), &st.from_origin)?;
             let created = config
                 .created
                 .as_deref()
@@ -361,7 +361,7 @@ fn trigger_step(sh: &Shared<'_>, st: &Stage, text: &str) -> Result<Step, BuildEr
     let src = kiln_dockerfile::Source::new("ONBUILD trigger", text.to_string());
     let bad = |e: String| {
         sh.located(
-            &st.from.origin,
+            &st.from_origin,
             format!("the base image's ONBUILD trigger {text:?}: {e}"),
         )
     };
@@ -373,15 +373,18 @@ fn trigger_step(sh: &Shared<'_>, st: &Stage, text: &str) -> Result<Step, BuildEr
     let mut instruction =
         Instruction::parse(node, df.escape, &src).map_err(|e| bad(e.message.clone()))?;
     // Report problems against the FROM line that brought the trigger in.
-    set_origin(&mut instruction, &st.from.origin);
-    if let Instruction::Copy(c) = &instruction {
+    instruction.origin = Origin {
+        code: instruction.origin.code.clone(),
+        ..st.from_origin.clone()
+    };
+    if let Kind::Copy(c) = &instruction.kind {
         if c.from.is_some() {
             return Err(bad(
                 "COPY --from in an ONBUILD trigger is not supported".into()
             ));
         }
     }
-    if matches!(instruction, Instruction::From(_) | Instruction::Onbuild(_)) {
+    if matches!(instruction.kind, Kind::From(_) | Kind::Onbuild(_)) {
         return Err(bad(
             "FROM and ONBUILD are not allowed as ONBUILD triggers".into()
         ));
@@ -392,34 +395,6 @@ fn trigger_step(sh: &Shared<'_>, st: &Stage, text: &str) -> Result<Step, BuildEr
         mount_from: Vec::new(),
         onbuild: true,
     })
-}
-
-fn set_origin(i: &mut Instruction, origin: &Origin) {
-    let code = i.origin().code.clone();
-    let o = match i {
-        Instruction::From(x) => &mut x.origin,
-        Instruction::Run(x) => &mut x.origin,
-        Instruction::Cmd(x) => &mut x.origin,
-        Instruction::Entrypoint(x) => &mut x.origin,
-        Instruction::Shell(x) => &mut x.origin,
-        Instruction::Env(x) => &mut x.origin,
-        Instruction::Arg(x) => &mut x.origin,
-        Instruction::Label(x) => &mut x.origin,
-        Instruction::Expose(x) => &mut x.origin,
-        Instruction::User(x) => &mut x.origin,
-        Instruction::Workdir(x) => &mut x.origin,
-        Instruction::Volume(x) => &mut x.origin,
-        Instruction::StopSignal(x) => &mut x.origin,
-        Instruction::Healthcheck(x) => &mut x.origin,
-        Instruction::Onbuild(x) => &mut x.origin,
-        Instruction::Maintainer(x) => &mut x.origin,
-        Instruction::Copy(x) => &mut x.origin,
-        Instruction::Add(x) => &mut x.origin,
-    };
-    *o = Origin {
-        code,
-        ..origin.clone()
-    };
 }
 
 /// An image's layers, config and cache key: from a named build context, else
@@ -615,7 +590,7 @@ fn apply_step(
     step: &Step,
 ) -> Result<(), BuildError> {
     let sh = ctx.sh;
-    let origin = step.instruction.origin().clone();
+    let origin = step.instruction.origin.clone();
     let env = state.expansion_env();
     let instr = {
         let mut ex = ShellExpand::new(sh.plan.escape, &env);
@@ -624,18 +599,18 @@ fn apply_step(
             .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?
     };
     let at = state.created;
-    match instr {
-        Instruction::From(_) => {}
-        Instruction::Run(r) => {
-            let (key, rec, created_by) = run::run_step(ctx, state, &r, step)?;
+    match instr.kind {
+        Kind::From(_) => {}
+        Kind::Run(r) => {
+            let (key, rec, created_by) = run::run_step(ctx, state, &origin, &r, step)?;
             apply_record(state, key, rec, created_by);
         }
-        Instruction::Copy(_) | Instruction::Add(_) => {
+        Kind::Copy(_) | Kind::Add(_) => {
             let (key, rec, created_by) =
                 crate::solver::dispatch::copy::copy_step(ctx, state, &instr, step)?;
             apply_record(state, key, rec, created_by);
         }
-        Instruction::Workdir(w) => {
+        Kind::Workdir(w) => {
             let wd = resolve_path(&state.workdir(), &w.path);
             state.cc().working_dir = Some(wd.clone());
             if wd != "/" {
@@ -645,7 +620,7 @@ fn apply_step(
                 state.history(format!("WORKDIR {wd}"), false, at);
             }
         }
-        Instruction::Env(e) => {
+        Kind::Env(e) => {
             let mut parts = Vec::new();
             for kv in &e.vars {
                 state.set_env(&kv.key, &kv.value);
@@ -653,7 +628,7 @@ fn apply_step(
             }
             state.history(format!("ENV {}", parts.join(" ")), false, at);
         }
-        Instruction::Arg(a) => {
+        Kind::Arg(a) => {
             let mut parts = Vec::new();
             for decl in &a.args {
                 state.build_args.push(decl.key.clone());
@@ -673,7 +648,7 @@ fn apply_step(
             }
             state.history(format!("ARG {}", parts.join(" ")), false, at);
         }
-        Instruction::Label(l) => {
+        Kind::Label(l) => {
             let mut parts = Vec::new();
             for kv in &l.labels {
                 state.cc().labels.insert(kv.key.clone(), kv.value.clone());
@@ -681,7 +656,7 @@ fn apply_step(
             }
             state.history(format!("LABEL {}", parts.join(" ")), false, at);
         }
-        Instruction::Expose(e) => {
+        Kind::Expose(e) => {
             let mut ports = std::collections::BTreeSet::new();
             for spec in &e.ports {
                 for p in expose_ports(spec).map_err(|m| sh.located(&origin, m))? {
@@ -692,11 +667,11 @@ fn apply_step(
             let ports: Vec<String> = ports.into_iter().collect();
             state.history(format!("EXPOSE [{}]", ports.join(" ")), false, at);
         }
-        Instruction::User(u) => {
+        Kind::User(u) => {
             state.cc().user = Some(u.user.clone());
             state.history(format!("USER {}", u.user), false, at);
         }
-        Instruction::Volume(v) => {
+        Kind::Volume(v) => {
             for p in &v.paths {
                 if p.is_empty() {
                     return Err(sh.located(&origin, "VOLUME specified can not be an empty string"));
@@ -705,14 +680,14 @@ fn apply_step(
             }
             state.history(format!("VOLUME [{}]", v.paths.join(" ")), false, at);
         }
-        Instruction::StopSignal(s) => {
+        Kind::StopSignal(s) => {
             if !valid_signal(&s.signal) {
                 return Err(sh.located(&origin, format!("invalid signal: {}", s.signal)));
             }
             state.cc().stop_signal = Some(s.signal.clone());
             state.history(format!("STOPSIGNAL {}", s.signal), false, at);
         }
-        Instruction::Cmd(c) => {
+        Kind::Cmd(c) => {
             let args = command_args(state, &c.command);
             // An empty list is omitted from the config JSON (Go's omitempty).
             state.cc().cmd = (!args.is_empty()).then(|| args.clone());
@@ -720,7 +695,7 @@ fn apply_step(
             state.cmd_set = true;
             state.history(format!("CMD {}", go_quoted_list(&args)), false, at);
         }
-        Instruction::Entrypoint(e) => {
+        Kind::Entrypoint(e) => {
             let args = command_args(state, &e.command);
             let cmd_set = state.cmd_set;
             let cc = state.cc();
@@ -730,11 +705,11 @@ fn apply_step(
             }
             state.history(format!("ENTRYPOINT {}", go_quoted_list(&args)), false, at);
         }
-        Instruction::Shell(s) => {
+        Kind::Shell(s) => {
             state.cc().shell = Some(s.shell.clone());
             state.history(format!("SHELL [{}]", s.shell.join(" ")), false, at);
         }
-        Instruction::Healthcheck(h) => {
+        Kind::Healthcheck(h) => {
             let hc = match &h.check {
                 None => kiln_oci::image::HealthConfig {
                     test: vec!["NONE".into()],
@@ -761,11 +736,11 @@ fn apply_step(
             state.cc().healthcheck = Some(hc);
             state.history(text, false, at);
         }
-        Instruction::Onbuild(o) => {
+        Kind::Onbuild(o) => {
             // BuildKit records no history entry for ONBUILD.
             state.cc().on_build.push(o.expression.clone());
         }
-        Instruction::Maintainer(m) => {
+        Kind::Maintainer(m) => {
             state.config.author = Some(m.name.clone());
             state.history(format!("MAINTAINER {}", m.name), false, at);
         }

@@ -9,7 +9,7 @@ use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
 use kiln_builder::solver::{self as executor, BuildError, BuildOptions, NamedContext};
 use kiln_builder::source::context::Context;
 use kiln_builder::source::hash::{self as context_hash, hash_context};
-use kiln_dockerfile::instructions::Instruction;
+use kiln_dockerfile::instructions::Kind;
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
 use kiln_oci::export::{NamedImage, OutputSpec};
@@ -558,22 +558,18 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
     let width = plan
         .stages
         .iter()
-        .flat_map(|s| {
-            s.steps
-                .iter()
-                .map(|st| st.instruction.origin().lines().len())
-        })
-        .chain(std::iter::once(st.from.origin.lines().len()))
+        .flat_map(|s| s.steps.iter().map(|st| st.instruction.origin.lines().len()))
+        .chain(std::iter::once(st.from_origin.lines().len()))
         .max()
         .unwrap_or(1);
     let _ = writeln!(
         out,
         "    line {:>width$}  {}",
-        st.from.origin.lines(),
-        st.from.origin.summary()
+        st.from_origin.lines(),
+        st.from_origin.summary()
     );
     for step in &st.steps {
-        let o = step.instruction.origin();
+        let o = &step.instruction.origin;
         let mut notes = Vec::new();
         if step.onbuild {
             notes.push("ONBUILD trigger of the base stage".to_string());
@@ -589,7 +585,7 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
                 Input::Image(r) => notes.push(format!("mounts image {r}")),
             }
         }
-        if let Instruction::Run(r) = &step.instruction {
+        if let Kind::Run(r) = &step.instruction.kind {
             if !r.heredocs.is_empty() {
                 notes.push(format!("{} heredoc(s)", r.heredocs.len()));
             }

@@ -12,7 +12,7 @@
 
 use crate::flags::{GlobalFlags, ImportFlags};
 use crate::local_images::open_store;
-use kiln_dockerfile::instructions::{parse_instructions, CommandLine, Instruction, ShellExpand};
+use kiln_dockerfile::instructions::{parse_instructions, CommandLine, Kind, ShellExpand};
 use kiln_dockerfile::Source;
 use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, EmptyObject, History};
 use kiln_oci::layer::{write_layer, write_layer_from_tar, Compression, DiffKind, LayerOptions};
@@ -184,8 +184,8 @@ fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &st
         .expanded(&mut expand)
         .map_err(|e| miette!("--change {text:?}: {}", e.message))?;
     let bad = |m: String| miette!("--change {text:?}: {m}");
-    match instruction {
-        Instruction::Env(e) => {
+    match instruction.kind {
+        Kind::Env(e) => {
             for kv in e.vars {
                 let prefix = format!("{}=", kv.key);
                 let entry = format!("{}={}", kv.key, kv.value);
@@ -195,34 +195,34 @@ fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &st
                 }
             }
         }
-        Instruction::Cmd(c) => {
+        Kind::Cmd(c) => {
             config.cmd = Some(command_argv(config, c.command));
             state.cmd_set = true;
         }
-        Instruction::Entrypoint(e) => {
+        Kind::Entrypoint(e) => {
             config.entrypoint = Some(command_argv(config, e.command));
             if !state.cmd_set {
                 config.cmd = None;
             }
         }
-        Instruction::Workdir(w) => {
+        Kind::Workdir(w) => {
             let base = config.working_dir.clone().unwrap_or_else(|| "/".into());
             config.working_dir = Some(join_workdir(&base, &w.path));
         }
-        Instruction::User(u) => config.user = Some(u.user),
-        Instruction::Label(l) => {
+        Kind::User(u) => config.user = Some(u.user),
+        Kind::Label(l) => {
             for kv in l.labels {
                 config.labels.insert(kv.key, kv.value);
             }
         }
-        Instruction::Expose(e) => {
+        Kind::Expose(e) => {
             for p in e.ports {
                 for port in expose_ports(&p).map_err(bad)? {
                     config.exposed_ports.insert(port, EmptyObject {});
                 }
             }
         }
-        Instruction::Volume(v) => {
+        Kind::Volume(v) => {
             for p in v.paths {
                 if p.is_empty() {
                     return Err(bad("VOLUME specified can not be an empty string".into()));
@@ -230,8 +230,8 @@ fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &st
                 config.volumes.insert(p, EmptyObject {});
             }
         }
-        Instruction::StopSignal(s) => config.stop_signal = Some(s.signal),
-        Instruction::Healthcheck(h) => {
+        Kind::StopSignal(s) => config.stop_signal = Some(s.signal),
+        Kind::Healthcheck(h) => {
             config.healthcheck = Some(match h.check {
                 None => kiln_oci::image::HealthConfig {
                     test: vec!["NONE".into()],
@@ -250,7 +250,7 @@ fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &st
                 }
             })
         }
-        Instruction::Onbuild(o) => config.on_build.push(o.expression),
+        Kind::Onbuild(o) => config.on_build.push(o.expression),
         other => {
             return Err(bad(format!(
                 "{} cannot be used with import; allowed: {ALLOWED}",

@@ -30,19 +30,17 @@
 //! Nothing is mounted: reads go through [`LayeredView`]s, writes into the upper
 //! directory (see [`upper`]).
 
-pub mod chmod;
 pub mod chown;
 mod download;
 mod unpack;
 pub mod upper;
-
-pub use chmod::Chmod;
 
 use crate::snapshot::merged_view::{resolve_with, LayeredView};
 use crate::source::context::{Context, FileKind};
 use crate::source::dockerignore::{MatchInfo, PatternMatcher};
 use crate::source::glob::{go_clean, go_match, has_wildcards};
 use crate::source::hash::ContextDigests;
+use kiln_dockerfile::instructions::Chmod;
 use kiln_oci::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::{self, Metadata};

@@ -9,7 +9,7 @@ use crate::snapshot::merged_view::LayeredView;
 use crate::solver::stage::{input_key, StageState, StepCtx};
 use crate::solver::{BuildError, NamedContext};
 use crate::source::context::Context;
-use kiln_dockerfile::instructions::Instruction;
+use kiln_dockerfile::instructions::{Instruction, Kind};
 use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
 use serde::Serialize;
@@ -38,10 +38,10 @@ pub(crate) fn copy_step(
     step: &Step,
 ) -> Result<(Digest, StepRecord, String), BuildError> {
     let sh = ctx.sh;
-    let origin = instr.origin();
+    let origin = &instr.origin;
     let workdir = state.workdir();
-    let (op, link, from_name) = match instr {
-        Instruction::Copy(c) => (
+    let (op, link, from_name) = match &instr.kind {
+        Kind::Copy(c) => (
             CopyOp {
                 sources: c.sources.clone(),
                 inline: c
@@ -62,7 +62,7 @@ pub(crate) fn copy_step(
             c.link,
             c.from.clone(),
         ),
-        Instruction::Add(a) => (
+        Kind::Add(a) => (
             CopyOp {
                 sources: a.sources.clone(),
                 inline: a
@@ -152,13 +152,13 @@ pub(crate) fn copy_step(
         k.json(&CopyKey {
             add: op.is_add,
             sources: &op.sources,
-            inline: match instr {
-                Instruction::Copy(c) => c
+            inline: match &instr.kind {
+                Kind::Copy(c) => c
                     .inline
                     .iter()
                     .map(|f| (f.name.as_str(), f.content.as_str()))
                     .collect(),
-                Instruction::Add(a) => a
+                Kind::Add(a) => a
                     .inline
                     .iter()
                     .map(|f| (f.name.as_str(), f.content.as_str()))

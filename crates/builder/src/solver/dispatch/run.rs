@@ -7,7 +7,7 @@ use crate::progress::{Event, OutputStream};
 use crate::solver::stage::{input_key, resolve_path, StageState, StepCtx};
 use crate::solver::BuildError;
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
-use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Security};
+use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Origin, Security};
 use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
 use kiln_sandbox::{
@@ -109,11 +109,11 @@ fn is_lone_heredoc(cmd: &str) -> bool {
 pub(crate) fn run_step(
     ctx: &StepCtx<'_, '_>,
     state: &StageState,
+    origin: &Origin,
     r: &ins::Run,
     step: &Step,
 ) -> Result<(Digest, StepRecord, String), BuildError> {
     let sh = ctx.sh;
-    let origin = &r.origin;
     let (args, pipe) = run_args(state, r);
     let mut env = state.env_list();
     let cwd = state.workdir();
@@ -130,7 +130,7 @@ pub(crate) fn run_step(
         Security::Insecure => SecurityMode::Insecure,
         Security::Sandbox => SecurityMode::Sandbox,
     };
-    let mut mounts = prepare_mounts(ctx, state, r, step)?;
+    let mut mounts = prepare_mounts(ctx, state, origin, r, step)?;
     if let Some(p) = pipe {
         mounts.key_parts.push(("pipe".into(), format!("{p:?}")));
         mounts.specs.push(p);
@@ -222,11 +222,11 @@ pub(crate) fn run_step(
 fn prepare_mounts(
     ctx: &StepCtx<'_, '_>,
     state: &StageState,
+    origin: &Origin,
     r: &ins::Run,
     step: &Step,
 ) -> Result<PreparedMounts, BuildError> {
     let sh = ctx.sh;
-    let origin = &r.origin;
     let env = state.expansion_env();
     let mut out = PreparedMounts {
         specs: Vec::new(),

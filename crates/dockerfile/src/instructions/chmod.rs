@@ -1,8 +1,9 @@
-//! `--chmod`: an octal mode (`755`, `0644`, at most `07777`) or, as BuildKit accepts
-//! since Dockerfile 1.14, a symbolic mode (`u+x,g-w`, `a=rX`, `go=u`) with the BSD
-//! `setmode`/`getmode` meaning (BuildKit parses it with tonistiigi/dchapes-mode and
-//! a zero umask: `dockerfile2llb/convert_copy.go` `dispatchCopy`, fsutil
-//! `copy.Copy`).
+//! `--chmod` of COPY and ADD: an octal mode (`755`, `0644`, at most `07777`) or, as
+//! BuildKit accepts since Dockerfile 1.14, a symbolic mode (`u+x,g-w`, `a=rX`, `go=u`)
+//! with the BSD `setmode`/`getmode` meaning (BuildKit parses it with
+//! tonistiigi/dchapes-mode and a zero umask: `dockerfile2llb/convert_copy.go`
+//! `dispatchCopy`, fsutil `copy.Copy`). Parsed here, applied to each copied file by
+//! the executor ([`Chmod::apply`]).
 
 /// A parsed `--chmod` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +46,13 @@ const WHO_O: u32 = 0o0007;
 const STICKY: u32 = 0o1000;
 
 /// BuildKit's message for a bad value (`dispatchCopy`).
-pub fn invalid_message(value: &str) -> String {
+fn invalid_message(value: &str) -> String {
     format!("invalid chmod parameter: '{value}'. it should be octal string and between 0 and 07777")
 }
 
 impl Chmod {
-    /// Parses a `--chmod` value. The error is the readable reason.
+    /// Parses a `--chmod` value as BuildKit checks it. The error is BuildKit's
+    /// message for a bad octal value, else a readable reason.
     pub fn parse(value: &str) -> Result<Chmod, String> {
         if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
             // Go's strconv.ParseUint(value, 8, 32): digits 8 and 9 fail, which
@@ -65,12 +67,15 @@ impl Chmod {
             // BuildKit with the octal message.
             return Err(invalid_message(value));
         }
-        let mut clauses = Vec::new();
-        for clause in value.split(',') {
-            clauses.push(parse_clause(clause).ok_or_else(|| {
-                format!("invalid chmod parameter: '{value}': bad symbolic mode clause {clause:?}")
-            })?);
-        }
+        let clauses = value
+            .split(',')
+            .map(parse_clause)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                format!(
+                    "invalid chmod parameter: '{value}'. it should be an octal mode (0 to 07777) or a symbolic mode like u+x,g-w"
+                )
+            })?;
         Ok(Chmod::Symbolic(clauses))
     }
 
@@ -235,8 +240,22 @@ mod tests {
         assert_eq!(sym("+t", 0o777, true), 0o1777);
         assert_eq!(sym("o+t", 0o777, true), 0o777);
         assert_eq!(sym("u=rwx", 0o4644, false), 0o744);
-        for bad in ["u+q", "z+x", "u", "", "u+x,"] {
+        for bad in ["u+q", "z+x", "u", "", "u+x,", "rwx", "u+y"] {
             assert!(Chmod::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Chmod::parse("u+q").unwrap_err(),
+            "invalid chmod parameter: 'u+q'. it should be an octal mode (0 to 07777) or a symbolic mode like u+x,g-w"
+        );
+        for ok in ["u=rwx,go=rx", "a-w", "g=u", "7777"] {
+            assert!(Chmod::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["999", "17777", "0x1ff"] {
+            assert_eq!(
+                Chmod::parse(bad).unwrap_err(),
+                invalid_message(bad),
+                "{bad}"
+            );
         }
     }
 }
