@@ -13,3 +13,5 @@ pub mod prune;
 pub mod snapshot;
 pub mod solver;
 pub mod source;
+
+pub use solver::dispatch::config::{apply as apply_config, ConfigError};

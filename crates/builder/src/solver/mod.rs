@@ -6,7 +6,7 @@
 //! [`StageState`] (layers + image config + environment); filesystem steps go
 //! through the [`cache`] first and run only on a miss.
 
-mod dispatch;
+pub(crate) mod dispatch;
 mod stage;
 
 use crate::cache::steps::StepCache;

@@ -2,17 +2,15 @@
 //! steps, each applied to a [`StageState`]. Metadata instructions change the
 //! image config; RUN, COPY, ADD and WORKDIR produce layers through the cache.
 
-use super::dispatch::run;
+use super::dispatch;
 use super::{BuildError, NamedContext, Shared};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::Event;
 use crate::snapshot::Layer;
-use kiln_dockerfile::instructions::{CommandLine, Instruction, Kind, Origin, ShellExpand};
+use kiln_dockerfile::instructions::{Instruction, Kind, Origin, ShellExpand};
 use kiln_dockerfile::stages::{Base, Input, Stage, Step};
 use kiln_oci::digest::Digest;
-use kiln_oci::image::{
-    format_rfc3339, load_image, ContainerConfig, EmptyObject, History, ImageConfig,
-};
+use kiln_oci::image::{format_rfc3339, load_image, ContainerConfig, History, ImageConfig};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, Reference};
 use kiln_oci::store::BlobRef;
@@ -56,7 +54,7 @@ impl StageState {
         c
     }
 
-    fn cc(&mut self) -> &mut ContainerConfig {
+    pub(crate) fn cc(&mut self) -> &mut ContainerConfig {
         self.config
             .config
             .get_or_insert_with(ContainerConfig::default)
@@ -70,7 +68,8 @@ impl StageState {
             .map(|(_, v)| v.as_str())
     }
 
-    fn set_state_env(&mut self, key: &str, value: &str) {
+    /// Sets a variable of the environment steps see (ARG, ENV).
+    pub(crate) fn set_state_env(&mut self, key: &str, value: &str) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value.to_string()));
     }
@@ -78,16 +77,7 @@ impl StageState {
     /// ENV: the image config and the state.
     fn set_env(&mut self, key: &str, value: &str) {
         self.set_state_env(key, value);
-        let cc = self.cc();
-        let entry = format!("{key}={value}");
-        match cc
-            .env
-            .iter_mut()
-            .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
-        {
-            Some(e) => *e = entry,
-            None => cc.env.push(entry),
-        }
+        dispatch::config::set_env(self.cc(), key, value);
     }
 
     /// BuildKit's `runCommandString`: `|N K=V …` for the N declared ARGs
@@ -138,15 +128,13 @@ impl StageState {
     }
 
     pub fn shell(&self) -> Vec<String> {
-        self.config
-            .config
-            .as_ref()
-            .and_then(|c| c.shell.clone())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+        match &self.config.config {
+            Some(cc) => dispatch::config::config_shell(cc),
+            None => dispatch::config::config_shell(&ContainerConfig::default()),
+        }
     }
 
-    fn history(&mut self, created_by: String, layer: bool, created: i64) {
+    pub(crate) fn history(&mut self, created_by: String, layer: bool, created: i64) {
         self.created = self.created.max(created);
         self.config.history.push(History {
             created: Some(format_rfc3339(created)),
@@ -165,35 +153,6 @@ pub fn is_fs_step(step: &Step) -> bool {
         step.instruction.kind,
         Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_)
     )
-}
-
-/// Go's `%q` of a string slice (`["npm" "start"]`), as BuildKit's history shows.
-fn go_quoted_list(args: &[String]) -> String {
-    let q: Vec<String> = args
-        .iter()
-        .map(|a| kiln_dockerfile::ast::go_quote(a))
-        .collect();
-    format!("[{}]", q.join(" "))
-}
-
-/// Resolves a path against the working directory and cleans it.
-pub fn resolve_path(workdir: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{}/{}", workdir.trim_end_matches('/'), path)
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for p in joined.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// Runs one stage to its final state.
@@ -578,7 +537,12 @@ pub fn unix_now() -> i64 {
 }
 
 /// Applies a step's record: its layer and its history entry.
-fn apply_record(state: &mut StageState, key: Digest, rec: StepRecord, created_by: String) {
+pub(crate) fn apply_record(
+    state: &mut StageState,
+    key: Digest,
+    rec: StepRecord,
+    created_by: String,
+) {
     state.layers.push(rec.layer);
     state.key = key;
     state.history(created_by, true, rec.created);
@@ -599,258 +563,41 @@ fn apply_step(
             .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?
     };
     let at = state.created;
-    match instr.kind {
+    match &instr.kind {
         Kind::From(_) => {}
         Kind::Run(r) => {
-            let (key, rec, created_by) = run::run_step(ctx, state, &origin, &r, step)?;
+            let (key, rec, created_by) = dispatch::run::run_step(ctx, state, &origin, r, step)?;
             apply_record(state, key, rec, created_by);
         }
         Kind::Copy(_) | Kind::Add(_) => {
-            let (key, rec, created_by) =
-                crate::solver::dispatch::copy::copy_step(ctx, state, &instr, step)?;
+            let (key, rec, created_by) = dispatch::copy::copy_step(ctx, state, &instr, step)?;
             apply_record(state, key, rec, created_by);
         }
-        Kind::Workdir(w) => {
-            let wd = resolve_path(&state.workdir(), &w.path);
-            state.cc().working_dir = Some(wd.clone());
-            if wd != "/" {
-                let (key, rec) = crate::solver::dispatch::copy::workdir_step(ctx, state, &wd)?;
-                apply_record(state, key, rec, format!("WORKDIR {wd}"));
-            } else {
-                state.history(format!("WORKDIR {wd}"), false, at);
-            }
-        }
-        Kind::Env(e) => {
-            let mut parts = Vec::new();
-            for kv in &e.vars {
-                state.set_env(&kv.key, &kv.value);
-                parts.push(format!("{}={}", kv.key, kv.value));
-            }
-            state.history(format!("ENV {}", parts.join(" ")), false, at);
-        }
+        Kind::Workdir(w) => dispatch::workdir::workdir(ctx, state, w)?,
         Kind::Arg(a) => {
-            let mut parts = Vec::new();
-            for decl in &a.args {
-                state.build_args.push(decl.key.clone());
-                let value = sh.plan.arg_value(decl, |d| {
-                    let env = state.expansion_env();
-                    kiln_dockerfile::shell::Lexer::new(sh.plan.escape)
-                        .process_word(d, &env)
-                        .map_err(|e| sh.located(&origin, e.to_string()))
-                })?;
-                match value {
-                    Some(v) => {
-                        state.set_state_env(&decl.key, &v);
-                        parts.push(format!("{}={v}", decl.key));
+            let created_by = dispatch::config::arg(sh, state, &origin, a)?;
+            state.history(created_by, false, at);
+        }
+        kind => {
+            let created_by = dispatch::config::apply(&mut state.config, &mut state.cmd_set, kind)
+                .map_err(|e| sh.located(&origin, e.to_string()))?;
+            match kind {
+                Kind::Env(e) => {
+                    for kv in &e.vars {
+                        state.set_state_env(&kv.key, &kv.value);
                     }
-                    None => parts.push(decl.key.clone()),
                 }
+                // BuildKit's frontend marks CMD's arguments escaped (a Windows
+                // leftover it keeps for compatibility); `docker import` does not.
+                Kind::Cmd(_) => state.cc().args_escaped = Some(true),
+                _ => {}
             }
-            state.history(format!("ARG {}", parts.join(" ")), false, at);
-        }
-        Kind::Label(l) => {
-            let mut parts = Vec::new();
-            for kv in &l.labels {
-                state.cc().labels.insert(kv.key.clone(), kv.value.clone());
-                parts.push(format!("{}={}", kv.key, kv.value));
+            if let Some(created_by) = created_by {
+                state.history(created_by, false, at);
             }
-            state.history(format!("LABEL {}", parts.join(" ")), false, at);
-        }
-        Kind::Expose(e) => {
-            let mut ports = std::collections::BTreeSet::new();
-            for spec in &e.ports {
-                for p in expose_ports(spec).map_err(|m| sh.located(&origin, m))? {
-                    state.cc().exposed_ports.insert(p.clone(), EmptyObject {});
-                    ports.insert(p);
-                }
-            }
-            let ports: Vec<String> = ports.into_iter().collect();
-            state.history(format!("EXPOSE [{}]", ports.join(" ")), false, at);
-        }
-        Kind::User(u) => {
-            state.cc().user = Some(u.user.clone());
-            state.history(format!("USER {}", u.user), false, at);
-        }
-        Kind::Volume(v) => {
-            for p in &v.paths {
-                if p.is_empty() {
-                    return Err(sh.located(&origin, "VOLUME specified can not be an empty string"));
-                }
-                state.cc().volumes.insert(p.clone(), EmptyObject {});
-            }
-            state.history(format!("VOLUME [{}]", v.paths.join(" ")), false, at);
-        }
-        Kind::StopSignal(s) => {
-            if !valid_signal(&s.signal) {
-                return Err(sh.located(&origin, format!("invalid signal: {}", s.signal)));
-            }
-            state.cc().stop_signal = Some(s.signal.clone());
-            state.history(format!("STOPSIGNAL {}", s.signal), false, at);
-        }
-        Kind::Cmd(c) => {
-            let args = command_args(state, &c.command);
-            // An empty list is omitted from the config JSON (Go's omitempty).
-            state.cc().cmd = (!args.is_empty()).then(|| args.clone());
-            state.cc().args_escaped = Some(true);
-            state.cmd_set = true;
-            state.history(format!("CMD {}", go_quoted_list(&args)), false, at);
-        }
-        Kind::Entrypoint(e) => {
-            let args = command_args(state, &e.command);
-            let cmd_set = state.cmd_set;
-            let cc = state.cc();
-            cc.entrypoint = (!args.is_empty()).then(|| args.clone());
-            if !cmd_set {
-                cc.cmd = None;
-            }
-            state.history(format!("ENTRYPOINT {}", go_quoted_list(&args)), false, at);
-        }
-        Kind::Shell(s) => {
-            state.cc().shell = Some(s.shell.clone());
-            state.history(format!("SHELL [{}]", s.shell.join(" ")), false, at);
-        }
-        Kind::Healthcheck(h) => {
-            let hc = match &h.check {
-                None => kiln_oci::image::HealthConfig {
-                    test: vec!["NONE".into()],
-                    ..Default::default()
-                },
-                Some(c) => kiln_oci::image::HealthConfig {
-                    test: c.test.clone(),
-                    interval: (c.interval_ns != 0).then_some(c.interval_ns),
-                    timeout: (c.timeout_ns != 0).then_some(c.timeout_ns),
-                    start_period: (c.start_period_ns != 0).then_some(c.start_period_ns),
-                    start_interval: (c.start_interval_ns != 0).then_some(c.start_interval_ns),
-                    retries: (c.retries != 0).then_some(c.retries as i64),
-                },
-            };
-            let text = format!(
-                "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
-                hc.test.join(" "),
-                go_duration(hc.interval.unwrap_or(0)),
-                go_duration(hc.timeout.unwrap_or(0)),
-                go_duration(hc.start_period.unwrap_or(0)),
-                go_duration(hc.start_interval.unwrap_or(0)),
-                hc.retries.unwrap_or(0)
-            );
-            state.cc().healthcheck = Some(hc);
-            state.history(text, false, at);
-        }
-        Kind::Onbuild(o) => {
-            // BuildKit records no history entry for ONBUILD.
-            state.cc().on_build.push(o.expression.clone());
-        }
-        Kind::Maintainer(m) => {
-            state.config.author = Some(m.name.clone());
-            state.history(format!("MAINTAINER {}", m.name), false, at);
         }
     }
     Ok(())
-}
-
-/// The ports an EXPOSE word stands for (`80`, `53/udp`, `7000-7002/udp`),
-/// each as `port/proto`, as Docker's `nat.ParsePortSpecs` expands them.
-fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
-    let (range, proto) = match spec.split_once('/') {
-        Some((r, p)) => (r, p.to_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    let bad = || format!("invalid containerPort: {spec}");
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto: {proto}"));
-    }
-    let (start, end) = match range.split_once('-') {
-        Some((a, b)) => (a, b),
-        None => (range, range),
-    };
-    let start: u16 = start.parse().map_err(|_| bad())?;
-    let end: u16 = end.parse().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
-}
-
-/// Go's `time.Duration.String()` of `ns` nanoseconds (`0s`, `1.5s`, `1m30s`,
-/// `250ms`), as BuildKit's history prints HEALTHCHECK times.
-pub(crate) fn go_duration(ns: i64) -> String {
-    if ns == 0 {
-        return "0s".into();
-    }
-    let neg = ns < 0;
-    let u = ns.unsigned_abs();
-    let trim = |whole: u64, frac: u64, digits: usize| -> String {
-        let mut s = whole.to_string();
-        if frac > 0 {
-            let f = format!("{frac:0digits$}");
-            s.push('.');
-            s.push_str(f.trim_end_matches('0'));
-        }
-        s
-    };
-    let body = if u < 1_000 {
-        format!("{u}ns")
-    } else if u < 1_000_000 {
-        format!("{}µs", trim(u / 1_000, u % 1_000, 3))
-    } else if u < 1_000_000_000 {
-        format!("{}ms", trim(u / 1_000_000, u % 1_000_000, 6))
-    } else {
-        let (h, rest) = (u / 3_600_000_000_000, u % 3_600_000_000_000);
-        let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
-        let secs = trim(rest / 1_000_000_000, rest % 1_000_000_000, 9);
-        if h > 0 {
-            format!("{h}h{m}m{secs}s")
-        } else if m > 0 {
-            format!("{m}m{secs}s")
-        } else {
-            format!("{secs}s")
-        }
-    };
-    if neg {
-        format!("-{body}")
-    } else {
-        body
-    }
-}
-
-/// CMD/ENTRYPOINT arguments: exec form as written, shell form through the SHELL.
-fn command_args(state: &StageState, cmd: &CommandLine) -> Vec<String> {
-    match cmd {
-        CommandLine::Exec(a) => a.clone(),
-        CommandLine::Shell(s) => {
-            let mut a = state.shell();
-            a.push(s.clone());
-            a
-        }
-    }
-}
-
-/// A signal name (`SIGTERM`, `TERM`, `SIGRTMIN+3`) or number, as moby's
-/// `signal.ParseSignal` accepts.
-fn valid_signal(s: &str) -> bool {
-    if let Ok(n) = s.parse::<u32>() {
-        return n > 0;
-    }
-    let name = s.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    const NAMES: &[&str] = &[
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
-        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
-        "TRAP", "TSTP", "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU",
-        "XFSZ",
-    ];
-    if NAMES.contains(&name) {
-        return true;
-    }
-    for base in ["RTMIN", "RTMAX"] {
-        if let Some(rest) = name.strip_prefix(base) {
-            return rest.is_empty()
-                || rest
-                    .strip_prefix(['+', '-'])
-                    .is_some_and(|n| n.parse::<u32>().is_ok());
-        }
-    }
-    false
 }
 
 /// The key part standing for what a `--from` input contributes.
@@ -877,35 +624,5 @@ pub(crate) fn input_key(
             };
             Ok((key, Arc::new(state)))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(go_duration(0), "0s");
-        assert_eq!(go_duration(30_000_000_000), "30s");
-        assert_eq!(go_duration(90_000_000_000), "1m30s");
-        assert_eq!(go_duration(1_500_000_000), "1.5s");
-        assert_eq!(go_duration(250_000_000), "250ms");
-        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
-        assert_eq!(go_duration(1_500), "1.5µs");
-        assert_eq!(go_duration(7), "7ns");
-    }
-
-    #[test]
-    fn expose_specs() {
-        assert_eq!(expose_ports("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expose_ports("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(
-            expose_ports("7000-7002/udp").unwrap(),
-            ["7000/udp", "7001/udp", "7002/udp"]
-        );
-        assert!(expose_ports("80/xyz").is_err());
-        assert!(expose_ports("9-1").is_err());
-        assert!(expose_ports("http").is_err());
     }
 }

@@ -1,7 +1,7 @@
-//! COPY, ADD and WORKDIR: filesystem steps that need no process. They write
-//! straight into the step's upper directory, reading the stage's filesystem
-//! through a [`LayeredView`] of its snapshots (no mount, so they work the same
-//! as root and rootless).
+//! COPY and ADD: filesystem steps that need no process. They write straight
+//! into the step's upper directory, reading the stage's filesystem through a
+//! [`LayeredView`] of its snapshots (no mount, so they work the same as root
+//! and rootless).
 
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::copy::{self, CopyOp, CopySource};
@@ -219,41 +219,4 @@ pub(crate) fn copy_step(
             .map_err(|e| sh.located(origin, e.to_string()))
     })?;
     Ok((key, rec, created_by))
-}
-
-/// WORKDIR: creates the directory (and missing parents) owned by the current
-/// USER, mode 0755, as BuildKit's `Mkdir(wd, 0755, WithParents, WithUser)`.
-/// An existing directory gives an empty diff: an empty layer, as in BuildKit.
-pub(crate) fn workdir_step(
-    ctx: &StepCtx<'_, '_>,
-    state: &StageState,
-    wd: &str,
-) -> Result<(Digest, StepRecord), BuildError> {
-    let sh = ctx.sh;
-    let user = state.user();
-    let key = {
-        let mut k = KeyBuilder::new("workdir", &state.key);
-        k.part(wd).part(&user);
-        k.finish()
-    };
-    let rec = ctx.cached(key, |upper, _work| {
-        let view = sh.view(&state.layers)?;
-        let (uid, gid) = if user.is_empty() {
-            (0, 0)
-        } else {
-            let read = |p: &str| -> Option<String> {
-                let e = view.lookup(p, true).ok()??;
-                std::fs::read_to_string(e.host_path).ok()
-            };
-            let passwd = read("/etc/passwd");
-            let group = read("/etc/group");
-            let u = kiln_sandbox::user::resolve_user(&user, passwd.as_deref(), group.as_deref())
-                .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))?;
-            (u.uid, u.gid)
-        };
-        copy::make_workdir(&view, upper, wd, (uid, gid))
-            .map(|_| ())
-            .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))
-    })?;
-    Ok((key, rec))
 }

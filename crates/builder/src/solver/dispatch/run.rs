@@ -4,7 +4,8 @@
 use crate::cache::mounts::{CacheMountRequest, CacheMounts};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::{Event, OutputStream};
-use crate::solver::stage::{input_key, resolve_path, StageState, StepCtx};
+use crate::solver::dispatch::config::resolve_path;
+use crate::solver::stage::{input_key, StageState, StepCtx};
 use crate::solver::BuildError;
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
 use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Origin, Security};
