@@ -2,9 +2,9 @@
 //! cold (no metadata cache), warm (unchanged, cache present) and after changing one
 //! file. Run with `bench/context/run.sh` (release build).
 
-use kiln_builder::source::context::Context;
-use kiln_builder::source::dockerignore::PatternMatcher;
-use kiln_builder::source::hash::{cache_path, hash_context};
+use kiln_builder::internal::Context;
+use kiln_builder::internal::PatternMatcher;
+use kiln_builder::internal::{cache_path, hash_context};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -6,7 +6,7 @@
 //! Custom harness (`harness = false`): this binary is also the sandbox
 //! helper, so `main` calls the helper hook first.
 
-use kiln_builder::cache::mounts::{CacheMountRequest, CacheMounts};
+use kiln_builder::internal::{CacheMountRequest, CacheMounts};
 use kiln_dockerfile::instructions::CacheSharing;
 use kiln_sandbox::{MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxError, UserSpec};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! running this test binary again as a child: the child runs the same test
 //! (`cross_process_persistence_and_locking`) with a role in its environment.
 
-use kiln_builder::cache::mounts::{CacheMountRequest, CacheMounts};
+use kiln_builder::internal::{CacheMountRequest, CacheMounts};
 use kiln_dockerfile::instructions::{CacheSharing, MountSpec};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;

@@ -2,14 +2,14 @@
 //! and overlay-format layer stacks. Needs root: it sets owners, `trusted.*`
 //! xattrs and makes whiteout device nodes (CI runs as root).
 
-use kiln_builder::ops::copy::upper::{set_times_at, Times};
-use kiln_builder::ops::copy::{
+use kiln_builder::internal::Context;
+use kiln_builder::internal::LayeredView;
+use kiln_builder::internal::PatternMatcher;
+use kiln_builder::internal::{
     context_sources_digest, copy, dest_path, make_workdir, view_sources_digest, CopyError, CopyOp,
     CopySource, CopyStats,
 };
-use kiln_builder::snapshot::merged_view::LayeredView;
-use kiln_builder::source::context::Context;
-use kiln_builder::source::dockerignore::PatternMatcher;
+use kiln_builder::internal::{set_times_at, Times};
 use kiln_oci::Digest;
 use std::fs::{self, Metadata};
 use std::io::{self, Read as _, Write as _};
@@ -997,7 +997,7 @@ fn context_digest_covers_exactly_what_is_copied() {
     let c = sample_context();
     let digest = |o: &CopyOp| {
         let ctx = ctx_of(c.path());
-        let d = kiln_builder::source::hash::hash_context(&ctx, None).unwrap();
+        let d = kiln_builder::internal::hash_context(&ctx, None).unwrap();
         context_sources_digest(o, &ctx, &d).unwrap()
     };
     let mut o = op(&["dir"], "/d");
@@ -1019,7 +1019,7 @@ fn context_digest_covers_exactly_what_is_copied() {
     write(c.path(), "h.txt", "new match");
     assert_ne!(digest(&op(&["*.txt"], "/")), w);
     let ctx = ctx_of(c.path());
-    let d = kiln_builder::source::hash::hash_context(&ctx, None).unwrap();
+    let d = kiln_builder::internal::hash_context(&ctx, None).unwrap();
     assert!(matches!(
         context_sources_digest(&op(&["nope"], "/"), &ctx, &d),
         Err(CopyError::NotFound(_))

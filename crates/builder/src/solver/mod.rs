@@ -12,8 +12,7 @@ mod stage;
 use crate::cache::steps::StepCache;
 use crate::progress::{Clock, Event, ProgressSink};
 use crate::snapshot::{Layer, Snapshots};
-use crate::source::context::Context;
-use crate::source::hash::ContextDigests;
+use crate::source::BuildContext;
 use kiln_dockerfile::stages::Plan;
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
@@ -43,8 +42,7 @@ pub enum NamedContext {
 /// Everything a build needs besides the plan.
 pub struct BuildOptions {
     /// The build context, loaded (and .dockerignore-filtered) and hashed.
-    pub context: Arc<Context>,
-    pub context_digests: Arc<ContextDigests>,
+    pub context: BuildContext,
     pub named_contexts: BTreeMap<String, NamedContext>,
     /// Skip the cache for every step (`--no-cache`).
     pub no_cache: bool,

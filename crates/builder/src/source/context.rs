@@ -22,6 +22,9 @@ pub enum ContextError {
     NotFound(String),
     #[error("invalid source pattern {0:?}: syntax error in pattern")]
     BadSourcePattern(String),
+    /// Reading the files to hash them, or the hash cache.
+    #[error(transparent)]
+    Hash(io::Error),
 }
 
 /// What kind of file an entry is.

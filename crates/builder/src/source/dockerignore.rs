@@ -379,8 +379,9 @@ fn parent_prefixes(file: &str) -> Vec<String> {
 }
 
 /// patternmatcher's package-level `MatchesOrParentMatches`: cleans the file, and
-/// never excludes the context root itself.
-pub fn matches_or_parent_matches(file: &str, patterns: &[&str]) -> Result<bool, PatternError> {
+/// never excludes the context root itself (its tests are ported here).
+#[cfg(test)]
+fn matches_or_parent_matches(file: &str, patterns: &[&str]) -> Result<bool, PatternError> {
     let pm = PatternMatcher::new(patterns)?;
     let file = go_clean(file);
     if file == "." {

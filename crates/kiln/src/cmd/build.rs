@@ -4,11 +4,8 @@
 
 use crate::flags::{BuildFlags, GlobalFlags};
 use crate::local_images::open_store;
-use kiln_builder::entitlements::{self, Entitlements};
 use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
-use kiln_builder::solver::{self as executor, BuildError, BuildOptions, NamedContext};
-use kiln_builder::source::context::Context;
-use kiln_builder::source::hash::{self as context_hash, hash_context};
+use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedContext};
 use kiln_dockerfile::instructions::Kind;
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
@@ -24,7 +21,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCode> {
     let (context_holder, stdin_dockerfile) = if flags.dry_run {
@@ -48,7 +44,7 @@ pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCo
     let plan = stages::plan(&df, &src, &opts).map_err(miette::Report::new)?;
     let entitlements =
         Entitlements::from_allow(&flags.allow).map_err(|e| miette!("--allow: {e}"))?;
-    entitlements::check_plan(&plan, &entitlements, &src).map_err(miette::Report::new)?;
+    kiln_builder::check_entitlements(&plan, &entitlements, &src).map_err(miette::Report::new)?;
     let warnings: Vec<String> = plan
         .warnings
         .iter()
@@ -86,13 +82,8 @@ fn execute(
         .filter(|f| f.as_os_str() != "-")
         .cloned()
         .unwrap_or_else(|| context_dir.join("Dockerfile"));
-    let context = Context::load_with_ignore_file(context_dir, Some(&dockerfile_path))
+    let context = BuildContext::load(context_dir, Some(&dockerfile_path), Some(store.root()))
         .map_err(|e| miette!("build context {}: {e}", context_dir.display()))?;
-    let digests = hash_context(
-        &context,
-        Some(&context_hash::cache_path(store.root(), context_dir)),
-    )
-    .map_err(|e| miette!("build context {}: {e}", context_dir.display()))?;
     let registry =
         RegistryContext::load(flags.authfile.authfile.as_deref()).map_err(|e| miette!("{e}"))?;
     let names: Vec<ImageName> = flags
@@ -109,8 +100,7 @@ fn execute(
         return Err(miette!("--push needs at least one -t name to push to"));
     }
     let opts = BuildOptions {
-        context: Arc::new(context),
-        context_digests: Arc::new(digests),
+        context,
         named_contexts: named_contexts(&store, &flags.build_contexts)?,
         no_cache: flags.no_cache,
         no_cache_stages: flags.no_cache_filter.clone(),
@@ -142,7 +132,7 @@ fn execute(
         progress.emit(Event::Warning { at_ms: 0, message });
     }
     let clock = Clock::start();
-    let result = executor::build(plan, src, &opts, &store, progress.as_ref());
+    let result = kiln_builder::build(plan, src, &opts, &store, progress.as_ref());
     let out = match result {
         Ok(out) => out,
         Err(e) => {

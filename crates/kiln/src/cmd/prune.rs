@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, flags: PruneFlags) -> Result<ExitCode> {
     let mut store = open_store(global)?;
-    let pruned = kiln_builder::prune::prune(&mut store, flags.build_cache)
+    let pruned = kiln_builder::prune(&mut store, flags.build_cache)
         .map_err(|e| miette!("pruning the store: {e}"))?;
     let mut report = pruned.gc;
     report.reclaimed_bytes += pruned.reclaimed_bytes;

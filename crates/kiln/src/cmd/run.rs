@@ -12,7 +12,7 @@
 
 use crate::flags::{GlobalFlags, RunFlags};
 use crate::local_images::{find, open_store};
-use kiln_builder::snapshot::{Layer, Snapshots};
+use kiln_builder::{Layer, Snapshots};
 use kiln_oci::Image;
 use kiln_sandbox::{
     ExitStatus, NetworkMode, OutputStream, Rootfs, RunSpec, SandboxError, UserSpec,

@@ -17,7 +17,7 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps, XattrFlags};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// A failed file system operation and the in-view path it was about.
@@ -524,10 +524,4 @@ pub fn set_times_at(path: &Path, t: Times) -> io::Result<()> {
 fn set_opaque(path: &Path) -> io::Result<()> {
     let name = kiln_sandbox::userns::opaque_xattr();
     rustix::fs::lsetxattr(path, name, b"y", XattrFlags::empty()).map_err(errno)
-}
-
-/// Whether `md` is a socket (BuildKit's context transfer turns sockets into
-/// empty regular files).
-pub fn is_socket(md: &Metadata) -> bool {
-    md.file_type().is_socket()
 }

@@ -113,9 +113,10 @@ pub(crate) fn copy_step(
             (Src::Context(c), key.to_string())
         }
         (None, None) => {
-            let key = copy::context_sources_digest(&op, &sh.opts.context, &sh.opts.context_digests)
-                .map_err(|e| sh.located(origin, e.to_string()))?;
-            (Src::Context(sh.opts.context.clone()), key.to_string())
+            let key =
+                copy::context_sources_digest(&op, &sh.opts.context.files, &sh.opts.context.digests)
+                    .map_err(|e| sh.located(origin, e.to_string()))?;
+            (Src::Context(sh.opts.context.files.clone()), key.to_string())
         }
         (Some(input), None) => {
             let (key, st) = input_key(sh, input, origin)?;

@@ -256,17 +256,18 @@ fn prepare_mounts(
                 // The directories the mount shows, and what it adds to the key.
                 let (lowers, key) = match input {
                     None => {
-                        let sel = sh.opts.context.select(rel).map_err(|e| {
+                        let sel = sh.opts.context.files.select(rel).map_err(|e| {
                             sh.located(origin, format!("mount source {source:?}: {e}"))
                         })?;
                         let digest = sh
                             .opts
-                            .context_digests
-                            .selection_digest(&sh.opts.context, &sel);
+                            .context
+                            .digests
+                            .selection_digest(&sh.opts.context.files, &sel);
                         // What .dockerignore excludes is hidden by whiteouts in a
                         // mask layer above the context directory.
-                        let mut lowers = vec![sh.opts.context.root.clone()];
-                        if let Some(mask) = context_mask(&sh.snapshots, &sh.opts.context, rel)
+                        let mut lowers = vec![sh.opts.context.files.root.clone()];
+                        if let Some(mask) = context_mask(&sh.snapshots, &sh.opts.context.files, rel)
                             .map_err(|e| {
                                 sh.located(origin, format!("mount source {source:?}: {e}"))
                             })?
