@@ -2,18 +2,18 @@
 //! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan,
 //! otherwise the executor runs it and the image is stored, tagged, exported and pushed.
 
-use crate::flags::{BuildFlags, GlobalFlags};
+use crate::flags::{BuildFlags, BuildNetwork, GlobalFlags, PullFlag};
 use crate::local_images::open_store;
 use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
 use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedContext};
-use kiln_dockerfile::instructions::Kind;
+use kiln_dockerfile::instructions::{Kind, NetworkMode};
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
 use kiln_oci::export::{NamedImage, OutputSpec};
 use kiln_oci::image::{write_image, ManifestFormat};
 use kiln_oci::layer::Compression;
 use kiln_oci::load::import_oci_dir;
-use kiln_oci::registry::{push, PushOptions, Reference, RegistryContext};
+use kiln_oci::registry::{push, PullPolicy, PushOptions, Reference, RegistryContext};
 use kiln_oci::store::{BlobRef, Store};
 use kiln_oci::ImageName;
 use miette::{miette, IntoDiagnostic, WrapErr};
@@ -109,16 +109,17 @@ fn execute(
                 .map(|n| n.get())
                 .unwrap_or(2)
         }),
-        pull: flags
-            .pull
-            .parse()
-            .map_err(|e: String| miette!("--pull: {e}"))?,
+        pull: match flags.pull {
+            PullFlag::Missing => PullPolicy::Missing,
+            PullFlag::Always => PullPolicy::Always,
+            PullFlag::Never => PullPolicy::Never,
+        },
         registry,
         secrets: secrets(&flags.secrets)?,
-        default_network: match flags.network.as_str() {
-            "none" => kiln_dockerfile::instructions::NetworkMode::None,
-            "host" => kiln_dockerfile::instructions::NetworkMode::Host,
-            _ => kiln_dockerfile::instructions::NetworkMode::Default,
+        default_network: match flags.network {
+            BuildNetwork::None => NetworkMode::None,
+            BuildNetwork::Host => NetworkMode::Host,
+            BuildNetwork::Default => NetworkMode::Default,
         },
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
@@ -126,7 +127,7 @@ fn execute(
     let progress = if flags.quiet {
         crate::progress::quiet()
     } else {
-        crate::progress::sink_for(&flags.progress)
+        crate::progress::sink_for(flags.progress)
     };
     for message in warnings {
         progress.emit(Event::Warning { at_ms: 0, message });

@@ -10,7 +10,7 @@
 //! signal when it was killed; 125 when the container could not be started, 126/127
 //! when the command could not be executed / found, as docker does).
 
-use crate::flags::{GlobalFlags, RunFlags};
+use crate::flags::{GlobalFlags, RunFlags, RunNetwork};
 use crate::local_images::{find, open_store};
 use kiln_builder::{Layer, Snapshots};
 use kiln_oci::Image;
@@ -104,13 +104,13 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
     spec.cwd = cwd;
     spec.user = UserSpec::new(user);
     spec.tail_lines = 0;
-    match flags.network.as_str() {
-        "none" => {
+    match flags.network {
+        RunNetwork::None => {
             spec.network = NetworkMode::None;
             spec.hostname = short_id(&image);
             spec.hosts = Some(kiln_sandbox::default_hosts(&spec.hostname));
         }
-        _ => {
+        RunNetwork::Host => {
             // docker --network host: the host's name and /etc/hosts.
             spec.network = NetworkMode::Host;
             spec.hostname = rustix::system::uname()
