@@ -3,6 +3,7 @@
 //! the registry client. Knows nothing about Dockerfiles.
 
 pub mod canonical_json;
+pub mod descriptor;
 pub mod digest;
 pub mod export;
 pub mod image;

@@ -319,7 +319,7 @@ fn check_complete(store: &Store, d: &BlobRef, seen: &mut BTreeSet<Digest>) -> Re
     }
     if media_type::is_manifest_or_index(&d.media_type) {
         let data = store.read_blob(&d.digest)?;
-        for c in referenced_blobs(&data, &d.digest)? {
+        for c in referenced_blobs(&data, &d.digest).map_err(StoreError::from)? {
             check_complete(store, &c, seen)?;
         }
     }
@@ -380,7 +380,7 @@ fn copy_from_layout(
     }
     if media_type::is_manifest_or_index(&d.media_type) {
         let data = store.read_blob(&d.digest)?;
-        for c in referenced_blobs(&data, &d.digest)? {
+        for c in referenced_blobs(&data, &d.digest).map_err(StoreError::from)? {
             copy_from_layout(store, dir, &c, seen)?;
         }
     }

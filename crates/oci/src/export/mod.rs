@@ -91,7 +91,7 @@ fn walk(
     out.push(target.clone());
     if media_type::is_manifest_or_index(&target.media_type) {
         let data = store.read_blob(&target.digest)?;
-        for child in referenced_blobs(&data, &target.digest)? {
+        for child in referenced_blobs(&data, &target.digest).map_err(StoreError::from)? {
             walk(store, &child, out, seen)?;
         }
     }

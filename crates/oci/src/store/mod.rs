@@ -15,23 +15,26 @@
 //! Every write is atomic: data goes to a file in `tmp/`, is fsynced, renamed under its
 //! digest name and the directory is fsynced, so a killed writer never leaves a partial
 //! blob under a digest name. Whatever a dead writer left in `tmp/` is removed by [`Store::gc`].
+//!
+//! The store's parts: blobs (`blobs.rs`: writing, reading, verifying), the image
+//! index of names (`names.rs`) and garbage collection (`gc.rs`).
 
-use crate::canonical_json::canonical_json;
-use crate::digest::{Digest, Hasher};
-use crate::reference::ImageName;
+mod blobs;
+mod gc;
+mod names;
+
+pub use crate::descriptor::BlobRef;
+pub use blobs::{BlobWriter, VerifiedReader, VerifyReport};
+pub use gc::GcReport;
+pub use names::{StoredImage, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
+
+use crate::digest::Digest;
 use rustix::fs::FlockOperation;
-use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// The annotation that names an image in an OCI image layout's index.
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-/// The annotation containerd and Docker use for the full image name in an index.
-pub const CONTAINERD_NAME_ANNOTATION: &str = "io.containerd.image.name";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,58 +78,13 @@ pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error
     }
 }
 
-/// A descriptor of something stored: what the index records for each image.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BlobRef {
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
-
-/// One entry of the store's image index.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredImage {
-    /// `None` for an image that was loaded without a name (docker shows `<none>`).
-    pub name: Option<ImageName>,
-    /// The manifest (or index) of the image.
-    pub target: BlobRef,
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IndexFile {
-    schema_version: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
-    manifests: Vec<BlobRef>,
-}
-
-/// What [`Store::gc`] did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct GcReport {
-    pub removed_blobs: Vec<Digest>,
-    pub reclaimed_bytes: u64,
-    pub removed_temp_files: usize,
-}
-
-/// What [`Store::verify`] found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
-    pub checked: usize,
-    /// Blobs whose content does not hash to their name.
-    pub corrupt: Vec<Digest>,
-    /// Blobs referenced by a stored image but absent.
-    pub missing: Vec<Digest>,
-    /// Files under `blobs/sha256/` whose name is not a digest.
-    pub stray_files: Vec<PathBuf>,
-}
-
-impl VerifyReport {
-    pub fn is_ok(&self) -> bool {
-        self.corrupt.is_empty() && self.missing.is_empty() && self.stray_files.is_empty()
+impl From<crate::descriptor::MalformedManifest> for StoreError {
+    fn from(e: crate::descriptor::MalformedManifest) -> Self {
+        StoreError::Malformed {
+            what: "manifest",
+            digest: e.digest,
+            message: e.message,
+        }
     }
 }
 
@@ -281,25 +239,6 @@ impl Store {
         self.root.join("blobs/sha256")
     }
 
-    /// Where the blob named `digest` lives (whether or not it exists).
-    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs_dir().join(digest.hex())
-    }
-
-    pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
-    }
-
-    /// Size in bytes of a stored blob.
-    pub fn blob_size(&self, digest: &Digest) -> Result<u64> {
-        let path = self.blob_path(digest);
-        match fs::metadata(&path) {
-            Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*digest)),
-            Err(e) => Err(io_err("reading", &path)(e)),
-        }
-    }
-
     /// Atomically replace `path` (inside the store root) with `data`.
     pub(crate) fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
         let (mut f, tmp) = create_temp(&self.tmp_dir(), "file")?;
@@ -315,402 +254,6 @@ impl Store {
         sync_dir(path.parent().unwrap_or(&self.root))
     }
 
-    /// Start writing a blob; its name is its digest, known when it is committed.
-    pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
-        let (file, path) = create_temp(&self.tmp_dir(), "blob")?;
-        Ok(BlobWriter {
-            store: self,
-            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
-            temp_path: path,
-            hasher: Hasher::new(),
-            size: 0,
-            expected: None,
-        })
-    }
-
-    /// Store `data` as a blob and return its digest.
-    pub fn put_blob(&self, data: &[u8]) -> Result<Digest> {
-        let mut w = self.blob_writer()?;
-        w.write_all(data).map_err(io_err("writing", &w.temp_path))?;
-        Ok(w.commit()?.0)
-    }
-
-    /// Copy everything from `reader` into a blob, checking it against `expected` if given.
-    pub fn put_blob_from(
-        &self,
-        mut reader: impl Read,
-        expected: Option<Digest>,
-    ) -> Result<(Digest, u64)> {
-        let mut w = self.blob_writer()?;
-        w.expected = expected;
-        io::copy(&mut reader, &mut w).map_err(io_err("writing", &w.temp_path))?;
-        w.commit()
-    }
-
-    /// Open a blob without checking its content (use for large blobs whose digest a
-    /// consumer checks itself, or after [`Store::verify_blob`]).
-    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
-        let path = self.blob_path(digest);
-        File::open(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                StoreError::BlobNotFound(*digest)
-            } else {
-                io_err("opening", &path)(e)
-            }
-        })
-    }
-
-    /// Open a blob for streaming; reading it to the end fails with
-    /// [`io::ErrorKind::InvalidData`] if the content does not match the digest.
-    pub fn open_blob_verified(&self, digest: &Digest) -> Result<VerifiedReader<File>> {
-        Ok(VerifiedReader::new(self.open_blob(digest)?, *digest))
-    }
-
-    /// Read a whole blob, verifying its digest.
-    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
-        let path = self.blob_path(digest);
-        let data = fs::read(&path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                StoreError::BlobNotFound(*digest)
-            } else {
-                io_err("reading", &path)(e)
-            }
-        })?;
-        let actual = Digest::of(&data);
-        if actual != *digest {
-            return Err(StoreError::DigestMismatch {
-                expected: *digest,
-                actual,
-            });
-        }
-        Ok(data)
-    }
-
-    /// Re-hash one blob and compare with its name.
-    pub fn verify_blob(&self, digest: &Digest) -> Result<()> {
-        let mut r = self.open_blob(digest)?;
-        let mut h = Hasher::new();
-        io::copy(&mut r, &mut h).map_err(io_err("reading", &self.blob_path(digest)))?;
-        let actual = h.finish();
-        if actual != *digest {
-            return Err(StoreError::DigestMismatch {
-                expected: *digest,
-                actual,
-            });
-        }
-        Ok(())
-    }
-
-    /// Re-hash every blob and check that every stored image's blobs are present.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
-        for entry in self.list_blob_files()? {
-            match entry {
-                Ok((digest, _)) => {
-                    report.checked += 1;
-                    match self.verify_blob(&digest) {
-                        Ok(()) => {}
-                        Err(StoreError::DigestMismatch { .. }) => report.corrupt.push(digest),
-                        Err(e) => return Err(e),
-                    }
-                }
-                Err(path) => report.stray_files.push(path),
-            }
-        }
-        let mut missing = BTreeSet::new();
-        for image in self.images()? {
-            self.walk_reachable(&image.target, &mut BTreeSet::new(), &mut missing)?;
-        }
-        report.missing = missing.into_iter().collect();
-        Ok(report)
-    }
-
-    /// Every file under `blobs/sha256`: `Ok((digest, size))`, or `Err(path)` for a stray name.
-    fn list_blob_files(&self) -> Result<Vec<Result<(Digest, u64), PathBuf>>> {
-        let dir = self.blobs_dir();
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err("listing", &dir))? {
-            let entry = entry.map_err(io_err("listing", &dir))?;
-            let name = entry.file_name();
-            let parsed = name
-                .to_str()
-                .and_then(|n| format!("sha256:{n}").parse::<Digest>().ok());
-            match parsed {
-                Some(d) => {
-                    let len = entry
-                        .metadata()
-                        .map_err(io_err("reading", &entry.path()))?
-                        .len();
-                    out.push(Ok((d, len)));
-                }
-                None => out.push(Err(entry.path())),
-            }
-        }
-        out.sort_by(|a, b| match (a, b) {
-            (Ok(x), Ok(y)) => x.0.cmp(&y.0),
-            (Err(x), Err(y)) => x.cmp(y),
-            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
-            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
-        });
-        Ok(out)
-    }
-
-    // ----- the image index -----
-
-    fn index_path(&self) -> PathBuf {
-        self.root.join("index.json")
-    }
-
-    /// All stored images, in index order (sorted by name; untagged last by digest).
-    pub fn images(&self) -> Result<Vec<StoredImage>> {
-        let path = self.index_path();
-        let data = match fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err("reading", &path)(e)),
-        };
-        let index: IndexFile =
-            serde_json::from_slice(&data).map_err(|source| StoreError::Index { path, source })?;
-        Ok(index
-            .manifests
-            .into_iter()
-            .map(|mut target| {
-                let name = target
-                    .annotations
-                    .remove(REF_NAME_ANNOTATION)
-                    .and_then(|n| n.parse::<ImageName>().ok());
-                StoredImage { name, target }
-            })
-            .collect())
-    }
-
-    /// Read-modify-write the index under the index lock, atomically.
-    fn update_index<T>(&self, f: impl FnOnce(&mut Vec<StoredImage>) -> Result<T>) -> Result<T> {
-        let lock_path = self.root.join("index.lock");
-        let lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(io_err("opening", &lock_path))?;
-        flock(&lock, FlockOperation::LockExclusive, &lock_path)?;
-        // The index must never name a blob that is not durable yet.
-        self.sync()?;
-        let mut images = self.images()?;
-        let out = f(&mut images)?;
-        images.sort_by(|a, b| match (&a.name, &b.name) {
-            (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => a.target.digest.cmp(&b.target.digest),
-        });
-        let manifests = images
-            .into_iter()
-            .map(|img| {
-                let mut t = img.target;
-                if let Some(n) = img.name {
-                    t.annotations
-                        .insert(REF_NAME_ANNOTATION.to_string(), n.to_string());
-                }
-                t
-            })
-            .collect();
-        let index = IndexFile {
-            schema_version: 2,
-            media_type: Some(crate::image::media_type::OCI_INDEX.to_string()),
-            manifests,
-        };
-        self.write_atomic(&self.index_path(), &canonical_json(&index))?;
-        drop(lock);
-        Ok(out)
-    }
-
-    /// Point `name` at `target` (replacing what it named before). The target's blobs
-    /// must already be stored.
-    pub fn tag(&self, name: &ImageName, target: BlobRef) -> Result<()> {
-        if !self.has_blob(&target.digest) {
-            return Err(StoreError::BlobNotFound(target.digest));
-        }
-        self.update_index(|images| {
-            images.retain(|i| i.name.as_ref() != Some(name));
-            // A dangling entry of the same image is now named.
-            images.retain(|i| !(i.name.is_none() && i.target.digest == target.digest));
-            let mut target = target;
-            target.annotations.remove(REF_NAME_ANNOTATION);
-            images.push(StoredImage {
-                name: Some(name.clone()),
-                target,
-            });
-            Ok(())
-        })
-    }
-
-    /// Record an image without a name (kept until removed by digest).
-    pub fn add_untagged(&self, target: BlobRef) -> Result<()> {
-        if !self.has_blob(&target.digest) {
-            return Err(StoreError::BlobNotFound(target.digest));
-        }
-        self.update_index(|images| {
-            if !images.iter().any(|i| i.target.digest == target.digest) {
-                images.push(StoredImage { name: None, target });
-            }
-            Ok(())
-        })
-    }
-
-    /// Remove the name `name`; returns what it pointed at.
-    pub fn untag(&self, name: &ImageName) -> Result<BlobRef> {
-        self.update_index(|images| {
-            let pos = images
-                .iter()
-                .position(|i| i.name.as_ref() == Some(name))
-                .ok_or_else(|| StoreError::ImageNotFound(name.to_string()))?;
-            Ok(images.remove(pos).target)
-        })
-    }
-
-    /// Remove every index entry whose target is `digest` (all its names); returns
-    /// the names removed.
-    pub fn remove_image(&self, digest: &Digest) -> Result<Vec<Option<ImageName>>> {
-        self.update_index(|images| {
-            let mut removed = Vec::new();
-            images.retain(|i| {
-                if i.target.digest == *digest {
-                    removed.push(i.name.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-            if removed.is_empty() {
-                return Err(StoreError::ImageNotFound(digest.to_string()));
-            }
-            Ok(removed)
-        })
-    }
-
-    /// The image named `name`.
-    pub fn resolve(&self, name: &ImageName) -> Result<BlobRef> {
-        self.images()?
-            .into_iter()
-            .find(|i| i.name.as_ref() == Some(name))
-            .map(|i| i.target)
-            .ok_or_else(|| StoreError::ImageNotFound(name.to_string()))
-    }
-
-    // ----- garbage collection -----
-
-    /// Add `target` and every blob it references (manifest → config + layers,
-    /// index → manifests) to `seen`; referenced blobs that are absent go to `missing`.
-    fn walk_reachable(
-        &self,
-        target: &BlobRef,
-        seen: &mut BTreeSet<Digest>,
-        missing: &mut BTreeSet<Digest>,
-    ) -> Result<()> {
-        if !seen.insert(target.digest) {
-            return Ok(());
-        }
-        if !self.has_blob(&target.digest) {
-            missing.insert(target.digest);
-            return Ok(());
-        }
-        if !crate::image::media_type::is_manifest_or_index(&target.media_type) {
-            return Ok(());
-        }
-        let data = self.read_blob(&target.digest)?;
-        for child in crate::image::referenced_blobs(&data, &target.digest)? {
-            if crate::image::media_type::is_manifest_or_index(&child.media_type) {
-                self.walk_reachable(&child, seen, missing)?;
-            } else {
-                seen.insert(child.digest);
-                if !self.has_blob(&child.digest) {
-                    missing.insert(child.digest);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Every blob reachable from a stored image.
-    pub fn reachable_blobs(&self) -> Result<BTreeSet<Digest>> {
-        let mut seen = BTreeSet::new();
-        let mut missing = BTreeSet::new();
-        for image in self.images()? {
-            self.walk_reachable(&image.target, &mut seen, &mut missing)?;
-        }
-        Ok(seen)
-    }
-
-    /// Remove every blob not reachable from a stored image, and every temp file left
-    /// by a writer that died. Takes the store's exclusive lock for the duration (so it
-    /// waits for other kiln processes using this store, and for other `Store` handles
-    /// of this process: call it only from a process holding just this one), then
-    /// returns to shared.
-    pub fn gc(&mut self) -> Result<GcReport> {
-        let lock_path = self.root.join("lock");
-        flock(&self.lock, FlockOperation::LockExclusive, &lock_path)?;
-        let res = self.gc_locked();
-        flock(&self.lock, FlockOperation::LockShared, &lock_path)?;
-        res
-    }
-
-    /// Runs `f` with the store's exclusive lock held (no other kiln process uses
-    /// the store meanwhile), then returns to shared. For maintenance of what lives
-    /// beside the blobs (build cache, snapshots) together with [`Store::gc_keeping`].
-    pub fn with_exclusive<T>(&mut self, f: impl FnOnce(&Store) -> T) -> Result<T> {
-        let lock_path = self.root.join("lock");
-        flock(&self.lock, FlockOperation::LockExclusive, &lock_path)?;
-        let res = f(self);
-        flock(&self.lock, FlockOperation::LockShared, &lock_path)?;
-        Ok(res)
-    }
-
-    /// [`Store::gc`] that also keeps `extra` blobs (and what they reference); only
-    /// inside [`Store::with_exclusive`].
-    pub fn gc_keeping(&self, extra: &BTreeSet<Digest>) -> Result<GcReport> {
-        self.gc_locked_keeping(extra)
-    }
-
-    fn gc_locked(&self) -> Result<GcReport> {
-        self.gc_locked_keeping(&BTreeSet::new())
-    }
-
-    fn gc_locked_keeping(&self, extra: &BTreeSet<Digest>) -> Result<GcReport> {
-        let mut keep = self.reachable_blobs()?;
-        keep.extend(extra.iter().copied());
-        let mut report = GcReport::default();
-        for (digest, size) in self.list_blob_files()?.into_iter().flatten() {
-            if keep.contains(&digest) {
-                continue;
-            }
-            let path = self.blob_path(&digest);
-            fs::remove_file(&path).map_err(io_err("removing", &path))?;
-            report.removed_blobs.push(digest);
-            report.reclaimed_bytes += size;
-        }
-        // With the exclusive lock held no other process is writing, and `&mut self`
-        // means no BlobWriter of ours is alive: everything in tmp/ is stale.
-        let tmp = self.tmp_dir();
-        for entry in fs::read_dir(&tmp).map_err(io_err("listing", &tmp))? {
-            let entry = entry.map_err(io_err("listing", &tmp))?;
-            let path = entry.path();
-            let meta = entry.metadata().map_err(io_err("reading", &path))?;
-            let res = if meta.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
-            };
-            res.map_err(io_err("removing", &path))?;
-            report.reclaimed_bytes += meta.len();
-            report.removed_temp_files += 1;
-        }
-        sync_dir(&self.blobs_dir())?;
-        Ok(report)
-    }
-
-    /// A private scratch directory under `tmp/` (same filesystem as the blobs),
     /// removed when the returned guard drops.
     pub fn scratch_dir(&self) -> Result<ScratchDir> {
         let (f, path) = create_temp(&self.tmp_dir(), "scratch")?;
@@ -737,136 +280,12 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Streams a new blob into the store, hashing as it writes. Nothing is visible under
-/// a digest name until [`BlobWriter::commit`]; dropping the writer discards the data.
-pub struct BlobWriter<'a> {
-    store: &'a Store,
-    file: Option<io::BufWriter<File>>,
-    temp_path: PathBuf,
-    hasher: Hasher,
-    size: u64,
-    expected: Option<Digest>,
-}
-
-impl BlobWriter<'_> {
-    /// Refuse to commit unless the content hashes to `digest`.
-    pub fn expect(&mut self, digest: Digest) -> &mut Self {
-        self.expected = Some(digest);
-        self
-    }
-
-    /// Bytes written so far.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Make the blob durable and visible under its digest; returns (digest, size).
-    /// If the blob already exists the new copy is discarded.
-    pub fn commit(mut self) -> Result<(Digest, u64)> {
-        let file = self.file.take().expect("commit consumes the writer");
-        let file = file
-            .into_inner()
-            .map_err(|e| io_err("writing", &self.temp_path)(e.into_error()))?;
-        let deferred = self.store.sync_deferred();
-        if !deferred {
-            file.sync_all()
-                .map_err(io_err("syncing", &self.temp_path))?;
-        }
-        drop(file);
-        let digest = std::mem::take(&mut self.hasher).finish();
-        if let Some(expected) = self.expected {
-            if expected != digest {
-                let _ = fs::remove_file(&self.temp_path);
-                return Err(StoreError::DigestMismatch {
-                    expected,
-                    actual: digest,
-                });
-            }
-        }
-        let dest = self.store.blob_path(&digest);
-        if dest.is_file() {
-            fs::remove_file(&self.temp_path).map_err(io_err("removing", &self.temp_path))?;
-        } else {
-            fs::rename(&self.temp_path, &dest).map_err(io_err("renaming into", &dest))?;
-            if !deferred {
-                sync_dir(&self.store.blobs_dir())?;
-            }
-        }
-        Ok((digest, self.size))
-    }
-}
-
-impl Write for BlobWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self
-            .file
-            .as_mut()
-            .ok_or_else(|| io::Error::other("blob writer already committed"))?;
-        let n = file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self.file.as_mut() {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for BlobWriter<'_> {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp_path);
-        }
-    }
-}
-
-/// A reader that hashes what passes through it and fails at end of stream if the
-/// content does not match the expected digest.
-pub struct VerifiedReader<R> {
-    inner: R,
-    hasher: Option<Hasher>,
-    expected: Digest,
-}
-
-impl<R: Read> VerifiedReader<R> {
-    pub fn new(inner: R, expected: Digest) -> Self {
-        VerifiedReader {
-            inner,
-            hasher: Some(Hasher::new()),
-            expected,
-        }
-    }
-}
-
-impl<R: Read> Read for VerifiedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            if let Some(h) = self.hasher.take() {
-                let actual = h.finish();
-                if actual != self.expected {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "content does not match its digest: expected {}, got {actual}",
-                            self.expected
-                        ),
-                    ));
-                }
-            }
-        } else if let Some(h) = self.hasher.as_mut() {
-            h.update(&buf[..n]);
-        }
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reference::ImageName;
+    use std::collections::BTreeMap;
+    use std::io::Read;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -983,7 +402,7 @@ mod tests {
         );
         let d = s.put_blob(m.as_bytes()).unwrap();
         BlobRef {
-            media_type: crate::image::media_type::OCI_MANIFEST.into(),
+            media_type: crate::descriptor::media_type::OCI_MANIFEST.into(),
             digest: d,
             size: m.len() as u64,
             annotations: BTreeMap::new(),
@@ -1057,7 +476,7 @@ mod tests {
         );
         let d = s.put_blob(idx.as_bytes()).unwrap();
         let target = BlobRef {
-            media_type: crate::image::media_type::OCI_INDEX.into(),
+            media_type: crate::descriptor::media_type::OCI_INDEX.into(),
             digest: d,
             size: idx.len() as u64,
             annotations: BTreeMap::new(),
