@@ -8,6 +8,8 @@
 
 pub(crate) mod dispatch;
 mod stage;
+mod state;
+mod step;
 
 use crate::cache::steps::StepCache;
 use crate::progress::{Clock, Event, ProgressSink};
@@ -25,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-pub use stage::StageState;
+pub use state::StageState;
 
 /// Where a `--build-context name=…` points.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@
 //! both go through [`apply`], so what these instructions mean is written once.
 //! ARG (build only: its value comes from the plan) is here too.
 
-use crate::solver::stage::StageState;
+use crate::solver::state::{set_config_env, shell_of, StageState};
 use crate::solver::{BuildError, Shared};
 use kiln_dockerfile::instructions::{
     Arg, Cmd, CommandLine, Entrypoint, Env, Expose, Healthcheck, Kind, Label, Origin, Shell,
@@ -71,23 +71,10 @@ pub fn apply(
 fn env(cc: &mut ContainerConfig, e: &Env) -> String {
     let mut parts = Vec::new();
     for kv in &e.vars {
-        set_env(cc, &kv.key, &kv.value);
+        set_config_env(cc, &kv.key, &kv.value);
         parts.push(format!("{}={}", kv.key, kv.value));
     }
     format!("ENV {}", parts.join(" "))
-}
-
-/// Sets `key=value` in the config's environment, replacing an earlier value.
-pub(crate) fn set_env(cc: &mut ContainerConfig, key: &str, value: &str) {
-    let entry = format!("{key}={value}");
-    match cc
-        .env
-        .iter_mut()
-        .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
-    {
-        Some(e) => *e = entry,
-        None => cc.env.push(entry),
-    }
 }
 
 fn label(cc: &mut ContainerConfig, l: &Label) -> String {
@@ -259,19 +246,11 @@ fn command_args(cc: &ContainerConfig, cmd: &CommandLine) -> Vec<String> {
     match cmd {
         CommandLine::Exec(a) => a.clone(),
         CommandLine::Shell(s) => {
-            let mut a = config_shell(cc);
+            let mut a = shell_of(cc);
             a.push(s.clone());
             a
         }
     }
-}
-
-/// The SHELL shell-form commands run with.
-pub(crate) fn config_shell(cc: &ContainerConfig) -> Vec<String> {
-    cc.shell
-        .clone()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
 }
 
 /// The ports an EXPOSE word stands for (`80`, `53/udp`, `7000-7002/udp`),

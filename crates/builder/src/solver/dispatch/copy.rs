@@ -6,7 +6,8 @@
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::copy::{self, CopyOp, CopySource};
 use crate::snapshot::merged_view::LayeredView;
-use crate::solver::stage::{input_key, StageState, StepCtx};
+use crate::solver::state::StageState;
+use crate::solver::step::{input_key, StepCtx};
 use crate::solver::{BuildError, NamedContext};
 use crate::source::context::Context;
 use kiln_dockerfile::instructions::{Instruction, Kind};

@@ -4,7 +4,8 @@
 
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::copy;
-use crate::solver::stage::{apply_record, StageState, StepCtx};
+use crate::solver::state::StageState;
+use crate::solver::step::{apply_record, StepCtx};
 use crate::solver::BuildError;
 use kiln_dockerfile::instructions::Workdir;
 use kiln_oci::digest::Digest;
