@@ -1,9 +1,10 @@
 //! The step process's side: runs in the child the helper forked (PID 1 of the
 //! new PID namespace), builds the container's view and execs the command.
 
-use crate::helper::{ctx, Staged, R};
 use crate::idmap::IdMap;
 use crate::spec::{MountSpec, NetworkMode, RunSpec, DEFAULT_PATH};
+use crate::staging::Staged;
+use crate::sys::{ctx, R};
 use crate::user::resolve_user;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -498,7 +499,7 @@ fn setup_and_exec(
     let sandboxed = spec.security.is_sandboxed();
     // Own mount namespace, so pivot_root leaves the helper where it is.
     ctx(
-        crate::helper::unshare(rustix::thread::UnshareFlags::NEWNS),
+        crate::sys::unshare(rustix::thread::UnshareFlags::NEWNS),
         || "unshare mount namespace".into(),
     )?;
     ctx(

@@ -20,7 +20,9 @@
 //! dies the kernel kills everything else in its PID namespace.
 
 use crate::idmap::IdMap;
-use crate::spec::{MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode};
+use crate::spec::{NetworkMode, Rootfs, RunSpec, SecurityMode};
+use crate::staging::{stage_files, Staged};
+use crate::sys::{ctx, unshare, wait_pid, Exit, R};
 use crate::{container, mount_stubs};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
@@ -56,13 +58,6 @@ pub(crate) struct HelperReport {
     pub outcome: HelperOutcome,
     /// Problems while cleaning up after the step (mount points not removed).
     pub cleanup_errors: Vec<String>,
-}
-
-pub(crate) type R<T> = Result<T, String>;
-
-/// Adds what was being done to an OS error.
-pub(crate) fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) -> R<T> {
-    r.map_err(|e| format!("{}: {e}", what()))
 }
 
 /// Host pid of the step, for the signal handler.
@@ -289,64 +284,6 @@ fn run_in_workspace(
     result
 }
 
-/// Files that mounts bind from the staging tmpfs, by mount index.
-pub(crate) struct Staged {
-    pub hosts: Option<PathBuf>,
-    pub resolv_conf: Option<PathBuf>,
-    /// Staged file for each `MountSpec::Secret`, same index as `spec.mounts`.
-    pub secrets: Vec<Option<PathBuf>>,
-}
-
-fn write_staged(path: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) -> R<()> {
-    use std::os::unix::fs::PermissionsExt;
-    ctx(std::fs::write(path, content), || {
-        format!("writing {}", path.display())
-    })?;
-    ctx(
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
-        || format!("chmod {}", path.display()),
-    )?;
-    ctx(std::os::unix::fs::chown(path, Some(uid), Some(gid)), || {
-        format!("chown {}", path.display())
-    })
-}
-
-fn stage_files(spec: &RunSpec, stage: &Path) -> R<Staged> {
-    let mut staged = Staged {
-        hosts: None,
-        resolv_conf: None,
-        secrets: Vec::new(),
-    };
-    if let Some(hosts) = &spec.hosts {
-        let p = stage.join("hosts");
-        write_staged(&p, hosts, 0o644, 0, 0)?;
-        staged.hosts = Some(p);
-    }
-    if let Some(resolv) = &spec.resolv_conf {
-        let p = stage.join("resolv.conf");
-        write_staged(&p, resolv, 0o644, 0, 0)?;
-        staged.resolv_conf = Some(p);
-    }
-    for (i, m) in spec.mounts.iter().enumerate() {
-        staged.secrets.push(match m {
-            MountSpec::Secret {
-                content,
-                mode,
-                uid,
-                gid,
-                target,
-            } => {
-                let p = stage.join(format!("secret-{i}"));
-                write_staged(&p, content, *mode, *uid, *gid)
-                    .map_err(|e| format!("secret for {target}: {e}"))?;
-                Some(p)
-            }
-            _ => None,
-        });
-    }
-    Ok(staged)
-}
-
 /// Backslash-escapes what the legacy overlay option string treats specially.
 fn escape_overlay_path(p: &Path) -> String {
     let mut out = String::new();
@@ -492,40 +429,6 @@ fn loopback_up() -> R<()> {
         }
     }
     Ok(())
-}
-
-/// unshare(2) for the helper and the step, which are single-threaded.
-pub(crate) fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
-    // SAFETY: both processes that call this are single-threaded (the helper is
-    // a fresh exec; the step is its forked child), so no other thread can see
-    // the namespace or fs-struct change.
-    unsafe { rustix::thread::unshare_unsafe(flags) }
-}
-
-pub(crate) enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-pub(crate) fn wait_pid(pid: libc::pid_t) -> R<Exit> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(format!("waitpid: {e}"));
-        }
-        if libc::WIFEXITED(status) {
-            return Ok(Exit::Code(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(Exit::Signal(libc::WTERMSIG(status)));
-        }
-    }
 }
 
 fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) -> R<HelperOutcome> {

@@ -41,6 +41,8 @@ pub mod idmap;
 mod mount_stubs;
 mod runner;
 pub mod spec;
+mod staging;
+mod sys;
 pub mod user;
 pub mod userns;
 

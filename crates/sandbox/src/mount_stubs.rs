@@ -5,8 +5,8 @@
 //! parent directory that was copied up only for such a stub is removed from
 //! the upperdir again once the overlay is unmounted.
 
-use crate::helper::{ctx, R};
 use crate::spec::RunSpec;
+use crate::sys::{ctx, R};
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, UTIME_OMIT};
 use std::path::{Path, PathBuf};
