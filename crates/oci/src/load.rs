@@ -12,6 +12,7 @@ use crate::export::{io_err, ArchiveError, Result};
 use crate::image::{
     build_manifest, load_image, media_type, referenced_blobs, LayerCompression, ManifestFormat,
 };
+use crate::path::clean_relative;
 use crate::reference::ImageName;
 use crate::store::{BlobRef, Store, StoreError, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 use serde::Deserialize;
@@ -46,23 +47,6 @@ struct LayoutIndex {
 const METADATA_FILES: [&str; 4] = ["index.json", "manifest.json", "oci-layout", "repositories"];
 const METADATA_LIMIT: u64 = 64 << 20;
 
-/// Normalise an archive path: strip `./`, collapse `.`/`..` (refusing to climb out):
-/// `./a//b/` → `Some("a/b")`, `Some("")` for the root, `None` when a `..` would
-/// leave it (no image layer or archive may hold such a name).
-pub fn clean_path(p: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            c => parts.push(c),
-        }
-    }
-    Some(parts.join("/"))
-}
-
 fn blob_name(path: &str) -> Option<Digest> {
     let hex = path.strip_prefix("blobs/sha256/")?;
     format!("sha256:{hex}").parse().ok()
@@ -82,7 +66,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(path) = clean_path(&raw) else {
+        let Some(path) = clean_relative(&raw) else {
             return Err(ArchiveError::Format(format!(
                 "archive entry {raw:?} points outside the archive"
             )));
@@ -96,9 +80,9 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
                     .unwrap_or_default();
                 let resolved = if entry.header().entry_type() == tar::EntryType::Symlink {
                     let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                    clean_path(&format!("{dir}/{target}"))
+                    clean_relative(&format!("{dir}/{target}"))
                 } else {
-                    clean_path(&target)
+                    clean_relative(&target)
                 };
                 if let Some(r) = resolved {
                     links.insert(path, r);
@@ -128,7 +112,7 @@ pub fn load_archive(store: &Store, reader: impl Read) -> Result<Vec<LoadedImage>
         files.insert(path, stored);
     }
     let lookup = |path: &str| -> Result<(Digest, u64)> {
-        let mut p = clean_path(path).unwrap_or_default();
+        let mut p = clean_relative(path).unwrap_or_default();
         for _ in 0..16 {
             if let Some(f) = files.get(&p) {
                 return Ok(*f);
@@ -518,8 +502,8 @@ mod tests {
 
     #[test]
     fn clean_path_normalises_and_refuses_escapes() {
-        assert_eq!(clean_path("./a/b/../c").as_deref(), Some("a/c"));
-        assert_eq!(clean_path("/abs//x").as_deref(), Some("abs/x"));
-        assert_eq!(clean_path("a/../../b"), None);
+        assert_eq!(clean_relative("./a/b/../c").as_deref(), Some("a/c"));
+        assert_eq!(clean_relative("/abs//x").as_deref(), Some("abs/x"));
+        assert_eq!(clean_relative("a/../../b"), None);
     }
 }

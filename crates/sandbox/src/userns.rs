@@ -13,7 +13,7 @@
 //! shows its in-container ids, so the layers written are the ones a root build
 //! writes. What still differs from real root is asked with [`is_host_root`]:
 //! overlay needs `userxattr` and marks opaque directories with
-//! `user.overlay.opaque` ([`opaque_xattr`]), and `/dev` nodes cannot be made.
+//! `user.overlay.opaque` ([`overlay_xattr`]), and `/dev` nodes cannot be made.
 //!
 //! The process enters the namespace itself (`unshare` while it is still
 //! single-threaded, at the start of `main`) instead of re-executing into it:
@@ -24,6 +24,7 @@
 use crate::idmap::IdMap;
 pub use crate::idmap::{current_maps, MapLine, NamespaceMaps};
 use crate::sys::{ctx, unshare, wait_pid, Exit, R};
+use kiln_oci::layer::OverlayXattr;
 use rustix::thread::UnshareFlags;
 
 /// Whether this process is in the initial user namespace.
@@ -37,14 +38,14 @@ pub fn is_host_root() -> bool {
     rustix::process::geteuid().is_root() && in_initial_user_namespace()
 }
 
-/// The xattr that marks an opaque directory in the overlay mounts this
-/// process makes: `trusted.overlay.opaque` for host root, else
-/// `user.overlay.opaque` (overlay mounted with `userxattr`).
-pub fn opaque_xattr() -> &'static str {
+/// The xattr namespace that marks opaque directories in the overlay mounts
+/// this process makes: `trusted.*` for host root, else `user.*` (overlay
+/// mounted with `userxattr`).
+pub fn overlay_xattr() -> OverlayXattr {
     if is_host_root() {
-        "trusted.overlay.opaque"
+        OverlayXattr::Trusted
     } else {
-        "user.overlay.opaque"
+        OverlayXattr::User
     }
 }
 

@@ -15,20 +15,17 @@
 //! absolute target starts again at the view's root, `..` never climbs above the
 //! root, and components that do not exist are taken literally.
 
+use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout};
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// How many symlinks one resolution may follow before failing with `ELOOP`
 /// (continuity uses 255).
 const MAX_SYMLINKS: usize = 255;
-
-/// The xattrs marking an overlayfs opaque directory.
-pub const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// One visible file in a [`LayeredView`].
 #[derive(Debug, Clone)]
@@ -69,30 +66,6 @@ struct Hit {
 #[derive(Debug, Clone, Default)]
 pub struct LayeredView {
     layers: Vec<PathBuf>,
-}
-
-/// Whether `md` is an overlayfs whiteout (a 0/0 character device).
-pub fn is_whiteout(md: &Metadata) -> bool {
-    md.file_type().is_char_device() && md.rdev() == 0
-}
-
-/// Whether the directory at `path` carries an overlay opaque xattr set to `y`.
-pub fn is_opaque_dir(path: &Path) -> io::Result<bool> {
-    let mut buf = [0u8; 8];
-    for name in OPAQUE_XATTRS {
-        match rustix::fs::lgetxattr(path, name, &mut buf) {
-            Ok(n) => {
-                if &buf[..n] == b"y" {
-                    return Ok(true);
-                }
-            }
-            Err(rustix::io::Errno::NODATA)
-            | Err(rustix::io::Errno::NOTSUP)
-            | Err(rustix::io::Errno::RANGE) => {}
-            Err(e) => return Err(io::Error::from_raw_os_error(e.raw_os_error())),
-        }
-    }
-    Ok(false)
 }
 
 /// `lstat`, with "does not exist" (also through a non-directory) as `None`.

@@ -19,7 +19,7 @@
 pub mod merged_view;
 
 use kiln_oci::digest::Digest;
-use kiln_oci::layer::{apply_layer_with, ApplyOptions, OverlayXattr, WhiteoutMode};
+use kiln_oci::layer::{apply_layer_with, ApplyOptions, WhiteoutMode};
 use kiln_oci::store::{BlobRef, Store};
 use std::fs;
 use std::io;
@@ -219,11 +219,7 @@ impl Snapshots {
 /// root of a user namespace that maps more than one id (rootless kiln maps the
 /// user's subordinate ids; with only id 0 mapped, files stay the caller's).
 fn extract_options() -> ApplyOptions {
-    let xattr = if kiln_sandbox::userns::is_host_root() {
-        OverlayXattr::Trusted
-    } else {
-        OverlayXattr::User
-    };
+    let xattr = kiln_sandbox::userns::overlay_xattr();
     let chown = rustix::process::geteuid().is_root()
         && !kiln_sandbox::IdMap::for_current_user().is_single_id();
     ApplyOptions {

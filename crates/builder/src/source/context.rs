@@ -2,7 +2,8 @@
 //! giving a sorted list of entries with the metadata a COPY and the cache need.
 
 use crate::source::dockerignore::{MatchInfo, PatternError, PatternMatcher};
-use crate::source::glob::{go_clean, go_match, has_wildcards};
+use crate::source::glob::{go_match, has_wildcards};
+use kiln_oci::path::clean;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -147,7 +148,7 @@ impl Context {
     /// as BuildKit's COPY sets `AllowEmptyWildcard`. A selected directory brings
     /// everything below it.
     pub fn select(&self, src: &str) -> Result<Vec<usize>, ContextError> {
-        let cleaned = go_clean(&format!("/{src}"));
+        let cleaned = clean(&format!("/{src}"));
         let pattern = cleaned.trim_start_matches('/');
         if pattern.is_empty() {
             return Ok((0..self.entries.len()).collect());

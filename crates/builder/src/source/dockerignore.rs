@@ -9,7 +9,8 @@
 //!   excluded when the last pattern that matches it (itself or one of its parent
 //!   directories) is not an exception.
 
-use crate::source::glob::{go_clean, go_match, BadPattern};
+use crate::source::glob::{go_match, BadPattern};
+use kiln_oci::path::clean;
 use regex::Regex;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -43,7 +44,7 @@ pub fn read_patterns(text: &str) -> Vec<String> {
         }
         let mut cleaned = String::new();
         if !pattern.is_empty() {
-            cleaned = go_clean(pattern);
+            cleaned = clean(pattern);
             if cleaned.len() > 1 && cleaned.starts_with('/') {
                 cleaned.remove(0);
             }
@@ -245,7 +246,7 @@ impl PatternMatcher {
             if p.is_empty() {
                 continue;
             }
-            let mut p = go_clean(p);
+            let mut p = clean(p);
             let mut exclusion = false;
             if p.starts_with('!') {
                 if p.len() == 1 {
@@ -368,7 +369,7 @@ impl PatternMatcher {
 /// `a/b/c` → `["a", "a/b"]` (Go: the prefixes of `filepath.Dir(file)` unless it is ".").
 fn parent_prefixes(file: &str) -> Vec<String> {
     let dir = match file.rfind('/') {
-        Some(i) => go_clean(&file[..i.max(1)]),
+        Some(i) => clean(&file[..i.max(1)]),
         None => return Vec::new(),
     };
     if dir == "." {
@@ -383,7 +384,7 @@ fn parent_prefixes(file: &str) -> Vec<String> {
 #[cfg(test)]
 fn matches_or_parent_matches(file: &str, patterns: &[&str]) -> Result<bool, PatternError> {
     let pm = PatternMatcher::new(patterns)?;
-    let file = go_clean(file);
+    let file = clean(file);
     if file == "." {
         return Ok(false);
     }
@@ -573,7 +574,7 @@ mod tests {
             ),
         ];
         for &(pat, kind, re) in cases {
-            let (k, r) = compile(&go_clean(pat));
+            let (k, r) = compile(&clean(pat));
             assert_eq!(k, kind, "{pat}");
             if kind == Regex {
                 assert_eq!(r, re, "{pat}");

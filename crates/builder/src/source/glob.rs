@@ -208,37 +208,6 @@ pub fn has_wildcards(pattern: &str) -> bool {
     false
 }
 
-/// Go `filepath.Clean` on Unix: lexical `.`/`..` resolution, duplicate slashes
-/// removed, no trailing slash, `"."` for an empty result.
-pub fn go_clean(path: &str) -> String {
-    if path.is_empty() {
-        return ".".to_string();
-    }
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for comp in path.split('/') {
-        match comp {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|p| *p != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            c => parts.push(c),
-        }
-    }
-    let joined = parts.join("/");
-    if rooted {
-        format!("/{joined}")
-    } else if joined.is_empty() {
-        ".".to_string()
-    } else {
-        joined
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,25 +282,6 @@ mod tests {
             } else {
                 assert_eq!(got, Ok(want), "Match({pat:?}, {name:?})");
             }
-        }
-    }
-
-    #[test]
-    fn clean_like_go() {
-        for (input, want) in [
-            ("", "."),
-            ("abc", "abc"),
-            ("abc/def/", "abc/def"),
-            ("a//b", "a/b"),
-            ("./a/./b/", "a/b"),
-            ("a/../b", "b"),
-            ("../a", "../a"),
-            ("/../a", "/a"),
-            ("/", "/"),
-            ("a/..", "."),
-            ("!foo/", "!foo"),
-        ] {
-            assert_eq!(go_clean(input), want, "{input:?}");
         }
     }
 

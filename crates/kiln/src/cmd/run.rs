@@ -19,7 +19,6 @@ use kiln_sandbox::{
 };
 use miette::{miette, Result};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -223,17 +222,12 @@ fn lookup(lowerdirs: &[PathBuf], rel: &Path) -> Found {
         match std::fs::symlink_metadata(lower.join(rel)) {
             // An overlay whiteout (0/0 character device) hides what is below.
             Ok(md) if md.file_type().is_dir() => return Found::Dir,
-            Ok(md) if is_whiteout(&md) => return Found::Missing,
+            Ok(md) if kiln_oci::layer::overlay::is_whiteout(&md) => return Found::Missing,
             Ok(_) => return Found::Other,
             Err(_) => continue,
         }
     }
     Found::Missing
-}
-
-fn is_whiteout(md: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    md.file_type().is_char_device() && md.rdev() == 0
 }
 
 /// docker creates a missing working directory; kiln creates it in the temporary

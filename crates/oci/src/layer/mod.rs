@@ -16,14 +16,14 @@ mod apply;
 mod compress;
 mod from_tar;
 mod header;
-mod whiteout;
+pub mod overlay;
+pub mod whiteout;
 mod write;
 
-pub use apply::{
-    apply_layer, apply_layer_with, ApplyOptions, ApplyStats, OverlayXattr, WhiteoutMode,
-};
+pub use apply::{apply_layer, apply_layer_with, ApplyOptions, ApplyStats, WhiteoutMode};
 pub use compress::Compression;
 pub use from_tar::{write_layer_from_tar, TarLayer, TarballCompression};
+pub use overlay::OverlayXattr;
 pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
 
 use std::io;

@@ -38,9 +38,10 @@ pub mod upper;
 use crate::snapshot::merged_view::{resolve_with, LayeredView};
 use crate::source::context::{Context, FileKind};
 use crate::source::dockerignore::{MatchInfo, PatternMatcher};
-use crate::source::glob::{go_clean, go_match, has_wildcards};
+use crate::source::glob::{go_match, has_wildcards};
 use crate::source::hash::ContextDigests;
 use kiln_dockerfile::instructions::Chmod;
+use kiln_oci::path::clean;
 use kiln_oci::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -240,7 +241,7 @@ pub fn make_workdir(
     owner: (u32, u32),
 ) -> Result<bool, CopyError> {
     let mut up = Upper::new(upper, parent);
-    let abs = go_clean(&format!("/{path}"));
+    let abs = clean(&format!("/{path}"));
     let resolved = up.state().resolve(&abs, true).map_err(io_err(&abs))?;
     up.mkdir_all(&resolved, 0o755, owner)?;
     up.finish()?;
@@ -292,10 +293,10 @@ pub fn dest_path(workdir: &str, dest: &str) -> String {
         dest
     };
     let joined = if dest.starts_with('/') {
-        go_clean(dest)
+        clean(dest)
     } else {
         let wd = if workdir.is_empty() { "/" } else { workdir };
-        go_clean(&format!("/{wd}/{dest}"))
+        clean(&format!("/{wd}/{dest}"))
     };
     if dest.ends_with('/') && !joined.ends_with('/') {
         format!("{joined}/")
@@ -474,7 +475,7 @@ impl Tree<'_> {
 
 /// fsutil `splitWildcards`: the leading components without wildcards, and the rest.
 fn split_wildcards(p: &str) -> (String, String) {
-    let cleaned = go_clean(p);
+    let cleaned = clean(p);
     let mut base = Vec::new();
     let mut rest = Vec::new();
     for c in cleaned.split('/').filter(|c| !c.is_empty()) {
@@ -704,7 +705,7 @@ fn checked_source(
 fn local_source(src: &str, parents: bool) -> LocalSource {
     if !parents {
         return LocalSource {
-            path: go_clean(&format!("/{src}")),
+            path: clean(&format!("/{src}")),
             include: None,
             required: None,
         };
@@ -714,10 +715,10 @@ fn local_source(src: &str, parents: bool) -> LocalSource {
         Some((root, pattern)) => (root, pattern),
         None => ("/", src),
     };
-    let pattern = go_clean(&format!("/{pattern}"));
-    let root = go_clean(&format!("/{root}"));
+    let pattern = clean(&format!("/{pattern}"));
+    let root = clean(&format!("/{root}"));
     let required = (!has_wildcards(&root) && !has_wildcards(&pattern))
-        .then(|| go_clean(&format!("{root}/{pattern}")));
+        .then(|| clean(&format!("{root}/{pattern}")));
     LocalSource {
         path: root,
         include: Some(pattern.trim_start_matches('/').to_string()),
@@ -829,7 +830,7 @@ impl Copier<'_> {
             let resolved = self.resolve_dest(ensure)?;
             self.up.mkdir_all(&resolved, mode, owner)?;
         }
-        let mut target = self.resolve_dest(&go_clean(dest))?;
+        let mut target = self.resolve_dest(&clean(dest))?;
         let src_is_dir = m.node.kind == Kind::Dir;
         let dest_entry = self
             .up
@@ -993,7 +994,7 @@ impl Copier<'_> {
     /// destination directory (BuildKit `unpack`: `MkdirAll(dest, 0755)` with the
     /// `--chown` owner, then the archive's entries, owned by `--chown` when given).
     fn unpack(&mut self, archive: &Path, name: &str, dest: &str) -> Result<(), CopyError> {
-        let resolved = self.resolve_dest(&go_clean(dest))?;
+        let resolved = self.resolve_dest(&clean(dest))?;
         self.up.mkdir_all(&resolved, 0o755, self.new_dir_owner())?;
         let st =
             unpack::extract(archive, &resolved, &mut self.up, self.chown).map_err(|message| {

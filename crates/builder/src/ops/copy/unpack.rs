@@ -15,7 +15,7 @@
 
 use super::upper::{Meta, Times, Upper};
 use crate::snapshot::merged_view::{join_abs, resolve_with};
-use crate::source::glob::go_clean;
+use kiln_oci::path::clean;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
@@ -64,7 +64,7 @@ pub fn is_archive(path: &Path) -> bool {
 
 /// A cleaned entry name relative to the extraction root, or why it is refused.
 fn clean_name(raw: &str) -> Result<Vec<String>, String> {
-    let c = go_clean(raw);
+    let c = clean(raw);
     if c == ".." || c.starts_with("../") {
         return Err(format!("{raw:?}: path leaves the destination"));
     }

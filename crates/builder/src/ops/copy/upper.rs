@@ -522,6 +522,5 @@ pub fn set_times_at(path: &Path, t: Times) -> io::Result<()> {
 }
 
 fn set_opaque(path: &Path) -> io::Result<()> {
-    let name = kiln_sandbox::userns::opaque_xattr();
-    rustix::fs::lsetxattr(path, name, b"y", XattrFlags::empty()).map_err(errno)
+    kiln_oci::layer::overlay::set_opaque(path, kiln_sandbox::userns::overlay_xattr())
 }

@@ -178,7 +178,7 @@ pub(crate) fn workdir(cc: &mut ContainerConfig, w: &Workdir) -> String {
         .as_deref()
         .filter(|w| !w.is_empty())
         .unwrap_or("/");
-    let wd = resolve_path(current, &w.path);
+    let wd = kiln_oci::path::resolve(current, &w.path);
     cc.working_dir = Some(wd.clone());
     wd
 }
@@ -209,26 +209,6 @@ pub(crate) fn arg(
         }
     }
     Ok(format!("ARG {}", parts.join(" ")))
-}
-
-/// Resolves a path against the working directory and cleans it.
-pub(crate) fn resolve_path(workdir: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{}/{}", workdir.trim_end_matches('/'), path)
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for p in joined.split('/') {
-        match p {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            p => parts.push(p),
-        }
-    }
-    format!("/{}", parts.join("/"))
 }
 
 /// Go's `%q` of a string slice (`["npm" "start"]`), as BuildKit's history shows.

@@ -4,7 +4,6 @@
 use crate::cache::mounts::{CacheMountRequest, CacheMounts};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::{Event, OutputStream};
-use crate::solver::dispatch::config::resolve_path;
 use crate::solver::state::StageState;
 use crate::solver::step::{input_key, StepCtx};
 use crate::solver::BuildError;
@@ -12,6 +11,7 @@ use kiln_dockerfile::instructions::mount::{Mount, MountType};
 use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Origin, Security};
 use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
+use kiln_oci::path::resolve as resolve_path;
 use kiln_sandbox::{
     MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError, SecurityMode, UserSpec,
 };
@@ -439,14 +439,7 @@ fn context_mask(
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &p,
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::empty(),
-            0,
-        )
-        .map_err(|e| format!("hiding {h}: {e}"))?;
+        kiln_oci::layer::overlay::make_whiteout(&p).map_err(|e| format!("hiding {h}: {e}"))?;
     }
     Ok(Some(dir))
 }
