@@ -23,9 +23,10 @@ mod source;
 
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
 pub use prune::{prune, PruneReport};
+pub use snapshot::merged_view::LayeredView;
 pub use snapshot::{Layer, Snapshots};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
-pub use solver::{build, BuildError, BuildOptions, BuildOutput, NamedContext};
+pub use solver::{build, BuildError, BuildOptions, BuildOutput, NamedContext, PendingImage};
 pub use source::BuildContext;
 
 /// Not API: what this crate's own integration tests (which need root, so they
@@ -38,7 +39,6 @@ pub mod internal {
         context_sources_digest, copy, dest_path, make_workdir, view_sources_digest, CopyError,
         CopyOp, CopySource, CopyStats,
     };
-    pub use crate::snapshot::merged_view::LayeredView;
     pub use crate::source::context::Context;
     pub use crate::source::dockerignore::PatternMatcher;
     pub use crate::source::hash::{cache_path, hash_context};

@@ -3,13 +3,13 @@
 //! xattrs and makes whiteout device nodes (CI runs as root).
 
 use kiln_builder::internal::Context;
-use kiln_builder::internal::LayeredView;
 use kiln_builder::internal::PatternMatcher;
 use kiln_builder::internal::{
     context_sources_digest, copy, dest_path, make_workdir, view_sources_digest, CopyError, CopyOp,
     CopySource, CopyStats,
 };
 use kiln_builder::internal::{set_times_at, Times};
+use kiln_builder::LayeredView;
 use kiln_oci::Digest;
 use std::fs::{self, Metadata};
 use std::io::{self, Read as _, Write as _};

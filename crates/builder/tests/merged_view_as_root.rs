@@ -1,7 +1,7 @@
 //! LayeredView over layers with overlay whiteouts (0/0 character devices) and
 //! `trusted.overlay.opaque` directories. Needs root to make both (CI runs as root).
 
-use kiln_builder::internal::LayeredView;
+use kiln_builder::LayeredView;
 use std::fs;
 use std::path::Path;
 

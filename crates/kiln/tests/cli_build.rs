@@ -716,3 +716,37 @@ fn add_of_a_url_is_rechecked_on_every_build() {
         "a changed download reruns ADD and what follows"
     );
 }
+
+#[test]
+fn an_oci_layout_build_context_is_never_pulled_even_with_pull_always() {
+    let p = project("FROM base\nCOPY f /f\n", &[("f", "x")]);
+    // The busybox image as an OCI layout directory.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("busybox.tar");
+    ok(
+        &p.root,
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            tar.to_str().unwrap(),
+            "busybox:test",
+        ],
+    );
+    let layout = dir.path().join("layout");
+    fs::create_dir_all(&layout).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    // The imported image is only in this store: --pull must not ask a
+    // registry for it (there is none to ask here).
+    let ctx = format!("base=oci-layout://{}", layout.display());
+    let events = p.build_ok(&["--pull", "--build-context", &ctx, "-t", "out:1"]);
+    assert_eq!(summary(&events)["steps_run"], 1, "{events:?}");
+}

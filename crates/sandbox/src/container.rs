@@ -2,12 +2,13 @@
 //! new PID namespace), builds the container's view and execs the command.
 
 use crate::idmap::IdMap;
+use crate::rootpath;
 use crate::spec::{MountSpec, NetworkMode, RunSpec, DEFAULT_PATH};
-use crate::staging::Staged;
+use crate::staging::{BindSource, Staged};
 use crate::sys::{ctx, R};
 use crate::user::resolve_user;
 use rustix::fd::{AsRawFd, OwnedFd};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use std::ffi::CString;
 use std::io::Read;
@@ -68,7 +69,7 @@ const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"]
 
 /// Every mount point the step needs in the rootfs, with whether it is a
 /// directory; missing ones are created (and removed afterwards) by the helper.
-pub(crate) fn mount_points(spec: &RunSpec) -> Vec<(String, bool)> {
+pub(crate) fn mount_points(spec: &RunSpec, staged: &Staged) -> Vec<(String, bool)> {
     let mut points: Vec<(String, bool)> = ["/proc", "/dev", "/sys"]
         .iter()
         .map(|p| (p.to_string(), true))
@@ -79,9 +80,9 @@ pub(crate) fn mount_points(spec: &RunSpec) -> Vec<(String, bool)> {
     if spec.resolv_conf.is_some() {
         points.push(("/etc/resolv.conf".into(), false));
     }
-    for m in &spec.mounts {
+    for (i, m) in spec.mounts.iter().enumerate() {
         let is_dir = match m {
-            MountSpec::Bind { source, .. } => source.is_dir(),
+            MountSpec::Bind { .. } => staged.bind_is_dir.get(i).copied().flatten() == Some(true),
             MountSpec::Tmpfs { .. } => true,
             MountSpec::Secret { .. } => false,
         };
@@ -97,18 +98,9 @@ struct Target {
 
 impl Target {
     fn open(root: &OwnedFd, path: &str) -> R<Target> {
-        let rel = path.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let fd = ctx(
-            rustix::fs::openat2(
-                root,
-                rel,
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            ),
-            || format!("mount point {path}"),
-        )?;
+        let fd = ctx(rootpath::open_in_root(root, path, true), || {
+            format!("mount point {path}")
+        })?;
         Ok(Target { fd })
     }
     /// A path naming exactly the opened file (a /proc magic link).
@@ -164,11 +156,31 @@ fn remount_readonly(root: &OwnedFd, target: &str) -> R<()> {
     })
 }
 
+/// Bind-mounts the host path `source` (kiln's own: a staged file, /sys) on
+/// `target`.
 fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()> {
+    bind_named_at(
+        root,
+        source,
+        &source.display().to_string(),
+        target,
+        readonly,
+    )
+}
+
+/// Bind-mounts `source` (a path, or a /proc magic link to an opened file)
+/// named `name` in errors on `target`.
+fn bind_named_at(
+    root: &OwnedFd,
+    source: impl AsRef<Path>,
+    name: &str,
+    target: &str,
+    readonly: bool,
+) -> R<()> {
     let t = Target::open(root, target)?;
     ctx(
-        rustix::mount::mount_bind_recursive(source, t.path()),
-        || format!("bind-mounting {} on {target}", source.display()),
+        rustix::mount::mount_bind_recursive(source.as_ref(), t.path()),
+        || format!("bind-mounting {name} on {target}"),
     )?;
     drop(t);
     if readonly {
@@ -177,7 +189,7 @@ fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()>
     Ok(())
 }
 
-fn setup_dev(root: &OwnedFd, id_map: &IdMap) -> R<()> {
+fn setup_dev(root: &OwnedFd, id_map: &IdMap, shm_size: Option<u64>) -> R<()> {
     mount_at(
         root,
         "/dev",
@@ -186,16 +198,9 @@ fn setup_dev(root: &OwnedFd, id_map: &IdMap) -> R<()> {
         MountFlags::NOSUID | MountFlags::STRICTATIME,
         "mode=755,size=65536k",
     )?;
-    let dev = ctx(
-        rustix::fs::openat2(
-            root,
-            "dev",
-            OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT,
-        ),
-        || "opening /dev".into(),
-    )?;
+    let dev = ctx(rootpath::open_in_root(root, "dev", true), || {
+        "opening /dev".into()
+    })?;
     for name in DEV_NODES {
         let host = format!("/dev/{name}");
         ctx(
@@ -240,7 +245,10 @@ fn setup_dev(root: &OwnedFd, id_map: &IdMap) -> R<()> {
         "shm",
         "tmpfs",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "mode=1777,size=65536k",
+        &format!(
+            "mode=1777,size={}k",
+            shm_size.unwrap_or(64 << 20).div_ceil(1024)
+        ),
     )?;
     mount_at(
         root,
@@ -319,13 +327,7 @@ fn mask_paths(root: &OwnedFd) -> R<()> {
 
 fn exists_in(root: &OwnedFd, path: &str) -> bool {
     !matches!(
-        rustix::fs::openat2(
-            root,
-            path.trim_start_matches('/'),
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT
-        ),
+        rootpath::open_in_root(root, path, true),
         Err(rustix::io::Errno::NOENT)
     )
 }
@@ -529,7 +531,7 @@ fn setup_and_exec(
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         "",
     )?;
-    setup_dev(&root_fd, id_map)?;
+    setup_dev(&root_fd, id_map, spec.shm_size)?;
     setup_sys(&root_fd, sandboxed, spec.network)?;
     if sandboxed {
         mask_paths(&root_fd)?;
@@ -543,10 +545,15 @@ fn setup_and_exec(
     for (i, m) in spec.mounts.iter().enumerate() {
         match m {
             MountSpec::Bind {
-                source,
+                root: source_root,
+                path,
                 target,
                 readonly,
-            } => bind_at(&root_fd, source, target, *readonly)?,
+            } => {
+                let source = BindSource::open(source_root, path)?;
+                let name = format!("{path} (in {})", source_root.display());
+                bind_named_at(&root_fd, source.path(), &name, target, *readonly)?
+            }
             MountSpec::Tmpfs { target, size_bytes } => {
                 let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
                 mount_at(

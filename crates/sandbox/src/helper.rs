@@ -261,7 +261,7 @@ fn run_in_workspace(
         };
         let mut stubs = mount_stubs::Stubs::new(&ws.root, upper);
         let result = stubs
-            .create_all(spec)
+            .create_all(spec, &staged)
             .and_then(|()| fork_step(spec, id_map, ws, &staged));
         let removed = stubs.remove_all(cleanup_errors);
         if let Err(e) = rustix::mount::unmount(&ws.root, UnmountFlags::empty()) {

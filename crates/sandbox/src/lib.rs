@@ -39,6 +39,7 @@ pub mod copy;
 mod helper;
 pub mod idmap;
 mod mount_stubs;
+pub mod rootpath;
 mod runner;
 pub mod spec;
 mod staging;

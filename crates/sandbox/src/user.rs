@@ -25,20 +25,24 @@ impl ResolvedUser {
     }
 }
 
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
+/// One line of `/etc/passwd` (the fields kiln uses).
+pub struct PasswdEntry<'a> {
+    pub name: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: &'a str,
 }
 
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
+/// One line of `/etc/group`.
+pub struct GroupEntry<'a> {
+    pub name: &'a str,
+    pub gid: u32,
+    pub members: Vec<&'a str>,
 }
 
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+/// The entries of a passwd file: blank and `#` lines and lines whose ids are
+/// not numbers skipped. The one parser of the format in kiln.
+pub fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     text.lines().filter_map(|line| {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -60,7 +64,8 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     })
 }
 
-fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+/// The entries of a group file, as [`passwd_entries`] reads passwd.
+pub fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     text.lines().filter_map(|line| {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {

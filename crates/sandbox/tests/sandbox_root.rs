@@ -731,14 +731,16 @@ fn bind_mount_readonly(env: &Env) -> CaseResult {
         "cat /mnt/src/in; touch /mnt/src/x 2>/dev/null && echo rw || echo ro; echo w > /mnt/rw/out",
     );
     spec.mounts.push(MountSpec::Bind {
-        source: src.clone(),
+        root: src.clone(),
+        path: "/".into(),
         target: "/mnt/src".into(),
         readonly: true,
     });
     let rw = env.base.join("bind-rw");
     std::fs::create_dir_all(&rw).map_err(|e| e.to_string())?;
     spec.mounts.push(MountSpec::Bind {
-        source: rw.clone(),
+        root: rw.clone(),
+        path: "/".into(),
         target: "/mnt/rw".into(),
         readonly: false,
     });
@@ -748,6 +750,58 @@ fn bind_mount_readonly(env: &Env) -> CaseResult {
     let entries = upper_entries(&upper);
     ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
     Ok(())
+}
+
+/// A bind source is resolved inside its root: symlinks there pointing at a
+/// host directory (absolutely, or climbing with `..`) lead to the root's own
+/// copy of that path, and an rw mount writes there, never on the host.
+fn bind_sources_resolve_inside_their_root(env: &Env) -> CaseResult {
+    let host = env.base.join("resolve-host");
+    let root = env.base.join("resolve-root");
+    let inside = root.join(host.strip_prefix("/").map_err(|e| e.to_string())?);
+    for d in [&host, &inside] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    write(&host.join("secret"), "host\n", 0o644).map_err(|e| e.to_string())?;
+    write(&inside.join("secret"), "inside\n", 0o644).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&host, root.join("abs")).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink("../".repeat(40), root.join("up")).map_err(|e| e.to_string())?;
+    let (mut spec, _) = env.sh("bind-in-root", "cat /mnt/a /mnt/b; touch /mnt/d/new");
+    let host_rel = host
+        .strip_prefix("/")
+        .map_err(|e| e.to_string())?
+        .display()
+        .to_string();
+    for (path, target, readonly) in [
+        ("abs/secret".to_string(), "/mnt/a", true),
+        (format!("up/{host_rel}/secret"), "/mnt/b", true),
+        ("/abs".to_string(), "/mnt/d", false),
+    ] {
+        spec.mounts.push(MountSpec::Bind {
+            root: root.clone(),
+            path,
+            target: target.into(),
+            readonly,
+        });
+    }
+    let out = run_ok(&spec)?;
+    ensure!(out == ["inside", "inside"], "output {out:?}");
+    ensure!(!host.join("new").exists(), "an rw bind wrote on the host");
+    ensure!(
+        inside.join("new").exists(),
+        "the rw bind did not write in its root"
+    );
+    let (mut spec, _) = env.sh("bind-missing", "true");
+    spec.mounts.push(MountSpec::Bind {
+        root: root.clone(),
+        path: "abs/missing".into(),
+        target: "/mnt/m".into(),
+        readonly: true,
+    });
+    match run(&spec) {
+        Err(SandboxError::Setup(m)) if m.contains("bind mount source abs/missing") => Ok(()),
+        other => Err(format!("missing bind source: {other:?}")),
+    }
 }
 
 fn dir_rootfs(env: &Env) -> CaseResult {
@@ -1188,6 +1242,10 @@ const CASES: &[Case] = &[
     ("env and cwd", env_and_cwd),
     ("setup errors are clear", setup_errors_are_clear),
     ("bind mounts, read-only and read-write", bind_mount_readonly),
+    (
+        "bind sources resolve inside their root",
+        bind_sources_resolve_inside_their_root,
+    ),
     ("a plain directory rootfs", dir_rootfs),
     (
         "100 runs leave no mounts, processes or dirs",

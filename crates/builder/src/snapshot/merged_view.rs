@@ -19,9 +19,12 @@ use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout};
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+
+/// The passwd/group files are read up to this size, as BuildKit does.
+const MAX_USER_FILE: u64 = 10 << 20;
 
 /// How many symlinks one resolution may follow before failing with `ELOOP`
 /// (continuity uses 255).
@@ -393,6 +396,45 @@ fn non_utf8(p: &Path) -> io::Error {
             String::from_utf8_lossy(p.as_os_str().as_bytes())
         ),
     )
+}
+
+impl LayeredView {
+    /// Reads a user database file (`/etc/passwd`, `/etc/group`) through the
+    /// view, symlinks resolved inside it; `None` when it does not exist. Only a
+    /// regular file of at most 10 MiB is read: the image decides what is there,
+    /// and a FIFO or device node would be opened on the host.
+    pub fn read_user_file(&self, path: &str) -> Result<Option<String>, String> {
+        let entry = match self.lookup(path, true) {
+            Ok(Some(e)) => e,
+            Ok(None) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("reading {path}: {e}")),
+        };
+        if !entry.metadata.is_file() {
+            return Err(format!("{path} is not a regular file"));
+        }
+        let read = || -> io::Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            let fd = rustix::fs::open(
+                &entry.host_path,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            std::fs::File::from(fd)
+                .take(MAX_USER_FILE + 1)
+                .read_to_end(&mut buf)?;
+            Ok(buf)
+        };
+        let buf = read().map_err(|e| format!("reading {path}: {e}"))?;
+        if buf.len() as u64 > MAX_USER_FILE {
+            return Err(format!("{path} exceeds {MAX_USER_FILE} bytes"));
+        }
+        Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
+    }
 }
 
 #[cfg(test)]

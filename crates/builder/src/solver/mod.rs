@@ -37,8 +37,19 @@ pub enum NamedContext {
     /// An image reference (`docker-image://ref`).
     Image(String),
     /// An image in an OCI layout directory (`oci-layout://dir[:tag|@digest]`),
-    /// already imported into the store under this reference.
+    /// already imported into the store under this reference (never pulled).
     StoredImage(String),
+    /// An image another build of this process is making (compose's
+    /// `service:NAME`): a stage that uses it waits for it, the rest of the
+    /// build does not. Never pulled.
+    Pending(Arc<dyn PendingImage>),
+}
+
+/// An image being built elsewhere in this process ([`NamedContext::Pending`]).
+pub trait PendingImage: Send + Sync + std::fmt::Debug {
+    /// Blocks until the image is stored and returns its reference in the store,
+    /// or says why there will be none (that build failed).
+    fn wait(&self) -> Result<String, String>;
 }
 
 /// Everything a build needs besides the plan.
@@ -59,6 +70,10 @@ pub struct BuildOptions {
     /// The network of RUN steps without `--network` (`kiln build --network`):
     /// BuildKit's default is the host's.
     pub default_network: kiln_dockerfile::instructions::NetworkMode,
+    /// `(host, address)` lines added to every RUN's `/etc/hosts` (`--add-host`).
+    pub extra_hosts: Vec<(String, String)>,
+    /// Size of every RUN's `/dev/shm` in bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
     pub source_date_epoch: Option<i64>,

@@ -12,7 +12,7 @@ use kiln_dockerfile::stages::{Input, Stage};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{load_image, ImageConfig};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
-use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, Reference};
+use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, PullPolicy, Reference};
 use kiln_oci::store::BlobRef;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,10 +28,20 @@ pub(crate) fn image_source(
     origin: &Origin,
 ) -> Result<(Vec<Layer>, ImageConfig, Digest), BuildError> {
     let mut reference = reference.to_string();
-    if let Some(NamedContext::Image(r) | NamedContext::StoredImage(r)) =
-        sh.opts.named_contexts.get(&reference)
-    {
-        reference = r.clone();
+    let mut pull = sh.opts.pull;
+    match sh.opts.named_contexts.get(&reference) {
+        Some(NamedContext::Image(r)) => reference = r.clone(),
+        // Already in the store: pulling it (--pull) would ask a registry for
+        // a name only this store has.
+        Some(NamedContext::StoredImage(r)) => {
+            reference = r.clone();
+            pull = PullPolicy::Never;
+        }
+        Some(NamedContext::Pending(p)) => {
+            reference = p.wait().map_err(|e| sh.located(origin, e))?;
+            pull = PullPolicy::Never;
+        }
+        _ => {}
     }
     let parsed = Reference::parse(&reference).map_err(|e| {
         sh.located(
@@ -47,7 +57,7 @@ pub(crate) fn image_source(
         sh.store,
         &parsed,
         platform.as_ref(),
-        sh.opts.pull,
+        pull,
         &sh.opts.registry,
     )
     .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;

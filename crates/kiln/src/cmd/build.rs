@@ -121,6 +121,8 @@ fn execute(
             BuildNetwork::Host => NetworkMode::Host,
             BuildNetwork::Default => NetworkMode::Default,
         },
+        extra_hosts: Vec::new(),
+        shm_size: None,
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
     };
@@ -259,7 +261,7 @@ fn execute(
 
 /// A failed build: a RUN's output tail and `ERROR: RUN … (Dockerfile:N) exited
 /// with N` above the located excerpt; other errors as they are.
-fn report_build_error(e: BuildError) -> miette::Report {
+pub(crate) fn report_build_error(e: BuildError) -> miette::Report {
     match e {
         BuildError::StepFailed {
             headline,
@@ -282,7 +284,7 @@ fn report_build_error(e: BuildError) -> miette::Report {
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, if set.
-fn source_date_epoch() -> miette::Result<Option<i64>> {
+pub(crate) fn source_date_epoch() -> miette::Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v
             .parse()
@@ -333,7 +335,7 @@ fn secrets(given: &[String]) -> miette::Result<BTreeMap<String, Vec<u8>>> {
 }
 
 /// `--build-context name=DIR|docker-image://REF|oci-layout://DIR[:TAG|@DIGEST]`.
-fn named_contexts(
+pub(crate) fn named_contexts(
     store: &Store,
     given: &[String],
 ) -> miette::Result<BTreeMap<String, NamedContext>> {
@@ -475,7 +477,7 @@ fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
     Ok(Source::new(base_name(&path), text))
 }
 
-fn base_name(path: &std::path::Path) -> String {
+pub(crate) fn base_name(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "Dockerfile".to_string())
@@ -483,7 +485,7 @@ fn base_name(path: &std::path::Path) -> String {
 
 /// `--build-arg KEY=value`, or `KEY` to take the value from the environment
 /// (skipped when the variable is unset, as docker does).
-fn build_args(
+pub(crate) fn build_args(
     given: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> miette::Result<BTreeMap<String, String>> {

@@ -12,10 +12,7 @@
 //!   place — BuildKit does not fail there, and neither do we.
 
 use crate::snapshot::merged_view::LayeredView;
-use std::io::{self, Read};
-
-/// The passwd/group files are read up to this size, as BuildKit does.
-const MAX_USER_FILE: u64 = 10 << 20;
+use kiln_sandbox::user::{group_entries, passwd_entries};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
@@ -48,11 +45,9 @@ pub fn resolve(spec: &str, view: &LayeredView) -> Result<(u32, u32), String> {
     match parse_part(user)? {
         Part::Id(id) => (uid, gid) = (id, id),
         Part::Name(name) => {
-            if let Some(text) = read_user_file(view, "/etc/passwd")? {
-                if let Some((u, g)) = find_in(&text, &name, |f| {
-                    Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
-                }) {
-                    (uid, gid) = (u, g);
+            if let Some(text) = view.read_user_file("/etc/passwd")? {
+                if let Some(e) = passwd_entries(&text).find(|e| e.name == name) {
+                    (uid, gid) = (e.uid, e.gid);
                 }
             }
         }
@@ -61,52 +56,15 @@ pub fn resolve(spec: &str, view: &LayeredView) -> Result<(u32, u32), String> {
         match parse_part(group)? {
             Part::Id(id) => gid = id,
             Part::Name(name) => {
-                if let Some(text) = read_user_file(view, "/etc/group")? {
-                    if let Some(g) = find_in(&text, &name, |f| f.get(2)?.parse().ok()) {
-                        gid = g;
+                if let Some(text) = view.read_user_file("/etc/group")? {
+                    if let Some(e) = group_entries(&text).find(|e| e.name == name) {
+                        gid = e.gid;
                     }
                 }
             }
         }
     }
     Ok((uid, gid))
-}
-
-/// The first line of a passwd/group file whose name field is `name`, parsed by `f`.
-fn find_in<T>(text: &str, name: &str, f: impl Fn(&[&str]) -> Option<T>) -> Option<T> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .filter(|fields| fields.first() == Some(&name))
-        .find_map(|fields| f(&fields))
-}
-
-/// Reads a user database file through the view; `None` when it does not exist.
-fn read_user_file(view: &LayeredView, path: &str) -> Result<Option<String>, String> {
-    let entry = match view.lookup(path, true) {
-        Ok(Some(e)) => e,
-        Ok(None) => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
-            return Ok(None)
-        }
-        Err(e) => return Err(format!("reading {path}: {e}")),
-    };
-    if !entry.metadata.is_file() {
-        return Err(format!("{path} is not a regular file"));
-    }
-    let read = || -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        std::fs::File::open(&entry.host_path)?
-            .take(MAX_USER_FILE + 1)
-            .read_to_end(&mut buf)?;
-        Ok(buf)
-    };
-    let buf = read().map_err(|e| format!("reading {path}: {e}"))?;
-    if buf.len() as u64 > MAX_USER_FILE {
-        return Err(format!("{path} exceeds {MAX_USER_FILE} bytes"));
-    }
-    Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ mod download;
 mod unpack;
 pub mod upper;
 
-use crate::snapshot::merged_view::{resolve_with, LayeredView};
+use crate::snapshot::merged_view::LayeredView;
 use crate::source::context::{Context, FileKind};
 use crate::source::dockerignore::{MatchInfo, PatternMatcher};
 use crate::source::glob::{go_match, has_wildcards};
@@ -429,15 +429,7 @@ impl Tree<'_> {
                 entry: None,
                 md: Some(e.metadata),
             })),
-            Tree::Ctx(ctx) => {
-                let comps = resolve_with(path, follow, |comps| {
-                    let rel = comps.join("/");
-                    Ok(Self::ctx_node(ctx, &rel)
-                        .and_then(|n| n.entry)
-                        .and_then(|i| ctx.entries[i].link_target.clone()))
-                })?;
-                Ok(Self::ctx_node(ctx, &comps.join("/")))
-            }
+            Tree::Ctx(ctx) => Ok(Self::ctx_node(ctx, &ctx.resolve(path, follow)?)),
         }
     }
 
