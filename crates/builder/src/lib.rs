@@ -22,7 +22,7 @@ mod solver;
 mod source;
 
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
-pub use prune::{prune, PruneReport};
+pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;
 pub use snapshot::{Layer, Snapshots};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};

@@ -10,10 +10,10 @@
 
 use crate::cache::steps::StepCache;
 use kiln_oci::digest::Digest;
-use kiln_oci::store::{GcReport, Store};
+use kiln_oci::store::{GcReport, Store, StoreError};
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What [`prune`] removed beyond [`GcReport`]'s blobs.
 #[derive(Debug, Default)]
@@ -26,18 +26,32 @@ pub struct PruneReport {
     pub reclaimed_bytes: u64,
 }
 
-pub fn prune(store: &mut Store, build_cache: bool) -> Result<PruneReport, String> {
-    store
-        .with_exclusive(|store| prune_locked(store, build_cache))
-        .map_err(|e| e.to_string())?
+/// Why pruning stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PruneError {
+    #[error("{0}")]
+    Store(#[source] StoreError),
+    /// The build cache's records could not be read or removed.
+    #[error("{0}")]
+    StepCache(#[source] std::io::Error),
+    #[error("cannot remove {}", .0.display())]
+    Remove(PathBuf),
 }
 
-fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, String> {
+/// Removes what no stored image (and, unless `build_cache`, no build cache
+/// record) uses, under the store's exclusive lock.
+pub fn prune(store: &mut Store, build_cache: bool) -> Result<PruneReport, PruneError> {
+    store
+        .with_exclusive(|store| prune_locked(store, build_cache))
+        .map_err(PruneError::Store)?
+}
+
+fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, PruneError> {
     let root = store.root().to_path_buf();
     let mut report = PruneReport::default();
-    let cache = StepCache::open(&root).map_err(|e| e.to_string())?;
+    let cache = StepCache::open(&root).map_err(PruneError::StepCache)?;
     if build_cache {
-        let (n, bytes) = cache.clear().map_err(|e| e.to_string())?;
+        let (n, bytes) = cache.clear().map_err(PruneError::StepCache)?;
         report.removed_cache_records = n;
         report.reclaimed_bytes += bytes;
         let mounts = root.join("cache").join("mounts");
@@ -51,11 +65,11 @@ fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, String>
     }
     let records = cache.records();
     let blobs: BTreeSet<Digest> = records.iter().map(|r| r.layer.blob.digest).collect();
-    report.gc = store.gc_keeping(&blobs).map_err(|e| e.to_string())?;
+    report.gc = store.gc_keeping(&blobs).map_err(PruneError::Store)?;
 
     // Snapshots still in use: the layers of stored images and of cache records.
     let mut diff_ids: BTreeSet<String> = records.iter().map(|r| r.layer.diff_id.hex()).collect();
-    for image in store.images().map_err(|e| e.to_string())? {
+    for image in store.images().map_err(PruneError::Store)? {
         if let Ok(img) = kiln_oci::image::load_image(store, &image.target) {
             diff_ids.extend(img.config.rootfs.diff_ids.iter().map(|d| d.hex()));
         }
@@ -104,10 +118,10 @@ fn tree_size(p: &Path) -> u64 {
     n
 }
 
-fn remove(p: &Path) -> Result<(), String> {
+fn remove(p: &Path) -> Result<(), PruneError> {
     crate::snapshot::remove_tree(p);
     if fs::symlink_metadata(p).is_ok() {
-        return Err(format!("cannot remove {}", p.display()));
+        return Err(PruneError::Remove(p.to_path_buf()));
     }
     Ok(())
 }

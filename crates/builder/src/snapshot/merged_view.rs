@@ -26,6 +26,21 @@ use std::path::{Path, PathBuf};
 /// The passwd/group files are read up to this size, as BuildKit does.
 const MAX_USER_FILE: u64 = 10 << 20;
 
+/// Why a user database file of a view could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum UserFileError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0} is not a regular file")]
+    NotRegular(String),
+    #[error("{0} exceeds {MAX_USER_FILE} bytes")]
+    TooLarge(String),
+}
+
 /// How many symlinks one resolution may follow before failing with `ELOOP`
 /// (continuity uses 255).
 const MAX_SYMLINKS: usize = 255;
@@ -403,17 +418,21 @@ impl LayeredView {
     /// view, symlinks resolved inside it; `None` when it does not exist. Only a
     /// regular file of at most 10 MiB is read: the image decides what is there,
     /// and a FIFO or device node would be opened on the host.
-    pub fn read_user_file(&self, path: &str) -> Result<Option<String>, String> {
+    pub fn read_user_file(&self, path: &str) -> Result<Option<String>, UserFileError> {
+        let io_err = |source| UserFileError::Io {
+            path: path.to_string(),
+            source,
+        };
         let entry = match self.lookup(path, true) {
             Ok(Some(e)) => e,
             Ok(None) => return Ok(None),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
                 return Ok(None)
             }
-            Err(e) => return Err(format!("reading {path}: {e}")),
+            Err(e) => return Err(io_err(e)),
         };
         if !entry.metadata.is_file() {
-            return Err(format!("{path} is not a regular file"));
+            return Err(UserFileError::NotRegular(path.to_string()));
         }
         let read = || -> io::Result<Vec<u8>> {
             let mut buf = Vec::new();
@@ -429,9 +448,9 @@ impl LayeredView {
                 .read_to_end(&mut buf)?;
             Ok(buf)
         };
-        let buf = read().map_err(|e| format!("reading {path}: {e}"))?;
+        let buf = read().map_err(io_err)?;
         if buf.len() as u64 > MAX_USER_FILE {
-            return Err(format!("{path} exceeds {MAX_USER_FILE} bytes"));
+            return Err(UserFileError::TooLarge(path.to_string()));
         }
         Ok(Some(String::from_utf8_lossy(&buf).into_owned()))
     }

@@ -12,16 +12,20 @@ mod state;
 mod step;
 
 use crate::cache::steps::StepCache;
+use crate::ops::copy::CopyError;
 use crate::progress::{Clock, Event, ProgressSink};
+use crate::snapshot::merged_view::UserFileError;
+use crate::snapshot::SnapshotError;
 use crate::snapshot::{Layer, Snapshots};
+use crate::source::context::ContextError;
 use crate::source::BuildContext;
 use kiln_dockerfile::stages::Plan;
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::ImageConfig;
-use kiln_oci::layer::Compression;
+use kiln_oci::layer::{Compression, LayerError};
 use kiln_oci::registry::{PullPolicy, RegistryContext};
-use kiln_oci::store::Store;
+use kiln_oci::store::{Store, StoreError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -103,18 +107,62 @@ pub enum BuildError {
         tail: Vec<String>,
         location: Box<DockerfileError>,
     },
-    /// Something outside the Dockerfile failed (store, registry, sandbox setup).
+    /// The build context could not be loaded or hashed.
+    #[error("build context {}: {source}", dir.display())]
+    Context {
+        dir: PathBuf,
+        #[source]
+        source: ContextError,
+    },
+    /// Layer snapshots could not be extracted, stacked or installed.
     #[error("{0}")]
-    Other(String),
+    Snapshot(#[source] SnapshotError),
+    /// The step cache (the records of step results) could not be read or written.
+    #[error("{0}")]
+    StepCache(#[source] std::io::Error),
+    /// A step's upper or work directory could not be made.
+    #[error("{}: {source}", path.display())]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step's upper directory could not be turned into a layer.
+    #[error("writing the layer: {0}")]
+    Layer(#[source] LayerError),
+    /// The store refused a blob.
+    #[error("{0}")]
+    Store(#[source] StoreError),
+    /// Storing what a build made (the image, its names) failed: `action` says what.
+    #[error("{action}: {source}")]
+    Output {
+        action: String,
+        #[source]
+        source: StoreError,
+    },
+    /// WORKDIR could not make its directory.
+    #[error("WORKDIR {path}: {source}")]
+    Workdir {
+        path: String,
+        #[source]
+        source: WorkdirError,
+    },
     /// Another stage failed first; this one stopped.
     #[error("cancelled")]
     Cancelled,
 }
 
-impl BuildError {
-    pub fn other(e: impl std::fmt::Display) -> BuildError {
-        BuildError::Other(e.to_string())
-    }
+/// Why WORKDIR could not make its directory.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkdirError {
+    /// The image's passwd or group file could not be read.
+    #[error(transparent)]
+    UserFile(#[from] UserFileError),
+    /// USER names a user or group the image does not have.
+    #[error(transparent)]
+    User(#[from] kiln_sandbox::user::UserError),
+    #[error(transparent)]
+    Make(#[from] CopyError),
 }
 
 /// A finished stage: its final state, or `Err` when it failed or was cancelled.
@@ -174,7 +222,7 @@ impl Shared<'_> {
         let stack = self
             .snapshots
             .stack(self.store, layers)
-            .map_err(BuildError::other)?;
+            .map_err(BuildError::Snapshot)?;
         Ok(crate::snapshot::merged_view::LayeredView::new(stack))
     }
 
@@ -241,8 +289,8 @@ pub fn build(
     let clock = Clock::start();
     // Blobs of this build become durable together, before an index names them.
     store.defer_sync();
-    let snapshots = Snapshots::open(store.root()).map_err(BuildError::other)?;
-    let cache = StepCache::open(store.root()).map_err(BuildError::other)?;
+    let snapshots = Snapshots::open(store.root()).map_err(BuildError::Snapshot)?;
+    let cache = StepCache::open(store.root()).map_err(BuildError::StepCache)?;
     let mut first_vertex = vec![0; plan.stages.len()];
     let mut vertices = 0;
     for st in plan.needed_stages() {
@@ -311,4 +359,32 @@ pub(crate) fn scratch_key(platform: &str) -> Digest {
     let mut k = crate::cache::steps::KeyBuilder::new("scratch", &Digest::of(b""));
     k.part(platform);
     k.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The causes of a failure stay reachable (they were flattened into a
+    /// string before), and the message reads as it did.
+    #[test]
+    fn errors_keep_their_cause() {
+        let unknown = kiln_sandbox::user::resolve_user("ghost", Some(""), None).unwrap_err();
+        let err = BuildError::Workdir {
+            path: "/app".into(),
+            source: unknown.into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "WORKDIR /app: unable to find user ghost: no matching entries in passwd file"
+        );
+        let cause = err.source().expect("WORKDIR keeps its cause");
+        assert!(cause.to_string().starts_with("unable to find user ghost"));
+
+        let io = std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        let err = BuildError::StepCache(io);
+        let cause = err.source().expect("the step cache keeps its cause");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    }
 }

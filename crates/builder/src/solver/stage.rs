@@ -244,8 +244,15 @@ fn apply_step(
             let (key, rec, created_by) = dispatch::run::run_step(ctx, state, &origin, r, step)?;
             apply_record(state, key, rec, created_by);
         }
-        Kind::Copy(_) | Kind::Add(_) => {
-            let (key, rec, created_by) = dispatch::copy::copy_step(ctx, state, &instr, step)?;
+        Kind::Copy(c) => {
+            let copy = dispatch::copy::CopyInstr::Copy(c);
+            let (key, rec, created_by) =
+                dispatch::copy::copy_step(ctx, state, &origin, copy, step)?;
+            apply_record(state, key, rec, created_by);
+        }
+        Kind::Add(a) => {
+            let add = dispatch::copy::CopyInstr::Add(a);
+            let (key, rec, created_by) = dispatch::copy::copy_step(ctx, state, &origin, add, step)?;
             apply_record(state, key, rec, created_by);
         }
         Kind::Workdir(w) => dispatch::workdir::workdir(ctx, state, w)?,

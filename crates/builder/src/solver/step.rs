@@ -160,12 +160,14 @@ impl StepCtx<'_, '_> {
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
-        let work = sh.snapshots.work_dir().map_err(BuildError::other)?;
+        let work = sh.snapshots.work_dir().map_err(BuildError::Snapshot)?;
         let upper = work.path().join("upper");
         let scratch = work.path().join("work");
         for d in [&upper, &scratch] {
-            std::fs::create_dir(d)
-                .map_err(|e| BuildError::other(format!("{}: {e}", d.display())))?;
+            std::fs::create_dir(d).map_err(|source| BuildError::WorkDir {
+                path: d.clone(),
+                source,
+            })?;
         }
         execute(&upper, &scratch)?;
         // Every filesystem step is a layer, an empty one too, as in BuildKit
@@ -173,23 +175,23 @@ impl StepCtx<'_, '_> {
         let layer = self.commit_layer(&upper)?;
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
         let rec = StepRecord { layer, created };
-        sh.cache.put(key, &rec).map_err(BuildError::other)?;
+        sh.cache.put(key, &rec).map_err(BuildError::StepCache)?;
         Ok(rec)
     }
 
     fn commit_layer(&self, upper: &Path) -> Result<Layer, BuildError> {
         let sh = self.sh;
-        let mut writer = sh.store.blob_writer().map_err(BuildError::other)?;
+        let mut writer = sh.store.blob_writer().map_err(BuildError::Store)?;
         let opts = LayerOptions {
             compression: sh.opts.compression,
             source_date_epoch: sh.opts.source_date_epoch,
         };
         let desc = write_layer(upper, DiffKind::OverlayUpper, &opts, &mut writer)
-            .map_err(|e| BuildError::other(format!("writing the layer: {e}")))?;
-        let (digest, size) = writer.commit().map_err(BuildError::other)?;
+            .map_err(BuildError::Layer)?;
+        let (digest, size) = writer.commit().map_err(BuildError::Store)?;
         sh.snapshots
             .install(upper, &desc.diff_id)
-            .map_err(BuildError::other)?;
+            .map_err(BuildError::Snapshot)?;
         Ok(Layer {
             blob: BlobRef {
                 media_type: desc.media_type,

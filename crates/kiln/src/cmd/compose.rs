@@ -581,7 +581,10 @@ fn build_one(
         job.dockerfile_path.as_deref(),
         Some(store.root()),
     )
-    .map_err(|e| BuildError::Other(format!("build context {}: {e}", job.context_dir.display())))?;
+    .map_err(|source| BuildError::Context {
+        dir: job.context_dir.clone(),
+        source,
+    })?;
     let opts = BuildOptions {
         context,
         named_contexts: job.named_contexts.clone(),
@@ -604,12 +607,20 @@ fn build_one(
         cfg.labels.extend(job.labels.iter().cloned());
     }
     let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
-    let manifest = write_image(store, &out.config, &layers, ManifestFormat::Oci)
-        .map_err(|e| BuildError::Other(format!("storing the image: {e}")))?;
+    let manifest =
+        write_image(store, &out.config, &layers, ManifestFormat::Oci).map_err(|source| {
+            BuildError::Output {
+                action: "storing the image".into(),
+                source,
+            }
+        })?;
     for n in &job.names {
         store
             .tag(n, manifest.clone())
-            .map_err(|e| BuildError::Other(format!("tagging {n}: {e}")))?;
+            .map_err(|source| BuildError::Output {
+                action: format!("tagging {n}"),
+                source,
+            })?;
     }
     progress.emit(Event::Phase {
         at_ms: clock.now_ms(),

@@ -11,7 +11,7 @@
 //! - a name that is not found (or a missing passwd/group file) leaves 0 in its
 //!   place — BuildKit does not fail there, and neither do we.
 
-use crate::snapshot::merged_view::LayeredView;
+use crate::snapshot::merged_view::{LayeredView, UserFileError};
 use kiln_sandbox::user::{group_entries, passwd_entries};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,7 +20,16 @@ enum Part {
     Name(String),
 }
 
-fn parse_part(s: &str) -> Result<Part, String> {
+/// Why a `--chown` value could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ChownError {
+    #[error("invalid --chown id {0:?}")]
+    BadId(String),
+    #[error(transparent)]
+    UserFile(#[from] UserFileError),
+}
+
+fn parse_part(s: &str) -> Result<Part, ChownError> {
     if s == "root" {
         return Ok(Part::Id(0));
     }
@@ -29,14 +38,14 @@ fn parse_part(s: &str) -> Result<Part, String> {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return match s.parse::<i32>() {
             Ok(v) if v >= 0 => Ok(Part::Id(v as u32)),
-            _ => Err(format!("invalid --chown id {s:?}")),
+            _ => Err(ChownError::BadId(s.to_string())),
         };
     }
     Ok(Part::Name(s.to_string()))
 }
 
 /// Resolves a `--chown` value to (uid, gid) against `view`'s user database.
-pub fn resolve(spec: &str, view: &LayeredView) -> Result<(u32, u32), String> {
+pub fn resolve(spec: &str, view: &LayeredView) -> Result<(u32, u32), ChownError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),

@@ -133,6 +133,10 @@ pub enum CopyError {
     },
     #[error("extracting {archive}: {message}")]
     Unpack { archive: String, message: String },
+    /// `--chown` names an id that is no number, or the image's user database
+    /// could not be read.
+    #[error(transparent)]
+    Chown(#[from] chown::ChownError),
 }
 
 impl From<WriteError> for CopyError {
@@ -171,8 +175,7 @@ pub fn copy(
         .chown
         .as_deref()
         .map(|s| chown::resolve(s, parent))
-        .transpose()
-        .map_err(CopyError::Invalid)?;
+        .transpose()?;
     let excludes =
         PatternMatcher::new(&op.excludes).map_err(|e| CopyError::BadExclude(e.to_string()))?;
     let dest = dest_path(&op.workdir, &op.dest);

@@ -10,7 +10,7 @@ use crate::solver::state::StageState;
 use crate::solver::step::{input_key, StepCtx};
 use crate::solver::{BuildError, NamedContext};
 use crate::source::context::Context;
-use kiln_dockerfile::instructions::{Instruction, Kind};
+use kiln_dockerfile::instructions::{self as ins, Origin};
 use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
 use serde::Serialize;
@@ -32,17 +32,24 @@ struct CopyKey<'a> {
     source: String,
 }
 
+/// The instruction a copy step runs (variables expanded).
+#[derive(Clone, Copy)]
+pub(crate) enum CopyInstr<'a> {
+    Copy(&'a ins::Copy),
+    Add(&'a ins::Add),
+}
+
 pub(crate) fn copy_step(
     ctx: &StepCtx<'_, '_>,
     state: &StageState,
-    instr: &Instruction,
+    origin: &Origin,
+    instr: CopyInstr<'_>,
     step: &Step,
 ) -> Result<(Digest, StepRecord, String), BuildError> {
     let sh = ctx.sh;
-    let origin = &instr.origin;
     let workdir = state.workdir();
-    let (op, link, from_name) = match &instr.kind {
-        Kind::Copy(c) => (
+    let (op, link, from_name) = match instr {
+        CopyInstr::Copy(c) => (
             CopyOp {
                 sources: c.sources.clone(),
                 inline: c
@@ -63,7 +70,7 @@ pub(crate) fn copy_step(
             c.link,
             c.from.clone(),
         ),
-        Kind::Add(a) => (
+        CopyInstr::Add(a) => (
             CopyOp {
                 sources: a.sources.clone(),
                 inline: a
@@ -84,11 +91,6 @@ pub(crate) fn copy_step(
             a.link,
             None,
         ),
-        _ => {
-            return Err(BuildError::other(
-                "copy_step called for a non-copy instruction",
-            ))
-        }
     };
 
     // Where the sources come from, and what of them goes into the key.
@@ -136,7 +138,7 @@ pub(crate) fn copy_step(
                         .map_err(|e| sh.located(origin, e.to_string()))?;
                     sh.cache
                         .put_memo(&memo_key, &d)
-                        .map_err(BuildError::other)?;
+                        .map_err(BuildError::StepCache)?;
                     d
                 }
             };
@@ -154,18 +156,17 @@ pub(crate) fn copy_step(
         k.json(&CopyKey {
             add: op.is_add,
             sources: &op.sources,
-            inline: match &instr.kind {
-                Kind::Copy(c) => c
+            inline: match instr {
+                CopyInstr::Copy(c) => c
                     .inline
                     .iter()
                     .map(|f| (f.name.as_str(), f.content.as_str()))
                     .collect(),
-                Kind::Add(a) => a
+                CopyInstr::Add(a) => a
                     .inline
                     .iter()
                     .map(|f| (f.name.as_str(), f.content.as_str()))
                     .collect(),
-                _ => Vec::new(),
             },
             dest: &op.dest,
             workdir: &workdir,

@@ -168,7 +168,7 @@ pub(crate) fn run_step(
     let lowers = || sh.snapshots.stack(sh.store, &state.layers);
     let vertex = ctx.vertex.unwrap_or(0);
     let rec = ctx.cached(key, |upper, work| {
-        let lowerdirs = lowers().map_err(BuildError::other)?;
+        let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
         let mut spec = RunSpec::new(
             Rootfs::Overlay {
                 lowerdirs,
@@ -304,7 +304,7 @@ fn prepare_mounts(
                         let lowers = sh
                             .snapshots
                             .stack(sh.store, &st.layers)
-                            .map_err(BuildError::other)?;
+                            .map_err(BuildError::Snapshot)?;
                         let rel = resolve_path("/", &source);
                         let found = LayeredView::new(lowers.clone())
                             .lookup(&rel, true)

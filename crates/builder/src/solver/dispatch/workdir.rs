@@ -6,7 +6,7 @@ use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::copy;
 use crate::solver::state::StageState;
 use crate::solver::step::{apply_record, StepCtx};
-use crate::solver::BuildError;
+use crate::solver::{BuildError, WorkdirError};
 use kiln_dockerfile::instructions::Workdir;
 use kiln_oci::digest::Digest;
 
@@ -43,22 +43,23 @@ pub(crate) fn workdir_step(
     };
     let rec = ctx.cached(key, |upper, _work| {
         let view = sh.view(&state.layers)?;
+        let fail = |source: WorkdirError| BuildError::Workdir {
+            path: wd.to_string(),
+            source,
+        };
         let (uid, gid) = if user.is_empty() {
             (0, 0)
         } else {
-            let read = |p: &str| {
-                view.read_user_file(p)
-                    .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))
-            };
+            let read = |p: &str| view.read_user_file(p).map_err(|e| fail(e.into()));
             let passwd = read("/etc/passwd")?;
             let group = read("/etc/group")?;
             let u = kiln_sandbox::user::resolve_user(&user, passwd.as_deref(), group.as_deref())
-                .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))?;
+                .map_err(|e| fail(e.into()))?;
             (u.uid, u.gid)
         };
         copy::make_workdir(&view, upper, wd, (uid, gid))
             .map(|_| ())
-            .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))
+            .map_err(|e| fail(e.into()))
     })?;
     Ok((key, rec))
 }
