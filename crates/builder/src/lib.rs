@@ -14,6 +14,7 @@
 
 mod cache;
 mod entitlements;
+mod names;
 mod ops;
 pub mod progress;
 mod prune;

@@ -44,6 +44,16 @@ pub fn resolve(dir: &str, path: &str) -> String {
     }
 }
 
+/// The components of `path` taken from the root, cleaned (`..` never climbs
+/// above it): `/a/../b/./c` → `["b", "c"]`.
+pub fn rooted_components(path: &str) -> Vec<String> {
+    resolve("/", path)
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// An archive or layer entry name made relative and clean (`./a//b/` →
 /// `a/b`, `""` for the root), or `None` when a `..` would leave the root: no
 /// image layer or archive may hold such a name.
@@ -92,6 +102,9 @@ mod tests {
         assert_eq!(resolve("/", "../../x"), "/x");
         assert_eq!(resolve("rel", "x"), "/rel/x");
         assert_eq!(resolve("/a", ""), "/a");
+        assert_eq!(rooted_components("/a/../b/./c/"), ["b", "c"]);
+        assert_eq!(rooted_components("../../x"), ["x"]);
+        assert!(rooted_components("/").is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!           rootfs and a private tmpfs for hosts/resolv.conf/secrets,
 //!           creates missing mount points, forks:
 //!     step (PID 1 of the new PID namespace): own mount namespace, /proc,
-//!           /dev, /sys, mounts, pivot_root, user, capabilities, exec.
+//!           /dev, /sys, mounts, pivot_root, user, capabilities,
+//!           no_new_privs, the seccomp filter (compiled by the helper), exec.
 //!   helper: waits, removes the mount points it created, reports the result
 //!           as JSON on fd 3.
 //! ```
@@ -23,7 +24,7 @@ use crate::idmap::IdMap;
 use crate::spec::{NetworkMode, Rootfs, RunSpec, SecurityMode};
 use crate::staging::{stage_files, Staged};
 use crate::sys::{ctx, unshare, wait_pid, Exit, R};
-use crate::{container, mount_stubs};
+use crate::{container, mount_stubs, seccomp};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;
@@ -222,9 +223,31 @@ fn run(req: HelperRequest) -> R<HelperReport> {
         loopback_up()?;
     }
 
+    // Docker's default seccomp profile for the default capabilities; the
+    // step installs it right before exec. `--security=insecure`: none.
+    let filter = match spec.security {
+        SecurityMode::Sandbox => {
+            let caps = container::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.1)
+                .collect();
+            seccomp::Target::native(caps)
+                .map(|t| seccomp::default_filter(&t))
+                .transpose()?
+        }
+        SecurityMode::Insecure => None,
+    };
+
     let ws = Workspace::create()?;
     let mut cleanup_errors = Vec::new();
-    let result = run_in_workspace(&spec, &id_map, rootless, &ws, &mut cleanup_errors);
+    let result = run_in_workspace(
+        &spec,
+        &id_map,
+        rootless,
+        filter.as_deref(),
+        &ws,
+        &mut cleanup_errors,
+    );
     ws.remove(&mut cleanup_errors);
     result.map(|outcome| HelperReport {
         outcome,
@@ -236,6 +259,7 @@ fn run_in_workspace(
     spec: &RunSpec,
     id_map: &IdMap,
     rootless: bool,
+    filter: Option<&[seccomp::SockFilter]>,
     ws: &Workspace,
     cleanup_errors: &mut Vec<String>,
 ) -> R<HelperOutcome> {
@@ -262,7 +286,7 @@ fn run_in_workspace(
         let mut stubs = mount_stubs::Stubs::new(&ws.root, upper);
         let result = stubs
             .create_all(spec, &staged)
-            .and_then(|()| fork_step(spec, id_map, ws, &staged));
+            .and_then(|()| fork_step(spec, id_map, filter, ws, &staged));
         let removed = stubs.remove_all(cleanup_errors);
         if let Err(e) = rustix::mount::unmount(&ws.root, UnmountFlags::empty()) {
             cleanup_errors.push(format!("unmounting the rootfs: {e}"));
@@ -309,6 +333,7 @@ pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<
             if lowerdirs.is_empty() {
                 return Err("overlay rootfs needs at least one lowerdir".into());
             }
+            let lowerdirs = &distinct_lowerdirs(lowerdirs);
             match mount_overlay_fsconfig(lowerdirs, upperdir, workdir, target, rootless) {
                 Ok(()) => Ok(()),
                 Err(new_api_err) => {
@@ -339,6 +364,24 @@ pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<
             }
         }
     }
+}
+
+/// `lowerdirs` (top first) with every directory only at its topmost place.
+/// Overlay refuses a directory given twice (ELOOP), and the lower copy could
+/// not show anything: all it holds, the upper copy holds at the same path and
+/// is found first. Identity is the directory's device and inode, as overlay
+/// sees it.
+fn distinct_lowerdirs(lowerdirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lowerdirs
+        .iter()
+        .filter(|l| match rustix::fs::stat(l.as_path()) {
+            Ok(st) => seen.insert((st.st_dev, st.st_ino)),
+            // Mounting reports what is wrong with it.
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
 }
 
 fn mount_overlay_fsconfig(
@@ -431,7 +474,13 @@ fn loopback_up() -> R<()> {
     Ok(())
 }
 
-fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) -> R<HelperOutcome> {
+fn fork_step(
+    spec: &RunSpec,
+    id_map: &IdMap,
+    filter: Option<&[seccomp::SockFilter]>,
+    ws: &Workspace,
+    staged: &Staged,
+) -> R<HelperOutcome> {
     if CANCELLED.load(Ordering::SeqCst) != 0 {
         return Ok(HelperOutcome::Cancelled);
     }
@@ -446,7 +495,7 @@ fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) ->
     }
     if pid == 0 {
         drop(err_r);
-        let err = container::enter_and_exec(spec, id_map, &ws.root, staged);
+        let err = container::enter_and_exec(spec, id_map, filter, &ws.root, staged);
         let mut f = std::fs::File::from(err_w);
         let _ = f.write_all(err.as_bytes());
         // SAFETY: leave the forked child without running the parent's destructors.

@@ -107,8 +107,11 @@ impl<'a> Stubs<'a> {
             })?),
             None => None,
         };
-        for (target, is_dir) in crate::container::mount_points(spec, staged) {
-            self.ensure(&root, upper.as_ref(), &target, is_dir)?;
+        for m in crate::container::mount_plan(spec, staged) {
+            // A mount point inside another mount is made by the step, there.
+            if !m.nested {
+                self.ensure(&root, upper.as_ref(), &m.target, m.is_dir)?;
+            }
         }
         Ok(())
     }

@@ -131,6 +131,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
             created: sh.opts.source_date_epoch.unwrap_or(0),
             cmd_set: false,
             build_args: Vec::new(),
+            expansion_growth: 0,
         },
         Base::Stage(i) => {
             let parent = sh.wait_stage(*i)?;
@@ -167,6 +168,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
                 created,
                 cmd_set: false,
                 build_args: Vec::new(),
+                expansion_growth: 0,
             }
         }
     };
@@ -233,9 +235,12 @@ fn apply_step(
     let env = state.expansion_env();
     let instr = {
         let mut ex = ShellExpand::new(sh.plan.escape, &env);
-        step.instruction
+        let instr = step
+            .instruction
             .expanded(&mut ex)
-            .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?
+            .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?;
+        state.grow_expansion(ex.growth(), sh, &origin)?;
+        instr
     };
     let at = state.created;
     match &instr.kind {

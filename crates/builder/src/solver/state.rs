@@ -1,6 +1,8 @@
 //! A stage's state between steps: its layers, image config and environment.
 
+use super::{BuildError, Shared};
 use crate::snapshot::Layer;
+use kiln_dockerfile::instructions::Origin;
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{format_rfc3339, ContainerConfig, History, ImageConfig};
 use std::collections::BTreeMap;
@@ -28,6 +30,10 @@ pub struct StageState {
     /// The ARG names declared so far, in order (BuildKit's `buildArgs`; a
     /// stage built on another continues its list). RUN history shows them.
     pub build_args: Vec<String>,
+    /// How much variable expansion has added to this stage's words so far
+    /// (a stage built on another continues its count); at most
+    /// [`kiln_dockerfile::shell::MAX_STAGE_GROWTH`].
+    pub expansion_growth: usize,
 }
 
 impl StageState {
@@ -84,6 +90,29 @@ impl StageState {
         }
         words.extend(args.iter().cloned());
         words.join(" ")
+    }
+
+    /// Counts `growth` more bytes of expansion towards
+    /// [`kiln_dockerfile::shell::MAX_STAGE_GROWTH`]: an error at `origin`
+    /// once they are over it.
+    pub(crate) fn grow_expansion(
+        &mut self,
+        growth: usize,
+        sh: &Shared<'_>,
+        origin: &Origin,
+    ) -> Result<(), BuildError> {
+        use kiln_dockerfile::shell::MAX_STAGE_GROWTH;
+        self.expansion_growth = self.expansion_growth.saturating_add(growth);
+        if self.expansion_growth > MAX_STAGE_GROWTH {
+            return Err(sh.located(
+                origin,
+                format!(
+                    "variable expansion in this stage produced more than {} MiB",
+                    MAX_STAGE_GROWTH >> 20
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The expansion environment (ENV and ARG values).

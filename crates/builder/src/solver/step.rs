@@ -109,16 +109,30 @@ impl StepCtx<'_, '_> {
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
         let vertex = self.vertex.unwrap_or(0);
+        let hit = |rec: StepRecord| {
+            sh.steps_cached.fetch_add(1, Ordering::SeqCst);
+            sh.emit(Event::StepCached {
+                at_ms: sh.clock.now_ms(),
+                step: vertex,
+                stage: self.stage_name.to_string(),
+                name: self.name.clone(),
+            });
+            Ok(rec)
+        };
+        // On a miss, wait for whoever computes the same key (another kiln
+        // process, another stage), then look again. Claimed before a job
+        // permit is taken, so a waiting step holds none.
+        let mut _claim = None;
         if !self.no_cache {
             if let Some(rec) = sh.cache.get(sh.store, &key) {
-                sh.steps_cached.fetch_add(1, Ordering::SeqCst);
-                sh.emit(Event::StepCached {
-                    at_ms: sh.clock.now_ms(),
-                    step: vertex,
-                    stage: self.stage_name.to_string(),
-                    name: self.name.clone(),
-                });
-                return Ok(rec);
+                return hit(rec);
+            }
+            _claim = Some(sh.cache.claim(&key).map_err(|source| BuildError::Claim {
+                step: self.name.clone(),
+                source,
+            })?);
+            if let Some(rec) = sh.cache.get(sh.store, &key) {
+                return hit(rec);
             }
         }
         let _permit = sh.jobs.acquire();
@@ -244,6 +258,7 @@ pub(crate) fn input_key(
                 created: 0,
                 cmd_set: false,
                 build_args: Vec::new(),
+                expansion_growth: 0,
             };
             Ok((key, Arc::new(state)))
         }

@@ -196,9 +196,11 @@ pub(crate) fn arg(
         state.build_args.push(decl.key.clone());
         let value = sh.plan.arg_value(decl, |d| {
             let env = state.expansion_env();
-            kiln_dockerfile::shell::Lexer::new(sh.plan.escape)
+            let v = kiln_dockerfile::shell::Lexer::new(sh.plan.escape)
                 .process_word(d, &env)
-                .map_err(|e| sh.located(origin, e.to_string()))
+                .map_err(|e| sh.located(origin, e.to_string()))?;
+            state.grow_expansion(v.len().saturating_sub(d.len()), sh, origin)?;
+            Ok::<_, BuildError>(v)
         })?;
         match value {
             Some(v) => {
