@@ -3,6 +3,7 @@
 
 use crate::cache::mounts::{CacheMountRequest, CacheMounts};
 use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::ops::run::{context_mask, ScratchOverlay};
 use crate::progress::{Event, OutputStream};
 use crate::snapshot::merged_view::LayeredView;
 use crate::solver::state::StageState;
@@ -17,7 +18,6 @@ use kiln_sandbox::{
     MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError, SecurityMode, UserSpec,
 };
 use serde::Serialize;
-use std::path::PathBuf;
 
 /// What decides a RUN step's result, hashed into its cache key. Secret
 /// contents are not part of it (only their ids and targets).
@@ -422,131 +422,4 @@ fn prepare_mounts(
         }
     }
     Ok(out)
-}
-
-/// A layer of whiteouts for what the build context directory holds under `rel`
-/// but the (`.dockerignore`-filtered) context does not, so that an overlay of it
-/// above the directory shows exactly the context; None when nothing is hidden.
-fn context_mask(
-    snapshots: &crate::snapshot::Snapshots,
-    ctx: &crate::source::context::Context,
-    rel: &str,
-) -> Result<Option<crate::snapshot::WorkDir>, String> {
-    let included: std::collections::HashSet<&str> =
-        ctx.entries.iter().map(|e| e.path.as_str()).collect();
-    let mut hidden: Vec<String> = Vec::new();
-    fn walk(
-        root: &std::path::Path,
-        rel: &str,
-        included: &std::collections::HashSet<&str>,
-        hidden: &mut Vec<String>,
-    ) -> Result<(), String> {
-        let dir = root.join(crate::names::path(rel));
-        let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for e in rd.flatten() {
-            let name = crate::names::encode_os(&e.file_name()).into_owned();
-            let path = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            if !included.contains(path.as_str()) {
-                hidden.push(path);
-            } else if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                walk(root, &path, included, hidden)?;
-            }
-        }
-        Ok(())
-    }
-    // `rel` is resolved in the listing: every component a real directory.
-    let is_dir = rel.is_empty()
-        || ctx
-            .entry(rel)
-            .is_some_and(|e| e.kind == crate::source::context::FileKind::Dir);
-    if !is_dir {
-        return Ok(None);
-    }
-    walk(&ctx.root, rel, &included, &mut hidden)?;
-    if hidden.is_empty() {
-        return Ok(None);
-    }
-    let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
-    for h in hidden {
-        let p = dir.path().join(crate::names::path(&h));
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        kiln_oci::layer::overlay::make_whiteout(&p).map_err(|e| format!("hiding {h}: {e}"))?;
-    }
-    Ok(Some(dir))
-}
-
-/// An overlay of some directories (a stage's layers, the context) for `RUN
-/// --mount=type=bind`, mounted in the builder's mount namespace and detached
-/// when dropped. A writable one (`rw`) gets a throwaway upper directory, so
-/// writes never reach the sources.
-struct ScratchOverlay {
-    _dir: crate::snapshot::WorkDir,
-    mountpoint: PathBuf,
-}
-
-impl ScratchOverlay {
-    fn mount(
-        snapshots: &crate::snapshot::Snapshots,
-        mut lowers: Vec<PathBuf>,
-        writable: bool,
-    ) -> Result<ScratchOverlay, String> {
-        let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
-        let mountpoint = dir.path().join("merged");
-        std::fs::create_dir(&mountpoint).map_err(|e| e.to_string())?;
-        // Overlay without an upper needs at least two lowers.
-        if !writable && lowers.len() < 2 {
-            lowers.push(snapshots.empty());
-        }
-        let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
-        let mut data = format!("lowerdir={}", lowerdir.join(":"));
-        let mut flags = rustix::mount::MountFlags::empty();
-        if writable {
-            let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
-            for d in [&upper, &work] {
-                std::fs::create_dir(d).map_err(|e| e.to_string())?;
-            }
-            data.push_str(&format!(
-                ",upperdir={},workdir={}",
-                upper.display(),
-                work.display()
-            ));
-        } else {
-            flags |= rustix::mount::MountFlags::RDONLY;
-        }
-        if !kiln_sandbox::userns::is_host_root() {
-            // In kiln's user namespace (rootless) the snapshots mark opaque
-            // directories with user.overlay.opaque, which only this option reads.
-            data.push_str(",userxattr");
-        }
-        let data = std::ffi::CString::new(data)
-            .map_err(|_| "a snapshot path contains a NUL byte".to_string())?;
-        rustix::mount::mount(
-            "overlay",
-            &mountpoint,
-            "overlay",
-            flags,
-            Some(data.as_c_str()),
-        )
-        .map_err(|e| format!("mounting an overlay: {e}"))?;
-        Ok(ScratchOverlay {
-            _dir: dir,
-            mountpoint,
-        })
-    }
-
-    fn path(&self) -> &std::path::Path {
-        &self.mountpoint
-    }
-}
-
-impl Drop for ScratchOverlay {
-    fn drop(&mut self) {
-        let _ = rustix::mount::unmount(&self.mountpoint, rustix::mount::UnmountFlags::DETACH);
-    }
 }
