@@ -3,7 +3,46 @@
 //! a bind mount of several directories (or a writable one) is made of. The RUN
 //! dispatcher (`solver/dispatch/run.rs`) decides which mounts a step gets.
 
-use std::path::PathBuf;
+use crate::snapshot::SnapshotError;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a RUN mount's directories could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("{0}")]
+    Snapshot(#[source] SnapshotError),
+    /// Listing the context or making a directory failed. Messages of a bare
+    /// directory creation name no path (as they did before this type).
+    #[error("{}{source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Io {
+        path: Option<PathBuf>,
+        #[source]
+        source: io::Error,
+    },
+    /// A whiteout for an ignored file could not be made.
+    #[error("hiding {name}: {source}")]
+    Hide {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a snapshot path contains a NUL byte")]
+    NulInPath,
+    #[error("mounting an overlay: {0}")]
+    Mount(#[source] io::Error),
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> MountError + '_ {
+    move |source| MountError::Io {
+        path: Some(path.to_path_buf()),
+        source,
+    }
+}
+
+fn io_bare(source: io::Error) -> MountError {
+    MountError::Io { path: None, source }
+}
 
 /// A layer of whiteouts for what the build context directory holds under `rel`
 /// but the (`.dockerignore`-filtered) context does not, so that an overlay of it
@@ -12,7 +51,7 @@ pub(crate) fn context_mask(
     snapshots: &crate::snapshot::Snapshots,
     ctx: &crate::source::context::Context,
     rel: &str,
-) -> Result<Option<crate::snapshot::WorkDir>, String> {
+) -> Result<Option<crate::snapshot::WorkDir>, MountError> {
     let included: std::collections::HashSet<&str> =
         ctx.entries.iter().map(|e| e.path.as_str()).collect();
     let mut hidden: Vec<String> = Vec::new();
@@ -21,9 +60,9 @@ pub(crate) fn context_mask(
         rel: &str,
         included: &std::collections::HashSet<&str>,
         hidden: &mut Vec<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), MountError> {
         let dir = root.join(crate::names::path(rel));
-        let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let rd = std::fs::read_dir(&dir).map_err(io_at(&dir))?;
         for e in rd.flatten() {
             let name = crate::names::encode_os(&e.file_name()).into_owned();
             let path = if rel.is_empty() {
@@ -51,13 +90,16 @@ pub(crate) fn context_mask(
     if hidden.is_empty() {
         return Ok(None);
     }
-    let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
+    let dir = snapshots.work_dir().map_err(MountError::Snapshot)?;
     for h in hidden {
         let p = dir.path().join(crate::names::path(&h));
         if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(parent).map_err(io_bare)?;
         }
-        kiln_oci::layer::overlay::make_whiteout(&p).map_err(|e| format!("hiding {h}: {e}"))?;
+        kiln_oci::layer::overlay::make_whiteout(&p).map_err(|source| MountError::Hide {
+            name: h.clone(),
+            source,
+        })?;
     }
     Ok(Some(dir))
 }
@@ -76,10 +118,10 @@ impl ScratchOverlay {
         snapshots: &crate::snapshot::Snapshots,
         mut lowers: Vec<PathBuf>,
         writable: bool,
-    ) -> Result<ScratchOverlay, String> {
-        let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
+    ) -> Result<ScratchOverlay, MountError> {
+        let dir = snapshots.work_dir().map_err(MountError::Snapshot)?;
         let mountpoint = dir.path().join("merged");
-        std::fs::create_dir(&mountpoint).map_err(|e| e.to_string())?;
+        std::fs::create_dir(&mountpoint).map_err(io_bare)?;
         // Overlay without an upper needs at least two lowers.
         if !writable && lowers.len() < 2 {
             lowers.push(snapshots.empty());
@@ -90,7 +132,7 @@ impl ScratchOverlay {
         if writable {
             let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
             for d in [&upper, &work] {
-                std::fs::create_dir(d).map_err(|e| e.to_string())?;
+                std::fs::create_dir(d).map_err(io_bare)?;
             }
             data.push_str(&format!(
                 ",upperdir={},workdir={}",
@@ -105,8 +147,7 @@ impl ScratchOverlay {
             // directories with user.overlay.opaque, which only this option reads.
             data.push_str(",userxattr");
         }
-        let data = std::ffi::CString::new(data)
-            .map_err(|_| "a snapshot path contains a NUL byte".to_string())?;
+        let data = std::ffi::CString::new(data).map_err(|_| MountError::NulInPath)?;
         rustix::mount::mount(
             "overlay",
             &mountpoint,
@@ -114,7 +155,7 @@ impl ScratchOverlay {
             flags,
             Some(data.as_c_str()),
         )
-        .map_err(|e| format!("mounting an overlay: {e}"))?;
+        .map_err(|e| MountError::Mount(e.into()))?;
         Ok(ScratchOverlay {
             _dir: dir,
             mountpoint,
