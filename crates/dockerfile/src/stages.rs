@@ -15,7 +15,7 @@
 //! reserved names `scratch` and `context` are errors here (BuildKit only
 //! warns, then silently resolves to one of the stages).
 
-// `DockerfileError` is the crate's located error type; see instructions.rs.
+// `DockerfileError` is the crate's located error type; see instructions/mod.rs.
 #![allow(clippy::result_large_err)]
 
 mod lint;
