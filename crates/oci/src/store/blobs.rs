@@ -4,9 +4,11 @@
 
 use super::{create_temp, io_err, sync_dir, Result, Store, StoreError};
 use crate::digest::{Digest, Hasher};
+use rustix::fs::FlockOperation;
 use std::collections::BTreeSet;
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 /// What [`Store::verify`] found.
@@ -57,6 +59,72 @@ impl Store {
             hasher: Hasher::new(),
             size: 0,
             expected: None,
+            resumable: false,
+        })
+    }
+
+    /// Where an unfinished download of the blob `digest` is kept: in `tmp/`, named
+    /// by the digest, so that the next download of that blob continues it.
+    pub fn partial_blob_path(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir().join(format!("partial-{}", digest.hex()))
+    }
+
+    /// A writer for the blob `digest` (of `size` bytes) that continues what an
+    /// earlier download left at [`Store::partial_blob_path`], in this process or
+    /// in one that was killed: the bytes already there are read back through the
+    /// hasher ([`BlobWriter::size`] says how many; more than `size` are dropped),
+    /// and [`BlobWriter::commit`] checks the whole content against `digest`,
+    /// removing the file if it does not match. Dropped without a commit, the
+    /// writer keeps what it wrote there for the next attempt ([`Store::gc`]
+    /// removes it). While one writer has the file, another (a concurrent pull
+    /// of the same blob) gets a fresh temporary file instead.
+    pub fn resumable_blob_writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter<'_>> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.partial_blob_path(digest);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut w = self.blob_writer()?;
+                w.expect(*digest);
+                return Ok(w);
+            }
+            Err(e) => return Err(io_err("locking", &path)(e.into())),
+        }
+        let mut hasher = Hasher::new();
+        let have = file.metadata().map_err(io_err("reading", &path))?.len();
+        let have = if have > size {
+            file.set_len(0).map_err(io_err("truncating", &path))?;
+            0
+        } else {
+            let copied = io::copy(&mut (&mut file).take(have), &mut hasher)
+                .map_err(io_err("reading", &path))?;
+            if copied != have {
+                file.set_len(0).map_err(io_err("truncating", &path))?;
+                hasher = Hasher::new();
+                0
+            } else {
+                have
+            }
+        };
+        file.seek(SeekFrom::Start(have))
+            .map_err(io_err("reading", &path))?;
+        Ok(BlobWriter {
+            store: self,
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+            temp_path: path,
+            hasher,
+            size: have,
+            expected: Some(*digest),
+            resumable: true,
         })
     }
 
@@ -67,7 +135,8 @@ impl Store {
         Ok(w.commit()?.0)
     }
 
-    /// Copy everything from `reader` into a blob, checking it against `expected` if given.
+    /// Copy everything from `reader` into a blob, checking it against `expected` if
+    /// given. A failure to read is [`StoreError::Input`].
     pub fn put_blob_from(
         &self,
         mut reader: impl Read,
@@ -75,7 +144,17 @@ impl Store {
     ) -> Result<(Digest, u64)> {
         let mut w = self.blob_writer()?;
         w.expected = expected;
-        io::copy(&mut reader, &mut w).map_err(io_err("writing", &w.temp_path))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Input(e)),
+            };
+            w.write_all(&buf[..n])
+                .map_err(io_err("writing", &w.temp_path))?;
+        }
         w.commit()
     }
 
@@ -193,13 +272,33 @@ impl Store {
 pub struct BlobWriter<'a> {
     store: &'a Store,
     file: Option<io::BufWriter<File>>,
-    temp_path: PathBuf,
+    pub(super) temp_path: PathBuf,
     hasher: Hasher,
     size: u64,
     expected: Option<Digest>,
+    /// Keep the file when dropped uncommitted ([`Store::resumable_blob_writer`]).
+    resumable: bool,
 }
 
 impl BlobWriter<'_> {
+    /// Drops what was written so far and starts the blob again from nothing.
+    pub fn restart(&mut self) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.temp_path.clone();
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io_err("writing", &path)(io::Error::other("already committed")))?;
+        file.flush().map_err(io_err("writing", &path))?;
+        let f = file.get_mut();
+        f.set_len(0).map_err(io_err("truncating", &path))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(io_err("truncating", &path))?;
+        self.hasher = Hasher::new();
+        self.size = 0;
+        Ok(())
+    }
+
     /// Refuse to commit unless the content hashes to `digest`.
     pub fn expect(&mut self, digest: Digest) -> &mut Self {
         self.expected = Some(digest);
@@ -268,8 +367,13 @@ impl Write for BlobWriter<'_> {
 
 impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp_path);
+        if let Some(mut file) = self.file.take() {
+            if self.resumable {
+                // What was written stays for the next attempt to continue.
+                let _ = file.flush();
+            } else {
+                let _ = fs::remove_file(&self.temp_path);
+            }
         }
     }
 }

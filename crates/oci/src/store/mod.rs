@@ -7,7 +7,9 @@
 //! index.json            OCI image index: one descriptor per stored image, named by the
 //!                       `org.opencontainers.image.ref.name` annotation (absent = untagged)
 //! blobs/sha256/<hex>    every blob, named by the sha256 of its bytes
-//! tmp/                  blobs being written (same filesystem, so commit is a rename)
+//! tmp/                  blobs being written (same filesystem, so commit is a rename);
+//!                       `partial-<hex>`: an unfinished download of that blob, continued
+//!                       by the next one
 //! lock                  flock: shared while a process uses the store, exclusive for gc
 //! index.lock            flock: exclusive while index.json is read-modified-written
 //! ```
@@ -45,6 +47,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// Reading what was to be stored failed (the source, not the store).
+    #[error("reading: {0}")]
+    Input(#[source] io::Error),
     #[error("content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {0} is not in the store")]
@@ -337,6 +342,60 @@ mod tests {
         assert!(!s.has_blob(&digest));
         assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
         assert_eq!(fs::read_dir(s.blobs_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_resumable_writer_continues_what_an_earlier_one_left() {
+        let (_d, s) = store();
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        let digest = Digest::of(&data);
+        let size = data.len() as u64;
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 0);
+        w.write_all(&data[..300_000]).unwrap();
+        // A concurrent writer of the same blob gets a file of its own.
+        let other = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(other.size(), 0);
+        assert_ne!(other.temp_path, w.temp_path);
+        drop(other);
+        drop(w); // a failed download: the part stays
+        assert_eq!(
+            fs::metadata(s.partial_blob_path(&digest)).unwrap().len(),
+            300_000
+        );
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 300_000);
+        w.write_all(&data[300_000..]).unwrap();
+        assert_eq!(w.commit().unwrap(), (digest, size));
+        assert_eq!(s.read_blob(&digest).unwrap(), data);
+        assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_resumable_writer_drops_a_wrong_or_oversized_part() {
+        let (_d, s) = store();
+        let data = b"the real content of the blob".to_vec();
+        let digest = Digest::of(&data);
+        let size = data.len() as u64;
+        // Longer than the blob: not a part of it.
+        fs::write(s.partial_blob_path(&digest), vec![1u8; 100]).unwrap();
+        let w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 0);
+        drop(w);
+        // A wrong start: the commit fails and removes it.
+        fs::write(s.partial_blob_path(&digest), b"THE").unwrap();
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 3);
+        w.write_all(&data[3..]).unwrap();
+        assert!(matches!(w.commit(), Err(StoreError::DigestMismatch { .. })));
+        assert!(!s.partial_blob_path(&digest).exists());
+        // restart() starts from nothing.
+        fs::write(s.partial_blob_path(&digest), b"THE").unwrap();
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        w.restart().unwrap();
+        assert_eq!(w.size(), 0);
+        w.write_all(&data).unwrap();
+        assert_eq!(w.commit().unwrap(), (digest, size));
     }
 
     #[test]
