@@ -12,9 +12,6 @@ use kiln_sandbox::{MountSpec, NetworkMode, OutputLine, Rootfs, RunSpec, SandboxE
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod support;
-use support::busybox_rootfs;
-
 /// Runs `script` as `user` on a fresh overlay over `lower`, with `cache`
 /// bind-mounted read-write at /cache; returns the output and the upperdir.
 fn step(
@@ -58,7 +55,9 @@ fn step(
 
 fn cache_persists_between_steps(base: &Path) -> Result<(), String> {
     let lower = base.join("lower");
-    busybox_rootfs(&lower).map_err(|e| format!("building the busybox rootfs: {e}"))?;
+    kiln_testkit::busybox::rootfs(&lower)
+        .and_then(|()| std::fs::create_dir_all(lower.join("cache")))
+        .map_err(|e| format!("building the busybox rootfs: {e}"))?;
     let mounts = CacheMounts::new(&base.join("store"));
     let req = CacheMountRequest {
         sharing: CacheSharing::Locked,
@@ -104,5 +103,8 @@ fn cache_persists_between_steps(base: &Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
-    support::run_as_root_in_tempdir("cache_persists_between_steps", cache_persists_between_steps)
+    kiln_testkit::root::run_as_root_in_tempdir(
+        "cache_persists_between_steps",
+        cache_persists_between_steps,
+    )
 }

@@ -18,9 +18,6 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
-mod support;
-use support::busybox_rootfs;
-
 const SECRET: &[u8] = b"s3cr3t-kiln-test-value-4f1c9a";
 
 /// The step's command: it checks the secret by its sha256 (so the command, which
@@ -94,7 +91,9 @@ fn assert_absent(dir: &Path, needle: &[u8]) -> Result<usize, String> {
 
 fn secret_is_absent_from_the_exported_image(base: &Path) -> Result<(), String> {
     let lower = base.join("lower");
-    busybox_rootfs(&lower).map_err(|e| format!("building the busybox rootfs: {e}"))?;
+    kiln_testkit::busybox::rootfs(&lower)
+        .and_then(|()| std::fs::create_dir_all(lower.join("run")))
+        .map_err(|e| format!("building the busybox rootfs: {e}"))?;
     let (upper, work) = (base.join("upper"), base.join("work"));
     for d in [&upper, &work] {
         std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
@@ -200,7 +199,7 @@ fn secret_is_absent_from_the_exported_image(base: &Path) -> Result<(), String> {
 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
-    support::run_as_root_in_tempdir(
+    kiln_testkit::root::run_as_root_in_tempdir(
         "secret_is_absent_from_the_exported_image",
         secret_is_absent_from_the_exported_image,
     )

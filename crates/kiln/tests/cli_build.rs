@@ -3,98 +3,13 @@
 //! static busybox on an empty root). RUN steps run in the real sandbox, so this
 //! needs root (CI runs as root).
 
-use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
-use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
-use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
-use std::collections::BTreeMap;
+use crate::util::{kiln, store_busybox};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run kiln")
-}
-
 fn ok(root: &Path, args: &[&str]) -> Output {
-    let out = kiln(root, args);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-/// A busybox root filesystem: the static binary, its applets as symlinks,
-/// passwd/group with root, nobody and `app` (1000).
-fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        dir.join("etc/group"),
-        "root:x:0:\nnobody:x:65534:\napp:x:1000:\n",
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
-}
-
-/// Stores the busybox image as `busybox:test` in the store at `root`.
-fn make_busybox(root: &Path) {
-    let tmp = tempfile::tempdir().unwrap();
-    busybox_rootfs(tmp.path());
-    let store = Store::open(root).unwrap();
-    let mut w = store.blob_writer().unwrap();
-    let desc = write_layer(
-        tmp.path(),
-        DiffKind::Plain,
-        &LayerOptions {
-            source_date_epoch: Some(0),
-            ..LayerOptions::default()
-        },
-        &mut w,
-    )
-    .unwrap();
-    let (digest, size) = w.commit().unwrap();
-    let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
-    config.created = Some(format_rfc3339(0));
-    config.config = Some(ContainerConfig {
-        env: vec!["PATH=/bin".into()],
-        cmd: Some(vec!["sh".into()]),
-        ..ContainerConfig::default()
-    });
-    config.rootfs.diff_ids.push(desc.diff_id);
-    config.history.push(History {
-        created_by: Some("busybox made by the test".into()),
-        ..History::default()
-    });
-    let layer = BlobRef {
-        media_type: desc.media_type,
-        digest,
-        size,
-        annotations: BTreeMap::new(),
-    };
-    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
-    store.tag(&"busybox:test".parse().unwrap(), m).unwrap();
+    kiln().root(root).args(args).ok()
 }
 
 struct Project {
@@ -108,7 +23,7 @@ fn project(dockerfile: &str, files: &[(&str, &str)]) -> Project {
     let root = dir.path().join("store");
     let ctx = dir.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
-    make_busybox(&root);
+    store_busybox(&root);
     fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     for (name, content) in files {
         let p = ctx.join(name);
@@ -128,7 +43,7 @@ impl Project {
         args.extend_from_slice(extra);
         let ctx = self.ctx.to_str().unwrap();
         args.push(ctx);
-        kiln(&self.root, &args)
+        kiln().root(&self.root).args(&args).output()
     }
 
     fn build_ok(&self, extra: &[&str]) -> Vec<serde_json::Value> {
@@ -368,19 +283,13 @@ fn context_as_a_tar_on_stdin_and_network_none() {
     }
     let archive = b.into_inner().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&p.root)
+    let res = kiln()
+        .root(&p.root)
         .args(["build", "--progress=plain", "--network=none", "-o"])
         .arg(format!("type=local,dest={}", out.path().display()))
         .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(&archive).unwrap();
-    let res = child.wait_with_output().unwrap();
+        .stdin(archive)
+        .output();
     assert!(
         res.status.success(),
         "{}",
@@ -404,24 +313,13 @@ fn context_as_a_tar_on_stdin_and_network_none() {
 fn dockerfile_on_stdin_with_no_context() {
     let p = project("", &[]);
     let out = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&p.root)
+    let res = kiln()
+        .root(&p.root)
         .args(["build", "--progress=plain", "-o"])
         .arg(format!("type=local,dest={}", out.path().display()))
         .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"FROM busybox:test\nRUN echo stdin > /made\n")
-        .unwrap();
-    let res = child.wait_with_output().unwrap();
+        .stdin(&b"FROM busybox:test\nRUN echo stdin > /made\n"[..])
+        .output();
     assert!(
         res.status.success(),
         "{}",
@@ -526,7 +424,7 @@ fn prune_keeps_the_build_cache_and_prune_build_cache_empties_it() {
         0,
         "no step record is left"
     );
-    make_busybox(&p.root);
+    store_busybox(&p.root);
     let cold = p.build_ok(&["-t", "pruned:1"]);
     assert_eq!(summary(&cold)["steps_run"], 2, "{:?}", summary(&cold));
 }
@@ -557,26 +455,29 @@ fn copy_from_a_rebuilt_stage_with_the_same_artifact_stays_cached() {
 
 #[test]
 fn a_killed_build_leaves_no_mount_behind() {
+    // A sleep no other process runs: found by its argument afterwards.
+    let sleep = format!("sleep {}", kiln_testkit::process::unique_number());
     let p = project(
-        "FROM busybox:test AS tools\n\
-         RUN echo tool > /tool\n\
-         FROM busybox:test\n\
-         RUN --mount=from=tools,target=/t,rw sleep 30\n",
+        &format!(
+            "FROM busybox:test AS tools\n\
+             RUN echo tool > /tool\n\
+             FROM busybox:test\n\
+             RUN --mount=from=tools,target=/t,rw {sleep}\n"
+        ),
         &[],
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&p.root)
+    let mut child = kiln()
+        .root(&p.root)
         .args(["build", "--progress=rawjson"])
         .arg(&p.ctx)
+        .command()
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     // Wait until the sleeping step runs (its overlay is mounted), then SIGKILL.
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let started =
-        lines.any(|l| l.is_ok_and(|l| l.contains("step_started") && l.contains("sleep 30")));
+    let started = lines.any(|l| l.is_ok_and(|l| l.contains("step_started") && l.contains(&sleep)));
     assert!(started, "the RUN step started");
     std::thread::sleep(std::time::Duration::from_millis(500));
     child.kill().unwrap();
@@ -587,11 +488,82 @@ fn a_killed_build_leaves_no_mount_behind() {
         !mounts.contains(&p.root.display().to_string()),
         "mounts left after SIGKILL: {mounts}"
     );
-    let procs = Command::new("pgrep")
-        .args(["-f", "sleep 30"])
-        .output()
-        .unwrap();
-    assert!(procs.stdout.is_empty(), "the step's process is gone");
+    let procs = kiln_testkit::process::processes_with(&sleep);
+    assert!(procs.is_empty(), "the step's process is gone: {procs:?}");
+}
+
+/// A SIGINT that kiln's caller ignores stays ignored, in kiln and in its sandbox
+/// helper: `kiln build … &` in a script (a non-interactive shell starts it with
+/// SIGINT and SIGQUIT ignored) or `nohup`, with Ctrl-C then sent to the terminal's
+/// whole process group, goes on building. SIGTERM still stops the build, step
+/// included.
+#[test]
+fn kiln_build_keeps_an_inherited_ignored_sigint() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let sleep = format!("sleep {}", kiln_testkit::process::unique_number());
+    let p = project(&format!("FROM busybox:test\nRUN {sleep}\n"), &[]);
+    let mut k = kiln();
+    let cmd = k
+        .root(&p.root)
+        .args(["build", "--progress=plain"])
+        .arg(&p.ctx)
+        .command();
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    kiln_testkit::process::ignored_signals(cmd, &[libc::SIGINT, libc::SIGQUIT]);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let _cleanup = KillGroupOnDrop(pid);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kiln_testkit::process::processes_with(&sleep).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln build ended before its RUN step started: {status}");
+        }
+        assert!(Instant::now() < deadline, "the RUN step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling the process group this test started.
+    unsafe { libc::kill(-pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "kiln build stopped on a SIGINT its caller ignores"
+    );
+    assert!(
+        !kiln_testkit::process::processes_with(&sleep).is_empty(),
+        "the RUN step stopped on a SIGINT kiln's caller ignores"
+    );
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kiln build did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "a terminated build must not succeed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !kiln_testkit::process::processes_with(&sleep).is_empty() {
+        assert!(Instant::now() < deadline, "the RUN step outlived kiln");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kills a process group (SIGKILL) when dropped, also when the test fails.
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: signalling a process group this test started.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
 }
 
 #[test]
@@ -847,16 +819,12 @@ fn run_steps_and_kiln_run_are_under_the_seccomp_filter() {
         &["run", "sec:1", "grep", "^Seccomp:", "/proc/self/status"],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\n");
-    let refused = kiln(&p.root, &["run", "sec:1", "unshare", "-U", "true"]);
-    assert!(
-        !refused.status.success(),
-        "unshare -U in kiln run must fail"
-    );
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    // unshare -U in kiln run must fail.
+    let refused = kiln()
+        .root(&p.root)
+        .args(["run", "sec:1", "unshare", "-U", "true"])
+        .fails();
+    assert!(refused.contains("Operation not permitted"), "{refused}");
 }
 
 /// A context holding names that are not UTF-8: one excluded by

@@ -1,12 +1,9 @@
 //! `kiln build` planning from the command line: `--dry-run` output, `--target`
 //! pruning, and Dockerfile errors reported with file:line, never a panic.
 
+use crate::util::kiln;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn kiln() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-}
+use std::process::Output;
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/api")
@@ -20,7 +17,7 @@ fn text(o: &Output) -> (String, String) {
 }
 
 fn run(args: &[&str]) -> Output {
-    kiln().args(args).output().expect("run kiln")
+    kiln().args(args).output()
 }
 
 #[test]
@@ -142,7 +139,7 @@ fn missing_base_image_with_pull_never_is_a_located_error() {
 
 #[test]
 fn dockerfile_from_stdin_and_build_args() {
-    let mut child = kiln()
+    let out = kiln()
         .args([
             "build",
             "--dry-run",
@@ -152,19 +149,8 @@ fn dockerfile_from_stdin_and_build_args() {
             "TAG=3.20",
             ".",
         ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(b"ARG TAG=3.19\nFROM alpine:${TAG} AS app\nRUN echo hi\n")
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
+        .stdin(&b"ARG TAG=3.19\nFROM alpine:${TAG} AS app\nRUN echo hi\n"[..])
+        .output();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert!(stdout.contains("image alpine:3.20"), "{stdout}");
@@ -259,7 +245,7 @@ fn run_bounded(args: &[&str]) -> Output {
     cmd.args(args);
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.command().pre_exec(|| {
             let limit = libc::rlimit {
                 rlim_cur: 4 << 30,
                 rlim_max: 4 << 30,
@@ -270,7 +256,7 @@ fn run_bounded(args: &[&str]) -> Output {
             Ok(())
         });
     }
-    cmd.output().expect("run kiln")
+    cmd.output()
 }
 
 /// 40 doublings of an ARG (2^40 bytes unchecked) stop at the 1 MiB word cap

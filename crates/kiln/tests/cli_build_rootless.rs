@@ -9,9 +9,13 @@
 //! Needs root (to create the test directories for the user and switch to it
 //! with `runuser`); CI runs as root.
 
+use crate::util::{kiln, kiln_path};
 use kiln_oci::image::{format_rfc3339, load_image, write_image, ContainerConfig, History};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
+use kiln_testkit::rootless::{
+    self, chown_tree, executable_for_user, require_root_and_user, user_ids, Scratch, USER,
+};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
@@ -21,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const USER: &str = "kiln-rootless";
 const EPOCH: &str = "1700000000";
 
 const DOCKERFILE: &str = r#"FROM base:test
@@ -41,83 +44,9 @@ USER app
 RUN id -u > /tmp/whoami && touch /home/app/mine
 "#;
 
-fn require_root_and_user() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "this test needs root (CI runs as root)"
-    );
-    let known = Command::new("id")
-        .arg("-u")
-        .arg(USER)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        known,
-        "user {USER} does not exist: run scripts/setup-test-env as root first"
-    );
-}
-
-fn user_ids() -> (u32, u32) {
-    let id = |flag: &str| -> u32 {
-        let out = Command::new("id").arg(flag).arg(USER).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    };
-    (id("-u"), id("-g"))
-}
-
-fn chown_tree(path: &Path) {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{USER}:"))
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success(), "chown -R {USER} {}", path.display());
-}
-
-/// A directory in the temp dir that the user can reach; root removes it at the end.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("kiln-rootless-test-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch { dir }
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("chmod")
-            .args(["-R", "u+rwx"])
-            .arg(&self.dir)
-            .status();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The kiln binary, at a path the user can execute: the built one when every
-/// directory above it is searchable by others, else a copy in `scratch`.
+/// The kiln binary, at a path the user can execute.
 fn kiln_for_user(scratch: &Path) -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
-    let usable = Command::new("runuser")
-        .args(["-u", USER, "--", "test", "-x"])
-        .arg(&built)
-        .status()
-        .is_ok_and(|s| s.success());
-    if usable {
-        return built;
-    }
-    let copy = scratch.join("kiln");
-    fs::copy(&built, &copy).unwrap();
-    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
-    copy
+    executable_for_user(&kiln_path(), scratch)
 }
 
 fn mknod(path: &Path, mode: u32, dev: libc::dev_t) {
@@ -134,24 +63,15 @@ fn lchown(path: &Path, uid: u32, gid: u32) {
 /// Layer 1 of the base: busybox, users root and app (1000), a home owned by
 /// app, a setuid file, a device node, files the second layer removes.
 fn base_rootfs(dir: &Path) {
-    for d in [
-        "bin", "etc", "proc", "dev", "sys", "tmp", "root", "home/app", "opt/old",
-    ] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
+    kiln_testkit::busybox::rootfs_with_users(
+        dir,
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        "root:x:0:\napp:x:1000:\n",
     )
     .unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    for d in ["home/app", "opt/old"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
     fs::write(dir.join("etc/motd"), "removed by layer 2\n").unwrap();
     fs::write(dir.join("opt/old/file"), "hidden by layer 2\n").unwrap();
     fs::write(dir.join("home/app/.profile"), "export A=1\n").unwrap();
@@ -253,15 +173,8 @@ fn show(out: &Output) -> String {
 /// `kiln ARGS` as `kiln-rootless` with a clean, fixed environment: HOME and
 /// XDG_DATA_HOME under `home`, so the default store is `home/data/kiln`.
 fn as_user(kiln: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new("runuser");
-    cmd.args(["-u", USER, "--", "env", "-i"])
-        .arg(format!("HOME={}", home.display()))
-        .arg(format!("XDG_DATA_HOME={}", home.join("data").display()))
-        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-        .arg(format!("SOURCE_DATE_EPOCH={EPOCH}"))
-        .arg(kiln)
-        .args(args)
-        .current_dir("/");
+    let mut cmd = rootless::as_user(kiln, home, &[], &[("SOURCE_DATE_EPOCH", EPOCH)]);
+    cmd.args(args);
     cmd
 }
 
@@ -276,16 +189,12 @@ fn user_ok(kiln: &Path, home: &Path, args: &[&str]) -> Output {
 }
 
 fn root_ok(store: &Path, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(store)
+    kiln()
+        .root(store)
         .args(args)
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .env_remove("KILN_ROOT")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kiln {args:?} failed: {}", show(&out));
-    out
+        .ok()
 }
 
 /// (image id, diff_ids, manifest layer digests) of `name` in a store.
@@ -676,6 +585,32 @@ fn child_of(pid: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+/// Kills what a test started when it ends, also when it fails half-way: the
+/// process `pid` (when set) and every process whose command line has `needle`.
+struct KillOnDrop {
+    pid: Option<u32>,
+    needle: String,
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let pids = self
+            .pid
+            .into_iter()
+            .chain(kiln_testkit::process::processes_with(&self.needle));
+        for pid in pids {
+            // SAFETY: signalling processes this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Ctrl-C (SIGINT to kiln) during a RUN step stops the build and leaves no
+/// process and no mount behind. kiln relies on SIGINT's default action, so the
+/// test starts it with that action whatever this test process inherited (a
+/// script's `cargo test &` ignores SIGINT in everything it starts, and kiln
+/// keeps an ignored SIGINT ignored, as `kiln_build_keeps_an_inherited_ignored_sigint`
+/// checks).
 #[test]
 fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
     require_root_and_user();
@@ -685,21 +620,27 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
     let ctx = home.join("ctx");
     make_base(&home.join("data/kiln"));
     // A sleep no other process runs: found by its argument afterwards.
-    let marker = 100_000 + std::process::id();
+    let marker = format!("sleep {}", kiln_testkit::process::unique_number());
     make_context(
         &ctx,
-        &format!("FROM base:test\nRUN echo started && sleep {marker}\n"),
+        &format!("FROM base:test\nRUN echo started && {marker}\n"),
     );
     chown_tree(&home);
-    let mut child = as_user(
+    let mut cmd = as_user(
         &kiln,
         &home,
         &["build", "--progress=rawjson", ctx.to_str().unwrap()],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    );
+    kiln_testkit::process::default_interrupt_signals(&mut cmd);
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut cleanup = KillOnDrop {
+        pid: None,
+        needle: marker.clone(),
+    };
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -719,8 +660,18 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
             Err(_) => panic!("the RUN step did not start: {seen:#?}"),
         }
     }
-    assert!(!processes_with(&format!("sleep {marker}")).is_empty());
+    // `echo` prints before the shell starts `sleep`: wait for it too.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_with(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the step's {marker} never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let kiln_pid = child_of(child.id()).expect("runuser's child (kiln)");
+    cleanup.pid = Some(kiln_pid);
+    assert!(
+        !kiln_testkit::process::ignores(kiln_pid, libc::SIGINT),
+        "kiln was started with SIGINT ignored"
+    );
     // SAFETY: sending a signal to a process we started.
     unsafe { libc::kill(kiln_pid as i32, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -735,7 +686,7 @@ fn ctrl_c_during_a_rootless_run_leaves_nothing_behind() {
     // The step and the sandbox helper die with kiln (parent-death signals).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let left = processes_with(&format!("sleep {marker}"));
+        let left = processes_with(&marker);
         if left.is_empty() {
             break;
         }

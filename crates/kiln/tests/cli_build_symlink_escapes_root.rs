@@ -10,17 +10,15 @@
 //! Needs root (CI runs as root): the rootless cases switch to the user, made
 //! with a subordinate id range by scripts/setup-test-env, with `runuser`.
 
-use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
-use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
-use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
+use crate::util::{kiln_path, store_busybox};
+use kiln_testkit::rootless::{self, chown_tree, executable_for_user};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const USER: &str = "kiln-rootless";
 /// Every kiln command is stopped after this long (a hang is a failure).
 const TIMEOUT_SECS: &str = "120";
 
@@ -62,11 +60,10 @@ enum E<'a> {
 
 impl World {
     fn new(tag: &str, who: Who) -> World {
-        // SAFETY: geteuid has no preconditions.
-        assert!(
-            unsafe { libc::geteuid() } == 0,
-            "this test needs root (CI runs as root)"
-        );
+        match who {
+            Who::Root => kiln_testkit::root::require_root("this test"),
+            Who::Rootless => rootless::require_root_and_user(),
+        }
         let dir = std::env::temp_dir().join(format!(
             "kiln-escape-{tag}-{}-{}",
             match who {
@@ -113,21 +110,12 @@ impl World {
             Who::Rootless => home.join("data/kiln"),
         };
         fs::create_dir_all(&home).unwrap();
-        make_busybox(&store);
+        store_busybox(&store);
         let kiln = match who {
-            Who::Root => PathBuf::from(env!("CARGO_BIN_EXE_kiln")),
+            Who::Root => kiln_path(),
             Who::Rootless => {
-                let known = Command::new("id")
-                    .arg("-u")
-                    .arg(USER)
-                    .output()
-                    .is_ok_and(|o| o.status.success());
-                assert!(
-                    known,
-                    "user {USER} does not exist: run scripts/setup-test-env as root first"
-                );
-                chown_user(&home);
-                kiln_for_user(&dir)
+                chown_tree(&home);
+                executable_for_user(&kiln_path(), &dir)
             }
         };
         World {
@@ -175,14 +163,14 @@ impl World {
             }
         }
         if self.who == Who::Rootless {
-            chown_user(&ctx);
+            chown_tree(&ctx);
         }
         ctx
     }
 
     /// `kiln ARGS` as root (own store) or as the user (its default store),
     /// stopped by `timeout` if it hangs.
-    fn kiln(&self, args: &[&str]) -> Output {
+    fn run(&self, args: &[&str]) -> Output {
         let mut cmd = match self.who {
             Who::Root => {
                 let mut c = Command::new("timeout");
@@ -194,16 +182,7 @@ impl World {
                 c
             }
             Who::Rootless => {
-                let mut c = Command::new("runuser");
-                c.args(["-u", USER, "--", "timeout", TIMEOUT_SECS, "env", "-i"])
-                    .arg(format!("HOME={}", self.home.display()))
-                    .arg(format!(
-                        "XDG_DATA_HOME={}",
-                        self.home.join("data").display()
-                    ))
-                    .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-                    .arg(&self.kiln);
-                c
+                rootless::as_user(&self.kiln, &self.home, &["timeout", TIMEOUT_SECS], &[])
             }
         };
         cmd.args(args).current_dir("/");
@@ -214,7 +193,7 @@ impl World {
         let mut args = vec!["build", "--progress=plain"];
         args.extend_from_slice(extra);
         args.push(ctx.to_str().unwrap());
-        self.kiln(&args)
+        self.run(&args)
     }
 
     fn fail(&self, msg: String) {
@@ -315,33 +294,6 @@ fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn chown_user(path: &Path) {
-    let st = Command::new("chown")
-        .arg("-R")
-        .arg(format!("{USER}:"))
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(st.success(), "chown -R {USER} {}", path.display());
-}
-
-/// The kiln binary at a path the user can execute.
-fn kiln_for_user(scratch: &Path) -> PathBuf {
-    let built = PathBuf::from(env!("CARGO_BIN_EXE_kiln"));
-    let usable = Command::new("runuser")
-        .args(["-u", USER, "--", "test", "-x"])
-        .arg(&built)
-        .status()
-        .is_ok_and(|s| s.success());
-    if usable {
-        return built;
-    }
-    let copy = scratch.join("kiln");
-    fs::copy(&built, &copy).unwrap();
-    chmod(&copy, 0o755);
-    copy
-}
-
 /// The last lines of a command's output.
 fn tail(out: &Output) -> String {
     let text = show(out);
@@ -380,67 +332,6 @@ fn find_bytes(dir: &Path, skip: &Path, needle: &[u8], found: &mut Vec<PathBuf>) 
             }
         }
     }
-}
-
-/// Stores a busybox image (static busybox, root, nobody and app) as
-/// `busybox:test` in the store at `root`.
-fn make_busybox(root: &Path) {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            let _ = symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\napp:x:1000:1000:app:/home/app:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        dir.join("etc/group"),
-        "root:x:0:\nnobody:x:65534:\napp:x:1000:\n",
-    )
-    .unwrap();
-    chmod(&dir.join("tmp"), 0o1777);
-    let store = Store::open(root).unwrap();
-    let mut w = store.blob_writer().unwrap();
-    let desc = write_layer(
-        dir,
-        DiffKind::Plain,
-        &LayerOptions {
-            source_date_epoch: Some(0),
-            ..LayerOptions::default()
-        },
-        &mut w,
-    )
-    .unwrap();
-    let (digest, size) = w.commit().unwrap();
-    let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
-    config.created = Some(format_rfc3339(0));
-    config.config = Some(ContainerConfig {
-        env: vec!["PATH=/bin".into()],
-        cmd: Some(vec!["sh".into()]),
-        ..ContainerConfig::default()
-    });
-    config.rootfs.diff_ids.push(desc.diff_id);
-    config.history.push(History {
-        created_by: Some("busybox made by the test".into()),
-        ..History::default()
-    });
-    let layer = BlobRef {
-        media_type: desc.media_type,
-        digest,
-        size,
-        annotations: BTreeMap::new(),
-    };
-    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
-    store.tag(&"busybox:test".parse().unwrap(), m).unwrap();
 }
 
 /// The sorted names in a directory.
@@ -565,7 +456,7 @@ fn mount_targets_and_their_cleanup(w: &World) {
     let secret = w.next("secret");
     fs::write(&secret, "s3cret").unwrap();
     if w.who == Who::Rootless {
-        chown_user(&secret);
+        chown_tree(&secret);
     }
     let secret_arg = format!("id=s,src={}", secret.display());
     let dir = w.h("dir");
@@ -750,7 +641,7 @@ fn image_user_files(w: &World) {
     );
     let o = w.build(&ctx, &["-t", "esc:passwd"]);
     assert!(o.status.success(), "{}", show(&o));
-    let o = w.kiln(&["run", "esc:passwd", "sh", "-c", "echo $HOME"]);
+    let o = w.run(&["run", "esc:passwd", "sh", "-c", "echo $HOME"]);
     if !o.status.success() {
         w.fail(format!("{case}: kiln run failed: {}", tail(&o)));
     } else if String::from_utf8_lossy(&o.stdout) != "/root\n" {

@@ -2,14 +2,16 @@
 //! building anything, on small projects the tests write. No image is built, so
 //! nothing here needs a base image or the network.
 
+use crate::util::{kiln, make_base_images};
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn kiln(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(dir.join("store"))
+/// kiln with the store `dir/store`, in `dir`, without the Compose variables of the
+/// environment the tests run in.
+fn kiln_in(dir: &Path, args: &[&str]) -> Output {
+    kiln()
+        .root(dir.join("store"))
         .args(args)
         .current_dir(dir)
         .env_remove("COMPOSE_PROJECT_NAME")
@@ -17,7 +19,6 @@ fn kiln(dir: &Path, args: &[&str]) -> Output {
         .env_remove("COMPOSE_PROFILES")
         .env("NO_COLOR", "1")
         .output()
-        .expect("run kiln")
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -71,7 +72,7 @@ fn config_merges_the_override_file_interpolates_dotenv_and_applies_profiles() {
         "services:\n  api:\n    build:\n      target: prod\n      args: [VERSION=$VERSION]\n",
     );
     write(&dir, ".env", "REGISTRY=registry.local\nVERSION=1.2\n");
-    let out = stdout(&kiln(&dir, &["compose", "config"]));
+    let out = stdout(&kiln_in(&dir, &["compose", "config"]));
     let want = format!(
         "name: myshop\n\
          services:\n  \
@@ -91,7 +92,7 @@ fn config_merges_the_override_file_interpolates_dotenv_and_applies_profiles() {
         dir = dir.display()
     );
     assert_eq!(out, want);
-    let names = stdout(&kiln(
+    let names = stdout(&kiln_in(
         &dir,
         &[
             "compose",
@@ -106,7 +107,7 @@ fn config_merges_the_override_file_interpolates_dotenv_and_applies_profiles() {
     assert_eq!(names, "api\ndebug\n");
     // -f replaces discovery (no override file then); --env-file replaces .env.
     write(&dir, "ci.env", "REGISTRY=ci\nTAG=7\n");
-    let out = stdout(&kiln(
+    let out = stdout(&kiln_in(
         &dir,
         &[
             "compose",
@@ -130,7 +131,7 @@ fn mistakes_are_one_located_message() {
         write(&dir, "Dockerfile", "FROM busybox:test\n");
         let mut a = vec!["compose"];
         a.extend_from_slice(args);
-        stderr(&kiln(&dir, &a))
+        stderr(&kiln_in(&dir, &a))
     };
     let e = case(
         "services:\n  api:\n    build:\n      context: .\n      args:\n        TOKEN: ${TOKEN:?set TOKEN in .env}\n",
@@ -187,7 +188,7 @@ fn mistakes_are_one_located_message() {
         "{e}"
     );
     // Nothing was built.
-    assert_eq!(stdout(&kiln(&dir, &["images", "-q"])), "");
+    assert_eq!(stdout(&kiln_in(&dir, &["images", "-q"])), "");
 }
 
 /// A busybox-only project whose RUN steps print what the build: keys gave
@@ -197,18 +198,7 @@ fn mistakes_are_one_located_message() {
 fn build_keys_reach_the_run_steps_and_the_image_needs_root() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("keys");
-    let made =
-        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-base-images"))
-            .args(["--only", "busybox", "--root"])
-            .arg(dir.join("store"))
-            .env("KILN", env!("CARGO_BIN_EXE_kiln"))
-            .output()
-            .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    make_base_images(&dir.join("store"), Some("busybox"));
     write(
         &dir,
         "compose.yaml",
@@ -245,7 +235,7 @@ fn build_keys_reach_the_run_steps_and_the_image_needs_root() {
     );
     write(&dir, "files/note.txt", "a-note");
     write(&dir, "token.txt", "s3cret");
-    let out = kiln(&dir, &["compose", "build", "--progress=plain"]);
+    let out = kiln_in(&dir, &["compose", "build", "--progress=plain"]);
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
     assert!(log.contains("hello s3cret from-base a-note"), "{log}");
@@ -262,8 +252,8 @@ fn build_keys_reach_the_run_steps_and_the_image_needs_root() {
         .find(|l| l.contains("/dev/shm") && !l.contains("RUN"))
         .unwrap_or_else(|| panic!("no df line: {log}"));
     assert!(shm.contains(" 32768 "), "{shm}");
-    let inspect = stdout(&kiln(&dir, &["inspect", "app:extra"]));
+    let inspect = stdout(&kiln_in(&dir, &["inspect", "app:extra"]));
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v[0]["Config"]["Labels"]["com.example.team"], "builders");
-    assert!(stdout(&kiln(&dir, &["images"])).contains("keys-app"));
+    assert!(stdout(&kiln_in(&dir, &["images"])).contains("keys-app"));
 }

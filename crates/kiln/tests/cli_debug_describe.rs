@@ -2,6 +2,7 @@
 //! an OCI layout directory and a docker archive gives the same normalized JSON,
 //! with later layers' whiteouts applied.
 
+use crate::util::kiln;
 use kiln_oci::image::{
     format_rfc3339, media_type, write_image, ContainerConfig, HealthConfig, History,
 };
@@ -9,26 +10,9 @@ use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run kiln")
-}
 
 fn ok(root: &Path, args: &[&str]) -> String {
-    let out = kiln(root, args);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    kiln().root(root).args(args).stdout()
 }
 
 enum Entry<'a> {
@@ -214,7 +198,10 @@ fn describes_the_same_image_from_every_kind_of_source() {
 #[test]
 fn unknown_sources_are_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = kiln(tmp.path(), &["debug", "describe", "no-such-image:1"]);
+    let out = kiln()
+        .root(tmp.path())
+        .args(["debug", "describe", "no-such-image:1"])
+        .output();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no such image: no-such-image:1"), "{err}");
@@ -222,10 +209,10 @@ fn unknown_sources_are_one_clear_error() {
 
     let not_an_image = tmp.path().join("notes.txt");
     std::fs::write(&not_an_image, "plain text").unwrap();
-    let out = kiln(
-        tmp.path(),
-        &["debug", "describe", not_an_image.to_str().unwrap()],
-    );
+    let out = kiln()
+        .root(tmp.path())
+        .args(["debug", "describe", not_an_image.to_str().unwrap()])
+        .output();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("notes.txt"), "{err}");

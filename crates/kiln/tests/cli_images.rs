@@ -1,41 +1,22 @@
 //! The image commands, run as a user would: the kiln binary against temporary
 //! stores (`--root`).
 
+use crate::util::kiln;
 use kiln_oci::image::{format_rfc3339, media_type, write_image, ContainerConfig, History};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("run kiln")
-}
-
 fn ok(root: &Path, args: &[&str]) -> String {
-    let out = kiln(root, args);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    kiln().root(root).args(args).stdout()
 }
 
 fn fails(root: &Path, args: &[&str]) -> String {
-    let out = kiln(root, args);
-    assert!(!out.status.success(), "kiln {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    kiln().root(root).args(args).fails()
 }
 
 /// An uncompressed layer holding `files`.
@@ -125,39 +106,18 @@ fn save_then_load_into_a_fresh_store_keeps_the_manifest_digest() {
         assert_eq!(j["Tag"], "1");
     }
     // Standard output and input work too.
-    let saved = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&a)
-        .args(["save", "app"])
-        .stderr(Stdio::inherit())
-        .output()
-        .unwrap();
+    let saved = kiln().root(&a).args(["save", "app"]).output();
     assert!(
         !saved.status.success(),
         "app means app:latest, which does not exist"
     );
-    let saved = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&a)
-        .args(["save", "app:1"])
-        .output()
-        .unwrap();
-    assert!(saved.status.success());
+    let saved = kiln().root(&a).args(["save", "app:1"]).ok();
     let c = tmp.path().join("c");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&c)
+    kiln()
+        .root(&c)
         .args(["load", "-q"])
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&saved.stdout)
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+        .stdin(saved.stdout)
+        .ok();
     assert_eq!(
         inspect(&c, "app:1")["Descriptor"]["digest"],
         m.digest.to_string()
@@ -339,10 +299,10 @@ fn crash_killed_mid_blob_leaves_the_store_consistent() {
     let small = b"a complete blob".to_vec();
     let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     let big_digest = Digest::of(&big);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(&root)
+    let mut child = kiln()
+        .root(&root)
         .arg("load")
+        .command()
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,6 +1,7 @@
 //! `kiln import`, run as a user would: root filesystem tarballs (plain, gzip, zstd,
 //! xz, on standard input) and directories into temporary stores (`--root`).
 
+use crate::util::kiln;
 use kiln_oci::image::load_image;
 use kiln_oci::layer::apply_layer;
 use kiln_oci::{ImageName, Store};
@@ -8,28 +9,18 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn kiln_with(root: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+    let mut cmd = kiln();
+    cmd.root(root).args(args).env_remove("SOURCE_DATE_EPOCH");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    });
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run kiln");
     if let Some(data) = stdin {
-        child.stdin.take().unwrap().write_all(data).unwrap();
+        cmd.stdin(data);
     }
-    child.wait_with_output().unwrap()
+    cmd.output()
 }
 
 fn ok_with(root: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> String {

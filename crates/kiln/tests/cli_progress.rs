@@ -3,6 +3,7 @@
 //! print lines. RUN steps run in the real sandbox, so this needs root (CI runs as
 //! root); the tty view is drawn into a pseudo-terminal made by `script(1)`.
 
+use crate::util::kiln;
 use regex::Regex;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -39,13 +40,11 @@ fn project(run: &str) -> Project {
 
 impl Project {
     fn build(&self, progress: &str) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("--root")
-            .arg(&self.root)
+        kiln()
+            .root(&self.root)
             .args(["build", "-t", "progress:1", progress])
             .arg(&self.ctx)
             .output()
-            .expect("run kiln")
     }
 }
 

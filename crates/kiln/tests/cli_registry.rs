@@ -1,91 +1,33 @@
 //! `kiln pull/push/login/logout` run as a user would, against the local registries
-//! started by scripts/setup-test-env (these tests need them and fail when none answers).
+//! started by scripts/setup-test-env (these tests need them and fail when none
+//! answers; `kiln_testkit::registry` says where they are).
 
+use crate::util::kiln;
 use kiln_oci::image::{media_type, write_image};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
+use kiln_testkit::registry::{auth as auth_registry, plain as plain_registry, unique_repo};
+use kiln_testkit::Kiln;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn require(addr: String) -> String {
-    let sock = addr.parse().unwrap();
-    assert!(
-        TcpStream::connect_timeout(&sock, Duration::from_secs(2)).is_ok(),
-        "this test needs the registry on {addr}, and none answers: run scripts/setup-test-env (as root)"
-    );
-    addr
-}
-
-fn plain_registry() -> String {
-    require(env_or("KILN_TEST_REGISTRY", "127.0.0.1:5000"))
-}
-
-fn auth_registry() -> String {
-    require(env_or("KILN_TEST_AUTH_REGISTRY", "127.0.0.1:5001"))
-}
-
-fn unique_repo(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kiln-cli-test/{prefix}-{}-{nanos}", std::process::id())
-}
-
-/// Run kiln with a store, an auth file and a config file inside `dir`.
-fn kiln(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    kiln_env(dir, args, stdin, &[])
-}
-
-fn kiln_env(dir: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .envs(env.iter().copied())
-        .arg("--root")
-        .arg(dir.join("root"))
+/// kiln with a store, an auth file and a config file inside `dir`, and `stdin`.
+fn kiln_in(dir: &Path, args: &[&str], stdin: Option<&str>) -> Kiln {
+    let mut cmd = kiln();
+    cmd.root(dir.join("root"))
         .args(args)
         .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
         .env("KILN_CONFIG", dir.join("kiln.json"))
         .env("HOME", dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run kiln");
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
+        .stdin(stdin.unwrap_or_default());
+    cmd
 }
 
 fn ok(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let out = kiln(dir, args, stdin);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    kiln_in(dir, args, stdin).stdout()
 }
 
 fn fails(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    let out = kiln(dir, args, stdin);
-    assert!(!out.status.success(), "kiln {args:?} should fail");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    kiln_in(dir, args, stdin).fails()
 }
 
 fn store_image(dir: &Path, name: &str, content: &[u8]) -> BlobRef {
@@ -193,8 +135,7 @@ fn errors_name_the_reference_in_one_line() {
 #[test]
 fn login_with_wrong_password_fails_and_right_one_allows_push() {
     let registry = auth_registry();
-    let user = env_or("KILN_TEST_AUTH_USER", "kiln");
-    let password = env_or("KILN_TEST_AUTH_PASSWORD", "kiln-secret");
+    let (user, password) = kiln_testkit::registry::auth_user();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let err = fails(
@@ -279,8 +220,7 @@ fn pull_through_a_docker_hub_mirror_from_the_config_file() {
 #[test]
 fn credentials_come_from_a_credential_helper() {
     let registry = auth_registry();
-    let user = env_or("KILN_TEST_AUTH_USER", "kiln");
-    let password = env_or("KILN_TEST_AUTH_PASSWORD", "kiln-secret");
+    let (user, password) = kiln_testkit::registry::auth_user();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bin = d.join("bin");
@@ -307,20 +247,13 @@ fn credentials_come_from_a_credential_helper() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(d.join("root"))
+    kiln()
+        .root(d.join("root"))
         .args(["push", "helped:1", &dest])
         .env("REGISTRY_AUTH_FILE", d.join("auth.json"))
         .env("KILN_CONFIG", d.join("kiln.json"))
         .env("PATH", path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .ok();
     // Without the helper on PATH the same auth file cannot be used.
     let err = fails(d, &["push", "helped:1", &dest], None);
     assert!(err.contains("docker-credential-kilntest"), "{err}");
@@ -440,8 +373,7 @@ fn base64(data: &[u8]) -> String {
 #[test]
 fn trace_logging_never_prints_credentials() {
     let registry = auth_registry();
-    let user = env_or("KILN_TEST_AUTH_USER", "kiln");
-    let password = env_or("KILN_TEST_AUTH_PASSWORD", "kiln-secret");
+    let (user, password) = kiln_testkit::registry::auth_user();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(
@@ -462,7 +394,11 @@ fn trace_logging_never_prints_credentials() {
     ] {
         // An empty store, so that the pull downloads everything.
         std::fs::remove_dir_all(d.join("root")).unwrap();
-        let out = kiln_env(d, &args, None, &env);
+        let mut cmd = kiln_in(d, &args, None);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         // Trace output is there (the test would pass vacuously otherwise) ...

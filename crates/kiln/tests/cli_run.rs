@@ -2,20 +2,15 @@
 //! into a temporary store, run in the sandbox. Needs root (CI runs as root) and
 //! Debian's static busybox at /bin/busybox (scripts/setup-test-env installs it).
 
+use crate::util::kiln;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn kiln(root: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    cmd.arg("--root").arg(root).stdin(Stdio::null());
-    cmd
-}
-
 fn run(root: &Path, args: &[&str]) -> Output {
-    kiln(root).arg("run").args(args).output().expect("run kiln")
+    kiln().root(root).arg("run").args(args).output()
 }
 
 fn stdout_of(out: &Output) -> String {
@@ -42,29 +37,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "kiln run tests need root (CI runs as root)"
-    );
+    kiln_testkit::root::require_root("kiln run tests");
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = tmp.path().join("rootfs");
-    for d in ["bin", "etc", "tmp", "home/user"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox"))
-        .expect("/bin/busybox (Debian's busybox-static)");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-    }
-    std::fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nuser:x:1001:1001:user:/home/user:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nuser:x:1001:\n").unwrap();
+    kiln_testkit::busybox::rootfs(&rootfs).unwrap();
+    std::fs::create_dir_all(rootfs.join("home/user")).unwrap();
     let root = tmp.path().join("store");
     for (name, changes) in [
         (
@@ -79,12 +56,12 @@ fn fixture() -> Fixture {
             ],
         ),
     ] {
-        let mut cmd = kiln(&root);
-        cmd.arg("import");
+        let mut cmd = kiln();
+        cmd.root(&root).arg("import");
         for c in changes {
             cmd.args(["--change", c]);
         }
-        let out = cmd.arg(&rootfs).arg(name).output().unwrap();
+        let out = cmd.arg(&rootfs).arg(name).output();
         assert!(
             out.status.success(),
             "import: {}",
@@ -122,11 +99,7 @@ fn runs_commands_with_exit_codes_user_workdir_and_env() {
         "hello world\n"
     );
     // The image's CMD runs when no command is given.
-    let out = kiln(root)
-        .args(["run", "bb:test"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = kiln().root(root).args(["run", "bb:test"]).output();
     assert!(out.status.success(), "sh with no input exits 0");
 
     let out = run(
@@ -255,7 +228,8 @@ fn a_server_is_reachable_on_loopback_and_sigterm_stops_it() {
     let script = format!(
         "mkdir -p /www && echo served-from-kiln > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
     );
-    let mut cmd = kiln(root);
+    let mut k = kiln();
+    let cmd = k.root(root).command();
     cmd.args(["run", "--rm", "bb:test", "sh", "-c", &script])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -403,6 +377,72 @@ fn pids_running(args: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// A SIGINT or SIGHUP that kiln's caller ignores stays ignored: `nohup kiln run …`
+/// (SIGHUP) or `kiln run … &` in a script (SIGINT and SIGQUIT), with both signals
+/// then sent to the whole process group, keep the container running. SIGTERM
+/// still stops it (exit code 128 + 15) and leaves nothing behind.
+#[test]
+fn kiln_run_keeps_an_inherited_ignored_sigint_and_sighup() {
+    use std::os::unix::process::CommandExt;
+    let f = fixture();
+    let seconds = kiln_testkit::process::unique_number().to_string();
+    let mut k = kiln();
+    let cmd = k
+        .root(&f.root)
+        .args(["run", "bb:test", "sleep", &seconds])
+        .command();
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    kiln_testkit::process::ignored_signals(cmd, &[libc::SIGINT, libc::SIGQUIT, libc::SIGHUP]);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let step = ["sleep", seconds.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids_running(&step).is_empty() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("kiln run ended early: {status}");
+        }
+        assert!(Instant::now() < deadline, "the container never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for sig in [libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: signalling the process group this test started.
+        unsafe { libc::kill(-pid, sig) };
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let still_running = child.try_wait().unwrap().is_none() && !pids_running(&step).is_empty();
+    if !still_running {
+        // SAFETY: as above; nothing of this test may outlive it.
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let _ = child.wait();
+    }
+    assert!(
+        still_running,
+        "kiln run stopped the container on a SIGINT/SIGHUP its caller ignores"
+    );
+    // SAFETY: signalling the process this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: as above.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            panic!("kiln run did not stop on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(128 + 15), "exit code is 128 + SIGTERM");
+    assert!(
+        pids_running(&step).is_empty(),
+        "the container's process is gone"
+    );
+    assert_nothing_left(&f.root);
+}
+
 /// kiln killed outright (SIGKILL) while a RUN step runs, having been started with
 /// the stop signals blocked: the sandbox helper is told by its parent-death
 /// signal (SIGTERM) and must still stop the step and clean up, so it unblocks
@@ -412,13 +452,14 @@ fn a_killed_build_leaves_no_step_running_even_with_signals_blocked() {
     let f = fixture();
     let ctx = f.root.parent().unwrap().join("ctx");
     std::fs::create_dir(&ctx).unwrap();
-    let seconds = format!("{}", 100_000 + std::process::id());
+    let seconds = kiln_testkit::process::unique_number().to_string();
     std::fs::write(
         ctx.join("Dockerfile"),
         format!("FROM bb:test\nRUN sleep {seconds}\n"),
     )
     .unwrap();
-    let mut cmd = kiln(&f.root);
+    let mut k = kiln();
+    let cmd = k.root(&f.root).command();
     cmd.args(["build", "--progress", "plain", "-t", "never:1"])
         .arg(&ctx)
         .stdout(Stdio::null())
@@ -472,9 +513,11 @@ fn a_killed_build_leaves_no_step_running_even_with_signals_blocked() {
 #[test]
 fn a_process_killed_by_a_signal_gives_128_plus_the_signal() {
     let f = fixture();
-    let seconds = format!("{}", 200_000 + std::process::id());
-    let mut child = kiln(&f.root)
+    let seconds = kiln_testkit::process::unique_number().to_string();
+    let mut child = kiln()
+        .root(&f.root)
         .args(["run", "bb:test", "sleep", &seconds])
+        .command()
         .spawn()
         .unwrap();
     let step = ["sleep", seconds.as_str()];

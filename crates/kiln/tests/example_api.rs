@@ -4,6 +4,7 @@
 //! `scripts/make-base-images` makes here, and `kiln run` serves it as uid 1001
 //! on port 8000. Needs root (mmdebstrap, the sandbox) and the npm registry.
 
+use crate::util::kiln;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -12,12 +13,6 @@ use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn kiln(root: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.arg("--root").arg(root);
-    c
 }
 
 fn http_get(path: &str) -> Option<String> {
@@ -42,15 +37,15 @@ fn example_api_builds_and_serves_as_uid_1001_on_port_8000() {
         .expect("run scripts/make-base-images");
     assert!(made.success(), "scripts/make-base-images failed");
 
-    let built = kiln(&root)
+    let built = kiln()
+        .root(&root)
         .args(["build", "--progress=plain", "-t", "api:test"])
         .arg(repo().join("examples/api"))
-        .output()
-        .unwrap();
+        .output();
     let log = String::from_utf8_lossy(&built.stderr);
     assert!(built.status.success(), "kiln build failed:\n{log}");
 
-    let inspect = kiln(&root).args(["inspect", "api:test"]).output().unwrap();
+    let inspect = kiln().root(&root).args(["inspect", "api:test"]).output();
     let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     let cfg = &v[0]["Config"];
     assert_eq!(cfg["User"], "nodejs");
@@ -60,8 +55,10 @@ fn example_api_builds_and_serves_as_uid_1001_on_port_8000() {
         http_get("/health").is_none(),
         "something already listens on 127.0.0.1:8000"
     );
-    let mut server = kiln(&root)
+    let mut server = kiln()
+        .root(&root)
         .args(["run", "api:test"])
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

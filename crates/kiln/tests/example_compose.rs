@@ -6,6 +6,8 @@
 //! `kiln run` and hands out the API's package.json it was built with. Needs root
 //! (mmdebstrap, the sandbox) and the npm registry, as `example_api` does.
 
+use crate::util::{kiln, make_base_images};
+use kiln_testkit::Kiln;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -15,15 +17,14 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    kiln_testkit::repo_root().canonicalize().unwrap()
 }
 
-fn kiln(root: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    c.arg("--root").arg(root);
+/// kiln with the store at `root`, without the variables of the environment the
+/// tests run in that the example's compose.yaml reads.
+fn kiln_at(root: &Path) -> Kiln {
+    let mut c = kiln();
+    c.root(root);
     for v in [
         "COMPOSE_PROJECT_NAME",
         "COMPOSE_FILE",
@@ -37,13 +38,12 @@ fn kiln(root: &Path) -> Command {
 }
 
 fn compose(root: &Path, args: &[&str]) -> Output {
-    kiln(root)
+    kiln_at(root)
         .arg("compose")
         .arg("-f")
         .arg(repo().join("examples/compose/compose.yaml"))
         .args(args)
         .output()
-        .unwrap()
 }
 
 /// The rawjson events of a run.
@@ -100,13 +100,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and_npm() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
-    let made = Command::new(repo().join("scripts/make-base-images"))
-        .arg("--root")
-        .arg(&root)
-        .env("KILN", env!("CARGO_BIN_EXE_kiln"))
-        .status()
-        .expect("run scripts/make-base-images");
-    assert!(made.success(), "scripts/make-base-images failed");
+    make_base_images(&root, None);
 
     // The model: .env interpolated, paths resolved, the target and the service: context.
     let config = compose(&root, &["config"]);
@@ -201,25 +195,25 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
 
     // The front end's image: its label from compose.yaml, and it serves the
     // app and the API's package.json.
-    let inspect = kiln(&root)
+    let inspect = kiln_at(&root)
         .args(["inspect", "kiln-example-web"])
-        .output()
-        .unwrap();
+        .output();
     let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(
         v[0]["Config"]["Labels"]["org.opencontainers.image.title"],
         "kiln example shop"
     );
     assert_eq!(v[0]["Config"]["User"], "nobody");
-    let port = 18_931;
-    assert!(
-        http_get(port, "/").is_none(),
-        "something already listens on {port}"
-    );
-    let mut server = kiln(&root)
+    // A port nothing listens on now (the machine may run other services).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut server = kiln_at(&root)
         .args(["run", "kiln-example-web", "httpd", "-f", "-p"])
         .arg(port.to_string())
         .args(["-h", "/www"])
+        .command()
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -89,12 +89,18 @@ pub(crate) fn helper_main() -> ! {
     // SIGTERM/SIGINT/SIGHUP: kill the step, then clean up and report normally.
     // They are unblocked too: a blocked mask is inherited from whoever started
     // kiln, and the handler must run (SIGTERM is also the parent-death signal).
+    // A SIGINT or SIGHUP that kiln's caller ignores (`nohup`, a script's `cmd &`)
+    // stays ignored here as in kiln itself, which inherited it the same way:
+    // Ctrl-C to the terminal's process group then stops neither.
     // SAFETY: the handler only touches atomics and calls kill(2); the set is
     // initialised by sigemptyset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            if sig != libc::SIGTERM && crate::signal_is_ignored(sig) {
+                continue;
+            }
             libc::signal(sig, on_stop_signal as *const () as libc::sighandler_t);
             libc::sigaddset(&mut set, sig);
         }

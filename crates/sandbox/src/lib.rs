@@ -58,3 +58,29 @@ pub use runner::{
     RunningStep, SandboxError, StepFailure, StepKiller,
 };
 pub use spec::{default_hosts, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, UserSpec};
+
+/// Whether this process ignores `sig` because whoever started it made it so
+/// (`nohup` ignores SIGHUP; a non-interactive shell starts `cmd &` with SIGINT and
+/// SIGQUIT ignored). kiln leaves an ignored SIGINT or SIGHUP ignored, in its
+/// sandbox helper too; SIGTERM always stops it.
+pub fn signal_is_ignored(sig: libc::c_int) -> bool {
+    // SAFETY: a null new action only reads the current one into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_ignored_signal_is_seen_as_ignored() {
+        // SIGUSR2: no test of this crate uses it.
+        // SAFETY: setting a disposition of a signal nothing here sends.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        assert!(super::signal_is_ignored(libc::SIGUSR2));
+        // SAFETY: as above.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_DFL) };
+        assert!(!super::signal_is_ignored(libc::SIGUSR2));
+    }
+}

@@ -44,32 +44,13 @@ fn write(path: &Path, content: &str, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-/// A busybox rootfs: /bin/busybox and its applet links, passwd/group with root
-/// and user 1001, a few files for the deletion cases. No /etc/hosts.
+/// The busybox rootfs (`kiln_testkit::busybox`) with root and user 1001 (and a
+/// group `extra` holding user), a few files for the deletion cases. No /etc/hosts.
 fn build_busybox_rootfs(dir: &Path) -> std::io::Result<()> {
-    for d in [
-        "bin",
-        "etc",
-        "proc",
-        "dev",
-        "sys",
-        "root",
-        "home/user",
-        "lowerdir",
-        "tmp",
-    ] {
+    kiln_testkit::busybox::rootfs_with_users(dir, PASSWD, GROUP)?;
+    for d in ["home/user", "lowerdir"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
-    std::fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
-    let list = Command::new("/bin/busybox").arg("--list").output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" && !applet.is_empty() {
-            std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
-        }
-    }
-    write(&dir.join("etc/passwd"), PASSWD, 0o644)?;
-    write(&dir.join("etc/group"), GROUP, 0o644)?;
     write(&dir.join("lower-file"), "from the lower layer\n", 0o644)?;
     write(&dir.join("lowerdir/a"), "a\n", 0o644)?;
     write(&dir.join("lowerdir/b"), "b\n", 0o644)?;
@@ -1337,8 +1318,18 @@ fn caller_worker(lower: &Path, run_dir: &Path) -> ExitCode {
         upperdir: upper,
         workdir: work,
     };
-    let script = "sleep 7777777 & echo started; sleep 7777778";
-    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    // The two sleeps' arguments, unique to this run (another test run on the
+    // machine may be at the same case): `KILN_TEST_SLEEP_MARKERS=A B`.
+    let Some(markers) = std::env::var("KILN_TEST_SLEEP_MARKERS").ok() else {
+        println!("ended: no KILN_TEST_SLEEP_MARKERS");
+        return ExitCode::FAILURE;
+    };
+    let Some((a, b)) = markers.split_once(' ') else {
+        println!("ended: KILN_TEST_SLEEP_MARKERS is not two numbers: {markers}");
+        return ExitCode::FAILURE;
+    };
+    let script = format!("sleep {a} & echo started; sleep {b}");
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script]);
     let r = kiln_sandbox::run(&spec, &mut |l: &OutputLine| {
         println!("{}", l.line);
         let _ = std::io::stdout().flush();
@@ -1397,14 +1388,23 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
     ] {
         let run_dir = env.base.join(format!("caller-{signal}"));
         let dirs_before = workspace_dirs();
-        let mut child = Command::new("/proc/self/exe")
+        // The step's sleeps, found by these arguments: no other run shares them.
+        let (bg, fg) = (
+            kiln_testkit::process::unique_number().to_string(),
+            kiln_testkit::process::unique_number().to_string(),
+        );
+        let mut worker = Command::new("/proc/self/exe");
+        worker
+            .env("KILN_TEST_SLEEP_MARKERS", format!("{bg} {fg}"))
             .arg("--caller-worker")
             .arg(&env.lower)
             .arg(&run_dir)
             .stdout(std::process::Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("{how}: spawn: {e}"))?;
+            .process_group(0);
+        // A caller with Ctrl-C's default action, however this test was started (a
+        // script's `cargo test &` ignores SIGINT, and the helper keeps it so).
+        kiln_testkit::process::default_interrupt_signals(&mut worker);
+        let mut child = worker.spawn().map_err(|e| format!("{how}: spawn: {e}"))?;
         let pid = child.id() as i32;
         // Whatever happens below, the worker's process group does not outlive the case.
         let _guard = KillGroupOnDrop(pid);
@@ -1417,11 +1417,11 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
         );
         // `sh` prints "started" just before it execs the last sleep.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while processes_with("7777778").is_empty() && Instant::now() < deadline {
+        while processes_with(&fg).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         ensure!(
-            !processes_with("7777778").is_empty(),
+            !processes_with(&fg).is_empty(),
             "{how}: step not seen running"
         );
         // SAFETY: signalling our own child (or its process group).
@@ -1429,14 +1429,14 @@ fn caller_death_kills_the_step(env: &Env) -> CaseResult {
         let _ = child.wait();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline
-            && (!processes_with("7777777").is_empty()
-                || !processes_with("7777778").is_empty()
+            && (!processes_with(&bg).is_empty()
+                || !processes_with(&fg).is_empty()
                 || workspace_dirs() != dirs_before)
         {
             std::thread::sleep(Duration::from_millis(20));
         }
         ensure!(
-            processes_with("7777777").is_empty() && processes_with("7777778").is_empty(),
+            processes_with(&bg).is_empty() && processes_with(&fg).is_empty(),
             "{how}: step processes survive"
         );
         let new_dirs: Vec<_> = workspace_dirs().difference(&dirs_before).cloned().collect();
@@ -1821,6 +1821,25 @@ fn main() -> ExitCode {
             Some(dir) => rootless_worker(Path::new(dir), mode == "--userns-worker"),
             None => ExitCode::FAILURE,
         };
+    }
+    // The cases run together (they share one rootfs and the rootless runs compare
+    // layers with the root run's), so a filter selecting any of them runs them all.
+    let labels = ["rootless", "rootless in kiln's user namespace"];
+    let mut names: Vec<String> = CASES
+        .iter()
+        .chain(ROOT_ONLY_CASES)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    for label in labels {
+        names.extend(CASES.iter().map(|(name, _)| format!("{label}: {name}")));
+        names.push(format!(
+            "{label}: the layer equals the root layer (ids mapped back)"
+        ));
+    }
+    names.push("rootless: single-id mapping without /etc/subuid".into());
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    if let Some(code) = kiln_testkit::harness::nothing_selected(&names) {
+        return code;
     }
     let mut tally = Tally {
         passed: 0,

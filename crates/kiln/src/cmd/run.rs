@@ -290,7 +290,9 @@ extern "C" fn on_stop_signal(sig: libc::c_int) {
 /// SIGINT, SIGTERM and SIGHUP stop the container instead of kiln. They are
 /// caught with a handler (not blocked: a blocked mask would be inherited by the
 /// sandbox helper, whose own handlers must run), which wakes a thread through a
-/// pipe; that thread asks the helper to stop the container.
+/// pipe; that thread asks the helper to stop the container. A SIGINT or SIGHUP
+/// that kiln's caller ignores (`nohup kiln run …`, `kiln run … &` in a script)
+/// stays ignored, as it does for `kiln build` and the sandbox helper.
 struct ForwardedSignals {
     wake: std::fs::File,
 }
@@ -308,6 +310,9 @@ impl ForwardedSignals {
         // SAFETY: a valid sigset_t.
         unsafe { libc::sigemptyset(&mut unblock) };
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            if sig != libc::SIGTERM && kiln_sandbox::signal_is_ignored(sig) {
+                continue;
+            }
             // SAFETY: a zeroed sigaction is valid; the handler only touches atomics
             // and calls write(2).
             let rc = unsafe {

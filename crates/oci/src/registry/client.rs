@@ -216,14 +216,7 @@ impl RepoClient {
             return Ok(false);
         };
         match challenge {
-            Challenge::Basic => {
-                let mut st = self.auth.lock().unwrap_or_else(|e| e.into_inner());
-                if st.basic || self.creds.is_none() {
-                    return Ok(false);
-                }
-                st.basic = true;
-                Ok(true)
-            }
+            Challenge::Basic => Ok(self.accept_basic_challenge(sent)),
             Challenge::Bearer { realm, service, .. } => {
                 // No token yet, or the one sent was refused (expired): get a new one.
                 let token = self.fetch_token(&realm, service.as_deref(), scope)?;
@@ -235,6 +228,21 @@ impl RepoClient {
                 Ok(true)
             }
         }
+    }
+
+    /// A 401 with a Basic challenge to a request sent with `sent` as its
+    /// Authorization: from now on every request carries the credentials. Try again
+    /// unless this request already carried them (then they are wrong). Decided from
+    /// what the request carried, not from the shared state: parallel uploads all get
+    /// their first 401 at once, and one of them may switch to Basic between another's
+    /// look at the state and its own (that one then gave up with "unauthorized").
+    fn accept_basic_challenge(&self, sent: Option<&str>) -> bool {
+        let Some(creds) = &self.creds else {
+            return false;
+        };
+        let header = creds.basic_header();
+        self.auth.lock().unwrap_or_else(|e| e.into_inner()).basic = true;
+        sent != Some(header.as_str())
     }
 
     fn fetch_token(
@@ -534,6 +542,32 @@ mod tests {
             error_code(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#);
         assert_eq!(code.as_deref(), Some("MANIFEST_UNKNOWN"));
         assert_eq!(msg.as_deref(), Some("manifest unknown"));
+    }
+
+    /// Two parallel requests both sent without credentials get a Basic challenge;
+    /// the first to react switches the client to Basic. The second must still try
+    /// again with the credentials, however late it looks at the shared state, and a
+    /// request that carried the credentials must not be retried.
+    #[test]
+    fn a_basic_challenge_is_retried_once_with_credentials_by_every_thread() {
+        let creds = Credentials {
+            username: "kiln".into(),
+            password: "kiln-secret".into(),
+        };
+        let c = RepoClient::new("127.0.0.1:5001", "a", true, Some(creds.clone()), "x".into());
+        assert!(c.accept_basic_challenge(None), "first thread");
+        // The second thread's request was sent before the switch, without credentials.
+        assert!(c.accept_basic_challenge(None), "second thread");
+        assert_eq!(
+            c.auth_header("repository:a:pull").as_deref(),
+            Some(creds.basic_header().as_str())
+        );
+        // Sent with the credentials and refused: wrong credentials, no retry.
+        assert!(!c.accept_basic_challenge(Some(&creds.basic_header())));
+        // Without credentials there is nothing to retry with.
+        let anonymous = RepoClient::new("127.0.0.1:5001", "a", true, None, "x".into());
+        assert!(!anonymous.accept_basic_challenge(None));
+        assert_eq!(anonymous.auth_header("repository:a:pull"), None);
     }
 
     #[test]

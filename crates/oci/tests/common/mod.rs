@@ -11,15 +11,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-/// A rootfs with /bin/busybox (from busybox-static), symlinks, odd modes and owners.
+/// The busybox rootfs (`kiln_testkit::busybox`) with odd modes and owners added.
 pub fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "usr/share/doc", "var/empty", "home/user"] {
+    kiln_testkit::busybox::rootfs(dir).expect("the busybox rootfs");
+    for d in ["usr/share/doc", "var/empty", "home/user"] {
         fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    fs::set_permissions(dir.join("bin/busybox"), fs::Permissions::from_mode(0o755)).unwrap();
-    for applet in ["sh", "ls", "cat"] {
-        std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
     }
     fs::write(dir.join("etc/hello.txt"), "hello from kiln\n").unwrap();
     fs::write(dir.join("etc/secret"), "secret\n").unwrap();

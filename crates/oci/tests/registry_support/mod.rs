@@ -1,6 +1,6 @@
 //! Shared by the tests that need a registry: where the local registries are
-//! (started by scripts/setup-test-env), images built straight into a store, and
-//! counting requests in a registry's access log.
+//! (`kiln_testkit::registry`: started by scripts/setup-test-env), images built
+//! straight into a store, and counting requests in a registry's access log.
 #![allow(dead_code)]
 
 use kiln_oci::image::{media_type, write_image};
@@ -8,82 +8,12 @@ use kiln_oci::registry::{AuthFile, RegistryConfig, RegistryContext};
 use kiln_oci::{BlobRef, Digest, ImageConfig, ManifestFormat, Store};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn require(addr: &str, what: &str) -> String {
-    let sock = addr
-        .parse()
-        .unwrap_or_else(|e| panic!("bad address {addr}: {e}"));
-    if TcpStream::connect_timeout(&sock, Duration::from_secs(2)).is_err() {
-        panic!(
-            "this test needs the {what} registry on {addr}, and none answers: \
-             run scripts/setup-test-env (as root) to start it"
-        );
-    }
-    addr.to_string()
-}
-
-/// The registry without auth (default 127.0.0.1:5000).
-pub fn plain_registry() -> String {
-    require(
-        &env_or("KILN_TEST_REGISTRY", "127.0.0.1:5000"),
-        "unauthenticated",
-    )
-}
-
-/// The registry with htpasswd Basic auth (default 127.0.0.1:5001).
-pub fn auth_registry() -> String {
-    require(
-        &env_or("KILN_TEST_AUTH_REGISTRY", "127.0.0.1:5001"),
-        "authenticated",
-    )
-}
-
-pub fn auth_user() -> (String, String) {
-    (
-        env_or("KILN_TEST_AUTH_USER", "kiln"),
-        env_or("KILN_TEST_AUTH_PASSWORD", "kiln-secret"),
-    )
-}
-
-pub fn registry_dir() -> PathBuf {
-    PathBuf::from(env_or(
-        "KILN_TEST_REGISTRY_DIR",
-        "/tmp/kiln-test-registries",
-    ))
-}
-
-/// The access log of the unauthenticated registry.
-pub fn plain_registry_log() -> PathBuf {
-    registry_dir().join("plain/registry.log")
-}
-
-/// Lines of `log` (an access log) with `needle`; read again to count new requests.
-pub fn count_log_lines(log: &Path, needles: &[&str]) -> usize {
-    std::fs::read_to_string(log)
-        .unwrap_or_else(|e| panic!("cannot read the registry log {}: {e}", log.display()))
-        .lines()
-        .filter(|l| needles.iter().all(|n| l.contains(n)))
-        .count()
-}
-
-/// A repository name no earlier run used.
-pub fn unique_repo(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kiln-test/{prefix}-{}-{nanos}", std::process::id())
-}
+pub use kiln_testkit::registry::{
+    auth as auth_registry, auth_user, count_log_lines, plain as plain_registry,
+    plain_log as plain_registry_log, unique_repo,
+};
 
 /// A context with no mirrors, no insecure registries and an empty auth file in `dir`.
 pub fn context(dir: &Path) -> RegistryContext {

@@ -4,18 +4,18 @@
 
 use kiln_dockerfile::shell::Lexer;
 
-const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
-
 fn read_table(name: &str) -> String {
-    let path = format!("{SHARED}/conformance/buildkit/shell/{name}");
-    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("cannot read {path}: {err}"))
+    let path = kiln_testkit::conformance::location()
+        .join("shell")
+        .join(name);
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
 }
 
 /// `platform | input | expected`, platform A (all), U (Unix) or W (Windows);
 /// `expected` of `error` means the expansion must fail. Environment as in
 /// BuildKit's TestShellParser4EnvVars.
-#[test]
-fn env_var_test_table() {
+pub fn env_var_test_table() {
     let table = read_table("envVarTest");
     let env: Vec<(String, String)> = [
         ("PWD", "/home"),
@@ -86,8 +86,7 @@ fn env_var_test_table() {
 /// single word `error`. As in BuildKit's TestShellParser4Words (its second
 /// pass with RawQuotes/SkipUnsetEnv reads an already-exhausted file and so
 /// checks nothing; it is not repeated here).
-#[test]
-fn words_test_table() {
+pub fn words_test_table() {
     let table = read_table("wordsTest");
     let lexer = Lexer::new('\\');
     let mut env: Vec<(String, String)> = Vec::new();

@@ -7,14 +7,10 @@ use kiln_dockerfile::{parse, Source};
 use std::path::PathBuf;
 
 fn testfiles() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/buildkit/testfiles"
-    ))
+    kiln_testkit::conformance::location().join("testfiles")
 }
 
-#[test]
-fn testfiles_convert_or_fail_on_a_line() {
+pub fn testfiles_convert_or_fail_on_a_line() {
     let mut dirs: Vec<_> = std::fs::read_dir(testfiles())
         .expect("conformance testfiles")
         .map(|e| e.unwrap().path())

@@ -1,22 +1,29 @@
-//! Differential test against BuildKit: every case of `tests/buildkit-corpus/` is built
-//! with the real kiln binary into a temporary store, its image is described with
-//! `kiln debug describe`, and the description must equal `expected.json` — the
-//! description of the image BuildKit built from the same Dockerfile and context
-//! (`scripts/compare-buildkit --regenerate` makes those; BuildKit is not needed here).
-//!
-//! Needs root (RUN steps), the local registry 127.0.0.1:5000 that
-//! `scripts/setup-test-env` starts, and the corpus base image in it, which this test
-//! pushes with `tests/buildkit-corpus/make-base` when the registry lacks it.
-//! Prints every difference and `N/M identical`; fails if any case differs. Every
-//! case is then built a second time in the same store (all steps cached), and that
-//! image must match BuildKit's too (`cached rebuild: N/M identical`).
+//! Differential test against BuildKit: every case of `tests/buildkit-corpus/` is one
+//! test (`corpus::chmod` for `06-chmod`; `cargo test corpus::chmod` runs it). The
+//! case is built with the real kiln binary into a store of its own, the image is
+//! described with `kiln debug describe`, and the description must equal
+//! `expected.json` — the description of the image BuildKit built from the same
+//! Dockerfile and context (`scripts/compare-buildkit --regenerate` makes those;
+//! BuildKit is not needed here). The case is then built a second time in the same
+//! store (all steps cached), and that image must match BuildKit's too.
 //! The build history (`history.json`: layer count, ArgsEscaped, created_by /
 //! empty_layer / comment of each entry) is compared too and its differences are
-//! printed with `history: N/M identical`, but they do not fail the test: the
-//! issue's acceptance is the file tree and the runtime config.
+//! printed, but they do not fail the test: the issue's acceptance is the file tree
+//! and the runtime config. At the end the binary prints `corpus: N/M identical`
+//! (and the cached-rebuild and history figures).
+//!
+//! Needs root (RUN steps), the local registry `scripts/setup-test-env` starts, and
+//! the corpus base image in it, which the first case pushes with
+//! `tests/buildkit-corpus/make-base` when the registry lacks it. The Dockerfiles
+//! name it `127.0.0.1:5000/kiln-corpus/busybox:1`; where the test registry is
+//! elsewhere, kiln's config makes it a mirror of `127.0.0.1:5000`
+//! (`kiln_testkit::corpus::kiln_config`).
 //! A case with an `http/` directory has it served on http://127.0.0.1:38475/ (ADD of
-//! URLs), as `scripts/compare-buildkit` does.
+//! URLs), as `scripts/compare-buildkit` does; those cases run one at a time.
 
+use crate::util::kiln;
+use kiln_testkit::corpus::{self, Case};
+use kiln_testkit::harness::{Failed, Trial};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,7 +31,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const HTTP_ADDR: &str = "127.0.0.1:38475";
 
@@ -74,56 +82,6 @@ fn serve_http(root: Arc<Mutex<Option<PathBuf>>>) -> Result<(), String> {
         }
     });
     Ok(())
-}
-
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/buildkit-corpus")
-}
-
-/// The kiln options a case's `args` file asks for (`build-arg NAME=VALUE`,
-/// `target STAGE`, `build-context NAME=docker-image://REF|DIR`,
-/// `secret id=NAME,src=FILE`, `file DOCKERFILE`; paths relative to the case).
-/// `-f` comes first, with the case's `Dockerfile` unless a `file` line names another.
-fn case_options(dir: &Path) -> Result<Vec<String>, String> {
-    let file = dir.join("args");
-    let text = fs::read_to_string(&file).unwrap_or_default();
-    let dockerfile = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("file "))
-        .map(str::trim)
-        .unwrap_or("Dockerfile");
-    let mut out = vec!["-f".to_string(), dir.join(dockerfile).display().to_string()];
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match line.split_once(' ') {
-            Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
-            Some(("file", _)) => {}
-            Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
-            Some(("secret", v)) => {
-                let v = v.trim();
-                let value = match v.split_once(",src=") {
-                    Some((id, src)) => format!("{id},src={}", dir.join(src).display()),
-                    None => v.to_string(),
-                };
-                out.extend(["--secret".to_string(), value]);
-            }
-            Some(("build-context", v)) => {
-                let v = v.trim();
-                let value = match v.split_once('=') {
-                    Some((name, src)) if !src.contains("://") => {
-                        format!("{name}={}", dir.join(src).display())
-                    }
-                    _ => v.to_string(),
-                };
-                out.extend(["--build-context".to_string(), value]);
-            }
-            _ => return Err(format!("{}: unknown option line {line:?}", file.display())),
-        }
-    }
-    Ok(out)
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -232,29 +190,35 @@ fn differences(expected: &Value, actual: &Value) -> Vec<String> {
     out
 }
 
-/// Builds case `dir` with kiln into the store at `root` and returns the
-/// descriptions of the image: (`debug describe`, `debug describe --history`).
-fn build_and_describe(root: &Path, scratch: &Path, dir: &Path) -> Result<(Value, Value), String> {
-    let kiln = env!("CARGO_BIN_EXE_kiln");
+/// Builds case `dir` with kiln into the store at `root` (with kiln's config file
+/// `config`) and returns the descriptions of the image: (`debug describe`,
+/// `debug describe --history`).
+fn build_and_describe(
+    root: &Path,
+    config: &Path,
+    scratch: &Path,
+    dir: &Path,
+) -> Result<(Value, Value), String> {
     let name = dir.file_name().unwrap_or_default().to_string_lossy();
     let archive = scratch.join(format!("{name}.tar"));
-    run(Command::new(kiln)
-        .arg("--root")
-        .arg(root)
+    run(kiln()
+        .root(root)
+        .env("KILN_CONFIG", config)
         .args(["build", "--progress=plain"])
         .args(["-t", &format!("kiln-corpus/{name}:latest")])
-        .args(case_options(dir)?)
+        .args(corpus::build_options(dir)?)
         .arg("-o")
         .arg(format!("type=oci,dest={}", archive.display()))
-        .arg(dir))
+        .arg(dir)
+        .command())
     .map_err(|e| format!("kiln build failed:\n{e}"))?;
     let describe = |extra: &[&str]| -> Result<Value, String> {
-        let text = run(Command::new(kiln)
-            .arg("--root")
-            .arg(root)
+        let text = run(kiln()
+            .root(root)
             .args(["debug", "describe"])
             .args(extra)
-            .arg(&archive))
+            .arg(&archive)
+            .command())
         .map_err(|e| format!("kiln debug describe {extra:?} failed:\n{e}"))?;
         serde_json::from_str(&text).map_err(|e| format!("describe output: {e}"))
     };
@@ -269,108 +233,144 @@ fn read_json(path: &Path) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-#[test]
-fn kiln_builds_the_same_images_as_buildkit() {
-    let corpus = corpus_dir();
-    if let Err(e) = run(Command::new(corpus.join("make-base")).arg("--if-missing")) {
-        panic!(
-            "the corpus base image is not in the local registry and make-base failed \
-             (run scripts/setup-test-env as root first):\n{e}"
-        );
-    }
-    let mut cases: Vec<PathBuf> = fs::read_dir(&corpus)
-        .expect("read the corpus directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit()))
-                && p.is_dir()
+/// How many cases ran and how many matched BuildKit, for the closing line.
+#[derive(Default)]
+pub struct Tally {
+    ran: AtomicUsize,
+    identical: AtomicUsize,
+    identical_cached: AtomicUsize,
+    history_identical: AtomicUsize,
+}
+
+impl Tally {
+    /// `corpus: N/M identical …`, when any case ran.
+    pub fn summary(&self) -> Option<String> {
+        let ran = self.ran.load(Ordering::SeqCst);
+        (ran > 0).then(|| {
+            format!(
+                "corpus: {}/{ran} identical to BuildKit, {}/{ran} on the cached rebuild; \
+                 history: {}/{ran} identical (reported, not required)",
+                self.identical.load(Ordering::SeqCst),
+                self.identical_cached.load(Ordering::SeqCst),
+                self.history_identical.load(Ordering::SeqCst),
+            )
         })
-        .collect();
-    cases.sort();
+    }
+}
+
+/// One test per corpus case, named `corpus::<case without its number>`.
+pub fn tests(tally: &Arc<Tally>) -> Vec<Trial> {
+    let cases = corpus::cases_in(&corpus::dir()).expect("read the corpus directory");
     assert!(
         cases.len() >= 25,
         "the corpus has only {} cases",
         cases.len()
     );
+    cases
+        .into_iter()
+        .map(|case| {
+            let tally = tally.clone();
+            Trial::test(format!("corpus::{}", case.test_name), move || {
+                check_case(&case, &tally).map_err(Failed::from)
+            })
+        })
+        .collect()
+}
 
-    let http_root = Arc::new(Mutex::new(None));
-    let needs_http = cases.iter().any(|c| c.join("http").is_dir());
-    if needs_http {
-        serve_http(http_root.clone()).expect("HTTP server for the ADD-of-URL cases");
-    }
-    let tmp = tempfile::tempdir().expect("temp dir");
+/// The test registry's address once the corpus base image is in it (pushed by
+/// `make-base` the first time), or why not.
+fn base_image_registry() -> Result<String, String> {
+    static REGISTRY: OnceLock<Result<String, String>> = OnceLock::new();
+    REGISTRY
+        .get_or_init(|| {
+            let registry = kiln_testkit::registry::plain_or_why()?;
+            let base = format!("{registry}/{}:1", corpus::BASE_REPOSITORY);
+            run(Command::new(corpus::dir().join("make-base"))
+                .arg("--if-missing")
+                .env("KILN_CORPUS_BASE", &base))
+            .map_err(|e| {
+                format!(
+                    "the corpus base image {base} is not in the test registry and make-base \
+                     failed (run scripts/setup-test-env as root first):\n{e}"
+                )
+            })?;
+            Ok(registry)
+        })
+        .clone()
+}
+
+/// The directory the server for the cases' `http/` directories serves, which is
+/// started on first use.
+fn http_root() -> Result<&'static Mutex<Option<PathBuf>>, String> {
+    static SERVER: OnceLock<Result<Arc<Mutex<Option<PathBuf>>>, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| {
+            let root = Arc::new(Mutex::new(None));
+            serve_http(root.clone())?;
+            Ok(root)
+        })
+        .as_ref()
+        .map(|root| &**root)
+        .map_err(Clone::clone)
+}
+
+/// Builds `case` cold and then again from the cache, comparing both images with
+/// BuildKit's; history differences are printed, not failed.
+fn check_case(case: &Case, tally: &Tally) -> Result<(), String> {
+    let registry = base_image_registry()?;
+    tally.ran.fetch_add(1, Ordering::SeqCst);
+    let http_dir = case.dir.join("http");
+    let _serving = if http_dir.is_dir() {
+        // One case at a time serves its directory (they all use the same port).
+        static SERVING: Mutex<()> = Mutex::new(());
+        let serving = SERVING.lock().unwrap_or_else(|e| e.into_inner());
+        *http_root()?.lock().unwrap_or_else(|e| e.into_inner()) = Some(http_dir);
+        Some(serving)
+    } else {
+        None
+    };
+    let expected = read_json(&case.dir.join("expected.json"))?;
+    let expected_history = read_json(&case.dir.join("history.json"))?;
+    let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = tmp.path().join("store");
-    // Two passes over one store: every case cold, then every case again, where
-    // each step is a cache hit and must give the same image.
-    let mut identical = [0, 0];
-    let mut history_identical = 0;
+    let config = tmp.path().join("kiln.json");
+    fs::write(&config, corpus::kiln_config(&registry))
+        .map_err(|e| format!("writing {}: {e}", config.display()))?;
     let mut report = Vec::new();
-    let mut history_report = Vec::new();
-    for pass in 0..2 {
-        let label = ["", " (cached rebuild)"][pass];
-        for dir in &cases {
-            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-            let http_dir = dir.join("http");
-            *http_root.lock().unwrap() = http_dir.is_dir().then_some(http_dir);
-            let outcome = (|| -> Result<(Vec<String>, Vec<String>), String> {
-                let expected = read_json(&dir.join("expected.json"))?;
-                let expected_history = read_json(&dir.join("history.json"))?;
-                let (actual, history) = build_and_describe(&root, tmp.path(), dir)?;
-                Ok((
-                    differences(&expected, &actual),
-                    history_differences(&expected_history, &history),
-                ))
-            })();
-            match outcome {
-                Ok((d, h)) => {
-                    if d.is_empty() {
-                        identical[pass] += 1;
-                    } else {
-                        report.push(format!(
-                            "{name}{label}: differs from BuildKit:\n  {}",
-                            d.join("\n  ")
-                        ));
-                    }
-                    if pass == 0 {
-                        if h.is_empty() {
-                            history_identical += 1;
-                        } else {
-                            history_report.push(format!(
-                                "{name}: history differs from BuildKit:\n  {}",
-                                h.join("\n  ")
-                            ));
-                        }
-                    }
-                }
-                Err(e) => report.push(format!("{name}{label}: {}", e.replace('\n', "\n  "))),
+    for (pass, label) in ["", " (cached rebuild)"].into_iter().enumerate() {
+        let (actual, history) = build_and_describe(&root, &config, tmp.path(), &case.dir)
+            .map_err(|e| format!("{}{label}: {}", case.name, e.replace('\n', "\n  ")))?;
+        let d = differences(&expected, &actual);
+        if d.is_empty() {
+            [&tally.identical, &tally.identical_cached][pass].fetch_add(1, Ordering::SeqCst);
+        } else {
+            report.push(format!(
+                "{}{label}: differs from BuildKit:\n  {}",
+                case.name,
+                d.join("\n  ")
+            ));
+        }
+        if pass == 0 {
+            let h = history_differences(&expected_history, &history);
+            if h.is_empty() {
+                tally.history_identical.fetch_add(1, Ordering::SeqCst);
+            } else {
+                eprintln!(
+                    "{}: history differs from BuildKit (reported, not required):\n  {}",
+                    case.name,
+                    h.join("\n  ")
+                );
             }
         }
     }
-    for r in &history_report {
-        eprintln!("{r}");
+    if report.is_empty() {
+        Ok(())
+    } else {
+        Err(report.join("\n"))
     }
-    eprintln!(
-        "history: {history_identical}/{} identical (reported, not required)",
-        cases.len()
-    );
-    for r in &report {
-        eprintln!("{r}");
-    }
-    eprintln!("cached rebuild: {}/{} identical", identical[1], cases.len());
-    eprintln!("{}/{} identical", identical[0], cases.len());
-    assert!(
-        report.is_empty(),
-        "{}/{} corpus cases identical to BuildKit ({} on the cached rebuild); differences above",
-        identical[0],
-        cases.len(),
-        identical[1]
-    );
 }
 
-#[test]
-fn differences_name_each_changed_field_and_missing_path() {
+pub fn differences_name_each_changed_field_and_missing_path() {
     let expected: Value = serde_json::json!({
         "config": {"User": "app", "Cmd": ["sh"]},
         "files": [

@@ -1,5 +1,5 @@
 //! BuildKit parser conformance: every case of BuildKit's parser test corpus
-//! (`frontend/dockerfile/parser/testfiles*`, copied to `shared/conformance`)
+//! (`frontend/dockerfile/parser/testfiles*`, see `kiln_testkit::conformance` for where it is)
 //! must give the same AST dump, the same errors and the same line numbers.
 
 use kiln_dockerfile::{parse, Source};
@@ -7,11 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn corpus() -> PathBuf {
-    Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/conformance/buildkit"
-    ))
-    .to_path_buf()
+    kiln_testkit::conformance::location()
 }
 
 fn case_dirs(dir: &str) -> Vec<PathBuf> {
@@ -30,8 +26,7 @@ fn read_source(path: &Path) -> Source {
     Source::new("Dockerfile", String::from_utf8_lossy(&bytes).into_owned())
 }
 
-#[test]
-fn testfiles_dump_like_buildkit() {
+pub fn testfiles_dump_like_buildkit() {
     let mut ran = 0;
     let mut failures = Vec::new();
     for dir in case_dirs("testfiles") {
@@ -74,8 +69,7 @@ fn testfiles_dump_like_buildkit() {
     assert_eq!(ran, 33, "expected 33 testfiles cases");
 }
 
-#[test]
-fn testfiles_negative_are_errors() {
+pub fn testfiles_negative_are_errors() {
     let mut ran = 0;
     let mut accepted = Vec::new();
     for dir in case_dirs("testfiles-negative") {
@@ -95,8 +89,7 @@ fn testfiles_negative_are_errors() {
     assert_eq!(ran, 4, "expected 4 testfiles-negative cases");
 }
 
-#[test]
-fn negative_cases_report_their_line() {
+pub fn negative_cases_report_their_line() {
     let cases = [
         ("empty_dockerfile", "file with no instructions"),
         ("only_comments", "file with no instructions"),
@@ -122,8 +115,7 @@ fn negative_cases_report_their_line() {
     assert_eq!(err.line, env_line);
 }
 
-#[test]
-fn testfile_line_numbers_like_buildkit() {
+pub fn testfile_line_numbers_like_buildkit() {
     // BuildKit's TestParseIncludesLineNumbers.
     let src = read_source(&corpus().join("testfile-line/Dockerfile"));
     let df = parse(&src).expect("testfile-line parses");

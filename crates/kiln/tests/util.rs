@@ -1,0 +1,81 @@
+//! What every test module of kiln's test binaries shares.
+
+use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
+use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
+use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
+use kiln_testkit::Kiln;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `kiln` binary this package built, as a [`Kiln`] command.
+pub fn kiln() -> Kiln {
+    Kiln::new(kiln_path())
+}
+
+/// The path of the `kiln` binary this package built (for scripts and `runuser`).
+pub fn kiln_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
+}
+
+/// `scripts/make-base-images --root ROOT [--only ONLY]` with this build's kiln:
+/// `busybox:test` and/or `node:20-bookworm-slim` in the store at `root`. Needs
+/// root (mmdebstrap, chroot); the test fails with the script's output otherwise.
+pub fn make_base_images(root: &Path, only: Option<&str>) {
+    let mut cmd = Command::new(kiln_testkit::repo_root().join("scripts/make-base-images"));
+    if let Some(only) = only {
+        cmd.args(["--only", only]);
+    }
+    let made = cmd
+        .arg("--root")
+        .arg(root)
+        .env("KILN", kiln_path())
+        .output()
+        .expect("run scripts/make-base-images");
+    assert!(
+        made.status.success(),
+        "scripts/make-base-images failed ({}):\n{}",
+        made.status,
+        kiln_testkit::printed(&made)
+    );
+}
+
+/// Stores the busybox image (`kiln_testkit::busybox::rootfs`) as `busybox:test` in
+/// the store at `root`.
+pub fn store_busybox(root: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    kiln_testkit::busybox::rootfs(tmp.path()).unwrap();
+    let store = Store::open(root).unwrap();
+    let mut w = store.blob_writer().unwrap();
+    let desc = write_layer(
+        tmp.path(),
+        DiffKind::Plain,
+        &LayerOptions {
+            source_date_epoch: Some(0),
+            ..LayerOptions::default()
+        },
+        &mut w,
+    )
+    .unwrap();
+    let (digest, size) = w.commit().unwrap();
+    let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
+    config.created = Some(format_rfc3339(0));
+    config.config = Some(ContainerConfig {
+        env: vec!["PATH=/bin".into()],
+        cmd: Some(vec!["sh".into()]),
+        ..ContainerConfig::default()
+    });
+    config.rootfs.diff_ids.push(desc.diff_id);
+    config.history.push(History {
+        created_by: Some("busybox made by the test".into()),
+        ..History::default()
+    });
+    let layer = BlobRef {
+        media_type: desc.media_type,
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+    };
+    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
+    store.tag(&"busybox:test".parse().unwrap(), m).unwrap();
+}
