@@ -458,7 +458,10 @@ fn looks_like_tar(data: &[u8]) -> bool {
     compressed || data.get(257..262) == Some(b"ustar")
 }
 
-/// Reads `-f FILE` (`-` = standard input), default `CONTEXT/Dockerfile`.
+/// Reads `-f FILE` (`-` = standard input), default `CONTEXT/Dockerfile`. A file
+/// named `Dockerfile` that does not exist is looked for as `dockerfile` in the same
+/// directory, as BuildKit does (moby/moby#10858); its name, ignore file
+/// (`Dockerfile.dockerignore`) and error locations stay those of `Dockerfile`.
 /// Errors are reported against the file's base name, as docker does (`Dockerfile:12`).
 fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
     let path = match &flags.file {
@@ -473,7 +476,15 @@ fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
             .wrap_err("cannot read the Dockerfile from standard input")?;
         return Ok(Source::new("Dockerfile", text));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let read = std::fs::read_to_string(&path).or_else(|e| {
+        let lowercase = (e.kind() == std::io::ErrorKind::NotFound
+            && path.file_name().is_some_and(|n| n == "Dockerfile"))
+        .then(|| path.with_file_name("dockerfile"));
+        lowercase
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .ok_or(e)
+    });
+    let text = read.map_err(|e| {
         miette!(
             "cannot read Dockerfile {}: {}",
             path.display(),

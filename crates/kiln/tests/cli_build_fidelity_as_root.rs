@@ -1,0 +1,197 @@
+//! `kiln build` behaviours found by comparing kiln with BuildKit on BuildKit's own
+//! Dockerfile tests (issue #19): each test here failed before its fix. The kiln
+//! binary runs against a temporary store holding a busybox image made by the test
+//! (Debian's static busybox), so RUN steps need root (CI runs as root).
+
+use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
+use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
+use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run kiln")
+}
+
+fn ok(root: &Path, args: &[&str]) -> Output {
+    let out = kiln(root, args);
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Stores an image of one layer (the directory `rootfs`) under `tag`, with
+/// `Env PATH=/bin` and the given ONBUILD triggers.
+fn store_image(root: &Path, tag: &str, rootfs: &Path, on_build: &[&str]) {
+    let store = Store::open(root).unwrap();
+    let mut w = store.blob_writer().unwrap();
+    let opts = LayerOptions {
+        source_date_epoch: Some(0),
+        ..LayerOptions::default()
+    };
+    let desc = write_layer(rootfs, DiffKind::Plain, &opts, &mut w).unwrap();
+    let (digest, size) = w.commit().unwrap();
+    let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
+    config.created = Some(format_rfc3339(0));
+    config.config = Some(ContainerConfig {
+        env: vec!["PATH=/bin".into()],
+        on_build: on_build.iter().map(|t| t.to_string()).collect(),
+        ..ContainerConfig::default()
+    });
+    config.rootfs.diff_ids.push(desc.diff_id);
+    config.history.push(History {
+        created_by: Some("made by the test".into()),
+        ..History::default()
+    });
+    let layer = BlobRef {
+        media_type: desc.media_type,
+        digest,
+        size,
+        annotations: BTreeMap::new(),
+    };
+    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
+    store.tag(&tag.parse().unwrap(), m).unwrap();
+}
+
+/// A busybox root filesystem: the static binary and its applets as symlinks,
+/// passwd/group with root and nobody, /tmp 1777.
+fn busybox_rootfs(dir: &Path) {
+    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
+        fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )
+    .unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+}
+
+struct Project {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    ctx: PathBuf,
+}
+
+/// A store with `busybox:test`, and a context directory holding `files`.
+fn project(files: &[(&str, &str)]) -> Project {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ctx = dir.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let rootfs = dir.path().join("busybox-rootfs");
+    busybox_rootfs(&rootfs);
+    store_image(&root, "busybox:test", &rootfs, &[]);
+    for (name, content) in files {
+        let p = ctx.join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+    Project { dir, root, ctx }
+}
+
+impl Project {
+    fn build(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["build", "--progress=plain"];
+        args.extend_from_slice(extra);
+        let ctx = self.ctx.to_str().unwrap();
+        args.push(ctx);
+        kiln(&self.root, &args)
+    }
+
+    fn build_ok(&self, extra: &[&str]) -> Output {
+        let out = self.build(extra);
+        assert!(
+            out.status.success(),
+            "kiln build {extra:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Builds and returns the image's file tree (`-o type=local`).
+    fn export(&self, extra: &[&str]) -> tempfile::TempDir {
+        let out = tempfile::tempdir().unwrap();
+        let spec = format!("type=local,dest={}", out.path().display());
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&["-o", &spec]);
+        self.build_ok(&args);
+        out
+    }
+
+    fn inspect(&self, image: &str) -> serde_json::Value {
+        let out = ok(&self.root, &["inspect", image]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0].clone()
+    }
+}
+
+fn read(dir: &Path, path: &str) -> String {
+    fs::read_to_string(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Issue #19 item 3: `-o type=tar` of an image with no layers.
+#[test]
+fn tar_output_of_an_image_without_layers() {
+    let p = project(&[("Dockerfile", "FROM scratch\nLABEL foo=bar\n")]);
+    let tar = p.dir.path().join("fs.tar");
+    p.build_ok(&["-o", &format!("type=tar,dest={}", tar.display())]);
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .filter(|n| n != "./")
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+}
+
+/// Issue #19 item 4: without `Dockerfile`, `dockerfile` is read (BuildKit's
+/// testDockerfileLowercase); errors still name `Dockerfile`.
+#[test]
+fn a_lowercase_dockerfile_is_used_when_dockerfile_is_absent() {
+    let p = project(&[
+        ("dockerfile", "FROM scratch\nCOPY foo /foo\n"),
+        ("foo", "contents"),
+    ]);
+    let out = p.export(&[]);
+    assert_eq!(read(out.path(), "foo"), "contents");
+    // `-f DIR/Dockerfile` falls back the same way.
+    let df = p.ctx.join("Dockerfile");
+    let out = p.export(&["-f", df.to_str().unwrap()]);
+    assert_eq!(read(out.path(), "foo"), "contents");
+
+    fs::write(p.ctx.join("dockerfile"), "FROM scratch\nCOPPY foo /foo\n").unwrap();
+    let err = p.build(&[]);
+    assert!(!err.status.success());
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+
+    // Other names do not fall back.
+    fs::remove_file(p.ctx.join("dockerfile")).unwrap();
+    let missing = p.build(&[]);
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("cannot read Dockerfile"), "{stderr}");
+}
