@@ -121,9 +121,10 @@ pub struct Plan {
     pub global_args: BTreeMap<String, String>,
     /// The user's `--build-arg`s.
     pub build_args: BTreeMap<String, String>,
-    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...): given to every RUN
-    /// without an ARG declaration, and kept out of the image.
-    pub proxy_env: BTreeMap<String, String>,
+    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...) as the variables every
+    /// RUN gets without an ARG declaration, kept out of the image: each under its
+    /// upper- and its lower-case name ([`proxy_env`]).
+    pub proxy_env: Vec<(String, String)>,
     /// The Dockerfile's escape character, for the executor's word expansion.
     pub escape: char,
     pub warnings: Vec<Warning>,
@@ -549,12 +550,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         });
     }
     lint::lint(&stages, &mut warnings);
-    let proxy_env = opts
-        .build_args
-        .iter()
-        .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let proxy_env = proxy_env(&opts.build_args);
 
     Ok(Plan {
         stages,
@@ -567,6 +563,27 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         escape: df.escape,
         warnings,
     })
+}
+
+/// The environment RUN steps get from proxy build args, BuildKit's way
+/// (`proxyEnvFromBuildArgs`, then the executor's `proxyEnvList`): for each of
+/// [`PROXY_ARGS`] given in any case and not empty, `UPPER=value` then
+/// `lower=value`. When two spellings of one are given, the last in sorted order
+/// wins (`http_proxy` over `HTTP_PROXY`).
+pub fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in PROXY_ARGS {
+        let value = build_args
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .next_back();
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            out.push((name.to_ascii_uppercase(), v.clone()));
+            out.push((name.to_string(), v.clone()));
+        }
+    }
+    out
 }
 
 /// Resolves what a step reads from other stages or images.

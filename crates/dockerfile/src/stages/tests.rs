@@ -357,10 +357,16 @@ fn proxy_and_unused_build_args() {
     );
     assert_eq!(
         p.proxy_env,
-        BTreeMap::from([(
-            "HTTP_PROXY".to_string(),
-            "http://127.0.0.1:3128".to_string()
-        )])
+        [
+            (
+                "HTTP_PROXY".to_string(),
+                "http://127.0.0.1:3128".to_string()
+            ),
+            (
+                "http_proxy".to_string(),
+                "http://127.0.0.1:3128".to_string()
+            )
+        ]
     );
     assert_eq!(p.global_args["TARGETARCH"], "riscv64");
     let unused: Vec<_> = p
@@ -451,4 +457,41 @@ fn misspelt_stage_in_from_warns() {
         p.warnings[0].message,
         "\"buidler\" is not a stage of this Dockerfile and will be pulled as an image (did you mean \"builder\"?)"
     );
+}
+
+/// BuildKit sets each proxy build arg under both spellings (testBuiltinArgs:
+/// `--build-arg http_proxy=…` gives `$HTTP_PROXY`), skips empty ones, and of two
+/// spellings given keeps the last in sorted order.
+#[test]
+fn proxy_env_mirrors_case_like_buildkit() {
+    let args = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        proxy_env(&args(&[
+            ("NO_PROXY", "np"),
+            ("http_proxy", "hp"),
+            ("ALL_PROXY", ""),
+            ("FOO", "x")
+        ])),
+        pairs(&[
+            ("HTTP_PROXY", "hp"),
+            ("http_proxy", "hp"),
+            ("NO_PROXY", "np"),
+            ("no_proxy", "np")
+        ])
+    );
+    assert_eq!(
+        proxy_env(&args(&[("HTTPS_PROXY", "upper"), ("https_proxy", "lower")])),
+        pairs(&[("HTTPS_PROXY", "lower"), ("https_proxy", "lower")])
+    );
+    assert!(proxy_env(&args(&[("Ftp_Proxy", "")])).is_empty());
 }
