@@ -20,17 +20,6 @@ fn kiln(root: &Path, args: &[&str]) -> Output {
         .expect("run kiln")
 }
 
-fn ok(root: &Path, args: &[&str]) -> Output {
-    let out = kiln(root, args);
-    assert!(
-        out.status.success(),
-        "kiln {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Stores an image of one layer (the directory `rootfs`) under `tag`, with
 /// `Env PATH=/bin` and the given ONBUILD triggers.
 fn store_image(root: &Path, tag: &str, rootfs: &Path, on_build: &[&str]) {
@@ -139,12 +128,6 @@ impl Project {
         self.build_ok(&args);
         out
     }
-
-    fn inspect(&self, image: &str) -> serde_json::Value {
-        let out = ok(&self.root, &["inspect", image]);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v[0].clone()
-    }
 }
 
 fn read(dir: &Path, path: &str) -> String {
@@ -194,4 +177,89 @@ fn a_lowercase_dockerfile_is_used_when_dockerfile_is_absent() {
     assert!(!missing.status.success());
     let stderr = String::from_utf8_lossy(&missing.stderr);
     assert!(stderr.contains("cannot read Dockerfile"), "{stderr}");
+}
+
+/// Issue #19 item 7: `--build-arg http_proxy=X` reaches RUN as `http_proxy` and
+/// `HTTP_PROXY` (BuildKit's testBuiltinArgs); an empty one is left out.
+#[test]
+fn proxy_build_args_reach_run_under_both_names() {
+    let p = project(&[(
+        "Dockerfile",
+        "FROM busybox:test\nRUN echo \"$HTTP_PROXY|$http_proxy|$NO_PROXY|$no_proxy|${FTP_PROXY-unset}\" > /out\n",
+    )]);
+    let out = p.export(&[
+        "--build-arg",
+        "http_proxy=hp",
+        "--build-arg",
+        "NO_PROXY=np",
+        "--build-arg",
+        "ftp_proxy=",
+    ]);
+    assert_eq!(read(out.path(), "out"), "hp|hp|np|np|unset\n");
+}
+
+/// Issue #19 item 5: a cache is keyed by its id and its uid/gid/mode (a new
+/// combination is a new directory made with those owners), and `source=` mounts
+/// a subdirectory of it (BuildKit's testCacheMountUser, with the issue's
+/// reproduction).
+#[test]
+fn cache_mounts_key_uid_gid_mode_and_mount_source_subdirectories() {
+    let p = project(&[(
+        "Dockerfile",
+        "FROM busybox:test\n\
+         RUN --mount=type=cache,target=/c mkdir -p /c/sel && touch /c/foo /c/sel/in-sel\n\
+         RUN --mount=type=cache,target=/c,uid=1001,gid=1002,mode=0751 stat -c '%u %g %a' /c > /owned && ls /c >> /owned && touch /c/owned-only\n\
+         RUN --mount=type=cache,target=/c,uid=1001,gid=1002,mode=0751 ls /c > /owned-again\n\
+         RUN --mount=type=cache,target=/c stat -c '%u %g %a' /c > /plain && ls /c >> /plain\n\
+         RUN --mount=type=cache,target=/s,id=/c,source=sel ls /s > /sub\n",
+    )]);
+    let out = p.export(&[]);
+    assert_eq!(read(out.path(), "owned"), "1001 1002 751\n");
+    assert_eq!(read(out.path(), "owned-again"), "owned-only\n");
+    assert_eq!(read(out.path(), "plain"), "0 0 755\nfoo\nsel\n");
+    assert_eq!(read(out.path(), "sub"), "in-sel\n");
+}
+
+/// `source=` is resolved inside the cache: a symlink to `/etc` there does not
+/// reach the host's /etc (BuildKit's testCacheMountSourceEscape fails the build).
+#[test]
+fn a_cache_source_through_a_symlink_stays_inside_the_cache() {
+    let p = project(&[(
+        "Dockerfile",
+        "FROM busybox:test\n\
+         RUN --mount=type=cache,id=esc,target=/cache mkdir -p /cache/sel && echo benign > /cache/sel/benign.txt\n\
+         RUN --mount=type=cache,id=esc,target=/cache rm -rf /cache/sel && ln -s /etc /cache/sel\n\
+         RUN --mount=type=cache,id=esc,source=sel,target=/victim cat /victim/hostname /victim/passwd > /leak\n",
+    )]);
+    let out = p.build(&[]);
+    assert!(
+        !out.status.success(),
+        "the escaping source must fail the build"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The mount fails, not the command (which cannot read the host's files).
+    assert!(
+        stderr.contains("cache mount esc: sel: no such file or directory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("exited with"), "{stderr}");
+}
+
+/// `RUN --mount=type=cache,from=STAGE,source=DIR`: a new cache starts as a copy of
+/// the stage's directory (owner and mode included); what a step adds stays in it.
+#[test]
+fn cache_mounts_seeded_from_a_stage() {
+    let p = project(&[(
+        "Dockerfile",
+        "FROM busybox:test AS deps\n\
+         RUN mkdir -p /seed/sub && echo seeded > /seed/sub/file && chown 7:8 /seed && chmod 0750 /seed\n\
+         FROM busybox:test\n\
+         RUN --mount=type=cache,target=/c,from=deps,source=/seed cat /c/sub/file > /out && stat -c '%u %g %a' /c >> /out && touch /c/added\n\
+         RUN --mount=type=cache,target=/c,from=deps,source=/seed ls /c > /again\n\
+         RUN --mount=type=cache,target=/c ls /c > /plain\n",
+    )]);
+    let out = p.export(&[]);
+    assert_eq!(read(out.path(), "out"), "seeded\n7 8 750\n");
+    assert_eq!(read(out.path(), "again"), "added\nsub\n");
+    assert_eq!(read(out.path(), "plain"), "");
 }

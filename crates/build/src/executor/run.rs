@@ -4,7 +4,7 @@
 use super::cache::{KeyBuilder, StepRecord};
 use super::stage::{input_key, resolve_path, StageState, StepCtx};
 use super::BuildError;
-use crate::cache_mounts::{CacheMountRequest, CacheMounts};
+use crate::cache_mounts::{self, CacheMountRequest, CacheMounts};
 use crate::progress::{Event, OutputStream};
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
 use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Security};
@@ -310,21 +310,47 @@ fn prepare_mounts(
             MountType::Cache => {
                 let target =
                     target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
-                let req = CacheMountRequest::from_mount(&m)
+                let mut req = CacheMountRequest::from_mount(&m)
                     .ok_or_else(|| sh.located(origin, "cache mount without a target"))?;
-                if m.from.is_some() {
-                    return Err(sh.located(
-                        origin,
-                        "RUN --mount=type=cache,from=… (seeding a cache from a stage) is not supported by kiln yet",
-                    ));
-                }
-                let lease = CacheMounts::new(sh.store.root())
-                    .acquire(&req)
-                    .map_err(|e| sh.located(origin, format!("cache mount {}: {e}", req.id)))?;
-                out.key_parts
-                    .push((format!("cache:{target}"), String::new()));
+                let sub = cache_mounts::source_subdir(&m);
+                let mounts = CacheMounts::new(sh.store.root());
+                let id = req.id.clone();
+                let cache_err = |e: &dyn std::fmt::Display| {
+                    sh.located(origin, format!("cache mount {id}: {e}"))
+                };
+                let (lease, host) = match step.mount_from.get(i).cloned().flatten() {
+                    // Seeded from a stage: its `source` directory is the cache's
+                    // content (and an owner/mode given make an empty one, as
+                    // BuildKit's mkdir of /cache over the stage does).
+                    Some(input) => {
+                        let (key, st) = input_key(sh, &input, origin)?;
+                        let path = format!("/{}", sub.clone().unwrap_or_default());
+                        let owned = !req.base.is_empty();
+                        req.base = format!("from {key}:{path} {}", req.base);
+                        let view = sh.view(&st.layers)?;
+                        let seed = cache_mounts::seed_from_stage(&view, &path);
+                        let seed = (!owned).then_some(&seed as &cache_mounts::Seed);
+                        let lease = mounts
+                            .acquire_seeded(&req, seed)
+                            .map_err(|e| cache_err(&e))?;
+                        let host = lease.dir().to_path_buf();
+                        (lease, host)
+                    }
+                    None => {
+                        let lease = mounts.acquire(&req).map_err(|e| cache_err(&e))?;
+                        let host = match &sub {
+                            Some(rel) => lease.subdir(rel).map_err(|e| cache_err(&e))?,
+                            None => lease.dir().to_path_buf(),
+                        };
+                        (lease, host)
+                    }
+                };
+                out.key_parts.push((
+                    format!("cache:{target}"),
+                    format!("{}{}", req.base, sub.unwrap_or_default()),
+                ));
                 out.specs.push(MountSpec::Bind {
-                    source: lease.dir().to_path_buf(),
+                    source: host,
                     target,
                     readonly: m.read_only,
                 });
