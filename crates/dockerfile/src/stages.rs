@@ -140,6 +140,41 @@ pub const PROXY_ARGS: &[&str] = &[
 ];
 
 impl Plan {
+    /// Puts the ONBUILD triggers of stage `index`'s base image (parsed, in
+    /// order) before the stage's own steps, as BuildKit runs them, with the
+    /// stages and images they read resolved like the stage's own steps; then
+    /// recomputes which stages the target needs (a trigger's `COPY --from` or
+    /// `RUN --mount=from=` can need one that was pruned).
+    pub fn add_image_triggers(
+        &mut self,
+        index: usize,
+        triggers: Vec<Instruction>,
+        src: &Source,
+    ) -> Result<(), DockerfileError> {
+        let names: Vec<Option<String>> = self.stages.iter().map(|s| s.name.clone()).collect();
+        let stage_by_name = |name: &str| -> Option<usize> {
+            let lower = name.to_lowercase();
+            names
+                .iter()
+                .position(|n| n.as_deref() == Some(lower.as_str()))
+        };
+        let mut steps = Vec::with_capacity(triggers.len());
+        for t in triggers {
+            steps.push(resolve_step(t, true, &stage_by_name, names.len(), src)?);
+        }
+        let stage = &mut self.stages[index];
+        for s in &steps {
+            for input in s.copy_from.iter().chain(s.mount_from.iter().flatten()) {
+                if let Input::Stage(d) = input {
+                    stage.deps.insert(*d);
+                }
+            }
+        }
+        stage.steps.splice(0..0, steps);
+        check_cycles(&self.stages, src)?;
+        mark_needed(&mut self.stages, self.target, src)
+    }
+
     /// The stages to build, in dependency-compatible (file) order.
     pub fn needed_stages(&self) -> impl Iterator<Item = &Stage> {
         self.stages.iter().filter(|s| s.needed)
@@ -469,6 +504,59 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             e
         })?,
     };
+    mark_needed(&mut stages, target, src)?;
+
+    // Build args nobody declared (docker's "were not consumed" warning).
+    let mut unused: Vec<&str> = opts
+        .build_args
+        .keys()
+        .filter(|k| {
+            !declared.contains(k.as_str())
+                && !global_args.contains_key(k.as_str())
+                && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
+        })
+        .map(String::as_str)
+        .collect();
+    unused.sort();
+    if !unused.is_empty() {
+        warnings.push(Warning {
+            line: 0,
+            rule: "UnusedBuildArgs",
+            message: format!(
+                "one or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+        });
+    }
+    for (line, message) in &df.warnings {
+        warnings.push(Warning {
+            line: *line,
+            rule: "Parser",
+            message: message.clone(),
+        });
+    }
+    lint::lint(&stages, &mut warnings);
+    let proxy_env = proxy_env(&opts.build_args);
+
+    Ok(Plan {
+        stages,
+        target,
+        build_platform,
+        target_platform,
+        global_args,
+        build_args: opts.build_args.clone(),
+        proxy_env,
+        escape: df.escape,
+        warnings,
+    })
+}
+
+/// Marks the stages `target` needs (through FROM, COPY --from and RUN mounts)
+/// and checks that each needed stage reads only stages defined before it.
+fn mark_needed(stages: &mut [Stage], target: usize, src: &Source) -> Result<(), DockerfileError> {
+    for st in stages.iter_mut() {
+        st.needed = false;
+    }
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
         if !stages[i].needed {
@@ -519,50 +607,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             }
         }
     }
-
-    // Build args nobody declared (docker's "were not consumed" warning).
-    let mut unused: Vec<&str> = opts
-        .build_args
-        .keys()
-        .filter(|k| {
-            !declared.contains(k.as_str())
-                && !global_args.contains_key(k.as_str())
-                && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
-        })
-        .map(String::as_str)
-        .collect();
-    unused.sort();
-    if !unused.is_empty() {
-        warnings.push(Warning {
-            line: 0,
-            rule: "UnusedBuildArgs",
-            message: format!(
-                "one or more build-args [{}] were not consumed",
-                unused.join(" ")
-            ),
-        });
-    }
-    for (line, message) in &df.warnings {
-        warnings.push(Warning {
-            line: *line,
-            rule: "Parser",
-            message: message.clone(),
-        });
-    }
-    lint::lint(&stages, &mut warnings);
-    let proxy_env = proxy_env(&opts.build_args);
-
-    Ok(Plan {
-        stages,
-        target,
-        build_platform,
-        target_platform,
-        global_args,
-        build_args: opts.build_args.clone(),
-        proxy_env,
-        escape: df.escape,
-        warnings,
-    })
+    Ok(())
 }
 
 /// The environment RUN steps get from proxy build args, BuildKit's way

@@ -263,3 +263,49 @@ fn cache_mounts_seeded_from_a_stage() {
     assert_eq!(read(out.path(), "again"), "added\nsub\n");
     assert_eq!(read(out.path(), "plain"), "");
 }
+
+/// Issue #19 item 6: the ONBUILD triggers of a base image may read other stages
+/// and images (BuildKit's testOnBuildNewDeps): `COPY --from=IMAGE` works, and
+/// `RUN --mount=from=STAGE` mounts that stage of the child Dockerfile — built
+/// for it although nothing else needs it — not the build context.
+#[test]
+fn image_onbuild_triggers_read_stages_and_images() {
+    let p = project(&[
+        (
+            "Dockerfile",
+            "FROM busybox:test AS inputstage\n\
+             RUN echo -n from-stage > /foo\n\
+             FROM onbuild:test\n\
+             RUN ls /out > /list\n",
+        ),
+        ("foo", "from-context"),
+    ]);
+    let rootfs = p.dir.path().join("onbuild-rootfs");
+    busybox_rootfs(&rootfs);
+    store_image(
+        &p.root,
+        "onbuild:test",
+        &rootfs,
+        &[
+            "COPY --from=busybox:test /etc/group /out/group",
+            "RUN --mount=type=bind,target=/in,from=inputstage cat /in/foo > /out/bar",
+        ],
+    );
+    let out = p.export(&["-t", "child:1"]);
+    assert_eq!(read(out.path(), "out/bar"), "from-stage");
+    assert_eq!(
+        read(out.path(), "out/group"),
+        "root:x:0:\nnobody:x:65534:\n"
+    );
+    assert_eq!(read(out.path(), "list"), "bar\ngroup\n");
+    // The child image does not inherit the triggers.
+    let inspect = kiln(&p.root, &["inspect", "child:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert!(v[0]["Config"]["Env"].is_array(), "{v}");
+    assert!(
+        v[0]["Config"]["OnBuild"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{v}"
+    );
+}

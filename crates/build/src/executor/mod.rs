@@ -123,8 +123,8 @@ pub(crate) struct Shared<'a> {
     pub first_vertex: Vec<usize>,
     pub steps_run: AtomicUsize,
     pub steps_cached: AtomicUsize,
-    /// Vertex ids for steps not in the plan (a base image's ONBUILD triggers).
-    pub extra_vertices: AtomicUsize,
+    /// The base image of each needed stage built on one, by stage index.
+    pub bases: BTreeMap<usize, stage::BaseImage>,
     results: Mutex<Vec<Option<StageOutcome>>>,
     done: Condvar,
 }
@@ -225,6 +225,10 @@ pub fn build(
     let clock = Clock::start();
     // Blobs of this build become durable together, before an index names them.
     store.defer_sync();
+    // Base images first: their ONBUILD triggers become steps of the plan.
+    let mut plan = plan.clone();
+    let bases = stage::resolve_base_images(&mut plan, src, opts, store, progress, &clock)?;
+    let plan = &plan;
     let snapshots = Snapshots::open(store.root()).map_err(BuildError::other)?;
     let cache = StepCache::open(store.root()).map_err(BuildError::other)?;
     let mut first_vertex = vec![0; plan.stages.len()];
@@ -252,7 +256,7 @@ pub fn build(
         first_vertex,
         steps_run: AtomicUsize::new(0),
         steps_cached: AtomicUsize::new(0),
-        extra_vertices: AtomicUsize::new(vertices),
+        bases,
         results: Mutex::new(vec![None; plan.stages.len()]),
         done: Condvar::new(),
     };

@@ -3,18 +3,19 @@
 //! image config; RUN, COPY, ADD and WORKDIR produce layers through the cache.
 
 use super::cache::{KeyBuilder, StepRecord};
-use super::{run, BuildError, NamedContext, Shared};
-use crate::progress::Event;
+use super::{run, BuildError, BuildOptions, NamedContext, Shared};
+use crate::progress::{Clock, Event, ProgressSink};
 use crate::snapshots::Layer;
 use kiln_dockerfile::instructions::{CommandLine, Instruction, Origin, ShellExpand};
-use kiln_dockerfile::stages::{Base, Input, Stage, Step};
+use kiln_dockerfile::stages::{Base, Input, Plan, Stage, Step};
+use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{
     format_rfc3339, load_image, ContainerConfig, EmptyObject, History, ImageConfig,
 };
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, Reference};
-use kiln_oci::store::BlobRef;
+use kiln_oci::store::{BlobRef, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -212,7 +213,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
         stage: stage_name.clone(),
         name: from_name,
     });
-    let (mut state, triggers) = match initial_state(sh, st) {
+    let mut state = match initial_state(sh, st) {
         Ok(s) => s,
         Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
         Err(e) => {
@@ -239,21 +240,6 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(n))
         });
-    for text in &triggers {
-        let step = trigger_step(sh, st, text)?;
-        let ctx = StepCtx {
-            sh,
-            stage: st,
-            stage_name: &stage_name,
-            name: format!(
-                "[{stage_name} 1/{total}] ONBUILD {}",
-                kiln_dockerfile::instructions::one_line(text)
-            ),
-            vertex: is_fs_step(&step).then(|| sh.extra_vertices.fetch_add(1, Ordering::SeqCst)),
-            no_cache,
-        };
-        apply_step(&ctx, &mut state, &step)?;
-    }
     for (i, step) in st.steps.iter().enumerate() {
         if sh.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
@@ -282,10 +268,10 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
     Ok(state)
 }
 
-/// The stage's starting state, and the ONBUILD triggers of its base image
-/// (a base *stage*'s triggers are already steps of the plan). The new image
-/// does not inherit the triggers.
-fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>), BuildError> {
+/// The stage's starting state. Its base's ONBUILD triggers are already steps
+/// of the plan (a base stage's from the planner, a base image's from
+/// [`resolve_base_images`]); the new image does not inherit them.
+fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError> {
     let platform = sh.plan.stage_platform(st.index);
     let mut state = match &st.base {
         // BuildKit's `emptyImage`: WorkingDir "/" and the default PATH.
@@ -312,8 +298,13 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
             s
         }
         Base::Image(reference) => {
-            let (layers, config, key) =
-                image_source(sh, reference, Some(platform), &st.from.origin)?;
+            let BaseImage {
+                layers,
+                config,
+                key,
+            } = sh.bases.get(&st.index).cloned().ok_or_else(|| {
+                BuildError::other(format!("the base image {reference} was not resolved"))
+            })?;
             let created = config
                 .created
                 .as_deref()
@@ -346,51 +337,136 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
     if state.get_env("PATH").is_none() {
         state.set_env("PATH", DEFAULT_PATH);
     }
-    let triggers = std::mem::take(&mut state.cc().on_build);
-    let triggers = if matches!(st.base, Base::Image(_)) {
-        triggers
-    } else {
-        Vec::new()
-    };
-    Ok((state, triggers))
+    state.cc().on_build.clear();
+    Ok(state)
 }
 
-/// An ONBUILD trigger of the base image as a step of this stage.
-fn trigger_step(sh: &Shared<'_>, st: &Stage, text: &str) -> Result<Step, BuildError> {
-    let src = kiln_dockerfile::Source::new("ONBUILD trigger", text.to_string());
+/// A stage's base image, resolved before the stages run.
+#[derive(Clone)]
+pub(crate) struct BaseImage {
+    pub layers: Vec<Layer>,
+    pub config: ImageConfig,
+    pub key: Digest,
+}
+
+/// Resolves (pulling as needed) the base image of every stage the target
+/// needs, and makes each image's ONBUILD triggers the first steps of its stage
+/// (BuildKit resolves base images before it converts the stages, for the same
+/// reason): a trigger's `COPY --from` or `RUN --mount=from=` may need a stage
+/// the plan had pruned, whose base is then resolved in turn. Images resolve in
+/// parallel, each shown as a phase like BuildKit's "load metadata" vertex.
+pub(crate) fn resolve_base_images(
+    plan: &mut Plan,
+    src: &Source,
+    opts: &BuildOptions,
+    store: &Store,
+    progress: &dyn ProgressSink,
+    clock: &Clock,
+) -> Result<BTreeMap<usize, BaseImage>, BuildError> {
+    let mut bases = BTreeMap::new();
+    loop {
+        let todo: Vec<(usize, String)> = plan
+            .needed_stages()
+            .filter_map(|st| match &st.base {
+                Base::Image(r) if !bases.contains_key(&st.index) => Some((st.index, r.clone())),
+                _ => None,
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok(bases);
+        }
+        let planned = &*plan;
+        let resolved: Vec<(usize, Result<BaseImage, BuildError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .iter()
+                .map(|(index, reference)| {
+                    s.spawn(move || {
+                        let name = format!("[internal] load metadata for {reference}");
+                        let started = clock.now_ms();
+                        progress.emit(Event::Phase {
+                            at_ms: started,
+                            name: name.clone(),
+                            duration_ms: None,
+                        });
+                        let st = &planned.stages[*index];
+                        let platform = planned.stage_platform(*index);
+                        let res = image_source(
+                            store,
+                            opts,
+                            src,
+                            reference,
+                            Some(platform),
+                            &st.from.origin,
+                        )
+                        .map(|(layers, config, key)| BaseImage {
+                            layers,
+                            config,
+                            key,
+                        });
+                        let now = clock.now_ms();
+                        progress.emit(Event::Phase {
+                            at_ms: now,
+                            name,
+                            duration_ms: Some(now - started),
+                        });
+                        (*index, res)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for (index, res) in resolved {
+            let base = res?;
+            let texts = base
+                .config
+                .config
+                .as_ref()
+                .map(|c| c.on_build.clone())
+                .unwrap_or_default();
+            if !texts.is_empty() {
+                let from = plan.stages[index].from.origin.clone();
+                let triggers = texts
+                    .iter()
+                    .map(|t| parse_trigger(src, &from, t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                plan.add_image_triggers(index, triggers, src)
+                    .map_err(|e| BuildError::Dockerfile(Box::new(e)))?;
+            }
+            bases.insert(index, base);
+        }
+    }
+}
+
+/// An ONBUILD trigger of a base image as an instruction, located at the FROM
+/// line (`from`) that brought it in.
+fn parse_trigger(src: &Source, from: &Origin, text: &str) -> Result<Instruction, BuildError> {
+    let tsrc = Source::new("ONBUILD trigger", text.to_string());
     let bad = |e: String| {
-        sh.located(
-            &st.from.origin,
+        BuildError::Dockerfile(Box::new(DockerfileError::at(
+            src,
+            from.start_line,
+            from.end_line,
             format!("the base image's ONBUILD trigger {text:?}: {e}"),
-        )
+        )))
     };
-    let df = kiln_dockerfile::parse(&src).map_err(|e| bad(e.message.clone()))?;
+    let df = kiln_dockerfile::parse(&tsrc).map_err(|e| bad(e.message.clone()))?;
     let node = df
         .nodes
         .first()
         .ok_or_else(|| bad("empty trigger".into()))?;
     let mut instruction =
-        Instruction::parse(node, df.escape, &src).map_err(|e| bad(e.message.clone()))?;
-    // Report problems against the FROM line that brought the trigger in.
-    set_origin(&mut instruction, &st.from.origin);
-    if let Instruction::Copy(c) = &instruction {
-        if c.from.is_some() {
-            return Err(bad(
-                "COPY --from in an ONBUILD trigger is not supported".into()
-            ));
-        }
-    }
+        Instruction::parse(node, df.escape, &tsrc).map_err(|e| bad(e.message.clone()))?;
     if matches!(instruction, Instruction::From(_) | Instruction::Onbuild(_)) {
         return Err(bad(
             "FROM and ONBUILD are not allowed as ONBUILD triggers".into()
         ));
     }
-    Ok(Step {
-        instruction,
-        copy_from: None,
-        mount_from: Vec::new(),
-        onbuild: true,
-    })
+    // Report problems against the FROM line that brought the trigger in.
+    set_origin(&mut instruction, from);
+    Ok(instruction)
 }
 
 fn set_origin(i: &mut Instruction, origin: &Origin) {
@@ -424,46 +500,42 @@ fn set_origin(i: &mut Instruction, origin: &Origin) {
 /// An image's layers, config and cache key: from a named build context, else
 /// the store, pulling it if needed.
 pub(crate) fn image_source(
-    sh: &Shared<'_>,
+    store: &Store,
+    opts: &BuildOptions,
+    src: &Source,
     reference: &str,
     platform: Option<&kiln_dockerfile::stages::Platform>,
     origin: &Origin,
 ) -> Result<(Vec<Layer>, ImageConfig, Digest), BuildError> {
+    let located = |msg: String| {
+        BuildError::Dockerfile(Box::new(DockerfileError::at(
+            src,
+            origin.start_line,
+            origin.end_line,
+            msg,
+        )))
+    };
     let mut reference = reference.to_string();
     if let Some(NamedContext::Image(r) | NamedContext::StoredImage(r)) =
-        sh.opts.named_contexts.get(&reference)
+        opts.named_contexts.get(&reference)
     {
         reference = r.clone();
     }
-    let parsed = Reference::parse(&reference).map_err(|e| {
-        sh.located(
-            origin,
-            format!("invalid image reference {reference:?}: {e}"),
-        )
-    })?;
+    let parsed = Reference::parse(&reference)
+        .map_err(|e| located(format!("invalid image reference {reference:?}: {e}")))?;
     let platform = platform
         .map(|p| OciPlatform::parse(&p.to_string()))
         .transpose()
-        .map_err(|e| sh.located(origin, e))?;
-    let target = pull_if_missing(
-        sh.store,
-        &parsed,
-        platform.as_ref(),
-        sh.opts.pull,
-        &sh.opts.registry,
-    )
-    .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;
-    let image = load_image(sh.store, &target)
-        .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;
+        .map_err(located)?;
+    let target = pull_if_missing(store, &parsed, platform.as_ref(), opts.pull, &opts.registry)
+        .map_err(|e| located(format!("{reference}: {e}")))?;
+    let image = load_image(store, &target).map_err(|e| located(format!("{reference}: {e}")))?;
     if image.layers.len() != image.config.rootfs.diff_ids.len() {
-        return Err(sh.located(
-            origin,
-            format!(
-                "{reference}: the image has {} layers but its config lists {} diff_ids",
-                image.layers.len(),
-                image.config.rootfs.diff_ids.len()
-            ),
-        ));
+        return Err(located(format!(
+            "{reference}: the image has {} layers but its config lists {} diff_ids",
+            image.layers.len(),
+            image.config.rootfs.diff_ids.len()
+        )));
     }
     let layers = image
         .layers
@@ -889,7 +961,7 @@ pub(crate) fn input_key(
             Ok((st.key, st))
         }
         Input::Image(r) => {
-            let (layers, config, key) = image_source(sh, r, None, origin)?;
+            let (layers, config, key) = image_source(sh.store, sh.opts, sh.src, r, None, origin)?;
             let state = StageState {
                 layers,
                 config,

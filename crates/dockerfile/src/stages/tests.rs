@@ -495,3 +495,37 @@ fn proxy_env_mirrors_case_like_buildkit() {
     );
     assert!(proxy_env(&args(&[("Ftp_Proxy", "")])).is_empty());
 }
+
+/// A base image's ONBUILD triggers become the first steps of the stage built on
+/// it; what they read from other stages makes those needed (BuildKit's
+/// testOnBuildNewDeps: a trigger's RUN --mount=from=STAGE builds STAGE).
+#[test]
+fn image_triggers_run_first_and_need_the_stages_they_read() {
+    let text = "FROM alpine AS input\nRUN touch /foo\nFROM scratch AS other\nFROM onbuild-image\nRUN echo own\n";
+    let src = Source::new("Dockerfile", text.to_string());
+    let df = crate::parse(&src).unwrap();
+    let mut p = plan(&df, &src, &PlanOptions::default()).unwrap();
+    assert!(!p.stages[0].needed && !p.stages[1].needed);
+    let trigger = |t: &str| {
+        let tsrc = Source::new("ONBUILD trigger", t.to_string());
+        let tdf = crate::parse(&tsrc).unwrap();
+        Instruction::parse(&tdf.nodes[0], tdf.escape, &tsrc).unwrap()
+    };
+    p.add_image_triggers(
+        2,
+        vec![
+            trigger("RUN --mount=type=bind,target=/in,from=input cat /in/foo"),
+            trigger("COPY --from=busybox /bin/sh /sh"),
+        ],
+        &src,
+    )
+    .unwrap();
+    let steps = &p.stages[2].steps;
+    assert_eq!(steps.len(), 3);
+    assert!(steps[0].onbuild && steps[1].onbuild && !steps[2].onbuild);
+    assert_eq!(steps[0].mount_from, vec![Some(Input::Stage(0))]);
+    assert_eq!(steps[1].copy_from, Some(Input::Image("busybox".into())));
+    assert!(p.stages[0].needed, "the mounted stage is built");
+    assert!(!p.stages[1].needed);
+    assert!(p.stages[2].deps.contains(&0));
+}
