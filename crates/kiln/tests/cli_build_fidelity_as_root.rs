@@ -309,3 +309,69 @@ fn image_onbuild_triggers_read_stages_and_images() {
         "{v}"
     );
 }
+
+/// The entry names of each layer of the image in the OCI archive at `path`,
+/// base layer first.
+fn layer_entries(path: &Path) -> Vec<Vec<String>> {
+    use std::io::Read as _;
+    let mut blobs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        blobs.insert(name, data);
+    }
+    let json = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&blobs[name]).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let blob = |digest: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            digest.as_str().unwrap().trim_start_matches("sha256:")
+        )
+    };
+    let index = json("index.json");
+    let manifest = json(&blob(&index["manifests"][0]["digest"]));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let data = &blobs[&blob(&l["digest"])];
+            let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&data[..]));
+            tar.entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().display().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// Issue #19 item 9: a step's layer holds only what differs from the filesystem
+/// below, as BuildKit's differ writes it: a COPY of identical content, or a RUN
+/// that only made the overlay copy a directory up, gives an empty layer.
+#[test]
+fn unchanged_files_are_left_out_of_a_layer() {
+    let p = project(&[
+        (
+            "Dockerfile",
+            "FROM busybox:test\n\
+             RUN touch /tmp/x && rm /tmp/x\n\
+             COPY foo /dir/foo\n\
+             COPY foo /dir/foo\n\
+             COPY foo /dir/bar\n",
+        ),
+        ("foo", "contents"),
+    ]);
+    let oci = p.dir.path().join("image.tar");
+    p.build_ok(&["-o", &format!("type=oci,dest={}", oci.display())]);
+    let layers = layer_entries(&oci);
+    assert_eq!(layers.len(), 5, "{layers:?}");
+    assert!(layers[1].is_empty(), "the RUN: {:?}", layers[1]);
+    assert_eq!(layers[2], ["dir/", "dir/foo"]);
+    assert!(layers[3].is_empty(), "the second COPY: {:?}", layers[3]);
+    // (BuildKit leaves the unchanged `dir/` header out too; kiln keeps it.)
+    assert_eq!(layers[4], ["dir/", "dir/bar"]);
+}

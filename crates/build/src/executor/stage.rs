@@ -262,6 +262,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             name,
             vertex: vertex_id,
             no_cache,
+            lower: state.layers.clone(),
         };
         apply_step(&ctx, &mut state, step)?;
     }
@@ -560,6 +561,8 @@ pub(crate) struct StepCtx<'a, 'b> {
     /// The progress vertex of a filesystem step.
     pub vertex: Option<usize>,
     pub no_cache: bool,
+    /// The stage's layers before this step.
+    pub lower: Vec<Layer>,
 }
 
 impl StepCtx<'_, '_> {
@@ -632,8 +635,11 @@ impl StepCtx<'_, '_> {
                 .map_err(|e| BuildError::other(format!("{}: {e}", d.display())))?;
         }
         execute(&upper, &scratch)?;
-        // Every filesystem step is a layer, an empty one too, as in BuildKit
-        // (whose exporter keeps empty diffs).
+        // The layer holds what differs from the filesystem below, as BuildKit's
+        // differ writes it. Every filesystem step is a layer, an empty one too,
+        // as in BuildKit (whose exporter keeps empty diffs).
+        crate::snapshots::drop_unchanged(&upper, &sh.view(&self.lower)?)
+            .map_err(|e| BuildError::other(format!("comparing the step's changes: {e}")))?;
         let layer = self.commit_layer(&upper)?;
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
         let rec = StepRecord { layer, created };
