@@ -379,7 +379,9 @@ fn prepare_mounts(
                     if m.required {
                         return Err(sh.located(
                             origin,
-                            format!("secret {id} is required but was not given (use --secret id={id},src=FILE)"),
+                            format!(
+                                "secret {id}: not found (give it with --secret id={id},src=FILE)"
+                            ),
                         ));
                     }
                     continue;
