@@ -514,6 +514,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             !declared.contains(k.as_str())
                 && !global_args.contains_key(k.as_str())
                 && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
+                && k.as_str() != "BUILDKIT_SANDBOX_HOSTNAME"
         })
         .map(String::as_str)
         .collect();

@@ -375,3 +375,43 @@ fn unchanged_files_are_left_out_of_a_layer() {
     // (BuildKit leaves the unchanged `dir/` header out too; kiln keeps it.)
     assert_eq!(layers[4], ["dir/", "dir/bar"]);
 }
+
+/// `--label KEY=VALUE` sets a label on the image over the Dockerfile's, without a
+/// history entry (BuildKit's testLabels, `label:` frontend option).
+#[test]
+fn label_flag_sets_labels_without_history() {
+    let p = project(&[("Dockerfile", "FROM scratch\nLABEL foo=bar keep=yes\n")]);
+    p.build_ok(&[
+        "-t",
+        "labelled:1",
+        "--label",
+        "bar=baz",
+        "--label",
+        "foo=over",
+    ]);
+    let out = kiln(&p.root, &["inspect", "labelled:1"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v[0]["Config"]["Labels"],
+        serde_json::json!({"bar": "baz", "foo": "over", "keep": "yes"})
+    );
+    let out = kiln(&p.root, &["history", "labelled:1"]);
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(!history.contains("bar=baz"), "{history}");
+}
+
+/// `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME` is RUN's hostname, in /etc/hosts
+/// too (BuildKit's testDockerfileCheckHostname).
+#[test]
+fn sandbox_hostname_build_arg() {
+    let p = project(&[(
+        "Dockerfile",
+        "FROM busybox:test\nRUN hostname > /name && (grep -c foo /etc/hosts || true) > /in-hosts\n",
+    )]);
+    let out = p.export(&["--build-arg", "BUILDKIT_SANDBOX_HOSTNAME=foo"]);
+    assert_eq!(read(out.path(), "name"), "foo\n");
+    assert_eq!(read(out.path(), "in-hosts"), "1\n");
+    let out = p.export(&[]);
+    assert_eq!(read(out.path(), "name"), "buildkitsandbox\n");
+    assert_eq!(read(out.path(), "in-hosts"), "0\n");
+}

@@ -16,6 +16,10 @@ use kiln_sandbox::{
 use serde::Serialize;
 use std::path::PathBuf;
 
+/// The build arg that names the sandbox's hostname (BuildKit's
+/// `build-arg:BUILDKIT_SANDBOX_HOSTNAME`; default `buildkitsandbox`).
+pub const HOSTNAME_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
+
 /// What decides a RUN step's result, hashed into its cache key. Secret
 /// contents are not part of it (only their ids and targets).
 #[derive(Serialize)]
@@ -131,6 +135,16 @@ pub(crate) fn run_step(
         Security::Sandbox => SecurityMode::Sandbox,
     };
     let mut mounts = prepare_mounts(ctx, state, r, step)?;
+    // `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`: BuildKit's hostname for RUN.
+    let hostname = sh
+        .plan
+        .build_args
+        .get(HOSTNAME_ARG)
+        .filter(|h| !h.is_empty())
+        .cloned();
+    if let Some(h) = &hostname {
+        mounts.key_parts.push(("hostname".into(), h.clone()));
+    }
     if let Some(p) = pipe {
         mounts.key_parts.push(("pipe".into(), format!("{p:?}")));
         mounts.specs.push(p);
@@ -168,6 +182,10 @@ pub(crate) fn run_step(
             args.clone(),
         );
         spec.env = env.clone();
+        if let Some(h) = &hostname {
+            spec.hostname = h.clone();
+            spec.hosts = Some(kiln_sandbox::default_hosts(h));
+        }
         spec.cwd = cwd.clone();
         spec.user = UserSpec::new(user.clone());
         spec.network = network;

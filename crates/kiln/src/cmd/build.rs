@@ -142,13 +142,20 @@ fn execute(
     }
     let clock = Clock::start();
     let result = executor::build(plan, src, &opts, &store, progress.as_ref());
-    let out = match result {
+    let mut out = match result {
         Ok(out) => out,
         Err(e) => {
             progress.finish();
             return Err(report_build_error(e));
         }
     };
+    if !flags.labels.is_empty() {
+        let cc = out.config.config.get_or_insert_with(Default::default);
+        for l in &flags.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            cc.labels.insert(k.to_string(), v.to_string());
+        }
+    }
     let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
     let exporting = clock.now_ms();
     let manifest = write_image(&store, &out.config, &layers, ManifestFormat::Oci)
