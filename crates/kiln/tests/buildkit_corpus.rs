@@ -15,7 +15,10 @@
 //! printed with `history: N/M identical`, but they do not fail the test: the
 //! issue's acceptance is the file tree and the runtime config.
 //! A case with an `http/` directory has it served on http://127.0.0.1:38475/ (ADD of
-//! URLs), as `scripts/compare-buildkit` does.
+//! URLs), as `scripts/compare-buildkit` does. A case whose `args` has `expect-error
+//! TEXT` is one BuildKit fails (its `error.txt` holds BuildKit's message): kiln must
+//! fail too, with TEXT in its output (white space runs and line wrapping as one
+//! space, miette's frame characters removed).
 
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -82,7 +85,8 @@ fn corpus_dir() -> PathBuf {
 
 /// The kiln options a case's `args` file asks for (`build-arg NAME=VALUE`,
 /// `target STAGE`, `build-context NAME=docker-image://REF|DIR`,
-/// `secret id=NAME,src=FILE`, `file DOCKERFILE`; paths relative to the case).
+/// `secret id=NAME,src=FILE`, `file DOCKERFILE`, `allow ENTITLEMENT`, `label K=V`; paths
+/// relative to the case; `expect-error` is read by [`expected_error`]).
 /// `-f` comes first, with the case's `Dockerfile` unless a `file` line names another.
 fn case_options(dir: &Path) -> Result<Vec<String>, String> {
     let file = dir.join("args");
@@ -100,7 +104,9 @@ fn case_options(dir: &Path) -> Result<Vec<String>, String> {
         }
         match line.split_once(' ') {
             Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
-            Some(("file", _)) => {}
+            Some(("file" | "expect-error", _)) => {}
+            Some(("allow", v)) => out.extend(["--allow".to_string(), v.trim().into()]),
+            Some(("label", v)) => out.extend(["--label".to_string(), v.trim().into()]),
             Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
             Some(("secret", v)) => {
                 let v = v.trim();
@@ -124,6 +130,52 @@ fn case_options(dir: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
+}
+
+/// The error text a case expects (`expect-error TEXT` in its `args`), if any.
+fn expected_error(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join("args")).ok()?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("expect-error "))
+        .map(|t| t.trim().to_string())
+}
+
+/// Error output made comparable: miette's frame characters removed, runs of
+/// white space (line wrapping included) as one space.
+fn normalize(text: &str) -> String {
+    text.replace(['│', '×'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds case `dir`, which BuildKit fails: kiln must fail with `want` in its output.
+fn build_expecting_error(root: &Path, dir: &Path, want: &str) -> Result<(), String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["build", "--progress=plain"])
+        .args(case_options(dir)?)
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run kiln: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        return Err(format!("kiln built it; BuildKit fails with: {want}"));
+    }
+    if normalize(&text).contains(&normalize(want)) {
+        return Ok(());
+    }
+    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "kiln failed without the expected error ({want}):\n{}",
+        tail.join("\n")
+    ))
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -315,6 +367,10 @@ fn kiln_builds_the_same_images_as_buildkit() {
             let http_dir = dir.join("http");
             *http_root.lock().unwrap() = http_dir.is_dir().then_some(http_dir);
             let outcome = (|| -> Result<(Vec<String>, Vec<String>), String> {
+                if let Some(want) = expected_error(dir) {
+                    build_expecting_error(&root, dir, &want)?;
+                    return Ok((Vec::new(), Vec::new()));
+                }
                 let expected = read_json(&dir.join("expected.json"))?;
                 let expected_history = read_json(&dir.join("history.json"))?;
                 let (actual, history) = build_and_describe(&root, tmp.path(), dir)?;
@@ -404,4 +460,23 @@ fn differences_name_each_changed_field_and_missing_path() {
     assert!(h[1].starts_with("history[1]: BuildKit {"), "{}", h[1]);
     assert!(h[1].ends_with("kiln null"), "{}", h[1]);
     assert!(history_differences(&bk, &bk).is_empty());
+}
+
+#[test]
+fn expected_errors_match_across_line_wrapping_and_frames() {
+    let kiln_output = "  × Dockerfile:2: invalid chmod parameter: '64a'. it should be octal string\n  │ and between 0 and 07777\n";
+    let want = "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777";
+    assert!(normalize(kiln_output).contains(&normalize(want)));
+    assert!(!normalize(kiln_output).contains(&normalize("invalid chmod parameter: '10000'")));
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(expected_error(dir.path()), None);
+    fs::write(
+        dir.path().join("args"),
+        "target t\nexpect-error dockerfile contains no stages to build\n",
+    )
+    .unwrap();
+    assert_eq!(
+        expected_error(dir.path()).as_deref(),
+        Some("dockerfile contains no stages to build")
+    );
 }
