@@ -67,6 +67,8 @@ pub enum Command {
     /// Run a command as root of kiln's user namespace (rootless: where builds
     /// run), e.g. to remove files owned by your subordinate ids
     Unshare(UnshareFlags),
+    /// Work with a Compose project (compose.yaml): print its model, build its images
+    Compose(Box<ComposeFlags>),
 }
 
 /// `--format` for listing commands: a table for people or JSON for programs.
@@ -420,4 +422,79 @@ pub struct UnshareFlags {
         allow_hyphen_values = true
     )]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `kiln compose`: the flags that say which project, as docker compose reads them.
+#[derive(Debug, Args)]
+pub struct ComposeFlags {
+    /// Compose file (default: compose.yaml, compose.yml, docker-compose.yml or
+    /// docker-compose.yaml here or in a parent directory, and its override file);
+    /// may be repeated, later files merged over earlier ones
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// Project name (default: $COMPOSE_PROJECT_NAME, the file's name:, else the directory's name)
+    #[arg(short = 'p', long = "project-name", value_name = "NAME")]
+    pub project_name: Option<String>,
+    /// Enable services of this profile; may be repeated (default: $COMPOSE_PROFILES)
+    #[arg(long = "profile", value_name = "PROFILE")]
+    pub profiles: Vec<String>,
+    /// Read variables from this file instead of the project directory's .env; may be repeated
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_files: Vec<PathBuf>,
+    /// Resolve relative paths from this directory (default: the first file's directory)
+    #[arg(long = "project-directory", value_name = "DIR")]
+    pub project_directory: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: ComposeCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComposeCommand {
+    /// Print the resolved model (files merged, variables interpolated, defaults set) as YAML
+    Config(ComposeConfigFlags),
+    /// Build the images of the project's services (all at once, in one progress view)
+    Build(ComposeBuildFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeConfigFlags {
+    /// Print only the service names, one per line
+    #[arg(long)]
+    pub services: bool,
+    /// Only check the project; print nothing
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeBuildFlags {
+    /// Set a build-time variable for every service ("KEY=value", or "KEY" to take it
+    /// from the environment); wins over the file's args
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Do not use the cache for any step
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always pull the images FROM names (default: when missing)
+    #[arg(long)]
+    pub pull: bool,
+    /// Push each service image that has an image: name after building
+    #[arg(long)]
+    pub push: bool,
+    /// Print nothing but errors
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Progress output: auto, tty, plain or rawjson
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "rawjson"])]
+    pub progress: String,
+    /// At most this many RUN/COPY steps of each service run at the same time
+    /// (default: the number of CPUs)
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    #[command(flatten)]
+    pub authfile: AuthFileFlag,
+    /// Services to build (default: every enabled service with a build section);
+    /// the services their service: contexts name are built too
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
 }

@@ -716,3 +716,285 @@ fn add_of_a_url_is_rechecked_on_every_build() {
         "a changed download reruns ADD and what follows"
     );
 }
+
+#[test]
+fn an_oci_layout_build_context_is_never_pulled_even_with_pull_always() {
+    let p = project("FROM base\nCOPY f /f\n", &[("f", "x")]);
+    // The busybox image as an OCI layout directory.
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("busybox.tar");
+    ok(
+        &p.root,
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            tar.to_str().unwrap(),
+            "busybox:test",
+        ],
+    );
+    let layout = dir.path().join("layout");
+    fs::create_dir_all(&layout).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    // The imported image is only in this store: --pull must not ask a
+    // registry for it (there is none to ask here).
+    let ctx = format!("base=oci-layout://{}", layout.display());
+    let events = p.build_ok(&["--pull", "--build-context", &ctx, "-t", "out:1"]);
+    assert_eq!(summary(&events)["steps_run"], 1, "{events:?}");
+}
+
+/// #10.3: the same layer more than once in an image (three no-op RUNs give one
+/// empty layer three times; `COPY a`, `COPY b`, `COPY a` gives A, B, A) mounts
+/// for the next RUN, for a bind mount of the stage and for `kiln run`, and the
+/// topmost copy is what is seen (A over B).
+#[test]
+fn repeated_layers_mount_and_the_topmost_copy_wins() {
+    let p = project(
+        "FROM busybox:test AS rep\n\
+         COPY a /f\n\
+         COPY b /f\n\
+         COPY a /f\n\
+         RUN true\n\
+         RUN true\n\
+         RUN true\n\
+         RUN cat /f > /seen\n\
+         FROM rep\n\
+         RUN --mount=type=bind,from=rep,target=/r cat /r/f > /via-bind\n",
+        &[("a", "from a\n"), ("b", "from b\n")],
+    );
+    let tree = p.export(&["-t", "rep:1"]);
+    let t = tree.path();
+    assert_eq!(fs::read_to_string(t.join("seen")).unwrap(), "from a\n");
+    assert_eq!(fs::read_to_string(t.join("via-bind")).unwrap(), "from a\n");
+    let layers: Vec<String> =
+        serde_json::from_value(p.inspect("rep:1")["RootFS"]["Layers"].clone()).unwrap();
+    // busybox, A, B, A, E, E, E, seen, via-bind
+    assert_eq!(layers.len(), 9, "{layers:?}");
+    assert_eq!(layers[1], layers[3], "the two COPY a layers are one layer");
+    assert_ne!(layers[1], layers[2]);
+    assert!(
+        layers[4] == layers[5] && layers[5] == layers[6],
+        "{layers:?}"
+    );
+    let out = ok(&p.root, &["run", "rep:1", "cat", "/f", "/seen"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from a\nfrom a\n");
+}
+
+/// #19.2 and #19.8: mount points inside other mounts — a RUN heredoc with a
+/// shebang (run from `/dev/pipes/`, on the `/dev` tmpfs) and nested cache
+/// mounts in either order — and a tmpfs at `/dev/shm` that replaces kiln's.
+#[test]
+fn heredoc_shebang_nested_cache_mounts_and_a_dev_shm_tmpfs() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN <<EOF\n\
+         #!/bin/sh\n\
+         echo hi > /x\n\
+         EOF\n\
+         RUN --mount=type=cache,target=/foo/bar --mount=type=cache,target=/foo/bar/baz echo 1 > /foo/bar/baz/f && ls /foo/bar > /cache-list\n\
+         RUN --mount=type=cache,target=/q/r/s --mount=type=cache,target=/q/r cat /foo/bar/baz/f 2>/dev/null; echo 2 > /q/r/s/g && ls /q/r > /cache-list-2\n\
+         RUN --mount=type=tmpfs,target=/dev/shm,size=128m grep -c ' /dev/shm ' /proc/self/mountinfo > /shm-mounts && df -k /dev/shm | tail -1 > /shm-df\n",
+        &[],
+    );
+    let tree = p.export(&["-t", "mounts:1"]);
+    let t = tree.path();
+    assert_eq!(fs::read_to_string(t.join("x")).unwrap(), "hi\n");
+    assert_eq!(fs::read_to_string(t.join("cache-list")).unwrap(), "baz\n");
+    assert_eq!(fs::read_to_string(t.join("cache-list-2")).unwrap(), "s\n");
+    assert_eq!(fs::read_to_string(t.join("shm-mounts")).unwrap(), "1\n");
+    let df = fs::read_to_string(t.join("shm-df")).unwrap();
+    assert!(df.contains(" 131072 "), "a 128 MiB /dev/shm: {df}");
+    for gone in ["foo", "q", "dev/pipes"] {
+        assert!(
+            !t.join(gone).exists(),
+            "mount point /{gone} left in the image"
+        );
+    }
+}
+
+/// #10.4: RUN steps and `kiln run` run under Docker's default seccomp profile
+/// (no nested user namespaces); `RUN --security=insecure` runs without it.
+#[test]
+fn run_steps_and_kiln_run_are_under_the_seccomp_filter() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status > /seccomp\n\
+         RUN (unshare -U -r true && echo allowed || echo refused) > /unshare 2>/dev/null\n\
+         RUN --security=insecure grep '^Seccomp:' /proc/self/status > /seccomp-insecure\n",
+        &[],
+    );
+    let tree = p.export(&["--allow", "security.insecure", "-t", "sec:1"]);
+    let t = tree.path();
+    assert_eq!(
+        fs::read_to_string(t.join("seccomp")).unwrap(),
+        "NoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+    assert_eq!(fs::read_to_string(t.join("unshare")).unwrap(), "refused\n");
+    assert_eq!(
+        fs::read_to_string(t.join("seccomp-insecure")).unwrap(),
+        "Seccomp:\t0\n"
+    );
+    let out = ok(
+        &p.root,
+        &["run", "sec:1", "grep", "^Seccomp:", "/proc/self/status"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\n");
+    let refused = kiln(&p.root, &["run", "sec:1", "unshare", "-U", "true"]);
+    assert!(
+        !refused.status.success(),
+        "unshare -U in kiln run must fail"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// A context holding names that are not UTF-8: one excluded by
+/// `.dockerignore` does not matter at all (it failed every build); an
+/// included one is copied by `COPY .` and seen through a RUN bind mount of
+/// the context with its exact bytes, and exported the same.
+#[test]
+fn names_that_are_not_utf8_in_the_context() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let p = project(
+        "FROM busybox:test\nCOPY . /in/\nRUN --mount=type=bind,target=/c cp -a /c /seen\n",
+        &[(".dockerignore", "skip*\nDockerfile\n.dockerignore\n")],
+    );
+    let raw = |root: &Path, b: &[u8]| root.join(OsStr::from_bytes(b));
+    fs::write(raw(&p.ctx, b"caf\xe9.txt"), "latin-1").unwrap();
+    fs::write(raw(&p.ctx, b"skip\xff"), "excluded").unwrap();
+    fs::create_dir(raw(&p.ctx, b"skipdir\xfe")).unwrap();
+    fs::write(raw(&p.ctx, b"skipdir\xfe/\xfa"), "excluded").unwrap();
+    let out = p.export(&[]);
+    for dir in ["in", "seen"] {
+        let listed: Vec<Vec<u8>> = fs::read_dir(out.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        assert_eq!(listed, [b"caf\xe9.txt".to_vec()], "/{dir}");
+        let file = raw(&out.path().join(dir), b"caf\xe9.txt");
+        assert_eq!(fs::read_to_string(file).unwrap(), "latin-1");
+    }
+}
+
+/// Three concurrent builds of one Dockerfile on one store run its RUN once:
+/// the others wait for the step's cache key and reuse the result. Killing
+/// the build that runs it leaves nobody waiting: the next one runs it.
+#[test]
+fn concurrent_builds_run_a_step_once_and_a_killed_one_blocks_nobody() {
+    // Each run of the step appends a line to a cache-mount file on the host;
+    // the first run (the one that is killed) then sleeps.
+    let p = project(
+        "FROM busybox:test\n\
+         RUN --mount=type=cache,id=counter,target=/c \
+         sh -c 'echo run >> /c/count; if [ $(wc -l < /c/count) = 1 ]; then sleep 60; fi; sleep 1'\n",
+        &[],
+    );
+    let count_file = || -> Option<PathBuf> {
+        let mounts = p.root.join("cache/mounts");
+        fs::read_dir(mounts)
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("data/count"))
+            .find(|c| c.exists())
+    };
+    let runs = || count_file().map_or(0, |c| fs::read_to_string(c).unwrap().lines().count());
+    let spawn = |tag: &str| {
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&p.root)
+            .args(["build", "--progress=rawjson", "-t", tag])
+            .arg(&p.ctx)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        KillOnDrop(Some(child))
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    let mut first = spawn("same:1");
+    wait_until("the first build runs the step", &|| runs() == 1);
+    let others = [spawn("same:1"), spawn("same:1")];
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(runs(), 1, "the others wait while the first runs the step");
+    first.kill();
+    let outs: Vec<Output> = others.into_iter().map(KillOnDrop::output).collect();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        runs(),
+        2,
+        "after the kill, one more run; the third reuses it"
+    );
+    let sums: Vec<serde_json::Value> = outs.iter().map(|o| summary(&events(o))).collect();
+    let ran: Vec<_> = sums.iter().map(|s| s["steps_run"].as_u64()).collect();
+    assert!(
+        ran.contains(&Some(1)) && ran.contains(&Some(0)),
+        "one ran the step, one reused it: {sums:?}"
+    );
+
+    // Three at once from the start (a new step): one run between them, the
+    // others waiting out its 3 s instead of running it too.
+    fs::remove_file(count_file().unwrap()).unwrap();
+    fs::write(
+        p.ctx.join("Dockerfile"),
+        "FROM busybox:test\n\
+         RUN --mount=type=cache,id=counter,target=/c sh -c 'echo again >> /c/count; sleep 3'\n",
+    )
+    .unwrap();
+    let builds = [spawn("same:2"), spawn("same:2"), spawn("same:2")];
+    let outs: Vec<Output> = builds.into_iter().map(KillOnDrop::output).collect();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(runs(), 1, "three concurrent builds ran the step once");
+}
+
+/// A kiln process that is killed if the test fails before it is waited for.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -5,6 +5,7 @@ use super::cache::{KeyBuilder, StepRecord};
 use super::stage::{input_key, resolve_path, StageState, StepCtx};
 use super::BuildError;
 use crate::cache_mounts::{self, CacheMountRequest, CacheMounts};
+use crate::fsview::LayeredView;
 use crate::progress::{Event, OutputStream};
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
 use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Security};
@@ -14,7 +15,7 @@ use kiln_sandbox::{
     MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError, SecurityMode, UserSpec,
 };
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The build arg that names the sandbox's hostname (BuildKit's
 /// `build-arg:BUILDKIT_SANDBOX_HOSTNAME`; default `buildkitsandbox`).
@@ -161,6 +162,13 @@ pub(crate) fn run_step(
             mounts: mounts.key_parts.clone(),
             platform: sh.plan.stage_platform(ctx.stage.index).to_string(),
         });
+        // Only when set, so that keys of builds without them stay as they were.
+        for (host, ip) in &sh.opts.extra_hosts {
+            k.part(&format!("extra host {host}={ip}"));
+        }
+        if let Some(size) = sh.opts.shm_size {
+            k.part(&format!("shm size {size}"));
+        }
         k.finish()
     };
     let created_by = format!("RUN {} # buildkit", state.run_command_string(&args));
@@ -192,6 +200,12 @@ pub(crate) fn run_step(
         spec.security = security;
         spec.mounts = mounts.specs.clone();
         spec.tail_lines = 20;
+        if let Some(hosts) = &mut spec.hosts {
+            for (host, ip) in &sh.opts.extra_hosts {
+                hosts.extend_from_slice(format!("{ip}\t{host}\n").as_bytes());
+            }
+        }
+        spec.shm_size = sh.opts.shm_size;
         let mut on_line = |l: &kiln_sandbox::OutputLine| {
             sh.emit(Event::StepOutput {
                 at_ms: sh.clock.now_ms(),
@@ -268,30 +282,38 @@ fn prepare_mounts(
                     target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
                 let source = m.source.clone().unwrap_or_default();
                 let input = step.mount_from.get(i).cloned().flatten();
-                let rel = resolve_path("/", &source);
-                let rel = rel.trim_start_matches('/');
-                // The directories the mount shows, and what it adds to the key.
-                let (lowers, key) = match input {
+                let not_found =
+                    || sh.located(origin, format!("mount source {source:?}: not found"));
+                // The source is a path inside the context or the stage, never
+                // on the host: symlinks on the way (the last one too) are
+                // followed inside that root, as BuildKit does. `path` is the
+                // result, relative to the root; the directories the mount shows
+                // (`lowers`), and what it adds to the key.
+                let (lowers, key, path) = match input {
                     None => {
-                        let sel = sh.opts.context.select(rel).map_err(|e| {
+                        let ctx = &sh.opts.context;
+                        let path = ctx.resolve(&source, true).map_err(|e| {
                             sh.located(origin, format!("mount source {source:?}: {e}"))
                         })?;
-                        let digest = sh
-                            .opts
-                            .context_digests
-                            .selection_digest(&sh.opts.context, &sel);
+                        if !path.is_empty() && ctx.entry(&path).is_none() {
+                            return Err(not_found());
+                        }
+                        let sel = ctx.select(&path).map_err(|e| {
+                            sh.located(origin, format!("mount source {source:?}: {e}"))
+                        })?;
+                        let digest = sh.opts.context_digests.selection_digest(ctx, &sel);
                         // What .dockerignore excludes is hidden by whiteouts in a
                         // mask layer above the context directory.
-                        let mut lowers = vec![sh.opts.context.root.clone()];
-                        if let Some(mask) = context_mask(&sh.snapshots, &sh.opts.context, rel)
-                            .map_err(|e| {
+                        let mut lowers = vec![ctx.root.clone()];
+                        if let Some(mask) =
+                            context_mask(&sh.snapshots, ctx, &path).map_err(|e| {
                                 sh.located(origin, format!("mount source {source:?}: {e}"))
                             })?
                         {
                             lowers.insert(0, mask.path().to_path_buf());
                             out._guards.push(Box::new(mask));
                         }
-                        (lowers, digest.to_string())
+                        (lowers, digest.to_string(), path)
                     }
                     Some(input) => {
                         let (key, st) = input_key(sh, &input, origin)?;
@@ -299,28 +321,39 @@ fn prepare_mounts(
                             .snapshots
                             .stack(sh.store, &st.layers)
                             .map_err(BuildError::other)?;
-                        (lowers, format!("{key}:/{rel}"))
+                        let rel = resolve_path("/", &source);
+                        let found = LayeredView::new(lowers.clone())
+                            .lookup(&rel, true)
+                            .map_err(|e| {
+                                sh.located(origin, format!("mount source {source:?}: {e}"))
+                            })?;
+                        let path = match found {
+                            Some(e) => e.path,
+                            None if rel == "/" => rel.clone(),
+                            None => return Err(not_found()),
+                        };
+                        (lowers, format!("{key}:{rel}"), path)
                     }
                 };
                 // A plain read-only bind when the source is one directory (the
                 // context); otherwise (a stage's layers, or rw, whose writes must
                 // go nowhere) an overlay, mounted here and detached afterwards.
-                let host = if lowers.len() == 1 && m.read_only {
-                    lowers[0].join(rel)
+                // Either way the sandbox opens `path` inside that root itself
+                // (`RESOLVE_IN_ROOT`) and mounts what it opened.
+                let root = if lowers.len() == 1 && m.read_only {
+                    lowers[0].clone()
                 } else {
                     let mounted = ScratchOverlay::mount(&sh.snapshots, lowers, !m.read_only)
                         .map_err(|e| sh.located(origin, format!("mount {source:?}: {e}")))?;
-                    let host = mounted.path().join(rel);
+                    let root = mounted.path().to_path_buf();
                     out._guards.push(Box::new(mounted));
-                    host
+                    root
                 };
-                if std::fs::symlink_metadata(&host).is_err() {
-                    return Err(sh.located(origin, format!("mount source {source:?}: not found")));
-                }
                 out.key_parts
                     .push((format!("bind:{target}:{}", m.read_only), key));
                 out.specs.push(MountSpec::Bind {
-                    source: host,
+                    root,
+                    path,
                     target,
                     readonly: m.read_only,
                 });
@@ -368,7 +401,15 @@ fn prepare_mounts(
                     format!("{}{}", req.base, sub.unwrap_or_default()),
                 ));
                 out.specs.push(MountSpec::Bind {
-                    source: host,
+                    // `host` was resolved inside the cache; the sandbox opens
+                    // it inside the cache directory again when it mounts it.
+                    path: format!(
+                        "/{}",
+                        host.strip_prefix(lease.dir())
+                            .unwrap_or(Path::new(""))
+                            .to_string_lossy()
+                    ),
+                    root: lease.dir().to_path_buf(),
                     target,
                     readonly: m.read_only,
                 });
@@ -451,10 +492,10 @@ fn context_mask(
         included: &std::collections::HashSet<&str>,
         hidden: &mut Vec<String>,
     ) -> Result<(), String> {
-        let dir = root.join(rel);
+        let dir = root.join(crate::names::path(rel));
         let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+            let name = crate::names::encode_os(&e.file_name()).into_owned();
             let path = if rel.is_empty() {
                 name
             } else {
@@ -468,8 +509,12 @@ fn context_mask(
         }
         Ok(())
     }
-    let start = ctx.root.join(rel);
-    if !std::fs::symlink_metadata(&start).is_ok_and(|m| m.is_dir()) {
+    // `rel` is resolved in the listing: every component a real directory.
+    let is_dir = rel.is_empty()
+        || ctx
+            .entry(rel)
+            .is_some_and(|e| e.kind == crate::context::FileKind::Dir);
+    if !is_dir {
         return Ok(None);
     }
     walk(&ctx.root, rel, &included, &mut hidden)?;
@@ -478,7 +523,7 @@ fn context_mask(
     }
     let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
     for h in hidden {
-        let p = dir.path().join(&h);
+        let p = dir.path().join(crate::names::path(&h));
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }

@@ -129,6 +129,8 @@ fn execute(
             "host" => kiln_dockerfile::instructions::NetworkMode::Host,
             _ => kiln_dockerfile::instructions::NetworkMode::Default,
         },
+        extra_hosts: Vec::new(),
+        shm_size: None,
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
     };
@@ -274,7 +276,7 @@ fn execute(
 
 /// A failed build: a RUN's output tail and `ERROR: RUN … (Dockerfile:N) exited
 /// with N` above the located excerpt; other errors as they are.
-fn report_build_error(e: BuildError) -> miette::Report {
+pub(crate) fn report_build_error(e: BuildError) -> miette::Report {
     match e {
         BuildError::StepFailed {
             headline,
@@ -297,7 +299,7 @@ fn report_build_error(e: BuildError) -> miette::Report {
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, if set.
-fn source_date_epoch() -> miette::Result<Option<i64>> {
+pub(crate) fn source_date_epoch() -> miette::Result<Option<i64>> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) if !v.is_empty() => v
             .parse()
@@ -348,7 +350,7 @@ fn secrets(given: &[String]) -> miette::Result<BTreeMap<String, Vec<u8>>> {
 }
 
 /// `--build-context name=DIR|docker-image://REF|oci-layout://DIR[:TAG|@DIGEST]`.
-fn named_contexts(
+pub(crate) fn named_contexts(
     store: &Store,
     given: &[String],
 ) -> miette::Result<BTreeMap<String, NamedContext>> {
@@ -501,7 +503,7 @@ fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
     Ok(Source::new(base_name(&path), text))
 }
 
-fn base_name(path: &std::path::Path) -> String {
+pub(crate) fn base_name(path: &std::path::Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "Dockerfile".to_string())
@@ -509,7 +511,7 @@ fn base_name(path: &std::path::Path) -> String {
 
 /// `--build-arg KEY=value`, or `KEY` to take the value from the environment
 /// (skipped when the variable is unset, as docker does).
-fn build_args(
+pub(crate) fn build_args(
     given: &[String],
     env: impl Fn(&str) -> Option<String>,
 ) -> miette::Result<BTreeMap<String, String>> {
@@ -548,7 +550,9 @@ fn stage_label(plan: &Plan, i: usize) -> String {
     }
 }
 
-fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
+/// `steps_width`: the widest line number of any stage's steps (computed once
+/// per plan, not once per stage: that was O(stages²) for a long chain).
+fn render_stage(out: &mut String, plan: &Plan, st: &Stage, steps_width: usize) {
     let name = st.name.as_deref().unwrap_or("(unnamed)");
     let mut status = if st.needed { "needed" } else { "pruned" }.to_string();
     if st.index == plan.target {
@@ -572,17 +576,7 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
     };
     let _ = writeln!(out, "  deps:     {deps}");
     let _ = writeln!(out, "  steps:");
-    let width = plan
-        .stages
-        .iter()
-        .flat_map(|s| {
-            s.steps
-                .iter()
-                .map(|st| st.instruction.origin().lines().len())
-        })
-        .chain(std::iter::once(st.from.origin.lines().len()))
-        .max()
-        .unwrap_or(1);
+    let width = steps_width.max(st.from.origin.lines().len());
     let _ = writeln!(
         out,
         "    line {:>width$}  {}",
@@ -646,9 +640,16 @@ fn render_plan(plan: &Plan) -> String {
             .collect();
         let _ = writeln!(out, "build args: {}", args.join(" "));
     }
+    let steps_width = plan
+        .stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .map(|step| step.instruction.origin().lines().len())
+        .max()
+        .unwrap_or(1);
     for st in &plan.stages {
         out.push('\n');
-        render_stage(&mut out, plan, st);
+        render_stage(&mut out, plan, st, steps_width);
     }
     out
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod build;
+mod compose;
 mod debug;
 mod history;
 mod images;
@@ -17,7 +18,7 @@ mod save;
 mod tag;
 mod unshare;
 
-use crate::flags::{Cli, Command, DebugCommand};
+use crate::flags::{Cli, Command, ComposeCommand, DebugCommand};
 use std::process::ExitCode;
 
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Login(flags) => login::login(flags),
         Command::Logout(flags) => login::logout(flags),
         Command::Unshare(flags) => unshare::run(flags),
+        Command::Compose(flags) => compose::run(&cli.global, *flags),
     }
 }
 
@@ -64,6 +66,8 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
         // Unused snapshots hold files of subordinate ids.
         Command::Prune(_) => true,
         Command::Unshare(_) => true,
+        // Builds run RUN steps; `config` only reads files.
+        Command::Compose(flags) => matches!(flags.command, ComposeCommand::Build(_)),
         _ => false,
     };
     if !needed {

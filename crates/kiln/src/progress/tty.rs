@@ -42,15 +42,19 @@ pub struct TermSize {
 /// What is known about the build so far: the model the frames are drawn from.
 #[derive(Debug, Default)]
 pub struct BuildView {
-    /// Steps announced by `BuildStarted`.
+    /// Steps announced by `BuildStarted` events (several builds may share
+    /// one view: `kiln compose build`).
     total_steps: usize,
+    /// `BuildStarted` events seen.
+    builds: usize,
     started_ms: Millis,
     /// Steps and phases in the order they appeared.
     vertices: Vec<Vertex>,
     /// Step number → index in `vertices`.
     by_step: HashMap<usize, usize>,
     warnings: Vec<String>,
-    summary: Option<Summary>,
+    /// One per finished build.
+    summaries: Vec<Summary>,
     /// The latest event time, and when the first event arrived (to tell the
     /// build's time between events).
     last_ms: Millis,
@@ -84,8 +88,11 @@ impl BuildView {
         self.last_ms = self.last_ms.max(at_ms);
         match event {
             Event::BuildStarted { at_ms, steps, .. } => {
-                self.total_steps = *steps;
-                self.started_ms = *at_ms;
+                self.total_steps += *steps;
+                if self.builds == 0 {
+                    self.started_ms = *at_ms;
+                }
+                self.builds += 1;
             }
             Event::StepStarted {
                 at_ms, step, name, ..
@@ -149,7 +156,7 @@ impl BuildView {
                     }),
                 }
             }
-            Event::BuildFinished { summary, .. } => self.summary = Some(summary.clone()),
+            Event::BuildFinished { summary, .. } => self.summaries.push(summary.clone()),
         }
     }
 
@@ -181,7 +188,7 @@ impl BuildView {
     }
 
     fn is_empty(&self) -> bool {
-        self.vertices.is_empty() && self.warnings.is_empty() && self.summary.is_none()
+        self.vertices.is_empty() && self.warnings.is_empty() && self.summaries.is_empty()
     }
 
     fn header(&self, now_ms: Millis, finished: bool) -> String {
@@ -191,8 +198,8 @@ impl BuildView {
             .filter(|v| v.state != VertexState::Running)
             .count();
         let total = self.total_steps.max(steps.count());
-        let elapsed = match &self.summary {
-            Some(s) if finished => s.duration_ms,
+        let elapsed = match self.summaries.as_slice() {
+            [s] if finished && self.builds == 1 => s.duration_ms,
             _ => now_ms.saturating_sub(self.started_ms),
         };
         format!(
@@ -267,7 +274,7 @@ pub fn render_final(view: &BuildView, now_ms: Millis, width: usize, color: bool)
     for w in &view.warnings {
         lines.push(paint(&format!("WARNING: {w}"), YELLOW, color));
     }
-    if let Some(summary) = &view.summary {
+    for summary in &view.summaries {
         lines.push(summary_line(summary, false));
     }
     lines
@@ -823,6 +830,40 @@ mod tests {
         );
         assert_eq!(narrow[1], " => [1/1] COPY . .       0.0s");
         assert!(render_final(&BuildView::default(), 0, 80, false).is_empty());
+    }
+
+    #[test]
+    fn several_builds_share_one_view_with_a_summary_each() {
+        let done = |at_ms: Millis, tag: &str| Event::BuildFinished {
+            at_ms,
+            summary: Summary {
+                image_id: Some(format!("sha256:{}", "ab".repeat(32))),
+                image_size: Some(1_000),
+                steps_run: 1,
+                steps_cached: 0,
+                duration_ms: 100,
+                tags: vec![tag.into()],
+            },
+        };
+        let v = view(&[
+            build(2),
+            Event::BuildStarted {
+                at_ms: 50,
+                steps: 1,
+                stages: vec!["web".into()],
+            },
+            started(60, 0, "[api 1/2] RUN a"),
+            started(70, 5, "[web 1/1] RUN b"),
+            finished(200, 0, 140),
+            finished(300, 5, 230),
+            done(310, "p-api"),
+            done(320, "p-web"),
+        ]);
+        let lines = render_final(&v, 320, 80, false);
+        assert_eq!(lines[0], "[+] Building 0.3s (2/3) FINISHED");
+        assert_eq!(lines.len(), 5, "{lines:?}");
+        assert!(lines[3].starts_with("built p-api "), "{lines:?}");
+        assert!(lines[4].starts_with("built p-web "), "{lines:?}");
     }
 
     #[test]

@@ -1,0 +1,260 @@
+//! The Compose example as a test: `examples/compose` (the TypeScript API of
+//! `examples/api` and a Vite/React front end from `examples/web` served by
+//! busybox httpd; `.env` interpolation, a `target`, and a `service:api`
+//! additional context) builds with `kiln compose build`, both services at the
+//! same time, and a second run runs nothing. Then the front end is served with
+//! `kiln run` and hands out the API's package.json it was built with. Needs root
+//! (mmdebstrap, the sandbox) and the npm registry, as `example_api` does.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn kiln(root: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.arg("--root").arg(root);
+    for v in [
+        "COMPOSE_PROJECT_NAME",
+        "COMPOSE_FILE",
+        "COMPOSE_PROFILES",
+        "TAG",
+        "REGISTRY",
+    ] {
+        c.env_remove(v);
+    }
+    c
+}
+
+fn compose(root: &Path, args: &[&str]) -> Output {
+    kiln(root)
+        .arg("compose")
+        .arg("-f")
+        .arg(repo().join("examples/compose/compose.yaml"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The rawjson events of a run.
+fn events(out: &Output) -> Vec<Value> {
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kiln compose build failed:\n{log}");
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+fn of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+/// Start and end (ms) of every step that ran, by its name.
+fn intervals(events: &[Value]) -> Vec<(String, u64, u64)> {
+    let mut started: HashMap<u64, (String, u64)> = HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        let step = e["step"].as_u64();
+        match e["event"].as_str() {
+            Some("step_started") => {
+                started.insert(
+                    step.unwrap(),
+                    (
+                        e["name"].as_str().unwrap().to_string(),
+                        e["at_ms"].as_u64().unwrap(),
+                    ),
+                );
+            }
+            Some("step_finished") => {
+                let (name, at) = started[&step.unwrap()].clone();
+                out.push((name, at, e["at_ms"].as_u64().unwrap()));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let addr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+#[test]
+fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and_npm() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let made = Command::new(repo().join("scripts/make-base-images"))
+        .arg("--root")
+        .arg(&root)
+        .env("KILN", env!("CARGO_BIN_EXE_kiln"))
+        .status()
+        .expect("run scripts/make-base-images");
+    assert!(made.success(), "scripts/make-base-images failed");
+
+    // The model: .env interpolated, paths resolved, the target and the service: context.
+    let config = compose(&root, &["config"]);
+    let text = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        config.status.success(),
+        "{}",
+        String::from_utf8_lossy(&config.stderr)
+    );
+    assert!(text.starts_with("name: kiln-example\n"), "{text}");
+    for line in [
+        "APP_TITLE: kiln example shop",
+        "API_URL: http://127.0.0.1:8000",
+        "api: service:api",
+        "target: serve",
+        "target: runner",
+        "image: localhost/kiln-example-api:dev",
+    ] {
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+    }
+    let web_context = format!("context: {}", repo().join("examples/web").display());
+    assert!(text.contains(&web_context), "{text}");
+
+    // First build: everything runs, the two services at the same time.
+    let first = events(&compose(&root, &["build", "--progress=rawjson"]));
+    assert_eq!(of(&first, "build_started").len(), 2);
+    let finished = of(&first, "build_finished");
+    assert_eq!(finished.len(), 2);
+    let api_done = finished
+        .iter()
+        .find(|e| e["summary"]["tags"][0] == "localhost/kiln-example-api:dev")
+        .expect("the api image");
+    assert!(
+        finished
+            .iter()
+            .any(|e| e["summary"]["tags"][0] == "kiln-example-web:latest"),
+        "{finished:?}"
+    );
+    for f in &finished {
+        assert!(f["summary"]["steps_run"].as_u64().unwrap() > 0, "{f}");
+    }
+    let ran = intervals(&first);
+    let api: Vec<_> = ran
+        .iter()
+        .filter(|(n, ..)| n.starts_with("[api "))
+        .collect();
+    let web: Vec<_> = ran
+        .iter()
+        .filter(|(n, ..)| n.starts_with("[web "))
+        .collect();
+    assert!(!api.is_empty() && !web.is_empty(), "{ran:?}");
+    let runs = |steps: &[&(String, u64, u64)]| {
+        steps
+            .iter()
+            .filter(|(n, ..)| n.contains("] RUN "))
+            .map(|(_, a, b)| (*a, *b))
+            .collect::<Vec<_>>()
+    };
+    let overlap = runs(&api)
+        .iter()
+        .any(|(a0, a1)| runs(&web).iter().any(|(w0, w1)| w0 < a1 && a0 < w1));
+    assert!(
+        overlap,
+        "no api RUN step ran while a web RUN step ran: {ran:?}"
+    );
+    // The stage using service:api waited for the api image.
+    let copy = web
+        .iter()
+        .find(|(n, ..)| n.contains("COPY --from=api"))
+        .expect("web's COPY --from=api ran");
+    assert!(
+        copy.1 >= api_done["at_ms"].as_u64().unwrap(),
+        "{copy:?} {api_done}"
+    );
+
+    // Second build: nothing runs (a FROM step is only the base image looked up).
+    let second = events(&compose(&root, &["build", "--progress=rawjson"]));
+    for s in of(&second, "step_started") {
+        assert!(s["name"].as_str().unwrap().contains("] FROM "), "{s}");
+    }
+    let mut cached = 0;
+    for f in of(&second, "build_finished") {
+        assert_eq!(f["summary"]["steps_run"], 0, "{f}");
+        cached += f["summary"]["steps_cached"].as_u64().unwrap();
+    }
+    assert!(cached > 0);
+    assert_eq!(
+        of(&second, "step_cached").len() as u64,
+        cached,
+        "{second:?}"
+    );
+
+    // The front end's image: its label from compose.yaml, and it serves the
+    // app and the API's package.json.
+    let inspect = kiln(&root)
+        .args(["inspect", "kiln-example-web"])
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(
+        v[0]["Config"]["Labels"]["org.opencontainers.image.title"],
+        "kiln example shop"
+    );
+    assert_eq!(v[0]["Config"]["User"], "nobody");
+    let port = 18_931;
+    assert!(
+        http_get(port, "/").is_none(),
+        "something already listens on {port}"
+    );
+    let mut server = kiln(&root)
+        .args(["run", "kiln-example-web", "httpd", "-f", "-p"])
+        .arg(port.to_string())
+        .args(["-h", "/www"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut index = None;
+    while Instant::now() < deadline {
+        if let Some(r) = http_get(port, "/") {
+            index = Some(r);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let api_package = http_get(port, "/api-package.json");
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let waited = Instant::now();
+    while server.try_wait().unwrap().is_none() {
+        if waited.elapsed() > Duration::from_secs(20) {
+            let _ = server.kill();
+            panic!("kiln run did not stop after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let index = index.expect("httpd answered");
+    assert!(index.starts_with("HTTP/1.1 200"), "{index}");
+    assert!(index.contains("<div id=\"root\"></div>"), "{index}");
+    assert!(
+        index.contains("/assets/index-"),
+        "not the built page: {index}"
+    );
+    let api_package = api_package.expect("httpd answered");
+    assert!(
+        api_package.contains("\"name\": \"kiln-example-api\""),
+        "{api_package}"
+    );
+}
