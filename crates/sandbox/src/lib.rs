@@ -40,11 +40,13 @@ mod container;
 pub mod copy;
 mod helper;
 pub mod idmap;
+mod mount_stubs;
 pub mod rootpath;
 mod runner;
 mod seccomp;
 pub mod spec;
-mod stubs;
+mod staging;
+mod sys;
 pub mod user;
 pub mod userns;
 

@@ -10,11 +10,9 @@
 //! signal when it was killed; 125 when the container could not be started, 126/127
 //! when the command could not be executed / found, as docker does).
 
-use crate::flags::{GlobalFlags, RunFlags};
+use crate::flags::{GlobalFlags, RunFlags, RunNetwork};
 use crate::local_images::{find, open_store};
-use kiln_build::copy::chown::read_user_file;
-use kiln_build::fsview::LayeredView;
-use kiln_build::snapshots::{Layer, Snapshots};
+use kiln_builder::{Layer, LayeredView, Snapshots};
 use kiln_oci::Image;
 use kiln_sandbox::{
     ExitStatus, NetworkMode, OutputStream, Rootfs, RunSpec, SandboxError, UserSpec,
@@ -105,13 +103,13 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
     spec.cwd = cwd;
     spec.user = UserSpec::new(user);
     spec.tail_lines = 0;
-    match flags.network.as_str() {
-        "none" => {
+    match flags.network {
+        RunNetwork::None => {
             spec.network = NetworkMode::None;
             spec.hostname = short_id(&image);
             spec.hosts = Some(kiln_sandbox::default_hosts(&spec.hostname));
         }
-        _ => {
+        RunNetwork::Host => {
             // docker --network host: the host's name and /etc/hosts.
             spec.network = NetworkMode::Host;
             spec.hostname = rustix::system::uname()
@@ -244,15 +242,15 @@ fn home_of(lowerdirs: &[PathBuf], user: &str) -> String {
     let name = user.split(':').next().unwrap_or_default();
     let name = if name.is_empty() { "0" } else { name };
     let view = LayeredView::new(lowerdirs.to_vec());
-    let passwd = read_user_file(&view, "/etc/passwd")
+    let passwd = view
+        .read_user_file("/etc/passwd")
         .ok()
         .flatten()
         .unwrap_or_default();
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 6 && (f[0] == name || f[2] == name) {
-            return f[5].to_string();
-        }
+    if let Some(e) = kiln_sandbox::user::passwd_entries(&passwd)
+        .find(|e| e.name == name || e.uid.to_string() == name)
+    {
+        return e.home.to_string();
     }
     if name == "0" || name == "root" {
         "/root".to_string()
