@@ -324,7 +324,59 @@ fn request_from_a_dockerfile_mount() {
             uid: 1000,
             gid: 1001,
             mode: 0o700,
+            base: "owner 1000:1001 mode 700".into(),
         }
     );
     assert!(CacheMountRequest::from_mount(&resolve("type=tmpfs,target=/t")).is_none());
+}
+
+/// BuildKit keys a cache by its id and what it starts from: given uid/gid/mode
+/// make a cache of their own (unless `source=` names a subdirectory, when they
+/// are ignored), and a seed fills a new directory once.
+#[test]
+fn owner_options_key_the_cache_and_a_seed_fills_it_once() {
+    let resolve = |raw: &str| {
+        let m = MountSpec::parse(raw)
+            .unwrap()
+            .resolve(&mut |w: &str| Ok(w.to_string()))
+            .unwrap();
+        CacheMountRequest::from_mount(&m).unwrap()
+    };
+    let plain = resolve("type=cache,target=/c");
+    let owned = resolve("type=cache,target=/c,uid=1001,gid=1002,mode=0751");
+    let mode_only = resolve("type=cache,target=/c,mode=0700");
+    let sourced = resolve("type=cache,target=/c,source=sel,uid=5");
+    assert_eq!(plain.base, "");
+    assert_eq!(owned.base, "owner 1001:1002 mode 751");
+    assert_eq!((owned.uid, owned.gid, owned.mode), (1001, 1002, 0o751));
+    assert_eq!(mode_only.base, "owner 0:0 mode 700");
+    assert_eq!(sourced, plain, "uid is ignored with source=");
+
+    let store = tempfile::tempdir().unwrap();
+    let mounts = CacheMounts::new(store.path());
+    assert_eq!(mounts.entry_dir_of(&plain), mounts.entry_dir("/c"));
+    assert_ne!(mounts.entry_dir_of(&owned), mounts.entry_dir_of(&plain));
+    assert_ne!(mounts.entry_dir_of(&owned), mounts.entry_dir_of(&mode_only));
+
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let seed = |dir: &Path| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::fs::write(dir.join("seeded"), "x")
+    };
+    let seeded = CacheMountRequest {
+        base: "from stage".into(),
+        ..plain.clone()
+    };
+    let lease = mounts.acquire_seeded(&seeded, Some(&seed)).unwrap();
+    assert!(lease.dir().join("seeded").is_file());
+    drop(lease);
+    let lease = mounts.acquire_seeded(&seeded, Some(&seed)).unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(lease.subdir("seeded").unwrap().is_file());
+    assert!(lease.subdir("missing").is_err());
+    std::os::unix::fs::symlink("/etc", lease.dir().join("out")).unwrap();
+    assert!(
+        lease.subdir("out").is_err(),
+        "a link to /etc stays in the cache"
+    );
 }

@@ -903,7 +903,7 @@ fn add_downloads_urls_with_checksums() {
     let e = run_err(&o, CopySource::Context(&ctx), &empty());
     assert_eq!(
         e.to_string(),
-        format!("checksum mismatch for {url}: expected {bad}, got {good}")
+        format!("digest mismatch for {url}: expected {bad}, got {good}")
     );
 
     // A downloaded archive is not unpacked unless --unpack says so.

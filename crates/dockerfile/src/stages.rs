@@ -122,9 +122,10 @@ pub struct Plan {
     pub global_args: BTreeMap<String, String>,
     /// The user's `--build-arg`s.
     pub build_args: BTreeMap<String, String>,
-    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...): given to every RUN
-    /// without an ARG declaration, and kept out of the image.
-    pub proxy_env: BTreeMap<String, String>,
+    /// Proxy build args (`HTTP_PROXY`, `no_proxy`, ...) as the variables every
+    /// RUN gets without an ARG declaration, kept out of the image: each under its
+    /// upper- and its lower-case name ([`proxy_env`]).
+    pub proxy_env: Vec<(String, String)>,
     /// The Dockerfile's escape character, for the executor's word expansion.
     pub escape: char,
     pub warnings: Vec<Warning>,
@@ -140,6 +141,41 @@ pub const PROXY_ARGS: &[&str] = &[
 ];
 
 impl Plan {
+    /// Puts the ONBUILD triggers of stage `index`'s base image (parsed, in
+    /// order) before the stage's own steps, as BuildKit runs them, with the
+    /// stages and images they read resolved like the stage's own steps; then
+    /// recomputes which stages the target needs (a trigger's `COPY --from` or
+    /// `RUN --mount=from=` can need one that was pruned).
+    pub fn add_image_triggers(
+        &mut self,
+        index: usize,
+        triggers: Vec<Instruction>,
+        src: &Source,
+    ) -> Result<(), DockerfileError> {
+        let names: Vec<Option<String>> = self.stages.iter().map(|s| s.name.clone()).collect();
+        let stage_by_name = |name: &str| -> Option<usize> {
+            let lower = name.to_lowercase();
+            names
+                .iter()
+                .position(|n| n.as_deref() == Some(lower.as_str()))
+        };
+        let mut steps = Vec::with_capacity(triggers.len());
+        for t in triggers {
+            steps.push(resolve_step(t, true, &stage_by_name, names.len(), src)?);
+        }
+        let stage = &mut self.stages[index];
+        for s in &steps {
+            for input in s.copy_from.iter().chain(s.mount_from.iter().flatten()) {
+                if let Input::Stage(d) = input {
+                    stage.deps.insert(*d);
+                }
+            }
+        }
+        stage.steps.splice(0..0, steps);
+        check_cycles(&self.stages, src)?;
+        mark_needed(&mut self.stages, self.target, src)
+    }
+
     /// The stages to build, in dependency-compatible (file) order.
     pub fn needed_stages(&self) -> impl Iterator<Item = &Stage> {
         self.stages.iter().filter(|s| s.needed)
@@ -489,6 +525,60 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             e
         })?,
     };
+    mark_needed(&mut stages, target, src)?;
+
+    // Build args nobody declared (docker's "were not consumed" warning).
+    let mut unused: Vec<&str> = opts
+        .build_args
+        .keys()
+        .filter(|k| {
+            !declared.contains(k.as_str())
+                && !global_args.contains_key(k.as_str())
+                && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
+                && k.as_str() != "BUILDKIT_SANDBOX_HOSTNAME"
+        })
+        .map(String::as_str)
+        .collect();
+    unused.sort();
+    if !unused.is_empty() {
+        warnings.push(Warning {
+            line: 0,
+            rule: "UnusedBuildArgs",
+            message: format!(
+                "one or more build-args [{}] were not consumed",
+                unused.join(" ")
+            ),
+        });
+    }
+    for (line, message) in &df.warnings {
+        warnings.push(Warning {
+            line: *line,
+            rule: "Parser",
+            message: message.clone(),
+        });
+    }
+    lint::lint(&stages, &mut warnings);
+    let proxy_env = proxy_env(&opts.build_args);
+
+    Ok(Plan {
+        stages,
+        target,
+        build_platform,
+        target_platform,
+        global_args,
+        build_args: opts.build_args.clone(),
+        proxy_env,
+        escape: df.escape,
+        warnings,
+    })
+}
+
+/// Marks the stages `target` needs (through FROM, COPY --from and RUN mounts)
+/// and checks that each needed stage reads only stages defined before it.
+fn mark_needed(stages: &mut [Stage], target: usize, src: &Source) -> Result<(), DockerfileError> {
+    for st in stages.iter_mut() {
+        st.needed = false;
+    }
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {
         if !stages[i].needed {
@@ -539,55 +629,28 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             }
         }
     }
+    Ok(())
+}
 
-    // Build args nobody declared (docker's "were not consumed" warning).
-    let mut unused: Vec<&str> = opts
-        .build_args
-        .keys()
-        .filter(|k| {
-            !declared.contains(k.as_str())
-                && !global_args.contains_key(k.as_str())
-                && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
-        })
-        .map(String::as_str)
-        .collect();
-    unused.sort();
-    if !unused.is_empty() {
-        warnings.push(Warning {
-            line: 0,
-            rule: "UnusedBuildArgs",
-            message: format!(
-                "one or more build-args [{}] were not consumed",
-                unused.join(" ")
-            ),
-        });
+/// The environment RUN steps get from proxy build args, BuildKit's way
+/// (`proxyEnvFromBuildArgs`, then the executor's `proxyEnvList`): for each of
+/// [`PROXY_ARGS`] given in any case and not empty, `UPPER=value` then
+/// `lower=value`. When two spellings of one are given, the last in sorted order
+/// wins (`http_proxy` over `HTTP_PROXY`).
+pub fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for name in PROXY_ARGS {
+        let value = build_args
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .next_back();
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            out.push((name.to_ascii_uppercase(), v.clone()));
+            out.push((name.to_string(), v.clone()));
+        }
     }
-    for (line, message) in &df.warnings {
-        warnings.push(Warning {
-            line: *line,
-            rule: "Parser",
-            message: message.clone(),
-        });
-    }
-    lint::lint(&stages, &mut warnings);
-    let proxy_env = opts
-        .build_args
-        .iter()
-        .filter(|(k, _)| PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k)))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-
-    Ok(Plan {
-        stages,
-        target,
-        build_platform,
-        target_platform,
-        global_args,
-        build_args: opts.build_args.clone(),
-        proxy_env,
-        escape: df.escape,
-        warnings,
-    })
+    out
 }
 
 /// A stage as written: its FROM and the instructions up to the next FROM.

@@ -330,6 +330,10 @@ pub struct BuildFlags {
     /// Set a build-time variable ("KEY=value", or "KEY" to take it from the environment)
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
     pub build_args: Vec<String>,
+    /// Set a label on the image ("KEY=value", or "KEY" for an empty value), over the
+    /// Dockerfile's LABELs, without a history entry (as BuildKit's label: option)
+    #[arg(long = "label", value_name = "KEY[=VALUE]")]
+    pub labels: Vec<String>,
     /// Build up to this stage (by its AS name) and make it the result
     #[arg(long, value_name = "STAGE")]
     pub target: Option<String>,

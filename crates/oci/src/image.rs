@@ -217,7 +217,8 @@ pub struct HealthConfig {
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
+    /// `null` (BuildKit's for an image without layers) reads as none.
+    #[serde(default, deserialize_with = "null_as_default")]
     pub diff_ids: Vec<Digest>,
 }
 
@@ -409,6 +410,16 @@ impl Image {
     }
 }
 
+/// Parses an image manifest. `"layers": null` is read as no layers: BuildKit
+/// writes it for an image without any (`FROM scratch` and only metadata).
+pub fn parse_manifest(data: &[u8]) -> std::result::Result<ImageManifest, String> {
+    let mut v: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+    if let Some(layers) = v.get_mut("layers").filter(|l| l.is_null()) {
+        *layers = serde_json::Value::Array(Vec::new());
+    }
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 /// Read the image `target` names. An index resolves to its manifest for this host's
 /// platform (else its first manifest).
 pub fn load_image(store: &Store, target: &BlobRef) -> Result<Image> {
@@ -437,8 +448,7 @@ pub fn load_image(store: &Store, target: &BlobRef) -> Result<Image> {
             target = blob_ref_of(chosen).map_err(|m| malformed(target.digest, m))?;
             continue;
         }
-        let manifest: ImageManifest =
-            serde_json::from_slice(&data).map_err(|e| malformed(target.digest, e.to_string()))?;
+        let manifest = parse_manifest(&data).map_err(|e| malformed(target.digest, e))?;
         let config_ref = blob_ref_of(manifest.config()).map_err(|m| malformed(target.digest, m))?;
         let layers = manifest
             .layers()
@@ -748,5 +758,20 @@ mod tests {
         );
         assert_eq!(parse_rfc3339("yesterday"), None);
         assert_eq!(parse_rfc3339("2024-13-06T07:08:09Z"), None);
+    }
+
+    #[test]
+    fn null_layers_and_diff_ids_are_none() {
+        let m = parse_manifest(
+            br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:bd89a3dc274fdb90bd9fde7ff4406db05d7f068a3873c899ba03489e4b7d7313","size":2},"layers":null}"#,
+        )
+        .expect("BuildKit's manifest of an image without layers");
+        assert!(m.layers().is_empty());
+        assert!(parse_manifest(br#"{"schemaVersion":2,"layers":[]}"#).is_err());
+        let c = ImageConfig::from_bytes(
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":null}}"#,
+        )
+        .expect("BuildKit's config of an image without layers");
+        assert!(c.rootfs.diff_ids.is_empty());
     }
 }

@@ -589,7 +589,9 @@ fn make_mount(
             }
             MountSpec::Tmpfs { size_bytes, .. } => {
                 let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
-                let flags = MountFlags::NOSUID | MountFlags::NODEV;
+                // BuildKit's tmpfs mount options: nosuid and the size, no
+                // nodev (the rootfs allows devices too).
+                let flags = MountFlags::NOSUID;
                 mount_at(root, target, "tmpfs", "tmpfs", flags, &data)
             }
             MountSpec::Secret { .. } => {

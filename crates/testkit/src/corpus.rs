@@ -72,7 +72,8 @@ fn without_number(name: &str) -> &str {
 
 /// The `kiln build` options a case's `args` file asks for, one option a line:
 /// `build-arg NAME=VALUE`, `target STAGE`, `build-context NAME=docker-image://REF`
-/// or `build-context NAME=DIR`, `secret id=NAME,src=FILE`, `file DOCKERFILE` (DIR,
+/// or `build-context NAME=DIR`, `secret id=NAME,src=FILE`, `file DOCKERFILE`, `allow ENTITLEMENT`,
+/// `label K=V` (`expect-error` is read by [`expected_error`]) (DIR,
 /// FILE and DOCKERFILE relative to the case); blank lines and `#` comments are
 /// skipped. `-f` comes first, with the case's `Dockerfile` unless a `file` line
 /// names another. (`scripts/compare-buildkit` reads the same file in shell.)
@@ -96,7 +97,9 @@ pub fn build_options(dir: &Path) -> Result<Vec<String>, String> {
         }
         match line.split_once(' ') {
             Some(("build-arg", v)) => out.extend(["--build-arg".to_string(), v.trim().into()]),
-            Some(("file", _)) => {}
+            Some(("file" | "expect-error", _)) => {}
+            Some(("allow", v)) => out.extend(["--allow".to_string(), v.trim().into()]),
+            Some(("label", v)) => out.extend(["--label".to_string(), v.trim().into()]),
             Some(("target", v)) => out.extend(["--target".to_string(), v.trim().into()]),
             Some(("secret", v)) => {
                 let v = v.trim();
@@ -120,6 +123,24 @@ pub fn build_options(dir: &Path) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
+}
+
+/// The error text a case expects (`expect-error TEXT` in its `args`): BuildKit
+/// fails the case with that message (kept whole in the case's `error.txt`).
+pub fn expected_error(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join("args")).ok()?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("expect-error "))
+        .map(|t| t.trim().to_string())
+}
+
+/// Error output made comparable: miette's frame characters removed, runs of
+/// white space (line wrapping included) as one space.
+pub fn normalize_error(text: &str) -> String {
+    text.replace(['│', '×'], " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// kiln's config file (`KILN_CONFIG`) for building the corpus against the test
@@ -215,5 +236,30 @@ mod tests {
             kiln_config("127.0.0.1:41234"),
             "{\"registry\": {\"127.0.0.1:5000\": {\"mirrors\": [\"127.0.0.1:41234\"]}}}\n"
         );
+    }
+
+    #[test]
+    fn expected_errors_match_across_line_wrapping_and_frames() {
+        let kiln_output = "  × Dockerfile:2: invalid chmod parameter: '64a'. it should be octal string\n  │ and between 0 and 07777\n";
+        let want =
+            "invalid chmod parameter: '64a'. it should be octal string and between 0 and 07777";
+        assert!(normalize_error(kiln_output).contains(&normalize_error(want)));
+        assert!(!normalize_error(kiln_output)
+            .contains(&normalize_error("invalid chmod parameter: '10000'")));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(expected_error(dir.path()), None);
+        fs::write(
+            dir.path().join("args"),
+            "target t\nexpect-error dockerfile contains no stages to build\nallow security.insecure\nlabel a=b\n",
+        )
+        .unwrap();
+        assert_eq!(
+            expected_error(dir.path()).as_deref(),
+            Some("dockerfile contains no stages to build")
+        );
+        let opts = build_options(dir.path()).unwrap();
+        assert!(opts.windows(2).any(|w| w == ["--allow", "security.insecure"]), "{opts:?}");
+        assert!(opts.windows(2).any(|w| w == ["--label", "a=b"]), "{opts:?}");
+        assert!(!opts.iter().any(|o| o.contains("no stages")), "{opts:?}");
     }
 }

@@ -11,7 +11,10 @@
 //! ```
 //!
 //! The id is user input (`id=` or, by default, the mount's target path), so
-//! it is never used as a path: only its digest is.
+//! it is never used as a path: only its digest is. As in BuildKit, a cache is
+//! keyed by its id *and* what it starts from ([`CacheMountRequest::base`]): the
+//! same id with `uid`/`gid`/`mode`, or seeded `from=` a stage, is another
+//! directory.
 //!
 //! Sharing modes, through the lock file:
 //! - `shared`: a shared flock; any number of users get `data` at once.
@@ -60,6 +63,13 @@ pub struct CacheMountRequest {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
+    /// What the cache starts from besides an empty directory, part of its key
+    /// with the id (BuildKit's cache key is the id plus the ref it starts
+    /// from): empty for a plain cache; the owner and mode when the mount gives
+    /// `uid`, `gid` or `mode` (BuildKit starts those from a directory made with
+    /// them, so a new combination is a new cache); a stage and path for `from=`
+    /// (set by the caller, which seeds the directory).
+    pub base: String,
 }
 
 impl CacheMountRequest {
@@ -71,25 +81,41 @@ impl CacheMountRequest {
             uid: DEFAULT_UID,
             gid: DEFAULT_GID,
             mode: DEFAULT_MODE,
+            base: String::new(),
         }
     }
 
     /// The request of a `type=cache` mount (`None` for other mount types):
     /// the id defaults to the target path, sharing to `shared`, and
-    /// uid/gid/mode to 0/0/0755, as in BuildKit.
+    /// uid/gid/mode to 0/0/0755, as in BuildKit (`dispatchRunMounts`). Given
+    /// `uid`, `gid` or `mode` make the cache one of its own ([`Self::base`]),
+    /// unless `source=` names a subdirectory: BuildKit then ignores them.
     pub fn from_mount(m: &Mount) -> Option<Self> {
         if m.kind != MountType::Cache {
             return None;
         }
         let id = m.id.clone().or_else(|| m.target.clone())?;
-        Some(CacheMountRequest {
-            id,
+        let mut req = CacheMountRequest {
             sharing: m.sharing.unwrap_or(CacheSharing::Shared),
-            uid: m.uid.unwrap_or(DEFAULT_UID),
-            gid: m.gid.unwrap_or(DEFAULT_GID),
-            mode: m.mode.unwrap_or(DEFAULT_MODE),
-        })
+            ..CacheMountRequest::new(id)
+        };
+        let owned = m.uid.is_some() || m.gid.is_some() || m.mode.is_some();
+        if owned && source_subdir(m).is_none() {
+            req.uid = m.uid.unwrap_or(DEFAULT_UID);
+            req.gid = m.gid.unwrap_or(DEFAULT_GID);
+            req.mode = m.mode.unwrap_or(DEFAULT_MODE);
+            req.base = format!("owner {}:{} mode {:o}", req.uid, req.gid, req.mode);
+        }
+        Some(req)
     }
+}
+
+/// The subdirectory of the cache a mount shows (`source=`, cleaned, without the
+/// leading `/`); `None` for the whole cache.
+pub fn source_subdir(m: &Mount) -> Option<String> {
+    let cleaned = kiln_oci::path::clean(&format!("/{}", m.source.as_deref().unwrap_or("")));
+    let rel = cleaned.trim_start_matches('/');
+    (!rel.is_empty()).then(|| rel.to_string())
 }
 
 /// The cache mount directories of one store.
@@ -118,6 +144,59 @@ impl CacheMountLease {
     /// the persistent one was busy); its content is discarded on release.
     pub fn is_temporary(&self) -> bool {
         self.temporary
+    }
+}
+
+impl CacheMountLease {
+    /// The host path of `rel` (a [`source_subdir`]) inside the cache directory,
+    /// symlinks resolved inside it as if it were `/` (a link to `/etc` names the
+    /// cache's `etc`), as BuildKit resolves a cache mount's `source=`. An error
+    /// when nothing is there.
+    pub fn subdir(&self, rel: &str) -> std::io::Result<PathBuf> {
+        let view = crate::snapshot::merged_view::LayeredView::new(vec![self.dir.clone()]);
+        match view.lookup(rel, true)? {
+            Some(e) if e.host_path.starts_with(&self.dir) => Ok(e.host_path),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{rel}: no such file or directory in the cache"),
+            )),
+        }
+    }
+}
+
+/// A [`Seed`] copying the directory `path` of a stage's filesystem into a new
+/// cache directory, which takes that directory's owner and mode (`RUN
+/// --mount=type=cache,from=STAGE,source=PATH`).
+pub fn seed_from_stage<'a>(
+    view: &'a crate::snapshot::merged_view::LayeredView,
+    path: &'a str,
+) -> impl Fn(&Path) -> std::io::Result<()> + 'a {
+    move |dir: &Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        let other = |e: crate::ops::copy::CopyError| std::io::Error::other(e.to_string());
+        let Some(top) = view.lookup(path, true)? else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{path}: not found in the stage"),
+            ));
+        };
+        if !top.is_dir() {
+            return Err(std::io::Error::other(format!("{path}: not a directory")));
+        }
+        let op = crate::ops::copy::CopyOp {
+            sources: vec![path.to_string()],
+            dest: "/".into(),
+            workdir: "/".into(),
+            ..Default::default()
+        };
+        let empty = tempfile::tempdir()?;
+        let parent =
+            crate::snapshot::merged_view::LayeredView::new(vec![empty.path().to_path_buf()]);
+        crate::ops::copy::copy(&op, crate::ops::copy::CopySource::View(view), &parent, dir)
+            .map_err(other)?;
+        let md = &top.metadata;
+        std::os::unix::fs::chown(dir, Some(md.uid()), Some(md.gid()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(md.mode() & 0o7777))
     }
 }
 
@@ -153,21 +232,50 @@ impl CacheMounts {
         self.root.join(hex::encode(Sha256::digest(id.as_bytes())))
     }
 
+    /// The directory of the cache `req` asks for: [`Self::entry_dir`] of its id
+    /// for a plain cache, else of its id and [`CacheMountRequest::base`].
+    pub fn entry_dir_of(&self, req: &CacheMountRequest) -> PathBuf {
+        if req.base.is_empty() {
+            return self.entry_dir(&req.id);
+        }
+        let mut h = Sha256::new();
+        h.update(req.id.as_bytes());
+        h.update([0u8]);
+        h.update(req.base.as_bytes());
+        self.root.join(hex::encode(h.finalize()))
+    }
+
     /// Takes the cache directory for `req`, waiting while a `locked` (or,
     /// for `locked`, any) user holds it.
     pub fn acquire(&self, req: &CacheMountRequest) -> Result<CacheMountLease> {
-        self.lease(req, true)
+        self.acquire_seeded(req, None)
+    }
+
+    /// [`Self::acquire`], filling a directory it creates with `seed` (called
+    /// on the new directory after its owner and mode are set, before anyone
+    /// sees it): a cache seeded `from=` a stage.
+    pub fn acquire_seeded(
+        &self,
+        req: &CacheMountRequest,
+        seed: Option<&Seed<'_>>,
+    ) -> Result<CacheMountLease> {
+        self.lease(req, true, seed)
             .map(|l| l.expect("a blocking acquire always yields a lease or an error"))
     }
 
     /// Like [`CacheMounts::acquire`] but never waits: `None` when a
     /// `shared`/`locked` request would have to wait. `private` never waits.
     pub fn try_acquire(&self, req: &CacheMountRequest) -> Result<Option<CacheMountLease>> {
-        self.lease(req, false)
+        self.lease(req, false, None)
     }
 
-    fn lease(&self, req: &CacheMountRequest, wait: bool) -> Result<Option<CacheMountLease>> {
-        let entry = self.entry_dir(&req.id);
+    fn lease(
+        &self,
+        req: &CacheMountRequest,
+        wait: bool,
+        seed: Option<&Seed<'_>>,
+    ) -> Result<Option<CacheMountLease>> {
+        let entry = self.entry_dir_of(req);
         let io = |what: &'static str, path: &Path| {
             let id = req.id.clone();
             let path = path.to_path_buf();
@@ -223,10 +331,13 @@ impl CacheMounts {
                 temporary: true,
             };
             set_owner_mode(&lease.dir, req).map_err(io("setting owner of", &lease.dir))?;
+            if let Some(seed) = seed {
+                seed(&lease.dir).map_err(io("seeding", &lease.dir))?;
+            }
             return Ok(Some(lease));
         }
         let data = entry.join("data");
-        ensure_data_dir(&entry, &data, req).map_err(io("creating", &data))?;
+        ensure_data_dir(&entry, &data, req, seed).map_err(io("creating", &data))?;
         Ok(Some(CacheMountLease {
             dir: data,
             _lock: Some(lock),
@@ -234,6 +345,9 @@ impl CacheMounts {
         }))
     }
 }
+
+/// Fills a new cache directory (see [`CacheMounts::acquire_seeded`]).
+pub type Seed<'a> = dyn Fn(&Path) -> std::io::Result<()> + 'a;
 
 fn set_owner_mode(dir: &Path, req: &CacheMountRequest) -> std::io::Result<()> {
     std::os::unix::fs::chown(dir, Some(req.uid), Some(req.gid))?;
@@ -243,14 +357,20 @@ fn set_owner_mode(dir: &Path, req: &CacheMountRequest) -> std::io::Result<()> {
 /// Creates `data` with the request's owner and mode if it does not exist yet.
 /// It is prepared under a temporary name and renamed into place without
 /// replacing, so a concurrent user never sees a half-prepared directory.
-fn ensure_data_dir(entry: &Path, data: &Path, req: &CacheMountRequest) -> std::io::Result<()> {
+fn ensure_data_dir(
+    entry: &Path,
+    data: &Path,
+    req: &CacheMountRequest,
+    seed: Option<&Seed<'_>>,
+) -> std::io::Result<()> {
     if data.is_dir() {
         return Ok(());
     }
     let n = PRIVATE_COUNTER.fetch_add(1, Ordering::Relaxed);
     let tmp = entry.join(format!("new-{}-{n}", std::process::id()));
     std::fs::create_dir(&tmp)?;
-    let placed = set_owner_mode(&tmp, req).and_then(|()| {
+    let prepared = set_owner_mode(&tmp, req).and_then(|()| seed.map_or(Ok(()), |f| f(&tmp)));
+    let placed = prepared.and_then(|()| {
         rustix::fs::renameat_with(
             rustix::fs::CWD,
             &tmp,
@@ -263,7 +383,7 @@ fn ensure_data_dir(entry: &Path, data: &Path, req: &CacheMountRequest) -> std::i
     match placed {
         Ok(()) => Ok(()),
         Err(e) => {
-            let _ = std::fs::remove_dir(&tmp);
+            let _ = std::fs::remove_dir_all(&tmp);
             if data.is_dir() {
                 // Someone else created it first.
                 Ok(())

@@ -285,6 +285,253 @@ fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
     }
 }
 
+/// Removes from a step's upper directory (overlay upperdir format) every entry
+/// that is the same as the one below it in `lower` (the stage's filesystem
+/// before the step), so the step's layer holds only what changed, as BuildKit's
+/// overlay differ writes it (`util/overlay` `Changes` with `sameDirent`): a
+/// COPY that rewrites identical content, or a RUN that only copied a file or
+/// directory up, adds nothing to the layer.
+///
+/// Same means BuildKit's `sameDirent`: equal mode (type and permission bits),
+/// owner, device number and `security.capability`; for a non-directory also
+/// size and mtime seconds, and then equal nanoseconds, or, when both have none
+/// (a time from a tar), equal symlink targets or contents. A directory's mtime
+/// does not count; it is removed only when nothing below it stayed. Whiteouts
+/// and opaque directories are kept as they are, and entries below a directory
+/// the lower filesystem does not have as a directory are all new, so they are
+/// not compared.
+pub fn drop_unchanged(
+    upper: &Path,
+    lower: &crate::snapshot::merged_view::LayeredView,
+) -> io::Result<()> {
+    if lower.layers().is_empty() {
+        return Ok(());
+    }
+    drop_unchanged_in(upper, "", lower)
+}
+
+fn drop_unchanged_in(
+    upper: &Path,
+    rel: &str,
+    lower: &crate::snapshot::merged_view::LayeredView,
+) -> io::Result<()> {
+    use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout};
+    let dir = upper.join(rel);
+    let mut names: Vec<std::ffi::OsString> = fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    for name in names {
+        let Some(name) = name.to_str().map(str::to_string) else {
+            continue;
+        };
+        let child = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let host = upper.join(&child);
+        let md = fs::symlink_metadata(&host)?;
+        if is_whiteout(&md) {
+            continue;
+        }
+        let Some(below) = lower.lookup(&format!("/{child}"), false)? else {
+            continue;
+        };
+        if md.is_dir() {
+            if is_opaque_dir(&host)? {
+                continue;
+            }
+            if below.is_dir() {
+                drop_unchanged_in(upper, &child, lower)?;
+            }
+            if same_dirent(&below.metadata, &below.host_path, &md, &host)?
+                && fs::read_dir(&host)?.next().is_none()
+            {
+                fs::remove_dir(&host)?;
+            }
+        } else if same_dirent(&below.metadata, &below.host_path, &md, &host)? {
+            fs::remove_file(&host)?;
+        }
+    }
+    Ok(())
+}
+
+/// BuildKit's `sameDirent` (see [`drop_unchanged`]) of the lower file `a` at
+/// `a_path` and the upper file `b` at `b_path`.
+fn same_dirent(
+    a: &fs::Metadata,
+    a_path: &Path,
+    b: &fs::Metadata,
+    b_path: &Path,
+) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    if a.mode() != b.mode() || a.uid() != b.uid() || a.gid() != b.gid() || a.rdev() != b.rdev() {
+        return Ok(false);
+    }
+    if capability(a_path)? != capability(b_path)? {
+        return Ok(false);
+    }
+    if b.is_dir() {
+        return Ok(true);
+    }
+    if a.size() != b.size() || a.mtime() != b.mtime() {
+        return Ok(false);
+    }
+    if a.mtime_nsec() != 0 || b.mtime_nsec() != 0 {
+        return Ok(a.mtime_nsec() == b.mtime_nsec());
+    }
+    if b.file_type().is_symlink() {
+        return Ok(fs::read_link(a_path)? == fs::read_link(b_path)?);
+    }
+    if a.size() == 0 || !b.is_file() {
+        return Ok(true);
+    }
+    same_content(a_path, b_path)
+}
+
+fn capability(path: &Path) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    match rustix::fs::lgetxattr(path, "security.capability", &mut buf) {
+        Ok(n) => {
+            buf.truncate(n);
+            Ok(buf)
+        }
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(Vec::new()),
+        Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error())),
+    }
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    use std::io::Read as _;
+    let (mut fa, mut fb) = (fs::File::open(a)?, fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(fb.read(&mut bb[..1])? == 0);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod drop_unchanged_tests {
+    use super::*;
+    use crate::snapshot::merged_view::LayeredView;
+
+    fn set_mtime(p: &Path, secs: i64, nsecs: i64) {
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: nsecs as _,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: nsecs as _,
+            },
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            p,
+            &t,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .unwrap();
+    }
+
+    /// Writes `content` at `root/rel` with the given mtime.
+    fn file(root: &Path, rel: &str, content: &str, secs: i64, nsecs: i64) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        set_mtime(&p, secs, nsecs);
+    }
+
+    fn listing(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(root: &Path, rel: &str, out: &mut Vec<String>) {
+            for e in fs::read_dir(root.join(rel)).unwrap() {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                let child = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
+                out.push(child.clone());
+                if fs::symlink_metadata(root.join(&child)).unwrap().is_dir() {
+                    walk(root, &child, out);
+                }
+            }
+        }
+        walk(root, "", &mut out);
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn only_what_differs_from_below_stays() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (lower, upper) = (tmp.path().join("lower"), tmp.path().join("upper"));
+        for root in [&lower, &upper] {
+            // Same content and time (with nanoseconds): unchanged.
+            file(root, "same/copied", "data", 1_700_000_000, 5);
+            // Times from a tar (no nanoseconds): decided by content.
+            file(root, "tar/same", "abc", 1_600_000_000, 0);
+            file(root, "tar/empty", "", 1_600_000_000, 0);
+            std::os::unix::fs::symlink("target", root.join("tar/link")).unwrap();
+            set_mtime(&root.join("tar/link"), 1_600_000_000, 0);
+        }
+        file(&lower, "tar/edited", "abc", 1_600_000_000, 0);
+        file(&upper, "tar/edited", "abd", 1_600_000_000, 0);
+        // Same content, touched: changed.
+        file(&lower, "touched", "x", 1_700_000_000, 5);
+        file(&upper, "touched", "x", 1_700_000_000, 6);
+        // A new file in an existing directory keeps the directory.
+        file(&upper, "same/new", "n", 1, 0);
+        // A new directory is new with all below it.
+        file(&upper, "fresh/deep/file", "f", 1_700_000_000, 5);
+        // A changed mode is a change.
+        file(&lower, "moded", "m", 1_700_000_000, 5);
+        file(&upper, "moded", "m", 1_700_000_000, 5);
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(upper.join("moded"), fs::Permissions::from_mode(0o600)).unwrap();
+        fs::set_permissions(lower.join("moded"), fs::Permissions::from_mode(0o644)).unwrap();
+        // Directories with the same mode, their times aside.
+        for d in ["same", "tar", "fresh"] {
+            if lower.join(d).exists() {
+                let mode = fs::metadata(lower.join(d)).unwrap().permissions();
+                fs::set_permissions(upper.join(d), mode).unwrap();
+            }
+        }
+
+        drop_unchanged(&upper, &LayeredView::new(vec![lower.clone()])).unwrap();
+        assert_eq!(
+            listing(&upper),
+            [
+                "fresh",
+                "fresh/deep",
+                "fresh/deep/file",
+                "moded",
+                "same",
+                "same/new",
+                "tar",
+                "tar/edited",
+                "touched"
+            ]
+        );
+
+        // Nothing below: everything is new.
+        let only = tmp.path().join("only");
+        file(&only, "a/b", "x", 1, 0);
+        drop_unchanged(&only, &LayeredView::new(Vec::new())).unwrap();
+        assert_eq!(listing(&only), ["a", "a/b"]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

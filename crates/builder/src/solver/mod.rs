@@ -134,6 +134,10 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// A step's upper directory could not be compared with the layers below it
+    /// (to leave unchanged entries out of its layer).
+    #[error("comparing the step's changes with the filesystem below: {0}")]
+    Differ(#[source] std::io::Error),
     /// A step's upper directory could not be turned into a layer.
     #[error("writing the layer: {0}")]
     Layer(#[source] LayerError),
@@ -279,8 +283,8 @@ pub(crate) struct Shared<'a> {
     pub first_vertex: Vec<usize>,
     pub steps_run: AtomicUsize,
     pub steps_cached: AtomicUsize,
-    /// Vertex ids for steps not in the plan (a base image's ONBUILD triggers).
-    pub extra_vertices: AtomicUsize,
+    /// The base image of each needed stage built on one, by stage index.
+    pub bases: BTreeMap<usize, stage::BaseImage>,
     results: StageBoard<Arc<StageState>>,
 }
 
@@ -372,6 +376,10 @@ pub fn build(
     let clock = Clock::start();
     // Blobs of this build become durable together, before an index names them.
     store.defer_sync();
+    // Base images first: their ONBUILD triggers become steps of the plan.
+    let mut plan = plan.clone();
+    let bases = stage::resolve_base_images(&mut plan, src, opts, store, progress, &clock)?;
+    let plan = &plan;
     let snapshots = Snapshots::open(store.root()).map_err(BuildError::Snapshot)?;
     let cache = StepCache::open(store.root()).map_err(BuildError::StepCache)?;
     let mut first_vertex = vec![0; plan.stages.len()];
@@ -408,7 +416,7 @@ pub fn build(
         first_vertex,
         steps_run: AtomicUsize::new(0),
         steps_cached: AtomicUsize::new(0),
-        extra_vertices: AtomicUsize::new(vertices),
+        bases,
         results: StageBoard::new(readers),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());

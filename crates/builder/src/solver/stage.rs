@@ -6,11 +6,16 @@
 use super::dispatch;
 use super::state::{StageState, DEFAULT_PATH};
 use super::step::{apply_record, image_source, StepCtx};
-use super::{BuildError, Shared};
-use crate::progress::Event;
+use super::{BuildError, BuildOptions, Shared};
+use crate::progress::{Clock, Event, ProgressSink};
+use crate::snapshot::Layer;
 use kiln_dockerfile::instructions::{Instruction, Kind, Origin, ShellExpand};
-use kiln_dockerfile::stages::{Base, Stage, Step};
+use kiln_dockerfile::stages::{Base, Plan, Stage, Step};
+use kiln_dockerfile::{DockerfileError, Source};
+use kiln_oci::digest::Digest;
 use kiln_oci::image::{ContainerConfig, ImageConfig};
+use kiln_oci::store::Store;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 /// RUN, COPY, ADD and WORKDIR change the filesystem; they are the steps shown
@@ -39,7 +44,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
         stage: stage_name.clone(),
         name: from_name,
     });
-    let (mut state, triggers) = match initial_state(sh, st) {
+    let mut state = match initial_state(sh, st) {
         Ok(s) => s,
         Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
         Err(e) => {
@@ -66,21 +71,6 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(n))
         });
-    for text in &triggers {
-        let step = trigger_step(sh, st, text)?;
-        let ctx = StepCtx {
-            sh,
-            stage: st,
-            stage_name: &stage_name,
-            name: format!(
-                "[{stage_name} 1/{total}] ONBUILD {}",
-                kiln_dockerfile::instructions::one_line(text)
-            ),
-            vertex: is_fs_step(&step).then(|| sh.extra_vertices.fetch_add(1, Ordering::SeqCst)),
-            no_cache,
-        };
-        apply_step(&ctx, &mut state, &step)?;
-    }
     for (i, step) in st.steps.iter().enumerate() {
         if sh.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
@@ -103,16 +93,17 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             name,
             vertex: vertex_id,
             no_cache,
+            lower: state.layers.clone(),
         };
         apply_step(&ctx, &mut state, step)?;
     }
     Ok(state)
 }
 
-/// The stage's starting state, and the ONBUILD triggers of its base image
-/// (a base *stage*'s triggers are already steps of the plan). The new image
-/// does not inherit the triggers.
-fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>), BuildError> {
+/// The stage's starting state. Its base's ONBUILD triggers are already steps
+/// of the plan (a base stage's from the planner, a base image's from
+/// [`resolve_base_images`]); the new image does not inherit them.
+fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError> {
     let platform = sh.plan.stage_platform(st.index);
     let mut state = match &st.base {
         // BuildKit's `emptyImage`: WorkingDir "/" and the default PATH.
@@ -140,8 +131,16 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
             s
         }
         Base::Image(reference) => {
-            let (layers, config, key) =
-                image_source(sh, reference, Some(platform), &st.from_origin)?;
+            let BaseImage {
+                layers,
+                config,
+                key,
+            } = sh.bases.get(&st.index).cloned().ok_or_else(|| {
+                sh.located(
+                    &st.from_origin,
+                    format!("the base image {reference} was not resolved"),
+                )
+            })?;
             let created = config
                 .created
                 .as_deref()
@@ -175,54 +174,139 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
     if state.get_env("PATH").is_none() {
         state.set_env("PATH", DEFAULT_PATH);
     }
-    let triggers = std::mem::take(&mut state.cc().on_build);
-    let triggers = if matches!(st.base, Base::Image(_)) {
-        triggers
-    } else {
-        Vec::new()
-    };
-    Ok((state, triggers))
+    state.cc().on_build.clear();
+    Ok(state)
 }
 
-/// An ONBUILD trigger of the base image as a step of this stage.
-fn trigger_step(sh: &Shared<'_>, st: &Stage, text: &str) -> Result<Step, BuildError> {
-    let src = kiln_dockerfile::Source::new("ONBUILD trigger", text.to_string());
+/// A stage's base image, resolved before the stages run.
+#[derive(Clone)]
+pub(crate) struct BaseImage {
+    pub layers: Vec<Layer>,
+    pub config: ImageConfig,
+    pub key: Digest,
+}
+
+/// Resolves (pulling as needed) the base image of every stage the target
+/// needs, and makes each image's ONBUILD triggers the first steps of its stage
+/// (BuildKit resolves base images before it converts the stages, for the same
+/// reason): a trigger's `COPY --from` or `RUN --mount=from=` may need a stage
+/// the plan had pruned, whose base is then resolved in turn. Images resolve in
+/// parallel, each shown as a phase like BuildKit's "load metadata" vertex.
+pub(crate) fn resolve_base_images(
+    plan: &mut Plan,
+    src: &Source,
+    opts: &BuildOptions,
+    store: &Store,
+    progress: &dyn ProgressSink,
+    clock: &Clock,
+) -> Result<BTreeMap<usize, BaseImage>, BuildError> {
+    let mut bases = BTreeMap::new();
+    loop {
+        let todo: Vec<(usize, String)> = plan
+            .needed_stages()
+            .filter_map(|st| match &st.base {
+                Base::Image(r) if !bases.contains_key(&st.index) => Some((st.index, r.clone())),
+                _ => None,
+            })
+            .collect();
+        if todo.is_empty() {
+            return Ok(bases);
+        }
+        let planned = &*plan;
+        let resolved: Vec<(usize, Result<BaseImage, BuildError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = todo
+                .iter()
+                .map(|(index, reference)| {
+                    s.spawn(move || {
+                        let name = format!("[internal] load metadata for {reference}");
+                        let started = clock.now_ms();
+                        progress.emit(Event::Phase {
+                            at_ms: started,
+                            name: name.clone(),
+                            duration_ms: None,
+                        });
+                        let st = &planned.stages[*index];
+                        let platform = planned.stage_platform(*index);
+                        let res = image_source(
+                            store,
+                            opts,
+                            src,
+                            reference,
+                            Some(platform),
+                            &st.from_origin,
+                        )
+                        .map(|(layers, config, key)| BaseImage {
+                            layers,
+                            config,
+                            key,
+                        });
+                        let now = clock.now_ms();
+                        progress.emit(Event::Phase {
+                            at_ms: now,
+                            name,
+                            duration_ms: Some(now - started),
+                        });
+                        (*index, res)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for (index, res) in resolved {
+            let base = res?;
+            let texts = base
+                .config
+                .config
+                .as_ref()
+                .map(|c| c.on_build.clone())
+                .unwrap_or_default();
+            if !texts.is_empty() {
+                let from = plan.stages[index].from_origin.clone();
+                let triggers = texts
+                    .iter()
+                    .map(|t| parse_trigger(src, &from, t))
+                    .collect::<Result<Vec<_>, _>>()?;
+                plan.add_image_triggers(index, triggers, src)
+                    .map_err(|e| BuildError::Dockerfile(Box::new(e)))?;
+            }
+            bases.insert(index, base);
+        }
+    }
+}
+
+/// An ONBUILD trigger of a base image as an instruction, located at the FROM
+/// line (`from`) that brought it in.
+fn parse_trigger(src: &Source, from: &Origin, text: &str) -> Result<Instruction, BuildError> {
+    let tsrc = Source::new("ONBUILD trigger", text.to_string());
     let bad = |e: String| {
-        sh.located(
-            &st.from_origin,
+        BuildError::Dockerfile(Box::new(DockerfileError::at(
+            src,
+            from.start_line,
+            from.end_line,
             format!("the base image's ONBUILD trigger {text:?}: {e}"),
-        )
+        )))
     };
-    let df = kiln_dockerfile::parse(&src).map_err(|e| bad(e.message.clone()))?;
+    let df = kiln_dockerfile::parse(&tsrc).map_err(|e| bad(e.message.clone()))?;
     let node = df
         .nodes
         .first()
         .ok_or_else(|| bad("empty trigger".into()))?;
     let mut instruction =
-        Instruction::parse(node, df.escape, &src).map_err(|e| bad(e.message.clone()))?;
-    // Report problems against the FROM line that brought the trigger in.
-    instruction.origin = Origin {
-        code: instruction.origin.code.clone(),
-        ..st.from_origin.clone()
-    };
-    if let Kind::Copy(c) = &instruction.kind {
-        if c.from.is_some() {
-            return Err(bad(
-                "COPY --from in an ONBUILD trigger is not supported".into()
-            ));
-        }
-    }
+        Instruction::parse(node, df.escape, &tsrc).map_err(|e| bad(e.message.clone()))?;
     if matches!(instruction.kind, Kind::From(_) | Kind::Onbuild(_)) {
         return Err(bad(
             "FROM and ONBUILD are not allowed as ONBUILD triggers".into()
         ));
     }
-    Ok(Step {
-        instruction,
-        copy_from: None,
-        mount_from: Vec::new(),
-        onbuild: true,
-    })
+    // Report problems against the FROM line that brought the trigger in.
+    instruction.origin = Origin {
+        code: instruction.origin.code.clone(),
+        ..from.clone()
+    };
+    Ok(instruction)
 }
 
 fn apply_step(

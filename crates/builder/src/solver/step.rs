@@ -3,17 +3,18 @@
 //! becomes the layer), and the inputs steps read from other stages or images.
 
 use super::state::StageState;
-use super::{BuildError, NamedContext, Shared};
+use super::{BuildError, BuildOptions, NamedContext, Shared};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::Event;
 use crate::snapshot::Layer;
 use kiln_dockerfile::instructions::Origin;
 use kiln_dockerfile::stages::{Input, Stage};
+use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{load_image, ImageConfig};
 use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
 use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, PullPolicy, Reference};
-use kiln_oci::store::BlobRef;
+use kiln_oci::store::{BlobRef, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -22,14 +23,24 @@ use std::sync::Arc;
 /// An image's layers, config and cache key: from a named build context, else
 /// the store, pulling it if needed.
 pub(crate) fn image_source(
-    sh: &Shared<'_>,
+    store: &Store,
+    opts: &BuildOptions,
+    src: &Source,
     reference: &str,
     platform: Option<&kiln_dockerfile::stages::Platform>,
     origin: &Origin,
 ) -> Result<(Vec<Layer>, ImageConfig, Digest), BuildError> {
+    let located = |msg: String| {
+        BuildError::Dockerfile(Box::new(DockerfileError::at(
+            src,
+            origin.start_line,
+            origin.end_line,
+            msg,
+        )))
+    };
     let mut reference = reference.to_string();
-    let mut pull = sh.opts.pull;
-    match sh.opts.named_contexts.get(&reference) {
+    let mut pull = opts.pull;
+    match opts.named_contexts.get(&reference) {
         Some(NamedContext::Image(r)) => reference = r.clone(),
         // Already in the store: pulling it (--pull) would ask a registry for
         // a name only this store has.
@@ -38,40 +49,26 @@ pub(crate) fn image_source(
             pull = PullPolicy::Never;
         }
         Some(NamedContext::Pending(p)) => {
-            reference = p.wait().map_err(|e| sh.located(origin, e))?;
+            reference = p.wait().map_err(located)?;
             pull = PullPolicy::Never;
         }
         _ => {}
     }
-    let parsed = Reference::parse(&reference).map_err(|e| {
-        sh.located(
-            origin,
-            format!("invalid image reference {reference:?}: {e}"),
-        )
-    })?;
+    let parsed = Reference::parse(&reference)
+        .map_err(|e| located(format!("invalid image reference {reference:?}: {e}")))?;
     let platform = platform
         .map(|p| OciPlatform::parse(&p.to_string()))
         .transpose()
-        .map_err(|e| sh.located(origin, e))?;
-    let target = pull_if_missing(
-        sh.store,
-        &parsed,
-        platform.as_ref(),
-        pull,
-        &sh.opts.registry,
-    )
-    .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;
-    let image = load_image(sh.store, &target)
-        .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;
+        .map_err(located)?;
+    let target = pull_if_missing(store, &parsed, platform.as_ref(), pull, &opts.registry)
+        .map_err(|e| located(format!("{reference}: {e}")))?;
+    let image = load_image(store, &target).map_err(|e| located(format!("{reference}: {e}")))?;
     if image.layers.len() != image.config.rootfs.diff_ids.len() {
-        return Err(sh.located(
-            origin,
-            format!(
-                "{reference}: the image has {} layers but its config lists {} diff_ids",
-                image.layers.len(),
-                image.config.rootfs.diff_ids.len()
-            ),
-        ));
+        return Err(located(format!(
+            "{reference}: the image has {} layers but its config lists {} diff_ids",
+            image.layers.len(),
+            image.config.rootfs.diff_ids.len()
+        )));
     }
     let layers = image
         .layers
@@ -96,6 +93,8 @@ pub(crate) struct StepCtx<'a, 'b> {
     /// The progress vertex of a filesystem step.
     pub vertex: Option<usize>,
     pub no_cache: bool,
+    /// The stage's layers before this step.
+    pub lower: Vec<Layer>,
 }
 
 impl StepCtx<'_, '_> {
@@ -184,8 +183,11 @@ impl StepCtx<'_, '_> {
             })?;
         }
         execute(&upper, &scratch)?;
-        // Every filesystem step is a layer, an empty one too, as in BuildKit
-        // (whose exporter keeps empty diffs).
+        // The layer holds what differs from the filesystem below, as BuildKit's
+        // differ writes it. Every filesystem step is a layer, an empty one too,
+        // as in BuildKit (whose exporter keeps empty diffs).
+        crate::snapshot::drop_unchanged(&upper, &sh.view(&self.lower)?)
+            .map_err(BuildError::Differ)?;
         let layer = self.commit_layer(&upper)?;
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
         let rec = StepRecord { layer, created };
@@ -249,7 +251,7 @@ pub(crate) fn input_key(
             Ok((st.key, st))
         }
         Input::Image(r) => {
-            let (layers, config, key) = image_source(sh, r, None, origin)?;
+            let (layers, config, key) = image_source(sh.store, sh.opts, sh.src, r, None, origin)?;
             let state = StageState {
                 layers,
                 config,

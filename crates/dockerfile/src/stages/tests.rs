@@ -357,10 +357,16 @@ fn proxy_and_unused_build_args() {
     );
     assert_eq!(
         p.proxy_env,
-        BTreeMap::from([(
-            "HTTP_PROXY".to_string(),
-            "http://127.0.0.1:3128".to_string()
-        )])
+        [
+            (
+                "HTTP_PROXY".to_string(),
+                "http://127.0.0.1:3128".to_string()
+            ),
+            (
+                "http_proxy".to_string(),
+                "http://127.0.0.1:3128".to_string()
+            )
+        ]
     );
     assert_eq!(p.global_args["TARGETARCH"], "riscv64");
     let unused: Vec<_> = p
@@ -451,4 +457,75 @@ fn misspelt_stage_in_from_warns() {
         p.warnings[0].message,
         "\"buidler\" is not a stage of this Dockerfile and will be pulled as an image (did you mean \"builder\"?)"
     );
+}
+
+/// BuildKit sets each proxy build arg under both spellings (testBuiltinArgs:
+/// `--build-arg http_proxy=…` gives `$HTTP_PROXY`), skips empty ones, and of two
+/// spellings given keeps the last in sorted order.
+#[test]
+fn proxy_env_mirrors_case_like_buildkit() {
+    let args = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        proxy_env(&args(&[
+            ("NO_PROXY", "np"),
+            ("http_proxy", "hp"),
+            ("ALL_PROXY", ""),
+            ("FOO", "x")
+        ])),
+        pairs(&[
+            ("HTTP_PROXY", "hp"),
+            ("http_proxy", "hp"),
+            ("NO_PROXY", "np"),
+            ("no_proxy", "np")
+        ])
+    );
+    assert_eq!(
+        proxy_env(&args(&[("HTTPS_PROXY", "upper"), ("https_proxy", "lower")])),
+        pairs(&[("HTTPS_PROXY", "lower"), ("https_proxy", "lower")])
+    );
+    assert!(proxy_env(&args(&[("Ftp_Proxy", "")])).is_empty());
+}
+
+/// A base image's ONBUILD triggers become the first steps of the stage built on
+/// it; what they read from other stages makes those needed (BuildKit's
+/// testOnBuildNewDeps: a trigger's RUN --mount=from=STAGE builds STAGE).
+#[test]
+fn image_triggers_run_first_and_need_the_stages_they_read() {
+    let text = "FROM alpine AS input\nRUN touch /foo\nFROM scratch AS other\nFROM onbuild-image\nRUN echo own\n";
+    let src = Source::new("Dockerfile", text.to_string());
+    let df = crate::parse(&src).unwrap();
+    let mut p = plan(&df, &src, &PlanOptions::default()).unwrap();
+    assert!(!p.stages[0].needed && !p.stages[1].needed);
+    let trigger = |t: &str| {
+        let tsrc = Source::new("ONBUILD trigger", t.to_string());
+        let tdf = crate::parse(&tsrc).unwrap();
+        Instruction::parse(&tdf.nodes[0], tdf.escape, &tsrc).unwrap()
+    };
+    p.add_image_triggers(
+        2,
+        vec![
+            trigger("RUN --mount=type=bind,target=/in,from=input cat /in/foo"),
+            trigger("COPY --from=busybox /bin/sh /sh"),
+        ],
+        &src,
+    )
+    .unwrap();
+    let steps = &p.stages[2].steps;
+    assert_eq!(steps.len(), 3);
+    assert!(steps[0].onbuild && steps[1].onbuild && !steps[2].onbuild);
+    assert_eq!(steps[0].mount_from, vec![Some(Input::Stage(0))]);
+    assert_eq!(steps[1].copy_from, Some(Input::Image("busybox".into())));
+    assert!(p.stages[0].needed, "the mounted stage is built");
+    assert!(!p.stages[1].needed);
+    assert!(p.stages[2].deps.contains(&0));
 }

@@ -136,13 +136,20 @@ fn execute(
     }
     let clock = Clock::start();
     let result = kiln_builder::build(plan, src, &opts, &store, progress.as_ref());
-    let out = match result {
+    let mut out = match result {
         Ok(out) => out,
         Err(e) => {
             progress.finish();
             return Err(report_build_error(e));
         }
     };
+    if !flags.labels.is_empty() {
+        let cc = out.config.config.get_or_insert_with(Default::default);
+        for l in &flags.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            cc.labels.insert(k.to_string(), v.to_string());
+        }
+    }
     let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
     let exporting = clock.now_ms();
     let manifest = write_image(&store, &out.config, &layers, ManifestFormat::Oci)
@@ -452,7 +459,10 @@ fn looks_like_tar(data: &[u8]) -> bool {
     compressed || data.get(257..262) == Some(b"ustar")
 }
 
-/// Reads `-f FILE` (`-` = standard input), default `CONTEXT/Dockerfile`.
+/// Reads `-f FILE` (`-` = standard input), default `CONTEXT/Dockerfile`. A file
+/// named `Dockerfile` that does not exist is looked for as `dockerfile` in the same
+/// directory, as BuildKit does (moby/moby#10858); its name, ignore file
+/// (`Dockerfile.dockerignore`) and error locations stay those of `Dockerfile`.
 /// Errors are reported against the file's base name, as docker does (`Dockerfile:12`).
 fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
     let path = match &flags.file {
@@ -467,7 +477,15 @@ fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
             .wrap_err("cannot read the Dockerfile from standard input")?;
         return Ok(Source::new("Dockerfile", text));
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let read = std::fs::read_to_string(&path).or_else(|e| {
+        let lowercase = (e.kind() == std::io::ErrorKind::NotFound
+            && path.file_name().is_some_and(|n| n == "Dockerfile"))
+        .then(|| path.with_file_name("dockerfile"));
+        lowercase
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .ok_or(e)
+    });
+    let text = read.map_err(|e| {
         miette!(
             "cannot read Dockerfile {}: {}",
             path.display(),

@@ -19,7 +19,10 @@
 //! elsewhere, kiln's config makes it a mirror of `127.0.0.1:5000`
 //! (`kiln_testkit::corpus::kiln_config`).
 //! A case with an `http/` directory has it served on http://127.0.0.1:38475/ (ADD of
-//! URLs), as `scripts/compare-buildkit` does; those cases run one at a time.
+//! URLs), as `scripts/compare-buildkit` does; those cases run one at a time. A case
+//! whose `args` has `expect-error TEXT` is one BuildKit fails (its `error.txt` holds
+//! BuildKit's message): kiln must fail too, with TEXT in its output (white space runs
+//! and line wrapping as one space, miette's frame characters removed).
 
 use crate::util::kiln;
 use kiln_testkit::corpus::{self, Case};
@@ -228,6 +231,36 @@ fn build_and_describe(
     Ok((described, history))
 }
 
+/// Builds case `dir`, which BuildKit fails: kiln must fail with `want` in its output.
+fn build_expecting_error(root: &Path, config: &Path, dir: &Path, want: &str) -> Result<(), String> {
+    let out = kiln()
+        .root(root)
+        .env("KILN_CONFIG", config)
+        .args(["build", "--progress=plain"])
+        .args(corpus::build_options(dir)?)
+        .arg(dir)
+        .command()
+        .output()
+        .map_err(|e| format!("cannot run kiln: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        return Err(format!("kiln built it; BuildKit fails with: {want}"));
+    }
+    if corpus::normalize_error(&text).contains(&corpus::normalize_error(want)) {
+        return Ok(());
+    }
+    let tail: Vec<&str> = text.lines().rev().take(15).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    Err(format!(
+        "kiln failed without the expected error ({want}):\n{}",
+        tail.join("\n")
+    ))
+}
+
 fn read_json(path: &Path) -> Result<Value, String> {
     let text = fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -329,13 +362,23 @@ fn check_case(case: &Case, tally: &Tally) -> Result<(), String> {
     } else {
         None
     };
-    let expected = read_json(&case.dir.join("expected.json"))?;
-    let expected_history = read_json(&case.dir.join("history.json"))?;
     let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let root = tmp.path().join("store");
     let config = tmp.path().join("kiln.json");
     fs::write(&config, corpus::kiln_config(&registry))
         .map_err(|e| format!("writing {}: {e}", config.display()))?;
+    if let Some(want) = corpus::expected_error(&case.dir) {
+        // BuildKit fails this case: kiln must fail with its message, cold and again.
+        for (pass, label) in ["", " (cached rebuild)"].into_iter().enumerate() {
+            build_expecting_error(&root, &config, &case.dir, &want)
+                .map_err(|e| format!("{}{label}: {}", case.name, e.replace('\n', "\n  ")))?;
+            [&tally.identical, &tally.identical_cached][pass].fetch_add(1, Ordering::SeqCst);
+        }
+        tally.history_identical.fetch_add(1, Ordering::SeqCst);
+        return Ok(());
+    }
+    let expected = read_json(&case.dir.join("expected.json"))?;
+    let expected_history = read_json(&case.dir.join("history.json"))?;
     let mut report = Vec::new();
     for (pass, label) in ["", " (cached rebuild)"].into_iter().enumerate() {
         let (actual, history) = build_and_describe(&root, &config, tmp.path(), &case.dir)

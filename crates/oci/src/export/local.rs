@@ -22,7 +22,8 @@ fn one_image<'a>(images: &'a [NamedImage], what: &str) -> Result<&'a NamedImage>
     }
 }
 
-/// Apply every layer of `image`, base first, onto `dest`. Each layer is checked
+/// Apply every layer of `image`, base first, onto `dest` (created first, so an
+/// image without layers gives an empty directory). Each layer is checked
 /// against its descriptor and its diff_id as it is applied.
 pub(crate) fn unpack(store: &Store, image: &NamedImage, dest: &Path) -> Result<()> {
     let img = load_image(store, &image.target)?;
@@ -35,6 +36,7 @@ pub(crate) fn unpack(store: &Store, image: &NamedImage, dest: &Path) -> Result<(
             diff_ids.len()
         )));
     }
+    std::fs::create_dir_all(dest).map_err(super::io_err("creating", dest))?;
     let opts = ApplyOptions::default();
     for (layer, diff_id) in img.layers.iter().zip(diff_ids) {
         apply_image_layer(store, layer, diff_id, dest, &opts).map_err(|e| ArchiveError::Layer {
@@ -94,5 +96,42 @@ impl Exporter for TarExporter {
         write_layer(&root, DiffKind::Plain, &opts, out)
             .map_err(|e| ArchiveError::Format(format!("writing the filesystem tar: {e}")))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{write_image, ImageConfig};
+    use crate::ManifestFormat;
+
+    /// `FROM scratch` + `LABEL`: an image without layers still has a (empty)
+    /// file tree, as a tar and as a directory.
+    #[test]
+    fn an_image_without_layers_exports_an_empty_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("store")).unwrap();
+        let config = ImageConfig::new("linux", "amd64");
+        let target = write_image(&store, &config, &[], ManifestFormat::Oci).unwrap();
+        let image = NamedImage { name: None, target };
+
+        let tar_path = tmp.path().join("fs.tar");
+        TarExporter::new(std::fs::File::create(&tar_path).unwrap())
+            .export(&store, std::slice::from_ref(&image))
+            .expect("a tar of an image without layers");
+        let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .filter(|n| n != "./" && n != ".")
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+
+        let dir = tmp.path().join("local");
+        LocalExporter::new(&dir)
+            .export(&store, &[image])
+            .expect("a directory of an image without layers");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
     }
 }

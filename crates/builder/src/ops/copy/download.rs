@@ -35,25 +35,25 @@ pub struct Checksum {
     pub hex: String,
 }
 
+/// Errors use go-digest's words, as BuildKit reports them: "invalid checksum
+/// digest format", "unsupported digest algorithm", "invalid checksum digest length".
 pub fn parse_checksum(s: &str) -> Result<Checksum, CopyError> {
-    let bad = || {
-        CopyError::Invalid(format!(
-            "invalid checksum {s:?}: expected sha256:<hex digest>"
-        ))
-    };
-    let (alg, hex) = s.split_once(':').ok_or_else(bad)?;
+    let bad =
+        |what: &str| CopyError::Invalid(format!("{what}: {s:?} (expected sha256:<hex digest>)"));
+    let (alg, hex) = s
+        .split_once(':')
+        .ok_or_else(|| bad("invalid checksum digest format"))?;
     let len = match alg {
         "sha256" => 64,
         "sha384" => 96,
         "sha512" => 128,
-        _ => {
-            return Err(CopyError::Invalid(format!(
-                "invalid checksum {s:?}: unsupported digest algorithm {alg:?}"
-            )))
-        }
+        _ => return Err(bad("unsupported digest algorithm")),
     };
-    if hex.len() != len || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-        return Err(bad());
+    if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(bad("invalid checksum digest format"));
+    }
+    if hex.len() != len {
+        return Err(bad("invalid checksum digest length"));
     }
     Ok(Checksum {
         algorithm: alg.to_string(),

@@ -127,7 +127,7 @@ pub enum CopyError {
     },
     #[error("downloading {url}: {message}")]
     Download { url: String, message: String },
-    #[error("checksum mismatch for {url}: expected {expected}, got {actual}")]
+    #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
     ChecksumMismatch {
         url: String,
         expected: String,

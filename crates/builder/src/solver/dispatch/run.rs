@@ -1,7 +1,7 @@
 //! RUN: the command in the sandbox over an overlay of the stage's layers; the
 //! upper directory becomes the step's layer.
 
-use crate::cache::mounts::{CacheMountRequest, CacheMounts};
+use crate::cache::mounts::{self as cache_mounts, CacheMountRequest, CacheMounts};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::run::{context_mask, ScratchOverlay};
 use crate::progress::{Event, OutputStream};
@@ -18,6 +18,11 @@ use kiln_sandbox::{
     MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError, SecurityMode, UserSpec,
 };
 use serde::Serialize;
+use std::path::Path;
+
+/// The build arg that names the sandbox's hostname (BuildKit's
+/// `build-arg:BUILDKIT_SANDBOX_HOSTNAME`; default `buildkitsandbox`).
+pub const HOSTNAME_ARG: &str = "BUILDKIT_SANDBOX_HOSTNAME";
 
 /// What decides a RUN step's result, hashed into its cache key. Secret
 /// contents are not part of it (only their ids and targets).
@@ -134,6 +139,16 @@ pub(crate) fn run_step(
         Security::Sandbox => SecurityMode::Sandbox,
     };
     let mut mounts = prepare_mounts(ctx, state, origin, r, step)?;
+    // `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`: BuildKit's hostname for RUN.
+    let hostname = sh
+        .plan
+        .build_args
+        .get(HOSTNAME_ARG)
+        .filter(|h| !h.is_empty())
+        .cloned();
+    if let Some(h) = &hostname {
+        mounts.key_parts.push(("hostname".into(), h.clone()));
+    }
     if let Some(p) = pipe {
         mounts.key_parts.push(("pipe".into(), format!("{p:?}")));
         mounts.specs.push(p);
@@ -178,6 +193,10 @@ pub(crate) fn run_step(
             args.clone(),
         );
         spec.env = env.clone();
+        if let Some(h) = &hostname {
+            spec.hostname = h.clone();
+            spec.hosts = Some(kiln_sandbox::default_hosts(h));
+        }
         spec.cwd = cwd.clone();
         spec.user = UserSpec::new(user.clone());
         spec.network = network;
@@ -345,22 +364,55 @@ fn prepare_mounts(
             MountType::Cache => {
                 let target =
                     target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
-                let req = CacheMountRequest::from_mount(&m)
+                let mut req = CacheMountRequest::from_mount(&m)
                     .ok_or_else(|| sh.located(origin, "cache mount without a target"))?;
-                if m.from.is_some() {
-                    return Err(sh.located(
-                        origin,
-                        "RUN --mount=type=cache,from=… (seeding a cache from a stage) is not supported by kiln yet",
-                    ));
-                }
-                let lease = CacheMounts::new(sh.store.root())
-                    .acquire(&req)
-                    .map_err(|e| sh.located(origin, format!("cache mount {}: {e}", req.id)))?;
-                out.key_parts
-                    .push((format!("cache:{target}"), String::new()));
+                let sub = cache_mounts::source_subdir(&m);
+                let mounts = CacheMounts::new(sh.store.root());
+                let id = req.id.clone();
+                let cache_err = |e: &dyn std::fmt::Display| {
+                    sh.located(origin, format!("cache mount {id}: {e}"))
+                };
+                let (lease, host) = match step.mount_from.get(i).cloned().flatten() {
+                    // Seeded from a stage: its `source` directory is the cache's
+                    // content (and an owner/mode given make an empty one, as
+                    // BuildKit's mkdir of /cache over the stage does).
+                    Some(input) => {
+                        let (key, st) = input_key(sh, &input, origin)?;
+                        let path = format!("/{}", sub.clone().unwrap_or_default());
+                        let owned = !req.base.is_empty();
+                        req.base = format!("from {key}:{path} {}", req.base);
+                        let view = sh.view(&st.layers)?;
+                        let seed = cache_mounts::seed_from_stage(&view, &path);
+                        let seed = (!owned).then_some(&seed as &cache_mounts::Seed);
+                        let lease = mounts
+                            .acquire_seeded(&req, seed)
+                            .map_err(|e| cache_err(&e))?;
+                        let host = lease.dir().to_path_buf();
+                        (lease, host)
+                    }
+                    None => {
+                        let lease = mounts.acquire(&req).map_err(|e| cache_err(&e))?;
+                        let host = match &sub {
+                            Some(rel) => lease.subdir(rel).map_err(|e| cache_err(&e))?,
+                            None => lease.dir().to_path_buf(),
+                        };
+                        (lease, host)
+                    }
+                };
+                out.key_parts.push((
+                    format!("cache:{target}"),
+                    format!("{}{}", req.base, sub.unwrap_or_default()),
+                ));
                 out.specs.push(MountSpec::Bind {
+                    // `host` was resolved inside the cache; the sandbox opens
+                    // it inside the cache directory again when it mounts it.
+                    path: format!(
+                        "/{}",
+                        host.strip_prefix(lease.dir())
+                            .unwrap_or(Path::new(""))
+                            .to_string_lossy()
+                    ),
                     root: lease.dir().to_path_buf(),
-                    path: "/".into(),
                     target,
                     readonly: m.read_only,
                 });
@@ -389,7 +441,9 @@ fn prepare_mounts(
                     if m.required {
                         return Err(sh.located(
                             origin,
-                            format!("secret {id} is required but was not given (use --secret id={id},src=FILE)"),
+                            format!(
+                                "secret {id}: not found (give it with --secret id={id},src=FILE)"
+                            ),
                         ));
                     }
                     continue;
