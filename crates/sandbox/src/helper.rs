@@ -202,13 +202,17 @@ fn run(req: HelperRequest) -> R<HelperReport> {
     // but like any rootless run it lacks the host's privileges (overlay needs
     // `userxattr`, /dev nodes are bind-mounted, sysfs may be refused).
     let new_user_namespace = !rustix::process::geteuid().is_root();
+    if let Some(netns) = &spec.join_netns {
+        crate::netns::join(netns)?;
+    }
     if new_user_namespace {
         crate::userns::enter(&id_map)?;
     }
     let rootless = new_user_namespace || !crate::userns::in_initial_user_namespace();
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
-    if spec.network == NetworkMode::None {
+    let own_network = spec.network == NetworkMode::None && spec.join_netns.is_none();
+    if own_network {
         flags |= UnshareFlags::NEWNET;
     }
     ctx(unshare(flags), || "creating namespaces (unshare)".into())?;
@@ -223,7 +227,7 @@ fn run(req: HelperRequest) -> R<HelperReport> {
         rustix::system::sethostname(spec.hostname.as_bytes()),
         || format!("setting hostname {:?}", spec.hostname),
     )?;
-    if spec.network == NetworkMode::None {
+    if own_network {
         loopback_up()?;
     }
 
@@ -457,7 +461,7 @@ fn mount_overlay_fsconfig(
 }
 
 /// Brings `lo` up in a fresh network namespace.
-fn loopback_up() -> R<()> {
+pub(crate) fn loopback_up() -> R<()> {
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -550,10 +554,17 @@ fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) ->
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     drop(err_w);
+    if let Some(pid_file) = &spec.pid_file {
+        // Without it only `exec_in` (healthchecks) cannot find the step.
+        let _ = write_pid_file(pid_file, pid);
+    }
     let mut setup_error = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
     let status = wait_pid(pid);
     STEP_PID.store(0, Ordering::SeqCst);
+    if let Some(pid_file) = &spec.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
     if !setup_error.is_empty() {
         return Err(setup_error);
     }
@@ -563,6 +574,17 @@ fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) ->
     Ok(match status? {
         Exit::Code(c) => HelperOutcome::Exited(c),
         Exit::Signal(s) => HelperOutcome::Signaled(s),
+    })
+}
+
+/// Writes the step's pid for `exec_in` (write to a temp name, rename).
+fn write_pid_file(path: &Path, pid: libc::pid_t) -> R<()> {
+    let tmp = path.with_extension("tmp");
+    ctx(std::fs::write(&tmp, format!("{pid}\n")), || {
+        format!("writing {}", tmp.display())
+    })?;
+    ctx(std::fs::rename(&tmp, path), || {
+        format!("writing {}", path.display())
     })
 }
 

@@ -36,8 +36,10 @@
 
 mod container;
 pub mod copy;
+mod exec;
 mod helper;
 pub mod idmap;
+pub mod netns;
 mod runner;
 pub mod spec;
 mod stubs;
@@ -46,7 +48,9 @@ pub mod userns;
 
 pub use container::{default_capability_mask, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
 pub use copy::CopySnapshot;
+pub use exec::{exec_in, ExecOutcome, ExecSpec};
 pub use idmap::{IdMap, IdRange};
+pub use netns::NetnsHolder;
 pub use runner::{
     helper_main_if_requested, run, spawn, ExitStatus, OutputLine, OutputStream, RunOutcome,
     RunningStep, SandboxError, StepFailure, StepKiller,

@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 /// `kiln` binary, test binaries): when the process was started as the sandbox
 /// helper it runs the helper and exits; otherwise it returns at once.
 pub fn helper_main_if_requested() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_ARG) {
-        crate::helper::helper_main();
+    match std::env::args_os().nth(1) {
+        Some(a) if a == HELPER_ARG => crate::helper::helper_main(),
+        Some(a) if a == crate::netns::HOLDER_ARG => crate::netns::holder_main(),
+        Some(a) if a == crate::exec::EXEC_ARG => crate::exec::exec_main(),
+        _ => {}
     }
 }
 
@@ -238,6 +241,12 @@ pub fn run(
 }
 
 impl RunningStep {
+    /// The pid of the sandbox helper: a SIGTERM to it stops the step (the
+    /// helper kills it and cleans up), from any process of the same user.
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn killer(&self) -> StepKiller {
         StepKiller {
             pidfd: self.pidfd.clone(),

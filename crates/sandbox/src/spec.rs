@@ -134,6 +134,15 @@ pub struct RunSpec {
     /// Ignored when running as root (of the host: identity; of a user
     /// namespace: the ids mapped there).
     pub id_map: Option<IdMap>,
+    /// A network namespace to join (e.g. `/proc/PID/ns/net` of a
+    /// [`crate::NetnsHolder`]) instead of the one [`Self::network`] says: a
+    /// container network set up beforehand (netavark, slirp4netns).
+    #[serde(default)]
+    pub join_netns: Option<PathBuf>,
+    /// A file the helper writes the step's pid into (as this process sees
+    /// pids) once it has started, for [`crate::exec_in`]; removed after the run.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -156,6 +165,8 @@ impl RunSpec {
             shm_size: None,
             tail_lines: 50,
             id_map: None,
+            join_netns: None,
+            pid_file: None,
         }
     }
 }
