@@ -63,7 +63,7 @@ pub fn exec_in(pid: u32, spec: &ExecSpec, timeout: Duration) -> Result<ExecOutco
     .map_err(|e| SandboxError::Helper(format!("encoding the exec request: {e}")))?;
     let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SandboxError::Spawn(e.into()))?;
-    let out_w2 = out_w.try_clone().map_err(|e| SandboxError::Spawn(e))?;
+    let out_w2 = out_w.try_clone().map_err(SandboxError::Spawn)?;
     let mut child = Command::new("/proc/self/exe")
         .arg(EXEC_ARG)
         .stdin(Stdio::piped())
