@@ -186,7 +186,28 @@ fn subnet_is_free(n: u8, book: &Ipam, routes: &[(u32, u32)]) -> bool {
             .any(|(rnet, rmask)| (net & rmask) == (rnet & rmask) || (rnet & mask) == net)
 }
 
-/// A container attached to a netavark network (as root); tears down on drop.
+/// Serialises netavark runs.
+struct NetavarkLock(std::fs::File);
+
+impl NetavarkLock {
+    fn take() -> Result<NetavarkLock> {
+        let dir = netavark_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RuntimeError(format!("creating {}: {e}", dir.display())))?;
+        let path = dir.join("netavark.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| RuntimeError(format!("opening {}: {e}", path.display())))?;
+        rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| RuntimeError(format!("locking {}: {e}", path.display())))?;
+        Ok(NetavarkLock(file))
+    }
+}
+
+/// A container attached to a netavark network (as root).
 pub struct NetavarkAttachment {
     holder: NetnsHolder,
     config: serde_json::Value,
@@ -316,7 +337,10 @@ impl NetavarkAttachment {
         Ok((attachment, attached))
     }
 
+    /// Runs netavark; one at a time on this machine (two teardowns on one
+    /// network at once race over its bridge and firewall chains).
     fn netavark(&self, action: &str) -> Result<Vec<u8>> {
+        let _one_at_a_time = NetavarkLock::take()?;
         let dir = netavark_dir();
         let mut child = Command::new(&self.netavark)
             .arg("--config")

@@ -88,6 +88,12 @@ impl Drop for NetnsHolder {
 /// The holder process: `lo` up, say so, wait for standard input to close.
 pub(crate) fn holder_main() -> ! {
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // Ctrl-C reaches the whole process group; the namespace must outlive the
+    // containers in it until its owner has detached them (then it closes stdin).
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: setting a signal to be ignored.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
     if let Err(e) = crate::helper::loopback_up() {
         eprintln!("{e}");
         std::process::exit(1);
