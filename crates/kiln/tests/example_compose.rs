@@ -119,7 +119,7 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
     assert!(text.starts_with("name: kiln-example\n"), "{text}");
     for line in [
         "APP_TITLE: kiln example shop",
-        "API_URL: http://127.0.0.1:8000",
+        "API_URL: /cgi-bin/api/",
         "api: service:api",
         "target: serve",
         "target: runner",
