@@ -192,7 +192,8 @@ pub fn supervise(
                 }
             }
         }
-        let socket = containers.dir(&configs[0].id).join("slirp.sock");
+        // A unix socket path must be short (< 108 bytes): not under the store.
+        let socket = std::env::temp_dir().join(format!("kiln-slirp-{}.sock", &configs[0].id[..16]));
         let net = match SlirpNetwork::setup(&socket) {
             Ok(n) => n,
             Err(e) => {
