@@ -305,7 +305,10 @@ pub fn volume_dir(store_root: &Path, name: &str) -> Result<PathBuf> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if !ok {
         return Err(miette!(
             "invalid volume name {name:?}: use letters, digits, '_', '.', '-', starting with a letter or digit"
@@ -397,9 +400,7 @@ pub fn parse_mount(spec: &str, store_root: &Path, base: &Path) -> Result<MountSp
         "bind" | "volume" => {
             let src = src.ok_or_else(|| miette!("invalid mount {spec:?}: source= is missing"))?;
             if kind == "bind" && !src.starts_with('/') && !src.starts_with('.') {
-                return Err(miette!(
-                    "invalid mount {spec:?}: a bind source is a path"
-                ));
+                return Err(miette!("invalid mount {spec:?}: a bind source is a path"));
             }
             bind_or_volume(src, dest, readonly, store_root, base)
                 .map_err(|e| miette!("invalid mount {spec:?}: {e}"))
@@ -507,8 +508,12 @@ mod tests {
             }
         );
         assert!(store.join("volumes/cache/_data").is_dir());
-        let m = parse_mount("type=bind,source=./host,target=/h,readonly", &store, tmp.path())
-            .unwrap();
+        let m = parse_mount(
+            "type=bind,source=./host,target=/h,readonly",
+            &store,
+            tmp.path(),
+        )
+        .unwrap();
         assert!(matches!(m, MountSpec::Bind { readonly: true, .. }));
         let m = parse_mount("type=tmpfs,target=/t", &store, tmp.path()).unwrap();
         assert!(matches!(m, MountSpec::Tmpfs { .. }));

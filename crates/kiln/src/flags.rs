@@ -231,7 +231,11 @@ pub struct RunFlags {
     #[arg(long, value_name = "MODE", value_parser = ["host", "none", "bridge"])]
     pub network: Option<String>,
     /// Publish a container port on the host: "[IP:]HOST:CONTAINER[/tcp|udp]"; may be repeated
-    #[arg(short = 'p', long = "publish", value_name = "[IP:]HOST:CONTAINER[/PROTO]")]
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOST:CONTAINER[/PROTO]"
+    )]
     pub publish: Vec<String>,
     /// Mount a host directory ("/host/path:/path[:ro]") or a named volume
     /// ("NAME:/path[:ro]", kept under the store); may be repeated
@@ -289,7 +293,12 @@ pub struct LogsFlags {
 #[derive(Debug, Args)]
 pub struct StopFlags {
     /// Seconds to wait for the container to end
-    #[arg(short = 't', long = "time", value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        short = 't',
+        long = "time",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     pub time: u64,
     /// Containers, by name or id
     #[arg(value_name = "CONTAINER", required = true)]
@@ -581,7 +590,12 @@ pub struct ComposeDownFlags {
     #[arg(short = 'v', long)]
     pub volumes: bool,
     /// Seconds to wait for each container to end
-    #[arg(short = 't', long = "timeout", value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        short = 't',
+        long = "timeout",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     pub timeout: u64,
 }
 

@@ -71,8 +71,7 @@ fn fixture(rootless: bool) -> Fixture {
         let mut dir = tmp.path().to_path_buf();
         while dir != Path::new("/") && dir.starts_with(std::env::temp_dir()) {
             let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o711))
-                .unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode | 0o711)).unwrap();
             dir.pop();
         }
     }
@@ -107,7 +106,10 @@ impl Fixture {
             }
             None => Command::new(&self.exe),
         };
-        c.arg("--root").arg(&self.root).current_dir(dir).stdin(Stdio::null());
+        c.arg("--root")
+            .arg(&self.root)
+            .current_dir(dir)
+            .stdin(Stdio::null());
         for v in ["COMPOSE_PROJECT_NAME", "COMPOSE_FILE", "COMPOSE_PROFILES"] {
             c.env_remove(v);
         }
@@ -175,7 +177,13 @@ impl Fixture {
             assert!(Instant::now() < deadline, "processes left: {procs:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let links = text(&Command::new("ip").args(["-o", "link"]).output().unwrap().stdout);
+        let links = text(
+            &Command::new("ip")
+                .args(["-o", "link"])
+                .output()
+                .unwrap()
+                .stdout,
+        );
         let nat = text(
             &Command::new("iptables")
                 .args(["-t", "nat", "-S"])
@@ -186,7 +194,10 @@ impl Fixture {
         let ipam = std::fs::read_to_string("/run/kiln/netavark/ipam.json").unwrap_or_default();
         for n in networks {
             let bridge = format!("kiln{}", &sha256_hex(n)[..8]);
-            assert!(!links.contains(&bridge), "bridge {bridge} of {n} left:\n{links}");
+            assert!(
+                !links.contains(&bridge),
+                "bridge {bridge} of {n} left:\n{links}"
+            );
             assert!(
                 !nat.contains(&format!("dnat name: {n} ")),
                 "firewall rules of {n} left:\n{nat}"
@@ -298,9 +309,25 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
     // Root: netavark's network `kiln`; rootless has no netavark network.
     let networks: &[&str] = if f.user.is_some() { &[] } else { &["kiln"] };
     let (p1, p2) = (free_port(), free_port());
-    let a = f.ok(&["run", "-d", "--name", "a", "-p", &format!("{p1}:8000"), "bb:www"]);
+    let a = f.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "-p",
+        &format!("{p1}:8000"),
+        "bb:www",
+    ]);
     assert_eq!(a.trim().len(), 64, "run -d prints the id: {a}");
-    f.ok(&["run", "-d", "--name", "b", "-p", &format!("127.0.0.1:{p2}:8000/tcp"), "bb:www"]);
+    f.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "-p",
+        &format!("127.0.0.1:{p2}:8000/tcp"),
+        "bb:www",
+    ]);
     // Both publish container port 8000, each in its own network namespace.
     assert!(wait_for(p1, "/").contains("hello-from-www"));
     assert!(wait_for(p2, "/").contains("hello-from-www"));
@@ -314,14 +341,24 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
     });
     assert!(f.ok(&["stop", "a"]).contains('a'));
     let json = f.ok(&["ps", "-a", "--format", "json"]);
-    let a_line = json.lines().find(|l| l.contains("\"Names\":\"a\"")).unwrap();
+    let a_line = json
+        .lines()
+        .find(|l| l.contains("\"Names\":\"a\""))
+        .unwrap();
     assert!(a_line.contains("\"State\":\"exited\""), "{a_line}");
     assert!(a_line.contains("\"ExitCode\":143"), "{a_line}");
-    assert!(http_get(p1, "/").is_none(), "a still answers after kiln stop");
+    assert!(
+        http_get(p1, "/").is_none(),
+        "a still answers after kiln stop"
+    );
     // A name is unique.
     let again = f.kiln(&["run", "-d", "--name", "b", "bb:www"]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already in use"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already in use"),
+        "{}",
+        text(&again.stderr)
+    );
     let rm = f.kiln(&["rm", "b"]);
     assert!(!rm.status.success(), "rm of a running container without -f");
     f.ok(&["rm", "-f", "a", "b"]);
@@ -416,10 +453,14 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
             .unwrap();
     }
     let up = f.ok_in(&dir, &["compose", "up", "-d"]);
-    assert!(up.contains(&format!("Container {project}-client-1 started")), "{up}");
+    assert!(
+        up.contains(&format!("Container {project}-client-1 started")),
+        "{up}"
+    );
     assert!(wait_for(port, "/").contains("hello-from-www"));
     eventually("client's output", || {
-        f.ok_in(&dir, &["compose", "logs", "client"]).contains("done")
+        f.ok_in(&dir, &["compose", "logs", "client"])
+            .contains("done")
     });
     let logs = f.ok_in(&dir, &["compose", "logs", "client"]);
     assert!(
@@ -435,19 +476,32 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
     );
     let ps = f.ok_in(&dir, &["compose", "ps", "-a"]);
     assert!(ps.contains("(healthy)"), "{ps}");
-    assert!(ps.contains(&format!("{project}-init-1")) && ps.contains("Exited (0)"), "{ps}");
+    assert!(
+        ps.contains(&format!("{project}-init-1")) && ps.contains("Exited (0)"),
+        "{ps}"
+    );
     assert!(ps.contains(&format!("{project}-client-1")), "{ps}");
     // A second up while it runs is refused.
     let again = f.kiln_in(&dir, &["compose", "up", "-d"]);
     assert!(!again.status.success());
-    assert!(text(&again.stderr).contains("already up"), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stderr).contains("already up"),
+        "{}",
+        text(&again.stderr)
+    );
 
     let volume = f.root.join(format!("volumes/{project}_data/_data/seed"));
     assert!(volume.is_file(), "the named volume is under the store");
     let down = f.ok_in(&dir, &["compose", "down", "-v"]);
-    assert!(down.contains(&format!("Container {project}-server-1 removed")), "{down}");
+    assert!(
+        down.contains(&format!("Container {project}-server-1 removed")),
+        "{down}"
+    );
     assert!(!volume.exists(), "down -v removes the project's volumes");
-    assert!(http_get(port, "/").is_none(), "server still answers after down");
+    assert!(
+        http_get(port, "/").is_none(),
+        "server still answers after down"
+    );
     assert_eq!(f.ok_in(&dir, &["compose", "ps", "-a", "-q"]).trim(), "");
     f.assert_nothing_left(&[&format!("{project}_default")]);
 }
@@ -499,7 +553,10 @@ fn compose_up_in_the_foreground_prefixes_lines_and_a_signal_stops_all_needs_root
     let mut err = String::new();
     up.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
-    assert!(err.contains(&format!("{project}-server-1 exited with code 130")), "{err}");
+    assert!(
+        err.contains(&format!("{project}-server-1 exited with code 130")),
+        "{err}"
+    );
     // The containers stay listed (exited) until down, as docker compose keeps them.
     let ps = f.ok_in(&dir, &["compose", "-p", &project, "ps", "-a"]);
     assert!(ps.contains("Exited (130)"), "{ps}");
@@ -532,7 +589,9 @@ fn a_dependency_that_fails_keeps_its_dependents_from_starting_needs_root() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        err.contains("dependency failed to start: container migrate didn't complete successfully: exit 3"),
+        err.contains(
+            "dependency failed to start: container migrate didn't complete successfully: exit 3"
+        ),
         "{err}"
     );
     let ps = f.ok_in(&dir, &["compose", "-p", &project, "ps", "-a"]);

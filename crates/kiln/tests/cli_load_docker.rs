@@ -151,18 +151,33 @@ fn build_load_hands_the_image_to_a_docker_daemon_that_runs_it_needs_root_and_doc
     let docker = Dockerd::start(tmp.path());
     let host = docker.host();
     let out = kiln(
-        &["build", "--progress=plain", "--load", "-t", "x:1", ctx.to_str().unwrap()],
+        &[
+            "build",
+            "--progress=plain",
+            "--load",
+            "-t",
+            "x:1",
+            ctx.to_str().unwrap(),
+        ],
         &host,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("loading into docker"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("loading into docker"),
+        "{}",
+        text(&out.stderr)
+    );
     let run = docker.docker(&["run", "--rm", "--network", "host", "x:1"]);
     assert!(run.status.success(), "docker run: {}", text(&run.stderr));
     assert_eq!(text(&run.stdout), "built-by-kiln\n1001\n");
 
     // The same image id in docker as in kiln: the config is handed over as it is.
     let kiln_id = text(&kiln(&["images", "-q", "--no-trunc", "x:1"], "").stdout);
-    let docker_id = text(&docker.docker(&["image", "inspect", "-f", "{{.Id}}", "x:1"]).stdout);
+    let docker_id = text(
+        &docker
+            .docker(&["image", "inspect", "-f", "{{.Id}}", "x:1"])
+            .stdout,
+    );
     assert_eq!(kiln_id.trim(), docker_id.trim());
 
     // kiln load-into under another name.
@@ -171,7 +186,12 @@ fn build_load_hands_the_image_to_a_docker_daemon_that_runs_it_needs_root_and_doc
     let out = kiln(&["load-into", "docker", "y:2"], &host);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run = docker.docker(&["run", "--rm", "--network", "host", "y:2", "cat", "/msg"]);
-    assert_eq!(text(&run.stdout), "built-by-kiln\n", "{}", text(&run.stderr));
+    assert_eq!(
+        text(&run.stdout),
+        "built-by-kiln\n",
+        "{}",
+        text(&run.stderr)
+    );
 
     // A daemon that is not there: one clear error.
     let out = kiln(
@@ -179,5 +199,9 @@ fn build_load_hands_the_image_to_a_docker_daemon_that_runs_it_needs_root_and_doc
         &format!("unix://{}", tmp.path().join("nothing.sock").display()),
     );
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("docker load failed"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("docker load failed"),
+        "{}",
+        text(&out.stderr)
+    );
 }

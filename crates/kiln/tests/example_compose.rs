@@ -257,4 +257,253 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
         api_package.contains("\"name\": \"kiln-example-api\""),
         "{api_package}"
     );
+
+    up_publishes_both_and_the_front_end_reaches_the_api_by_name(&root, None);
+    run_publishes_the_api(&root);
+
+    // Rootless: the same images (saved, loaded into the user's store) and project.
+    let rootless = dir.path().join("rootless");
+    std::fs::create_dir(&rootless).unwrap();
+    let archive = rootless.join("images.tar");
+    let save = kiln(&root)
+        .args(["save", "-o"])
+        .arg(&archive)
+        .args(["localhost/kiln-example-api:dev", "kiln-example-web"])
+        .output()
+        .unwrap();
+    assert!(
+        save.status.success(),
+        "{}",
+        String::from_utf8_lossy(&save.stderr)
+    );
+    up_publishes_both_and_the_front_end_reaches_the_api_by_name(
+        &rootless.join("store"),
+        Some(&archive),
+    );
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(port: u16, path: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = http_get(port, path) {
+            if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") {
+                return r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing answered 200 on 127.0.0.1:{port}{path}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+const ROOTLESS_USER: &str = "kiln-rootless";
+
+/// `kiln compose up -d` of the example: the API and the front end published
+/// on host ports of their own, the front end's container asking the API by
+/// its service name (its CGI script behind /cgi-bin/api/), `ps` showing the
+/// API healthy, and `kiln compose down` leaving no container, process,
+/// bridge or address behind. With `load`, as the rootless user in a store of
+/// its own that the archive is loaded into.
+fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load: Option<&Path>) {
+    let work = root.parent().unwrap().join(if load.is_some() {
+        "project-rootless"
+    } else {
+        "project"
+    });
+    std::fs::create_dir_all(&work).unwrap();
+    for f in ["compose.yaml", ".env"] {
+        std::fs::copy(repo().join("examples/compose").join(f), work.join(f)).unwrap();
+    }
+    let exe = root.parent().unwrap().join("kiln-for-compose");
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &exe).unwrap();
+    if load.is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(root).unwrap();
+        let ok = Command::new("chown")
+            .args(["-R", &format!("{ROOTLESS_USER}:")])
+            .arg(root.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "run scripts/setup-test-env first (the rootless user)"
+        );
+        let mut d = root.parent().unwrap().to_path_buf();
+        while d != Path::new("/") && d.starts_with(std::env::temp_dir()) {
+            let mode = std::fs::metadata(&d).unwrap().permissions().mode();
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode | 0o711)).unwrap();
+            d.pop();
+        }
+    }
+    let (api_port, web_port) = (free_port(), free_port());
+    let run = |args: &[&str]| -> Output {
+        let mut c = match load {
+            Some(_) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", ROOTLESS_USER, "--"]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
+        c.arg("--root")
+            .arg(root)
+            .current_dir(&work)
+            .stdin(Stdio::null());
+        for v in [
+            "COMPOSE_PROJECT_NAME",
+            "COMPOSE_FILE",
+            "COMPOSE_PROFILES",
+            "TAG",
+            "REGISTRY",
+        ] {
+            c.env_remove(v);
+        }
+        c.env("API_PORT", api_port.to_string())
+            .env("WEB_PORT", web_port.to_string())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = run(args);
+        let all = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "kiln {args:?}: {all}");
+        all
+    };
+    if let Some(archive) = load {
+        ok(&["load", "-i", archive.to_str().unwrap()]);
+    }
+    let up = ok(&["compose", "up", "-d"]);
+    assert!(up.contains("Container kiln-example-web-1 started"), "{up}");
+    // web waited for api to be healthy, so both answer now.
+    let api = wait_for(api_port, "/");
+    assert!(api.contains("\"service\":\"kiln-example-api\""), "{api}");
+    assert!(api.contains("\"uid\":1001"), "{api}");
+    let index = wait_for(web_port, "/");
+    assert!(index.contains("<div id=\"root\"></div>"), "{index}");
+    let through = wait_for(web_port, "/cgi-bin/api/health");
+    assert!(
+        through.ends_with("ok\n"),
+        "the front end did not reach api by name: {through}"
+    );
+    let through = wait_for(web_port, "/cgi-bin/api/");
+    assert!(through.contains("\"path\":\"/\""), "{through}");
+    let ps = ok(&["compose", "ps"]);
+    assert!(
+        ps.contains("kiln-example-api-1") && ps.contains("(healthy)"),
+        "{ps}"
+    );
+    assert!(
+        ps.contains(&format!("0.0.0.0:{web_port}->8080/tcp")),
+        "{ps}"
+    );
+    let logs = ok(&["compose", "logs", "api"]);
+    assert!(
+        logs.contains("kiln-example-api-1 | listening on :8000"),
+        "{logs}"
+    );
+
+    let down = ok(&["compose", "down"]);
+    assert!(
+        down.contains("Container kiln-example-api-1 removed"),
+        "{down}"
+    );
+    assert!(
+        http_get(api_port, "/").is_none(),
+        "api still answers after down"
+    );
+    assert!(
+        http_get(web_port, "/").is_none(),
+        "web still answers after down"
+    );
+    assert_eq!(ok(&["compose", "ps", "-a", "-q"]).trim(), "");
+    let left: Vec<_> = std::fs::read_dir(root.join("containers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().len() == 64)
+        .collect();
+    assert!(left.is_empty(), "containers left: {left:?}");
+    // No process of this kiln copy (supervisor, namespace holder, sandbox
+    // helper, slirp4netns naming the store).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut procs = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            if pid.parse::<u32>().is_err() {
+                continue;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+                || cmdline.contains(root.to_str().unwrap())
+            {
+                procs.push(format!("{pid} {cmdline}"));
+            }
+        }
+        if procs.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "processes left: {procs:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Root: netavark's bridge and addresses of the project network are gone.
+    let ipam = std::fs::read_to_string("/run/kiln/netavark/ipam.json").unwrap_or_default();
+    assert!(!ipam.contains("\"kiln-example_default\""), "{ipam}");
+    let sum = Command::new("sh")
+        .args(["-c", "printf %s kiln-example_default | sha256sum"])
+        .output()
+        .unwrap();
+    let bridge = format!("kiln{}", &String::from_utf8_lossy(&sum.stdout)[..8]);
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert!(!links.contains(&bridge), "bridge {bridge} left:\n{links}");
+}
+
+/// `kiln run -p HOST:8000` of the API image answers on 127.0.0.1:HOST.
+fn run_publishes_the_api(root: &Path) {
+    let port = free_port();
+    let out = kiln(root)
+        .args(["run", "-d", "--name", "api-published", "-p"])
+        .arg(format!("{port}:8000"))
+        .arg("localhost/kiln-example-api:dev")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = wait_for(port, "/");
+    assert!(r.contains("\"service\":\"kiln-example-api\""), "{r}");
+    let rm = kiln(root)
+        .args(["rm", "-f", "api-published"])
+        .output()
+        .unwrap();
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    assert!(http_get(port, "/").is_none(), "still answers after rm -f");
 }

@@ -90,7 +90,11 @@ fn find_tool(env: &str, name: &str, dirs: &[&str]) -> Result<PathBuf> {
     ))
 }
 
-const PODMAN_DIRS: &[&str] = &["/usr/lib/podman", "/usr/libexec/podman", "/usr/local/lib/podman"];
+const PODMAN_DIRS: &[&str] = &[
+    "/usr/lib/podman",
+    "/usr/libexec/podman",
+    "/usr/local/lib/podman",
+];
 
 /// netavark's directory for aardvark-dns and kiln's address book.
 fn netavark_dir() -> PathBuf {
@@ -187,7 +191,7 @@ fn subnet_is_free(n: u8, book: &Ipam, routes: &[(u32, u32)]) -> bool {
 }
 
 /// Serialises netavark runs.
-struct NetavarkLock(std::fs::File);
+struct NetavarkLock(#[allow(dead_code)] std::fs::File);
 
 impl NetavarkLock {
     fn take() -> Result<NetavarkLock> {
@@ -317,12 +321,20 @@ impl NetavarkAttachment {
         };
         let servers: Vec<String> = result[network.as_str()]["dns_server_ips"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         if !servers.is_empty() {
             let search: Vec<String> = result[network.as_str()]["dns_search_domains"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             let mut text = String::new();
             if !search.is_empty() {

@@ -26,7 +26,9 @@ impl PortMapping {
             return Err(bad("the protocol must be tcp or udp"));
         }
         let (host_ip, rest) = if let Some(r) = rest.strip_prefix('[') {
-            let (ip, r) = r.split_once("]:").ok_or_else(|| bad("unclosed [address]"))?;
+            let (ip, r) = r
+                .split_once("]:")
+                .ok_or_else(|| bad("unclosed [address]"))?;
             (ip.to_string(), r)
         } else {
             let parts: Vec<&str> = rest.split(':').collect();
@@ -98,12 +100,22 @@ mod tests {
     fn parses_dockers_forms() {
         let p = PortMapping::parse("18000:8000").unwrap();
         assert_eq!(
-            (p.host_ip.as_str(), p.host_port, p.container_port, p.protocol.as_str()),
+            (
+                p.host_ip.as_str(),
+                p.host_port,
+                p.container_port,
+                p.protocol.as_str()
+            ),
             ("", 18000, 8000, "tcp")
         );
         let p = PortMapping::parse("127.0.0.1:18000:8000/udp").unwrap();
         assert_eq!(
-            (p.host_ip.as_str(), p.host_port, p.container_port, p.protocol.as_str()),
+            (
+                p.host_ip.as_str(),
+                p.host_port,
+                p.container_port,
+                p.protocol.as_str()
+            ),
             ("127.0.0.1", 18000, 8000, "udp")
         );
         let p = PortMapping::parse("[::1]:18001:80").unwrap();
@@ -114,7 +126,15 @@ mod tests {
         let p = PortMapping::parse("127.0.0.1::8000").unwrap();
         assert!(p.host_port > 0);
         assert_eq!(p.display(), format!("127.0.0.1:{}->8000/tcp", p.host_port));
-        for bad in ["", "x:80", "80/sctp", "1-5:80", "a:b:c:d", "nohost:80:80", "0:80"] {
+        for bad in [
+            "",
+            "x:80",
+            "80/sctp",
+            "1-5:80",
+            "a:b:c:d",
+            "nohost:80:80",
+            "0:80",
+        ] {
             assert!(PortMapping::parse(bad).is_err(), "{bad}");
         }
     }

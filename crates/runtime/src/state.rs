@@ -147,11 +147,7 @@ impl Containers {
     /// and records it. The name must not be taken.
     pub fn create(&self, config: &ContainerConfig) -> Result<()> {
         let _lock = self.lock()?;
-        if self
-            .list()?
-            .iter()
-            .any(|c| c.config.name == config.name)
-        {
+        if self.list()?.iter().any(|c| c.config.name == config.name) {
             return err(format!(
                 "the container name {:?} is already in use; remove that container (kiln rm) or choose another name",
                 config.name
@@ -187,8 +183,8 @@ impl Containers {
 
     pub fn config(&self, id: &str) -> Result<ContainerConfig> {
         let p = self.dir(id).join("config.json");
-        let data = std::fs::read(&p)
-            .map_err(|e| RuntimeError(format!("reading {}: {e}", p.display())))?;
+        let data =
+            std::fs::read(&p).map_err(|e| RuntimeError(format!("reading {}: {e}", p.display())))?;
         serde_json::from_slice(&data)
             .map_err(|e| RuntimeError(format!("reading {}: {e}", p.display())))
     }
@@ -197,13 +193,14 @@ impl Containers {
     /// then the container is not running whatever the file says.
     pub fn state(&self, id: &str) -> Result<ContainerState> {
         let p = self.dir(id).join("state.json");
-        let data = std::fs::read(&p)
-            .map_err(|e| RuntimeError(format!("reading {}: {e}", p.display())))?;
+        let data =
+            std::fs::read(&p).map_err(|e| RuntimeError(format!("reading {}: {e}", p.display())))?;
         let mut s: ContainerState = serde_json::from_slice(&data)
             .map_err(|e| RuntimeError(format!("reading {}: {e}", p.display())))?;
         if s.status == Status::Running && !s.supervisor_pid.is_some_and(alive) {
             s.status = Status::Exited;
-            s.error.get_or_insert_with(|| "its supervisor was killed".into());
+            s.error
+                .get_or_insert_with(|| "its supervisor was killed".into());
         }
         Ok(s)
     }
@@ -232,7 +229,10 @@ impl Containers {
     /// A container by name, full id or unique id prefix.
     pub fn find(&self, what: &str) -> Result<Listed> {
         let all = self.list()?;
-        if let Some(c) = all.iter().find(|c| c.config.name == what || c.config.id == what) {
+        if let Some(c) = all
+            .iter()
+            .find(|c| c.config.name == what || c.config.id == what)
+        {
             return Ok(c.clone());
         }
         let by_prefix: Vec<&Listed> = all

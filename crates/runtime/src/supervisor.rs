@@ -93,8 +93,12 @@ impl StopFlag {
 #[derive(Clone, Debug, PartialEq)]
 enum Phase {
     Waiting,
-    Running { health: Option<HealthStatus> },
-    Ended { code: i32 },
+    Running {
+        health: Option<HealthStatus>,
+    },
+    Ended {
+        code: i32,
+    },
     /// Never started (a dependency failed, setup failed).
     Failed(String),
 }
@@ -270,17 +274,21 @@ pub fn supervise(
         loop {
             let phases: Vec<Phase> = group.members.iter().map(|m| board.get(&m.id)).collect();
             if !reported && phases.iter().all(|p| *p != Phase::Waiting) {
-                let failure = group.members.iter().zip(&phases).find_map(|(m, p)| match p {
-                    Phase::Failed(msg) => Some(format!(
-                        "{}: {msg}",
-                        configs
-                            .iter()
-                            .find(|c| c.id == m.id)
-                            .map(|c| c.name.as_str())
-                            .unwrap_or("?")
-                    )),
-                    _ => None,
-                });
+                let failure = group
+                    .members
+                    .iter()
+                    .zip(&phases)
+                    .find_map(|(m, p)| match p {
+                        Phase::Failed(msg) => Some(format!(
+                            "{}: {msg}",
+                            configs
+                                .iter()
+                                .find(|c| c.id == m.id)
+                                .map(|c| c.name.as_str())
+                                .unwrap_or("?")
+                        )),
+                        _ => None,
+                    });
                 on_started(failure.map_or(Ok(()), Err));
                 reported = true;
             }
@@ -375,7 +383,8 @@ fn wait_for_dependencies(
 }
 
 fn hosts_file(hostname: &str, entries: &[(String, Vec<String>)]) -> Vec<u8> {
-    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for (ip, names) in entries {
         text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
     }
@@ -554,7 +563,11 @@ fn run_member<'scope, 'env>(
     let log = Mutex::new(log.ok().map(std::io::BufWriter::new));
     let result = step.wait(&mut |line| {
         if let Some(w) = log.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
-            let n = if line.stream == OutputStream::Stdout { 1 } else { 2 };
+            let n = if line.stream == OutputStream::Stdout {
+                1
+            } else {
+                2
+            };
             let _ = writeln!(w, "{n} {}", line.line);
             let _ = w.flush();
         }
@@ -631,8 +644,8 @@ pub fn start_detached(store_root: &Path, group: &Group) -> Result<()> {
     let mut child = cmd
         .spawn()
         .map_err(|e| RuntimeError(format!("starting the supervisor: {e}")))?;
-    let json = serde_json::to_vec(group)
-        .map_err(|e| RuntimeError(format!("encoding the group: {e}")))?;
+    let json =
+        serde_json::to_vec(group).map_err(|e| RuntimeError(format!("encoding the group: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(&json)
@@ -723,7 +736,10 @@ pub fn stop_container(containers: &Containers, id: &str, timeout: Duration) -> R
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    err(format!("the container {id} did not stop within {}s", timeout.as_secs()))
+    err(format!(
+        "the container {id} did not stop within {}s",
+        timeout.as_secs()
+    ))
 }
 
 /// Waits until a supervisor process has ended (it tears the network down last).
@@ -731,9 +747,11 @@ pub fn wait_supervisor(pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while crate::state::alive(pid) {
         // A zombie of ours counts as ended.
-        if std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z')))
-        {
+        if std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        }) {
             return true;
         }
         if Instant::now() > deadline {

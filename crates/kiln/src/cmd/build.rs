@@ -108,7 +108,9 @@ fn execute(
         return Err(miette!("--push needs at least one -t name to push to"));
     }
     if flags.load.load.is_some() && names.is_empty() {
-        return Err(miette!("--load needs at least one -t name to load the image as"));
+        return Err(miette!(
+            "--load needs at least one -t name to load the image as"
+        ));
     }
     let opts = BuildOptions {
         context: Arc::new(context),

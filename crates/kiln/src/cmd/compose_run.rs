@@ -24,8 +24,8 @@ use kiln_compose::yaml::{Node, Value};
 use kiln_compose::{ComposeError, Project, Service};
 use kiln_runtime::state::Listed;
 use kiln_runtime::{
-    Condition, ContainerConfig, Containers, Dependency, Group, Healthcheck, Member,
-    NetworkChoice, Output, PortMapping, Status, StopFlag,
+    Condition, ContainerConfig, Containers, Dependency, Group, Healthcheck, Member, NetworkChoice,
+    Output, PortMapping, Status, StopFlag,
 };
 use kiln_sandbox::{MountSpec, OutputLine, OutputStream};
 use miette::{miette, Result};
@@ -121,7 +121,10 @@ fn depends_on(s: &Service) -> Result<Vec<(String, (Condition, bool))>> {
                 ))
             }
         };
-        let required = !matches!(v.get("required").map(|r| &r.value), Some(Value::Bool(false)));
+        let required = !matches!(
+            v.get("required").map(|r| &r.value),
+            Some(Value::Bool(false))
+        );
         out.push((k.name.clone(), (condition, required)));
     }
     Ok(out)
@@ -271,16 +274,16 @@ fn healthcheck_of(s: &Service) -> Result<Option<Option<Healthcheck>>> {
             Value::Seq(_) => string_list(t, &format!("{path}.test"))?,
             _ => vec![
                 "CMD-SHELL".to_string(),
-                t.scalar_text()
-                    .ok_or_else(|| located(t, &format!("{path}.test"), "must be a string or a list"))?,
+                t.scalar_text().ok_or_else(|| {
+                    located(t, &format!("{path}.test"), "must be a string or a list")
+                })?,
             ],
         },
         // Only timings: the image's test with them.
         None => return Ok(None),
     };
-    let Some(test) = Healthcheck::test_from(&test).map_err(|e| {
-        located(h.get("test").unwrap_or(h), &format!("{path}.test"), e)
-    })?
+    let Some(test) = Healthcheck::test_from(&test)
+        .map_err(|e| located(h.get("test").unwrap_or(h), &format!("{path}.test"), e))?
     else {
         return Ok(Some(None));
     };
@@ -314,13 +317,16 @@ fn ports_of(s: &Service) -> Result<Vec<PortMapping>> {
         let spec = match &item.value {
             Value::Map(_) => {
                 let get = |k: &str| item.get(k).and_then(Node::scalar_text);
-                let target = get("target")
-                    .ok_or_else(|| located(item, &path, "a port needs target:"))?;
+                let target =
+                    get("target").ok_or_else(|| located(item, &path, "a port needs target:"))?;
                 let mut spec = String::new();
                 if let Some(ip) = get("host_ip") {
                     spec.push_str(&format!("{ip}:"));
                 }
-                spec.push_str(&format!("{}:{target}", get("published").unwrap_or_default()));
+                spec.push_str(&format!(
+                    "{}:{target}",
+                    get("published").unwrap_or_default()
+                ));
                 if let Some(proto) = get("protocol") {
                     spec.push_str(&format!("/{proto}"));
                 }
@@ -360,16 +366,23 @@ fn volumes_of(project: &Project, s: &Service, store_root: &Path) -> Result<Vec<M
             project.directory.join(p)
         }
     };
-    for item in s.node.get("volumes").and_then(Node::as_seq).unwrap_or_default() {
+    for item in s
+        .node
+        .get("volumes")
+        .and_then(Node::as_seq)
+        .unwrap_or_default()
+    {
         let (kind, source, target, readonly) = match &item.value {
             Value::Map(_) => {
                 let get = |k: &str| item.get(k).and_then(Node::scalar_text);
                 (
                     get("type").unwrap_or_else(|| "volume".into()),
                     get("source"),
-                    get("target")
-                        .ok_or_else(|| located(item, &path, "a volume needs target:"))?,
-                    matches!(item.get("read_only").map(|r| &r.value), Some(Value::Bool(true))),
+                    get("target").ok_or_else(|| located(item, &path, "a volume needs target:"))?,
+                    matches!(
+                        item.get("read_only").map(|r| &r.value),
+                        Some(Value::Bool(true))
+                    ),
                 )
             }
             _ => {
@@ -398,7 +411,11 @@ fn volumes_of(project: &Project, s: &Service, store_root: &Path) -> Result<Vec<M
             }
         };
         if !target.starts_with('/') {
-            return Err(located(item, &path, format!("{target:?} is not an absolute path")));
+            return Err(located(
+                item,
+                &path,
+                format!("{target:?} is not an absolute path"),
+            ));
         }
         let mount = match (kind.as_str(), source) {
             ("bind", Some(src)) => {
@@ -454,11 +471,19 @@ fn environment_of(project: &Project, s: &Service) -> Result<Vec<String>> {
         }
         vars.insert(k, v);
     };
-    for entry in s.node.get("env_file").and_then(Node::as_seq).unwrap_or_default() {
+    for entry in s
+        .node
+        .get("env_file")
+        .and_then(Node::as_seq)
+        .unwrap_or_default()
+    {
         let Some(path) = entry.get("path").and_then(Node::scalar_text) else {
             continue;
         };
-        let required = !matches!(entry.get("required").map(|r| &r.value), Some(Value::Bool(false)));
+        let required = !matches!(
+            entry.get("required").map(|r| &r.value),
+            Some(Value::Bool(false))
+        );
         let p = Path::new(&path);
         let text = match std::fs::read_to_string(p) {
             Ok(t) => t,
@@ -516,7 +541,12 @@ fn shm_size(s: &Service) -> Option<u64> {
 /// The options of one service's container.
 fn options_of(project: &Project, s: &Service, store_root: &Path) -> Result<ContainerOptions> {
     let path = format!("services.{}", s.name);
-    let network = match s.node.get("network_mode").and_then(Node::scalar_text).as_deref() {
+    let network = match s
+        .node
+        .get("network_mode")
+        .and_then(Node::scalar_text)
+        .as_deref()
+    {
         None | Some("bridge") => NetworkChoice::Bridge {
             network: format!("{}_default", project.name),
             aliases: vec![s.name.clone()],
@@ -748,7 +778,9 @@ pub fn down(global: &GlobalFlags, project: &Project, flags: &ComposeDownFlags) -
             .and_then(Node::as_map)
             .unwrap_or_default()
         {
-            let dir = root.join("volumes").join(format!("{}_{}", project.name, name.name));
+            let dir = root
+                .join("volumes")
+                .join(format!("{}_{}", project.name, name.name));
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .map_err(|e| miette!("removing {}: {e}", dir.display()))?;
@@ -797,18 +829,20 @@ pub fn logs(global: &GlobalFlags, project: &Project, flags: &ComposeLogsFlags) -
         .iter()
         .map(|c| print_log(&containers.log_path(&c.config.id), 0, &prefix(c)))
         .collect();
-    while flags.follow {
-        let running = list.iter().any(|c| {
-            containers
-                .state(&c.config.id)
-                .is_ok_and(|s| s.status == Status::Running)
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        for (c, off) in list.iter().zip(offsets.iter_mut()) {
-            *off = print_log(&containers.log_path(&c.config.id), *off, &prefix(c));
-        }
-        if !running {
-            break;
+    if flags.follow {
+        loop {
+            let running = list.iter().any(|c| {
+                containers
+                    .state(&c.config.id)
+                    .is_ok_and(|s| s.status == Status::Running)
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            for (c, off) in list.iter().zip(offsets.iter_mut()) {
+                *off = print_log(&containers.log_path(&c.config.id), *off, &prefix(c));
+            }
+            if !running {
+                break;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -197,15 +197,17 @@ pub fn logs(global: &GlobalFlags, flags: LogsFlags) -> Result<ExitCode> {
         .map_err(|e| miette!("{e}"))?;
     let path = containers.log_path(&c.config.id);
     let mut offset = print_log(&path, 0, "");
-    while flags.follow {
-        let running = containers
-            .state(&c.config.id)
-            .map(|s| s.status == Status::Running)
-            .unwrap_or(false);
-        std::thread::sleep(Duration::from_millis(100));
-        offset = print_log(&path, offset, "");
-        if !running {
-            break;
+    if flags.follow {
+        loop {
+            let running = containers
+                .state(&c.config.id)
+                .map(|s| s.status == Status::Running)
+                .unwrap_or(false);
+            std::thread::sleep(Duration::from_millis(100));
+            offset = print_log(&path, offset, "");
+            if !running {
+                break;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -51,7 +51,8 @@ pub fn load_into(store: &Store, engine: &str, images: &[String]) -> Result<()> {
         let _ = stderr.read_to_string(&mut s);
         s
     });
-    let exported = DockerExporter::new(Box::new(std::io::BufWriter::new(stdin))).export(store, &named);
+    let exported =
+        DockerExporter::new(Box::new(std::io::BufWriter::new(stdin))).export(store, &named);
     let out = child
         .wait_with_output()
         .map_err(|e| miette!("{engine} load: {e}"))?;
