@@ -215,6 +215,16 @@ impl Fixture {
     }
 }
 
+impl Drop for Fixture {
+    /// However a test ends, none of its containers keeps running.
+    fn drop(&mut self) {
+        let ids = self.kiln(&["ps", "-a", "-q"]);
+        for id in text(&ids.stdout).split_whitespace() {
+            let _ = self.kiln(&["rm", "-f", id]);
+        }
+    }
+}
+
 fn sha256_hex(s: &str) -> String {
     let out = Command::new("sha256sum")
         .stdin(Stdio::piped())

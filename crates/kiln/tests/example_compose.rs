@@ -119,7 +119,7 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
     assert!(text.starts_with("name: kiln-example\n"), "{text}");
     for line in [
         "APP_TITLE: kiln example shop",
-        "API_URL: /cgi-bin/api/",
+        "API_URL: /cgi-bin/api",
         "api: service:api",
         "target: serve",
         "target: runner",
@@ -282,6 +282,15 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
     );
 }
 
+/// Runs a closure when dropped (also when a test panics).
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
 /// A port nothing listens on now.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -385,6 +394,10 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
     if let Some(archive) = load {
         ok(&["load", "-i", archive.to_str().unwrap()]);
     }
+    // However this test ends, the project does not keep running.
+    let _down = OnDrop(|| {
+        let _ = run(&["compose", "down"]);
+    });
     let up = ok(&["compose", "up", "-d"]);
     assert!(up.contains("Container kiln-example-web-1 started"), "{up}");
     // web waited for api to be healthy, so both answer now.
@@ -398,7 +411,7 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
         through.ends_with("ok\n"),
         "the front end did not reach api by name: {through}"
     );
-    let through = wait_for(web_port, "/cgi-bin/api/");
+    let through = wait_for(web_port, "/cgi-bin/api");
     assert!(through.contains("\"path\":\"/\""), "{through}");
     let ps = ok(&["compose", "ps"]);
     assert!(
