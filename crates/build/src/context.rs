@@ -136,6 +136,30 @@ impl Context {
         self.root.join(&entry.path)
     }
 
+    /// `path` (from the context root, `/` or not) with every symlink on the
+    /// way resolved inside the context, the last one only when `follow_last`:
+    /// BuildKit resolves paths in the context it was sent the same way
+    /// (continuity `fs.RootPath`): an absolute link target starts again at
+    /// the context root, `..` stops there, and nothing outside the context is
+    /// ever looked at (links are read from the listing). Components not in
+    /// the context are kept as written. The result is relative to the root
+    /// (`""` for the root itself).
+    pub fn resolve(&self, path: &str, follow_last: bool) -> std::io::Result<String> {
+        let comps = crate::fsview::resolve_with(path, follow_last, |comps| {
+            let rel = comps.join("/");
+            Ok(self.entry(&rel).and_then(|e| e.link_target.clone()))
+        })?;
+        Ok(comps.join("/"))
+    }
+
+    /// The entry at `rel` (relative to the root, no symlinks followed).
+    pub fn entry(&self, rel: &str) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.path.as_str().cmp(rel))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+
     /// Indices of the entries a COPY source selects (`src` relative to the context
     /// root, variables already expanded). Without wildcards the path must exist
     /// (else BuildKit's "not found" error); with wildcards (Go `filepath.Match`, `**`
@@ -269,6 +293,31 @@ mod tests {
             "# comment\nnode_modules\n!node_modules/keep.js\n**/*.log\n/secret/\n",
         );
         dir
+    }
+
+    #[test]
+    fn resolve_follows_symlinks_inside_the_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        write(r, "a/file", "x");
+        write(r, "secret/key", "s");
+        write(r, ".dockerignore", "secret\n");
+        symlink("/a", r.join("abs")).unwrap();
+        symlink("../../../../a/file", r.join("climb")).unwrap();
+        symlink("/etc/passwd", r.join("host")).unwrap();
+        symlink("secret/key", r.join("ignored")).unwrap();
+        let ctx = Context::load_with_ignore_file(r, None).unwrap();
+        assert_eq!(ctx.resolve("abs/file", true).unwrap(), "a/file");
+        assert_eq!(ctx.resolve("/climb", true).unwrap(), "a/file");
+        assert_eq!(ctx.resolve("abs/../abs", true).unwrap(), "a");
+        assert_eq!(ctx.resolve("abs", false).unwrap(), "abs");
+        // Targets outside the context are paths inside it, here missing.
+        assert_eq!(ctx.resolve("host", true).unwrap(), "etc/passwd");
+        assert!(ctx.entry("etc/passwd").is_none());
+        // What .dockerignore excludes is not there either.
+        assert_eq!(ctx.resolve("ignored", true).unwrap(), "secret/key");
+        assert!(ctx.entry("secret/key").is_none());
+        assert_eq!(ctx.resolve("/", true).unwrap(), "");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub use chmod::Chmod;
 use crate::context::{Context, FileKind};
 use crate::context_hash::ContextDigests;
 use crate::dockerignore::{MatchInfo, PatternMatcher};
-use crate::fsview::{resolve_with, LayeredView};
+use crate::fsview::LayeredView;
 use crate::gomatch::{go_clean, go_match, has_wildcards};
 use kiln_oci::{Digest, Hasher};
 use std::collections::HashMap;
@@ -430,15 +430,7 @@ impl Tree<'_> {
                 entry: None,
                 md: Some(e.metadata),
             })),
-            Tree::Ctx(ctx) => {
-                let comps = resolve_with(path, follow, |comps| {
-                    let rel = comps.join("/");
-                    Ok(Self::ctx_node(ctx, &rel)
-                        .and_then(|n| n.entry)
-                        .and_then(|i| ctx.entries[i].link_target.clone()))
-                })?;
-                Ok(Self::ctx_node(ctx, &comps.join("/")))
-            }
+            Tree::Ctx(ctx) => Ok(Self::ctx_node(ctx, &ctx.resolve(path, follow)?)),
         }
     }
 

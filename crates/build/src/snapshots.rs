@@ -173,9 +173,17 @@ impl Snapshots {
     /// The lowerdirs for a filesystem made of `layers` (base first), top first
     /// as overlay wants them; layers are extracted as needed (in parallel).
     /// No layers gives the empty snapshot.
+    ///
+    /// A layer that occurs more than once (three `RUN true` give three empty
+    /// layers; BuildKit gives every no-op RUN the same one) is stacked once, at
+    /// its topmost place: overlay refuses a directory given twice, and the
+    /// lower copy could not show anything anyway (see [`distinct_topmost`]).
     pub fn stack(&self, store: &Store, layers: &[Layer]) -> Result<Vec<PathBuf>, SnapshotError> {
+        let top_first: Vec<&Layer> = layers.iter().rev().collect();
+        let layers = distinct_topmost(&top_first, |l| l.diff_id);
         let missing: Vec<&Layer> = layers
             .iter()
+            .copied()
             .filter(|l| !self.path_of(&l.diff_id).is_dir())
             .collect();
         if missing.len() > 1 {
@@ -201,7 +209,7 @@ impl Snapshots {
             }
         }
         let mut out = Vec::with_capacity(layers.len().max(1));
-        for l in layers.iter().rev() {
+        for l in layers {
             out.push(self.ensure(store, l)?);
         }
         if out.is_empty() {
@@ -209,6 +217,26 @@ impl Snapshots {
         }
         Ok(out)
     }
+}
+
+/// `items` (top first) without the lower occurrences of an item that occurs
+/// again above them.
+///
+/// Why the merged view stays the same: everything a layer holds, its upper
+/// copy holds at the same path, and the upper copy is found first. Layers in
+/// between can only hide the lower copy (a file or whiteout over one of its
+/// directories stops the lookup there), never show it. Keeping the lower copy
+/// instead would be wrong: in A, B, A (base first) the top A must shadow B.
+fn distinct_topmost<T, K: Eq + std::hash::Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T>
+where
+    T: Copy,
+{
+    let mut seen = std::collections::HashSet::new();
+    items
+        .iter()
+        .copied()
+        .filter(|i| seen.insert(key(i)))
+        .collect()
 }
 
 /// How a layer becomes a snapshot: whiteouts as the overlay mounts of this
@@ -247,5 +275,25 @@ fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(SnapshotError::Io { path: p, source: e }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_topmost;
+
+    #[test]
+    fn repeated_layers_keep_their_topmost_place() {
+        // Top first: A over B over A over base.
+        assert_eq!(
+            distinct_topmost(&["A", "B", "A", "base"], |s| *s),
+            ["A", "B", "base"]
+        );
+        assert_eq!(
+            distinct_topmost(&["E", "E", "E", "base"], |s| *s),
+            ["E", "base"]
+        );
+        assert_eq!(distinct_topmost(&["B", "A", "B", "A"], |s| *s), ["B", "A"]);
+        assert!(distinct_topmost::<&str, &str>(&[], |s| *s).is_empty());
     }
 }

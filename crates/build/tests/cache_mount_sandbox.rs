@@ -41,7 +41,8 @@ fn step(
     spec.user = UserSpec::new(user);
     spec.network = NetworkMode::None;
     spec.mounts.push(MountSpec::Bind {
-        source: cache.to_path_buf(),
+        root: cache.to_path_buf(),
+        path: "/".into(),
         target: "/cache".into(),
         readonly: false,
     });

@@ -4,13 +4,14 @@
 //! (`HOME` from its passwd), mounts (bind mounts, named volumes under the
 //! store, tmpfs), the network and the healthcheck.
 
+use kiln_build::copy::chown::read_user_file;
+use kiln_build::fsview::LayeredView;
 use kiln_build::snapshots::{Layer, Snapshots};
 use kiln_oci::{Image, Store};
 use kiln_runtime::state::new_id;
 use kiln_runtime::{ContainerConfig, Healthcheck, NetworkChoice, PortMapping};
 use kiln_sandbox::{MountSpec, NetworkMode, Rootfs, RunSpec, UserSpec};
 use miette::{miette, Result};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// What a container runs, before it is made.
@@ -88,47 +89,24 @@ fn layers_of(image: &Image) -> Result<Vec<Layer>> {
         .collect())
 }
 
-/// What `path` (relative to the root) is in the merged view of `lowerdirs` (top first).
-enum Found {
-    Dir,
-    /// A file, symlink or other non-directory: a path through it is not ours to create.
-    Other,
-    Missing,
-}
-
-fn lookup(lowerdirs: &[PathBuf], rel: &Path) -> Found {
-    for lower in lowerdirs {
-        match std::fs::symlink_metadata(lower.join(rel)) {
-            // An overlay whiteout (0/0 character device) hides what is below.
-            Ok(md) if md.file_type().is_dir() => return Found::Dir,
-            Ok(md) if is_whiteout(&md) => return Found::Missing,
-            Ok(_) => return Found::Other,
-            Err(_) => continue,
-        }
-    }
-    Found::Missing
-}
-
-fn is_whiteout(md: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    md.file_type().is_char_device() && md.rdev() == 0
-}
-
 /// docker creates a missing working directory; kiln creates it in the
 /// container's upperdir (so it disappears with the container). The parents
 /// that exist in the image show through (overlay merges directories). A path
-/// through a symlink is left to the sandbox to resolve.
+/// through a symlink is left to the sandbox to resolve, inside the rootfs.
 pub fn create_workdir(lowerdirs: &[PathBuf], upperdir: &Path, cwd: &str) -> Result<()> {
-    let mut rel = PathBuf::new();
+    let view = LayeredView::new(lowerdirs.to_vec());
+    let mut path = String::new();
     for comp in cwd.split('/').filter(|c| !c.is_empty() && *c != ".") {
         if comp == ".." {
             return Ok(());
         }
-        rel.push(comp);
-        match lookup(lowerdirs, &rel) {
-            Found::Dir => continue,
-            Found::Other => return Ok(()),
-            Found::Missing => {
+        path.push('/');
+        path.push_str(comp);
+        match view.lookup(&path, false) {
+            Ok(Some(e)) if e.is_dir() => continue,
+            // A file or a symlink: a path through it is not ours to create.
+            Ok(Some(_)) | Err(_) => return Ok(()),
+            Ok(None) => {
                 let dir = upperdir.join(cwd.trim_start_matches('/'));
                 return std::fs::create_dir_all(&dir)
                     .map_err(|e| miette!("creating the working directory {cwd}: {e}"));
@@ -138,15 +116,15 @@ pub fn create_workdir(lowerdirs: &[PathBuf], upperdir: &Path, cwd: &str) -> Resu
     Ok(())
 }
 
-/// The home directory of `user` from the image's `/etc/passwd` ("/" when unknown).
+/// The home directory of `user` from the image's `/etc/passwd` ("/" when unknown),
+/// read through the merged view of its layers (symlinks resolved inside the image).
 pub fn home_of(lowerdirs: &[PathBuf], user: &str) -> String {
     let name = user.split(':').next().unwrap_or_default();
     let name = if name.is_empty() { "0" } else { name };
-    let passwd = lowerdirs
-        .iter()
-        .map(|l| l.join("etc/passwd"))
-        .find(|p| p.is_file())
-        .and_then(|p| std::fs::read_to_string(p).ok())
+    let view = LayeredView::new(lowerdirs.to_vec());
+    let passwd = read_user_file(&view, "/etc/passwd")
+        .ok()
+        .flatten()
         .unwrap_or_default();
     for line in passwd.lines() {
         let f: Vec<&str> = line.split(':').collect();
@@ -369,11 +347,18 @@ fn bind_or_volume(
     } else {
         volume_dir(store_root, src)?
     };
-    Ok(MountSpec::Bind {
-        source,
-        target: dest.to_string(),
+    Ok(host_bind(&source, dest, readonly))
+}
+
+/// A bind mount of a host path the user named (a bind source or a named
+/// volume's directory), resolved on the host.
+pub fn host_bind(source: &Path, target: &str, readonly: bool) -> MountSpec {
+    MountSpec::Bind {
+        root: PathBuf::from("/"),
+        path: source.to_string_lossy().into_owned(),
+        target: target.to_string(),
         readonly,
-    })
+    }
 }
 
 /// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]`.
@@ -484,28 +469,41 @@ mod tests {
     }
 
     #[test]
+    fn home_is_never_read_from_the_hosts_files() {
+        // The image's /etc/passwd is a symlink to a file outside the image:
+        // it means the image's own (missing) file at that path.
+        let tmp = tempfile::tempdir().unwrap();
+        let host = tmp.path().join("host-passwd");
+        std::fs::write(&host, "root:x:0:0:root:/leaked:/bin/sh\n").unwrap();
+        let base = tmp.path().join("base");
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&host, base.join("etc/passwd")).unwrap();
+        assert_eq!(home_of(std::slice::from_ref(&base), ""), "/root");
+        // A FIFO is not read (it would block).
+        std::fs::remove_file(base.join("etc/passwd")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            base.join("etc/passwd"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert_eq!(home_of(&[base], ""), "/root");
+    }
+
+    #[test]
     fn volumes_are_bind_mounts_or_named_volumes_under_the_store() {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("store");
         let host = tmp.path().join("host");
         std::fs::create_dir(&host).unwrap();
         let m = parse_volume(&format!("{}:/data:ro", host.display()), &store, tmp.path()).unwrap();
-        assert_eq!(
-            m,
-            MountSpec::Bind {
-                source: host.clone(),
-                target: "/data".into(),
-                readonly: true
-            }
-        );
+        assert_eq!(m, host_bind(&host, "/data", true));
         let m = parse_volume("cache:/var/cache", &store, tmp.path()).unwrap();
         assert_eq!(
             m,
-            MountSpec::Bind {
-                source: store.join("volumes/cache/_data"),
-                target: "/var/cache".into(),
-                readonly: false
-            }
+            host_bind(&store.join("volumes/cache/_data"), "/var/cache", false)
         );
         assert!(store.join("volumes/cache/_data").is_dir());
         let m = parse_mount(

@@ -750,3 +750,111 @@ fn an_oci_layout_build_context_is_never_pulled_even_with_pull_always() {
     let events = p.build_ok(&["--pull", "--build-context", &ctx, "-t", "out:1"]);
     assert_eq!(summary(&events)["steps_run"], 1, "{events:?}");
 }
+
+/// #10.3: the same layer more than once in an image (three no-op RUNs give one
+/// empty layer three times; `COPY a`, `COPY b`, `COPY a` gives A, B, A) mounts
+/// for the next RUN, for a bind mount of the stage and for `kiln run`, and the
+/// topmost copy is what is seen (A over B).
+#[test]
+fn repeated_layers_mount_and_the_topmost_copy_wins() {
+    let p = project(
+        "FROM busybox:test AS rep\n\
+         COPY a /f\n\
+         COPY b /f\n\
+         COPY a /f\n\
+         RUN true\n\
+         RUN true\n\
+         RUN true\n\
+         RUN cat /f > /seen\n\
+         FROM rep\n\
+         RUN --mount=type=bind,from=rep,target=/r cat /r/f > /via-bind\n",
+        &[("a", "from a\n"), ("b", "from b\n")],
+    );
+    let tree = p.export(&["-t", "rep:1"]);
+    let t = tree.path();
+    assert_eq!(fs::read_to_string(t.join("seen")).unwrap(), "from a\n");
+    assert_eq!(fs::read_to_string(t.join("via-bind")).unwrap(), "from a\n");
+    let layers: Vec<String> =
+        serde_json::from_value(p.inspect("rep:1")["RootFS"]["Layers"].clone()).unwrap();
+    // busybox, A, B, A, E, E, E, seen, via-bind
+    assert_eq!(layers.len(), 9, "{layers:?}");
+    assert_eq!(layers[1], layers[3], "the two COPY a layers are one layer");
+    assert_ne!(layers[1], layers[2]);
+    assert!(
+        layers[4] == layers[5] && layers[5] == layers[6],
+        "{layers:?}"
+    );
+    let out = ok(&p.root, &["run", "rep:1", "cat", "/f", "/seen"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from a\nfrom a\n");
+}
+
+/// #19.2 and #19.8: mount points inside other mounts — a RUN heredoc with a
+/// shebang (run from `/dev/pipes/`, on the `/dev` tmpfs) and nested cache
+/// mounts in either order — and a tmpfs at `/dev/shm` that replaces kiln's.
+#[test]
+fn heredoc_shebang_nested_cache_mounts_and_a_dev_shm_tmpfs() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN <<EOF\n\
+         #!/bin/sh\n\
+         echo hi > /x\n\
+         EOF\n\
+         RUN --mount=type=cache,target=/foo/bar --mount=type=cache,target=/foo/bar/baz echo 1 > /foo/bar/baz/f && ls /foo/bar > /cache-list\n\
+         RUN --mount=type=cache,target=/q/r/s --mount=type=cache,target=/q/r cat /foo/bar/baz/f 2>/dev/null; echo 2 > /q/r/s/g && ls /q/r > /cache-list-2\n\
+         RUN --mount=type=tmpfs,target=/dev/shm,size=128m grep -c ' /dev/shm ' /proc/self/mountinfo > /shm-mounts && df -k /dev/shm | tail -1 > /shm-df\n",
+        &[],
+    );
+    let tree = p.export(&["-t", "mounts:1"]);
+    let t = tree.path();
+    assert_eq!(fs::read_to_string(t.join("x")).unwrap(), "hi\n");
+    assert_eq!(fs::read_to_string(t.join("cache-list")).unwrap(), "baz\n");
+    assert_eq!(fs::read_to_string(t.join("cache-list-2")).unwrap(), "s\n");
+    assert_eq!(fs::read_to_string(t.join("shm-mounts")).unwrap(), "1\n");
+    let df = fs::read_to_string(t.join("shm-df")).unwrap();
+    assert!(df.contains(" 131072 "), "a 128 MiB /dev/shm: {df}");
+    for gone in ["foo", "q", "dev/pipes"] {
+        assert!(
+            !t.join(gone).exists(),
+            "mount point /{gone} left in the image"
+        );
+    }
+}
+
+/// #10.4: RUN steps and `kiln run` run under Docker's default seccomp profile
+/// (no nested user namespaces); `RUN --security=insecure` runs without it.
+#[test]
+fn run_steps_and_kiln_run_are_under_the_seccomp_filter() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status > /seccomp\n\
+         RUN (unshare -U -r true && echo allowed || echo refused) > /unshare 2>/dev/null\n\
+         RUN --security=insecure grep '^Seccomp:' /proc/self/status > /seccomp-insecure\n",
+        &[],
+    );
+    let tree = p.export(&["--allow", "security.insecure", "-t", "sec:1"]);
+    let t = tree.path();
+    assert_eq!(
+        fs::read_to_string(t.join("seccomp")).unwrap(),
+        "NoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+    assert_eq!(fs::read_to_string(t.join("unshare")).unwrap(), "refused\n");
+    assert_eq!(
+        fs::read_to_string(t.join("seccomp-insecure")).unwrap(),
+        "Seccomp:\t0\n"
+    );
+    let out = ok(
+        &p.root,
+        &["run", "sec:1", "grep", "^Seccomp:", "/proc/self/status"],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Seccomp:\t2\n");
+    let refused = kiln(&p.root, &["run", "sec:1", "unshare", "-U", "true"]);
+    assert!(
+        !refused.status.success(),
+        "unshare -U in kiln run must fail"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -1,12 +1,13 @@
 //! The step process's side: runs in the child the helper forked (PID 1 of the
 //! new PID namespace), builds the container's view and execs the command.
 
-use crate::helper::{ctx, Staged, R};
+use crate::helper::{ctx, BindSource, Staged, R};
 use crate::idmap::IdMap;
+use crate::rootpath;
 use crate::spec::{MountSpec, NetworkMode, RunSpec, DEFAULT_PATH};
 use crate::user::resolve_user;
 use rustix::fd::{AsRawFd, OwnedFd};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::fs::{Mode, OFlags};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use std::ffi::CString;
 use std::io::Read;
@@ -65,28 +66,111 @@ pub const READONLY_PATHS: &[&str] = &[
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
-/// Every mount point the step needs in the rootfs, with whether it is a
-/// directory; missing ones are created (and removed afterwards) by the helper.
-pub(crate) fn mount_points(spec: &RunSpec) -> Vec<(String, bool)> {
-    let mut points: Vec<(String, bool)> = ["/proc", "/dev", "/sys"]
-        .iter()
-        .map(|p| (p.to_string(), true))
-        .collect();
+/// What one mount of the step is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MountKind {
+    Proc,
+    /// The `/dev` tmpfs, then its device nodes, directories and links.
+    Dev,
+    DevPts,
+    DevShm,
+    DevMqueue,
+    Sys,
+    Hosts,
+    ResolvConf,
+    /// `spec.mounts[i]`.
+    Run(usize),
+}
+
+/// One mount of the step, in the order the step makes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PlannedMount {
+    /// Absolute, lexically normalized (`/dev/shm`).
+    pub target: String,
+    pub kind: MountKind,
+    /// The mount point is a directory (else a file).
+    pub is_dir: bool,
+    /// An earlier mount of the plan holds the target (`/dev/pipes/EOF` is on
+    /// the `/dev` tmpfs, `/a/b` on a cache mount at `/a`): the step makes the
+    /// mount point there, after that mount. Otherwise it is in the rootfs,
+    /// where the helper creates it if missing and removes it afterwards.
+    pub nested: bool,
+}
+
+/// `target` as an absolute path without `.`, `..` or repeated slashes.
+pub(crate) fn normalize_target(target: &str) -> String {
+    format!("/{}", crate::stubs::components(target).join("/"))
+}
+
+/// Every mount the step makes, in order, as BuildKit's executor gives them to
+/// runc: kiln's own (`/proc`, `/dev` and the mounts in it, `/sys`, the hosts
+/// and resolv.conf files), then the RUN's mounts sorted by target (so a mount
+/// inside another one comes after it, whatever order the Dockerfile gave).
+/// A mount whose target is already in the list takes that entry's place
+/// (BuildKit's `dedupMounts`): `--mount=type=tmpfs,target=/dev/shm`
+/// replaces kiln's `/dev/shm` instead of covering it, and of two RUN mounts
+/// on one target the later one is made. (A RUN mount on `/dev` itself
+/// replaces kiln's `/dev` tmpfs with its device nodes and links; `pts`,
+/// `shm` and `mqueue` are still mounted in it.)
+pub(crate) fn mount_plan(spec: &RunSpec, staged: &Staged) -> Vec<PlannedMount> {
+    let mut own = vec![
+        ("/proc", MountKind::Proc),
+        ("/dev", MountKind::Dev),
+        ("/dev/pts", MountKind::DevPts),
+        ("/dev/shm", MountKind::DevShm),
+        ("/dev/mqueue", MountKind::DevMqueue),
+        ("/sys", MountKind::Sys),
+    ];
     if spec.hosts.is_some() {
-        points.push(("/etc/hosts".into(), false));
+        own.push(("/etc/hosts", MountKind::Hosts));
     }
     if spec.resolv_conf.is_some() {
-        points.push(("/etc/resolv.conf".into(), false));
+        own.push(("/etc/resolv.conf", MountKind::ResolvConf));
     }
-    for m in &spec.mounts {
-        let is_dir = match m {
-            MountSpec::Bind { source, .. } => source.is_dir(),
+    let mut plan: Vec<PlannedMount> = own
+        .into_iter()
+        .map(|(target, kind)| PlannedMount {
+            target: target.to_string(),
+            kind,
+            is_dir: !matches!(kind, MountKind::Hosts | MountKind::ResolvConf),
+            nested: false,
+        })
+        .collect();
+    let mut run: Vec<(String, usize)> = spec
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (normalize_target(m.target()), i))
+        .collect();
+    run.sort_by(|a, b| a.0.cmp(&b.0));
+    for (target, i) in run {
+        let is_dir = match &spec.mounts[i] {
+            MountSpec::Bind { .. } => staged.bind_is_dir.get(i).copied().flatten() == Some(true),
             MountSpec::Tmpfs { .. } => true,
             MountSpec::Secret { .. } => false,
         };
-        points.push((m.target().to_string(), is_dir));
+        let entry = PlannedMount {
+            target,
+            kind: MountKind::Run(i),
+            is_dir,
+            nested: false,
+        };
+        match plan.iter_mut().find(|p| p.target == entry.target) {
+            Some(same) => *same = entry,
+            None => plan.push(entry),
+        }
     }
-    points
+    for i in 0..plan.len() {
+        let (earlier, rest) = plan.split_at_mut(i);
+        let m = &mut rest[0];
+        m.nested = earlier.iter().any(|e| {
+            e.target == "/"
+                || m.target
+                    .strip_prefix(e.target.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        });
+    }
+    plan
 }
 
 /// A path inside the rootfs, opened with every symlink resolved inside it.
@@ -96,18 +180,9 @@ struct Target {
 
 impl Target {
     fn open(root: &OwnedFd, path: &str) -> R<Target> {
-        let rel = path.trim_start_matches('/');
-        let rel = if rel.is_empty() { "." } else { rel };
-        let fd = ctx(
-            rustix::fs::openat2(
-                root,
-                rel,
-                OFlags::PATH | OFlags::CLOEXEC,
-                Mode::empty(),
-                ResolveFlags::IN_ROOT,
-            ),
-            || format!("mount point {path}"),
-        )?;
+        let fd = ctx(rootpath::open_in_root(root, path, true), || {
+            format!("mount point {path}")
+        })?;
         Ok(Target { fd })
     }
     /// A path naming exactly the opened file (a /proc magic link).
@@ -163,11 +238,31 @@ fn remount_readonly(root: &OwnedFd, target: &str) -> R<()> {
     })
 }
 
+/// Bind-mounts the host path `source` (kiln's own: a staged file, /sys) on
+/// `target`.
 fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()> {
+    bind_named_at(
+        root,
+        source,
+        &source.display().to_string(),
+        target,
+        readonly,
+    )
+}
+
+/// Bind-mounts `source` (a path, or a /proc magic link to an opened file)
+/// named `name` in errors on `target`.
+fn bind_named_at(
+    root: &OwnedFd,
+    source: impl AsRef<Path>,
+    name: &str,
+    target: &str,
+    readonly: bool,
+) -> R<()> {
     let t = Target::open(root, target)?;
     ctx(
-        rustix::mount::mount_bind_recursive(source, t.path()),
-        || format!("bind-mounting {} on {target}", source.display()),
+        rustix::mount::mount_bind_recursive(source.as_ref(), t.path()),
+        || format!("bind-mounting {name} on {target}"),
     )?;
     drop(t);
     if readonly {
@@ -176,7 +271,9 @@ fn bind_at(root: &OwnedFd, source: &Path, target: &str, readonly: bool) -> R<()>
     Ok(())
 }
 
-fn setup_dev(root: &OwnedFd, id_map: &IdMap, shm_size: Option<u64>) -> R<()> {
+/// kiln's `/dev`: a tmpfs with the host's harmless device nodes bound in,
+/// the directories for `pts`, `shm` and `mqueue`, and the usual links.
+fn setup_dev(root: &OwnedFd) -> R<()> {
     mount_at(
         root,
         "/dev",
@@ -185,16 +282,9 @@ fn setup_dev(root: &OwnedFd, id_map: &IdMap, shm_size: Option<u64>) -> R<()> {
         MountFlags::NOSUID | MountFlags::STRICTATIME,
         "mode=755,size=65536k",
     )?;
-    let dev = ctx(
-        rustix::fs::openat2(
-            root,
-            "dev",
-            OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT,
-        ),
-        || "opening /dev".into(),
-    )?;
+    let dev = ctx(rootpath::open_in_root(root, "dev", true), || {
+        "opening /dev".into()
+    })?;
     for name in DEV_NODES {
         let host = format!("/dev/{name}");
         ctx(
@@ -221,37 +311,6 @@ fn setup_dev(root: &OwnedFd, id_map: &IdMap, shm_size: Option<u64>) -> R<()> {
             || format!("creating /dev/{dir}"),
         )?;
     }
-    let mut pts_opts = "newinstance,ptmxmode=0666,mode=0620".to_string();
-    if id_map.to_host_gid(5).is_some() {
-        pts_opts.push_str(",gid=5");
-    }
-    mount_at(
-        root,
-        "/dev/pts",
-        "devpts",
-        "devpts",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
-        &pts_opts,
-    )?;
-    mount_at(
-        root,
-        "/dev/shm",
-        "shm",
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        &format!(
-            "mode=1777,size={}k",
-            shm_size.unwrap_or(64 << 20).div_ceil(1024)
-        ),
-    )?;
-    mount_at(
-        root,
-        "/dev/mqueue",
-        "mqueue",
-        "mqueue",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "",
-    )?;
     for (link, to) in [
         ("ptmx", "pts/ptmx"),
         ("fd", "/proc/self/fd"),
@@ -321,13 +380,7 @@ fn mask_paths(root: &OwnedFd) -> R<()> {
 
 fn exists_in(root: &OwnedFd, path: &str) -> bool {
     !matches!(
-        rustix::fs::openat2(
-            root,
-            path.trim_start_matches('/'),
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT
-        ),
+        rootpath::open_in_root(root, path, true),
         Err(rustix::io::Errno::NOENT)
     )
 }
@@ -481,15 +534,127 @@ pub(crate) fn cstrings(items: &[String], what: &str) -> R<Vec<CString>> {
         .collect()
 }
 
+/// Makes one mount of the plan.
+fn make_mount(
+    root: &OwnedFd,
+    spec: &RunSpec,
+    id_map: &IdMap,
+    staged: &Staged,
+    m: &PlannedMount,
+) -> R<()> {
+    let target = m.target.as_str();
+    let no_exec_dev_suid = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    match m.kind {
+        MountKind::Proc => mount_at(root, target, "proc", "proc", no_exec_dev_suid, ""),
+        MountKind::Dev => setup_dev(root),
+        MountKind::DevPts => {
+            let mut opts = "newinstance,ptmxmode=0666,mode=0620".to_string();
+            if id_map.to_host_gid(5).is_some() {
+                opts.push_str(",gid=5");
+            }
+            let flags = MountFlags::NOSUID | MountFlags::NOEXEC;
+            mount_at(root, target, "devpts", "devpts", flags, &opts)
+        }
+        MountKind::DevShm => mount_at(
+            root,
+            target,
+            "shm",
+            "tmpfs",
+            no_exec_dev_suid,
+            &format!(
+                "mode=1777,size={}k",
+                spec.shm_size.unwrap_or(64 << 20).div_ceil(1024)
+            ),
+        ),
+        MountKind::DevMqueue => mount_at(root, target, "mqueue", "mqueue", no_exec_dev_suid, ""),
+        MountKind::Sys => setup_sys(root, spec.security.is_sandboxed(), spec.network),
+        MountKind::Hosts | MountKind::ResolvConf => {
+            let file = if m.kind == MountKind::Hosts {
+                &staged.hosts
+            } else {
+                &staged.resolv_conf
+            };
+            let file = file
+                .as_ref()
+                .ok_or_else(|| format!("{target} was not staged"))?;
+            bind_at(root, file, target, true)
+        }
+        MountKind::Run(i) => match &spec.mounts[i] {
+            MountSpec::Bind {
+                root: source_root,
+                path,
+                readonly,
+                ..
+            } => {
+                let source = BindSource::open(source_root, path)?;
+                let name = format!("{path} (in {})", source_root.display());
+                bind_named_at(root, source.path(), &name, target, *readonly)
+            }
+            MountSpec::Tmpfs { size_bytes, .. } => {
+                let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
+                let flags = MountFlags::NOSUID | MountFlags::NODEV;
+                mount_at(root, target, "tmpfs", "tmpfs", flags, &data)
+            }
+            MountSpec::Secret { .. } => {
+                let staged = staged
+                    .secrets
+                    .get(i)
+                    .and_then(|s| s.as_ref())
+                    .ok_or("secret was not staged")?;
+                bind_at(root, staged, target, true)
+            }
+        },
+    }
+}
+
+/// Creates a missing mount point, and missing directories above it, wherever
+/// the path leads now: on a mount made before (the `/dev` tmpfs, a cache
+/// mount), as runc does. Nothing is removed afterwards: a tmpfs goes away by
+/// itself, and a cache directory keeps it as with BuildKit.
+fn make_mount_point(root: &OwnedFd, target: &str, is_dir: bool) -> R<()> {
+    let comps = crate::stubs::components(target);
+    for i in 0..comps.len() {
+        let rel = comps[..=i].join("/");
+        match rootpath::open_in_root(root, format!("/{rel}"), true) {
+            Ok(_) => continue,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(format!("mount point {target}: /{rel}: {e}")),
+        }
+        let parent_rel = comps[..i].join("/");
+        let parent = ctx(
+            rootpath::open_in_root(root, format!("/{parent_rel}"), true),
+            || format!("mount point {target}: /{parent_rel}"),
+        )?;
+        let name = comps[i].as_str();
+        let created = if i + 1 < comps.len() || is_dir {
+            rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755))
+        } else {
+            rustix::fs::openat(
+                &parent,
+                name,
+                OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map(drop)
+        };
+        match created {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(format!("creating mount point /{rel}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 /// In the forked child: build the container and exec. Returns only on error,
 /// with the message for the caller.
 pub(crate) fn enter_and_exec(
     spec: &RunSpec,
     id_map: &IdMap,
+    filter: Option<&[crate::seccomp::SockFilter]>,
     root: &Path,
     staged: &Staged,
 ) -> String {
-    match setup_and_exec(spec, id_map, root, staged) {
+    match setup_and_exec(spec, id_map, filter, root, staged) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -498,6 +663,7 @@ pub(crate) fn enter_and_exec(
 fn setup_and_exec(
     spec: &RunSpec,
     id_map: &IdMap,
+    filter: Option<&[crate::seccomp::SockFilter]>,
     root: &Path,
     staged: &Staged,
 ) -> R<std::convert::Infallible> {
@@ -527,52 +693,14 @@ fn setup_and_exec(
         || format!("opening rootfs {}", root.display()),
     )?;
 
-    mount_at(
-        &root_fd,
-        "/proc",
-        "proc",
-        "proc",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        "",
-    )?;
-    setup_dev(&root_fd, id_map, spec.shm_size)?;
-    setup_sys(&root_fd, sandboxed, spec.network)?;
+    for m in mount_plan(spec, staged) {
+        if m.nested {
+            make_mount_point(&root_fd, &m.target, m.is_dir)?;
+        }
+        make_mount(&root_fd, spec, id_map, staged, &m)?;
+    }
     if sandboxed {
         mask_paths(&root_fd)?;
-    }
-    if let Some(hosts) = &staged.hosts {
-        bind_at(&root_fd, hosts, "/etc/hosts", true)?;
-    }
-    if let Some(resolv) = &staged.resolv_conf {
-        bind_at(&root_fd, resolv, "/etc/resolv.conf", true)?;
-    }
-    for (i, m) in spec.mounts.iter().enumerate() {
-        match m {
-            MountSpec::Bind {
-                source,
-                target,
-                readonly,
-            } => bind_at(&root_fd, source, target, *readonly)?,
-            MountSpec::Tmpfs { target, size_bytes } => {
-                let data = size_bytes.map(|s| format!("size={s}")).unwrap_or_default();
-                mount_at(
-                    &root_fd,
-                    target,
-                    "tmpfs",
-                    "tmpfs",
-                    MountFlags::NOSUID | MountFlags::NODEV,
-                    &data,
-                )?
-            }
-            MountSpec::Secret { target, .. } => {
-                let staged = staged
-                    .secrets
-                    .get(i)
-                    .and_then(|s| s.as_ref())
-                    .ok_or("secret was not staged")?;
-                bind_at(&root_fd, staged, target, true)?
-            }
-        }
     }
 
     // pivot_root into the rootfs and drop the old root.
@@ -688,6 +816,10 @@ fn setup_and_exec(
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     envp_p.push(std::ptr::null());
+    // Last: from here on only the filter's syscalls (execve is one).
+    if let Some(filter) = filter {
+        crate::seccomp::install(filter)?;
+    }
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     Err(format!(
@@ -700,6 +832,68 @@ fn setup_and_exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_of(mounts: Vec<MountSpec>) -> Vec<(String, MountKind, bool)> {
+        let mut spec = RunSpec::new(crate::spec::Rootfs::Dir("/nonexistent".into()), vec![]);
+        spec.mounts = mounts;
+        let staged = crate::helper::Staged {
+            hosts: None,
+            resolv_conf: None,
+            secrets: vec![None; spec.mounts.len()],
+            bind_is_dir: vec![None; spec.mounts.len()],
+        };
+        mount_plan(&spec, &staged)
+            .into_iter()
+            .map(|m| (m.target, m.kind, m.nested))
+            .collect()
+    }
+
+    fn tmpfs(target: &str) -> MountSpec {
+        MountSpec::Tmpfs {
+            target: target.into(),
+            size_bytes: None,
+        }
+    }
+
+    #[test]
+    fn mounts_inside_mounts_come_after_them_and_are_nested() {
+        use MountKind::*;
+        let plan = plan_of(vec![
+            tmpfs("/foo/bar/baz"),
+            tmpfs("/foo//bar/"),
+            tmpfs("/dev/pipes/EOF"),
+            tmpfs("/foo-x"),
+        ]);
+        let s = |t: &str| t.to_string();
+        assert_eq!(
+            plan,
+            [
+                (s("/proc"), Proc, false),
+                (s("/dev"), Dev, false),
+                (s("/dev/pts"), DevPts, true),
+                (s("/dev/shm"), DevShm, true),
+                (s("/dev/mqueue"), DevMqueue, true),
+                (s("/sys"), Sys, false),
+                (s("/etc/hosts"), Hosts, false),
+                (s("/etc/resolv.conf"), ResolvConf, false),
+                (s("/dev/pipes/EOF"), Run(2), true),
+                (s("/foo-x"), Run(3), false),
+                (s("/foo/bar"), Run(1), false),
+                (s("/foo/bar/baz"), Run(0), true),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_run_mount_on_a_default_target_replaces_it() {
+        let plan = plan_of(vec![tmpfs("/dev/shm/"), tmpfs("/x"), tmpfs("/x")]);
+        let shm: Vec<_> = plan.iter().filter(|m| m.0 == "/dev/shm").collect();
+        assert_eq!(shm, [&("/dev/shm".to_string(), MountKind::Run(0), true)]);
+        assert_eq!(plan[3].0, "/dev/shm", "in the place of kiln's /dev/shm");
+        // Two RUN mounts on one target: the later one.
+        let x: Vec<_> = plan.iter().filter(|m| m.0 == "/x").collect();
+        assert_eq!(x, [&("/x".to_string(), MountKind::Run(2), false)]);
+    }
 
     #[test]
     fn default_caps_match_docker() {

@@ -3,7 +3,7 @@
 //! container's first process (its pid from [`crate::RunSpec::pid_file`]),
 //! forks into its PID namespace, and execs as the container's processes do:
 //! the user resolved from the container's `/etc/passwd`, Docker's default
-//! capabilities, `no_new_privs`.
+//! capabilities, `no_new_privs`, Docker's default seccomp profile.
 
 use crate::container::{
     capget, capset, cstrings, default_capability_mask, find_program, prctl, read_limited,
@@ -277,6 +277,17 @@ fn exec_command(spec: &ExecSpec) -> R<std::convert::Infallible> {
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     envp_p.push(std::ptr::null());
+    // The container's seccomp profile (Docker's default), installed last.
+    let caps = crate::container::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| c.1)
+        .collect();
+    if let Some(filter) = crate::seccomp::Target::native(caps)
+        .map(|t| crate::seccomp::default_filter(&t))
+        .transpose()?
+    {
+        crate::seccomp::install(&filter)?;
+    }
     // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
     unsafe { libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     Err(format!(

@@ -9,7 +9,8 @@
 //!           rootfs and a private tmpfs for hosts/resolv.conf/secrets,
 //!           creates missing mount points, forks:
 //!     step (PID 1 of the new PID namespace): own mount namespace, /proc,
-//!           /dev, /sys, mounts, pivot_root, user, capabilities, exec.
+//!           /dev, /sys, mounts, pivot_root, user, capabilities,
+//!           no_new_privs, the seccomp filter (compiled by the helper), exec.
 //!   helper: waits, removes the mount points it created, reports the result
 //!           as JSON on fd 3.
 //! ```
@@ -21,7 +22,7 @@
 
 use crate::idmap::IdMap;
 use crate::spec::{MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode};
-use crate::{container, stubs};
+use crate::{container, seccomp, stubs};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;
@@ -231,9 +232,31 @@ fn run(req: HelperRequest) -> R<HelperReport> {
         loopback_up()?;
     }
 
+    // Docker's default seccomp profile for the default capabilities; the
+    // step installs it right before exec. `--security=insecure`: none.
+    let filter = match spec.security {
+        SecurityMode::Sandbox => {
+            let caps = container::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.1)
+                .collect();
+            seccomp::Target::native(caps)
+                .map(|t| seccomp::default_filter(&t))
+                .transpose()?
+        }
+        SecurityMode::Insecure => None,
+    };
+
     let ws = Workspace::create()?;
     let mut cleanup_errors = Vec::new();
-    let result = run_in_workspace(&spec, &id_map, rootless, &ws, &mut cleanup_errors);
+    let result = run_in_workspace(
+        &spec,
+        &id_map,
+        rootless,
+        filter.as_deref(),
+        &ws,
+        &mut cleanup_errors,
+    );
     ws.remove(&mut cleanup_errors);
     result.map(|outcome| HelperReport {
         outcome,
@@ -245,6 +268,7 @@ fn run_in_workspace(
     spec: &RunSpec,
     id_map: &IdMap,
     rootless: bool,
+    filter: Option<&[seccomp::SockFilter]>,
     ws: &Workspace,
     cleanup_errors: &mut Vec<String>,
 ) -> R<HelperOutcome> {
@@ -270,8 +294,8 @@ fn run_in_workspace(
         };
         let mut stubs = stubs::Stubs::new(&ws.root, upper);
         let result = stubs
-            .create_all(spec)
-            .and_then(|()| fork_step(spec, id_map, ws, &staged));
+            .create_all(spec, &staged)
+            .and_then(|()| fork_step(spec, id_map, filter, ws, &staged));
         let removed = stubs.remove_all(cleanup_errors);
         if let Err(e) = rustix::mount::unmount(&ws.root, UnmountFlags::empty()) {
             cleanup_errors.push(format!("unmounting the rootfs: {e}"));
@@ -288,12 +312,43 @@ fn run_in_workspace(
     result
 }
 
-/// Files that mounts bind from the staging tmpfs, by mount index.
+/// What mounts need, prepared before the step: files on the staging tmpfs,
+/// and what each bind mount's source is, by mount index.
 pub(crate) struct Staged {
     pub hosts: Option<PathBuf>,
     pub resolv_conf: Option<PathBuf>,
     /// Staged file for each `MountSpec::Secret`, same index as `spec.mounts`.
     pub secrets: Vec<Option<PathBuf>>,
+    /// For each `MountSpec::Bind` (same index): whether its source, resolved
+    /// here, is a directory (the kind of mount point it needs).
+    pub bind_is_dir: Vec<Option<bool>>,
+}
+
+/// A bind mount's source, resolved inside its root (see [`crate::rootpath`])
+/// and held open: the step mounts this very file (through
+/// `/proc/self/fd/N`), whatever happens to the path afterwards. Opened where
+/// it is mounted: a mount can only be bound in the mount namespace that
+/// holds it, and the step has a namespace of its own.
+pub(crate) struct BindSource {
+    pub fd: OwnedFd,
+    pub is_dir: bool,
+}
+
+impl BindSource {
+    pub fn open(root: &Path, path: &str) -> R<BindSource> {
+        let what = || format!("bind mount source {path} (in {})", root.display());
+        let root_fd = ctx(crate::rootpath::open_root(root), what)?;
+        let fd = ctx(crate::rootpath::open_in_root(&root_fd, path, true), what)?;
+        let st = ctx(rustix::fs::fstat(&fd), what)?;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        Ok(BindSource { fd, is_dir })
+    }
+
+    /// A path naming exactly the opened file (a /proc magic link).
+    pub fn path(&self) -> String {
+        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
+    }
 }
 
 fn write_staged(path: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) -> R<()> {
@@ -315,6 +370,7 @@ fn stage_files(spec: &RunSpec, stage: &Path) -> R<Staged> {
         hosts: None,
         resolv_conf: None,
         secrets: Vec::new(),
+        bind_is_dir: Vec::new(),
     };
     if let Some(hosts) = &spec.hosts {
         let p = stage.join("hosts");
@@ -340,6 +396,10 @@ fn stage_files(spec: &RunSpec, stage: &Path) -> R<Staged> {
                     .map_err(|e| format!("secret for {target}: {e}"))?;
                 Some(p)
             }
+            _ => None,
+        });
+        staged.bind_is_dir.push(match m {
+            MountSpec::Bind { root, path, .. } => Some(BindSource::open(root, path)?.is_dir),
             _ => None,
         });
     }
@@ -371,6 +431,7 @@ pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<
             if lowerdirs.is_empty() {
                 return Err("overlay rootfs needs at least one lowerdir".into());
             }
+            let lowerdirs = &distinct_lowerdirs(lowerdirs);
             match mount_overlay_fsconfig(lowerdirs, upperdir, workdir, target, rootless) {
                 Ok(()) => Ok(()),
                 Err(new_api_err) => {
@@ -401,6 +462,24 @@ pub(crate) fn mount_rootfs(rootfs: &Rootfs, target: &Path, rootless: bool) -> R<
             }
         }
     }
+}
+
+/// `lowerdirs` (top first) with every directory only at its topmost place.
+/// Overlay refuses a directory given twice (ELOOP), and the lower copy could
+/// not show anything: all it holds, the upper copy holds at the same path and
+/// is found first. Identity is the directory's device and inode, as overlay
+/// sees it.
+fn distinct_lowerdirs(lowerdirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    lowerdirs
+        .iter()
+        .filter(|l| match rustix::fs::stat(l.as_path()) {
+            Ok(st) => seen.insert((st.st_dev, st.st_ino)),
+            // Mounting reports what is wrong with it.
+            Err(_) => true,
+        })
+        .cloned()
+        .collect()
 }
 
 fn mount_overlay_fsconfig(
@@ -527,7 +606,13 @@ pub(crate) fn wait_pid(pid: libc::pid_t) -> R<Exit> {
     }
 }
 
-fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) -> R<HelperOutcome> {
+fn fork_step(
+    spec: &RunSpec,
+    id_map: &IdMap,
+    filter: Option<&[seccomp::SockFilter]>,
+    ws: &Workspace,
+    staged: &Staged,
+) -> R<HelperOutcome> {
     if CANCELLED.load(Ordering::SeqCst) != 0 {
         return Ok(HelperOutcome::Cancelled);
     }
@@ -542,7 +627,7 @@ fn fork_step(spec: &RunSpec, id_map: &IdMap, ws: &Workspace, staged: &Staged) ->
     }
     if pid == 0 {
         drop(err_r);
-        let err = container::enter_and_exec(spec, id_map, &ws.root, staged);
+        let err = container::enter_and_exec(spec, id_map, filter, &ws.root, staged);
         let mut f = std::fs::File::from(err_w);
         let _ = f.write_all(err.as_bytes());
         // SAFETY: leave the forked child without running the parent's destructors.

@@ -6,8 +6,10 @@
 //! [`spawn`]). The work happens in a re-executed, single-threaded helper
 //! process (`/proc/self/exe __kiln-sandbox-helper`), so every binary that runs
 //! sandboxes calls [`helper_main_if_requested`] first thing in `main()`.
-//! See `helper.rs` for the process structure and `container.rs` for what the
-//! step sees (Docker's default capabilities, masked `/proc` paths, …).
+//! See `helper.rs` for the process structure, `container.rs` for what the
+//! step sees (Docker's default capabilities, masked `/proc` paths, its
+//! mounts, …) and `seccomp/` for Docker's default seccomp profile, which the
+//! step runs under.
 //!
 //! Rootless runs use a user namespace; [`IdMap`] maps the host ids found in an
 //! upperdir back to in-container ids for the layer writer. [`userns`] puts a
@@ -40,7 +42,9 @@ mod exec;
 mod helper;
 pub mod idmap;
 pub mod netns;
+pub mod rootpath;
 mod runner;
+mod seccomp;
 pub mod spec;
 mod stubs;
 pub mod user;

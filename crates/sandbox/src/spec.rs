@@ -19,7 +19,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 pub enum Rootfs {
     /// An overlay mount: read-only `lowerdirs` (top first), writes go to
     /// `upperdir`; `workdir` is overlay's scratch dir on the upperdir's
-    /// filesystem. The upperdir afterwards holds the step's changes with
+    /// filesystem. A directory listed more than once is used at its topmost
+    /// place only (the same view; overlay refuses duplicates). The upperdir afterwards holds the step's changes with
     /// overlay whiteouts (0/0 char devices, `*.overlay.opaque` xattrs).
     Overlay {
         lowerdirs: Vec<PathBuf>,
@@ -66,14 +67,24 @@ pub enum SecurityMode {
 }
 
 /// An extra mount inside the sandbox. Targets are absolute paths inside the
-/// rootfs, resolved inside it (symlinks cannot point out of it). A missing
-/// target is created for the run and removed again afterwards, so mount points
-/// never show up in the upperdir.
+/// rootfs, resolved inside it ([`crate::rootpath`]: symlinks are followed as
+/// if the rootfs were `/`, so they cannot point out of it). A missing target
+/// is created (where its symlinks lead, inside the rootfs) for the run and
+/// removed again afterwards, so mount points never show up in the upperdir.
+/// Mounts are made in the order of their targets after the sandbox's own, so
+/// one inside another is made in it (its mount point too); a mount on the
+/// target of one of the sandbox's own (`/dev/shm`, `/etc/hosts`, …) replaces
+/// it, as with BuildKit.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum MountSpec {
-    /// Bind mount a host path (file or directory).
+    /// Bind mount the file or directory at `path` inside the host directory
+    /// `root`. `path` is resolved inside `root` as if `root` were `/` (its
+    /// symlinks followed there, the last one too; `..` stops at `root`) and
+    /// mounted from the descriptor that resolution gave, so whatever `root`
+    /// holds, nothing outside it is mounted.
     Bind {
-        source: PathBuf,
+        root: PathBuf,
+        path: String,
         target: String,
         readonly: bool,
     },

@@ -4,15 +4,26 @@
 //! mtime is put back, like BuildKit's mount-stub cleaner. With overlay, a
 //! parent directory that was copied up only for such a stub is removed from
 //! the upperdir again once the overlay is unmounted.
+//!
+//! A target is first resolved inside the rootfs ([`rootpath::resolve_in_root`]:
+//! the image's symlinks followed as if the rootfs were `/`, missing parts as
+//! written), and the stubs are made along that resolved path, where runc's
+//! `securejoin` would make them and where the mount then lands. Afterwards
+//! the step may have turned any of those directories into a symlink (to the
+//! host, say): cleaning up therefore never follows a symlink
+//! ([`rootpath::open_beneath`]), it leaves such a path alone.
 
-use crate::helper::{ctx, R};
+use crate::helper::{ctx, Staged, R};
+use crate::rootpath;
 use crate::spec::RunSpec;
 use rustix::fd::{AsRawFd, OwnedFd};
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps, UTIME_OMIT};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, UTIME_OMIT};
+use rustix::io::Errno;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 struct Stub {
-    /// Path relative to the rootfs, lexically normalized.
+    /// Path relative to the rootfs, resolved (no symlinks, `.` or `..`).
     rel: PathBuf,
     is_dir: bool,
     /// The parent was in the upperdir before we created the stub (always true
@@ -34,7 +45,7 @@ pub(crate) struct Stubs<'a> {
 }
 
 /// Lexically normalized components of an absolute in-rootfs path.
-fn components(target: &str) -> Vec<String> {
+pub(crate) fn components(target: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for c in target.split('/') {
         match c {
@@ -48,15 +59,18 @@ fn components(target: &str) -> Vec<String> {
     out
 }
 
-fn open_in(root: &OwnedFd, rel: &str) -> rustix::io::Result<OwnedFd> {
-    let rel = if rel.is_empty() { "." } else { rel };
-    rustix::fs::openat2(
-        root,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT,
-    )
+/// The directory at `rel` below `root`, reached without following any
+/// symlink; None when there is none (missing, not a directory, or a symlink
+/// on the way).
+fn dir_beneath(root: &OwnedFd, rel: &Path) -> Result<Option<OwnedFd>, Errno> {
+    match rootpath::open_beneath(root, rel) {
+        Ok(fd) => {
+            let st = rustix::fs::fstat(&fd)?;
+            Ok((FileType::from_raw_mode(st.st_mode) == FileType::Directory).then_some(fd))
+        }
+        Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn mtime(fd: &OwnedFd) -> R<Timespec> {
@@ -93,47 +107,60 @@ impl<'a> Stubs<'a> {
     }
 
     fn root_fd(&self) -> R<OwnedFd> {
-        ctx(
-            rustix::fs::open(
-                self.root,
-                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            ),
-            || format!("opening {}", self.root.display()),
-        )
+        ctx(rootpath::open_root(self.root), || {
+            format!("opening {}", self.root.display())
+        })
     }
 
     /// Creates every missing mount point the step needs.
-    pub(crate) fn create_all(&mut self, spec: &RunSpec) -> R<()> {
+    pub(crate) fn create_all(&mut self, spec: &RunSpec, staged: &Staged) -> R<()> {
         let root = self.root_fd()?;
-        for (target, is_dir) in crate::container::mount_points(spec) {
-            self.ensure(&root, &target, is_dir)?;
+        let upper = match self.upper {
+            Some(u) => Some(ctx(rootpath::open_root(u), || {
+                format!("opening {}", u.display())
+            })?),
+            None => None,
+        };
+        for m in crate::container::mount_plan(spec, staged) {
+            // A mount point inside another mount is made by the step, there.
+            if !m.nested {
+                self.ensure(&root, upper.as_ref(), &m.target, m.is_dir)?;
+            }
         }
         Ok(())
     }
 
-    fn ensure(&mut self, root: &OwnedFd, target: &str, is_dir: bool) -> R<()> {
-        let comps = components(target);
+    fn ensure(
+        &mut self,
+        root: &OwnedFd,
+        upper: Option<&OwnedFd>,
+        target: &str,
+        is_dir: bool,
+    ) -> R<()> {
+        let resolved = ctx(rootpath::resolve_in_root(root, target), || {
+            format!("mount point {target}")
+        })?;
+        let comps: Vec<&OsStr> = resolved.iter().collect();
         if comps.is_empty() {
             return Err(format!("cannot mount over the root directory ({target:?})"));
         }
         for i in 0..comps.len() {
-            let rel = comps[..=i].join("/");
-            match open_in(root, &rel) {
+            let rel: PathBuf = comps[..=i].iter().collect();
+            match rootpath::open_beneath(root, &rel) {
                 Ok(_) => continue,
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(format!("mount point {target}: /{rel}: {e}")),
+                Err(Errno::NOENT) => {}
+                Err(e) => return Err(format!("mount point {target}: /{}: {e}", rel.display())),
             }
-            let parent_rel = comps[..i].join("/");
-            let parent = ctx(open_in(root, &parent_rel), || {
-                format!("mount point {target}: /{parent_rel}")
+            let parent_rel: PathBuf = comps[..i].iter().collect();
+            let parent = ctx(rootpath::open_beneath(root, &parent_rel), || {
+                format!("mount point {target}: /{}", parent_rel.display())
             })?;
-            let parent_in_upper = match self.upper {
-                Some(upper) => i == 0 || upper.join(&parent_rel).symlink_metadata().is_ok(),
+            let parent_in_upper = match upper {
+                Some(upper) => i == 0 || rootpath::open_beneath(upper, &parent_rel).is_ok(),
                 None => true,
             };
             let parent_mtime_before = mtime(&parent)?;
-            let name = comps[i].as_str();
+            let name = comps[i];
             let dir = i + 1 < comps.len() || is_dir;
             let created = if dir {
                 rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755))
@@ -146,10 +173,12 @@ impl<'a> Stubs<'a> {
                 )
                 .map(drop)
             };
-            ctx(created, || format!("creating mount point /{rel}"))?;
+            ctx(created, || {
+                format!("creating mount point /{}", rel.display())
+            })?;
             let parent_mtime_after = mtime(&parent)?;
             self.created.push(Stub {
-                rel: PathBuf::from(rel),
+                rel,
                 is_dir: dir,
                 parent_in_upper,
                 parent_mtime_before,
@@ -177,8 +206,11 @@ impl<'a> Stubs<'a> {
                 .file_name()
                 .map(|n| n.to_os_string())
                 .unwrap_or_default();
-            let parent = match open_in(&root, &parent_rel.to_string_lossy()) {
-                Ok(p) => p,
+            let parent = match dir_beneath(&root, &parent_rel) {
+                Ok(Some(p)) => p,
+                // The step removed or replaced a directory on the way: what
+                // is there now is its change, not ours to clean.
+                Ok(None) => continue,
                 Err(e) => {
                     errors.push(format!("mount point /{}: {e}", stub.rel.display()));
                     continue;
@@ -194,8 +226,8 @@ impl<'a> Stubs<'a> {
                 Ok(()) => {}
                 // The step put files into a directory we created: they are its
                 // changes, and the directory stays with them.
-                Err(rustix::io::Errno::NOTEMPTY) => continue,
-                Err(rustix::io::Errno::NOENT) => continue,
+                Err(Errno::NOTEMPTY) => continue,
+                Err(Errno::NOENT) => continue,
                 Err(e) => {
                     errors.push(format!("removing mount point /{}: {e}", stub.rel.display()));
                     continue;
@@ -224,58 +256,69 @@ impl<'a> Stubs<'a> {
 
 /// After unmounting the overlay: a directory copied up only because a stub was
 /// created in it is removed from the upperdir when it is empty there and its
-/// metadata equals the lower one it was copied from.
+/// metadata equals the lower one it was copied from. Paths are followed in
+/// the upper and lower directories without any symlink (the step may have
+/// made some), so nothing outside them is ever looked at or removed.
 pub(crate) fn drop_untouched_copied_up_parents(
     upper: &Path,
     lowerdirs: &[PathBuf],
     parents: &[CopiedUpParent],
     errors: &mut Vec<String>,
 ) {
-    use std::os::unix::fs::MetadataExt;
+    if parents.is_empty() {
+        return;
+    }
+    let Ok(upper_fd) = rootpath::open_root(upper) else {
+        return;
+    };
+    let lowers: Vec<OwnedFd> = lowerdirs
+        .iter()
+        .filter_map(|l| rootpath::open_root(l).ok())
+        .collect();
     for p in parents {
-        let up = upper.join(&p.rel);
-        let Ok(meta) = up.symlink_metadata() else {
+        let Ok(Some(dir)) = dir_beneath(&upper_fd, &p.rel) else {
             continue;
         };
-        if !meta.is_dir() {
+        let Ok(meta) = rustix::fs::fstat(&dir) else {
             continue;
-        }
-        let empty = std::fs::read_dir(&up)
-            .map(|mut d| d.next().is_none())
+        };
+        let empty = rootpath::reopen_dir(&dir)
+            .and_then(rustix::fs::Dir::read_from)
+            .map(|mut entries| {
+                entries.all(|e| e.is_ok_and(|e| matches!(e.file_name().to_bytes(), b"." | b"..")))
+            })
             .unwrap_or(false);
         if !empty {
             continue;
         }
-        let lower = lowerdirs
-            .iter()
-            .find_map(|l| l.join(&p.rel).symlink_metadata().ok());
-        let same = lower.is_some_and(|l| {
-            l.is_dir()
-                && l.mode() == meta.mode()
-                && l.uid() == meta.uid()
-                && l.gid() == meta.gid()
-                && l.mtime() == meta.mtime()
-                && l.mtime_nsec() == meta.mtime_nsec()
+        // The topmost lower holding the path (without symlinks on the way).
+        let lower = lowers.iter().find_map(|l| {
+            rootpath::open_beneath(l, &p.rel)
+                .ok()
+                .and_then(|fd| rustix::fs::fstat(&fd).ok())
         });
-        if same {
-            if let Err(e) = std::fs::remove_dir(&up) {
-                errors.push(format!("removing {} from the upperdir: {e}", up.display()));
-            }
+        let same = lower.is_some_and(|l| {
+            FileType::from_raw_mode(l.st_mode) == FileType::Directory
+                && l.st_mode == meta.st_mode
+                && l.st_uid == meta.st_uid
+                && l.st_gid == meta.st_gid
+                && l.st_mtime == meta.st_mtime
+                && l.st_mtime_nsec == meta.st_mtime_nsec
+        });
+        if !same {
+            continue;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::components;
-
-    #[test]
-    fn normalizes_targets() {
-        assert_eq!(components("/etc/hosts"), ["etc", "hosts"]);
-        assert_eq!(
-            components("//run/./secrets/../secrets/x"),
-            ["run", "secrets", "x"]
-        );
-        assert!(components("/..").is_empty());
+        let parent_rel = p.rel.parent().unwrap_or(Path::new(""));
+        let (Some(name), Ok(Some(parent))) =
+            (p.rel.file_name(), dir_beneath(&upper_fd, parent_rel))
+        else {
+            continue;
+        };
+        if let Err(e) = rustix::fs::unlinkat(&parent, name, AtFlags::REMOVEDIR) {
+            errors.push(format!(
+                "removing {} from the upperdir: {e}",
+                upper.join(&p.rel).display()
+            ));
+        }
     }
 }

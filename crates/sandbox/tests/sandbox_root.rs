@@ -731,14 +731,16 @@ fn bind_mount_readonly(env: &Env) -> CaseResult {
         "cat /mnt/src/in; touch /mnt/src/x 2>/dev/null && echo rw || echo ro; echo w > /mnt/rw/out",
     );
     spec.mounts.push(MountSpec::Bind {
-        source: src.clone(),
+        root: src.clone(),
+        path: "/".into(),
         target: "/mnt/src".into(),
         readonly: true,
     });
     let rw = env.base.join("bind-rw");
     std::fs::create_dir_all(&rw).map_err(|e| e.to_string())?;
     spec.mounts.push(MountSpec::Bind {
-        source: rw.clone(),
+        root: rw.clone(),
+        path: "/".into(),
         target: "/mnt/rw".into(),
         readonly: false,
     });
@@ -748,6 +750,58 @@ fn bind_mount_readonly(env: &Env) -> CaseResult {
     let entries = upper_entries(&upper);
     ensure!(entries.is_empty(), "upperdir not empty: {entries:?}");
     Ok(())
+}
+
+/// A bind source is resolved inside its root: symlinks there pointing at a
+/// host directory (absolutely, or climbing with `..`) lead to the root's own
+/// copy of that path, and an rw mount writes there, never on the host.
+fn bind_sources_resolve_inside_their_root(env: &Env) -> CaseResult {
+    let host = env.base.join("resolve-host");
+    let root = env.base.join("resolve-root");
+    let inside = root.join(host.strip_prefix("/").map_err(|e| e.to_string())?);
+    for d in [&host, &inside] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    write(&host.join("secret"), "host\n", 0o644).map_err(|e| e.to_string())?;
+    write(&inside.join("secret"), "inside\n", 0o644).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&host, root.join("abs")).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink("../".repeat(40), root.join("up")).map_err(|e| e.to_string())?;
+    let (mut spec, _) = env.sh("bind-in-root", "cat /mnt/a /mnt/b; touch /mnt/d/new");
+    let host_rel = host
+        .strip_prefix("/")
+        .map_err(|e| e.to_string())?
+        .display()
+        .to_string();
+    for (path, target, readonly) in [
+        ("abs/secret".to_string(), "/mnt/a", true),
+        (format!("up/{host_rel}/secret"), "/mnt/b", true),
+        ("/abs".to_string(), "/mnt/d", false),
+    ] {
+        spec.mounts.push(MountSpec::Bind {
+            root: root.clone(),
+            path,
+            target: target.into(),
+            readonly,
+        });
+    }
+    let out = run_ok(&spec)?;
+    ensure!(out == ["inside", "inside"], "output {out:?}");
+    ensure!(!host.join("new").exists(), "an rw bind wrote on the host");
+    ensure!(
+        inside.join("new").exists(),
+        "the rw bind did not write in its root"
+    );
+    let (mut spec, _) = env.sh("bind-missing", "true");
+    spec.mounts.push(MountSpec::Bind {
+        root: root.clone(),
+        path: "abs/missing".into(),
+        target: "/mnt/m".into(),
+        readonly: true,
+    });
+    match run(&spec) {
+        Err(SandboxError::Setup(m)) if m.contains("bind mount source abs/missing") => Ok(()),
+        other => Err(format!("missing bind source: {other:?}")),
+    }
 }
 
 fn dir_rootfs(env: &Env) -> CaseResult {
@@ -776,6 +830,110 @@ fn dir_rootfs(env: &Env) -> CaseResult {
         .map_err(|e| e.to_string())?
         .mtime_nsec();
     ensure!(before == after, "/etc mtime changed");
+    Ok(())
+}
+
+/// Layers repeated in the stack (three no-op RUNs give one empty layer three
+/// times; `COPY a`, `COPY b`, `COPY a` gives A, B, A) mount, and the topmost
+/// copy decides what is seen.
+fn repeated_lowers(env: &Env) -> CaseResult {
+    let lowers = env.base.join("repeated-lowers");
+    let (a, b, empty) = (lowers.join("a"), lowers.join("b"), lowers.join("empty"));
+    for (dir, file, content) in [(&a, "d/in-a", "A"), (&b, "d/in-b", "B")] {
+        std::fs::create_dir_all(dir.join("d")).map_err(|e| e.to_string())?;
+        write(&dir.join("rep"), content, 0o644).map_err(|e| e.to_string())?;
+        write(&dir.join(file), content, 0o644).map_err(|e| e.to_string())?;
+    }
+    std::fs::create_dir_all(&empty).map_err(|e| e.to_string())?;
+    let script = "cat /rep; echo; ls /d";
+    // Top first: A over B over A over the busybox rootfs.
+    let (rootfs, upper) = env.overlay("repeated-aba", &[a.clone(), b.clone(), a.clone()]);
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    let out = run_ok(&spec)?;
+    ensure!(out == ["A", "in-a", "in-b"], "A, B, A: output {out:?}");
+    ensure!(
+        upper_entries(&upper).is_empty(),
+        "A, B, A: upperdir not empty"
+    );
+    // B over A over B: B wins.
+    let (rootfs, _) = env.overlay("repeated-bab", &[b.clone(), a.clone(), b.clone()]);
+    let spec = RunSpec::new(rootfs, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    let out = run_ok(&spec)?;
+    ensure!(out == ["B", "in-a", "in-b"], "B, A, B: output {out:?}");
+    // The same empty layer three times, adjacent.
+    let (rootfs, _) = env.overlay("repeated-empty", &[empty.clone(), empty.clone(), empty]);
+    let spec = RunSpec::new(
+        rootfs,
+        vec!["/bin/sh".into(), "-c".into(), "cat /lower-file".into()],
+    );
+    let out = run_ok(&spec)?;
+    ensure!(out == ["from the lower layer"], "E, E, E: output {out:?}");
+    Ok(())
+}
+
+/// A mount point inside another mount is made in that mount: a RUN heredoc
+/// with a shebang runs from `/dev/pipes/` (on the `/dev` tmpfs), and nested
+/// cache mounts work whichever order they are given in.
+fn mount_inside_a_mount(env: &Env) -> CaseResult {
+    let dirs = env.base.join("nested-mounts");
+    let (outer, inner) = (dirs.join("outer"), dirs.join("inner"));
+    for d in [&outer, &inner] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    write(&inner.join("f"), "inner", 0o644).map_err(|e| e.to_string())?;
+    let (rootfs, upper) = env.overlay("nested-mounts", &[]);
+    let mut spec = RunSpec::new(rootfs, vec!["/dev/pipes/EOF".into()]);
+    spec.mounts = vec![
+        MountSpec::Bind {
+            root: inner.clone(),
+            path: "/".into(),
+            target: "/c/d/e".into(),
+            readonly: false,
+        },
+        MountSpec::Bind {
+            root: outer.clone(),
+            path: "/".into(),
+            target: "/c/d".into(),
+            readonly: false,
+        },
+        MountSpec::Secret {
+            target: "/dev/pipes/EOF".into(),
+            content: b"#!/bin/sh\ncat /c/d/e/f; echo; echo from-script > /x\n".to_vec(),
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        },
+    ];
+    let out = run_ok(&spec)?;
+    ensure!(out == ["inner"], "output {out:?}");
+    ensure!(
+        upper_entries(&upper) == ["x"],
+        "upperdir: {:?} (only /x; no mount point stubs)",
+        upper_entries(&upper)
+    );
+    // As with runc, the mount point stays in the outer mount's directory.
+    ensure!(
+        outer.join("e").is_dir(),
+        "mount point e not made in the outer mount"
+    );
+    Ok(())
+}
+
+/// `--mount=type=tmpfs,target=/dev/shm` replaces kiln's own /dev/shm.
+fn run_mount_replaces_dev_shm(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh(
+        "dev-shm",
+        "grep -c ' /dev/shm ' /proc/self/mountinfo; df -k /dev/shm | tail -1",
+    );
+    spec.mounts.push(MountSpec::Tmpfs {
+        target: "/dev/shm".into(),
+        size_bytes: Some(2 << 20),
+    });
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.len() == 2 && out[0] == "1" && out[1].contains(" 2048 "),
+        "one /dev/shm of 2 MiB expected: {out:?}"
+    );
     Ok(())
 }
 
@@ -935,6 +1093,233 @@ fn copy_snapshotter_matches_overlay(env: &Env) -> CaseResult {
     ensure!(
         matches!((&f, &h), (Ok(f), Ok(h)) if f.ino() == h.ino() && f.uid() == 1001 && f.gid() == 2000),
         "hard link / owner lost: {f:?} {h:?}"
+    );
+    Ok(())
+}
+
+/// `--seccomp-probe`, run inside the sandbox: tries what Docker's seccomp
+/// profile refuses and prints `name=RESULT` lines (`ok` or the errno's name).
+fn seccomp_probe() -> ExitCode {
+    fn errno_name(e: i32) -> String {
+        match e {
+            libc::EPERM => "EPERM".into(),
+            libc::ENOSYS => "ENOSYS".into(),
+            libc::EINVAL => "EINVAL".into(),
+            libc::EAFNOSUPPORT => "EAFNOSUPPORT".into(),
+            e => format!("errno {e}"),
+        }
+    }
+    fn result(r: libc::c_long) -> String {
+        if r >= 0 {
+            return "ok".into();
+        }
+        errno_name(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+    /// `f` in a forked child, so that what it changes (a new user
+    /// namespace) does not change the probes after it.
+    fn in_child(f: impl FnOnce() -> libc::c_long) -> String {
+        // SAFETY: the probe is single-threaded; the child makes one syscall
+        // and exits.
+        unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
+                let code = if f() >= 0 {
+                    0
+                } else {
+                    std::io::Error::last_os_error()
+                        .raw_os_error()
+                        .unwrap_or(255)
+                };
+                libc::_exit(code);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+            match libc::WEXITSTATUS(status) {
+                0 => "ok".into(),
+                e => errno_name(e),
+            }
+        }
+    }
+    const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+    // SAFETY (all calls below): raw syscalls with valid pointers or none; a
+    // child that clone() or fork() creates only calls async-signal-safe
+    // functions before _exit.
+    unsafe {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let mode = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        println!("seccomp-mode={mode}");
+        println!(
+            "unshare-user={}",
+            in_child(|| libc::unshare(libc::CLONE_NEWUSER) as libc::c_long)
+        );
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        if pid > 0 {
+            libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        println!("clone-newuser={}", result(pid));
+        println!(
+            "clone3={}",
+            result(libc::syscall(
+                libc::SYS_clone3,
+                std::ptr::null::<u8>(),
+                0usize
+            ))
+        );
+        println!(
+            "keyctl={}",
+            result(libc::syscall(
+                libc::SYS_keyctl,
+                0 as libc::c_long, // KEYCTL_GET_KEYRING_ID
+                KEY_SPEC_SESSION_KEYRING,
+                1 as libc::c_long
+            ))
+        );
+        println!(
+            "add_key={}",
+            result(libc::syscall(
+                libc::SYS_add_key,
+                c"user".as_ptr(),
+                c"kiln-probe".as_ptr(),
+                c"x".as_ptr(),
+                1usize,
+                KEY_SPEC_SESSION_KEYRING
+            ))
+        );
+        println!(
+            "kexec_load={}",
+            result(libc::syscall(
+                libc::SYS_kexec_load,
+                0usize,
+                0usize,
+                0usize,
+                0usize
+            ))
+        );
+        println!(
+            "socket-af-alg={}",
+            result(libc::socket(38, libc::SOCK_SEQPACKET, 0) as libc::c_long)
+        );
+        // ptrace of a process that is not our child and runs as another user:
+        // a grandchild that switched to uid 1001, its parent gone.
+        let mut fds = [0; 2];
+        libc::pipe(fds.as_mut_ptr());
+        let child = libc::fork();
+        if child == 0 {
+            let grandchild = libc::fork();
+            if grandchild == 0 {
+                libc::setresgid(1001, 1001, 1001);
+                libc::setresuid(1001, 1001, 1001);
+                libc::sleep(30);
+                libc::_exit(0);
+            }
+            libc::write(fds[1], (&grandchild as *const libc::pid_t).cast(), 4);
+            libc::_exit(0);
+        }
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+        let mut target: libc::pid_t = 0;
+        libc::read(fds[0], (&mut target as *mut libc::pid_t).cast(), 4);
+        // Let it switch users before attaching.
+        std::thread::sleep(Duration::from_millis(100));
+        let r = libc::ptrace(libc::PTRACE_ATTACH, target, 0usize, 0usize);
+        println!("ptrace-other-user={}", result(r));
+        libc::kill(target, libc::SIGKILL);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The probe (this test binary) in the sandbox, with the host's libraries
+/// bound in for it.
+fn probe_spec(env: &Env, name: &str) -> Result<RunSpec, String> {
+    let (rootfs, _) = env.overlay(name, &[]);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut spec = RunSpec::new(rootfs, vec!["/probe".into(), "--seccomp-probe".into()]);
+    spec.mounts.push(MountSpec::Bind {
+        root: exe.parent().unwrap().to_path_buf(),
+        path: exe.file_name().unwrap().to_string_lossy().into_owned(),
+        target: "/probe".into(),
+        readonly: true,
+    });
+    for dir in ["/lib", "/lib64", "/usr/lib", "/usr/lib64"] {
+        if Path::new(dir).is_dir() {
+            spec.mounts.push(MountSpec::Bind {
+                root: dir.into(),
+                path: "/".into(),
+                target: dir.into(),
+                readonly: true,
+            });
+        }
+    }
+    Ok(spec)
+}
+
+fn probe_results(out: &[String]) -> HashMap<String, String> {
+    out.iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Docker's default seccomp profile: nested user namespaces, the keyring,
+/// kexec and AF_ALG are refused, clone3 says ENOSYS (libc falls back to
+/// clone); ptrace of another user's process is refused (no CAP_SYS_PTRACE).
+fn seccomp_refuses_what_docker_refuses(env: &Env) -> CaseResult {
+    let spec = probe_spec(env, "seccomp")?;
+    let got = probe_results(&run_ok(&spec)?);
+    for (k, want) in [
+        ("seccomp-mode", "2"),
+        ("unshare-user", "EPERM"),
+        ("clone-newuser", "EPERM"),
+        ("clone3", "ENOSYS"),
+        ("keyctl", "EPERM"),
+        ("add_key", "EPERM"),
+        ("kexec_load", "EPERM"),
+        ("socket-af-alg", "EPERM"),
+        ("ptrace-other-user", "EPERM"),
+    ] {
+        ensure!(
+            got.get(k).map(String::as_str) == Some(want),
+            "{k}: want {want}, got {:?} (all: {got:?})",
+            got.get(k)
+        );
+    }
+    Ok(())
+}
+
+/// `--security=insecure` has no filter: clone3 reaches the kernel (EINVAL
+/// for a null argument), AF_ALG is the kernel's to refuse, ptrace works.
+fn insecure_has_no_seccomp_filter(env: &Env) -> CaseResult {
+    let mut spec = probe_spec(env, "seccomp-insecure")?;
+    spec.security = SecurityMode::Insecure;
+    let got = probe_results(&run_ok(&spec)?);
+    for (k, want) in [
+        ("seccomp-mode", "0"),
+        ("clone3", "EINVAL"),
+        ("ptrace-other-user", "ok"),
+    ] {
+        ensure!(
+            got.get(k).map(String::as_str) == Some(want),
+            "{k}: want {want}, got {:?} (all: {got:?})",
+            got.get(k)
+        );
+    }
+    ensure!(
+        got.get("socket-af-alg").map(String::as_str) != Some("EPERM"),
+        "AF_ALG refused without a filter: {got:?}"
     );
     Ok(())
 }
@@ -1300,7 +1685,31 @@ const CASES: &[Case] = &[
     ("env and cwd", env_and_cwd),
     ("setup errors are clear", setup_errors_are_clear),
     ("bind mounts, read-only and read-write", bind_mount_readonly),
+    (
+        "bind sources resolve inside their root",
+        bind_sources_resolve_inside_their_root,
+    ),
     ("a plain directory rootfs", dir_rootfs),
+    (
+        "a lower given more than once mounts; the topmost copy is seen",
+        repeated_lowers,
+    ),
+    (
+        "a mount point inside another mount is made there",
+        mount_inside_a_mount,
+    ),
+    (
+        "a tmpfs at /dev/shm replaces kiln's /dev/shm",
+        run_mount_replaces_dev_shm,
+    ),
+    (
+        "Docker's default seccomp profile refuses what Docker refuses",
+        seccomp_refuses_what_docker_refuses,
+    ),
+    (
+        "insecure runs without a seccomp filter",
+        insecure_has_no_seccomp_filter,
+    ),
     (
         "100 runs leave no mounts, processes or dirs",
         hundred_runs_leave_nothing,
@@ -1512,6 +1921,9 @@ fn rootless_run(
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--seccomp-probe") {
+        return seccomp_probe();
+    }
     if args.get(1).map(String::as_str) == Some("--caller-worker") && args.len() == 4 {
         return caller_worker(Path::new(&args[2]), Path::new(&args[3]));
     }

@@ -82,8 +82,11 @@ fn find_in<T>(text: &str, name: &str, f: impl Fn(&[&str]) -> Option<T>) -> Optio
         .find_map(|fields| f(&fields))
 }
 
-/// Reads a user database file through the view; `None` when it does not exist.
-fn read_user_file(view: &LayeredView, path: &str) -> Result<Option<String>, String> {
+/// Reads a user database file (`/etc/passwd`, `/etc/group`) through the
+/// view, symlinks resolved inside it; `None` when it does not exist. Only a
+/// regular file of at most 10 MiB is read: the image decides what is there,
+/// and a FIFO or device node would be opened on the host.
+pub fn read_user_file(view: &LayeredView, path: &str) -> Result<Option<String>, String> {
     let entry = match view.lookup(path, true) {
         Ok(Some(e)) => e,
         Ok(None) => return Ok(None),
@@ -97,7 +100,12 @@ fn read_user_file(view: &LayeredView, path: &str) -> Result<Option<String>, Stri
     }
     let read = || -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
-        std::fs::File::open(&entry.host_path)?
+        let fd = rustix::fs::open(
+            &entry.host_path,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        std::fs::File::from(fd)
             .take(MAX_USER_FILE + 1)
             .read_to_end(&mut buf)?;
         Ok(buf)

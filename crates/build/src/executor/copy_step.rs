@@ -241,12 +241,12 @@ pub(crate) fn workdir_step(
         let (uid, gid) = if user.is_empty() {
             (0, 0)
         } else {
-            let read = |p: &str| -> Option<String> {
-                let e = view.lookup(p, true).ok()??;
-                std::fs::read_to_string(e.host_path).ok()
+            let read = |p: &str| {
+                copy::chown::read_user_file(&view, p)
+                    .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))
             };
-            let passwd = read("/etc/passwd");
-            let group = read("/etc/group");
+            let passwd = read("/etc/passwd")?;
+            let group = read("/etc/group")?;
             let u = kiln_sandbox::user::resolve_user(&user, passwd.as_deref(), group.as_deref())
                 .map_err(|e| BuildError::other(format!("WORKDIR {wd}: {e}")))?;
             (u.uid, u.gid)

@@ -5,6 +5,7 @@ use super::cache::{KeyBuilder, StepRecord};
 use super::stage::{input_key, resolve_path, StageState, StepCtx};
 use super::BuildError;
 use crate::cache_mounts::{CacheMountRequest, CacheMounts};
+use crate::fsview::LayeredView;
 use crate::progress::{Event, OutputStream};
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
 use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Security};
@@ -263,30 +264,38 @@ fn prepare_mounts(
                     target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
                 let source = m.source.clone().unwrap_or_default();
                 let input = step.mount_from.get(i).cloned().flatten();
-                let rel = resolve_path("/", &source);
-                let rel = rel.trim_start_matches('/');
-                // The directories the mount shows, and what it adds to the key.
-                let (lowers, key) = match input {
+                let not_found =
+                    || sh.located(origin, format!("mount source {source:?}: not found"));
+                // The source is a path inside the context or the stage, never
+                // on the host: symlinks on the way (the last one too) are
+                // followed inside that root, as BuildKit does. `path` is the
+                // result, relative to the root; the directories the mount shows
+                // (`lowers`), and what it adds to the key.
+                let (lowers, key, path) = match input {
                     None => {
-                        let sel = sh.opts.context.select(rel).map_err(|e| {
+                        let ctx = &sh.opts.context;
+                        let path = ctx.resolve(&source, true).map_err(|e| {
                             sh.located(origin, format!("mount source {source:?}: {e}"))
                         })?;
-                        let digest = sh
-                            .opts
-                            .context_digests
-                            .selection_digest(&sh.opts.context, &sel);
+                        if !path.is_empty() && ctx.entry(&path).is_none() {
+                            return Err(not_found());
+                        }
+                        let sel = ctx.select(&path).map_err(|e| {
+                            sh.located(origin, format!("mount source {source:?}: {e}"))
+                        })?;
+                        let digest = sh.opts.context_digests.selection_digest(ctx, &sel);
                         // What .dockerignore excludes is hidden by whiteouts in a
                         // mask layer above the context directory.
-                        let mut lowers = vec![sh.opts.context.root.clone()];
-                        if let Some(mask) = context_mask(&sh.snapshots, &sh.opts.context, rel)
-                            .map_err(|e| {
+                        let mut lowers = vec![ctx.root.clone()];
+                        if let Some(mask) =
+                            context_mask(&sh.snapshots, ctx, &path).map_err(|e| {
                                 sh.located(origin, format!("mount source {source:?}: {e}"))
                             })?
                         {
                             lowers.insert(0, mask.path().to_path_buf());
                             out._guards.push(Box::new(mask));
                         }
-                        (lowers, digest.to_string())
+                        (lowers, digest.to_string(), path)
                     }
                     Some(input) => {
                         let (key, st) = input_key(sh, &input, origin)?;
@@ -294,28 +303,39 @@ fn prepare_mounts(
                             .snapshots
                             .stack(sh.store, &st.layers)
                             .map_err(BuildError::other)?;
-                        (lowers, format!("{key}:/{rel}"))
+                        let rel = resolve_path("/", &source);
+                        let found = LayeredView::new(lowers.clone())
+                            .lookup(&rel, true)
+                            .map_err(|e| {
+                                sh.located(origin, format!("mount source {source:?}: {e}"))
+                            })?;
+                        let path = match found {
+                            Some(e) => e.path,
+                            None if rel == "/" => rel.clone(),
+                            None => return Err(not_found()),
+                        };
+                        (lowers, format!("{key}:{rel}"), path)
                     }
                 };
                 // A plain read-only bind when the source is one directory (the
                 // context); otherwise (a stage's layers, or rw, whose writes must
                 // go nowhere) an overlay, mounted here and detached afterwards.
-                let host = if lowers.len() == 1 && m.read_only {
-                    lowers[0].join(rel)
+                // Either way the sandbox opens `path` inside that root itself
+                // (`RESOLVE_IN_ROOT`) and mounts what it opened.
+                let root = if lowers.len() == 1 && m.read_only {
+                    lowers[0].clone()
                 } else {
                     let mounted = ScratchOverlay::mount(&sh.snapshots, lowers, !m.read_only)
                         .map_err(|e| sh.located(origin, format!("mount {source:?}: {e}")))?;
-                    let host = mounted.path().join(rel);
+                    let root = mounted.path().to_path_buf();
                     out._guards.push(Box::new(mounted));
-                    host
+                    root
                 };
-                if std::fs::symlink_metadata(&host).is_err() {
-                    return Err(sh.located(origin, format!("mount source {source:?}: not found")));
-                }
                 out.key_parts
                     .push((format!("bind:{target}:{}", m.read_only), key));
                 out.specs.push(MountSpec::Bind {
-                    source: host,
+                    root,
+                    path,
                     target,
                     readonly: m.read_only,
                 });
@@ -337,7 +357,8 @@ fn prepare_mounts(
                 out.key_parts
                     .push((format!("cache:{target}"), String::new()));
                 out.specs.push(MountSpec::Bind {
-                    source: lease.dir().to_path_buf(),
+                    root: lease.dir().to_path_buf(),
+                    path: "/".into(),
                     target,
                     readonly: m.read_only,
                 });
@@ -435,8 +456,12 @@ fn context_mask(
         }
         Ok(())
     }
-    let start = ctx.root.join(rel);
-    if !std::fs::symlink_metadata(&start).is_ok_and(|m| m.is_dir()) {
+    // `rel` is resolved in the listing: every component a real directory.
+    let is_dir = rel.is_empty()
+        || ctx
+            .entry(rel)
+            .is_some_and(|e| e.kind == crate::context::FileKind::Dir);
+    if !is_dir {
         return Ok(None);
     }
     walk(&ctx.root, rel, &included, &mut hidden)?;

@@ -14,7 +14,7 @@
 //! them by the project's name.
 
 use super::containers::{print_log, print_table, remove};
-use crate::containers::{container_config, volume_dir, ContainerOptions};
+use crate::containers::{container_config, host_bind, volume_dir, ContainerOptions};
 use crate::flags::{
     ComposeBuildFlags, ComposeDownFlags, ComposeLogsFlags, ComposePsFlags, ComposeUpFlags,
     GlobalFlags, LoadFlag,
@@ -424,17 +424,9 @@ fn volumes_of(project: &Project, s: &Service, store_root: &Path) -> Result<Vec<M
                     std::fs::create_dir_all(&p)
                         .map_err(|e| miette!("creating {}: {e}", p.display()))?;
                 }
-                MountSpec::Bind {
-                    source: p,
-                    target,
-                    readonly,
-                }
+                host_bind(&p, &target, readonly)
             }
-            ("volume", Some(name)) => MountSpec::Bind {
-                source: named(&name, item)?,
-                target,
-                readonly,
-            },
+            ("volume", Some(name)) => host_bind(&named(&name, item)?, &target, readonly),
             // An anonymous volume: a fresh directory for this container's life.
             ("volume", None) | ("tmpfs", _) => MountSpec::Tmpfs {
                 target,
