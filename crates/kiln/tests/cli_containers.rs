@@ -611,3 +611,50 @@ fn a_dependency_that_fails_keeps_its_dependents_from_starting_needs_root() {
     f.ok_in(&dir, &["compose", "-p", &project, "down"]);
     f.assert_nothing_left(&[&format!("{project}_default")]);
 }
+
+#[test]
+fn run_i_passes_standard_input_and_t_gives_a_terminal_needs_root() {
+    let f = fixture(false);
+    let with_input = |args: &[&str], input: &str| -> Output {
+        let mut child = f
+            .command(f.tmp.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // -i: the container reads kiln's standard input to its end.
+    let out = with_input(
+        &["run", "-i", "bb:www", "sh", "-c", "read x; echo got:$x; cat; exit 3"],
+        "first\nsecond\n",
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "got:first\nsecond\n");
+    // Without -i it is /dev/null.
+    let out = with_input(&["run", "bb:www", "sh", "-c", "cat; echo end"], "ignored\n");
+    assert_eq!(text(&out.stdout), "end\n");
+    // -t: a terminal for its standard streams (so \r\n), TERM=xterm.
+    let out = with_input(
+        &["run", "-t", "bb:www", "sh", "-c", "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty $TERM"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "tty xterm\r\n");
+    // -it: what kiln reads goes to the container's terminal.
+    let out = with_input(&["run", "-it", "bb:www", "sh"], "echo typed-$((6*7))\nexit 4\n");
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("typed-42\r\n"), "{}", text(&out.stdout));
+    // Not with -d (no attach).
+    let out = f.kiln(&["run", "-d", "-t", "bb:www"]);
+    assert!(!out.status.success());
+    f.assert_nothing_left(&[]);
+}

@@ -161,13 +161,17 @@ pub fn setup_failure_code(message: &str) -> i32 {
 
 /// Runs `group` until every container ended. `on_started` is called once,
 /// when each container has started or failed to (with the first failure).
+/// `stdin` is the first container's standard input or terminal (its spec
+/// says `stdin`/`tty`: `kiln run -i/-t` in the foreground).
 pub fn supervise(
     containers: &Containers,
     group: &Group,
     out: &dyn Output,
     stop: &StopFlag,
     on_started: &mut dyn FnMut(std::result::Result<(), String>),
+    stdin: Option<std::os::fd::OwnedFd>,
 ) -> Result<Vec<Ended>> {
+    let stdin = Mutex::new(stdin);
     let configs: Vec<ContainerConfig> = group
         .members
         .iter()
@@ -229,8 +233,13 @@ pub fn supervise(
     let ended: Mutex<Vec<Ended>> = Mutex::new(Vec::new());
     let all_done = AtomicBool::new(false);
     std::thread::scope(|scope| {
-        for (member, config) in group.members.iter().zip(&configs) {
+        for (i, (member, config)) in group.members.iter().zip(&configs).enumerate() {
             let (board, ended) = (&board, &ended);
+            let stdin = if i == 0 {
+                stdin.lock().unwrap_or_else(PoisonError::into_inner).take()
+            } else {
+                None
+            };
             let (group_netns, group_hosts) = (&group_netns, &group_hosts);
             scope.spawn(move || {
                 let result = run_member(
@@ -243,6 +252,7 @@ pub fn supervise(
                     group_netns.as_deref(),
                     group_hosts,
                     scope,
+                    stdin,
                 );
                 ended
                     .lock()
@@ -405,6 +415,7 @@ fn run_member<'scope, 'env>(
     group_netns: Option<&'env Path>,
     group_hosts: &'env [(String, Vec<String>)],
     scope: &'scope std::thread::Scope<'scope, 'env>,
+    stdin: Option<std::os::fd::OwnedFd>,
 ) -> Ended {
     let id = &config.id;
     let fail = |msg: String, code: i32| -> Ended {
@@ -468,7 +479,12 @@ fn run_member<'scope, 'env>(
         teardown(attachment);
         return fail("stopped before it started".into(), 1);
     }
-    let step = match kiln_sandbox::spawn(&spec) {
+    let stdin = stdin.filter(|_| spec.stdin || spec.tty);
+    if (spec.stdin || spec.tty) && stdin.is_none() {
+        teardown(attachment);
+        return fail("no standard input to attach (-i/-t need the foreground)".into(), 125);
+    }
+    let step = match kiln_sandbox::spawn_with_stdin(&spec, stdin) {
         Ok(s) => s,
         Err(e) => {
             teardown(attachment);
@@ -714,7 +730,7 @@ fn supervisor_main(root: &Path) -> Result<()> {
             }
         }
     };
-    supervise(&containers, &group, &LogsOnly, &stop, &mut on_started)?;
+    supervise(&containers, &group, &LogsOnly, &stop, &mut on_started, None)?;
     Ok(())
 }
 

@@ -799,6 +799,9 @@ fn setup_and_exec(
     // Changing credentials cleared the parent-death signal: set it again.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
 
+    if spec.tty {
+        controlling_terminal()?;
+    }
     reset_signals();
 
     let program = find_program(&spec.args[0], &spec.env)?;
@@ -827,6 +830,29 @@ fn setup_and_exec(
         program.display(),
         std::io::Error::last_os_error()
     ))
+}
+
+/// `RunSpec::tty`: fd 0 is the slave of a pseudo-terminal: a new session
+/// with it as the controlling terminal, and stdout/stderr on it too.
+fn controlling_terminal() -> R<()> {
+    // SAFETY: setsid/ioctl/dup2 on this process's own descriptors.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(format!("setsid: {}", std::io::Error::last_os_error()));
+        }
+        if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(format!(
+                "making the terminal the controlling one: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        for fd in [1, 2] {
+            if libc::dup2(0, fd) < 0 {
+                return Err(format!("dup2 terminal: {}", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

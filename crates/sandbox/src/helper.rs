@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
 /// The fd on which the helper writes its [`HelperReport`].
 pub(crate) const REPORT_FD: i32 = 3;
+/// The fd on which the helper gets the step's stdin (`RunSpec::stdin`/`tty`).
+pub(crate) const STDIN_FD: i32 = 4;
 
 /// What the caller sends on the helper's stdin.
 #[derive(Serialize, Deserialize)]
@@ -132,9 +134,23 @@ fn read_request() -> R<HelperRequest> {
     ctx(std::io::stdin().lock().read_to_end(&mut buf), || {
         "reading the run request".into()
     })?;
-    let req = ctx(serde_json::from_slice(&buf), || {
+    let req: HelperRequest = ctx(serde_json::from_slice(&buf), || {
         "decoding the run request".into()
     })?;
+    if req.spec.stdin || req.spec.tty {
+        // The caller's descriptor (its stdin, or a terminal) on STDIN_FD.
+        // SAFETY: plain dup2/close of descriptors this process owns.
+        unsafe {
+            if libc::dup2(STDIN_FD, 0) < 0 {
+                return Err(format!(
+                    "the step's standard input: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            libc::close(STDIN_FD);
+        }
+        return Ok(req);
+    }
     // The step's stdin is /dev/null.
     let null = ctx(std::fs::File::open("/dev/null"), || {
         "opening /dev/null".into()

@@ -58,5 +58,6 @@ pub use netns::NetnsHolder;
 pub use runner::{
     helper_main_if_requested, run, spawn, ExitStatus, OutputLine, OutputStream, RunOutcome,
     RunningStep, SandboxError, StepFailure, StepKiller,
+    spawn_with_stdin,
 };
 pub use spec::{default_hosts, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, UserSpec};

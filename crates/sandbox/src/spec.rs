@@ -154,6 +154,15 @@ pub struct RunSpec {
     /// pids) once it has started, for [`crate::exec_in`]; removed after the run.
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
+    /// The step's standard input is the descriptor given to
+    /// [`crate::spawn_with_stdin`] (`kiln run -i`), not `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// That descriptor is a terminal (the slave of a pseudo-terminal) and
+    /// becomes the step's stdin, stdout, stderr and controlling terminal
+    /// (`kiln run -t`); its output then comes through the terminal, not as lines.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 impl RunSpec {
@@ -178,6 +187,8 @@ impl RunSpec {
             id_map: None,
             join_netns: None,
             pid_file: None,
+            stdin: false,
+            tty: false,
         }
     }
 }

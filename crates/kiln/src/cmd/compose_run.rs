@@ -729,7 +729,7 @@ pub fn up(global: &GlobalFlags, project: &mut Project, flags: &ComposeUpFlags) -
     let mut start_error = None;
     kiln_runtime::supervise(&containers, &group, &Prefixed { width }, &stop, &mut |r| {
         start_error = r.err();
-    })
+    }, None)
     .map_err(|e| miette!("{e}"))?;
     match start_error {
         Some(e) => Err(miette!("{e}")),

@@ -24,9 +24,9 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 
 pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
-    if flags.tty || flags.interactive {
+    if flags.detach && (flags.tty || flags.interactive) {
         return Err(miette!(
-            "kiln run -i/-t (standard input, a terminal) is not supported yet"
+            "-i/-t with -d: kiln has no attach yet; run it in the foreground"
         ));
     }
     let store = open_store(global)?;
@@ -36,6 +36,10 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
     let base = std::env::current_dir().map_err(|e| miette!("the current directory: {e}"))?;
 
     let mut env = Vec::new();
+    if flags.tty {
+        // docker's TERM for a container with a terminal (-e wins).
+        env.push("TERM=xterm".to_string());
+    }
     for e in &flags.env {
         match e.split_once('=') {
             Some(_) => env.push(e.clone()),
@@ -86,7 +90,9 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
         auto_remove: !flags.detach || flags.rm,
         ..Default::default()
     };
-    let config = container_config(&store, &containers, &flags.image, &image, opts)?;
+    let mut config = container_config(&store, &containers, &flags.image, &image, opts)?;
+    config.spec.tty = flags.tty;
+    config.spec.stdin = flags.interactive && !flags.tty;
     containers.create(&config).map_err(|e| miette!("{e}"))?;
     // The upper dir is made with the container; a missing working dir goes in it.
     if let kiln_sandbox::Rootfs::Overlay {
@@ -117,8 +123,30 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
         s.stop();
     })
     .map_err(|e| miette!("installing signal handlers: {e}"))?;
-    let ended = kiln_runtime::supervise(&containers, &group, &Passthrough, &stop, &mut |_| {})
-        .map_err(|e| miette!("{e}"))?;
+    // -i: kiln's stdin; -t: a pseudo-terminal, copied to and from ours.
+    let (stdin, terminal) = if flags.tty {
+        let t = Terminal::open(flags.interactive)?;
+        (Some(t.slave()?), Some(t))
+    } else if flags.interactive {
+        let fd = rustix::io::dup(std::io::stdin()).map_err(|e| miette!("standard input: {e}"))?;
+        (Some(fd), None)
+    } else {
+        (None, None)
+    };
+    let copying = terminal.map(Terminal::copy);
+    let ended = kiln_runtime::supervise(
+        &containers,
+        &group,
+        &Passthrough,
+        &stop,
+        &mut |_| {},
+        stdin,
+    )
+    .map_err(|e| miette!("{e}"));
+    if let Some(c) = copying {
+        c.finish();
+    }
+    let ended = ended?;
     let Some(ended) = ended.into_iter().next() else {
         return Err(miette!("the container did not run"));
     };
@@ -126,6 +154,124 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
         eprintln!("kiln run: {e}");
     }
     Ok(ExitCode::from((ended.code & 0xff) as u8))
+}
+
+/// `-t`: a pseudo-terminal whose slave is the container's terminal; its
+/// master is copied to kiln's stdout (and, with `-i`, kiln's stdin to it, with
+/// kiln's own terminal in raw mode meanwhile, so keys such as Ctrl-C reach
+/// the container's terminal as they are).
+struct Terminal {
+    master: std::fs::File,
+    slave_path: std::ffi::CString,
+    interactive: bool,
+}
+
+/// The copying threads of a [`Terminal`], and kiln's terminal settings to restore.
+struct Copying {
+    output: std::thread::JoinHandle<()>,
+    saved: Option<libc::termios>,
+}
+
+impl Terminal {
+    fn open(interactive: bool) -> Result<Terminal> {
+        // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a descriptor we own.
+        unsafe {
+            let fd = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(miette!(
+                    "cannot open a pseudo-terminal: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            let master = <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd);
+            let mut name = [0 as libc::c_char; 128];
+            if libc::grantpt(fd) != 0
+                || libc::unlockpt(fd) != 0
+                || libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) != 0
+            {
+                return Err(miette!(
+                    "cannot set up a pseudo-terminal: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // Our window size, when we have a terminal.
+            let mut ws: libc::winsize = std::mem::zeroed();
+            if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 {
+                libc::ioctl(fd, libc::TIOCSWINSZ, &ws);
+            }
+            Ok(Terminal {
+                master,
+                slave_path: std::ffi::CStr::from_ptr(name.as_ptr()).to_owned(),
+                interactive,
+            })
+        }
+    }
+
+    fn slave(&self) -> Result<std::os::fd::OwnedFd> {
+        // SAFETY: open(2) of the slave's path.
+        let fd = unsafe {
+            libc::open(
+                self.slave_path.as_ptr(),
+                libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(miette!(
+                "cannot open {:?}: {}",
+                self.slave_path,
+                std::io::Error::last_os_error()
+            ));
+        }
+        // SAFETY: a descriptor just opened.
+        Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+    }
+
+    fn copy(self) -> Copying {
+        let mut saved = None;
+        if self.interactive {
+            // SAFETY: tcgetattr/tcsetattr on fd 0 with a zeroed, then filled, termios.
+            unsafe {
+                let mut t: libc::termios = std::mem::zeroed();
+                if libc::tcgetattr(0, &mut t) == 0 {
+                    saved = Some(t);
+                    libc::cfmakeraw(&mut t);
+                    libc::tcsetattr(0, libc::TCSANOW, &t);
+                }
+            }
+            if let Ok(mut to) = self.master.try_clone() {
+                // Ends with kiln's stdin (or with kiln).
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+                });
+            }
+        }
+        let mut from = self.master;
+        let output = std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            loop {
+                match std::io::Read::read(&mut from, &mut buf) {
+                    // EIO: every slave descriptor is closed (the container ended).
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&buf[..n]);
+                        let _ = out.flush();
+                    }
+                }
+            }
+        });
+        Copying { output, saved }
+    }
+}
+
+impl Copying {
+    fn finish(self) {
+        let _ = self.output.join();
+        if let Some(t) = self.saved {
+            // SAFETY: restoring the settings read before.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
 }
 
 /// A foreground container's output, as it comes, on kiln's stdout/stderr.
