@@ -22,6 +22,9 @@ struct Fixture {
     exe: PathBuf,
     /// Run as this user (None: root).
     user: Option<&'static str>,
+    /// Ids (12 digits) of the containers seen running, to look for their
+    /// slirp4netns (its API socket is named after the first container).
+    seen: std::cell::RefCell<Vec<String>>,
 }
 
 const ROOTLESS_USER: &str = "kiln-rootless";
@@ -80,6 +83,7 @@ fn fixture(rootless: bool) -> Fixture {
         root,
         exe,
         user,
+        seen: Default::default(),
     };
     let out = f.kiln(&[
         "import",
@@ -140,6 +144,14 @@ impl Fixture {
         self.ok_in(self.tmp.path(), args)
     }
 
+    /// Remembers the ids of the containers there are now.
+    fn note_ids(&self) {
+        let ids = self.kiln(&["ps", "-a", "-q"]);
+        self.seen
+            .borrow_mut()
+            .extend(text(&ids.stdout).split_whitespace().map(String::from));
+    }
+
     /// A Compose project directory with this compose.yaml.
     fn project(&self, name: &str, yaml: &str) -> PathBuf {
         let dir = self.tmp.path().join(name);
@@ -169,8 +181,9 @@ impl Fixture {
             .unwrap_or_default();
         assert!(left.is_empty(), "containers left: {left:?}");
         let deadline = Instant::now() + Duration::from_secs(10);
+        let seen = self.seen.borrow().clone();
         loop {
-            let procs = our_processes(&self.exe, &self.root);
+            let procs = our_processes(&self.exe, &self.root, &seen);
             if procs.is_empty() {
                 break;
             }
@@ -240,7 +253,7 @@ fn sha256_hex(s: &str) -> String {
 
 /// Processes of this test: running our kiln copy (supervisors, namespace
 /// holders, sandbox helpers are /proc/self/exe of it) or naming the store.
-fn our_processes(exe: &Path, root: &Path) -> Vec<String> {
+fn our_processes(exe: &Path, root: &Path, ids: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -262,7 +275,9 @@ fn our_processes(exe: &Path, root: &Path) -> Vec<String> {
         let exe_link = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
         if exe_link == exe
             || cmdline.contains(root.to_str().unwrap())
-            || (cmdline.contains("slirp4netns") && cmdline.contains(root.to_str().unwrap()))
+            || ids
+                .iter()
+                .any(|id| cmdline.contains(&format!("kiln-slirp-{id}")))
         {
             out.push(format!("{pid} {cmdline}"));
         }
@@ -349,6 +364,7 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
     eventually("a's log shows the request", || {
         f.ok(&["logs", "a"]).contains("response:200")
     });
+    f.note_ids();
     assert!(f.ok(&["stop", "a"]).contains('a'));
     let json = f.ok(&["ps", "-a", "--format", "json"]);
     let a_line = json
@@ -386,6 +402,7 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
         .spawn()
         .unwrap();
     assert!(wait_for(p3, "/").contains("hello-from-www"));
+    f.note_ids();
     // runuser forwards the signal to kiln.
     unsafe { libc::kill(fg.id() as i32, libc::SIGTERM) };
     let status = fg.wait().unwrap();
@@ -500,6 +517,7 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
         text(&again.stderr)
     );
 
+    f.note_ids();
     let volume = f.root.join(format!("volumes/{project}_data/_data/seed"));
     assert!(volume.is_file(), "the named volume is under the store");
     let down = f.ok_in(&dir, &["compose", "down", "-v"]);
@@ -558,6 +576,7 @@ fn compose_up_in_the_foreground_prefixes_lines_and_a_signal_stops_all_needs_root
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, format!("{project}-talker-1 | talking"));
     assert!(wait_for(port, "/").contains("hello-from-www"));
+    f.note_ids();
     unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
     let status = up.wait().unwrap();
     let mut err = String::new();
@@ -634,7 +653,14 @@ fn run_i_passes_standard_input_and_t_gives_a_terminal_needs_root() {
     };
     // -i: the container reads kiln's standard input to its end.
     let out = with_input(
-        &["run", "-i", "bb:www", "sh", "-c", "read x; echo got:$x; cat; exit 3"],
+        &[
+            "run",
+            "-i",
+            "bb:www",
+            "sh",
+            "-c",
+            "read x; echo got:$x; cat; exit 3",
+        ],
         "first\nsecond\n",
     );
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
@@ -644,15 +670,29 @@ fn run_i_passes_standard_input_and_t_gives_a_terminal_needs_root() {
     assert_eq!(text(&out.stdout), "end\n");
     // -t: a terminal for its standard streams (so \r\n), TERM=xterm.
     let out = with_input(
-        &["run", "-t", "bb:www", "sh", "-c", "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty $TERM"],
+        &[
+            "run",
+            "-t",
+            "bb:www",
+            "sh",
+            "-c",
+            "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty $TERM",
+        ],
         "",
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "tty xterm\r\n");
     // -it: what kiln reads goes to the container's terminal.
-    let out = with_input(&["run", "-it", "bb:www", "sh"], "echo typed-$((6*7))\nexit 4\n");
+    let out = with_input(
+        &["run", "-it", "bb:www", "sh"],
+        "echo typed-$((6*7))\nexit 4\n",
+    );
     assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("typed-42\r\n"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("typed-42\r\n"),
+        "{}",
+        text(&out.stdout)
+    );
     // Not with -d (no attach).
     let out = f.kiln(&["run", "-d", "-t", "bb:www"]);
     assert!(!out.status.success());

@@ -428,6 +428,12 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
         "{logs}"
     );
 
+    // Rootless, slirp4netns's API socket is named after the first container.
+    let ids: Vec<String> = ok(&["compose", "ps", "-q"])
+        .split_whitespace()
+        .filter(|i| i.len() == 64)
+        .map(|i| i[..16].to_string())
+        .collect();
     let down = ok(&["compose", "down"]);
     assert!(
         down.contains("Container kiln-example-api-1 removed"),
@@ -470,6 +476,9 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             if std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
                 || cmdline.contains(root.to_str().unwrap())
+                || ids
+                    .iter()
+                    .any(|id| cmdline.contains(&format!("kiln-slirp-{id}")))
             {
                 procs.push(format!("{pid} {cmdline}"));
             }

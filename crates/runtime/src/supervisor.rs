@@ -482,7 +482,10 @@ fn run_member<'scope, 'env>(
     let stdin = stdin.filter(|_| spec.stdin || spec.tty);
     if (spec.stdin || spec.tty) && stdin.is_none() {
         teardown(attachment);
-        return fail("no standard input to attach (-i/-t need the foreground)".into(), 125);
+        return fail(
+            "no standard input to attach (-i/-t need the foreground)".into(),
+            125,
+        );
     }
     let step = match kiln_sandbox::spawn_with_stdin(&spec, stdin) {
         Ok(s) => s,

@@ -848,7 +848,10 @@ fn controlling_terminal() -> R<()> {
         }
         for fd in [1, 2] {
             if libc::dup2(0, fd) < 0 {
-                return Err(format!("dup2 terminal: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "dup2 terminal: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
         }
     }

@@ -1,9 +1,7 @@
 //! The caller's side: start the helper, stream the step's output, collect the
 //! result, kill on request or drop.
 
-use crate::helper::{
-    HelperOutcome, HelperReport, HelperRequest, HELPER_ARG, REPORT_FD, STDIN_FD,
-};
+use crate::helper::{HelperOutcome, HelperReport, HelperRequest, HELPER_ARG, REPORT_FD, STDIN_FD};
 use crate::idmap::IdMap;
 use crate::spec::RunSpec;
 use rustix::fd::{AsRawFd, OwnedFd};

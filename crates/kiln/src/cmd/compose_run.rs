@@ -727,9 +727,16 @@ pub fn up(global: &GlobalFlags, project: &mut Project, flags: &ComposeUpFlags) -
         .max()
         .unwrap_or(0);
     let mut start_error = None;
-    kiln_runtime::supervise(&containers, &group, &Prefixed { width }, &stop, &mut |r| {
-        start_error = r.err();
-    }, None)
+    kiln_runtime::supervise(
+        &containers,
+        &group,
+        &Prefixed { width },
+        &stop,
+        &mut |r| {
+            start_error = r.err();
+        },
+        None,
+    )
     .map_err(|e| miette!("{e}"))?;
     match start_error {
         Some(e) => Err(miette!("{e}")),

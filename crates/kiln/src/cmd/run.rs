@@ -134,15 +134,9 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
         (None, None)
     };
     let copying = terminal.map(Terminal::copy);
-    let ended = kiln_runtime::supervise(
-        &containers,
-        &group,
-        &Passthrough,
-        &stop,
-        &mut |_| {},
-        stdin,
-    )
-    .map_err(|e| miette!("{e}"));
+    let ended =
+        kiln_runtime::supervise(&containers, &group, &Passthrough, &stop, &mut |_| {}, stdin)
+            .map_err(|e| miette!("{e}"));
     if let Some(c) = copying {
         c.finish();
     }
