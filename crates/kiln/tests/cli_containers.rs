@@ -547,7 +547,7 @@ fn compose_up_d_rootless_needs_root_and_the_rootless_user() {
 }
 
 #[test]
-fn compose_up_in_the_foreground_prefixes_lines_and_a_signal_stops_all_needs_root() {
+fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root() {
     let f = fixture(false);
     let project = format!("kcf{}", std::process::id());
     let port = free_port();
@@ -565,19 +565,23 @@ fn compose_up_in_the_foreground_prefixes_lines_and_a_signal_stops_all_needs_root
 "#
         ),
     );
-    let mut up = f
-        .command(&dir)
-        .args(["compose", "-p", &project, "up"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Its own process group, signalled as a whole: what Ctrl-C on a terminal does.
+    let mut up = {
+        use std::os::unix::process::CommandExt;
+        f.command(&dir)
+            .args(["compose", "-p", &project, "up"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, format!("{project}-talker-1 | talking"));
     assert!(wait_for(port, "/").contains("hello-from-www"));
     f.note_ids();
-    unsafe { libc::kill(up.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(-(up.id() as i32), libc::SIGINT) };
     let status = up.wait().unwrap();
     let mut err = String::new();
     up.stderr.take().unwrap().read_to_string(&mut err).unwrap();
