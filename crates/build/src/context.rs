@@ -1,5 +1,6 @@
 //! The build context: a directory walked with the `.dockerignore` rules applied,
 //! giving a sorted list of entries with the metadata a COPY and the cache need.
+//! Names that are not UTF-8 are carried as [`crate::names`] encodes them.
 
 use crate::dockerignore::{MatchInfo, PatternError, PatternMatcher};
 use crate::gomatch::{go_clean, go_match, has_wildcards};
@@ -15,10 +16,8 @@ pub enum ContextError {
     Io { path: PathBuf, source: io::Error },
     #[error("invalid .dockerignore: {0}")]
     Ignore(#[from] PatternError),
-    #[error("build context path {0} is not valid UTF-8")]
-    NonUtf8Path(PathBuf),
     /// BuildKit's wording for a COPY source that does not exist.
-    #[error("failed to compute cache key: \"/{0}\": not found")]
+    #[error("failed to compute cache key: \"/{}\": not found", crate::names::display(.0))]
     NotFound(String),
     #[error("invalid source pattern {0:?}: syntax error in pattern")]
     BadSourcePattern(String),
@@ -37,6 +36,7 @@ pub enum FileKind {
 /// One file in the context, with `path` relative to the root, `/`-separated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// Encoded as [`crate::names::encode`] does (the name itself when UTF-8).
     pub path: String,
     pub kind: FileKind,
     /// Permission bits including setuid/setgid/sticky (`st_mode & 0o7777`).
@@ -49,6 +49,7 @@ pub struct Entry {
     pub dev: u64,
     pub ino: u64,
     pub nlink: u64,
+    /// A symlink's target, encoded as `path` is.
     pub link_target: Option<String>,
 }
 
@@ -70,11 +71,7 @@ impl Entry {
                 path: abs.to_path_buf(),
                 source,
             })?;
-            Some(
-                t.to_str()
-                    .ok_or_else(|| ContextError::NonUtf8Path(t.clone()))?
-                    .to_string(),
-            )
+            Some(crate::names::encode_os(t.as_os_str()).into_owned())
         } else {
             None
         };
@@ -133,7 +130,7 @@ impl Context {
 
     /// The absolute path of an entry.
     pub fn abs_path(&self, entry: &Entry) -> PathBuf {
-        self.root.join(&entry.path)
+        self.root.join(crate::names::path(&entry.path))
     }
 
     /// `path` (from the context root, `/` or not) with every symlink on the
@@ -229,9 +226,7 @@ fn walk(
         .map_err(io_err(dir))?;
     names.sort();
     for name in names {
-        let name_str = name
-            .to_str()
-            .ok_or_else(|| ContextError::NonUtf8Path(dir.join(&name)))?;
+        let name_str = crate::names::encode_os(&name);
         let path = if rel.is_empty() {
             name_str.to_string()
         } else {
@@ -421,6 +416,54 @@ mod tests {
             names(ctx.select("a*").unwrap()),
             ["a", "a-c", "a-c/y", "a.b", "a/x"]
         );
+    }
+
+    /// A name that is not UTF-8 is listed with its bytes carried (globs see
+    /// each odd byte as one character); one that `.dockerignore` excludes,
+    /// file or directory, is skipped like any other.
+    #[test]
+    fn names_that_are_not_utf8() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        let raw = |b: &[u8]| r.join(OsStr::from_bytes(b));
+        fs::write(raw(b"caf\xe9.txt"), "latin-1").unwrap();
+        fs::create_dir(raw(b"d\xfe")).unwrap();
+        fs::write(raw(b"d\xfe/x"), "x").unwrap();
+        fs::write(raw(b"skip\xff"), "excluded").unwrap();
+        fs::create_dir(raw(b"junk\xff")).unwrap();
+        fs::write(raw(b"junk\xff/\xfa"), "excluded").unwrap();
+        symlink(OsStr::from_bytes(b"caf\xe9.txt"), r.join("link")).unwrap();
+        write(r, ".dockerignore", "skip*\njunk*\n");
+
+        let ctx = Context::load_with_ignore_file(r, None).unwrap();
+        let bytes: Vec<Vec<u8>> = ctx
+            .entries
+            .iter()
+            .map(|e| crate::names::decode(&e.path).into_owned())
+            .collect();
+        let want: [&[u8]; 5] = [
+            b".dockerignore",
+            b"caf\xe9.txt",
+            b"d\xfe",
+            b"d\xfe/x",
+            b"link",
+        ];
+        assert_eq!(bytes, want);
+        let cafe = &ctx.entries[1];
+        assert_eq!(fs::read_to_string(ctx.abs_path(cafe)).unwrap(), "latin-1");
+        assert_eq!(
+            crate::names::decode(ctx.entries[4].link_target.as_deref().unwrap()).as_ref(),
+            b"caf\xe9.txt"
+        );
+        let names = |sel: Vec<usize>| -> Vec<&str> {
+            sel.into_iter()
+                .map(|i| ctx.entries[i].path.as_str())
+                .collect()
+        };
+        assert_eq!(names(ctx.select("caf?.txt").unwrap()), [cafe.path.as_str()]);
+        assert_eq!(names(ctx.select("d*").unwrap()).len(), 2);
     }
 
     #[test]

@@ -43,6 +43,7 @@ use crate::context_hash::ContextDigests;
 use crate::dockerignore::{MatchInfo, PatternMatcher};
 use crate::fsview::LayeredView;
 use crate::gomatch::{go_clean, go_match, has_wildcards};
+use crate::names;
 use kiln_oci::{Digest, Hasher};
 use std::collections::HashMap;
 use std::fs::{self, Metadata};
@@ -98,11 +99,12 @@ pub struct CopyStats {
 }
 
 /// Why a COPY/ADD failed. Messages name the source or destination path as seen
-/// inside the build (context root or stage root = `/`).
+/// inside the build (context root or stage root = `/`; bytes of a name that
+/// are not UTF-8 shown as U+FFFD).
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
     /// A source without wildcards does not exist (BuildKit: `"/x": not found`).
-    #[error("\"{0}\": not found")]
+    #[error("\"{}\": not found", names::display(.0))]
     NotFound(String),
     /// A bad flag or source for this instruction (`--chmod`, `--checksum`, a URL
     /// for COPY, …), with BuildKit's wording where it has one.
@@ -113,12 +115,12 @@ pub enum CopyError {
     #[error("invalid --exclude pattern: {0}")]
     BadExclude(String),
     /// A file would replace a directory (fsutil: "cannot replace to directory … with file").
-    #[error("cannot replace directory {0} with a file")]
+    #[error("cannot replace directory {} with a file", names::display(.0))]
     FileOverDirectory(String),
     /// A directory would be written over a non-directory.
-    #[error("cannot copy to non-directory: {0}")]
+    #[error("cannot copy to non-directory: {}", names::display(.0))]
     DirectoryOverFile(String),
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", names::display(path))]
     Io {
         path: String,
         #[source]
@@ -973,8 +975,12 @@ impl Copier<'_> {
         } else if ft.is_symlink() {
             let t = fs::read_link(&node.host).map_err(io_err(&node.path))?;
             self.up.symlink(to, &t, &meta)?;
-        } else if ft.is_socket() && opts.reset_owner {
-            // The context transfer sends sockets as empty files.
+        } else if ft.is_socket() {
+            // A socket becomes an empty regular file with its mode, as in
+            // BuildKit: the context transfer sends it as one (fsutil `mkstat`
+            // clears the socket bit; opening it for content fails, so none
+            // is sent) and fsutil's copy makes a "stub" (`copyDevice` clears
+            // S_IFSOCK before mknod), so COPY --from does the same.
             self.up.write_file(to, &mut io::empty(), &meta)?;
         } else {
             self.up.special(to, md.mode(), md.rdev(), &meta)?;

@@ -14,7 +14,11 @@
 //! BuildKit uses it): symlinks met on the way are followed inside the view, an
 //! absolute target starts again at the view's root, `..` never climbs above the
 //! root, and components that do not exist are taken literally.
+//!
+//! In-view paths are `String`s; names that are not UTF-8 are carried as
+//! [`crate::names`] encodes them.
 
+use crate::names;
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
@@ -282,7 +286,7 @@ impl LayeredView {
             }
             let last = queue.is_empty();
             let parent = stacks.last().map(Vec::as_slice).unwrap_or_default();
-            let st = Self::child_stack(parent, OsStr::new(&c))?;
+            let st = Self::child_stack(parent, OsStr::from_bytes(&names::decode(&c)))?;
             let is_link = st.first().is_some_and(|h| h.md.file_type().is_symlink());
             if is_link && (follow_last || !last) {
                 followed += 1;
@@ -293,12 +297,12 @@ impl LayeredView {
                 }
                 let host = &st[0].host;
                 let t = fs::read_link(host)?;
-                let target = t.to_str().ok_or_else(|| non_utf8(host))?;
+                let target = names::encode_os(t.as_os_str());
                 if target.starts_with('/') {
                     comps.clear();
                     stacks.truncate(1);
                 }
-                for t in components(target).collect::<Vec<_>>().into_iter().rev() {
+                for t in components(&target).collect::<Vec<_>>().into_iter().rev() {
                     queue.push_front(t.to_string());
                 }
                 continue;
@@ -368,11 +372,7 @@ impl LayeredView {
             if child.is_empty() {
                 continue;
             }
-            let s = name
-                .to_str()
-                .ok_or_else(|| non_utf8(&st[0].host.join(&name)))?
-                .to_string();
-            out.push((s, child));
+            out.push((names::encode_os(&name).into_owned(), child));
         }
         Ok(out)
     }
@@ -410,16 +410,6 @@ impl LayeredView {
         }
         Ok(())
     }
-}
-
-fn non_utf8(p: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!(
-            "{}: file name is not valid UTF-8",
-            String::from_utf8_lossy(p.as_os_str().as_bytes())
-        ),
-    )
 }
 
 #[cfg(test)]

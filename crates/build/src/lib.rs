@@ -14,6 +14,7 @@ pub mod entitlements;
 pub mod executor;
 pub mod fsview;
 pub mod gomatch;
+pub mod names;
 pub mod progress;
 pub mod prune;
 pub mod snapshots;

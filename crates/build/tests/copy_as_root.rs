@@ -1152,3 +1152,148 @@ fn view_digest_covers_exactly_what_is_copied() {
     .unwrap();
     assert_ne!(view_sources_digest(&o, &view).unwrap(), changed);
 }
+
+/// A unix socket is copied as an empty regular file with the socket's mode,
+/// from the build context and from a stage alike, by COPY and by ADD: what
+/// BuildKit does (fsutil sends a context socket as a regular file without
+/// content, and its copy makes a socket into such a "stub").
+#[test]
+fn sockets_become_empty_files_with_their_mode() {
+    let ctx_dir = tempfile::tempdir().unwrap();
+    let stage_dir = tempfile::tempdir().unwrap();
+    for dir in [ctx_dir.path(), stage_dir.path()] {
+        write(dir, "d/f", "x");
+        let _listener = std::os::unix::net::UnixListener::bind(dir.join("d/sock")).unwrap();
+        fs::set_permissions(dir.join("d/sock"), fs::Permissions::from_mode(0o751)).unwrap();
+        rustix::fs::chown(
+            dir.join("d/sock").as_path(),
+            Some(rustix::fs::Uid::from_raw(7)),
+            Some(rustix::fs::Gid::from_raw(8)),
+        )
+        .unwrap();
+    }
+    let ctx = ctx_of(ctx_dir.path());
+    let stage = LayeredView::new(vec![stage_dir.path().into()]);
+    let sources = [
+        (CopySource::Context(&ctx), (0, 0)),
+        (CopySource::View(&stage), (7, 8)),
+    ];
+    for (source, owner) in sources {
+        for is_add in [false, true] {
+            for (src, dest, at) in [("d", "/out/", "out/sock"), ("d/sock", "/s", "s")] {
+                let mut o = op(&[src], dest);
+                o.is_add = is_add;
+                let (up, st) = run(&o, source, &empty());
+                let m = md(&up, at);
+                assert!(m.file_type().is_file(), "{src} (ADD: {is_add}): {m:?}");
+                assert_eq!((m.len(), m.mode() & 0o7777), (0, 0o751), "{src}");
+                assert_eq!((m.uid(), m.gid()), owner, "{src}");
+                assert_eq!(st.bytes, if src == "d" { 1 } else { 0 });
+            }
+        }
+    }
+}
+
+/// Names that are not UTF-8 are copied with their exact bytes: from the
+/// context (`COPY .`, a glob), from a stage, out of an archive (ADD), and
+/// into the layer's tar (a PAX `path` record holds the bytes, as Go's
+/// archive/tar writes them). One that `.dockerignore` excludes is not read.
+#[test]
+fn names_that_are_not_utf8_keep_their_bytes() {
+    use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let raw = |root: &Path, b: &[u8]| root.join(OsStr::from_bytes(b));
+    let c = tempfile::tempdir().unwrap();
+    fs::create_dir(raw(c.path(), b"d\xe9")).unwrap();
+    fs::write(raw(c.path(), b"d\xe9/caf\xe9"), "latin-1").unwrap();
+    fs::write(raw(c.path(), b"skip\xff"), "excluded").unwrap();
+    symlink(OsStr::from_bytes(b"d\xe9/caf\xe9"), raw(c.path(), b"l\xfe")).unwrap();
+    write(c.path(), ".dockerignore", "skip*\n");
+    let ctx = Context::load_with_ignore_file(c.path(), None).unwrap();
+    let digests = kiln_build::context_hash::hash_context(&ctx, None).unwrap();
+    assert_eq!(digests.digests.len(), ctx.entries.len());
+
+    let (up, _) = run(&op(&["."], "/out/"), CopySource::Context(&ctx), &empty());
+    assert_eq!(
+        fs::read_to_string(raw(up.path(), b"out/d\xe9/caf\xe9")).unwrap(),
+        "latin-1"
+    );
+    assert_eq!(
+        fs::read_link(raw(up.path(), b"out/l\xfe"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
+        b"d\xe9/caf\xe9"
+    );
+    assert!(!raw(up.path(), b"out/skip\xff").exists());
+    // A glob matches the odd byte as one character.
+    let (up2, _) = run(&op(&["d?/*"], "/g/"), CopySource::Context(&ctx), &empty());
+    assert!(raw(up2.path(), b"g/caf\xe9").exists());
+
+    // The layer holds the exact bytes.
+    let mut blob = Vec::new();
+    write_layer(
+        up.path(),
+        DiffKind::OverlayUpper,
+        &LayerOptions::default(),
+        &mut blob,
+    )
+    .unwrap();
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&blob[..])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    let mut ar = tar::Archive::new(&tar_bytes[..]);
+    let names: Vec<(Vec<u8>, Option<Vec<u8>>)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let link = e.link_name_bytes().map(|l| l.into_owned());
+            (e.path_bytes().into_owned(), link)
+        })
+        .collect();
+    let want: Vec<(Vec<u8>, Option<Vec<u8>>)> = vec![
+        (b"out/".to_vec(), None),
+        (b"out/.dockerignore".to_vec(), None),
+        (b"out/d\xe9/".to_vec(), None),
+        (b"out/d\xe9/caf\xe9".to_vec(), None),
+        (b"out/l\xfe".to_vec(), Some(b"d\xe9/caf\xe9".to_vec())),
+    ];
+    assert_eq!(names, want);
+
+    // From a stage, through its odd directory name.
+    let stage = LayeredView::new(vec![c.path().into()]);
+    let (up, _) = run(&op(&["/d*"], "/s/"), CopySource::View(&stage), &empty());
+    assert!(raw(up.path(), b"s/caf\xe9").exists());
+
+    // ADD of an archive whose entries have such names.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(1);
+    b.append_data(&mut h, Path::new(OsStr::from_bytes(b"x\xe9")), &b"1"[..])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    b.append_link(&mut h, "link", Path::new(OsStr::from_bytes(b"x\xe9")))
+        .unwrap();
+    let a = tempfile::tempdir().unwrap();
+    fs::write(a.path().join("a.tar"), b.into_inner().unwrap()).unwrap();
+    let actx = ctx_of(a.path());
+    let mut o = op(&["a.tar"], "/x/");
+    o.is_add = true;
+    let (up, _) = run(&o, CopySource::Context(&actx), &empty());
+    assert_eq!(fs::read(raw(up.path(), b"x/x\xe9")).unwrap(), b"1");
+    assert_eq!(
+        fs::read_link(up.path().join("x/link"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
+        b"x\xe9"
+    );
+}

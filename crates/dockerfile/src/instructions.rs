@@ -537,6 +537,7 @@ pub struct ShellExpand<'a> {
     words: crate::shell::Lexer,
     heredoc: crate::shell::Lexer,
     env: &'a dyn crate::shell::Env,
+    growth: usize,
 }
 
 impl<'a> ShellExpand<'a> {
@@ -546,27 +547,49 @@ impl<'a> ShellExpand<'a> {
             words: crate::shell::Lexer::new(escape),
             heredoc: crate::shell::Lexer::for_heredoc_contents(),
             env,
+            growth: 0,
         }
+    }
+
+    /// How many bytes longer than written the words expanded so far came
+    /// out, in total (held to [`crate::shell::MAX_STAGE_GROWTH`] per stage).
+    pub fn growth(&self) -> usize {
+        self.growth
+    }
+
+    fn grew(&mut self, written: &str, expanded: usize) {
+        self.growth = self
+            .growth
+            .saturating_add(expanded.saturating_sub(written.len()));
     }
 }
 
 impl Expand for ShellExpand<'_> {
     fn word(&mut self, word: &str) -> Result<String, String> {
-        self.words
+        let out = self
+            .words
             .process_word(word, self.env)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.grew(word, out.len());
+        Ok(out)
     }
 
     fn words(&mut self, word: &str) -> Result<Vec<String>, String> {
-        self.words
+        let out = self
+            .words
             .process_words(word, self.env)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.grew(word, out.iter().map(String::len).sum());
+        Ok(out)
     }
 
     fn raw(&mut self, text: &str) -> Result<String, String> {
-        self.heredoc
+        let out = self
+            .heredoc
             .process_word(text, self.env)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.grew(text, out.len());
+        Ok(out)
     }
 }
 

@@ -32,6 +32,12 @@
 //!   `$0`/`${0}` is the matched text and any other `$name` is empty.
 //!   `${v/p/r}` (first match only) inserts `r` literally.
 //!
+//! Size limits, which BuildKit does not have: an expansion may make a word at
+//! most [`MAX_WORD_GROWTH`] (1 MiB) longer than it is written, and a glob is
+//! refused when matching it would need more than [`MAX_GLOB_STATES`] states.
+//! Without them `ARG A=$A$A` repeated doubles memory on every line. Callers
+//! add up the growth of a stage's words and hold it to [`MAX_STAGE_GROWTH`].
+//!
 //! Names are read as BuildKit does: a run of digits (`$123`), one special
 //! parameter character (`$@ $* $# $? $- $$ $! $0`), or letters, digits and `_`.
 //! Letters and digits are Unicode general categories L and Nd, as Go's
@@ -43,6 +49,26 @@ use std::str::Chars;
 
 use crate::ast::go_quote;
 use unicode_properties::{GeneralCategory, GeneralCategoryGroup, UnicodeGeneralCategory};
+
+/// How much longer than its written text an expanded word may be: 1 MiB.
+/// A variable's value is one expanded word, so this also bounds what an
+/// ARG or ENV value can grow to. (A process cannot receive a single
+/// environment string over 128 KiB anyway: Linux's `MAX_ARG_STRLEN`.)
+pub const MAX_WORD_GROWTH: usize = 1 << 20;
+
+/// How much the expansions of one stage may add to its text in total: 16 MiB,
+/// counting the stages it is built on (their state is its starting point).
+/// A stage keeps what its ENV, ARG, LABEL, USER, WORKDIR... values expand to
+/// (environment, labels, history), so this bounds that memory however many
+/// lines each grow by [`MAX_WORD_GROWTH`]. The ARGs before the first FROM
+/// have a budget of their own of the same size.
+pub const MAX_STAGE_GROWTH: usize = 16 << 20;
+
+/// The most (star, position) states a `${v#p}`-style glob may need against
+/// one value: its memo table holds one bit per state (2 MiB at most), and
+/// its recursion is at most √ of this deep. Sixteen stars against a 1 MiB
+/// value fit.
+pub const MAX_GLOB_STATES: usize = 1 << 24;
 
 /// Variables visible to an expansion.
 pub trait Env {
@@ -234,6 +260,7 @@ impl Lexer {
             lexer: self,
             env,
             input: Input::new(word),
+            max_len: word.len().saturating_add(MAX_WORD_GROWTH),
             raw_escapes: self.raw_escapes,
             capture,
             matched: BTreeSet::new(),
@@ -359,6 +386,8 @@ struct Expander<'a> {
     lexer: &'a Lexer,
     env: &'a dyn Env,
     input: Input<'a>,
+    /// The longest text any part of this word may expand to.
+    max_len: usize,
     raw_escapes: bool,
     capture: bool,
     matched: BTreeSet<String>,
@@ -368,7 +397,23 @@ struct Expander<'a> {
 
 type Step<T> = Result<T, String>;
 
+/// The error for a word whose expansion outgrew [`MAX_WORD_GROWTH`].
+fn too_long() -> String {
+    format!(
+        "expanded word is more than {} MiB longer than written",
+        MAX_WORD_GROWTH >> 20
+    )
+}
+
 impl Expander<'_> {
+    /// Fails once `text` (a word or part of one being built) is too long.
+    fn check_len(&self, text: &str) -> Step<()> {
+        if text.len() > self.max_len {
+            return Err(too_long());
+        }
+        Ok(())
+    }
+
     /// Processes input up to `stop` (consumed) or, for `None`, to the end.
     /// Returns the expanded text and its split words.
     fn process_until(
@@ -397,6 +442,7 @@ impl Expander<'_> {
                 '$' => {
                     let value = self.dollar()?;
                     result.push_str(&value);
+                    self.check_len(&result)?;
                     words.add_str(&mut self.word_buf, &value);
                 }
                 '<' => {
@@ -412,6 +458,7 @@ impl Expander<'_> {
                 '"' if quotes => {
                     let text = self.double_quoted()?;
                     result.push_str(&text);
+                    self.check_len(&result)?;
                     words.add_raw_str(&mut self.word_buf, &text);
                 }
                 _ => {
@@ -494,6 +541,7 @@ impl Expander<'_> {
                 Some('$') => {
                     let value = self.dollar()?;
                     text.push_str(&value);
+                    self.check_len(&text)?;
                 }
                 Some(_) => {
                     let Some(mut ch) = self.input.next() else {
@@ -720,9 +768,9 @@ impl Expander<'_> {
             .map_err(|err| format!("invalid pattern ({pattern}) in substitution: {err}"))?;
         let text: Vec<char> = value.chars().collect();
         if all {
-            Ok(glob.replace_all(&text, &replacement))
+            glob.replace_all(&text, &replacement, self.max_len)
         } else {
-            Ok(match glob.matcher(&text, true).find_from(0) {
+            Ok(match glob.matcher(&text, true)?.find_from(0) {
                 Some((start, end)) => {
                     let mut out: String = text[..start].iter().collect();
                     out.push_str(&replacement);
@@ -760,6 +808,8 @@ impl Glob {
         let mut tokens = Vec::new();
         while let Some(ch) = chars.next() {
             tokens.push(match ch {
+                // `**` matches what `*` matches, with the same preferences.
+                '*' if tokens.last() == Some(&GlobToken::Star) => continue,
                 '*' => GlobToken::Star,
                 '?' => GlobToken::Any,
                 '\\' => {
@@ -782,21 +832,39 @@ impl Glob {
     }
 
     /// A matcher of this glob against `text`. `greedy` makes `*` prefer the
-    /// longest run, otherwise the shortest.
-    fn matcher<'g>(&'g self, text: &'g [char], greedy: bool) -> GlobMatcher<'g> {
-        GlobMatcher {
+    /// longest run, otherwise the shortest. Fails when its memo table would
+    /// need more than [`MAX_GLOB_STATES`] states.
+    fn matcher<'g>(&'g self, text: &'g [char], greedy: bool) -> Step<GlobMatcher<'g>> {
+        let mut star_ordinal = vec![usize::MAX; self.tokens.len()];
+        let mut stars = 0;
+        for (token, ordinal) in self.tokens.iter().zip(&mut star_ordinal) {
+            if *token == GlobToken::Star {
+                *ordinal = stars;
+                stars += 1;
+            }
+        }
+        let states = stars.saturating_mul(text.len() + 1);
+        if states > MAX_GLOB_STATES {
+            return Err(format!(
+                "pattern with {stars} '*' is too complex to match against {} characters",
+                text.len()
+            ));
+        }
+        Ok(GlobMatcher {
             tokens: &self.tokens,
             text,
             greedy,
-            failed: vec![false; (self.tokens.len() + 1) * (text.len() + 1)],
-        }
+            star_ordinal,
+            failed: vec![0; states.div_ceil(64)],
+        })
     }
 
     /// Go's `Regexp.ReplaceAllString` with this glob as the expression:
     /// non-overlapping matches, an empty match right after a match is
     /// skipped, and `template` is expanded per match (see [`expand_template`]).
-    fn replace_all(&self, text: &[char], template: &str) -> String {
-        let mut matcher = self.matcher(text, true);
+    /// Fails once the result is longer than `max_len`.
+    fn replace_all(&self, text: &[char], template: &str, max_len: usize) -> Step<String> {
+        let mut matcher = self.matcher(text, true)?;
         let mut out = String::new();
         let mut last_end = 0;
         let mut search = 0;
@@ -807,25 +875,35 @@ impl Glob {
             out.extend(&text[last_end..start]);
             if end > last_end || start == 0 {
                 let matched: String = text[start..end].iter().collect();
-                expand_template(&mut out, template, &matched);
+                expand_template(&mut out, template, &matched, max_len)?;
+            }
+            if out.len() > max_len {
+                return Err(too_long());
             }
             last_end = end;
             search = if end <= search { search + 1 } else { end };
         }
         out.extend(&text[last_end.min(text.len())..]);
-        out
+        if out.len() > max_len {
+            return Err(too_long());
+        }
+        Ok(out)
     }
 }
 
-/// Matches one glob against one text, remembering the (token, position)
-/// states from which no match is possible, so that each is explored once
-/// however many starting positions are tried: at most tokens × positions
+/// Matches one glob against one text, remembering the (star, position)
+/// states after which no match is possible, so that each is explored once
+/// however many starting positions are tried: at most stars × positions
 /// states, each trying at most every run length for a `*`.
 struct GlobMatcher<'g> {
     tokens: &'g [GlobToken],
     text: &'g [char],
     greedy: bool,
-    failed: Vec<bool>,
+    /// For each token that is a `*`, its number among the stars.
+    star_ordinal: Vec<usize>,
+    /// One bit per (star, position): continuing after that star, which
+    /// ended at that position, cannot match.
+    failed: Vec<u64>,
 }
 
 impl GlobMatcher<'_> {
@@ -872,13 +950,14 @@ impl GlobMatcher<'_> {
 
     /// Continues after the `*` at `star`, which ended at `pos`.
     fn after_star(&mut self, star: usize, pos: usize) -> Option<usize> {
-        let state = (star + 1) * (self.text.len() + 1) + pos;
-        if self.failed[state] {
+        let state = self.star_ordinal[star] * (self.text.len() + 1) + pos;
+        let (word, bit) = (state / 64, 1u64 << (state % 64));
+        if self.failed[word] & bit != 0 {
             return None;
         }
         let found = self.match_from(star + 1, pos);
         if found.is_none() {
-            self.failed[state] = true;
+            self.failed[word] |= bit;
         }
         found
     }
@@ -887,7 +966,8 @@ impl GlobMatcher<'_> {
 /// Expands a Go regexp replacement template for an expression without
 /// capture groups: `$$` is `$`, `$0`/`${0}` the whole match, any other
 /// `$name`/`${name}` empty, and a `$` not followed by a name is literal.
-fn expand_template(out: &mut String, template: &str, matched: &str) {
+/// Fails once `out` is longer than `max_len`.
+fn expand_template(out: &mut String, template: &str, matched: &str, max_len: usize) -> Step<()> {
     let mut rest = template;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -922,17 +1002,21 @@ fn expand_template(out: &mut String, template: &str, matched: &str) {
         };
         if name == "0" {
             out.push_str(matched);
+            if out.len() > max_len {
+                return Err(too_long());
+            }
         }
         rest = remainder;
     }
     out.push_str(rest);
+    Ok(())
 }
 
 fn trim_prefix(pattern: &str, value: &str, greedy: bool) -> Step<String> {
     let glob = Glob::parse(pattern)
         .map_err(|err| format!("invalid pattern ({pattern}) in substitution: {err}"))?;
     let text: Vec<char> = value.chars().collect();
-    Ok(match glob.matcher(&text, greedy).match_at(0) {
+    Ok(match glob.matcher(&text, greedy)?.match_at(0) {
         Some(end) => text[end..].iter().collect(),
         None => value.to_string(),
     })
@@ -1371,7 +1455,7 @@ mod tests {
     fn go_template_expansion() {
         let expand = |template: &str| {
             let mut out = String::new();
-            expand_template(&mut out, template, "M");
+            expand_template(&mut out, template, "M", usize::MAX).unwrap();
             out
         };
         // Names run over letters, digits and `_`: `$0b` is the group "0b".
@@ -1487,8 +1571,8 @@ mod tests {
     fn glob_matching_preferences() {
         let glob = |p: &str| Glob::parse(p).unwrap();
         let text: Vec<char> = "xxyy".chars().collect();
-        let anchored = |p: &str, greedy: bool| glob(p).matcher(&text, greedy).match_at(0);
-        let find = |p: &str| glob(p).matcher(&text, true).find_from(0);
+        let anchored = |p: &str, greedy: bool| glob(p).matcher(&text, greedy).unwrap().match_at(0);
+        let find = |p: &str| glob(p).matcher(&text, true).unwrap().find_from(0);
         assert_eq!(anchored("*x*y", false), Some(3));
         assert_eq!(anchored("*x*y", true), Some(4));
         assert_eq!(anchored("*", false), Some(0));
@@ -1499,8 +1583,14 @@ mod tests {
         assert_eq!(find("z"), None);
         // Many stars against a long text stay fast (failed states are memoised).
         let long: Vec<char> = "a".repeat(2000).chars().collect();
-        assert_eq!(glob("*a*a*a*a*b").matcher(&long, true).match_at(0), None);
-        assert_eq!(glob("a*a*a*b").matcher(&long, false).find_from(0), None);
+        assert_eq!(
+            glob("*a*a*a*a*b").matcher(&long, true).unwrap().match_at(0),
+            None
+        );
+        assert_eq!(
+            glob("a*a*a*b").matcher(&long, false).unwrap().find_from(0),
+            None
+        );
     }
 
     #[test]
@@ -1549,6 +1639,102 @@ mod tests {
         assert!(Lexer::default()
             .process_all_with_matches(&["ok", "${"], &vars)
             .is_err());
+    }
+
+    /// An expansion may add at most MAX_WORD_GROWTH to a word, however it
+    /// grows: repeated references, quotes, nested defaults, replacement.
+    #[test]
+    fn expanded_words_are_capped() {
+        let half = "x".repeat(MAX_WORD_GROWTH / 2 + 16);
+        let vars = [("H", half.as_str()), ("ONE", "y"), ("TWICE", "$0$0")];
+        let too_long = "expanded word is more than 1 MiB longer than written";
+        assert_eq!(word("$H", &vars).map(|w| w.len()), Ok(half.len()));
+        for input in [
+            "$H$H",
+            "a${H}b$H",
+            "\"$H$H\"",
+            "${NOPE:-$H$H}",
+            "${ONE:+$H$H}",
+            "${H//x/yy}",
+            "${H//?/$TWICE}",
+            "${ONE/y/$H$H}",
+        ] {
+            let message = word(input, &vars).map(|w| w.len()).unwrap_err();
+            assert!(message.ends_with(too_long), "{input}: {message}");
+            assert!(message.starts_with("failed to process"), "{message}");
+        }
+        // Splitting caps the same way.
+        let err = Lexer::default()
+            .process_words("$H $H", &env(&vars))
+            .unwrap_err();
+        assert!(err.message.ends_with(too_long), "{}", err.message);
+        // Text as written does not count: a long heredoc or word is fine.
+        let long = "z".repeat(2 * MAX_WORD_GROWTH);
+        assert_eq!(
+            word(&format!("{long}$ONE"), &vars).map(|w| w.len()),
+            Ok(long.len() + 1)
+        );
+        let heredoc = Lexer::for_heredoc_contents();
+        let contents = format!("{long}\n$H\n");
+        assert_eq!(
+            heredoc
+                .process_word(&contents, &env(&vars))
+                .map(|w| w.len()),
+            Ok(contents.len() - 2 + half.len())
+        );
+    }
+
+    /// BuildKit's `ARG A=$A$A` doubling, 40 times, stops at the cap instead
+    /// of reaching 2^40 bytes.
+    #[test]
+    fn doubling_a_variable_stops_at_the_cap() {
+        let mut vars = env(&[("A", "x")]);
+        let lexer = Lexer::default();
+        let mut doublings = 0;
+        let err = loop {
+            match lexer.process_word("$A$A", &vars) {
+                Ok(v) => {
+                    vars.insert("A".into(), v);
+                    doublings += 1;
+                }
+                Err(e) => break e,
+            }
+            assert!(doublings <= 40, "no cap after 40 doublings");
+        };
+        assert_eq!(doublings, 20);
+        assert_eq!(vars["A"].len(), 1 << 20);
+        assert!(
+            err.message.contains("more than 1 MiB longer"),
+            "{}",
+            err.message
+        );
+    }
+
+    /// A glob whose memo table would be too big is an error, not an
+    /// allocation of stars × positions.
+    #[test]
+    fn glob_state_tables_are_bounded() {
+        let text = "a".repeat(1 << 20);
+        let stars = "*a".repeat(64);
+        let vars = [("T", text.as_str()), ("P", stars.as_str())];
+        for input in ["${T#$P}", "${T%%$P}", "${T/$P/x}", "${T//$P/x}"] {
+            let message = word(input, &vars).map(|w| w.len()).unwrap_err();
+            assert!(
+                message.ends_with(
+                    "pattern with 64 '*' is too complex to match against 1048576 characters"
+                ),
+                "{input}: {message}"
+            );
+        }
+        // Runs of stars count once; a few stars against a long value are fine.
+        let many = "*".repeat(1000);
+        let vars = [("T", text.as_str()), ("P", many.as_str())];
+        let len = |input: &str| word(input, &vars).map(|w| w.len());
+        assert_eq!(len("${T##$P}"), Ok(0));
+        assert_eq!(len("${T#$P}"), Ok(text.len()));
+        assert_eq!(len("${T##*a*a}"), Ok(0));
+        assert_eq!(len("${T%a*a}"), Ok(text.len() - 2));
+        assert_eq!(len("${T//a*a/b}"), Ok(1));
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub use platform::Platform;
 use crate::ast::Dockerfile;
 use crate::error::{DockerfileError, Source};
 use crate::instructions::{self as ins, Instruction, Origin};
-use crate::shell::{Lexer, ShellError};
+use crate::shell::{Lexer, ShellError, MAX_STAGE_GROWTH};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a build asks the planner for.
@@ -153,12 +153,12 @@ impl Plan {
     /// stage inherits that stage's platform (BuildKit ignores `--platform`
     /// there); otherwise its FROM `--platform`, else the target platform.
     pub fn stage_platform(&self, index: usize) -> &Platform {
-        let st = &self.stages[index];
-        match (&st.base, &st.platform) {
-            (Base::Stage(b), _) => self.stage_platform(*b),
-            (_, Some(p)) => p,
-            (_, None) => &self.target_platform,
+        let mut st = &self.stages[index];
+        // A loop, not recursion: a chain of thousands of stages is fine.
+        while let Base::Stage(b) = st.base {
+            st = &self.stages[b];
         }
+        st.platform.as_ref().unwrap_or(&self.target_platform)
     }
 
     /// The value an in-stage `ARG` declaration gives its variable (BuildKit's
@@ -285,12 +285,15 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             }
         }
     }
-    let stage_by_name = |name: &str| -> Option<usize> {
-        let lower = name.to_lowercase();
-        raw_stages
-            .iter()
-            .position(|(f, _)| f.name.as_deref() == Some(lower.as_str()))
-    };
+    // Names are unique now: one map lookup per reference, not a scan of
+    // every stage (which made a long chain of stages O(stages²)).
+    let index_by_name: BTreeMap<&str, usize> = raw_stages
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (f, _))| Some((f.name.as_deref()?, i)))
+        .collect();
+    let stage_by_name =
+        |name: &str| -> Option<usize> { index_by_name.get(name.to_lowercase().as_str()).copied() };
 
     // Global args: predefined, then meta ARGs (BuildKit's buildMetaArgs).
     let build_platform = Platform::host();
@@ -313,6 +316,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     );
     let mut declared: BTreeSet<String> = BTreeSet::new();
     let mut meta_declared: BTreeSet<String> = BTreeSet::new();
+    let mut growth = 0usize;
     for a in &meta_args {
         for d in &a.args {
             declared.insert(d.key.clone());
@@ -320,11 +324,23 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             let value = match opts.build_args.get(&d.key) {
                 Some(v) => Some(v.clone()),
                 None => match &d.default {
-                    Some(def) => Some(
-                        lexer
+                    Some(def) => {
+                        let v = lexer
                             .process_word(def, &global_args)
-                            .map_err(|e| shell_err(src, &a.origin, e))?,
-                    ),
+                            .map_err(|e| shell_err(src, &a.origin, e))?;
+                        growth = growth.saturating_add(v.len().saturating_sub(def.len()));
+                        if growth > MAX_STAGE_GROWTH {
+                            return Err(err(
+                                src,
+                                &a.origin,
+                                format!(
+                                    "variable expansion in the ARGs before the first FROM produced more than {} MiB",
+                                    MAX_STAGE_GROWTH >> 20
+                                ),
+                            ));
+                        }
+                        Some(v)
+                    }
                     None => None,
                 },
             };
@@ -385,9 +401,10 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         };
         // An earlier stage of exactly that name (names are stored lower-case,
         // and BuildKit does not lower-case the FROM word), else scratch, else an image.
-        let base = match raw_stages[..index]
-            .iter()
-            .rposition(|(f, _)| f.name.as_deref() == Some(base_name.as_str()))
+        let base = match index_by_name
+            .get(base_name.as_str())
+            .copied()
+            .filter(|&i| i < index)
         {
             Some(i) => Base::Stage(i),
             None if base_name == "scratch" => Base::Scratch,
@@ -619,18 +636,19 @@ fn resolve_step(
 /// BuildKit's `validateCircularDependency` over COPY --from / mount sources;
 /// the error points at the first step of the cycle.
 fn check_cycles(stages: &[Stage], src: &Source) -> Result<(), DockerfileError> {
-    /// Depth-first search; `edges` holds the (stage, step) reads on the current path.
+    /// Depth-first search; `on_path` marks the stages on the current path,
+    /// `edges` holds the (stage, step) reads along it.
     fn visit(
         s: usize,
         stages: &[Stage],
         visited: &mut BTreeSet<usize>,
-        path: &mut Vec<usize>,
+        on_path: &mut [bool],
         edges: &mut Vec<(usize, usize)>,
     ) -> Option<(usize, usize)> {
         if !visited.insert(s) {
             return None;
         }
-        path.push(s);
+        on_path[s] = true;
         for (si, step) in stages[s].steps.iter().enumerate() {
             let inputs = step
                 .copy_from
@@ -639,22 +657,23 @@ fn check_cycles(stages: &[Stage], src: &Source) -> Result<(), DockerfileError> {
             for input in inputs {
                 let Input::Stage(d) = input else { continue };
                 edges.push((s, si));
-                if path.contains(d) {
+                if on_path[*d] {
                     return edges.first().copied();
                 }
-                if let Some(c) = visit(*d, stages, visited, path, edges) {
+                if let Some(c) = visit(*d, stages, visited, on_path, edges) {
                     return Some(c);
                 }
                 edges.pop();
             }
         }
-        path.pop();
+        on_path[s] = false;
         None
     }
     let mut visited = BTreeSet::new();
+    let mut on_path = vec![false; stages.len()];
     for s in 0..stages.len() {
-        let (mut path, mut edges) = (Vec::new(), Vec::new());
-        if let Some((st, step)) = visit(s, stages, &mut visited, &mut path, &mut edges) {
+        let mut edges = Vec::new();
+        if let Some((st, step)) = visit(s, stages, &mut visited, &mut on_path, &mut edges) {
             return Err(err(
                 src,
                 stages[st].steps[step].instruction.origin(),

@@ -858,3 +858,143 @@ fn run_steps_and_kiln_run_are_under_the_seccomp_filter() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// A context holding names that are not UTF-8: one excluded by
+/// `.dockerignore` does not matter at all (it failed every build); an
+/// included one is copied by `COPY .` and seen through a RUN bind mount of
+/// the context with its exact bytes, and exported the same.
+#[test]
+fn names_that_are_not_utf8_in_the_context() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let p = project(
+        "FROM busybox:test\nCOPY . /in/\nRUN --mount=type=bind,target=/c cp -a /c /seen\n",
+        &[(".dockerignore", "skip*\nDockerfile\n.dockerignore\n")],
+    );
+    let raw = |root: &Path, b: &[u8]| root.join(OsStr::from_bytes(b));
+    fs::write(raw(&p.ctx, b"caf\xe9.txt"), "latin-1").unwrap();
+    fs::write(raw(&p.ctx, b"skip\xff"), "excluded").unwrap();
+    fs::create_dir(raw(&p.ctx, b"skipdir\xfe")).unwrap();
+    fs::write(raw(&p.ctx, b"skipdir\xfe/\xfa"), "excluded").unwrap();
+    let out = p.export(&[]);
+    for dir in ["in", "seen"] {
+        let listed: Vec<Vec<u8>> = fs::read_dir(out.path().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+            .collect();
+        assert_eq!(listed, [b"caf\xe9.txt".to_vec()], "/{dir}");
+        let file = raw(&out.path().join(dir), b"caf\xe9.txt");
+        assert_eq!(fs::read_to_string(file).unwrap(), "latin-1");
+    }
+}
+
+/// Three concurrent builds of one Dockerfile on one store run its RUN once:
+/// the others wait for the step's cache key and reuse the result. Killing
+/// the build that runs it leaves nobody waiting: the next one runs it.
+#[test]
+fn concurrent_builds_run_a_step_once_and_a_killed_one_blocks_nobody() {
+    // Each run of the step appends a line to a cache-mount file on the host;
+    // the first run (the one that is killed) then sleeps.
+    let p = project(
+        "FROM busybox:test\n\
+         RUN --mount=type=cache,id=counter,target=/c \
+         sh -c 'echo run >> /c/count; if [ $(wc -l < /c/count) = 1 ]; then sleep 60; fi; sleep 1'\n",
+        &[],
+    );
+    let count_file = || -> Option<PathBuf> {
+        let mounts = p.root.join("cache/mounts");
+        fs::read_dir(mounts)
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("data/count"))
+            .find(|c| c.exists())
+    };
+    let runs = || count_file().map_or(0, |c| fs::read_to_string(c).unwrap().lines().count());
+    let spawn = |tag: &str| {
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&p.root)
+            .args(["build", "--progress=rawjson", "-t", tag])
+            .arg(&p.ctx)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        KillOnDrop(Some(child))
+    };
+    let wait_until = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+
+    let mut first = spawn("same:1");
+    wait_until("the first build runs the step", &|| runs() == 1);
+    let others = [spawn("same:1"), spawn("same:1")];
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_eq!(runs(), 1, "the others wait while the first runs the step");
+    first.kill();
+    let outs: Vec<Output> = others.into_iter().map(KillOnDrop::output).collect();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        runs(),
+        2,
+        "after the kill, one more run; the third reuses it"
+    );
+    let sums: Vec<serde_json::Value> = outs.iter().map(|o| summary(&events(o))).collect();
+    let ran: Vec<_> = sums.iter().map(|s| s["steps_run"].as_u64()).collect();
+    assert!(
+        ran.contains(&Some(1)) && ran.contains(&Some(0)),
+        "one ran the step, one reused it: {sums:?}"
+    );
+
+    // Three at once from the start (a new step): one run between them, the
+    // others waiting out its 3 s instead of running it too.
+    fs::remove_file(count_file().unwrap()).unwrap();
+    fs::write(
+        p.ctx.join("Dockerfile"),
+        "FROM busybox:test\n\
+         RUN --mount=type=cache,id=counter,target=/c sh -c 'echo again >> /c/count; sleep 3'\n",
+    )
+    .unwrap();
+    let builds = [spawn("same:2"), spawn("same:2"), spawn("same:2")];
+    let outs: Vec<Output> = builds.into_iter().map(KillOnDrop::output).collect();
+    for out in &outs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(runs(), 1, "three concurrent builds ran the step once");
+}
+
+/// A kiln process that is killed if the test fails before it is waited for.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn output(mut self) -> Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

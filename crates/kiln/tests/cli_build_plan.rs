@@ -250,3 +250,99 @@ fn insecure_run_needs_allow_security_insecure() {
         "{stderr}"
     );
 }
+
+/// `kiln build` with a 4 GiB address-space limit, so that a build whose
+/// memory would explode fails fast instead of swamping the machine.
+fn run_bounded(args: &[&str]) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = kiln();
+    cmd.args(args);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 4 << 30,
+                rlim_max: 4 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().expect("run kiln")
+}
+
+/// 40 doublings of an ARG (2^40 bytes unchecked) stop at the 1 MiB word cap
+/// on the line that crosses it; many 1 MiB ENV values stop at the stage's
+/// 16 MiB expansion budget. Both are located Dockerfile errors.
+#[test]
+fn variable_expansion_is_capped_with_a_located_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let build = |lines: &[String]| {
+        std::fs::write(dir.path().join("Dockerfile"), lines.join("\n") + "\n").unwrap();
+        let out = run_bounded(&[
+            "--root",
+            root.path().to_str().unwrap(),
+            "build",
+            "--progress=plain",
+            dir.path().to_str().unwrap(),
+        ]);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(stderr.len() < 64 * 1024, "no huge value is printed");
+        // The message as one line (miette wraps it under its `×`).
+        stderr
+            .replace('│', " ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+
+    let mut lines = vec!["FROM scratch".to_string(), "ARG A=x".to_string()];
+    lines.extend((0..40).map(|_| "ARG A=$A$A".to_string()));
+    let stderr = build(&lines);
+    // Line 3 + 19 reaches exactly 1 MiB; the next line would be 2 MiB.
+    assert!(
+        stderr.contains(
+            "Dockerfile:23: failed to process \"$A$A\": expanded word is more than 1 MiB longer than written"
+        ),
+        "{stderr}"
+    );
+
+    // 20 doublings make A 1 MiB (2^21 - 82 bytes of growth); each ENV adds
+    // 2^20 - 2 more, and the 15th crosses 16 MiB.
+    lines.truncate(22);
+    lines.extend((0..20).map(|i| format!("ENV B{i}=$A")));
+    let stderr = build(&lines);
+    assert!(
+        stderr
+            .contains("Dockerfile:37: variable expansion in this stage produced more than 16 MiB"),
+        "{stderr}"
+    );
+
+    // The same before the first FROM, where the meta ARGs are expanded.
+    let mut lines = vec!["ARG A=x".to_string()];
+    lines.extend((0..40).map(|_| "ARG A=$A$A".to_string()));
+    lines.push("FROM scratch".to_string());
+    let stderr = build(&lines);
+    assert!(
+        stderr.contains(
+            "Dockerfile:22: failed to process \"$A$A\": expanded word is more than 1 MiB"
+        ),
+        "{stderr}"
+    );
+    let mut lines = vec!["ARG A=x".to_string()];
+    lines.extend((0..20).map(|_| "ARG A=$A$A".to_string()));
+    lines.extend((0..20).map(|i| format!("ARG B{i}=$A")));
+    lines.push("FROM scratch".to_string());
+    let stderr = build(&lines);
+    assert!(
+        stderr.contains(
+            "Dockerfile:36: variable expansion in the ARGs before the first FROM produced more than 16 MiB"
+        ),
+        "{stderr}"
+    );
+}

@@ -16,8 +16,10 @@
 use super::upper::{Meta, Times, Upper};
 use crate::fsview::{join_abs, resolve_with};
 use crate::gomatch::go_clean;
+use crate::names;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 /// What an extraction wrote.
@@ -66,7 +68,10 @@ pub fn is_archive(path: &Path) -> bool {
 fn clean_name(raw: &str) -> Result<Vec<String>, String> {
     let c = go_clean(raw);
     if c == ".." || c.starts_with("../") {
-        return Err(format!("{raw:?}: path leaves the destination"));
+        return Err(format!(
+            "{:?}: path leaves the destination",
+            names::display(raw)
+        ));
     }
     Ok(c.split('/')
         .filter(|p| !p.is_empty() && *p != ".")
@@ -84,7 +89,7 @@ fn resolve_in(up: &Upper, root: &[String], comps: &[String]) -> io::Result<Vec<S
         match up.state().lookup(&join_abs(&full), false)? {
             Some(e) if e.is_symlink() => {
                 let t = std::fs::read_link(&e.host_path)?;
-                Ok(Some(t.to_string_lossy().into_owned()))
+                Ok(Some(names::encode_os(t.as_os_str()).into_owned()))
             }
             _ => Ok(None),
         }
@@ -120,24 +125,25 @@ pub fn extract(
         {
             continue;
         }
-        let raw = String::from_utf8(entry.path_bytes().into_owned())
-            .map_err(|_| "an entry name is not valid UTF-8".to_string())?;
+        let raw = names::encode(&entry.path_bytes()).into_owned();
+        // For messages: the name with bytes that are not UTF-8 as U+FFFD.
+        let shown = names::display(&raw).into_owned();
         let comps = clean_name(&raw)?;
         let Some((last, parent)) = comps.split_last() else {
             // The archive's root (`./`): BuildKit leaves the destination alone.
             continue;
         };
-        let parent_path = resolve_in(up, &root, parent).map_err(|e| format!("{raw}: {e}"))?;
+        let parent_path = resolve_in(up, &root, parent).map_err(|e| format!("{shown}: {e}"))?;
         let parent_view = join_abs(&parent_path);
         match up
             .lstat(&parent_view)
-            .map_err(|e| format!("{raw}: {}", e.source))?
+            .map_err(|e| format!("{shown}: {}", e.source))?
         {
             Some(e) if e.is_dir() => {}
-            Some(_) => return Err(format!("{raw}: parent is not a directory")),
+            Some(_) => return Err(format!("{shown}: parent is not a directory")),
             None => up
                 .mkdir_all(&parent_view, 0o755, (0, 0))
-                .map_err(|e| format!("{raw}: {}: {}", e.path, e.source))?,
+                .map_err(|e| format!("{shown}: {}: {}", names::display(&e.path), e.source))?,
         }
         let target = if parent_view == "/" {
             format!("/{last}")
@@ -167,7 +173,9 @@ pub fn extract(
             times: Times::at(mtime),
             xattrs,
         };
-        let at = |e: super::upper::WriteError| format!("{raw}: {}: {}", e.path, e.source);
+        let at = |e: super::upper::WriteError| {
+            format!("{shown}: {}: {}", names::display(&e.path), e.source)
+        };
         let existing = up.lstat(&target).map_err(at)?;
         match etype {
             tar::EntryType::Directory => {
@@ -185,31 +193,31 @@ pub fn extract(
             tar::EntryType::Symlink => {
                 let link = entry
                     .link_name_bytes()
-                    .ok_or_else(|| format!("{raw}: symlink without a target"))?;
-                let link = std::ffi::OsStr::new(
-                    std::str::from_utf8(&link)
-                        .map_err(|_| format!("{raw}: target is not UTF-8"))?,
-                )
-                .to_owned();
-                up.symlink(&target, Path::new(&link), &meta).map_err(at)?;
+                    .ok_or_else(|| format!("{shown}: symlink without a target"))?;
+                let link = std::ffi::OsStr::from_bytes(&link);
+                up.symlink(&target, Path::new(link), &meta).map_err(at)?;
             }
             tar::EntryType::Link => {
                 let link = entry
                     .link_name_bytes()
-                    .ok_or_else(|| format!("{raw}: hard link without a target"))?;
-                let link = String::from_utf8(link.into_owned())
-                    .map_err(|_| format!("{raw}: link target is not UTF-8"))?;
+                    .ok_or_else(|| format!("{shown}: hard link without a target"))?;
+                let link = names::encode(&link).into_owned();
                 let lcomps = clean_name(&link)?;
                 let Some((llast, lparent)) = lcomps.split_last() else {
-                    return Err(format!("{raw}: hard link to the archive root"));
+                    return Err(format!("{shown}: hard link to the archive root"));
                 };
                 let mut lpath =
-                    resolve_in(up, &root, lparent).map_err(|e| format!("{raw}: {e}"))?;
+                    resolve_in(up, &root, lparent).map_err(|e| format!("{shown}: {e}"))?;
                 lpath.push(llast.clone());
                 let existing_link = join_abs(&lpath);
                 match up.lstat(&existing_link).map_err(at)? {
                     Some(e) if !e.is_dir() => {}
-                    _ => return Err(format!("{raw}: hard link target {link:?} not found")),
+                    _ => {
+                        return Err(format!(
+                            "{shown}: hard link target {:?} not found",
+                            names::display(&link)
+                        ))
+                    }
                 }
                 up.hard_link(&target, &existing_link).map_err(at)?;
             }
@@ -224,7 +232,7 @@ pub fn extract(
                 let rdev = rustix::fs::makedev(major, minor);
                 up.special(&target, kind | mode, rdev, &meta).map_err(at)?;
             }
-            other => return Err(format!("{raw}: unsupported tar entry type {other:?}")),
+            other => return Err(format!("{shown}: unsupported tar entry type {other:?}")),
         }
         st.files += 1;
     }

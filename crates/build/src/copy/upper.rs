@@ -154,7 +154,8 @@ impl<'a> Upper<'a> {
 
     /// The host path of an in-view path inside the upper.
     pub fn host(&self, view_path: &str) -> PathBuf {
-        self.root.join(view_path.trim_start_matches('/'))
+        self.root
+            .join(crate::names::path(view_path.trim_start_matches('/')))
     }
 
     /// What is at `view_path` now, not following a final symlink.

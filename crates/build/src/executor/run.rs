@@ -439,10 +439,10 @@ fn context_mask(
         included: &std::collections::HashSet<&str>,
         hidden: &mut Vec<String>,
     ) -> Result<(), String> {
-        let dir = root.join(rel);
+        let dir = root.join(crate::names::path(rel));
         let rd = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+            let name = crate::names::encode_os(&e.file_name()).into_owned();
             let path = if rel.is_empty() {
                 name
             } else {
@@ -470,7 +470,7 @@ fn context_mask(
     }
     let dir = snapshots.work_dir().map_err(|e| e.to_string())?;
     for h in hidden {
-        let p = dir.path().join(&h);
+        let p = dir.path().join(crate::names::path(&h));
         if let Some(parent) = p.parent() {
             std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
         }

@@ -43,6 +43,10 @@ pub struct StageState {
     /// The ARG names declared so far, in order (BuildKit's `buildArgs`; a
     /// stage built on another continues its list). RUN history shows them.
     pub build_args: Vec<String>,
+    /// How much variable expansion has added to this stage's words so far
+    /// (a stage built on another continues its count); at most
+    /// [`kiln_dockerfile::shell::MAX_STAGE_GROWTH`].
+    pub expansion_growth: usize,
 }
 
 impl StageState {
@@ -107,6 +111,29 @@ impl StageState {
         }
         words.extend(args.iter().cloned());
         words.join(" ")
+    }
+
+    /// Counts `growth` more bytes of expansion towards
+    /// [`kiln_dockerfile::shell::MAX_STAGE_GROWTH`]: an error at `origin`
+    /// once they are over it.
+    fn grow_expansion(
+        &mut self,
+        growth: usize,
+        sh: &Shared<'_>,
+        origin: &Origin,
+    ) -> Result<(), BuildError> {
+        use kiln_dockerfile::shell::MAX_STAGE_GROWTH;
+        self.expansion_growth = self.expansion_growth.saturating_add(growth);
+        if self.expansion_growth > MAX_STAGE_GROWTH {
+            return Err(sh.located(
+                origin,
+                format!(
+                    "variable expansion in this stage produced more than {} MiB",
+                    MAX_STAGE_GROWTH >> 20
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The expansion environment (ENV and ARG values).
@@ -304,6 +331,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
             created: sh.opts.source_date_epoch.unwrap_or(0),
             cmd_set: false,
             build_args: Vec::new(),
+            expansion_growth: 0,
         },
         Base::Stage(i) => {
             let parent = sh.wait_stage(*i)?;
@@ -340,6 +368,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>
                 created,
                 cmd_set: false,
                 build_args: Vec::new(),
+                expansion_growth: 0,
             }
         }
     };
@@ -511,16 +540,29 @@ impl StepCtx<'_, '_> {
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
         let vertex = self.vertex.unwrap_or(0);
+        let hit = |rec: StepRecord| {
+            sh.steps_cached.fetch_add(1, Ordering::SeqCst);
+            sh.emit(Event::StepCached {
+                at_ms: sh.clock.now_ms(),
+                step: vertex,
+                stage: self.stage_name.to_string(),
+                name: self.name.clone(),
+            });
+            Ok(rec)
+        };
+        // On a miss, wait for whoever computes the same key (another kiln
+        // process, another stage), then look again. Claimed before a job
+        // permit is taken, so a waiting step holds none.
+        let mut _claim = None;
         if !self.no_cache {
             if let Some(rec) = sh.cache.get(sh.store, &key) {
-                sh.steps_cached.fetch_add(1, Ordering::SeqCst);
-                sh.emit(Event::StepCached {
-                    at_ms: sh.clock.now_ms(),
-                    step: vertex,
-                    stage: self.stage_name.to_string(),
-                    name: self.name.clone(),
-                });
-                return Ok(rec);
+                return hit(rec);
+            }
+            _claim = Some(sh.cache.claim(&key).map_err(|e| {
+                BuildError::other(format!("claiming the cache key of {}: {e}", self.name))
+            })?);
+            if let Some(rec) = sh.cache.get(sh.store, &key) {
+                return hit(rec);
             }
         }
         let _permit = sh.jobs.acquire();
@@ -628,9 +670,12 @@ fn apply_step(
     let env = state.expansion_env();
     let instr = {
         let mut ex = ShellExpand::new(sh.plan.escape, &env);
-        step.instruction
+        let instr = step
+            .instruction
             .expanded(&mut ex)
-            .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?
+            .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?;
+        state.grow_expansion(ex.growth(), sh, &origin)?;
+        instr
     };
     let at = state.created;
     match instr {
@@ -668,9 +713,11 @@ fn apply_step(
                 state.build_args.push(decl.key.clone());
                 let value = sh.plan.arg_value(decl, |d| {
                     let env = state.expansion_env();
-                    kiln_dockerfile::shell::Lexer::new(sh.plan.escape)
+                    let v = kiln_dockerfile::shell::Lexer::new(sh.plan.escape)
                         .process_word(d, &env)
-                        .map_err(|e| sh.located(&origin, e.to_string()))
+                        .map_err(|e| sh.located(&origin, e.to_string()))?;
+                    state.grow_expansion(v.len().saturating_sub(d.len()), sh, &origin)?;
+                    Ok::<_, BuildError>(v)
                 })?;
                 match value {
                     Some(v) => {
@@ -908,6 +955,7 @@ pub(crate) fn input_key(
                 created: 0,
                 cmd_set: false,
                 build_args: Vec::new(),
+                expansion_growth: 0,
             };
             Ok((key, Arc::new(state)))
         }

@@ -38,7 +38,9 @@ const MAX_ONBUILD_NESTING: usize = 64;
 /// - heredoc markers inside words nested more than 256 `${...}`/quote levels
 ///   deep are not detected;
 /// - a bad or repeated parser directive is reported on its own line (BuildKit
-///   reports the line before it);
+///   reports the line before it), and so is a line over 65535 bytes (BuildKit
+///   reports the line before it, or "file with no instructions" when it is
+///   the first);
 /// - bytes BuildKit would carry through as invalid UTF-8 (its byte-wise flag
 ///   and HEALTHCHECK scanners can split a character) become U+FFFD.
 pub fn parse(src: &Source) -> Result<Dockerfile, DockerfileError> {
@@ -116,8 +118,9 @@ struct Parser<'a> {
     src: &'a Source,
     /// Physical lines, each with its `\n` (the last one may lack it).
     lines: Vec<&'a str>,
-    /// Set when a line is too long for BuildKit's scanner: reading stops there.
-    too_long: bool,
+    /// The 1-based number of the first line too long for BuildKit's
+    /// scanner: reading stops before it.
+    too_long: Option<usize>,
     next_line: usize,
     escape: char,
     directive_scanner: DirectiveScanner,
@@ -128,7 +131,7 @@ struct Parser<'a> {
 impl<'a> Parser<'a> {
     fn new(src: &'a Source) -> Self {
         let mut lines = Vec::new();
-        let mut too_long = false;
+        let mut too_long = None;
         for l in src.text.split_inclusive('\n') {
             let limit = if l.ends_with('\n') {
                 MAX_LINE
@@ -136,7 +139,7 @@ impl<'a> Parser<'a> {
                 MAX_LINE - 1
             };
             if l.len() > limit {
-                too_long = true;
+                too_long = Some(lines.len() + 1);
                 break;
             }
             lines.push(l);
@@ -312,18 +315,24 @@ impl<'a> Parser<'a> {
             comments.clear();
         }
 
-        if nodes.is_empty() {
-            return Err(self.err(current_line, current_line, "file with no instructions"));
-        }
-        if self.too_long {
-            return Err(self.err(
-                current_line,
-                current_line,
+        // BuildKit reports this on the last line it read, the one before the
+        // long line (and, with no instruction before it, reports "file with no
+        // instructions" instead); kiln names the long line itself.
+        if let Some(line) = self.too_long {
+            let mut e = self.err(
+                line,
+                line,
                 format!(
                     "dockerfile line greater than max allowed size of {}",
                     MAX_LINE - 1
                 ),
-            ));
+            );
+            // No excerpt: it would print the whole over-long line.
+            e.span = None;
+            return Err(e);
+        }
+        if nodes.is_empty() {
+            return Err(self.err(current_line, current_line, "file with no instructions"));
         }
         Ok(Dockerfile {
             directives: self.directives,

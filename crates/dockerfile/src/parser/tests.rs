@@ -363,6 +363,17 @@ fn too_long_line_is_a_scanner_error() {
         err.message,
         "dockerfile line greater than max allowed size of 65535"
     );
+    // The error names the long line (BuildKit names the line before it),
+    // without an excerpt of it.
+    assert_eq!(err.line, 3);
+    assert!(err.span.is_none());
+    // A long first line, or one after a line continuation, is named too.
+    assert_eq!(parse_err(&format!("FROM {label}\n")).line, 1);
+    let err = parse_err(&format!("FROM a\nRUN x \\\n\n{label}\nRUN y\n"));
+    assert_eq!(
+        (err.line, err.message.contains("max allowed size")),
+        (4, true)
+    );
     // A line just under the limit is fine.
     let ok = format!("FROM a\nLABEL x={}\n", "a".repeat(65536 - 9));
     assert_eq!(parse_ok(&ok).nodes.len(), 2);

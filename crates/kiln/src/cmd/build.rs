@@ -547,7 +547,9 @@ fn stage_label(plan: &Plan, i: usize) -> String {
     }
 }
 
-fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
+/// `steps_width`: the widest line number of any stage's steps (computed once
+/// per plan, not once per stage: that was O(stages²) for a long chain).
+fn render_stage(out: &mut String, plan: &Plan, st: &Stage, steps_width: usize) {
     let name = st.name.as_deref().unwrap_or("(unnamed)");
     let mut status = if st.needed { "needed" } else { "pruned" }.to_string();
     if st.index == plan.target {
@@ -571,17 +573,7 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage) {
     };
     let _ = writeln!(out, "  deps:     {deps}");
     let _ = writeln!(out, "  steps:");
-    let width = plan
-        .stages
-        .iter()
-        .flat_map(|s| {
-            s.steps
-                .iter()
-                .map(|st| st.instruction.origin().lines().len())
-        })
-        .chain(std::iter::once(st.from.origin.lines().len()))
-        .max()
-        .unwrap_or(1);
+    let width = steps_width.max(st.from.origin.lines().len());
     let _ = writeln!(
         out,
         "    line {:>width$}  {}",
@@ -645,9 +637,16 @@ fn render_plan(plan: &Plan) -> String {
             .collect();
         let _ = writeln!(out, "build args: {}", args.join(" "));
     }
+    let steps_width = plan
+        .stages
+        .iter()
+        .flat_map(|s| &s.steps)
+        .map(|step| step.instruction.origin().lines().len())
+        .max()
+        .unwrap_or(1);
     for st in &plan.stages {
         out.push('\n');
-        render_stage(&mut out, plan, st);
+        render_stage(&mut out, plan, st, steps_width);
     }
     out
 }
