@@ -3,6 +3,11 @@
 //!
 //! A snapshot is keyed by the layer's diff_id (the digest of its uncompressed
 //! tar), so the same layer used by several images or stages is extracted once.
+//! A blob is extracted under the diff_id its image's config claims only after
+//! the extracting pass has hashed its uncompressed stream to that diff_id (and
+//! checked the blob's size and compression against its descriptor): an image
+//! whose config names another image's diff_ids cannot replace that image's
+//! snapshots.
 //! A layer pulled or loaded into the store is extracted on first use with
 //! whiteouts turned into overlay whiteouts (0/0 character devices, opaque
 //! xattrs); a layer the build made itself (a RUN's upperdir, a COPY's output)
@@ -17,7 +22,7 @@
 //! ```
 
 use kiln_oci::digest::Digest;
-use kiln_oci::layer::{apply_layer_with, ApplyOptions, OverlayXattr, WhiteoutMode};
+use kiln_oci::layer::{apply_image_layer, ApplyOptions, OverlayXattr, WhiteoutMode};
 use kiln_oci::store::{BlobRef, Store};
 use std::fs;
 use std::io;
@@ -139,16 +144,20 @@ impl Snapshots {
         let work = self.work_dir()?;
         let tree = work.path().join("tree");
         fs::create_dir(&tree).map_err(io_err(&tree))?;
-        let extract_err = |message: String| SnapshotError::Extract {
+        // The snapshot is named by the diff_id the image claims: the content is
+        // checked against it in the extracting pass, and a layer that is not what
+        // its image says is never installed (the work dir is removed on drop).
+        apply_image_layer(
+            store,
+            &layer.blob,
+            &layer.diff_id,
+            &tree,
+            &extract_options(),
+        )
+        .map_err(|e| SnapshotError::Extract {
             diff_id: layer.diff_id,
-            message,
-        };
-        let blob = store
-            .open_blob(&layer.blob.digest)
-            .map_err(|e| extract_err(e.to_string()))?;
-        let opts = extract_options();
-        apply_layer_with(io::BufReader::with_capacity(1 << 20, blob), &tree, &opts)
-            .map_err(|e| extract_err(e.to_string()))?;
+            message: e.to_string(),
+        })?;
         self.install(&tree, &layer.diff_id)
     }
 
@@ -280,7 +289,138 @@ fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
 
 #[cfg(test)]
 mod tests {
-    use super::distinct_topmost;
+    use super::*;
+    use kiln_oci::image::media_type;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    fn tar_with(name: &str, content: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, content).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn stored_layer(store: &Store, media: &str, blob: &[u8], diff_id: Digest) -> Layer {
+        Layer {
+            blob: BlobRef {
+                media_type: media.into(),
+                digest: store.put_blob(blob).unwrap(),
+                size: blob.len() as u64,
+                annotations: BTreeMap::new(),
+            },
+            diff_id,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, Snapshots) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let snaps = Snapshots::open(store.root()).unwrap();
+        (dir, store, snaps)
+    }
+
+    /// Nothing but what `ensure` left behind under `snapshots/` (work dirs are
+    /// removed; `empty` and `tmp` always exist).
+    fn snapshot_names(snaps: &Snapshots) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&snaps.root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "tmp" && n != "empty")
+            .collect();
+        names.sort();
+        assert_eq!(fs::read_dir(snaps.root.join("tmp")).unwrap().count(), 0);
+        names
+    }
+
+    #[test]
+    fn a_layer_is_extracted_under_its_verified_diff_id() {
+        let (_d, store, snaps) = setup();
+        let tar = tar_with("etc/os-release", b"genuine\n");
+        let layer = stored_layer(
+            &store,
+            media_type::OCI_LAYER_GZIP,
+            &gzip(&tar),
+            Digest::of(&tar),
+        );
+        let path = snaps.ensure(&store, &layer).unwrap();
+        assert_eq!(fs::read(path.join("etc/os-release")).unwrap(), b"genuine\n");
+        assert_eq!(snapshot_names(&snaps), [Digest::of(&tar).hex()]);
+    }
+
+    /// An image whose config claims another image's diff_id for its own layer
+    /// must not become that layer's snapshot (every later build on the genuine
+    /// image would see the attacker's files).
+    #[test]
+    fn a_layer_whose_content_is_not_its_claimed_diff_id_is_refused() {
+        let (_d, store, snaps) = setup();
+        let genuine = tar_with("etc/os-release", b"genuine\n");
+        let evil = tar_with("etc/os-release", b"attacker\n");
+        let layer = stored_layer(
+            &store,
+            media_type::OCI_LAYER_GZIP,
+            &gzip(&evil),
+            Digest::of(&genuine),
+        );
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains(&layer.blob.digest.to_string()), "{err}");
+        assert!(err.contains(&Digest::of(&genuine).to_string()), "{err}");
+        assert!(err.contains(&Digest::of(&evil).to_string()), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+        assert!(!snaps.path_of(&Digest::of(&genuine)).exists());
+    }
+
+    #[test]
+    fn an_empty_blob_is_not_a_gzip_layer() {
+        let (_d, store, snaps) = setup();
+        let layer = stored_layer(&store, media_type::DOCKER_LAYER_GZIP, b"", Digest::of(b""));
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains("gzip"), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_compressed_layer_is_refused() {
+        let (_d, store, snaps) = setup();
+        // A tar with the zero padding GNU tar writes up to its record size (and
+        // more): cutting the end cuts only padding and the compression trailer,
+        // which the tar reader never needs to see.
+        let mut tar = tar_with("bin/tool", &[7u8; 3000]);
+        tar.resize(tar.len() + (1 << 20), 0);
+        let gz = gzip(&tar);
+        let cut = &gz[..gz.len() - 20];
+        let layer = stored_layer(&store, media_type::OCI_LAYER_GZIP, cut, Digest::of(&tar));
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains(&Digest::of(&tar).to_string()), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        let cut = &zst[..zst.len() - 8];
+        let layer = stored_layer(&store, media_type::OCI_LAYER_ZSTD, cut, Digest::of(&tar));
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains("incomplete") || err.contains("end"), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+    }
+
+    #[test]
+    fn a_descriptor_size_that_is_not_the_blob_size_is_refused() {
+        let (_d, store, snaps) = setup();
+        let tar = tar_with("a", b"x");
+        let mut layer = stored_layer(&store, media_type::OCI_LAYER, &tar, Digest::of(&tar));
+        layer.blob.size = 1 << 62;
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains(&(1u64 << 62).to_string()), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+    }
 
     #[test]
     fn repeated_layers_keep_their_topmost_place() {

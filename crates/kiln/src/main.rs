@@ -38,16 +38,31 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("warn")));
     // Escape sequences only for a terminal (not in CI logs or files), and never with
     // NO_COLOR, as the progress view does.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(ansi)
-        .init();
+        .with_filter(filter)
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+            !is_wire_dump(meta.target(), *meta.level())
+        }));
+    tracing_subscriber::registry().with(layer).init();
+}
+
+/// The HTTP library's trace level is a hex dump of every byte sent and received
+/// ("wire level debug, not redacted", as ureq documents it): `Authorization`
+/// headers with credentials and tokens, and token service answers. Those
+/// records are never printed, whatever level is asked for; the library's
+/// debug-level lines (redacted) and kiln's own trace lines still are.
+fn is_wire_dump(target: &str, level: tracing::Level) -> bool {
+    level == tracing::Level::TRACE && (target == "ureq_proto" || target.starts_with("ureq_proto::"))
 }

@@ -164,6 +164,57 @@ fn save_then_load_into_a_fresh_store_keeps_the_manifest_digest() {
     );
 }
 
+/// `kiln load` reads what `docker load` reads (a compressed archive too), and
+/// refuses what it cannot use with a readable message.
+#[test]
+fn load_reads_compressed_archives_and_explains_what_it_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let m = make_image(&a, "app:1", "packed");
+    let tar = tmp.path().join("app.tar");
+    ok(&a, &["save", "-o", tar.to_str().unwrap(), "app:1"]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&fs::read(&tar).unwrap()).unwrap();
+    let packed = tmp.path().join("app.tar.gz");
+    fs::write(&packed, gz.finish().unwrap()).unwrap();
+    let b = tmp.path().join("b");
+    let out = ok(&b, &["load", "-i", packed.to_str().unwrap()]);
+    assert_eq!(out, "Loaded image: app:1\n");
+    assert_eq!(
+        inspect(&b, "app:1")["Descriptor"]["digest"],
+        m.digest.to_string()
+    );
+
+    // Random bytes: the message quotes nothing unprintable.
+    let mut junk = vec![0u8; 8192];
+    let mut x: u32 = 5;
+    for byte in junk.iter_mut() {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *byte = (x >> 16) as u8;
+    }
+    let random = tmp.path().join("random.bin");
+    fs::write(&random, &junk).unwrap();
+    let err = fails(&b, &["load", "-i", random.to_str().unwrap()]);
+    assert!(err.contains("not a tar file"), "{err}");
+    assert!(
+        err.chars().all(|c| c == '\n' || !c.is_control()) && !err.contains('\u{fffd}'),
+        "{err:?}"
+    );
+
+    // An archive that names no image is an error, not a silent success.
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_size(2);
+    builder
+        .append_data(&mut h, "manifest.json", &b"[]"[..])
+        .unwrap();
+    let empty = tmp.path().join("empty.tar");
+    fs::write(&empty, builder.into_inner().unwrap()).unwrap();
+    let err = fails(&b, &["load", "-i", empty.to_str().unwrap()]);
+    assert!(err.contains("no image"), "{err}");
+}
+
 #[test]
 fn images_tag_history_rmi_prune() {
     let tmp = tempfile::tempdir().unwrap();

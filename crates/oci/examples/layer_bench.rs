@@ -1,6 +1,7 @@
 //! Layer benchmark driver (see bench/README.md): `gen DIR` writes a deterministic
 //! ≥500 MB tree of mixed files; `write DIR gzip|zstd|uncompressed` times one
-//! single-pass `write_layer` into a discarding writer and prints the result.
+//! single-pass `write_layer` into a discarding writer and prints the result;
+//! `apply BLOB DEST` times `apply_layer` of a layer blob onto a directory.
 
 use kiln_oci::layer::{write_layer, Compression, DiffKind, LayerOptions};
 use std::fs;
@@ -106,7 +107,8 @@ impl Write for Discard {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: layer_bench gen DIR | layer_bench write DIR gzip|zstd|uncompressed";
+    let usage = "usage: layer_bench gen DIR | layer_bench write DIR gzip|zstd|uncompressed \
+                 | layer_bench apply BLOB DEST";
     match args.get(1).map(String::as_str) {
         Some("gen") if args.len() == 3 => match generate(Path::new(&args[2])) {
             Ok(total) => println!("generated {} MB in {}", total >> 20, args[2]),
@@ -134,6 +136,28 @@ fn main() {
                     start.elapsed().as_secs_f64(),
                     d.size >> 20,
                     d.digest
+                ),
+                Err(e) => {
+                    eprintln!("layer_bench: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Some("apply") if args.len() == 4 => {
+            let blob = match std::fs::File::open(&args[2]) {
+                Ok(f) => std::io::BufReader::with_capacity(1 << 20, f),
+                Err(e) => {
+                    eprintln!("layer_bench: {}: {e}", args[2]);
+                    std::process::exit(1);
+                }
+            };
+            let start = Instant::now();
+            match kiln_oci::layer::apply_layer(blob, Path::new(&args[3])) {
+                Ok(stats) => println!(
+                    "apply: {:.2} s, {} files, {} MB",
+                    start.elapsed().as_secs_f64(),
+                    stats.regular_files,
+                    stats.bytes >> 20
                 ),
                 Err(e) => {
                     eprintln!("layer_bench: {e}");

@@ -7,7 +7,9 @@
 //! index.json            OCI image index: one descriptor per stored image, named by the
 //!                       `org.opencontainers.image.ref.name` annotation (absent = untagged)
 //! blobs/sha256/<hex>    every blob, named by the sha256 of its bytes
-//! tmp/                  blobs being written (same filesystem, so commit is a rename)
+//! tmp/                  blobs being written (same filesystem, so commit is a rename);
+//!                       `partial-<hex>`: an unfinished download of that blob, continued
+//!                       by the next one
 //! lock                  flock: shared while a process uses the store, exclusive for gc
 //! index.lock            flock: exclusive while index.json is read-modified-written
 //! ```
@@ -42,6 +44,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// Reading what was to be stored failed (the source, not the store).
+    #[error("reading: {0}")]
+    Input(#[source] io::Error),
     #[error("content does not match its digest: expected {expected}, got {actual}")]
     DigestMismatch { expected: Digest, actual: Digest },
     #[error("blob {0} is not in the store")]
@@ -325,6 +330,72 @@ impl Store {
             hasher: Hasher::new(),
             size: 0,
             expected: None,
+            resumable: false,
+        })
+    }
+
+    /// Where an unfinished download of the blob `digest` is kept: in `tmp/`, named
+    /// by the digest, so that the next download of that blob continues it.
+    pub fn partial_blob_path(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir().join(format!("partial-{}", digest.hex()))
+    }
+
+    /// A writer for the blob `digest` (of `size` bytes) that continues what an
+    /// earlier download left at [`Store::partial_blob_path`], in this process or
+    /// in one that was killed: the bytes already there are read back through the
+    /// hasher ([`BlobWriter::size`] says how many; more than `size` are dropped),
+    /// and [`BlobWriter::commit`] checks the whole content against `digest`,
+    /// removing the file if it does not match. Dropped without a commit, the
+    /// writer keeps what it wrote there for the next attempt ([`Store::gc`]
+    /// removes it). While one writer has the file, another (a concurrent pull
+    /// of the same blob) gets a fresh temporary file instead.
+    pub fn resumable_blob_writer(&self, digest: &Digest, size: u64) -> Result<BlobWriter<'_>> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.partial_blob_path(digest);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(&path)
+            .map_err(io_err("opening", &path))?;
+        match rustix::fs::flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut w = self.blob_writer()?;
+                w.expect(*digest);
+                return Ok(w);
+            }
+            Err(e) => return Err(io_err("locking", &path)(e.into())),
+        }
+        let mut hasher = Hasher::new();
+        let have = file.metadata().map_err(io_err("reading", &path))?.len();
+        let have = if have > size {
+            file.set_len(0).map_err(io_err("truncating", &path))?;
+            0
+        } else {
+            let copied = io::copy(&mut (&mut file).take(have), &mut hasher)
+                .map_err(io_err("reading", &path))?;
+            if copied != have {
+                file.set_len(0).map_err(io_err("truncating", &path))?;
+                hasher = Hasher::new();
+                0
+            } else {
+                have
+            }
+        };
+        file.seek(SeekFrom::Start(have))
+            .map_err(io_err("reading", &path))?;
+        Ok(BlobWriter {
+            store: self,
+            file: Some(io::BufWriter::with_capacity(256 * 1024, file)),
+            temp_path: path,
+            hasher,
+            size: have,
+            expected: Some(*digest),
+            resumable: true,
         })
     }
 
@@ -335,7 +406,8 @@ impl Store {
         Ok(w.commit()?.0)
     }
 
-    /// Copy everything from `reader` into a blob, checking it against `expected` if given.
+    /// Copy everything from `reader` into a blob, checking it against `expected` if
+    /// given. A failure to read is [`StoreError::Input`].
     pub fn put_blob_from(
         &self,
         mut reader: impl Read,
@@ -343,7 +415,17 @@ impl Store {
     ) -> Result<(Digest, u64)> {
         let mut w = self.blob_writer()?;
         w.expected = expected;
-        io::copy(&mut reader, &mut w).map_err(io_err("writing", &w.temp_path))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::Input(e)),
+            };
+            w.write_all(&buf[..n])
+                .map_err(io_err("writing", &w.temp_path))?;
+        }
         w.commit()
     }
 
@@ -746,9 +828,29 @@ pub struct BlobWriter<'a> {
     hasher: Hasher,
     size: u64,
     expected: Option<Digest>,
+    /// Keep the file when dropped uncommitted ([`Store::resumable_blob_writer`]).
+    resumable: bool,
 }
 
 impl BlobWriter<'_> {
+    /// Drops what was written so far and starts the blob again from nothing.
+    pub fn restart(&mut self) -> Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.temp_path.clone();
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io_err("writing", &path)(io::Error::other("already committed")))?;
+        file.flush().map_err(io_err("writing", &path))?;
+        let f = file.get_mut();
+        f.set_len(0).map_err(io_err("truncating", &path))?;
+        f.seek(SeekFrom::Start(0))
+            .map_err(io_err("truncating", &path))?;
+        self.hasher = Hasher::new();
+        self.size = 0;
+        Ok(())
+    }
+
     /// Refuse to commit unless the content hashes to `digest`.
     pub fn expect(&mut self, digest: Digest) -> &mut Self {
         self.expected = Some(digest);
@@ -817,8 +919,13 @@ impl Write for BlobWriter<'_> {
 
 impl Drop for BlobWriter<'_> {
     fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = fs::remove_file(&self.temp_path);
+        if let Some(mut file) = self.file.take() {
+            if self.resumable {
+                // What was written stays for the next attempt to continue.
+                let _ = file.flush();
+            } else {
+                let _ = fs::remove_file(&self.temp_path);
+            }
         }
     }
 }
@@ -918,6 +1025,60 @@ mod tests {
         assert!(!s.has_blob(&digest));
         assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
         assert_eq!(fs::read_dir(s.blobs_dir()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_resumable_writer_continues_what_an_earlier_one_left() {
+        let (_d, s) = store();
+        let data: Vec<u8> = (0..700_000u32).map(|i| (i % 253) as u8).collect();
+        let digest = Digest::of(&data);
+        let size = data.len() as u64;
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 0);
+        w.write_all(&data[..300_000]).unwrap();
+        // A concurrent writer of the same blob gets a file of its own.
+        let other = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(other.size(), 0);
+        assert_ne!(other.temp_path, w.temp_path);
+        drop(other);
+        drop(w); // a failed download: the part stays
+        assert_eq!(
+            fs::metadata(s.partial_blob_path(&digest)).unwrap().len(),
+            300_000
+        );
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 300_000);
+        w.write_all(&data[300_000..]).unwrap();
+        assert_eq!(w.commit().unwrap(), (digest, size));
+        assert_eq!(s.read_blob(&digest).unwrap(), data);
+        assert_eq!(fs::read_dir(s.root().join("tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_resumable_writer_drops_a_wrong_or_oversized_part() {
+        let (_d, s) = store();
+        let data = b"the real content of the blob".to_vec();
+        let digest = Digest::of(&data);
+        let size = data.len() as u64;
+        // Longer than the blob: not a part of it.
+        fs::write(s.partial_blob_path(&digest), vec![1u8; 100]).unwrap();
+        let w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 0);
+        drop(w);
+        // A wrong start: the commit fails and removes it.
+        fs::write(s.partial_blob_path(&digest), b"THE").unwrap();
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        assert_eq!(w.size(), 3);
+        w.write_all(&data[3..]).unwrap();
+        assert!(matches!(w.commit(), Err(StoreError::DigestMismatch { .. })));
+        assert!(!s.partial_blob_path(&digest).exists());
+        // restart() starts from nothing.
+        fs::write(s.partial_blob_path(&digest), b"THE").unwrap();
+        let mut w = s.resumable_blob_writer(&digest, size).unwrap();
+        w.restart().unwrap();
+        assert_eq!(w.size(), 0);
+        w.write_all(&data).unwrap();
+        assert_eq!(w.commit().unwrap(), (digest, size));
     }
 
     #[test]

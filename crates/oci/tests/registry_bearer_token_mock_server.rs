@@ -26,6 +26,8 @@ struct Mock {
     manifest: Vec<u8>,
     /// A manifest whose blobs the server answers with the wrong content.
     bad_manifest: Vec<u8>,
+    /// A manifest giving its (real) config a size of 2^62.
+    sized_manifest: Vec<u8>,
     layer: String,
     seen: Mutex<Seen>,
 }
@@ -120,6 +122,15 @@ fn handle(mock: &Mock, mut s: TcpStream) {
             "200 OK",
             &[("Content-Type", media_type::OCI_MANIFEST.into())],
             &mock.bad_manifest,
+        );
+        return;
+    }
+    if path == "/v2/team/sized/manifests/1" {
+        respond(
+            &mut s,
+            "200 OK",
+            &[("Content-Type", media_type::OCI_MANIFEST.into())],
+            &mock.sized_manifest,
         );
         return;
     }
@@ -223,8 +234,15 @@ fn start_mock() -> Arc<Mock> {
         media_type::OCI_MANIFEST,
         media_type::OCI_CONFIG,
     );
+    let sized_manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{cd}","size":{}}},"layers":[]}}"#,
+        media_type::OCI_MANIFEST,
+        media_type::OCI_CONFIG,
+        1u64 << 62
+    );
     let mock = Arc::new(Mock {
         bad_manifest: bad_manifest.into_bytes(),
+        sized_manifest: sized_manifest.into_bytes(),
         addr,
         blobs: HashMap::from([(cd.to_string(), config), (ld.to_string(), layer)]),
         manifest: manifest.into_bytes(),
@@ -336,5 +354,22 @@ fn rate_limit_beyond_the_retry_budget_and_denied_are_clear_errors() {
     let err = pull(&store, &denied, None, &ctx).unwrap_err();
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
     assert!(err.to_string().contains("denied"), "{err}");
+    assert!(store.images().unwrap().is_empty());
+}
+
+/// A descriptor's size is checked against the blob also when the blob is
+/// already stored (it is never downloaded then): `kiln images` adds sizes up.
+#[test]
+fn a_manifest_size_that_is_not_the_stored_blobs_is_refused() {
+    let mock = start_mock();
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), &mock.addr, "s3cret");
+    let store = Store::open(dir.path().join("s")).unwrap();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    store.put_blob(config).unwrap();
+    let reference = Reference::parse(&format!("{}/team/sized:1", mock.addr)).unwrap();
+    let err = pull(&store, &reference, None, &ctx).unwrap_err();
+    assert!(err.to_string().contains(&(1u64 << 62).to_string()), "{err}");
     assert!(store.images().unwrap().is_empty());
 }

@@ -5,9 +5,11 @@
 
 use super::{ArchiveError, Exporter, NamedImage, Result};
 use crate::image::load_image;
-use crate::layer::{apply_layer, write_layer, Compression, DiffKind, LayerOptions};
+use crate::layer::{
+    apply_image_layer, write_layer, ApplyOptions, Compression, DiffKind, LayerOptions,
+};
 use crate::store::Store;
-use std::io::{self, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn one_image<'a>(images: &'a [NamedImage], what: &str) -> Result<&'a NamedImage> {
@@ -20,20 +22,22 @@ fn one_image<'a>(images: &'a [NamedImage], what: &str) -> Result<&'a NamedImage>
     }
 }
 
-/// Apply every layer of `image`, base first, onto `dest`. Each blob is verified
-/// against its digest as it is read.
+/// Apply every layer of `image`, base first, onto `dest`. Each layer is checked
+/// against its descriptor and its diff_id as it is applied.
 pub(crate) fn unpack(store: &Store, image: &NamedImage, dest: &Path) -> Result<()> {
     let img = load_image(store, &image.target)?;
-    for layer in &img.layers {
-        let mut reader =
-            io::BufReader::with_capacity(1 << 20, store.open_blob_verified(&layer.digest)?);
-        apply_layer(&mut reader, dest).map_err(|e| ArchiveError::Layer {
-            digest: layer.digest,
-            message: e.to_string(),
-        })?;
-        // Read what the tar reader left (compression trailer, padding) so the
-        // digest check at end of stream runs.
-        io::copy(&mut reader, &mut io::sink()).map_err(|e| ArchiveError::Layer {
+    let diff_ids = &img.config.rootfs.diff_ids;
+    if diff_ids.len() != img.layers.len() {
+        return Err(ArchiveError::Format(format!(
+            "image {}: the manifest has {} layers but the config lists {} diff_ids",
+            img.id(),
+            img.layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let opts = ApplyOptions::default();
+    for (layer, diff_id) in img.layers.iter().zip(diff_ids) {
+        apply_image_layer(store, layer, diff_id, dest, &opts).map_err(|e| ArchiveError::Layer {
             digest: layer.digest,
             message: e.to_string(),
         })?;

@@ -22,9 +22,10 @@
 //! * Hard-link targets are resolved the same way; whiteouts only name entries
 //!   inside an already-resolved parent.
 
-use super::compress::decoder;
+use super::compress::{decoder, HashingReader};
 use super::whiteout::{self, Whiteout};
 use super::{entry_display, Compression, LayerError};
+use crate::digest::Digest;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, XattrFlags};
 use rustix::io::Errno;
 use std::collections::HashSet;
@@ -74,8 +75,10 @@ impl Default for ApplyOptions {
 }
 
 /// What applying a layer did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyStats {
+    /// The sha256 of the layer's whole uncompressed tar stream: its diff_id.
+    pub diff_id: Digest,
     /// The compression detected from the blob's first bytes.
     pub compression: Option<Compression>,
     pub regular_files: u64,
@@ -95,6 +98,10 @@ pub struct ApplyStats {
 /// Applies the layer read from `reader` (gzip, zstd or plain tar, detected from its
 /// first bytes) onto `target` with default options: whiteouts delete, ownership is
 /// restored when running as root.
+///
+/// The whole stream is read, to its end (the compression must be complete), and
+/// hashed in the same pass: [`ApplyStats::diff_id`]. A layer that must be a
+/// particular one is applied with [`super::apply_image_layer`], which checks that.
 pub fn apply_layer(reader: impl Read, target: &Path) -> Result<ApplyStats, LayerError> {
     apply_layer_with(reader, target, &ApplyOptions::default())
 }
@@ -113,22 +120,36 @@ pub fn apply_layer_with(
     )
     .map_err(|e| LayerError::io(target, e.into()))?;
     let (compression, stream) = decoder(reader).map_err(LayerError::Input)?;
+    let mut stream = HashingReader::new(stream);
     let mut applier = Applier {
         root,
         opts: *opts,
         written: HashSet::new(),
         dirs: Vec::new(),
         stats: ApplyStats {
+            // Set once the whole stream is read.
+            diff_id: Digest::from_bytes([0; 32]),
             compression: Some(compression),
-            ..ApplyStats::default()
+            regular_files: 0,
+            directories: 0,
+            symlinks: 0,
+            hard_links: 0,
+            devices: 0,
+            fifos: 0,
+            whiteouts: 0,
+            bytes: 0,
+            warnings: Vec::new(),
         },
         copy_buf: vec![0u8; 256 * 1024],
     };
-    let mut archive = tar::Archive::new(stream);
-    for entry in archive.entries().map_err(LayerError::Input)? {
-        let entry = entry.map_err(LayerError::Input)?;
-        applier.entry(entry)?;
+    {
+        let mut archive = tar::Archive::new(&mut stream);
+        for entry in archive.entries().map_err(LayerError::Input)? {
+            let entry = entry.map_err(LayerError::Input)?;
+            applier.entry(entry)?;
+        }
     }
+    applier.stats.diff_id = stream.finish().map_err(LayerError::Input)?;
     applier.finish_dirs()?;
     Ok(applier.stats)
 }
@@ -861,6 +882,31 @@ mod tests {
         assert!(clean_name(b"/etc/x").unwrap_err().contains("absolute"));
         assert!(clean_name(b"a/../../x").unwrap_err().contains(".."));
         assert!(clean_name(b"..").unwrap_err().contains(".."));
+    }
+
+    #[test]
+    fn the_whole_stream_is_read_and_hashed() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(2);
+        b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+        let mut tar = b.into_inner().unwrap();
+        // Padding after the end-of-archive blocks is part of the layer.
+        tar.resize(tar.len() + 64 * 1024, 0);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        for blob in [&tar, &gz] {
+            let dir = tempfile::tempdir().unwrap();
+            let stats = apply_layer(&blob[..], dir.path()).unwrap();
+            assert_eq!(stats.diff_id, Digest::of(&tar));
+            assert_eq!(stats.regular_files, 1);
+        }
+        // A gzip stream cut in the padding the tar reader never needs is an error.
+        let dir = tempfile::tempdir().unwrap();
+        let err = apply_layer(&gz[..gz.len() - 12], dir.path()).unwrap_err();
+        assert!(matches!(err, LayerError::Input(_)), "{err}");
     }
 
     #[test]

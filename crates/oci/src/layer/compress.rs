@@ -2,6 +2,7 @@
 //! (multithreaded libzstd), or none; and detection of the format when reading.
 
 use super::LayerError;
+use crate::digest::{Digest, Hasher};
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::str::FromStr;
@@ -135,33 +136,140 @@ impl<W: Write> Write for Encoder<W> {
 
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+const BZIP2_MAGIC: &[u8] = b"BZh";
+const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
+
+/// The compression a layer blob's first bytes show (`None` for anything that is
+/// neither gzip nor zstd: a plain tar, or not a layer at all).
+pub(crate) fn sniff(head: &[u8]) -> Compression {
+    if head.starts_with(GZIP_MAGIC) {
+        Compression::DEFAULT_GZIP
+    } else if head.starts_with(ZSTD_MAGIC) {
+        Compression::DEFAULT_ZSTD
+    } else {
+        Compression::None
+    }
+}
+
+fn fill<R: BufRead>(r: &mut R) -> io::Result<&[u8]> {
+    loop {
+        match r.fill_buf() {
+            // The second `fill_buf` returns the bytes buffered here (returning
+            // them from inside the loop does not pass the borrow checker).
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    r.fill_buf()
+}
 
 /// Wraps `reader` in the decompressor its first bytes call for (gzip, zstd, or a
 /// plain tar), returning the detected kind with default level.
+///
+/// The decoders report a stream that ends early (a cut gzip member, an
+/// incomplete zstd frame) as an error, but only to a reader that reads to the
+/// end: a tar reader stops at the end-of-archive marker, so callers that need
+/// the whole layer read what it left (see [`HashingReader::finish`]).
 pub(crate) fn decoder<'a, R: Read + 'a>(
     reader: R,
 ) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, reader);
-    let head = loop {
-        match buffered.fill_buf() {
-            Ok(head) => break head,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
+    let kind = sniff(fill(&mut buffered)?);
+    let stream: Box<dyn Read + 'a> = match kind {
+        Compression::Gzip { .. } => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+        Compression::Zstd { .. } => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::None => Box::new(buffered),
     };
-    Ok(if head.starts_with(GZIP_MAGIC) {
+    Ok((kind, stream))
+}
+
+/// The compression of a tarball that is not a layer: a root filesystem for
+/// `kiln import`, an image archive for `kiln load` (the formats `docker import`
+/// and `docker load` read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TarballCompression {
+    None,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+impl std::fmt::Display for TarballCompression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TarballCompression::None => "uncompressed",
+            TarballCompression::Gzip => "gzip",
+            TarballCompression::Bzip2 => "bzip2",
+            TarballCompression::Xz => "xz",
+            TarballCompression::Zstd => "zstd",
+        })
+    }
+}
+
+/// Wraps `reader` in the decompressor its first bytes call for: gzip, bzip2, xz,
+/// zstd, or none. `Ok(None)` when the input is empty.
+pub fn tarball_decoder<'a, R: Read + 'a>(
+    reader: R,
+) -> io::Result<Option<(TarballCompression, Box<dyn Read + 'a>)>> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, reader);
+    let head = fill(&mut buffered)?;
+    if head.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(if head.starts_with(XZ_MAGIC) {
         (
-            Compression::DEFAULT_GZIP,
-            Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+            TarballCompression::Xz,
+            Box::new(lzma_rust2::XzReader::new(buffered, true)),
         )
-    } else if head.starts_with(ZSTD_MAGIC) {
+    } else if head.starts_with(BZIP2_MAGIC) {
         (
-            Compression::DEFAULT_ZSTD,
-            Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+            TarballCompression::Bzip2,
+            Box::new(bzip2::bufread::MultiBzDecoder::new(buffered)),
         )
     } else {
-        (Compression::None, Box::new(buffered))
-    })
+        let (kind, stream) = decoder(buffered)?;
+        let kind = match kind {
+            Compression::None => TarballCompression::None,
+            Compression::Gzip { .. } => TarballCompression::Gzip,
+            Compression::Zstd { .. } => TarballCompression::Zstd,
+        };
+        (kind, stream)
+    }))
+}
+
+/// Hashes everything read through it: wrapped around a layer's decompressed
+/// stream, it gives the layer's diff_id.
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Hasher::new(),
+        }
+    }
+
+    /// Reads what is left of the stream (a tar reader stops at the end-of-archive
+    /// marker; the padding after it and the compression trailer are part of the
+    /// layer too) and returns the digest of all of it. Reading to the end is also
+    /// what makes a decompressor check that its stream is complete.
+    pub(crate) fn finish(mut self) -> io::Result<Digest> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok(self.hasher.finish())
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A root filesystem tarball → layer blob, in one streaming pass (what
 //! `kiln import FILE` stores, like `docker import`).
 //!
-//! The tarball may be plain, gzip, zstd or xz (detected from its first bytes;
+//! The tarball may be plain, gzip, bzip2, xz or zstd (detected from its first bytes;
 //! `mmdebstrap` and `tar` write all of these). It is decompressed, read as tar
 //! entry by entry — so a file that is not a tar, is truncated, or has an entry
 //! that would leave the root (`..`, absolute names) fails here rather than when
@@ -10,31 +10,11 @@
 //! as docker does: the same tarball always gives the same layer.
 
 use super::apply::clean_name;
-use super::compress::{decoder, Encoder};
+use super::compress::{tarball_decoder, Encoder, TarballCompression};
 use super::write::CountingHasher;
 use super::{entry_display, Compression, LayerDescriptor, LayerError};
 use crate::digest::Hasher;
-use std::io::{self, BufRead, BufReader, Read, Write};
-
-/// The compression a tarball handed to [`write_layer_from_tar`] had.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TarballCompression {
-    None,
-    Gzip,
-    Zstd,
-    Xz,
-}
-
-impl std::fmt::Display for TarballCompression {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TarballCompression::None => "uncompressed",
-            TarballCompression::Gzip => "gzip",
-            TarballCompression::Zstd => "zstd",
-            TarballCompression::Xz => "xz",
-        })
-    }
-}
+use std::io::{self, Read, Write};
 
 /// What [`write_layer_from_tar`] made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,8 +26,6 @@ pub struct TarLayer {
     pub entries: u64,
 }
 
-const XZ_MAGIC: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0x00];
-
 /// Reads a (possibly compressed) tarball from `input` and writes it to `out` as a
 /// layer blob compressed with `compression`.
 pub fn write_layer_from_tar<'a>(
@@ -55,35 +33,14 @@ pub fn write_layer_from_tar<'a>(
     compression: Compression,
     out: impl Write,
 ) -> Result<TarLayer, LayerError> {
-    let mut buffered = BufReader::with_capacity(256 * 1024, input);
-    let head = loop {
-        match buffered.fill_buf() {
-            Ok(head) => break head,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(LayerError::Input(e)),
-        }
-    };
-    if head.is_empty() {
+    let Some((input_compression, tar_stream)) =
+        tarball_decoder(input).map_err(LayerError::Input)?
+    else {
         return Err(LayerError::Input(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "the input is empty, not a tar archive",
         )));
-    }
-    let (input_compression, tar_stream): (TarballCompression, Box<dyn Read + 'a>) =
-        if head.starts_with(XZ_MAGIC) {
-            (
-                TarballCompression::Xz,
-                Box::new(lzma_rust2::XzReader::new(buffered, true)),
-            )
-        } else {
-            let (kind, stream) = decoder(buffered).map_err(LayerError::Input)?;
-            let kind = match kind {
-                Compression::None => TarballCompression::None,
-                Compression::Gzip { .. } => TarballCompression::Gzip,
-                Compression::Zstd { .. } => TarballCompression::Zstd,
-            };
-            (kind, stream)
-        };
+    };
 
     let counted = CountingHasher {
         inner: out,

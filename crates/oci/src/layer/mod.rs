@@ -6,26 +6,35 @@
 //!   diff_id) → gzip/zstd → sha256 + size of the blob → the caller's writer. The
 //!   uncompressed tar never touches the disk.
 //! * [`apply_layer`] / [`apply_layer_with`]: decompress (format detected from the
-//!   magic bytes) → tar → entries created below the target through directory file
-//!   descriptors resolved with `openat2(RESOLVE_BENEATH)`; OCI whiteouts either
-//!   delete (a merged rootfs) or become overlayfs whiteouts (one lowerdir per layer).
-//! * [`write_layer_from_tar`]: a root filesystem tarball (plain, gzip, zstd or xz)
+//!   magic bytes, read to the end, so a cut stream is an error) → sha256 of the
+//!   whole tar stream (the diff_id) → tar → entries created below the target
+//!   through directory file descriptors resolved with `openat2(RESOLVE_BENEATH)`;
+//!   OCI whiteouts either delete (a merged rootfs) or become overlayfs whiteouts
+//!   (one lowerdir per layer).
+//! * [`apply_image_layer`] / [`verify_image_layer`]: a stored blob checked against
+//!   what its image says (descriptor size, media type's compression, diff_id) while
+//!   it is applied, or on its own.
+//! * [`write_layer_from_tar`]: a root filesystem tarball (plain, gzip, bzip2,
+//!   xz or zstd)
 //!   → checked tar entries → diff_id → recompressed blob (`kiln import`).
 
 mod apply;
 mod compress;
 mod from_tar;
 mod header;
+mod image_layer;
 mod whiteout;
 mod write;
 
 pub use apply::{
     apply_layer, apply_layer_with, ApplyOptions, ApplyStats, OverlayXattr, WhiteoutMode,
 };
-pub use compress::Compression;
-pub use from_tar::{write_layer_from_tar, TarLayer, TarballCompression};
+pub use compress::{tarball_decoder, Compression, TarballCompression};
+pub use from_tar::{write_layer_from_tar, TarLayer};
+pub use image_layer::{apply_image_layer, verify_image_layer};
 pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
 
+use crate::digest::Digest;
 use std::io;
 use std::path::PathBuf;
 
@@ -58,6 +67,10 @@ pub enum LayerError {
     /// Creating a layer entry in the target failed.
     #[error("layer entry {entry:?}: {source}")]
     Entry { entry: String, source: io::Error },
+    /// A stored layer blob is not what its image says it is (its size, its
+    /// compression, or the diff_id of its content).
+    #[error("layer {blob}: {problem}")]
+    NotAsDescribed { blob: Digest, problem: String },
     /// `--compression` named something we do not write.
     #[error("unknown compression {0:?}: expected gzip, zstd or uncompressed")]
     UnknownCompression(String),

@@ -3,8 +3,8 @@
 //! Credentials come from docker's config file (`auths` with base64 `auth`,
 //! `credsStore`, `credHelpers`), at `--authfile`, else `$REGISTRY_AUTH_FILE`, else
 //! `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. `kiln login` and
-//! `kiln logout` write the same file (mode 0600). Secrets are never logged: the
-//! [`Credentials`] type's `Debug` hides them.
+//! `kiln logout` write the same file (mode 0600, in directories created 0700).
+//! Secrets are never logged: the [`Credentials`] type's `Debug` hides them.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -159,7 +159,7 @@ impl AuthFile {
     }
 
     fn write(&self, doc: &Map<String, Value>) -> Result<(), AuthFileError> {
-        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let werr = |source| AuthFileError::Write {
             path: self.path.clone(),
             source,
@@ -169,7 +169,12 @@ impl AuthFile {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(werr)?;
+        // Missing directories are private, as docker makes `~/.docker` (0700).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(werr)?;
         let tmp = dir.join(format!(
             ".{}.kiln-{}",
             file_name(&self.path),
@@ -179,10 +184,11 @@ impl AuthFile {
             serde_json::to_vec_pretty(doc).map_err(|e| werr(std::io::Error::other(e)))?;
         bytes.push(b'\n');
         let res = (|| {
+            // Created anew (O_EXCL): a symlink left at the name is not followed.
+            let _ = std::fs::remove_file(&tmp);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create_new(true)
                 .mode(0o600)
                 .open(&tmp)?;
             f.write_all(&bytes)?;
@@ -521,5 +527,35 @@ mod tests {
             })
         );
         assert!(!format!("{c:?}").contains("p:w"));
+    }
+
+    /// `kiln login` creating `~/.docker` makes it 0700, as docker does: the
+    /// directory holds credentials.
+    #[test]
+    fn directories_made_for_the_auth_file_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = AuthFile::locate(Some(&dir.path().join("home/.docker/config.json")));
+        let c = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
+        f.store("127.0.0.1:5001", &c).unwrap();
+        for d in ["home", "home/.docker"] {
+            let mode = std::fs::metadata(dir.path().join(d))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{d}");
+        }
+        // An existing directory keeps its mode.
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        AuthFile::locate(Some(&shared.join("auth.json")))
+            .store("127.0.0.1:5001", &c)
+            .unwrap();
+        let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
     }
 }

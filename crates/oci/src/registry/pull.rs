@@ -259,6 +259,14 @@ fn pull_from(
     if media_type::is_index(&media) {
         let entry = choose_platform(client, &bytes, platform)?;
         let (b, m, _) = fetch_manifest(client, &entry.digest.to_string(), Some(entry.digest))?;
+        if b.len() as u64 != entry.size {
+            return Err(client.protocol(format!(
+                "manifest {} has {} bytes, but the index says {}",
+                entry.digest,
+                b.len(),
+                entry.size
+            )));
+        }
         if !media_type::is_manifest(&m) {
             return Err(
                 client.protocol("an index entry for the platform is not an image manifest".into())
@@ -273,11 +281,26 @@ fn pull_from(
     if blobs.is_empty() {
         return Err(client.protocol("the manifest names no config".into()));
     }
-    let missing: Vec<BlobRef> = blobs
-        .iter()
-        .filter(|b| !store.has_blob(&b.digest))
-        .cloned()
-        .collect();
+    let mut missing: Vec<BlobRef> = Vec::new();
+    for b in &blobs {
+        match store.blob_size(&b.digest) {
+            // Stored already: the manifest's size must be its size (it is what
+            // `kiln images` adds up), as it must be for a downloaded one.
+            Ok(size) if size != b.size => {
+                return Err(client.protocol(format!(
+                    "the manifest says blob {} has {} bytes, but it has {size}",
+                    b.digest, b.size
+                )))
+            }
+            Ok(_) => {}
+            Err(StoreError::BlobNotFound(_)) => {
+                if !missing.iter().any(|m| m.digest == b.digest) {
+                    missing.push(b.clone());
+                }
+            }
+            Err(e) => return Err(store_err(client)(e)),
+        }
+    }
     let downloaded = download_all(store, client, &missing)?;
     for b in &blobs {
         super::sources::record(store, &client.registry, &client.repository, &b.digest);
@@ -353,15 +376,68 @@ fn download_all(
 }
 
 /// Stream one blob into the store, resuming with `Range` after a broken transfer.
+/// The download goes to the store's partial file for this digest, so a pull that
+/// fails or is killed leaves what it got for the next pull to continue. If the
+/// finished content does not match the digest and part of it came from such a
+/// file (written by a process that may have died at any point), the blob is
+/// downloaded once more from nothing.
 fn download_blob(store: &Store, client: &RepoClient, blob: &BlobRef) -> Result<(), RegistryError> {
     let what = format!("blob {}", blob.digest);
-    let mut writer = store.blob_writer().map_err(store_err(client))?;
-    writer.expect(blob.digest);
+    let mut writer = store
+        .resumable_blob_writer(&blob.digest, blob.size)
+        .map_err(store_err(client))?;
+    let resumed = writer.size();
+    if resumed > 0 {
+        tracing::info!(
+            "{what}: continuing an earlier download at {resumed} of {} bytes",
+            blob.size
+        );
+    }
+    fetch_blob(client, blob, &mut writer)?;
+    match writer.commit() {
+        Ok(_) => Ok(()),
+        Err(StoreError::DigestMismatch { .. }) if resumed > 0 => {
+            tracing::warn!("{what}: the continued download does not match; downloading it again");
+            let mut writer = store
+                .resumable_blob_writer(&blob.digest, blob.size)
+                .map_err(store_err(client))?;
+            writer.restart().map_err(store_err(client))?;
+            fetch_blob(client, blob, &mut writer)?;
+            writer.commit().map_err(store_err(client))?;
+            Ok(())
+        }
+        Err(e) => Err(store_err(client)(e)),
+    }
+}
+
+/// The first byte offset of a `Content-Range: bytes FIRST-LAST/SIZE` header.
+fn content_range_start(resp: &http::Response<ureq::Body>) -> Option<u64> {
+    let v = resp
+        .headers()
+        .get(http::header::CONTENT_RANGE)?
+        .to_str()
+        .ok()?;
+    let range = v.trim().strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
+}
+
+/// Fetches the rest of `blob` (from `writer.size()`) into `writer`, with
+/// bounded attempts, each continuing where the last one stopped.
+fn fetch_blob(
+    client: &RepoClient,
+    blob: &BlobRef,
+    writer: &mut crate::store::BlobWriter<'_>,
+) -> Result<(), RegistryError> {
+    let what = format!("blob {}", blob.digest);
     let url = client.url(&format!("blobs/{}", blob.digest));
     let mut attempt = 0;
     loop {
-        attempt += 1;
         let have = writer.size();
+        if have > 0 && have == blob.size {
+            // All there (a pull killed just before committing it).
+            return Ok(());
+        }
+        attempt += 1;
         let headers: Vec<(&str, String)> = if have > 0 {
             vec![("Range", format!("bytes={have}-"))]
         } else {
@@ -378,16 +454,25 @@ fn download_blob(store: &Store, client: &RepoClient, blob: &BlobRef) -> Result<(
         match resp.status() {
             StatusCode::OK if have > 0 => {
                 // The server ignored Range: start over.
-                writer = store.blob_writer().map_err(store_err(client))?;
-                writer.expect(blob.digest);
+                writer.restart().map_err(store_err(client))?;
+            }
+            StatusCode::PARTIAL_CONTENT if content_range_start(&resp) != Some(have) => {
+                // Not the part that was asked for: ask for all of it.
+                tracing::debug!("{what}: the registry answered a range request with another range");
+                writer.restart().map_err(store_err(client))?;
+                if attempt >= BLOB_ATTEMPTS {
+                    return Err(client.protocol(format!(
+                        "{what}: the registry does not answer range requests correctly"
+                    )));
+                }
+                continue;
             }
             StatusCode::OK | StatusCode::PARTIAL_CONTENT => {}
             _ => return Err(client.error_from(resp, &what)),
         }
         let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-        let copied = copy_limited(&mut reader, &mut writer, blob.size);
-        match copied {
-            Ok(()) if writer.size() == blob.size => break,
+        match copy_limited(&mut reader, writer, blob.size) {
+            Ok(()) if writer.size() == blob.size => return Ok(()),
             Ok(()) => {
                 return Err(client.protocol(format!(
                     "{what}: the registry sent more than the {} bytes the manifest says",
@@ -409,8 +494,6 @@ fn download_blob(store: &Store, client: &RepoClient, blob: &BlobRef) -> Result<(
             }
         }
     }
-    writer.commit().map_err(store_err(client))?;
-    Ok(())
 }
 
 enum CopyError {
