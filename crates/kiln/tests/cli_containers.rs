@@ -58,7 +58,7 @@ fn fixture(rootless: bool) -> Fixture {
     std::fs::write(rootfs.join("www/index.html"), "hello-from-www\n").unwrap();
     let root = tmp.path().join("store");
     let exe = tmp.path().join("kiln");
-    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &exe).unwrap();
+    copy_exe(&exe);
     let user = rootless.then_some(ROOTLESS_USER);
     if rootless {
         use std::os::unix::fs::PermissionsExt;
@@ -330,6 +330,16 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Held by the root tests that use netavark's network `kiln`, which they
+/// check is gone at their end: not while another test has it up.
+static KILN_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn kiln_network() -> std::sync::MutexGuard<'static, ()> {
+    KILN_NETWORK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn published_ports_two_containers_same_port(f: &Fixture) {
     // Root: netavark's network `kiln`; rootless has no netavark network.
     let networks: &[&str] = if f.user.is_some() { &[] } else { &["kiln"] };
@@ -421,12 +431,131 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
 
 #[test]
 fn run_d_publishes_ports_and_two_containers_share_a_container_port_needs_root() {
+    // Taken before the fixture, so held until its containers are removed.
+    let _kiln_network = kiln_network();
     published_ports_two_containers_same_port(&fixture(false));
 }
 
 #[test]
 fn run_d_publishes_ports_rootless_needs_root_and_the_rootless_user() {
     published_ports_two_containers_same_port(&fixture(true));
+}
+
+/// `-v` and `--mount`: a host directory both ways, `:ro`, a path relative to
+/// the current directory, a named volume kept under the store across
+/// containers, a readonly bind and a tmpfs; `--network none` and `bridge`.
+fn volumes_mounts_and_network_modes(f: &Fixture) {
+    let shared = f.tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("in"), "from-host\n").unwrap();
+    if let Some(u) = f.user {
+        Command::new("chown")
+            .args(["-R", &format!("{u}:")])
+            .arg(&shared)
+            .status()
+            .unwrap();
+    }
+    let bind = format!("{}:/shared", shared.display());
+    let out = f.ok(&[
+        "run",
+        "-v",
+        &bind,
+        "bb:www",
+        "sh",
+        "-c",
+        "cat /shared/in; echo from-container > /shared/out",
+    ]);
+    assert!(out.contains("from-host"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out")).unwrap(),
+        "from-container\n"
+    );
+    // Relative to the current directory (the fixture's), read-only.
+    let ro = f.kiln(&[
+        "run",
+        "-v",
+        "./shared:/shared:ro",
+        "bb:www",
+        "sh",
+        "-c",
+        "cat /shared/out && echo x > /shared/refused",
+    ]);
+    assert!(!ro.status.success(), "a write to a :ro bind worked");
+    assert!(text(&ro.stdout).contains("from-container"), "{ro:?}");
+    assert!(!shared.join("refused").exists());
+    // A named volume outlives its container.
+    f.ok(&["run", "-v", "cache:/c", "bb:www", "sh", "-c", "echo kept > /c/f"]);
+    assert!(f.root.join("volumes/cache/_data/f").is_file());
+    let out = f.ok(&[
+        "run",
+        "--mount",
+        "type=volume,source=cache,target=/c,readonly",
+        "--mount",
+        &format!("type=bind,source={},target=/b,readonly", shared.display()),
+        "--mount",
+        "type=tmpfs,target=/scratch",
+        "bb:www",
+        "sh",
+        "-c",
+        "cat /c/f /b/in; ! touch /c/g 2>/dev/null && ! touch /b/g 2>/dev/null && \
+         echo y > /scratch/y && grep ' /scratch ' /proc/mounts",
+    ]);
+    assert!(out.contains("kept\nfrom-host\n"), "{out}");
+    assert!(out.contains("tmpfs /scratch tmpfs"), "{out}");
+    assert!(!shared.join("g").exists());
+    // A mistake in a spec: one message naming it.
+    let bad = f.kiln(&["run", "--mount", "type=bind,target=/x", "bb:www", "true"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("invalid mount \"type=bind,target=/x\": source= is missing"),
+        "{}",
+        text(&bad.stderr)
+    );
+    // --network none: only loopback.
+    let out = f.ok(&["run", "--network", "none", "bb:www", "cat", "/proc/net/dev"]);
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ifaces, ["lo"], "{out}");
+    // --network bridge: an interface and an address of its own (netavark's
+    // bridge as root, slirp4netns's tap rootless).
+    let out = f.ok(&[
+        "run",
+        "--network",
+        "bridge",
+        "bb:www",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+    ]);
+    let (iface, address) = if f.user.is_some() {
+        ("tap0", "inet 10.0.2.100/24")
+    } else {
+        ("eth0", "inet 10.89.")
+    };
+    assert!(
+        out.lines().any(|l| l.contains(iface) && l.contains(address)),
+        "{out}"
+    );
+    f.note_ids();
+    let networks: &[&str] = if f.user.is_some() { &[] } else { &["kiln"] };
+    f.assert_nothing_left(networks);
+}
+
+#[test]
+fn run_v_mount_and_network_modes_needs_root() {
+    let _kiln_network = kiln_network();
+    volumes_mounts_and_network_modes(&fixture(false));
+}
+
+#[test]
+fn run_v_mount_and_network_modes_rootless_needs_root_and_the_rootless_user() {
+    volumes_mounts_and_network_modes(&fixture(true));
 }
 
 /// A project of three busybox services: `init` seeds a named volume and
@@ -517,6 +646,28 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
         text(&again.stderr)
     );
 
+    // logs -f keeps following until the service's container ends.
+    let mut follow = f
+        .command(&dir)
+        .args(["compose", "logs", "-f", "client"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let followed = {
+        let out = follow.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = BufReader::new(out).read_to_string(&mut text);
+            text
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs -f ended while client runs"
+    );
+
     f.note_ids();
     let volume = f.root.join(format!("volumes/{project}_data/_data/seed"));
     assert!(volume.is_file(), "the named volume is under the store");
@@ -526,6 +677,20 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
         "{down}"
     );
     assert!(!volume.exists(), "down -v removes the project's volumes");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while follow.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = follow.kill();
+            let _ = follow.wait();
+            panic!("logs -f still follows after down");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let followed = followed.join().unwrap();
+    assert!(
+        followed.contains(&format!("{project}-client-1 | done")),
+        "{followed}"
+    );
     assert!(
         http_get(port, "/").is_none(),
         "server still answers after down"
@@ -701,4 +866,17 @@ fn run_i_passes_standard_input_and_t_gives_a_terminal_needs_root() {
     let out = f.kiln(&["run", "-d", "-t", "bb:www"]);
     assert!(!out.status.success());
     f.assert_nothing_left(&[]);
+}
+
+/// A copy of kiln's binary at `to`, written by `cp`: a descriptor open for
+/// writing in this process would be inherited by a child another test
+/// thread forks meanwhile, and exec'ing the copy would then fail with
+/// "Text file busy" until that child execs.
+fn copy_exe(to: &Path) {
+    let ok = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cp kiln {}", to.display());
 }

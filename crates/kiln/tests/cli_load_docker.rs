@@ -193,6 +193,33 @@ fn build_load_hands_the_image_to_a_docker_daemon_that_runs_it_needs_root_and_doc
         text(&run.stderr)
     );
 
+    // kiln compose build --load: the service's image, named as compose names it.
+    std::fs::write(
+        ctx.join("compose.yaml"),
+        "name: loadtest\nservices:\n  app:\n    build: .\n",
+    )
+    .unwrap();
+    let compose_file = ctx.join("compose.yaml");
+    let out = kiln(
+        &[
+            "compose",
+            "-f",
+            compose_file.to_str().unwrap(),
+            "build",
+            "--progress=plain",
+            "--load",
+        ],
+        &host,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = docker.docker(&["run", "--rm", "--network", "host", "loadtest-app"]);
+    assert_eq!(
+        text(&run.stdout),
+        "built-by-kiln\n1001\n",
+        "{}",
+        text(&run.stderr)
+    );
+
     // A daemon that is not there: one clear error.
     let out = kiln(
         &["load-into", "docker", "y:2"],

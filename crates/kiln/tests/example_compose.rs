@@ -335,7 +335,7 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
         std::fs::copy(repo().join("examples/compose").join(f), work.join(f)).unwrap();
     }
     let exe = root.parent().unwrap().join("kiln-for-compose");
-    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &exe).unwrap();
+    copy_exe(&exe);
     if load.is_some() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(root).unwrap();
@@ -489,6 +489,11 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
         assert!(Instant::now() < deadline, "processes left: {procs:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(root.to_str().unwrap()),
+        "a mount under the store is left:\n{mountinfo}"
+    );
     // Root: netavark's bridge and addresses of the project network are gone.
     let ipam = std::fs::read_to_string("/run/kiln/netavark/ipam.json").unwrap_or_default();
     assert!(!ipam.contains("\"kiln-example_default\""), "{ipam}");
@@ -505,6 +510,10 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
 /// `kiln run -p HOST:8000` of the API image answers on 127.0.0.1:HOST.
 fn run_publishes_the_api(root: &Path) {
     let port = free_port();
+    // However this test ends, the container does not keep running.
+    let _rm = OnDrop(|| {
+        let _ = kiln(root).args(["rm", "-f", "api-published"]).output();
+    });
     let out = kiln(root)
         .args(["run", "-d", "--name", "api-published", "-p"])
         .arg(format!("{port}:8000"))
@@ -528,4 +537,17 @@ fn run_publishes_the_api(root: &Path) {
         String::from_utf8_lossy(&rm.stderr)
     );
     assert!(http_get(port, "/").is_none(), "still answers after rm -f");
+}
+
+/// A copy of kiln's binary at `to`, written by `cp`: a descriptor open for
+/// writing in this process would be inherited by a child another test
+/// thread forks meanwhile, and exec'ing the copy would then fail with
+/// "Text file busy" until that child execs.
+fn copy_exe(to: &Path) {
+    let ok = Command::new("cp")
+        .arg(env!("CARGO_BIN_EXE_kiln"))
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cp kiln {}", to.display());
 }
