@@ -484,7 +484,15 @@ fn volumes_mounts_and_network_modes(f: &Fixture) {
     assert!(text(&ro.stdout).contains("from-container"), "{ro:?}");
     assert!(!shared.join("refused").exists());
     // A named volume outlives its container.
-    f.ok(&["run", "-v", "cache:/c", "bb:www", "sh", "-c", "echo kept > /c/f"]);
+    f.ok(&[
+        "run",
+        "-v",
+        "cache:/c",
+        "bb:www",
+        "sh",
+        "-c",
+        "echo kept > /c/f",
+    ]);
     assert!(f.root.join("volumes/cache/_data/f").is_file());
     let out = f.ok(&[
         "run",
@@ -539,7 +547,8 @@ fn volumes_mounts_and_network_modes(f: &Fixture) {
         ("eth0", "inet 10.89.")
     };
     assert!(
-        out.lines().any(|l| l.contains(iface) && l.contains(address)),
+        out.lines()
+            .any(|l| l.contains(iface) && l.contains(address)),
         "{out}"
     );
     f.note_ids();
