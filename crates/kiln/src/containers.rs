@@ -36,6 +36,9 @@ pub struct ContainerOptions {
     pub service: Option<String>,
     pub auto_remove: bool,
     pub shm_size: Option<u64>,
+    /// Over the image's STOPSIGNAL.
+    pub stop_signal: Option<i32>,
+    pub stop_grace_ms: Option<u64>,
 }
 
 /// docker's rules for what runs: an entrypoint given replaces the image's
@@ -261,6 +264,15 @@ pub fn container_config(
         Some(h) => h,
         None => image_healthcheck(image)?,
     };
+    let stop_signal = match (opts.stop_signal, &container.stop_signal) {
+        (Some(s), _) => Some(s),
+        (None, Some(name)) if !name.is_empty() => {
+            Some(kiln_runtime::state::parse_signal(name).ok_or_else(|| {
+                miette!("the image {image_ref} has an invalid STOPSIGNAL {name:?}")
+            })?)
+        }
+        (None, _) => None,
+    };
     Ok(ContainerConfig {
         name: opts.name.unwrap_or_else(|| generated_name(&id)),
         id,
@@ -274,6 +286,8 @@ pub fn container_config(
         ports: opts.ports,
         healthcheck,
         auto_remove: opts.auto_remove,
+        stop_signal,
+        stop_grace_ms: opts.stop_grace_ms,
     })
 }
 

@@ -254,6 +254,12 @@ pub struct RunFlags {
     /// Run this program instead of the image's ENTRYPOINT ("" clears it)
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
+    /// The signal kiln stop sends first (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds kiln stop waits after that signal before killing the container (default 10)
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
     /// The image, by name or id
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -292,14 +298,10 @@ pub struct LogsFlags {
 
 #[derive(Debug, Args)]
 pub struct StopFlags {
-    /// Seconds to wait for the container to end
-    #[arg(
-        short = 't',
-        long = "time",
-        value_name = "SECONDS",
-        default_value_t = 10
-    )]
-    pub time: u64,
+    /// Seconds between the stop signal (SIGTERM) to the container's main
+    /// process and killing it (default: its --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    pub time: Option<u64>,
     /// Containers, by name or id
     #[arg(value_name = "CONTAINER", required = true)]
     pub containers: Vec<String>,
@@ -589,14 +591,10 @@ pub struct ComposeDownFlags {
     /// Remove the named volumes of the file's volumes: section too
     #[arg(short = 'v', long)]
     pub volumes: bool,
-    /// Seconds to wait for each container to end
-    #[arg(
-        short = 't',
-        long = "timeout",
-        value_name = "SECONDS",
-        default_value_t = 10
-    )]
-    pub timeout: u64,
+    /// Seconds between the stop signal (SIGTERM) to each container's main
+    /// process and killing it (default: its stop_grace_period, else 10)
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
 }
 
 #[derive(Debug, Args)]

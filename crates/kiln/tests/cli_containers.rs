@@ -375,18 +375,57 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
         f.ok(&["logs", "a"]).contains("response:200")
     });
     f.note_ids();
-    assert!(f.ok(&["stop", "a"]).contains('a'));
-    let json = f.ok(&["ps", "-a", "--format", "json"]);
-    let a_line = json
-        .lines()
-        .find(|l| l.contains("\"Names\":\"a\""))
-        .unwrap();
+    let ps_line = |name: &str| -> String {
+        let json = f.ok(&["ps", "-a", "--format", "json"]);
+        json.lines()
+            .find(|l| l.contains(&format!("\"Names\":\"{name}\"")))
+            .unwrap_or_else(|| panic!("{name} not in {json}"))
+            .to_string()
+    };
+    // kiln stop: the stop signal first. httpd, the first process of its
+    // container, has no handler for SIGTERM, so the signal does nothing and
+    // it is killed after -t seconds (137, as docker says).
+    let asked = Instant::now();
+    assert!(f.ok(&["stop", "-t", "1", "a"]).contains('a'));
+    assert!(asked.elapsed() >= Duration::from_secs(1), "killed at once");
+    let a_line = ps_line("a");
     assert!(a_line.contains("\"State\":\"exited\""), "{a_line}");
-    assert!(a_line.contains("\"ExitCode\":143"), "{a_line}");
+    assert!(a_line.contains("\"ExitCode\":137"), "{a_line}");
     assert!(
         http_get(p1, "/").is_none(),
         "a still answers after kiln stop"
     );
+    // A process that handles the signal ends by itself, well before its
+    // grace period; --stop-signal chooses the signal.
+    for (args, signal) in [
+        (&[][..], "TERM"),
+        (&["--stop-signal", "SIGUSR1"][..], "USR1"),
+    ] {
+        let name = format!("t-{signal}");
+        let script = format!(
+            "trap 'echo got-{signal}; exit 7' {signal}; echo ready; while :; do sleep 0.1; done"
+        );
+        let mut run = vec!["run", "-d", "--name", &name];
+        run.extend_from_slice(args);
+        run.extend_from_slice(&["bb:www", "sh", "-c", &script]);
+        f.ok(&run);
+        eventually("the trap is set", || {
+            f.ok(&["logs", &name]).contains("ready")
+        });
+        let asked = Instant::now();
+        f.ok(&["stop", &name]);
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{name} was not stopped by its signal"
+        );
+        assert!(
+            ps_line(&name).contains("\"ExitCode\":7"),
+            "{}",
+            ps_line(&name)
+        );
+        assert!(f.ok(&["logs", &name]).contains(&format!("got-{signal}")));
+        f.ok(&["rm", &name]);
+    }
     // A name is unique.
     let again = f.kiln(&["run", "-d", "--name", "b", "bb:www"]);
     assert!(!again.status.success());
@@ -583,6 +622,8 @@ services:
   server:
     image: bb:www
     ports: ["{port}:8000"]
+    # httpd ignores SIGTERM (the first process of its container, no handler).
+    stop_grace_period: 1s
     healthcheck:
       test: ["CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8000/"]
       interval: 300ms
@@ -596,7 +637,7 @@ services:
     user: "65534"
     working_dir: /work/here
     entrypoint: ["sh", "-c"]
-    command: ["echo $$GREETING $$FROM_FILE $$(id -u) $$(pwd) $$(cat /data/seed) $$(cat /host/file); wget -qO- http://server:8000/; echo done; exec sleep 1000"]
+    command: ["echo $$GREETING $$FROM_FILE $$(id -u) $$(pwd) $$(cat /data/seed) $$(cat /host/file); wget -qO- http://server:8000/; echo done; trap 'exit 0' TERM; while :; do sleep 0.2; done"]
     volumes: ["data:/data:ro", "./host:/host:ro"]
     depends_on:
       server: {{condition: service_healthy}}
@@ -680,11 +721,21 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
     f.note_ids();
     let volume = f.root.join(format!("volumes/{project}_data/_data/seed"));
     assert!(volume.is_file(), "the named volume is under the store");
+    let asked = Instant::now();
     let down = f.ok_in(&dir, &["compose", "down", "-v"]);
+    // client ends on SIGTERM, server is killed after its 1 s: well within
+    // the default 10 s; client (which depends on server) stops first.
+    assert!(asked.elapsed() < Duration::from_secs(8), "{down}");
     assert!(
         down.contains(&format!("Container {project}-server-1 removed")),
         "{down}"
     );
+    let stopped = |s: &str| down.find(&format!("Container {project}-{s}-1 stopped"));
+    assert!(
+        stopped("client").unwrap() < stopped("server").unwrap(),
+        "{down}"
+    );
+    assert!(stopped("init").is_none(), "{down}");
     assert!(!volume.exists(), "down -v removes the project's volumes");
     let deadline = Instant::now() + Duration::from_secs(10);
     while follow.try_wait().unwrap().is_none() {
@@ -734,7 +785,7 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
     ports: ["{port}:8000"]
   talker:
     image: bb:www
-    command: sh -c 'echo talking; exec sleep 1000'
+    command: ["sh", "-c", "trap 'echo talker-stopping; exit 0' TERM; echo talking; while :; do sleep 0.2; done"]
     depends_on: [server]
 "#
         ),
@@ -755,18 +806,35 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
     assert_eq!(first, format!("{project}-talker-1 | talking"));
     assert!(wait_for(port, "/").contains("hello-from-www"));
     f.note_ids();
+    // The first Ctrl-C: SIGTERM to each container (the sandbox helpers are
+    // not in the terminal's group, so they do not get the SIGINT). talker
+    // handles it; httpd does not, and keeps serving meanwhile.
+    unsafe { libc::kill(-(up.id() as i32), libc::SIGINT) };
+    let next = lines.next().unwrap().unwrap();
+    assert_eq!(next, format!("{project}-talker-1 | talker-stopping"));
+    assert!(
+        http_get(port, "/").is_some(),
+        "server was killed at once, not given its grace period"
+    );
+    // The second: killed now.
     unsafe { libc::kill(-(up.id() as i32), libc::SIGINT) };
     let status = up.wait().unwrap();
     let mut err = String::new();
     up.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert!(status.success(), "{status}: {err}");
-    assert!(
-        err.contains(&format!("{project}-server-1 exited with code 130")),
-        "{err}"
-    );
+    for said in [
+        "Gracefully stopping... (press Ctrl+C again to force)".to_string(),
+        format!("{project}-talker-1 exited with code 0"),
+        format!("{project}-server-1 exited with code 137"),
+    ] {
+        assert!(err.contains(&said), "{said:?} not in: {err}");
+    }
     // The containers stay listed (exited) until down, as docker compose keeps them.
     let ps = f.ok_in(&dir, &["compose", "-p", &project, "ps", "-a"]);
-    assert!(ps.contains("Exited (130)"), "{ps}");
+    assert!(
+        ps.contains("Exited (137)") && ps.contains("Exited (0)"),
+        "{ps}"
+    );
     f.ok_in(&dir, &["compose", "-p", &project, "down"]);
     f.assert_nothing_left(&[&format!("{project}_default")]);
 }

@@ -434,7 +434,11 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
         .filter(|i| i.len() == 64)
         .map(|i| i[..16].to_string())
         .collect();
+    // api ends on SIGTERM (it handles it), web is killed after its
+    // stop_grace_period of 1 s: well within the default 10 s.
+    let asked = Instant::now();
     let down = ok(&["compose", "down"]);
+    assert!(asked.elapsed() < Duration::from_secs(8), "{down}");
     assert!(
         down.contains("Container kiln-example-api-1 removed"),
         "{down}"

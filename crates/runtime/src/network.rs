@@ -435,13 +435,17 @@ impl SlirpNetwork {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-        // SAFETY: dup2/fcntl/prctl only, between fork and exec.
+        // SAFETY: dup2/prctl/setpgid only, between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
                 if libc::dup2(wfd, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                // Out of the terminal's foreground group: a Ctrl-C is the
+                // supervisor's to handle, and the containers keep their
+                // network while they stop.
+                libc::setpgid(0, 0);
                 Ok(())
             });
         }

@@ -39,6 +39,78 @@ pub struct ContainerConfig {
     /// Remove the container when it ends (`--rm`).
     #[serde(default)]
     pub auto_remove: bool,
+    /// The signal that asks it to stop (None: SIGTERM): `--stop-signal`,
+    /// Compose's `stop_signal`, the image's `STOPSIGNAL`.
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
+    /// How long it gets to stop before it is killed (None: 10 s):
+    /// `--stop-timeout`, Compose's `stop_grace_period`.
+    #[serde(default)]
+    pub stop_grace_ms: Option<u64>,
+}
+
+impl ContainerConfig {
+    /// The signal that asks it to stop.
+    pub fn stop_signal(&self) -> i32 {
+        self.stop_signal.unwrap_or(libc::SIGTERM)
+    }
+    /// How long it gets to stop before it is killed.
+    pub fn stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.stop_grace_ms.unwrap_or(10_000))
+    }
+}
+
+/// A signal by name (`SIGTERM`, `TERM`, any case) or number, as docker's
+/// `--stop-signal` and `STOPSIGNAL` take it.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    Some(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "STKFLT" => libc::SIGSTKFLT,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => {
+            let rt = name.strip_prefix("RTMIN")?;
+            let off = match rt {
+                "" => 0,
+                r => r.strip_prefix('+')?.parse::<i32>().ok()?,
+            };
+            let n = libc::SIGRTMIN() + off;
+            return (n <= libc::SIGRTMAX()).then_some(n);
+        }
+    })
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

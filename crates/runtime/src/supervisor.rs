@@ -77,17 +77,78 @@ impl Output for LogsOnly {
     fn note(&self, _: &ContainerConfig, _: &str) {}
 }
 
-/// Asks a supervisor to stop all its containers.
+/// Asks a supervisor to stop all its containers: at once ([`StopFlag::stop`])
+/// or as `docker stop` does ([`StopFlag::stop_gracefully`]).
 #[derive(Clone, Default)]
-pub struct StopFlag(Arc<AtomicBool>);
+pub struct StopFlag(Arc<StopRequest>);
+
+#[derive(Default)]
+struct StopRequest {
+    kill: AtomicBool,
+    /// When a graceful stop was asked for.
+    graceful: Mutex<Option<Instant>>,
+}
 
 impl StopFlag {
+    /// Kill every container now.
     pub fn stop(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.kill.store(true, Ordering::SeqCst);
     }
+    /// Each container's stop signal (SIGTERM) to its main process, killed
+    /// if still running after its grace period (10 s). Asked again, it kills
+    /// them now; returns whether this was the first request.
+    pub fn stop_gracefully(&self) -> bool {
+        let mut g = self
+            .0
+            .graceful
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if g.is_some() || self.0.kill.load(Ordering::SeqCst) {
+            self.stop();
+            return false;
+        }
+        *g = Some(Instant::now());
+        true
+    }
+    /// A stop of either kind was asked for.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.kill.load(Ordering::SeqCst) || self.graceful().is_some()
     }
+    fn graceful(&self) -> Option<Instant> {
+        *self
+            .0
+            .graceful
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+    /// A container with this grace period is to be killed now.
+    fn must_kill(&self, grace: Duration) -> bool {
+        self.0.kill.load(Ordering::SeqCst)
+            || self.graceful().is_some_and(|at| at.elapsed() >= grace)
+    }
+}
+
+/// The pid (as this process sees it) of a running container's main process.
+fn main_pid(pid_file: &Path) -> Option<i32> {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| *p > 0)
+}
+
+/// The file that tells a supervisor its container was killed by `kiln stop`
+/// after its grace period (exit code 137, as docker reports it).
+fn killed_marker(containers: &Containers, id: &str) -> PathBuf {
+    containers.dir(id).join("killed")
+}
+
+/// The file that asks a supervisor to send its container the stop signal.
+/// Only the supervisor may: rootless, the container's processes run as
+/// subordinate ids in a user namespace under the supervisor's, and another
+/// kiln command (`compose down`, in a user namespace of its own) is not
+/// allowed to signal them.
+fn stop_request(containers: &Containers, id: &str) -> PathBuf {
+    containers.dir(id).join("stop")
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,20 +321,37 @@ pub fn supervise(
                     .push(result);
             });
         }
-        // Stop requests: SIGTERM to every sandbox helper, now and later.
+        // Stop requests: a graceful one (of the group, or of one container
+        // by `kiln stop`) sends the container's stop signal to its main
+        // process once; killing is SIGTERM to its sandbox helper (which
+        // kills its step and cleans up), now and later.
         let board = &board;
         let all_done = &all_done;
+        let configs = &configs;
         scope.spawn(move || {
+            let mut termed = std::collections::HashSet::new();
             while !all_done.load(Ordering::SeqCst) {
-                if stop.is_set() {
-                    for pid in board
-                        .helpers
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .values()
-                    {
+                let helpers = board
+                    .helpers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
+                for (id, helper) in &helpers {
+                    let Some(config) = configs.iter().find(|c| &c.id == id) else {
+                        continue;
+                    };
+                    if stop.must_kill(config.stop_grace()) {
                         // SAFETY: kill(2) on a pid of ours.
-                        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+                        unsafe { libc::kill(*helper as i32, libc::SIGTERM) };
+                    } else if !termed.contains(id)
+                        && (stop.is_set() || stop_request(containers, id).exists())
+                    {
+                        // Its pid file appears once its process has started.
+                        if let Some(pid) = main_pid(&containers.pid_file(id)) {
+                            // SAFETY: kill(2).
+                            unsafe { libc::kill(pid, config.stop_signal()) };
+                            termed.insert(id.clone());
+                        }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -458,6 +536,9 @@ fn run_member<'scope, 'env>(
         }
     }
     let mut spec = config.spec.clone();
+    // Out of the terminal's foreground process group (its Ctrl-C is the
+    // supervisor's to handle), unless the container reads kiln's stdin.
+    spec.own_process_group = !(spec.stdin || spec.tty);
     let pid_file = containers.pid_file(id);
     spec.pid_file = Some(pid_file.clone());
     spec.tail_lines = 0;
@@ -604,6 +685,13 @@ fn run_member<'scope, 'env>(
             ExitStatus::Code(c) => (c & 0xff, None),
             ExitStatus::Signal(s) => (128 + s, None),
         },
+        // Killed: after a graceful stop's grace period (here or by `kiln
+        // stop`) with SIGKILL, else by the signal the foreground command got.
+        Err(SandboxError::Cancelled)
+            if stop.graceful().is_some() || killed_marker(containers, id).exists() =>
+        {
+            (128 + libc::SIGKILL, None)
+        }
         Err(SandboxError::Cancelled) => (128 + STOP_SIGNAL.load(Ordering::SeqCst), None),
         Err(SandboxError::Setup(m)) => (setup_failure_code(&m), Some(m)),
         Err(e) => (125, Some(e.to_string())),
@@ -737,27 +825,46 @@ fn supervisor_main(root: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Stops a running container from any process: SIGTERM to its sandbox
-/// helper, which kills it; waits up to `timeout` for it to be recorded as ended.
-pub fn stop_container(containers: &Containers, id: &str, timeout: Duration) -> Result<()> {
-    let s = containers.state(id)?;
-    if s.status != Status::Running {
+/// Stops a running container from any process, as `docker stop` does: its
+/// stop signal (SIGTERM) to its main process (sent by its supervisor, asked
+/// through a file in the container's directory), and if it still runs after
+/// `grace` (None: its own grace period, 10 s), SIGTERM to its sandbox
+/// helper, which kills it (SIGKILL) and cleans up. Returns once it is
+/// recorded as ended (an error if that takes 20 s more).
+pub fn stop_container(containers: &Containers, id: &str, grace: Option<Duration>) -> Result<()> {
+    let running = |containers: &Containers| -> Result<bool> {
+        Ok(containers.state(id)?.status == Status::Running)
+    };
+    if !running(containers)? {
         return Ok(());
     }
-    if let Some(pid) = s.helper_pid {
+    let config = containers.config(id)?;
+    let grace = grace.unwrap_or_else(|| config.stop_grace());
+    if !grace.is_zero() {
+        // Its supervisor sends the signal (within 100 ms).
+        let _ = std::fs::write(stop_request(containers, id), b"");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !running(containers)? {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let _ = std::fs::write(killed_marker(containers, id), b"");
+    if let Some(pid) = containers.state(id)?.helper_pid {
         // SAFETY: kill(2).
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if containers.state(id)?.status != Status::Running {
+        if !running(containers)? {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     err(format!(
-        "the container {id} did not stop within {}s",
-        timeout.as_secs()
+        "the container {id} did not stop within 20 s of being killed"
     ))
 }
 

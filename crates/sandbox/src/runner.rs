@@ -178,14 +178,18 @@ pub fn spawn_with_stdin(
         .map_err(|e| SandboxError::Spawn(e.into()))?;
     let wfd = report_w.as_raw_fd();
     let in_fd = stdin.as_ref().map(|f| f.as_raw_fd());
+    let own_group = spec.own_process_group;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(HELPER_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if own_group && libc::setpgid(0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // The stdin descriptor first out of the way of fds 3 and 4
             // (a close-on-exec copy at 10 or above).
             let in_copy = match in_fd {

@@ -163,6 +163,12 @@ pub struct RunSpec {
     /// (`kiln run -t`); its output then comes through the terminal, not as lines.
     #[serde(default)]
     pub tty: bool,
+    /// The helper (and so the step) in a process group of its own, so that a
+    /// terminal's Ctrl-C (SIGINT to its foreground group) does not reach it
+    /// and its caller decides how it stops (`kiln compose up`: SIGTERM to the
+    /// step first, killed after a grace period).
+    #[serde(default)]
+    pub own_process_group: bool,
 }
 
 impl RunSpec {
@@ -189,6 +195,7 @@ impl RunSpec {
             pid_file: None,
             stdin: false,
             tty: false,
+            own_process_group: false,
         }
     }
 }

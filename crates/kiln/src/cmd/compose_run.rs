@@ -583,6 +583,25 @@ fn options_of(project: &Project, s: &Service, store_root: &Path) -> Result<Conta
         service: Some(s.name.clone()),
         auto_remove: false,
         shm_size: shm_size(s),
+        stop_signal: s
+            .node
+            .get("stop_signal")
+            .map(|n| {
+                let text = n.scalar_text().unwrap_or_default();
+                kiln_runtime::state::parse_signal(&text).ok_or_else(|| {
+                    located(
+                        n,
+                        &format!("{path}.stop_signal"),
+                        format!("{text:?} is not a signal"),
+                    )
+                })
+            })
+            .transpose()?,
+        stop_grace_ms: s
+            .node
+            .get("stop_grace_period")
+            .map(|n| duration_ms(n, &format!("{path}.stop_grace_period")))
+            .transpose()?,
     })
 }
 
@@ -713,12 +732,13 @@ pub fn up(global: &GlobalFlags, project: &mut Project, flags: &ComposeUpFlags) -
     }
     let stop = StopFlag::default();
     let s = stop.clone();
+    // Ctrl-C: as docker compose, each container's stop signal (SIGTERM) and
+    // its grace period (10 s) before it is killed; a second one kills now.
     kiln_runtime::signals::on_stop(move |sig| {
-        kiln_runtime::STOP_SIGNAL.store(sig, Ordering::SeqCst);
-        if !s.is_set() {
+        if s.stop_gracefully() {
+            kiln_runtime::STOP_SIGNAL.store(sig, Ordering::SeqCst);
             eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
         }
-        s.stop();
     })
     .map_err(|e| miette!("installing signal handlers: {e}"))?;
     let width = order
@@ -756,15 +776,9 @@ pub fn down(global: &GlobalFlags, project: &Project, flags: &ComposeDownFlags) -
     let list = containers
         .of_project(&project.name)
         .map_err(|e| miette!("{e}"))?;
-    let timeout = Duration::from_secs(flags.timeout.max(1) + 10);
-    // Dependents first: the reverse of the order they were made in.
-    for c in list.iter().rev() {
-        if c.state.status == Status::Running {
-            kiln_runtime::stop_container(&containers, &c.config.id, timeout)
-                .map_err(|e| miette!("{e}"))?;
-            eprintln!("Container {} stopped", c.config.name);
-        }
-    }
+    let grace = flags.timeout.map(Duration::from_secs);
+    stop_dependents_first(project, &containers, &list, grace)?;
+    let timeout = Duration::from_secs(20);
     for c in list.iter().rev() {
         remove(&containers, c, true, timeout)?;
         eprintln!("Container {} removed", c.config.name);
@@ -788,6 +802,65 @@ pub fn down(global: &GlobalFlags, project: &Project, flags: &ComposeDownFlags) -
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Stops the running containers of `list` as docker compose does: each with
+/// its stop signal and `grace` (None: its stop_grace_period) before it is
+/// killed, a service only once the services that depend on it have
+/// stopped, the others at the same time.
+fn stop_dependents_first(
+    project: &Project,
+    containers: &Containers,
+    list: &[Listed],
+    grace: Option<Duration>,
+) -> Result<()> {
+    // service → the services it depends on (of this file; others: none).
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for s in project.services.iter().chain(&project.disabled) {
+        let names = depends_on(s)?.into_iter().map(|(d, _)| d).collect();
+        deps.insert(s.name.clone(), names);
+    }
+    let service = |c: &Listed| c.config.service.clone().unwrap_or_default();
+    let mut running: Vec<&Listed> = list
+        .iter()
+        .filter(|c| c.state.status == Status::Running)
+        .collect();
+    while !running.is_empty() {
+        // Those no running container depends on.
+        let (now, later): (Vec<&Listed>, Vec<&Listed>) = running.iter().partition(|c| {
+            !running.iter().any(|d| {
+                deps.get(&service(d))
+                    .is_some_and(|ds| ds.contains(&service(c)))
+            })
+        });
+        // A cycle (not possible from up, which refuses them): all at once.
+        let (now, later) = if now.is_empty() {
+            (later, Vec::new())
+        } else {
+            (now, later)
+        };
+        let results: Vec<(String, kiln_runtime::Result<()>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = now
+                .iter()
+                .map(|c| {
+                    let id = c.config.id.clone();
+                    let name = c.config.name.clone();
+                    scope
+                        .spawn(move || (name, kiln_runtime::stop_container(containers, &id, grace)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a stopping thread panicked"))
+                .collect()
+        });
+        for (name, r) in results {
+            r.map_err(|e| miette!("{e}"))?;
+            eprintln!("Container {name} stopped");
+        }
+        running = later;
+    }
+    Ok(())
 }
 
 pub fn ps(global: &GlobalFlags, project: &Project, flags: &ComposePsFlags) -> Result<ExitCode> {

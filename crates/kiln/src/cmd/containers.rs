@@ -221,7 +221,7 @@ pub fn stop(global: &GlobalFlags, flags: StopFlags) -> Result<ExitCode> {
             kiln_runtime::stop_container(
                 &containers,
                 &c.config.id,
-                Duration::from_secs(flags.time.max(1) + 10),
+                flags.time.map(Duration::from_secs),
             )
         });
         match r {
@@ -249,7 +249,8 @@ pub fn remove(containers: &Containers, c: &Listed, force: bool, timeout: Duratio
                 c.config.name
             ));
         }
-        kiln_runtime::stop_container(containers, &c.config.id, timeout)
+        // As docker rm -f: killed, no grace period.
+        kiln_runtime::stop_container(containers, &c.config.id, Some(Duration::ZERO))
             .map_err(|e| miette!("{e}"))?;
     }
     if let Some(pid) = c.state.supervisor_pid {

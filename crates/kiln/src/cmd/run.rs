@@ -88,6 +88,15 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
         ports,
         mounts,
         auto_remove: !flags.detach || flags.rm,
+        stop_signal: flags
+            .stop_signal
+            .as_deref()
+            .map(|s| {
+                kiln_runtime::state::parse_signal(s)
+                    .ok_or_else(|| miette!("--stop-signal: {s:?} is not a signal"))
+            })
+            .transpose()?,
+        stop_grace_ms: flags.stop_timeout.map(|s| s * 1000),
         ..Default::default()
     };
     let mut config = container_config(&store, &containers, &flags.image, &image, opts)?;
