@@ -1,5 +1,6 @@
 //! `kiln build --load`, `kiln load-into docker`: the image reaches a real
-//! docker daemon, which runs it. The test starts its own dockerd (Debian's
+//! docker daemon, which runs it. `--load=podman`: podman's storage (under a
+//! temporary directory), from which podman runs it. The test starts its own dockerd (Debian's
 //! docker.io, installed by scripts/setup-test-env) with everything under a
 //! temporary directory — its socket, data, exec root and pid file — and no
 //! bridge or firewall changes (`--bridge=none --iptables=false
@@ -230,5 +231,112 @@ fn build_load_hands_the_image_to_a_docker_daemon_that_runs_it_needs_root_and_doc
         text(&out.stderr).contains("docker load failed"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// `kiln build --load=podman` and `kiln load-into podman`: the image lands
+/// in podman's storage, and podman runs it. Everything of podman's is under
+/// a temporary directory (storage.conf and containers.conf through
+/// CONTAINERS_STORAGE_CONF / CONTAINERS_CONF, which `podman load` started by
+/// kiln inherits): vfs storage (no mounts), no events log, cgroupfs, and
+/// ulimits within this machine's hard limits (podman's defaults as root are
+/// above them). Needs root and Debian's podman (scripts/setup-test-env).
+#[test]
+fn build_load_podman_puts_the_image_in_podmans_storage_which_runs_it_needs_root_and_podman() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root (CI runs as root)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    std::fs::write(
+        p.join("storage.conf"),
+        format!(
+            "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            p.join("graph").display(),
+            p.join("run").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("containers.conf"),
+        format!(
+            "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+             [engine]\ntmp_dir = \"{}\"\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\
+             [network]\nnetwork_config_dir = \"{}\"\n",
+            p.join("tmp").display(),
+            p.join("networks").display()
+        ),
+    )
+    .unwrap();
+    let with_env = |mut c: Command| -> Output {
+        c.env("CONTAINERS_STORAGE_CONF", p.join("storage.conf"))
+            .env("CONTAINERS_CONF", p.join("containers.conf"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let root = p.join("store");
+    let kiln = |args: &[&str]| -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.arg("--root").arg(&root).args(args);
+        with_env(c)
+    };
+    let podman = |args: &[&str]| -> Output {
+        let mut c = Command::new("podman");
+        c.args(args);
+        with_env(c)
+    };
+    let rootfs = p.join("rootfs");
+    for d in ["bin", "etc", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("/bin/busybox");
+    for applet in ["sh", "cat", "id"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n",
+    )
+    .unwrap();
+    let out = kiln(&["import", rootfs.to_str().unwrap(), "base:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ctx = p.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nRUN echo built-by-kiln > /msg\nUSER app\nCMD [\"sh\", \"-c\", \"cat /msg; id -u\"]\n",
+    )
+    .unwrap();
+    let out = kiln(&[
+        "build",
+        "--progress=plain",
+        "--load=podman",
+        "-t",
+        "p:1",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = podman(&["run", "--rm", "--network", "host", "p:1"]);
+    assert!(run.status.success(), "podman run: {}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "built-by-kiln\n1001\n");
+    // The same image id in podman as in kiln.
+    let kiln_id = text(&kiln(&["images", "-q", "--no-trunc", "p:1"]).stdout);
+    let podman_id = text(&podman(&["image", "inspect", "-f", "{{.Id}}", "p:1"]).stdout);
+    assert_eq!(
+        kiln_id.trim().trim_start_matches("sha256:"),
+        podman_id.trim()
+    );
+    // load-into under another name.
+    assert!(kiln(&["tag", "p:1", "q:2"]).status.success());
+    let out = kiln(&["load-into", "podman", "q:2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]).stdout);
+    assert!(listed.contains("localhost/q:2"), "{listed}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(p.to_str().unwrap()),
+        "podman left a mount:\n{mounts}"
     );
 }
