@@ -261,14 +261,15 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
     up_publishes_both_and_the_front_end_reaches_the_api_by_name(&root, None);
     run_publishes_the_api(&root);
 
-    // Rootless: the same images (saved, loaded into the user's store) and project.
+    // Rootless: the same project built and run as the rootless user, in a
+    // store of its own holding only the base images (saved from root's).
     let rootless = dir.path().join("rootless");
     std::fs::create_dir(&rootless).unwrap();
-    let archive = rootless.join("images.tar");
+    let archive = rootless.join("bases.tar");
     let save = kiln(&root)
         .args(["save", "-o"])
         .arg(&archive)
-        .args(["localhost/kiln-example-api:dev", "kiln-example-web"])
+        .args(["node:20-bookworm-slim", "busybox:test"])
         .output()
         .unwrap();
     assert!(
@@ -323,16 +324,24 @@ const ROOTLESS_USER: &str = "kiln-rootless";
 /// its service name (its CGI script behind /cgi-bin/api/), `ps` showing the
 /// API healthy, and `kiln compose down` leaving no container, process,
 /// bridge or address behind. With `load`, as the rootless user in a store of
-/// its own that the archive is loaded into.
+/// its own that the archive (the base images) is loaded into, where
+/// `kiln compose build` first builds both services and a second build runs
+/// nothing.
 fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load: Option<&Path>) {
-    let work = root.parent().unwrap().join(if load.is_some() {
-        "project-rootless"
-    } else {
-        "project"
-    });
+    // The example's layout (compose/ next to api/ and web/), copied.
+    let work = root.parent().unwrap().join("compose");
     std::fs::create_dir_all(&work).unwrap();
     for f in ["compose.yaml", ".env"] {
         std::fs::copy(repo().join("examples/compose").join(f), work.join(f)).unwrap();
+    }
+    for d in ["api", "web"] {
+        let ok = Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("examples").join(d))
+            .arg(root.parent().unwrap())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "cp -r examples/{d}");
     }
     let exe = root.parent().unwrap().join("kiln-for-compose");
     copy_exe(&exe);
@@ -393,6 +402,19 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
     };
     if let Some(archive) = load {
         ok(&["load", "-i", archive.to_str().unwrap()]);
+        let built = |what: &str| -> Vec<Value> {
+            let out = run(&["compose", "build", "--progress=rawjson"]);
+            let all = events(&out);
+            let finished: Vec<Value> = of(&all, "build_finished").into_iter().cloned().collect();
+            assert_eq!(finished.len(), 2, "{what}: {all:?}");
+            finished
+        };
+        for f in built("the first rootless build") {
+            assert!(f["summary"]["steps_run"].as_u64().unwrap() > 0, "{f}");
+        }
+        for f in built("the second rootless build") {
+            assert_eq!(f["summary"]["steps_run"], 0, "{f}");
+        }
     }
     // However this test ends, the project does not keep running.
     let _down = OnDrop(|| {
