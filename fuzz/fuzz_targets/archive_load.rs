@@ -1,4 +1,4 @@
-//! Fuzz target: arbitrary bytes as `kiln load` input (`kiln_oci::archive::
+//! Fuzz target: arbitrary bytes as `kiln load` input (`kiln_oci::load::
 //! load_archive`) into a fresh store. Loading must return `Ok` or an error —
 //! never panic — and leave the store consistent: after an error no image is
 //! named; after `Ok` every blob verifies, and every loaded image reads back with
@@ -11,8 +11,8 @@
 
 mod tar_fixup;
 
-use kiln_oci::archive::load_archive;
 use kiln_oci::image::load_image;
+use kiln_oci::load::load_archive;
 use kiln_oci::Store;
 use libfuzzer_sys::fuzz_target;
 use std::io::Write;

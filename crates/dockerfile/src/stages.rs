@@ -15,7 +15,7 @@
 //! reserved names `scratch` and `context` are errors here (BuildKit only
 //! warns, then silently resolves to one of the stages).
 
-// `DockerfileError` is the crate's located error type; see instructions.rs.
+// `DockerfileError` is the crate's located error type; see instructions/mod.rs.
 #![allow(clippy::result_large_err)]
 
 mod lint;
@@ -25,7 +25,7 @@ pub use platform::Platform;
 
 use crate::ast::Dockerfile;
 use crate::error::{DockerfileError, Source};
-use crate::instructions::{self as ins, Instruction, Origin};
+use crate::instructions::{self as ins, Instruction, Kind, Origin};
 use crate::shell::{Lexer, ShellError, MAX_STAGE_GROWTH};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -76,8 +76,9 @@ pub struct Stage {
     pub index: usize,
     /// The `AS` name, lower-case.
     pub name: Option<String>,
-    /// The FROM instruction as written.
+    /// The FROM instruction as written, and where.
     pub from: ins::From,
+    pub from_origin: Origin,
     pub base: Base,
     /// `--platform` of FROM, expanded and parsed; `None` means the target platform.
     pub platform: Option<Platform>,
@@ -234,21 +235,19 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     let mut warnings = Vec::new();
 
     // Meta args, then stages.
-    let mut meta_args: Vec<ins::Arg> = Vec::new();
-    let mut raw_stages: Vec<(ins::From, Vec<Instruction>)> = Vec::new();
+    let mut meta_args: Vec<(Origin, ins::Arg)> = Vec::new();
+    let mut raw_stages: Vec<RawStage> = Vec::new();
     for i in instructions {
-        match i {
-            Instruction::From(f) => raw_stages.push((f, Vec::new())),
-            Instruction::Arg(a) if raw_stages.is_empty() => meta_args.push(a),
-            other => match raw_stages.last_mut() {
-                Some((_, body)) => body.push(other),
-                None => {
-                    return Err(err(
-                        src,
-                        other.origin(),
-                        "no build stage in current context",
-                    ))
-                }
+        match i.kind {
+            Kind::From(from) => raw_stages.push(RawStage {
+                origin: i.origin,
+                from,
+                body: Vec::new(),
+            }),
+            Kind::Arg(a) if raw_stages.is_empty() => meta_args.push((i.origin, a)),
+            _ => match raw_stages.last_mut() {
+                Some(st) => st.body.push(i),
+                None => return Err(err(src, &i.origin, "no build stage in current context")),
             },
         }
     }
@@ -262,24 +261,27 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     }
 
     // Stage names: valid (checked by the instruction parser), unique, not reserved.
-    let mut first_by_name: BTreeMap<&str, &ins::From> = BTreeMap::new();
-    for (f, _) in &raw_stages {
+    let mut first_by_name: BTreeMap<&str, &Origin> = BTreeMap::new();
+    for RawStage {
+        origin, from: f, ..
+    } in &raw_stages
+    {
         if let Some(name) = &f.name {
             if name == "scratch" || name == "context" {
                 return Err(err(
                     src,
-                    &f.origin,
+                    origin,
                     format!("stage name {name:?} is reserved and can't be used as a stage name"),
                 )
                 .with_help("reserved stage names: context, scratch"));
             }
-            if let Some(prev) = first_by_name.insert(name, f) {
+            if let Some(prev) = first_by_name.insert(name, origin) {
                 return Err(err(
                     src,
-                    &f.origin,
+                    origin,
                     format!(
                         "duplicate stage name {name:?}, stage names should be unique (first defined on line {})",
-                        prev.origin.start_line
+                        prev.start_line
                     ),
                 ));
             }
@@ -290,7 +292,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     let index_by_name: BTreeMap<&str, usize> = raw_stages
         .iter()
         .enumerate()
-        .filter_map(|(i, (f, _))| Some((f.name.as_deref()?, i)))
+        .filter_map(|(i, st)| Some((st.from.name.as_deref()?, i)))
         .collect();
     let stage_by_name =
         |name: &str| -> Option<usize> { index_by_name.get(name.to_lowercase().as_str()).copied() };
@@ -305,7 +307,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         Some(t) => t.clone(),
         None => raw_stages
             .last()
-            .and_then(|(f, _)| f.name.clone())
+            .and_then(|st| st.from.name.clone())
             .unwrap_or_else(|| "default".to_string()),
     };
     let mut global_args = predefined_args(
@@ -317,7 +319,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     let mut declared: BTreeSet<String> = BTreeSet::new();
     let mut meta_declared: BTreeSet<String> = BTreeSet::new();
     let mut growth = 0usize;
-    for a in &meta_args {
+    for (origin, a) in &meta_args {
         for d in &a.args {
             declared.insert(d.key.clone());
             meta_declared.insert(d.key.clone());
@@ -327,12 +329,12 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                     Some(def) => {
                         let v = lexer
                             .process_word(def, &global_args)
-                            .map_err(|e| shell_err(src, &a.origin, e))?;
+                            .map_err(|e| shell_err(src, origin, e))?;
                         growth = growth.saturating_add(v.len().saturating_sub(def.len()));
                         if growth > MAX_STAGE_GROWTH {
                             return Err(err(
                                 src,
-                                &a.origin,
+                                origin,
                                 format!(
                                     "variable expansion in the ARGs before the first FROM produced more than {} MiB",
                                     MAX_STAGE_GROWTH >> 20
@@ -352,14 +354,15 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
 
     // Stages: expand FROM, resolve bases.
     let mut stages: Vec<Stage> = Vec::with_capacity(raw_stages.len());
-    for (index, (from, body)) in raw_stages.iter().enumerate() {
+    for (index, raw) in raw_stages.iter().enumerate() {
+        let (from, from_origin) = (&raw.from, &raw.origin);
         let exp = lexer
             .process_word_with_matches(&from.base, &global_args)
-            .map_err(|e| shell_err(src, &from.origin, e))?;
+            .map_err(|e| shell_err(src, from_origin, e))?;
         for name in &exp.unmatched {
             if !meta_declared.contains(name) {
                 warnings.push(Warning {
-                    line: from.origin.start_line,
+                    line: from_origin.start_line,
                     rule: "UndefinedArgInFrom",
                     message: format!("FROM argument '{name}' is not declared"),
                 });
@@ -369,7 +372,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         if base_name.is_empty() {
             return Err(err(
                 src,
-                &from.origin,
+                from_origin,
                 format!("base name ({}) should not be blank", from.base),
             ));
         }
@@ -379,21 +382,21 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                 let pexp = lexer.process_word(p, &global_args).map_err(|e| {
                     err(
                         src,
-                        &from.origin,
+                        from_origin,
                         format!("failed to process arguments for platform {p}: {e}"),
                     )
                 })?;
                 if pexp.is_empty() {
                     return Err(err(
                         src,
-                        &from.origin,
+                        from_origin,
                         format!("empty platform value from expression {p}"),
                     ));
                 }
                 Some(Platform::parse(&pexp).map_err(|e| {
                     err(
                         src,
-                        &from.origin,
+                        from_origin,
                         format!("failed to parse platform {p}: {e}"),
                     )
                 })?)
@@ -411,11 +414,11 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             None => Base::Image(base_name),
         };
 
-        let mut steps = Vec::with_capacity(body.len());
+        let mut steps = Vec::with_capacity(raw.body.len());
         // ONBUILD triggers of a base stage run first.
         if let Base::Stage(b) = base {
-            for i in &raw_stages[b].1 {
-                if let Instruction::Onbuild(o) = i {
+            for i in &raw_stages[b].body {
+                if let Kind::Onbuild(o) = &i.kind {
                     steps.push(resolve_step(
                         (*o.trigger).clone(),
                         true,
@@ -426,15 +429,15 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                 }
             }
         }
-        for i in body {
-            if let Instruction::Maintainer(m) = i {
+        for i in &raw.body {
+            if let Kind::Maintainer(_) = &i.kind {
                 warnings.push(Warning {
-                    line: m.origin.start_line,
+                    line: i.origin.start_line,
                     rule: "MaintainerDeprecated",
                     message: "Maintainer instruction is deprecated in favor of using label".into(),
                 });
             }
-            if let Instruction::Arg(a) = i {
+            if let Kind::Arg(a) = &i.kind {
                 declared.extend(a.args.iter().map(|d| d.key.clone()));
             }
             steps.push(resolve_step(
@@ -460,6 +463,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             index,
             name: from.name.clone(),
             from: from.clone(),
+            from_origin: from_origin.clone(),
             base,
             platform,
             steps,
@@ -498,13 +502,13 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         for step in &st.steps {
             if let Some(Input::Stage(d)) = &step.copy_from {
                 if *d > st.index {
-                    let from = match &step.instruction {
-                        Instruction::Copy(c) => c.from.clone().unwrap_or_default(),
+                    let from = match &step.instruction.kind {
+                        Kind::Copy(c) => c.from.clone().unwrap_or_default(),
                         _ => String::new(),
                     };
                     return Err(err(
                         src,
-                        step.instruction.origin(),
+                        &step.instruction.origin,
                         format!(
                             "cannot copy from stage {from:?}, it needs to be defined before current stage {:?}",
                             st.display_name()
@@ -512,7 +516,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                     ));
                 }
             }
-            if let Instruction::Run(r) = &step.instruction {
+            if let Kind::Run(r) = &step.instruction.kind {
                 for (spec, input) in r.mounts.iter().zip(&step.mount_from) {
                     if let Some(Input::Stage(d)) = input {
                         if *d > st.index {
@@ -523,7 +527,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                                 .unwrap_or_default();
                             return Err(err(
                                 src,
-                                step.instruction.origin(),
+                                &step.instruction.origin,
                                 format!(
                                     "cannot mount from stage {:?} to {target:?}, stage needs to be defined before current command",
                                     spec.from.as_deref().unwrap_or_default()
@@ -586,6 +590,13 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
     })
 }
 
+/// A stage as written: its FROM and the instructions up to the next FROM.
+struct RawStage {
+    origin: Origin,
+    from: ins::From,
+    body: Vec<Instruction>,
+}
+
 /// Resolves what a step reads from other stages or images.
 fn resolve_step(
     instruction: Instruction,
@@ -596,14 +607,20 @@ fn resolve_step(
 ) -> Result<Step, DockerfileError> {
     let mut copy_from = None;
     let mut mount_from = Vec::new();
-    match &instruction {
-        Instruction::Copy(c) => {
+    match &instruction.kind {
+        Kind::Copy(c) => {
             if let Some(from) = &c.from {
                 copy_from = Some(match as_index(from) {
                     Some(i) if i >= 0 && (i as u64) < stage_count as u64 => {
                         Input::Stage(i as usize)
                     }
-                    Some(i) => return Err(err(src, &c.origin, format!("invalid stage index {i}"))),
+                    Some(i) => {
+                        return Err(err(
+                            src,
+                            &instruction.origin,
+                            format!("invalid stage index {i}"),
+                        ))
+                    }
                     None => match stage_by_name(from) {
                         Some(s) => Input::Stage(s),
                         None => Input::Image(from.clone()),
@@ -611,7 +628,7 @@ fn resolve_step(
                 });
             }
         }
-        Instruction::Run(r) => {
+        Kind::Run(r) => {
             mount_from = r
                 .mounts
                 .iter()
@@ -676,7 +693,7 @@ fn check_cycles(stages: &[Stage], src: &Source) -> Result<(), DockerfileError> {
         if let Some((st, step)) = visit(s, stages, &mut visited, &mut on_path, &mut edges) {
             return Err(err(
                 src,
-                stages[st].steps[step].instruction.origin(),
+                &stages[st].steps[step].instruction.origin,
                 format!(
                     "circular dependency detected on stage: {}",
                     stages[s].display_name()

@@ -4,9 +4,7 @@
 //! (`HOME` from its passwd), mounts (bind mounts, named volumes under the
 //! store, tmpfs), the network and the healthcheck.
 
-use kiln_build::copy::chown::read_user_file;
-use kiln_build::fsview::LayeredView;
-use kiln_build::snapshots::{Layer, Snapshots};
+use kiln_builder::{Layer, LayeredView, Snapshots};
 use kiln_oci::{Image, Store};
 use kiln_runtime::state::new_id;
 use kiln_runtime::{ContainerConfig, Healthcheck, NetworkChoice, PortMapping};
@@ -125,15 +123,15 @@ pub fn home_of(lowerdirs: &[PathBuf], user: &str) -> String {
     let name = user.split(':').next().unwrap_or_default();
     let name = if name.is_empty() { "0" } else { name };
     let view = LayeredView::new(lowerdirs.to_vec());
-    let passwd = read_user_file(&view, "/etc/passwd")
+    let passwd = view
+        .read_user_file("/etc/passwd")
         .ok()
         .flatten()
         .unwrap_or_default();
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() >= 6 && (f[0] == name || f[2] == name) {
-            return f[5].to_string();
-        }
+    if let Some(e) = kiln_sandbox::user::passwd_entries(&passwd)
+        .find(|e| e.name == name || e.uid.to_string() == name)
+    {
+        return e.home.to_string();
     }
     if name == "0" || name == "root" {
         "/root".to_string()

@@ -9,8 +9,9 @@
 //! `.wh..wh..opq` in a directory hides everything the layers underneath had in it.
 //! A hard link is described as the regular file it links to.
 
-use kiln_oci::archive::clean_path;
 use kiln_oci::image::{ContainerConfig, ImageConfig};
+use kiln_oci::layer::whiteout::{classify, Whiteout};
+use kiln_oci::path::clean_relative;
 use kiln_oci::Hasher;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -46,9 +47,6 @@ pub struct Node {
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
 }
-
-const OPAQUE: &str = ".wh..wh..opq";
-const WHITEOUT_PREFIX: &str = ".wh.";
 
 fn split_parent(path: &str) -> (&str, &str) {
     match path.rfind('/') {
@@ -134,27 +132,33 @@ impl Tree {
             let mut entry = entry.map_err(|e| format!("reading the layer: {e}"))?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let path =
-                clean_path(&raw).ok_or_else(|| format!("{raw}: the name leaves the root"))?;
+                clean_relative(&raw).ok_or_else(|| format!("{raw}: the name leaves the root"))?;
             if path.is_empty() {
                 // The root directory itself: not part of the description.
                 continue;
             }
             let (parent, base) = split_parent(&path);
-            if base == OPAQUE {
-                self.remove_below(parent, &written);
-                continue;
-            }
-            if let Some(hidden) = base.strip_prefix(WHITEOUT_PREFIX) {
-                let victim = if parent.is_empty() {
-                    hidden.to_string()
-                } else {
-                    format!("{parent}/{hidden}")
-                };
-                if !written.contains(&victim) {
-                    self.remove_below(&victim, &written);
-                    self.nodes.remove(&victim);
+            match classify(base.as_bytes()) {
+                Whiteout::None => {}
+                Whiteout::Opaque => {
+                    self.remove_below(parent, &written);
+                    continue;
                 }
-                continue;
+                Whiteout::Delete(hidden) => {
+                    let hidden = String::from_utf8_lossy(hidden);
+                    let victim = if parent.is_empty() {
+                        hidden.into_owned()
+                    } else {
+                        format!("{parent}/{hidden}")
+                    };
+                    if !written.contains(&victim) {
+                        self.remove_below(&victim, &written);
+                        self.nodes.remove(&victim);
+                    }
+                    continue;
+                }
+                // AUFS metadata (`.wh..wh.plnk`, …) is no file of the image.
+                Whiteout::Meta => continue,
             }
             let header = entry.header().clone();
             let mode = header.mode().map_err(|e| format!("{raw}: bad mode: {e}"))? & 0o7777;
@@ -212,7 +216,7 @@ impl Tree {
                 }
             } else if et.is_hard_link() {
                 let target = link_target();
-                let node = clean_path(&target)
+                let node = clean_relative(&target)
                     .filter(|t| !t.is_empty())
                     .and_then(|t| self.nodes.get(&t).cloned())
                     .ok_or_else(|| format!("{raw}: hard link to missing {target:?}"))?;

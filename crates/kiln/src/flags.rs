@@ -1,7 +1,8 @@
 //! Every command-line flag of kiln, defined once with its help text. Commands
 //! receive these structs; help, errors and completions all come from here.
 
-use clap::{Args, Parser, Subcommand};
+use crate::progress::ProgressMode;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -85,8 +86,83 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ListFormatFlag {
     /// Output format: "table" or "json" (one JSON object per line)
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+    pub format: ListFormat,
+}
+
+/// The values of `--format` of the listing commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    Table,
+    Json,
+}
+
+/// `kiln inspect --format`: docker's default, JSON, is the only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectFormat {
+    Json,
+}
+
+/// `kiln save --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// A docker-archive (`docker load` reads it).
+    Docker,
+    /// An OCI image layout in a tar.
+    Oci,
+}
+
+/// `kiln run --network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunNetwork {
+    /// The host's network (the default without -p).
+    Host,
+    /// Only a loopback interface.
+    None,
+    /// A network namespace of its own on kiln's bridge (the default with -p).
+    Bridge,
+}
+
+/// Where `kiln load-into` and `--load` hand images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadEngine {
+    /// docker's daemon, through `docker load` ($DOCKER_HOST is honoured).
+    Docker,
+    /// podman's storage, through `podman load`.
+    Podman,
+}
+
+impl LoadEngine {
+    /// The engine's command.
+    pub fn command(self) -> &'static str {
+        match self {
+            LoadEngine::Docker => "docker",
+            LoadEngine::Podman => "podman",
+        }
+    }
+}
+
+/// `kiln build --network`: the network of RUN steps without `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildNetwork {
+    /// BuildKit's default: the host's network.
+    Default,
+    Host,
+    None,
+}
+
+/// `kiln build --pull`: when FROM pulls its image ("true"/"false" as docker
+/// buildx takes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullFlag {
+    /// Pull only what is not stored.
+    Missing,
+    /// Pull every time.
+    #[value(alias = "true")]
+    Always,
+    /// Never pull.
+    #[value(alias = "false")]
+    Never,
 }
 
 /// `--no-trunc` for listing commands.
@@ -121,8 +197,8 @@ pub struct ImagesFlags {
 #[derive(Debug, Args)]
 pub struct InspectFlags {
     /// Output format; only "json" (docker's default) is supported
-    #[arg(long, default_value = "json", value_parser = ["json"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = InspectFormat::Json)]
+    pub format: InspectFormat,
     /// Images, by name or id
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
@@ -167,8 +243,8 @@ pub struct SaveFlags {
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Archive format: "docker" (docker load) or "oci" (OCI image layout tar)
-    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
-    pub format: String,
+    #[arg(long, value_enum, default_value_t = SaveFormat::Docker)]
+    pub format: SaveFormat,
     /// Images, by name or id
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
@@ -225,11 +301,9 @@ pub struct RunFlags {
     /// Working directory inside the container, instead of the image's WORKDIR
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
-    /// Network: "host" (the host's network; the default without -p), "none" (only
-    /// loopback) or "bridge" (a network namespace of its own on kiln's bridge; the
-    /// default with -p)
-    #[arg(long, value_name = "MODE", value_parser = ["host", "none", "bridge"])]
-    pub network: Option<String>,
+    /// Network (default: host without -p, bridge with it)
+    #[arg(long, value_enum)]
+    pub network: Option<RunNetwork>,
     /// Publish a container port on the host: "[IP:]HOST:CONTAINER[/tcp|udp]"; may be repeated
     #[arg(
         short = 'p',
@@ -319,10 +393,10 @@ pub struct RmFlags {
 
 #[derive(Debug, Args)]
 pub struct LoadIntoFlags {
-    /// The engine: "docker" (its daemon, through `docker load`; $DOCKER_HOST is
-    /// honoured) or "podman" (its storage, through `podman load`)
-    #[arg(value_name = "ENGINE", value_parser = ["docker", "podman"])]
-    pub engine: String,
+    /// The engine: docker's daemon (through `docker load`; $DOCKER_HOST is
+    /// honoured) or podman's storage (through `podman load`)
+    #[arg(value_name = "ENGINE", value_enum)]
+    pub engine: LoadEngine,
     /// Images, by name or id
     #[arg(value_name = "IMAGE", required = true)]
     pub images: Vec<String>,
@@ -384,8 +458,8 @@ pub struct BuildFlags {
     #[arg(long)]
     pub no_cache: bool,
     /// Progress output: auto, tty, plain or rawjson
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "rawjson"])]
-    pub progress: String,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
     /// Target platform ("os/arch[/variant]"); default: the host's
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
@@ -393,8 +467,8 @@ pub struct BuildFlags {
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Network mode for RUN steps: default, host or none
-    #[arg(long, default_value = "default", value_parser = ["default", "host", "none"])]
-    pub network: String,
+    #[arg(long, value_enum, default_value_t = BuildNetwork::Default)]
+    pub network: BuildNetwork,
     /// Grant a privilege RUN steps may ask for: "security.insecure" (RUN --security=insecure)
     /// or "network.host" (RUN --network=host; granted by default); may be repeated or comma-separated
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
@@ -410,9 +484,9 @@ pub struct BuildFlags {
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
     /// When FROM pulls its image: missing (default), always or never; "--pull" alone means always
-    #[arg(long, value_name = "POLICY", default_value = "missing", num_args = 0..=1,
-          default_missing_value = "always", value_parser = ["missing", "always", "never", "true", "false"])]
-    pub pull: String,
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = PullFlag::Missing,
+          num_args = 0..=1, default_missing_value = "always")]
+    pub pull: PullFlag,
     /// A secret for RUN --mount=type=secret: "id=NAME,src=FILE" or "id=NAME,env=VAR"
     /// (default src: the file named by id, env: the variable named by id)
     #[arg(long = "secret", value_name = "id=NAME[,src=FILE|,env=VAR]")]
@@ -446,9 +520,9 @@ pub struct BuildFlags {
 #[derive(Debug, Args)]
 pub struct LoadFlag {
     /// Load the built image into docker (the default) or podman, as kiln load-into does
-    #[arg(long, value_name = "ENGINE", num_args = 0..=1, default_missing_value = "docker",
-          value_parser = ["docker", "podman"])]
-    pub load: Option<String>,
+    #[arg(long, value_name = "ENGINE", value_enum, num_args = 0..=1,
+          default_missing_value = "docker")]
+    pub load: Option<LoadEngine>,
 }
 
 /// `--authfile` for commands that talk to registries.
@@ -648,8 +722,8 @@ pub struct ComposeBuildFlags {
     #[arg(short = 'q', long)]
     pub quiet: bool,
     /// Progress output: auto, tty, plain or rawjson
-    #[arg(long, default_value = "auto", value_parser = ["auto", "tty", "plain", "rawjson"])]
-    pub progress: String,
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
     /// At most this many RUN/COPY steps of each service run at the same time
     /// (default: the number of CPUs)
     #[arg(long, value_name = "N")]

@@ -7,39 +7,15 @@
 //! Everything written goes through [`canonical_json`], so the same image always
 //! has the same digests.
 
+use crate::canonical_json::canonical_json;
 use crate::digest::Digest;
-use crate::json::canonical_json;
 use crate::store::{BlobRef, Result, Store, StoreError};
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// Media types kiln reads and writes.
-pub mod media_type {
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-
-    pub fn is_manifest(mt: &str) -> bool {
-        mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
-    }
-    pub fn is_index(mt: &str) -> bool {
-        mt == OCI_INDEX || mt == DOCKER_MANIFEST_LIST
-    }
-    pub fn is_manifest_or_index(mt: &str) -> bool {
-        is_manifest(mt) || is_index(mt)
-    }
-}
+pub use crate::descriptor::{media_type, referenced_blobs};
 
 /// Which family of media types a manifest uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -342,33 +318,6 @@ pub(crate) fn descriptor_of(b: &BlobRef) -> Descriptor {
         ));
     }
     d
-}
-
-/// The blobs a manifest or index refers to (config and layers, or manifests).
-pub fn referenced_blobs(data: &[u8], digest: &Digest) -> Result<Vec<BlobRef>> {
-    let malformed = |message: String| StoreError::Malformed {
-        what: "manifest",
-        digest: *digest,
-        message,
-    };
-    let v: Value = serde_json::from_slice(data).map_err(|e| malformed(e.to_string()))?;
-    let mut out = Vec::new();
-    let mut push = |d: &Value| -> Result<()> {
-        let b: BlobRef = serde_json::from_value(d.clone()).map_err(|e| malformed(e.to_string()))?;
-        out.push(b);
-        Ok(())
-    };
-    if let Some(c) = v.get("config") {
-        push(c)?;
-    }
-    for key in ["layers", "manifests"] {
-        if let Some(items) = v.get(key).and_then(Value::as_array) {
-            for item in items {
-                push(item)?;
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Build a manifest for `config` and `layers` (base layer first) in `format`.

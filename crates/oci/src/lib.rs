@@ -2,11 +2,14 @@
 //! codec (tar, whiteouts, gzip/zstd), OCI layout and docker-archive formats, and
 //! the registry client. Knows nothing about Dockerfiles.
 
-pub mod archive;
+pub mod canonical_json;
+pub mod descriptor;
 pub mod digest;
+pub mod export;
 pub mod image;
-pub mod json;
 pub mod layer;
+pub mod load;
+pub mod path;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -5,11 +5,11 @@
 mod common;
 
 use common::{build_image, busybox_rootfs, run, tree_listing};
-use kiln_oci::archive::{
-    import_oci_dir, load_archive, DockerExporter, Exporter, LocalExporter, NamedImage, OciExporter,
-    TarExporter,
+use kiln_oci::export::{
+    DockerExporter, Exporter, LocalExporter, NamedImage, OciExporter, TarExporter,
 };
 use kiln_oci::image::load_image;
+use kiln_oci::load::{import_oci_dir, load_archive};
 use kiln_oci::{ImageName, ManifestFormat, Store};
 use std::fs;
 use std::path::Path;

@@ -1,10 +1,11 @@
 //! The step process's side: runs in the child the helper forked (PID 1 of the
 //! new PID namespace), builds the container's view and execs the command.
 
-use crate::helper::{ctx, BindSource, Staged, R};
 use crate::idmap::IdMap;
 use crate::rootpath;
 use crate::spec::{MountSpec, NetworkMode, RunSpec, DEFAULT_PATH};
+use crate::staging::{BindSource, Staged};
+use crate::sys::{ctx, R};
 use crate::user::resolve_user;
 use rustix::fd::{AsRawFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
@@ -99,7 +100,7 @@ pub(crate) struct PlannedMount {
 
 /// `target` as an absolute path without `.`, `..` or repeated slashes.
 pub(crate) fn normalize_target(target: &str) -> String {
-    format!("/{}", crate::stubs::components(target).join("/"))
+    kiln_oci::path::resolve("/", target)
 }
 
 /// Every mount the step makes, in order, as BuildKit's executor gives them to
@@ -612,7 +613,7 @@ fn make_mount(
 /// mount), as runc does. Nothing is removed afterwards: a tmpfs goes away by
 /// itself, and a cache directory keeps it as with BuildKit.
 fn make_mount_point(root: &OwnedFd, target: &str, is_dir: bool) -> R<()> {
-    let comps = crate::stubs::components(target);
+    let comps = kiln_oci::path::rooted_components(target);
     for i in 0..comps.len() {
         let rel = comps[..=i].join("/");
         match rootpath::open_in_root(root, format!("/{rel}"), true) {
@@ -671,7 +672,7 @@ fn setup_and_exec(
     let sandboxed = spec.security.is_sandboxed();
     // Own mount namespace, so pivot_root leaves the helper where it is.
     ctx(
-        crate::helper::unshare(rustix::thread::UnshareFlags::NEWNS),
+        crate::sys::unshare(rustix::thread::UnshareFlags::NEWNS),
         || "unshare mount namespace".into(),
     )?;
     ctx(
@@ -865,7 +866,7 @@ mod tests {
     fn plan_of(mounts: Vec<MountSpec>) -> Vec<(String, MountKind, bool)> {
         let mut spec = RunSpec::new(crate::spec::Rootfs::Dir("/nonexistent".into()), vec![]);
         spec.mounts = mounts;
-        let staged = crate::helper::Staged {
+        let staged = crate::staging::Staged {
             hosts: None,
             resolv_conf: None,
             secrets: vec![None; spec.mounts.len()],

@@ -10,14 +10,13 @@
 //! copied as is, so this runs as root (or inside the sandbox's user namespace).
 
 use crate::spec::Rootfs;
+use kiln_oci::layer::overlay;
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::{CString, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// The state of one entry before the step, to tell what it changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,13 +103,7 @@ fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
 }
 
 fn is_opaque(p: &Path) -> bool {
-    OPAQUE_XATTRS
-        .iter()
-        .any(|x| get_xattr(p, x).as_deref() == Some(b"y"))
-}
-
-fn is_whiteout(m: &std::fs::Metadata) -> bool {
-    m.file_type().is_char_device() && m.rdev() == 0
+    overlay::is_opaque_dir(p).unwrap_or(false)
 }
 
 /// Extended attributes of `src` copied to `dst`, except overlay's own.
@@ -133,7 +126,7 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
         .filter(|n| !n.is_empty())
     {
         let name_s = String::from_utf8_lossy(name);
-        if name_s.starts_with("trusted.overlay.") || name_s.starts_with("user.overlay.") {
+        if overlay::is_overlay_xattr(name) {
             continue;
         }
         let Some(value) = get_xattr(src, &name_s) else {
@@ -156,23 +149,7 @@ fn copy_xattrs(src: &Path, dst: &Path) -> io::Result<()> {
 }
 
 fn set_opaque(dir: &Path) -> io::Result<()> {
-    let name = crate::userns::opaque_xattr();
-    let cd = cpath(dir)?;
-    let cn = CString::new(name).map_err(|_| io::Error::other("xattr name"))?;
-    // SAFETY: valid C strings and buffer.
-    errno(
-        unsafe { libc::lsetxattr(cd.as_ptr(), cn.as_ptr(), b"y".as_ptr().cast(), 1, 0) },
-        (),
-    )
-}
-
-fn make_whiteout(p: &Path) -> io::Result<()> {
-    let c = cpath(p)?;
-    // SAFETY: valid C string.
-    errno(
-        unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) },
-        (),
-    )
+    overlay::set_opaque(dir, crate::userns::overlay_xattr())
 }
 
 /// Owner, mode (after chown, which clears setuid bits) and mtime of `m` onto `dst`.
@@ -270,7 +247,7 @@ fn copy_tree(src: &Path, dst: &Path, links: &mut Links, skip_whiteouts: bool) ->
         let s = src.join(&name);
         if skip_whiteouts
             && s.symlink_metadata()
-                .map(|m| is_whiteout(&m))
+                .map(|m| overlay::is_whiteout(&m))
                 .unwrap_or(false)
         {
             continue;
@@ -292,7 +269,7 @@ fn apply_layer(layer: &Path, dst: &Path, links: &mut Links) -> io::Result<()> {
         let s = layer.join(&name);
         let d = dst.join(&name);
         let m = s.symlink_metadata()?;
-        if is_whiteout(&m) {
+        if overlay::is_whiteout(&m) {
             remove_any(&d)?;
         } else if m.is_dir() {
             let existing = d.symlink_metadata().ok();
@@ -387,7 +364,7 @@ impl CopySnapshot {
         if let Some(before) = self.children.get(rel) {
             for gone in before.iter().filter(|n| !after_set.contains(n)) {
                 ensure(&mut changed)?;
-                make_whiteout(&up.join(gone))?;
+                overlay::make_whiteout(&up.join(gone))?;
             }
         }
         for name in &after {

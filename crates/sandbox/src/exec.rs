@@ -9,8 +9,8 @@ use crate::container::{
     capget, capset, cstrings, default_capability_mask, find_program, prctl, read_limited,
     reset_signals,
 };
-use crate::helper::{ctx, wait_pid, Exit, R};
 use crate::spec::UserSpec;
+use crate::sys::{ctx, wait_pid, Exit, R};
 use crate::user::resolve_user;
 use crate::{ExitStatus, SandboxError};
 use rustix::fd::AsFd;

@@ -21,8 +21,10 @@
 //! dies the kernel kills everything else in its PID namespace.
 
 use crate::idmap::IdMap;
-use crate::spec::{MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode};
-use crate::{container, seccomp, stubs};
+use crate::spec::{NetworkMode, Rootfs, RunSpec, SecurityMode};
+use crate::staging::{stage_files, Staged};
+use crate::sys::{ctx, unshare, wait_pid, Exit, R};
+use crate::{container, mount_stubs, seccomp};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use rustix::thread::UnshareFlags;
@@ -59,13 +61,6 @@ pub(crate) struct HelperReport {
     pub outcome: HelperOutcome,
     /// Problems while cleaning up after the step (mount points not removed).
     pub cleanup_errors: Vec<String>,
-}
-
-pub(crate) type R<T> = Result<T, String>;
-
-/// Adds what was being done to an OS error.
-pub(crate) fn ctx<T, E: std::fmt::Display>(r: Result<T, E>, what: impl FnOnce() -> String) -> R<T> {
-    r.map_err(|e| format!("{}: {e}", what()))
 }
 
 /// Host pid of the step, for the signal handler.
@@ -308,7 +303,7 @@ fn run_in_workspace(
             } => (Some(upperdir.as_path()), lowerdirs),
             Rootfs::Dir(_) => (None, &[]),
         };
-        let mut stubs = stubs::Stubs::new(&ws.root, upper);
+        let mut stubs = mount_stubs::Stubs::new(&ws.root, upper);
         let result = stubs
             .create_all(spec, &staged)
             .and_then(|()| fork_step(spec, id_map, filter, ws, &staged));
@@ -318,7 +313,12 @@ fn run_in_workspace(
         } else if let Some(upper) = upper {
             // Directories overlay copied up only because we created a mount
             // point in them go again, so the upperdir holds the step's changes only.
-            stubs::drop_untouched_copied_up_parents(upper, lowerdirs, &removed, cleanup_errors);
+            mount_stubs::drop_untouched_copied_up_parents(
+                upper,
+                lowerdirs,
+                &removed,
+                cleanup_errors,
+            );
         }
         result
     });
@@ -326,100 +326,6 @@ fn run_in_workspace(
         cleanup_errors.push(format!("unmounting the staging tmpfs: {e}"));
     }
     result
-}
-
-/// What mounts need, prepared before the step: files on the staging tmpfs,
-/// and what each bind mount's source is, by mount index.
-pub(crate) struct Staged {
-    pub hosts: Option<PathBuf>,
-    pub resolv_conf: Option<PathBuf>,
-    /// Staged file for each `MountSpec::Secret`, same index as `spec.mounts`.
-    pub secrets: Vec<Option<PathBuf>>,
-    /// For each `MountSpec::Bind` (same index): whether its source, resolved
-    /// here, is a directory (the kind of mount point it needs).
-    pub bind_is_dir: Vec<Option<bool>>,
-}
-
-/// A bind mount's source, resolved inside its root (see [`crate::rootpath`])
-/// and held open: the step mounts this very file (through
-/// `/proc/self/fd/N`), whatever happens to the path afterwards. Opened where
-/// it is mounted: a mount can only be bound in the mount namespace that
-/// holds it, and the step has a namespace of its own.
-pub(crate) struct BindSource {
-    pub fd: OwnedFd,
-    pub is_dir: bool,
-}
-
-impl BindSource {
-    pub fn open(root: &Path, path: &str) -> R<BindSource> {
-        let what = || format!("bind mount source {path} (in {})", root.display());
-        let root_fd = ctx(crate::rootpath::open_root(root), what)?;
-        let fd = ctx(crate::rootpath::open_in_root(&root_fd, path, true), what)?;
-        let st = ctx(rustix::fs::fstat(&fd), what)?;
-        let is_dir =
-            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
-        Ok(BindSource { fd, is_dir })
-    }
-
-    /// A path naming exactly the opened file (a /proc magic link).
-    pub fn path(&self) -> String {
-        format!("/proc/self/fd/{}", self.fd.as_raw_fd())
-    }
-}
-
-fn write_staged(path: &Path, content: &[u8], mode: u32, uid: u32, gid: u32) -> R<()> {
-    use std::os::unix::fs::PermissionsExt;
-    ctx(std::fs::write(path, content), || {
-        format!("writing {}", path.display())
-    })?;
-    ctx(
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
-        || format!("chmod {}", path.display()),
-    )?;
-    ctx(std::os::unix::fs::chown(path, Some(uid), Some(gid)), || {
-        format!("chown {}", path.display())
-    })
-}
-
-fn stage_files(spec: &RunSpec, stage: &Path) -> R<Staged> {
-    let mut staged = Staged {
-        hosts: None,
-        resolv_conf: None,
-        secrets: Vec::new(),
-        bind_is_dir: Vec::new(),
-    };
-    if let Some(hosts) = &spec.hosts {
-        let p = stage.join("hosts");
-        write_staged(&p, hosts, 0o644, 0, 0)?;
-        staged.hosts = Some(p);
-    }
-    if let Some(resolv) = &spec.resolv_conf {
-        let p = stage.join("resolv.conf");
-        write_staged(&p, resolv, 0o644, 0, 0)?;
-        staged.resolv_conf = Some(p);
-    }
-    for (i, m) in spec.mounts.iter().enumerate() {
-        staged.secrets.push(match m {
-            MountSpec::Secret {
-                content,
-                mode,
-                uid,
-                gid,
-                target,
-            } => {
-                let p = stage.join(format!("secret-{i}"));
-                write_staged(&p, content, *mode, *uid, *gid)
-                    .map_err(|e| format!("secret for {target}: {e}"))?;
-                Some(p)
-            }
-            _ => None,
-        });
-        staged.bind_is_dir.push(match m {
-            MountSpec::Bind { root, path, .. } => Some(BindSource::open(root, path)?.is_dir),
-            _ => None,
-        });
-    }
-    Ok(staged)
 }
 
 /// Backslash-escapes what the legacy overlay option string treats specially.
@@ -586,40 +492,6 @@ pub(crate) fn loopback_up() -> R<()> {
         }
     }
     Ok(())
-}
-
-/// unshare(2) for the helper and the step, which are single-threaded.
-pub(crate) fn unshare(flags: UnshareFlags) -> rustix::io::Result<()> {
-    // SAFETY: both processes that call this are single-threaded (the helper is
-    // a fresh exec; the step is its forked child), so no other thread can see
-    // the namespace or fs-struct change.
-    unsafe { rustix::thread::unshare_unsafe(flags) }
-}
-
-pub(crate) enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-pub(crate) fn wait_pid(pid: libc::pid_t) -> R<Exit> {
-    loop {
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(format!("waitpid: {e}"));
-        }
-        if libc::WIFEXITED(status) {
-            return Ok(Exit::Code(libc::WEXITSTATUS(status)));
-        }
-        if libc::WIFSIGNALED(status) {
-            return Ok(Exit::Signal(libc::WTERMSIG(status)));
-        }
-    }
 }
 
 fn fork_step(

@@ -74,7 +74,7 @@ impl IdMap {
         let uid = rustix::process::geteuid().as_raw();
         let gid = rustix::process::getegid().as_raw();
         if uid == 0 {
-            return match crate::userns::current_maps() {
+            return match current_maps() {
                 None => IdMap::identity(),
                 Some(maps) => IdMap::inside_namespace(maps),
             };
@@ -125,8 +125,8 @@ impl IdMap {
 
     /// The map of a process that is root in a non-initial user namespace:
     /// every id mapped there stands for itself.
-    fn inside_namespace(maps: crate::userns::NamespaceMaps) -> IdMap {
-        let own = |lines: &[crate::userns::MapLine]| -> Vec<IdRange> {
+    fn inside_namespace(maps: NamespaceMaps) -> IdMap {
+        let own = |lines: &[MapLine]| -> Vec<IdRange> {
             lines
                 .iter()
                 .map(|l| IdRange {
@@ -237,6 +237,60 @@ pub(crate) fn find_in_path(tool: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// One line of `/proc/self/uid_map` or `gid_map`: ids `inside..inside+count`
+/// of this namespace are `outside..` of the parent namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapLine {
+    pub inside: u32,
+    pub outside: u32,
+    pub count: u32,
+}
+
+/// The id maps of the user namespace this process is in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceMaps {
+    pub uids: Vec<MapLine>,
+    pub gids: Vec<MapLine>,
+}
+
+fn parse_map(text: &str) -> Vec<MapLine> {
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace().map(|n| n.parse::<u32>());
+            match (f.next(), f.next(), f.next()) {
+                (Some(Ok(inside)), Some(Ok(outside)), Some(Ok(count))) => Some(MapLine {
+                    inside,
+                    outside,
+                    count,
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The initial user namespace maps every id to itself in one line.
+fn is_initial(uids: &[MapLine]) -> bool {
+    uids == [MapLine {
+        inside: 0,
+        outside: 0,
+        count: u32::MAX,
+    }]
+}
+
+/// The maps of this process's user namespace, or None in the initial one
+/// (also when `/proc` cannot tell: then nothing suggests a namespace).
+pub fn current_maps() -> Option<NamespaceMaps> {
+    let uids = parse_map(&std::fs::read_to_string("/proc/self/uid_map").ok()?);
+    if uids.is_empty() || is_initial(&uids) {
+        return None;
+    }
+    let gids = std::fs::read_to_string("/proc/self/gid_map")
+        .map(|t| parse_map(&t))
+        .unwrap_or_default();
+    Some(NamespaceMaps { uids, gids })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +340,28 @@ mod tests {
         assert!(!m.is_identity());
         assert!(IdMap::identity().is_identity());
         assert_eq!(IdMap::identity().to_container_uid(4242), Some(4242));
+    }
+
+    #[test]
+    fn parses_id_maps() {
+        let lines =
+            parse_map("         0       1001          1\n         1     100000      65536\n");
+        assert_eq!(
+            lines,
+            vec![
+                MapLine {
+                    inside: 0,
+                    outside: 1001,
+                    count: 1
+                },
+                MapLine {
+                    inside: 1,
+                    outside: 100000,
+                    count: 65536
+                }
+            ]
+        );
+        assert!(!is_initial(&lines));
+        assert!(is_initial(&parse_map("         0          0 4294967295\n")));
     }
 }

@@ -47,12 +47,14 @@ pub mod copy;
 mod exec;
 mod helper;
 pub mod idmap;
+mod mount_stubs;
 pub mod netns;
 pub mod rootpath;
 mod runner;
 mod seccomp;
 pub mod spec;
-mod stubs;
+mod staging;
+mod sys;
 pub mod user;
 pub mod userns;
 

@@ -10,7 +10,7 @@
 //! namespace (rootless), the network namespace belongs to that one, so the
 //! sandboxes kiln starts can join it and mount its sysfs.
 
-use crate::helper::{ctx, R};
+use crate::sys::{ctx, R};
 use crate::SandboxError;
 use rustix::fd::AsFd;
 use std::io::{BufRead, BufReader, Read};

@@ -1,6 +1,15 @@
 //! `USER` resolution against a rootfs's `/etc/passwd` and `/etc/group`, with
 //! the rules of BuildKit (moby/sys/user `GetExecUser` plus its numeric fast path).
 
+/// A USER that names a user or group the image does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+}
+
 /// The ids a step runs with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedUser {
@@ -25,20 +34,24 @@ impl ResolvedUser {
     }
 }
 
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
+/// One line of `/etc/passwd` (the fields kiln uses).
+pub struct PasswdEntry<'a> {
+    pub name: &'a str,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: &'a str,
 }
 
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
+/// One line of `/etc/group`.
+pub struct GroupEntry<'a> {
+    pub name: &'a str,
+    pub gid: u32,
+    pub members: Vec<&'a str>,
 }
 
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+/// The entries of a passwd file: blank and `#` lines and lines whose ids are
+/// not numbers skipped. The one parser of the format in kiln.
+pub fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     text.lines().filter_map(|line| {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -60,7 +73,8 @@ fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     })
 }
 
-fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+/// The entries of a group file, as [`passwd_entries`] reads passwd.
+pub fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     text.lines().filter_map(|line| {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -87,7 +101,7 @@ pub fn resolve_user(
     spec: &str,
     passwd: Option<&str>,
     group: Option<&str>,
-) -> Result<ResolvedUser, String> {
+) -> Result<ResolvedUser, UserError> {
     if spec.is_empty() {
         // Default user: root, but with root's supplementary groups when known.
         return resolve_user("0", passwd, group).or(Ok(ResolvedUser {
@@ -132,11 +146,7 @@ pub fn resolve_user(
     let (uid, mut gid, name) = match (&found, numeric_user) {
         (Some(e), _) => (e.uid, e.gid, Some(e.name)),
         (None, Some(uid)) => (uid, 0, None),
-        (None, None) => {
-            return Err(format!(
-                "unable to find user {user_arg}: no matching entries in passwd file"
-            ))
-        }
+        (None, None) => return Err(UserError::UnknownUser(user_arg.to_string())),
     };
     let mut groups = Vec::new();
     let group_text = group.unwrap_or("");
@@ -147,11 +157,7 @@ pub fn resolve_user(
                 Some(e) => gid = e.gid,
                 None => match numeric {
                     Some(n) => gid = n,
-                    None => {
-                        return Err(format!(
-                            "unable to find group {g}: no matching entries in group file"
-                        ))
-                    }
+                    None => return Err(UserError::UnknownGroup(g.to_string())),
                 },
             }
         }
@@ -179,7 +185,7 @@ mod tests {
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nuser:x:1001:1001::/home/user:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nuser:x:1001:\nextra:x:2000:user,other\nwheel:x:10:root\n";
 
-    fn r(spec: &str) -> Result<ResolvedUser, String> {
+    fn r(spec: &str) -> Result<ResolvedUser, UserError> {
         resolve_user(spec, Some(PASSWD), Some(GROUP))
     }
 
@@ -261,9 +267,11 @@ mod tests {
     fn unknown_names_are_errors() {
         assert!(r("nobody")
             .unwrap_err()
+            .to_string()
             .contains("unable to find user nobody"));
         assert!(r("user:nogroup")
             .unwrap_err()
+            .to_string()
             .contains("unable to find group nogroup"));
         assert_eq!(
             resolve_user("", None, None).unwrap(),

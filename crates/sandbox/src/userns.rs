@@ -13,7 +13,7 @@
 //! shows its in-container ids, so the layers written are the ones a root build
 //! writes. What still differs from real root is asked with [`is_host_root`]:
 //! overlay needs `userxattr` and marks opaque directories with
-//! `user.overlay.opaque` ([`opaque_xattr`]), and `/dev` nodes cannot be made.
+//! `user.overlay.opaque` ([`overlay_xattr`]), and `/dev` nodes cannot be made.
 //!
 //! The process enters the namespace itself (`unshare` while it is still
 //! single-threaded, at the start of `main`) instead of re-executing into it:
@@ -21,63 +21,11 @@
 //! terminal, signals and the exit code through. The sandbox helper started for
 //! each RUN inherits the namespace and only adds the step's own namespaces.
 
-use crate::helper::{ctx, unshare, wait_pid, Exit, R};
 use crate::idmap::IdMap;
+pub use crate::idmap::{current_maps, MapLine, NamespaceMaps};
+use crate::sys::{ctx, unshare, wait_pid, Exit, R};
+use kiln_oci::layer::OverlayXattr;
 use rustix::thread::UnshareFlags;
-
-/// One line of `/proc/self/uid_map` or `gid_map`: ids `inside..inside+count`
-/// of this namespace are `outside..` of the parent namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MapLine {
-    pub inside: u32,
-    pub outside: u32,
-    pub count: u32,
-}
-
-/// The id maps of the user namespace this process is in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NamespaceMaps {
-    pub uids: Vec<MapLine>,
-    pub gids: Vec<MapLine>,
-}
-
-fn parse_map(text: &str) -> Vec<MapLine> {
-    text.lines()
-        .filter_map(|line| {
-            let mut f = line.split_whitespace().map(|n| n.parse::<u32>());
-            match (f.next(), f.next(), f.next()) {
-                (Some(Ok(inside)), Some(Ok(outside)), Some(Ok(count))) => Some(MapLine {
-                    inside,
-                    outside,
-                    count,
-                }),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// The initial user namespace maps every id to itself in one line.
-fn is_initial(uids: &[MapLine]) -> bool {
-    uids == [MapLine {
-        inside: 0,
-        outside: 0,
-        count: u32::MAX,
-    }]
-}
-
-/// The maps of this process's user namespace, or None in the initial one
-/// (also when `/proc` cannot tell: then nothing suggests a namespace).
-pub fn current_maps() -> Option<NamespaceMaps> {
-    let uids = parse_map(&std::fs::read_to_string("/proc/self/uid_map").ok()?);
-    if uids.is_empty() || is_initial(&uids) {
-        return None;
-    }
-    let gids = std::fs::read_to_string("/proc/self/gid_map")
-        .map(|t| parse_map(&t))
-        .unwrap_or_default();
-    Some(NamespaceMaps { uids, gids })
-}
 
 /// Whether this process is in the initial user namespace.
 pub fn in_initial_user_namespace() -> bool {
@@ -90,14 +38,14 @@ pub fn is_host_root() -> bool {
     rustix::process::geteuid().is_root() && in_initial_user_namespace()
 }
 
-/// The xattr that marks an opaque directory in the overlay mounts this
-/// process makes: `trusted.overlay.opaque` for host root, else
-/// `user.overlay.opaque` (overlay mounted with `userxattr`).
-pub fn opaque_xattr() -> &'static str {
+/// The xattr namespace that marks opaque directories in the overlay mounts
+/// this process makes: `trusted.*` for host root, else `user.*` (overlay
+/// mounted with `userxattr`).
+pub fn overlay_xattr() -> OverlayXattr {
     if is_host_root() {
-        "trusted.overlay.opaque"
+        OverlayXattr::Trusted
     } else {
-        "user.overlay.opaque"
+        OverlayXattr::User
     }
 }
 
@@ -235,33 +183,5 @@ pub(crate) fn enter(map: &IdMap) -> R<()> {
             uid_args.join(" "),
             gid_args.join(" ")
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_id_maps() {
-        let lines =
-            parse_map("         0       1001          1\n         1     100000      65536\n");
-        assert_eq!(
-            lines,
-            vec![
-                MapLine {
-                    inside: 0,
-                    outside: 1001,
-                    count: 1
-                },
-                MapLine {
-                    inside: 1,
-                    outside: 100000,
-                    count: 65536
-                }
-            ]
-        );
-        assert!(!is_initial(&lines));
-        assert!(is_initial(&parse_map("         0          0 4294967295\n")));
     }
 }

@@ -11,10 +11,9 @@
 //! - a lone `--` ends flag processing.
 
 use super::InstrError;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FlagKind {
+enum FlagKind {
     Bool,
     String,
     List,
@@ -28,40 +27,57 @@ enum Value {
     List(Vec<String>),
 }
 
-/// The flags one instruction accepts, and after [`Flags::parse`] the values given.
+/// A bool flag declared with [`Flags::bool`]: read it from the [`Parsed`] values.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BoolFlag(usize);
+
+/// A string flag declared with [`Flags::string`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StringFlag(usize);
+
+/// A repeatable flag declared with [`Flags::list`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListFlag(usize);
+
+/// The flags one instruction accepts. Each is declared once, by name, and the
+/// handle returned is what reads its value after [`Flags::parse`] (BuildKit's
+/// `AddString`/`AddBool`/`AddStrings` and `flag.Value`).
 #[derive(Debug)]
 pub(crate) struct Flags<'a> {
     args: &'a [String],
     defs: Vec<(&'static str, FlagKind)>,
-    used: BTreeMap<&'static str, Value>,
 }
 
 impl<'a> Flags<'a> {
+    /// The flag words of an instruction (`node.flags`); an instruction that
+    /// declares nothing rejects every flag.
     pub(crate) fn new(args: &'a [String]) -> Self {
         Flags {
             args,
             defs: Vec::new(),
-            used: BTreeMap::new(),
         }
     }
 
-    pub(crate) fn bool(mut self, name: &'static str) -> Self {
-        self.defs.push((name, FlagKind::Bool));
-        self
+    fn declare(&mut self, name: &'static str, kind: FlagKind) -> usize {
+        self.defs.push((name, kind));
+        self.defs.len() - 1
     }
 
-    pub(crate) fn string(mut self, name: &'static str) -> Self {
-        self.defs.push((name, FlagKind::String));
-        self
+    pub(crate) fn bool(&mut self, name: &'static str) -> BoolFlag {
+        BoolFlag(self.declare(name, FlagKind::Bool))
     }
 
-    pub(crate) fn list(mut self, name: &'static str) -> Self {
-        self.defs.push((name, FlagKind::List));
-        self
+    pub(crate) fn string(&mut self, name: &'static str) -> StringFlag {
+        StringFlag(self.declare(name, FlagKind::String))
     }
 
-    /// Checks every given flag against the definitions and records its value.
-    pub(crate) fn parse(mut self) -> Result<Parsed, InstrError> {
+    pub(crate) fn list(&mut self, name: &'static str) -> ListFlag {
+        ListFlag(self.declare(name, FlagKind::List))
+    }
+
+    /// Checks every given flag against the declarations and records its value.
+    pub(crate) fn parse(self) -> Result<Parsed, InstrError> {
+        let mut values: Vec<Option<Value>> = vec![None; self.defs.len()];
         for arg in self.args {
             if arg == "--" {
                 break;
@@ -74,7 +90,7 @@ impl<'a> Flags<'a> {
                 None => (body, None),
             };
             let flag_name = format!("--{name}");
-            let Some(&(def_name, kind)) = self.defs.iter().find(|(n, _)| *n == name) else {
+            let Some(index) = self.defs.iter().position(|(n, _)| *n == name) else {
                 let known: Vec<&str> = self.defs.iter().map(|(n, _)| *n).collect();
                 let mut err = InstrError::new(format!("unknown flag: {flag_name}"));
                 if let Some(s) = super::suggest(name, &known) {
@@ -82,20 +98,18 @@ impl<'a> Flags<'a> {
                 }
                 return Err(err);
             };
-            if self.used.contains_key(def_name) && kind != FlagKind::List {
+            let kind = self.defs[index].1;
+            if values[index].is_some() && kind != FlagKind::List {
                 return Err(InstrError::new(format!(
                     "duplicate flag specified: {flag_name}"
                 )));
             }
+            let missing = || InstrError::new(format!("missing a value on flag: {flag_name}"));
             match kind {
                 FlagKind::Bool => {
                     let b = match value {
                         None => true,
-                        Some("") => {
-                            return Err(InstrError::new(format!(
-                                "missing a value on flag: {flag_name}"
-                            )))
-                        }
+                        Some("") => return Err(missing()),
                         Some(v) if v.eq_ignore_ascii_case("true") => true,
                         Some(v) if v.eq_ignore_ascii_case("false") => false,
                         Some(v) => {
@@ -104,60 +118,52 @@ impl<'a> Flags<'a> {
                             )))
                         }
                     };
-                    self.used.insert(def_name, Value::Bool(b));
+                    values[index] = Some(Value::Bool(b));
                 }
                 FlagKind::String => {
-                    let Some(v) = value else {
-                        return Err(InstrError::new(format!(
-                            "missing a value on flag: {flag_name}"
-                        )));
-                    };
-                    self.used.insert(def_name, Value::String(v.to_string()));
+                    let v = value.ok_or_else(missing)?;
+                    values[index] = Some(Value::String(v.to_string()));
                 }
                 FlagKind::List => {
-                    let Some(v) = value else {
-                        return Err(InstrError::new(format!(
-                            "missing a value on flag: {flag_name}"
-                        )));
-                    };
-                    match self
-                        .used
-                        .entry(def_name)
-                        .or_insert_with(|| Value::List(Vec::new()))
-                    {
+                    let v = value.ok_or_else(missing)?;
+                    match values[index].get_or_insert_with(|| Value::List(Vec::new())) {
                         Value::List(l) => l.push(v.to_string()),
                         _ => unreachable!("list flags only ever hold lists"),
                     }
                 }
             }
         }
-        Ok(Parsed { used: self.used })
+        Ok(Parsed {
+            names: self.defs.iter().map(|(n, _)| *n).collect(),
+            values,
+        })
     }
 }
 
-/// Flag values after a successful parse.
+/// Flag values after a successful parse, read through the declared handles.
 #[derive(Debug)]
 pub(crate) struct Parsed {
-    used: BTreeMap<&'static str, Value>,
+    names: Vec<&'static str>,
+    values: Vec<Option<Value>>,
 }
 
 impl Parsed {
     /// `Some(b)` when the bool flag was given, `None` when it was not.
-    pub(crate) fn bool_opt(&self, name: &str) -> Option<bool> {
-        match self.used.get(name) {
-            Some(Value::Bool(b)) => Some(*b),
+    pub(crate) fn bool_opt(&self, flag: BoolFlag) -> Option<bool> {
+        match self.values[flag.0] {
+            Some(Value::Bool(b)) => Some(b),
             _ => None,
         }
     }
 
     /// The bool flag's value, false when not given.
-    pub(crate) fn bool(&self, name: &str) -> bool {
-        self.bool_opt(name).unwrap_or(false)
+    pub(crate) fn bool(&self, flag: BoolFlag) -> bool {
+        self.bool_opt(flag).unwrap_or(false)
     }
 
     /// The string flag's value when given (possibly empty: `--from=`).
-    pub(crate) fn string(&self, name: &str) -> Option<&str> {
-        match self.used.get(name) {
+    pub(crate) fn string(&self, flag: StringFlag) -> Option<&str> {
+        match &self.values[flag.0] {
             Some(Value::String(s)) => Some(s),
             _ => None,
         }
@@ -165,15 +171,15 @@ impl Parsed {
 
     /// The string flag's value, treating an empty value like an absent one
     /// (BuildKit's `flag.Value != ""` checks).
-    pub(crate) fn non_empty(&self, name: &str) -> Option<String> {
-        self.string(name)
+    pub(crate) fn non_empty(&self, flag: StringFlag) -> Option<String> {
+        self.string(flag)
             .filter(|s| !s.is_empty())
             .map(str::to_string)
     }
 
     /// All values of a repeatable flag, in order.
-    pub(crate) fn list(&self, name: &str) -> Vec<String> {
-        match self.used.get(name) {
+    pub(crate) fn list(&self, flag: ListFlag) -> Vec<String> {
+        match &self.values[flag.0] {
             Some(Value::List(l)) => l.clone(),
             _ => Vec::new(),
         }
@@ -181,7 +187,15 @@ impl Parsed {
 
     /// Names of the flags that were given, sorted.
     pub(crate) fn used_names(&self) -> Vec<String> {
-        self.used.keys().map(|k| k.to_string()).collect()
+        let mut used: Vec<String> = self
+            .names
+            .iter()
+            .zip(&self.values)
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| n.to_string())
+            .collect();
+        used.sort();
+        used
     }
 }
 
@@ -195,13 +209,11 @@ mod tests {
 
     fn err(a: &[&str]) -> String {
         let a = args(a);
-        Flags::new(&a)
-            .bool("link")
-            .string("from")
-            .list("exclude")
-            .parse()
-            .unwrap_err()
-            .message
+        let mut f = Flags::new(&a);
+        f.bool("link");
+        f.string("from");
+        f.list("exclude");
+        f.parse().unwrap_err().message
     }
 
     #[test]
@@ -214,13 +226,17 @@ mod tests {
             (vec!["--link=False"], false),
         ] {
             let a = args(&given);
-            let p = Flags::new(&a).bool("link").parse().unwrap();
-            assert_eq!(p.bool_opt("link"), Some(want), "{given:?}");
+            let mut f = Flags::new(&a);
+            let link = f.bool("link");
+            let p = f.parse().unwrap();
+            assert_eq!(p.bool_opt(link), Some(want), "{given:?}");
         }
         let a = args(&[]);
-        let p = Flags::new(&a).bool("link").parse().unwrap();
-        assert_eq!(p.bool_opt("link"), None);
-        assert!(!p.bool("link"));
+        let mut f = Flags::new(&a);
+        let link = f.bool("link");
+        let p = f.parse().unwrap();
+        assert_eq!(p.bool_opt(link), None);
+        assert!(!p.bool(link));
     }
 
     #[test]
@@ -236,12 +252,16 @@ mod tests {
     fn string_flags_need_equals() {
         assert_eq!(err(&["--from"]), "missing a value on flag: --from");
         let a = args(&["--from="]);
-        let p = Flags::new(&a).string("from").parse().unwrap();
-        assert_eq!(p.string("from"), Some(""));
-        assert_eq!(p.non_empty("from"), None);
+        let mut f = Flags::new(&a);
+        let from = f.string("from");
+        let p = f.parse().unwrap();
+        assert_eq!(p.string(from), Some(""));
+        assert_eq!(p.non_empty(from), None);
         let a = args(&["--from=a=b"]);
-        let p = Flags::new(&a).string("from").parse().unwrap();
-        assert_eq!(p.string("from"), Some("a=b"));
+        let mut f = Flags::new(&a);
+        let from = f.string("from");
+        let p = f.parse().unwrap();
+        assert_eq!(p.string(from), Some("a=b"));
     }
 
     #[test]
@@ -255,8 +275,10 @@ mod tests {
             "duplicate flag specified: --link"
         );
         let a = args(&["--exclude=a", "--exclude=b"]);
-        let p = Flags::new(&a).list("exclude").parse().unwrap();
-        assert_eq!(p.list("exclude"), vec!["a", "b"]);
+        let mut f = Flags::new(&a);
+        let exclude = f.list("exclude");
+        let p = f.parse().unwrap();
+        assert_eq!(p.list(exclude), vec!["a", "b"]);
         assert_eq!(err(&["--exclude"]), "missing a value on flag: --exclude");
     }
 
@@ -267,10 +289,26 @@ mod tests {
         assert_eq!(err(&["-x"]), "arg should start with -- : -x");
         // `--` stops flag processing: nothing after it is checked.
         let a = args(&["--link", "--", "--foo"]);
-        let p = Flags::new(&a).bool("link").parse().unwrap();
-        assert!(p.bool("link"));
+        let mut f = Flags::new(&a);
+        let link = f.bool("link");
+        let p = f.parse().unwrap();
+        assert!(p.bool(link));
         let a = args(&["--lnk"]);
-        let e = Flags::new(&a).bool("link").parse().unwrap_err();
+        let mut f = Flags::new(&a);
+        f.bool("link");
+        let e = f.parse().unwrap_err();
         assert_eq!(e.help.as_deref(), Some("did you mean --link?"));
+    }
+
+    #[test]
+    fn used_names_are_sorted() {
+        let a = args(&["--network=none", "--mount=a", "--device=x"]);
+        let mut f = Flags::new(&a);
+        f.list("mount");
+        f.string("network");
+        f.string("security");
+        f.list("device");
+        let p = f.parse().unwrap();
+        assert_eq!(p.used_names(), vec!["device", "mount", "network"]);
     }
 }

@@ -1,5 +1,5 @@
-//! Value syntaxes used by instruction flags: Go durations (HEALTHCHECK),
-//! file modes (`--chmod`), and "did you mean" suggestions.
+//! Value syntaxes used by instruction flags: Go durations (HEALTHCHECK) and
+//! "did you mean" suggestions. (`--chmod` modes are in `chmod.rs`.)
 
 use crate::ast::go_quote;
 
@@ -93,73 +93,6 @@ pub fn parse_go_duration(orig: &str) -> Result<i64, String> {
     Ok(if neg { -total } else { total } as i64)
 }
 
-/// A `--chmod` value: octal (`755`, `0644`) or symbolic (`u+x,g-w`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Chmod {
-    Octal(u32),
-    Symbolic(String),
-}
-
-impl Chmod {
-    /// Checks a `--chmod` value like BuildKit does (octal up to 07777, or a
-    /// chmod(1) symbolic mode).
-    pub fn parse(s: &str) -> Result<Chmod, String> {
-        let non_octal = || {
-            format!(
-                "invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777"
-            )
-        };
-        if !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) {
-            let v = if s.bytes().all(|c| (b'0'..=b'7').contains(&c)) {
-                u32::from_str_radix(s, 8).ok()
-            } else {
-                None
-            };
-            return match v {
-                Some(v) if v <= 0o7777 => Ok(Chmod::Octal(v)),
-                _ => Err(non_octal()),
-            };
-        }
-        if s.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(non_octal());
-        }
-        if valid_symbolic_mode(s) {
-            Ok(Chmod::Symbolic(s.to_string()))
-        } else {
-            Err(format!(
-                "invalid chmod parameter: '{s}'. it should be an octal mode (0 to 07777) or a symbolic mode like u+x,g-w"
-            ))
-        }
-    }
-}
-
-/// chmod(1) symbolic modes: `clause[,clause...]`, clause = `[ugoa]*([-+=]([rwxXst]*|[ugo]))+`.
-fn valid_symbolic_mode(s: &str) -> bool {
-    if s.is_empty() {
-        return false;
-    }
-    s.split(',').all(|clause| {
-        let rest = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-        if rest.is_empty() {
-            return false;
-        }
-        let mut chars = rest.chars().peekable();
-        while let Some(op) = chars.next() {
-            if !matches!(op, '+' | '-' | '=') {
-                return false;
-            }
-            if matches!(chars.peek(), Some('u' | 'g' | 'o')) {
-                chars.next();
-                continue;
-            }
-            while matches!(chars.peek(), Some('r' | 'w' | 'x' | 'X' | 's' | 't')) {
-                chars.next();
-            }
-        }
-        true
-    })
-}
-
 /// The closest of `options` to `word` when it is close enough to be a likely typo.
 pub(crate) fn suggest<'a>(word: &str, options: &[&'a str]) -> Option<&'a str> {
     let w = word.to_ascii_lowercase();
@@ -232,29 +165,6 @@ mod tests {
             r#"time: invalid duration ".s""#
         );
         assert!(parse_go_duration("99999999999h").is_err());
-    }
-
-    #[test]
-    fn chmod_values() {
-        assert_eq!(Chmod::parse("755"), Ok(Chmod::Octal(0o755)));
-        assert_eq!(Chmod::parse("0644"), Ok(Chmod::Octal(0o644)));
-        assert_eq!(Chmod::parse("7777"), Ok(Chmod::Octal(0o7777)));
-        assert_eq!(Chmod::parse("u+x"), Ok(Chmod::Symbolic("u+x".into())));
-        assert_eq!(
-            Chmod::parse("u=rwx,go=rx"),
-            Ok(Chmod::Symbolic("u=rwx,go=rx".into()))
-        );
-        assert_eq!(Chmod::parse("a-w"), Ok(Chmod::Symbolic("a-w".into())));
-        assert_eq!(Chmod::parse("g=u"), Ok(Chmod::Symbolic("g=u".into())));
-        for bad in ["999", "17777", "0x1ff", "8"] {
-            assert_eq!(
-                Chmod::parse(bad).unwrap_err(),
-                format!("invalid chmod parameter: '{bad}'. it should be octal string and between 0 and 07777"),
-            );
-        }
-        for bad in ["u", "rwx", "u+y", "", "u+x,"] {
-            assert!(Chmod::parse(bad).is_err(), "{bad:?} should be rejected");
-        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! as BuildKit only checks them while dispatching those stages.
 
 use super::{Base, Input, Stage, Warning};
-use crate::instructions::{CommandLine, Instruction, Origin};
+use crate::instructions::{Cmd, CommandLine, Entrypoint, Kind, Origin};
 
 fn warn(out: &mut Vec<Warning>, o: &Origin, rule: &'static str, message: String) {
     out.push(Warning {
@@ -51,12 +51,12 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
     // ConsistentInstructionCasing, StageNameCasing, FromAsCasing: all stages.
     let mut origins: Vec<&Origin> = Vec::new();
     for st in stages {
-        origins.push(&st.from.origin);
+        origins.push(&st.from_origin);
         origins.extend(
             st.steps
                 .iter()
                 .filter(|s| !s.onbuild)
-                .map(|s| s.instruction.origin()),
+                .map(|s| &s.instruction.origin),
         );
     }
     let (mut lower, mut upper) = (0, 0);
@@ -90,7 +90,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
         }
     }
     for st in stages {
-        let o = &st.from.origin;
+        let o = &st.from_origin;
         let words: Vec<&str> = o.code.split_whitespace().collect();
         let args: Vec<&str> = words
             .iter()
@@ -136,13 +136,15 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
         let mut seen_entrypoint: Option<&Origin> = None;
         let mut seen_health: Option<&Origin> = None;
         for step in &st.steps {
-            let i = &step.instruction;
-            let o = i.origin();
+            let i = &step.instruction.kind;
+            let o = &step.instruction.origin;
             let name = written_keyword(o);
             match i {
-                Instruction::Shell(_) => shell_set = true,
-                Instruction::Cmd(_) | Instruction::Entrypoint(_) if st.needed => {
-                    let seen = if matches!(i, Instruction::Cmd(_)) {
+                Kind::Shell(_) => shell_set = true,
+                Kind::Cmd(Cmd { command }) | Kind::Entrypoint(Entrypoint { command })
+                    if st.needed =>
+                {
+                    let seen = if matches!(i, Kind::Cmd(_)) {
                         &mut seen_cmd
                     } else {
                         &mut seen_entrypoint
@@ -155,7 +157,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
                             format!("Multiple {name} instructions should not be used in the same stage because only the last one will be used"),
                         );
                     }
-                    if matches!(command_of(i), CommandLine::Shell(_)) && !shell_set {
+                    if matches!(command, CommandLine::Shell(_)) && !shell_set {
                         warn(
                             out,
                             o,
@@ -164,7 +166,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
                         );
                     }
                 }
-                Instruction::Healthcheck(_) if st.needed => {
+                Kind::Healthcheck(_) if st.needed => {
                     if let Some(prev) = seen_health.replace(o) {
                         warn(
                             out,
@@ -174,7 +176,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
                         );
                     }
                 }
-                Instruction::Env(e) if st.needed => {
+                Kind::Env(e) if st.needed => {
                     if e.vars.iter().any(|v| v.no_delim) {
                         warn(
                             out,
@@ -194,7 +196,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
                         }
                     }
                 }
-                Instruction::Label(l) if st.needed && l.labels.iter().any(|v| v.no_delim) => {
+                Kind::Label(l) if st.needed && l.labels.iter().any(|v| v.no_delim) => {
                     warn(
                         out,
                         o,
@@ -202,7 +204,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
                         format!("\"{name} key=value\" should be used instead of legacy \"{name} key value\" format"),
                     );
                 }
-                Instruction::Arg(a) if st.needed => {
+                Kind::Arg(a) if st.needed => {
                     for d in &a.args {
                         if looks_secret(&d.key) {
                             warn(
@@ -214,7 +216,7 @@ pub(super) fn lint(stages: &[Stage], out: &mut Vec<Warning>) {
                         }
                     }
                 }
-                Instruction::Workdir(w) => {
+                Kind::Workdir(w) => {
                     // Paths with variables are only known when the stage runs.
                     if st.needed && !wd_set && !w.path.starts_with('/') && !w.path.contains('$') {
                         warn(
@@ -255,21 +257,13 @@ fn unknown_stage_references(stages: &[Stage], out: &mut Vec<Warning>) {
                 if let Some(stage) = crate::instructions::suggest(word, &names) {
                     warn(
                         out,
-                        step.instruction.origin(),
+                        &step.instruction.origin,
                         "UnknownStageReference",
                         format!("{word:?} is not a stage of this Dockerfile and will be pulled as an image (did you mean {stage:?}?)"),
                     );
                 }
             }
         }
-    }
-}
-
-fn command_of(i: &Instruction) -> &CommandLine {
-    match i {
-        Instruction::Cmd(c) => &c.command,
-        Instruction::Entrypoint(e) => &e.command,
-        _ => unreachable!("only called for CMD and ENTRYPOINT"),
     }
 }
 

@@ -52,7 +52,7 @@ fn seed_dockerfile_has_three_stages() {
     assert_eq!(p.stages[1].steps.len(), 6);
     assert_eq!(p.stages[2].steps.len(), 10);
     assert_eq!(p.stages[2].steps[1].copy_from, Some(Input::Stage(1)));
-    assert_eq!(p.stages[2].steps[0].instruction.origin().start_line, 10);
+    assert_eq!(p.stages[2].steps[0].instruction.origin.start_line, 10);
     assert_eq!(p.needed_steps(), 16);
 }
 
@@ -96,13 +96,13 @@ fn meta_arg_in_from() {
 fn meta_arg_visible_in_stage_only_when_redeclared() {
     let text = "ARG VERSION=1.0\nFROM alpine\nARG VERSION\nARG OTHER\nARG WITHDEF=x\n";
     let p = ok(text, &PlanOptions::default());
-    let Instruction::Arg(redeclared) = &p.stages[0].steps[0].instruction else {
+    let Kind::Arg(redeclared) = &p.stages[0].steps[0].instruction.kind else {
         panic!()
     };
-    let Instruction::Arg(other) = &p.stages[0].steps[1].instruction else {
+    let Kind::Arg(other) = &p.stages[0].steps[1].instruction.kind else {
         panic!()
     };
-    let Instruction::Arg(withdef) = &p.stages[0].steps[2].instruction else {
+    let Kind::Arg(withdef) = &p.stages[0].steps[2].instruction.kind else {
         panic!()
     };
     let no_expand = |s: &str| -> Result<String, ()> { Ok(s.to_string()) };
@@ -156,7 +156,7 @@ fn meta_args_chain_and_predefined() {
     assert_eq!(p.global_args["TARGETPLATFORM"], "linux/arm64");
     assert_eq!(p.global_args["TARGETOS"], "linux");
     assert_eq!(p.global_args["BUILDOS"], "linux");
-    let Instruction::Arg(a) = &p.stages[0].steps[0].instruction else {
+    let Kind::Arg(a) = &p.stages[0].steps[0].instruction.kind else {
         panic!()
     };
     assert_eq!(

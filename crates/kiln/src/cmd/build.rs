@@ -2,20 +2,18 @@
 //! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan,
 //! otherwise the executor runs it and the image is stored, tagged, exported and pushed.
 
-use crate::flags::{BuildFlags, GlobalFlags};
+use crate::flags::{BuildFlags, BuildNetwork, GlobalFlags, PullFlag};
 use crate::local_images::open_store;
-use kiln_build::context::Context;
-use kiln_build::context_hash::{self, hash_context};
-use kiln_build::entitlements::{self, Entitlements};
-use kiln_build::executor::{self, BuildError, BuildOptions, NamedContext};
-use kiln_build::progress::{Clock, Event, ProgressSink, Summary};
-use kiln_dockerfile::instructions::Instruction;
+use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
+use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedContext};
+use kiln_dockerfile::instructions::{Kind, NetworkMode};
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
-use kiln_oci::archive::{import_oci_dir, NamedImage, OutputSpec};
+use kiln_oci::export::{NamedImage, OutputSpec};
 use kiln_oci::image::{write_image, ManifestFormat};
 use kiln_oci::layer::Compression;
-use kiln_oci::registry::{push, PushOptions, Reference, RegistryContext};
+use kiln_oci::load::import_oci_dir;
+use kiln_oci::registry::{push, PullPolicy, PushOptions, Reference, RegistryContext};
 use kiln_oci::store::{BlobRef, Store};
 use kiln_oci::ImageName;
 use miette::{miette, IntoDiagnostic, WrapErr};
@@ -23,7 +21,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCode> {
     let (context_holder, stdin_dockerfile) = if flags.dry_run {
@@ -47,7 +44,7 @@ pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCo
     let plan = stages::plan(&df, &src, &opts).map_err(miette::Report::new)?;
     let entitlements =
         Entitlements::from_allow(&flags.allow).map_err(|e| miette!("--allow: {e}"))?;
-    entitlements::check_plan(&plan, &entitlements, &src).map_err(miette::Report::new)?;
+    kiln_builder::check_entitlements(&plan, &entitlements, &src).map_err(miette::Report::new)?;
     let warnings: Vec<String> = plan
         .warnings
         .iter()
@@ -85,13 +82,8 @@ fn execute(
         .filter(|f| f.as_os_str() != "-")
         .cloned()
         .unwrap_or_else(|| context_dir.join("Dockerfile"));
-    let context = Context::load_with_ignore_file(context_dir, Some(&dockerfile_path))
+    let context = BuildContext::load(context_dir, Some(&dockerfile_path), Some(store.root()))
         .map_err(|e| miette!("build context {}: {e}", context_dir.display()))?;
-    let digests = hash_context(
-        &context,
-        Some(&context_hash::cache_path(store.root(), context_dir)),
-    )
-    .map_err(|e| miette!("build context {}: {e}", context_dir.display()))?;
     let registry =
         RegistryContext::load(flags.authfile.authfile.as_deref()).map_err(|e| miette!("{e}"))?;
     let names: Vec<ImageName> = flags
@@ -113,8 +105,7 @@ fn execute(
         ));
     }
     let opts = BuildOptions {
-        context: Arc::new(context),
-        context_digests: Arc::new(digests),
+        context,
         named_contexts: named_contexts(&store, &flags.build_contexts)?,
         no_cache: flags.no_cache,
         no_cache_stages: flags.no_cache_filter.clone(),
@@ -123,16 +114,17 @@ fn execute(
                 .map(|n| n.get())
                 .unwrap_or(2)
         }),
-        pull: flags
-            .pull
-            .parse()
-            .map_err(|e: String| miette!("--pull: {e}"))?,
+        pull: match flags.pull {
+            PullFlag::Missing => PullPolicy::Missing,
+            PullFlag::Always => PullPolicy::Always,
+            PullFlag::Never => PullPolicy::Never,
+        },
         registry,
         secrets: secrets(&flags.secrets)?,
-        default_network: match flags.network.as_str() {
-            "none" => kiln_dockerfile::instructions::NetworkMode::None,
-            "host" => kiln_dockerfile::instructions::NetworkMode::Host,
-            _ => kiln_dockerfile::instructions::NetworkMode::Default,
+        default_network: match flags.network {
+            BuildNetwork::None => NetworkMode::None,
+            BuildNetwork::Host => NetworkMode::Host,
+            BuildNetwork::Default => NetworkMode::Default,
         },
         extra_hosts: Vec::new(),
         shm_size: None,
@@ -142,13 +134,13 @@ fn execute(
     let progress = if flags.quiet {
         crate::progress::quiet()
     } else {
-        crate::progress::sink_for(&flags.progress)
+        crate::progress::sink_for(flags.progress)
     };
     for message in warnings {
         progress.emit(Event::Warning { at_ms: 0, message });
     }
     let clock = Clock::start();
-    let result = executor::build(plan, src, &opts, &store, progress.as_ref());
+    let result = kiln_builder::build(plan, src, &opts, &store, progress.as_ref());
     let out = match result {
         Ok(out) => out,
         Err(e) => {
@@ -229,13 +221,13 @@ fn execute(
             });
         }
     }
-    if let Some(engine) = &flags.load.load {
+    if let Some(engine) = flags.load.load {
         let started = clock.now_ms();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         super::load_into::load_into(&store, engine, &names)?;
         progress.emit(Event::Phase {
             at_ms: clock.now_ms(),
-            name: format!("loading into {engine}"),
+            name: format!("loading into {}", engine.command()),
             duration_ms: Some(clock.now_ms() - started),
         });
     }
@@ -573,15 +565,15 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage, steps_width: usize) {
     };
     let _ = writeln!(out, "  deps:     {deps}");
     let _ = writeln!(out, "  steps:");
-    let width = steps_width.max(st.from.origin.lines().len());
+    let width = steps_width.max(st.from_origin.lines().len());
     let _ = writeln!(
         out,
         "    line {:>width$}  {}",
-        st.from.origin.lines(),
-        st.from.origin.summary()
+        st.from_origin.lines(),
+        st.from_origin.summary()
     );
     for step in &st.steps {
-        let o = step.instruction.origin();
+        let o = &step.instruction.origin;
         let mut notes = Vec::new();
         if step.onbuild {
             notes.push("ONBUILD trigger of the base stage".to_string());
@@ -597,7 +589,7 @@ fn render_stage(out: &mut String, plan: &Plan, st: &Stage, steps_width: usize) {
                 Input::Image(r) => notes.push(format!("mounts image {r}")),
             }
         }
-        if let Instruction::Run(r) = &step.instruction {
+        if let Kind::Run(r) = &step.instruction.kind {
             if !r.heredocs.is_empty() {
                 notes.push(format!("{} heredoc(s)", r.heredocs.len()));
             }
@@ -641,7 +633,7 @@ fn render_plan(plan: &Plan) -> String {
         .stages
         .iter()
         .flat_map(|s| &s.steps)
-        .map(|step| step.instruction.origin().lines().len())
+        .map(|step| step.instruction.origin.lines().len())
         .max()
         .unwrap_or(1);
     for st in &plan.stages {

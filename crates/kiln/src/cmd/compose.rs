@@ -13,11 +13,8 @@ use crate::flags::{
     ComposeBuildFlags, ComposeCommand, ComposeConfigFlags, ComposeFlags, GlobalFlags,
 };
 use crate::local_images::open_store;
-use kiln_build::context::Context;
-use kiln_build::context_hash::{self, hash_context};
-use kiln_build::entitlements::{self, Entitlements};
-use kiln_build::executor::{self, BuildError, BuildOptions, NamedContext, PendingImage};
-use kiln_build::progress::{Clock, Event, Millis, ProgressSink, Summary};
+use kiln_builder::progress::{Clock, Event, Millis, ProgressSink, Summary};
+use kiln_builder::{BuildError, BuildOptions, Entitlements, NamedContext, PendingImage};
 use kiln_compose::{
     AdditionalContext, Build, BuildContext, ComposeError, Dockerfile, Project, Service,
 };
@@ -118,7 +115,7 @@ pub(super) fn build(
     let progress = if flags.quiet {
         crate::progress::quiet()
     } else {
-        crate::progress::sink_for(&flags.progress)
+        crate::progress::sink_for(flags.progress)
     };
     for w in &project.warnings {
         progress.emit(Event::Warning {
@@ -194,7 +191,7 @@ pub(super) fn build(
         if flags.push {
             push_images(&jobs, &store, &registry)?;
         }
-        if let Some(engine) = &flags.load.load {
+        if let Some(engine) = flags.load.load {
             let names: Vec<String> = jobs
                 .iter()
                 .flat_map(|j| j.names.iter().map(|n| n.to_string()))
@@ -443,7 +440,7 @@ fn prepare(
     }
     let granted =
         Entitlements::from_allow(&allow).map_err(|e| report(b.error("entitlements", e)))?;
-    entitlements::check_plan(&plan, &granted, &src).map_err(miette::Report::new)?;
+    kiln_builder::check_entitlements(&plan, &granted, &src).map_err(miette::Report::new)?;
     for w in &plan.warnings {
         warnings.push(if w.line > 0 {
             format!("{}:{}: {} [{}]", src.name, w.line, w.message, w.rule)
@@ -590,18 +587,17 @@ fn build_one(
     source_date_epoch: Option<i64>,
 ) -> Result<String, BuildError> {
     let clock = Clock::start();
-    let context = Context::load_with_ignore_file(&job.context_dir, job.dockerfile_path.as_deref())
-        .map_err(|e| {
-            BuildError::Other(format!("build context {}: {e}", job.context_dir.display()))
-        })?;
-    let digests = hash_context(
-        &context,
-        Some(&context_hash::cache_path(store.root(), &job.context_dir)),
+    let context = kiln_builder::BuildContext::load(
+        &job.context_dir,
+        job.dockerfile_path.as_deref(),
+        Some(store.root()),
     )
-    .map_err(|e| BuildError::Other(format!("build context {}: {e}", job.context_dir.display())))?;
+    .map_err(|source| BuildError::Context {
+        dir: job.context_dir.clone(),
+        source,
+    })?;
     let opts = BuildOptions {
-        context: Arc::new(context),
-        context_digests: Arc::new(digests),
+        context,
         named_contexts: job.named_contexts.clone(),
         no_cache: job.no_cache,
         no_cache_stages: Vec::new(),
@@ -615,19 +611,27 @@ fn build_one(
         compression: Compression::default(),
         source_date_epoch,
     };
-    let mut out = executor::build(&job.plan, &job.src, &opts, store, progress)?;
+    let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;
     let exporting = clock.now_ms();
     if !job.labels.is_empty() {
         let cfg = out.config.config.get_or_insert_with(Default::default);
         cfg.labels.extend(job.labels.iter().cloned());
     }
     let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
-    let manifest = write_image(store, &out.config, &layers, ManifestFormat::Oci)
-        .map_err(|e| BuildError::Other(format!("storing the image: {e}")))?;
+    let manifest =
+        write_image(store, &out.config, &layers, ManifestFormat::Oci).map_err(|source| {
+            BuildError::Output {
+                action: "storing the image".into(),
+                source,
+            }
+        })?;
     for n in &job.names {
         store
             .tag(n, manifest.clone())
-            .map_err(|e| BuildError::Other(format!("tagging {n}: {e}")))?;
+            .map_err(|source| BuildError::Output {
+                action: format!("tagging {n}"),
+                source,
+            })?;
     }
     progress.emit(Event::Phase {
         at_ms: clock.now_ms(),

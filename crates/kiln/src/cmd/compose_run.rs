@@ -661,7 +661,7 @@ pub fn up(global: &GlobalFlags, project: &mut Project, flags: &ComposeUpFlags) -
             push: false,
             load: LoadFlag { load: None },
             quiet: false,
-            progress: "auto".into(),
+            progress: crate::progress::ProgressMode::Auto,
             jobs: None,
             authfile: crate::flags::AuthFileFlag { authfile: None },
             services: to_build,

@@ -127,7 +127,7 @@ pub fn ps(global: &GlobalFlags, flags: PsFlags) -> Result<ExitCode> {
         for c in &list {
             println!("{}", &c.config.id[..12]);
         }
-    } else if flags.format.format == "json" {
+    } else if flags.format.format == crate::flags::ListFormat::Json {
         for c in &list {
             let v = serde_json::json!({
                 "ID": c.config.id,

@@ -1,6 +1,6 @@
 //! `kiln history`: one line per history entry, newest first, like docker.
 
-use crate::flags::{GlobalFlags, HistoryFlags};
+use crate::flags::{GlobalFlags, HistoryFlags, ListFormat};
 use crate::local_images::{find, open_store};
 use crate::render::{created_at, human_since, human_size, now_unix, table};
 use kiln_oci::image::parse_rfc3339;
@@ -54,7 +54,7 @@ pub fn run(global: &GlobalFlags, flags: HistoryFlags) -> Result<ExitCode> {
             s
         };
         let comment = h.comment.clone().unwrap_or_default();
-        if flags.format.format == "json" {
+        if flags.format.format == ListFormat::Json {
             json_lines.push(serde_json::json!({
                 "Comment": comment,
                 "CreatedAt": created.map(created_at).unwrap_or_else(|| "N/A".into()),
@@ -70,7 +70,7 @@ pub fn run(global: &GlobalFlags, flags: HistoryFlags) -> Result<ExitCode> {
     if flags.quiet.quiet {
         return Ok(ExitCode::SUCCESS);
     }
-    if flags.format.format == "json" {
+    if flags.format.format == ListFormat::Json {
         for l in json_lines {
             println!("{l}");
         }

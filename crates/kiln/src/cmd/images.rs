@@ -1,6 +1,6 @@
 //! `kiln images`.
 
-use crate::flags::{GlobalFlags, ImagesFlags};
+use crate::flags::{GlobalFlags, ImagesFlags, ListFormat};
 use crate::local_images::{all_images, open_store};
 use crate::render::{created_at, human_since, human_size, now_unix, table};
 use kiln_oci::image::parse_rfc3339;
@@ -51,7 +51,7 @@ pub fn run(global: &GlobalFlags, flags: ImagesFlags) -> Result<ExitCode> {
             }
             continue;
         }
-        if flags.format.format == "json" {
+        if flags.format.format == ListFormat::Json {
             json_lines.push(serde_json::json!({
                 "Containers": "N/A",
                 "CreatedAt": created.map(created_at).unwrap_or_else(|| "N/A".into()),
@@ -73,7 +73,7 @@ pub fn run(global: &GlobalFlags, flags: ImagesFlags) -> Result<ExitCode> {
         for r in rows {
             println!("{}", r[0]);
         }
-    } else if flags.format.format == "json" {
+    } else if flags.format.format == ListFormat::Json {
         for l in json_lines {
             println!("{l}");
         }

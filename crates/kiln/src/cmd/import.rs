@@ -12,9 +12,9 @@
 
 use crate::flags::{GlobalFlags, ImportFlags};
 use crate::local_images::open_store;
-use kiln_dockerfile::instructions::{parse_instructions, CommandLine, Instruction, ShellExpand};
+use kiln_dockerfile::instructions::{parse_instructions, Kind, ShellExpand};
 use kiln_dockerfile::Source;
-use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, EmptyObject, History};
+use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
 use kiln_oci::layer::{write_layer, write_layer_from_tar, Compression, DiffKind, LayerOptions};
 use kiln_oci::registry::Platform;
 use kiln_oci::{BlobRef, ImageConfig, ImageName, ManifestFormat};
@@ -37,13 +37,12 @@ pub fn run(global: &GlobalFlags, flags: ImportFlags) -> Result<ExitCode> {
     let source_date_epoch = source_date_epoch()?;
     let mut config = ImageConfig::new(&platform.os, &platform.architecture);
     config.variant = platform.variant.clone();
-    let mut container = ContainerConfig::default();
     let mut changes = ChangeState::default();
     for change in &flags.changes {
-        apply_change(&mut container, &mut changes, change)?;
+        apply_change(&mut config, &mut changes, change)?;
     }
-    if container != ContainerConfig::default() {
-        config.config = Some(container);
+    if config.config == Some(ContainerConfig::default()) {
+        config.config = None;
     }
 
     let store = open_store(global)?;
@@ -159,8 +158,9 @@ struct ChangeState {
 const ALLOWED: &str =
     "CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR";
 
-/// Applies one `--change` (a Dockerfile instruction) to `config`.
-fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &str) -> Result<()> {
+/// Applies one `--change` (a Dockerfile instruction) to `config`, with the
+/// meaning `kiln build` gives it ([`kiln_builder::apply_config`]).
+fn apply_change(config: &mut ImageConfig, state: &mut ChangeState, text: &str) -> Result<()> {
     let src = Source::new("--change", text.to_string());
     let df = kiln_dockerfile::parse(&src).map_err(miette::Report::new)?;
     let mut instructions = parse_instructions(&df, &src).map_err(miette::Report::new)?;
@@ -171,9 +171,30 @@ fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &st
         ));
     }
     let instruction = instructions.remove(0);
+    let bad = |m: String| miette!("--change {text:?}: {m}");
+    match &instruction.kind {
+        Kind::Cmd(_)
+        | Kind::Entrypoint(_)
+        | Kind::Env(_)
+        | Kind::Expose(_)
+        | Kind::Healthcheck(_)
+        | Kind::Label(_)
+        | Kind::Onbuild(_)
+        | Kind::StopSignal(_)
+        | Kind::User(_)
+        | Kind::Volume(_)
+        | Kind::Workdir(_) => {}
+        other => {
+            return Err(bad(format!(
+                "{} cannot be used with import; allowed: {ALLOWED}",
+                other.keyword()
+            )))
+        }
+    }
     let env: Vec<(String, String)> = config
-        .env
+        .config
         .iter()
+        .flat_map(|c| &c.env)
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
             None => (kv.clone(), String::new()),
@@ -182,144 +203,10 @@ fn apply_change(config: &mut ContainerConfig, state: &mut ChangeState, text: &st
     let mut expand = ShellExpand::new(df.escape, &env);
     let instruction = instruction
         .expanded(&mut expand)
-        .map_err(|e| miette!("--change {text:?}: {}", e.message))?;
-    let bad = |m: String| miette!("--change {text:?}: {m}");
-    match instruction {
-        Instruction::Env(e) => {
-            for kv in e.vars {
-                let prefix = format!("{}=", kv.key);
-                let entry = format!("{}={}", kv.key, kv.value);
-                match config.env.iter_mut().find(|e| e.starts_with(&prefix)) {
-                    Some(existing) => *existing = entry,
-                    None => config.env.push(entry),
-                }
-            }
-        }
-        Instruction::Cmd(c) => {
-            config.cmd = Some(command_argv(config, c.command));
-            state.cmd_set = true;
-        }
-        Instruction::Entrypoint(e) => {
-            config.entrypoint = Some(command_argv(config, e.command));
-            if !state.cmd_set {
-                config.cmd = None;
-            }
-        }
-        Instruction::Workdir(w) => {
-            let base = config.working_dir.clone().unwrap_or_else(|| "/".into());
-            config.working_dir = Some(join_workdir(&base, &w.path));
-        }
-        Instruction::User(u) => config.user = Some(u.user),
-        Instruction::Label(l) => {
-            for kv in l.labels {
-                config.labels.insert(kv.key, kv.value);
-            }
-        }
-        Instruction::Expose(e) => {
-            for p in e.ports {
-                for port in expose_ports(&p).map_err(bad)? {
-                    config.exposed_ports.insert(port, EmptyObject {});
-                }
-            }
-        }
-        Instruction::Volume(v) => {
-            for p in v.paths {
-                if p.is_empty() {
-                    return Err(bad("VOLUME specified can not be an empty string".into()));
-                }
-                config.volumes.insert(p, EmptyObject {});
-            }
-        }
-        Instruction::StopSignal(s) => config.stop_signal = Some(s.signal),
-        Instruction::Healthcheck(h) => {
-            config.healthcheck = Some(match h.check {
-                None => kiln_oci::image::HealthConfig {
-                    test: vec!["NONE".into()],
-                    ..Default::default()
-                },
-                Some(c) => {
-                    let nonzero = |n: i64| (n != 0).then_some(n);
-                    kiln_oci::image::HealthConfig {
-                        test: c.test,
-                        interval: nonzero(c.interval_ns),
-                        timeout: nonzero(c.timeout_ns),
-                        start_period: nonzero(c.start_period_ns),
-                        start_interval: nonzero(c.start_interval_ns),
-                        retries: (c.retries != 0).then_some(i64::from(c.retries)),
-                    }
-                }
-            })
-        }
-        Instruction::Onbuild(o) => config.on_build.push(o.expression),
-        other => {
-            return Err(bad(format!(
-                "{} cannot be used with import; allowed: {ALLOWED}",
-                other.keyword()
-            )))
-        }
-    }
+        .map_err(|e| bad(e.message))?;
+    kiln_builder::apply_config(config, &mut state.cmd_set, &instruction.kind)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(())
-}
-
-/// Shell form runs through the image's SHELL (default `/bin/sh -c`).
-fn command_argv(config: &ContainerConfig, command: CommandLine) -> Vec<String> {
-    match command {
-        CommandLine::Exec(argv) => argv,
-        CommandLine::Shell(line) => {
-            let mut argv = config
-                .shell
-                .clone()
-                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-            argv.push(line);
-            argv
-        }
-    }
-}
-
-/// WORKDIR: a relative path is taken from the current one; the result is clean.
-fn join_workdir(current: &str, path: &str) -> String {
-    let joined = if path.starts_with('/') {
-        path.to_string()
-    } else {
-        format!("{current}/{path}")
-    };
-    let mut parts: Vec<&str> = Vec::new();
-    for c in joined.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, … (docker's port specs).
-fn expose_ports(spec: &str) -> std::result::Result<Vec<String>, String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid protocol {proto:?} in EXPOSE {spec:?}"));
-    }
-    let port = |s: &str| -> std::result::Result<u16, String> {
-        s.parse::<u16>()
-            .map_err(|_| format!("invalid port {s:?} in EXPOSE {spec:?}"))
-    };
-    let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (port(a)?, port(b)?),
-        None => {
-            let p = port(ports)?;
-            (p, p)
-        }
-    };
-    if hi < lo {
-        return Err(format!("invalid port range in EXPOSE {spec:?}"));
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
 }
 
 #[cfg(test)]
@@ -327,12 +214,12 @@ mod tests {
     use super::*;
 
     fn changed(changes: &[&str]) -> ContainerConfig {
-        let mut config = ContainerConfig::default();
+        let mut config = ImageConfig::new("linux", "amd64");
         let mut state = ChangeState::default();
         for c in changes {
             apply_change(&mut config, &mut state, c).unwrap();
         }
-        config
+        config.config.unwrap_or_default()
     }
 
     #[test]
@@ -387,7 +274,7 @@ mod tests {
 
     #[test]
     fn forbidden_and_malformed_changes_are_errors() {
-        let mut config = ContainerConfig::default();
+        let mut config = ImageConfig::new("linux", "amd64");
         let mut state = ChangeState::default();
         for bad in [
             "RUN echo",

@@ -2,7 +2,7 @@
 
 use crate::flags::{GlobalFlags, LoadFlags};
 use crate::local_images::open_store;
-use kiln_oci::archive::load_archive;
+use kiln_oci::load::load_archive;
 use miette::{miette, Result};
 use std::io::{BufReader, IsTerminal, Read};
 use std::process::ExitCode;

@@ -4,9 +4,9 @@
 //! that `docker compose up --no-build` or `podman-compose up` run them as
 //! they are.
 
-use crate::flags::{GlobalFlags, LoadIntoFlags};
+use crate::flags::{GlobalFlags, LoadEngine, LoadIntoFlags};
 use crate::local_images::{find, open_store, Target};
-use kiln_oci::archive::{DockerExporter, Exporter, NamedImage};
+use kiln_oci::export::{DockerExporter, Exporter, NamedImage};
 use kiln_oci::Store;
 use miette::{miette, Result};
 use std::io::Read;
@@ -14,12 +14,13 @@ use std::process::{Command, ExitCode, Stdio};
 
 pub fn run(global: &GlobalFlags, flags: LoadIntoFlags) -> Result<ExitCode> {
     let store = open_store(global)?;
-    load_into(&store, &flags.engine, &flags.images)?;
+    load_into(&store, flags.engine, &flags.images)?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Streams `images` (names or ids) into `engine`'s `load`.
-pub fn load_into(store: &Store, engine: &str, images: &[String]) -> Result<()> {
+pub fn load_into(store: &Store, engine: LoadEngine, images: &[String]) -> Result<()> {
+    let engine = engine.command();
     let mut named = Vec::new();
     for arg in images {
         match find(store, arg)? {

@@ -1,7 +1,7 @@
 //! `kiln prune [--build-cache]`: garbage-collect the store (blobs no image or
 //! build-cache record uses, unused snapshots; with `--build-cache` the cache too).
 
-use crate::flags::{GlobalFlags, PruneFlags};
+use crate::flags::{GlobalFlags, ListFormat, PruneFlags};
 use crate::local_images::open_store;
 use crate::render::human_size;
 use miette::{miette, Result};
@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, flags: PruneFlags) -> Result<ExitCode> {
     let mut store = open_store(global)?;
-    let pruned = kiln_build::prune::prune(&mut store, flags.build_cache)
+    let pruned = kiln_builder::prune(&mut store, flags.build_cache)
         .map_err(|e| miette!("pruning the store: {e}"))?;
     let mut report = pruned.gc;
     report.reclaimed_bytes += pruned.reclaimed_bytes;
-    if flags.format.format == "json" {
+    if flags.format.format == ListFormat::Json {
         let v = serde_json::json!({
             "DeletedBlobs": report.removed_blobs.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             "RemovedTempFiles": report.removed_temp_files,

@@ -13,7 +13,7 @@
 //! background and the id is printed; `kiln ps`, `logs`, `stop` and `rm` find it.
 
 use crate::containers::{container_config, parse_mount, parse_volume, ContainerOptions};
-use crate::flags::{GlobalFlags, RunFlags};
+use crate::flags::{GlobalFlags, RunFlags, RunNetwork};
 use crate::local_images::{find, open_store};
 use kiln_runtime::network::DEFAULT_BRIDGE;
 use kiln_runtime::{Containers, Group, Member, NetworkChoice, Output, PortMapping, StopFlag};
@@ -56,15 +56,15 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
         .iter()
         .map(|p| PortMapping::parse(p).map_err(|e| miette!("{e}")))
         .collect::<Result<Vec<_>>>()?;
-    let network = match (flags.network.as_deref(), ports.is_empty()) {
-        (Some("host"), false) | (Some("none"), false) => {
+    let network = match (flags.network, ports.is_empty()) {
+        (Some(RunNetwork::Host | RunNetwork::None), false) => {
             return Err(miette!(
                 "-p publishes ports of a container with its own network: use it without --network or with --network bridge"
             ))
         }
-        (Some("host"), true) | (None, true) => NetworkChoice::Host,
-        (Some("none"), true) => NetworkChoice::None,
-        _ => NetworkChoice::Bridge {
+        (Some(RunNetwork::Host), true) | (None, true) => NetworkChoice::Host,
+        (Some(RunNetwork::None), true) => NetworkChoice::None,
+        (Some(RunNetwork::Bridge), _) | (None, false) => NetworkChoice::Bridge {
             network: DEFAULT_BRIDGE.to_string(),
             aliases: Vec::new(),
             dns: false,

@@ -1,8 +1,8 @@
 //! `kiln save`: images to a docker-archive (default) or OCI archive tar.
 
-use crate::flags::{GlobalFlags, SaveFlags};
+use crate::flags::{GlobalFlags, SaveFlags, SaveFormat};
 use crate::local_images::{find, open_store, Target};
-use kiln_oci::archive::{DockerExporter, Exporter, NamedImage, OciExporter};
+use kiln_oci::export::{DockerExporter, Exporter, NamedImage, OciExporter};
 use miette::{miette, Result};
 use std::fs;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -29,10 +29,9 @@ pub fn run(global: &GlobalFlags, flags: SaveFlags) -> Result<ExitCode> {
         }
     }
     let make = |w: Box<dyn Write>| -> Box<dyn Exporter> {
-        if flags.format == "oci" {
-            Box::new(OciExporter::tar(w))
-        } else {
-            Box::new(DockerExporter::new(w))
+        match flags.format {
+            SaveFormat::Oci => Box::new(OciExporter::tar(w)),
+            SaveFormat::Docker => Box::new(DockerExporter::new(w)),
         }
     };
     match &flags.output {

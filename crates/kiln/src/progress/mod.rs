@@ -13,7 +13,7 @@ mod plain;
 mod rawjson;
 mod tty;
 
-use kiln_build::progress::{Event, Millis, ProgressSink, Summary};
+use kiln_builder::progress::{Event, Millis, ProgressSink, Summary};
 use std::io::{self, IsTerminal};
 use std::sync::Arc;
 
@@ -37,35 +37,17 @@ enum Renderer {
 }
 
 /// `--progress`: how to show the build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ProgressMode {
+    /// `tty` on a terminal, else `plain`.
     Auto,
     Tty,
     Plain,
     Rawjson,
 }
 
-impl ProgressMode {
-    /// The mode named by a `--progress` value (the flag's parser admits only these).
-    pub fn from_flag(value: &str) -> Option<ProgressMode> {
-        match value {
-            "auto" => Some(ProgressMode::Auto),
-            "tty" => Some(ProgressMode::Tty),
-            "plain" => Some(ProgressMode::Plain),
-            "rawjson" => Some(ProgressMode::Rawjson),
-            _ => None,
-        }
-    }
-}
-
-/// The renderer for a `--progress` value (`auto`, `tty`, `plain`, `rawjson`;
-/// anything else is taken as `auto`), writing to stderr.
-pub fn sink_for(mode: &str) -> Arc<Progress> {
-    sink_for_mode(ProgressMode::from_flag(mode).unwrap_or(ProgressMode::Auto))
-}
-
 /// The renderer for `mode`, writing to stderr.
-pub fn sink_for_mode(mode: ProgressMode) -> Arc<Progress> {
+pub fn sink_for(mode: ProgressMode) -> Arc<Progress> {
     let renderer = match resolve(mode) {
         ProgressMode::Tty => Renderer::Tty(Tty::stderr()),
         ProgressMode::Rawjson => Renderer::RawJson(RawJson::new(io::stderr())),
@@ -184,14 +166,13 @@ mod tests {
 
     #[test]
     fn flag_values_name_modes() {
-        assert_eq!(ProgressMode::from_flag("auto"), Some(ProgressMode::Auto));
-        assert_eq!(ProgressMode::from_flag("tty"), Some(ProgressMode::Tty));
-        assert_eq!(ProgressMode::from_flag("plain"), Some(ProgressMode::Plain));
-        assert_eq!(
-            ProgressMode::from_flag("rawjson"),
-            Some(ProgressMode::Rawjson)
-        );
-        assert_eq!(ProgressMode::from_flag("fancy"), None);
+        use clap::ValueEnum;
+        let mode = |v: &str| ProgressMode::from_str(v, false).ok();
+        assert_eq!(mode("auto"), Some(ProgressMode::Auto));
+        assert_eq!(mode("tty"), Some(ProgressMode::Tty));
+        assert_eq!(mode("plain"), Some(ProgressMode::Plain));
+        assert_eq!(mode("rawjson"), Some(ProgressMode::Rawjson));
+        assert_eq!(mode("fancy"), None);
         assert_eq!(resolve(ProgressMode::Rawjson), ProgressMode::Rawjson);
         assert_ne!(resolve(ProgressMode::Auto), ProgressMode::Auto);
     }

@@ -16,7 +16,7 @@
 //! belongs to. Output lines are written as the RUN printed them.
 
 use super::{seconds, summary_line};
-use kiln_build::progress::{Event, Millis, ProgressSink};
+use kiln_builder::progress::{Event, Millis, ProgressSink};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
@@ -226,7 +226,7 @@ fn line(out: &mut String, index: usize, text: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_build::progress::{OutputStream, Summary};
+    use kiln_builder::progress::{OutputStream, Summary};
 
     fn run(events: Vec<Event>) -> String {
         let plain = Plain::new(Vec::new());

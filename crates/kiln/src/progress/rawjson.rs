@@ -1,7 +1,7 @@
 //! `--progress=rawjson`: every event as one JSON object on its own line, exactly
-//! as `kiln_build::progress::Event` serializes (documented in the README).
+//! as `kiln_builder::progress::Event` serializes (documented in the README).
 
-use kiln_build::progress::{Event, ProgressSink};
+use kiln_builder::progress::{Event, ProgressSink};
 use std::io::Write;
 use std::sync::{Mutex, PoisonError};
 
@@ -43,7 +43,7 @@ impl<W: Write + Send> ProgressSink for RawJson<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_build::progress::{OutputStream, Summary};
+    use kiln_builder::progress::{OutputStream, Summary};
 
     #[test]
     fn one_json_object_per_event_and_line() {

@@ -18,7 +18,7 @@
 //! error's to show, below the view.)
 
 use super::{seconds, summary_line, total_time};
-use kiln_build::progress::{Event, Millis, ProgressSink, Summary};
+use kiln_builder::progress::{Event, Millis, ProgressSink, Summary};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -584,7 +584,7 @@ fn stderr_size() -> TermSize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kiln_build::progress::OutputStream;
+    use kiln_builder::progress::OutputStream;
 
     fn view(events: &[Event]) -> BuildView {
         let mut v = BuildView::default();

@@ -23,6 +23,7 @@
 //!   inside an already-resolved parent.
 
 use super::compress::{decoder, HashingReader};
+use super::overlay::{self, OverlayXattr};
 use super::whiteout::{self, Whiteout};
 use super::{entry_display, Compression, LayerError};
 use crate::digest::Digest;
@@ -35,15 +36,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-
-/// Which overlayfs xattr namespace marks opaque directories.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverlayXattr {
-    /// `trusted.overlay.opaque` (overlay mounted by real root).
-    Trusted,
-    /// `user.overlay.opaque` (overlay mounted with `userxattr`, rootless).
-    User,
-}
 
 /// What to do with OCI whiteouts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -789,14 +781,7 @@ impl Applier {
                     .open_dir(raw, parent, true)?
                     .ok_or_else(|| Self::fail(raw, errno_io(Errno::NOENT)))?;
                 self.clear_slot(raw, &dir, victim, false)?;
-                rustix::fs::mknodat(
-                    &dir,
-                    os(victim),
-                    FileType::CharacterDevice,
-                    Mode::empty(),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(|e| Self::fail(raw, errno_io(e)))
+                overlay::make_whiteout_at(&dir, os(victim)).map_err(|e| Self::fail(raw, e))
             }
         }
     }
@@ -826,12 +811,7 @@ impl Applier {
                 let dir = self
                     .open_dir(raw, parent, true)?
                     .ok_or_else(|| Self::fail(raw, errno_io(Errno::NOENT)))?;
-                let name = match ns {
-                    OverlayXattr::Trusted => "trusted.overlay.opaque",
-                    OverlayXattr::User => "user.overlay.opaque",
-                };
-                rustix::fs::fsetxattr(&dir, name, b"y", XattrFlags::empty())
-                    .map_err(|e| Self::fail(raw, errno_io(e)))
+                overlay::set_opaque_fd(&dir, ns).map_err(|e| Self::fail(raw, e))
             }
         }
     }

@@ -23,15 +23,15 @@ mod compress;
 mod from_tar;
 mod header;
 mod image_layer;
-mod whiteout;
+pub mod overlay;
+pub mod whiteout;
 mod write;
 
-pub use apply::{
-    apply_layer, apply_layer_with, ApplyOptions, ApplyStats, OverlayXattr, WhiteoutMode,
-};
+pub use apply::{apply_layer, apply_layer_with, ApplyOptions, ApplyStats, WhiteoutMode};
 pub use compress::{tarball_decoder, Compression, TarballCompression};
 pub use from_tar::{write_layer_from_tar, TarLayer};
 pub use image_layer::{apply_image_layer, verify_image_layer};
+pub use overlay::OverlayXattr;
 pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
 
 use crate::digest::Digest;

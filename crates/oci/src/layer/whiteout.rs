@@ -1,5 +1,5 @@
-//! OCI whiteouts (the AUFS convention the image spec adopted) and their overlayfs
-//! counterparts.
+//! OCI whiteouts (the AUFS convention the image spec adopted): the names a layer
+//! tar uses for deletions. Their overlayfs counterparts are in [`super::overlay`].
 
 /// `.wh.<name>` in a layer deletes `<name>` from the layers below.
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -7,12 +7,6 @@ pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// Names starting with `.wh..wh.` are AUFS metadata (`.wh..wh.plnk`, …), never files.
 pub const META_PREFIX: &[u8] = b".wh..wh.";
-
-/// overlayfs' own extended attributes (`trusted.overlay.*`, or `user.overlay.*`
-/// with `userxattr`): internal state of the mount, never part of an image.
-pub fn is_overlay_xattr(name: &[u8]) -> bool {
-    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
-}
 
 /// What a tar entry's final name component means.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,8 +44,5 @@ mod tests {
         assert_eq!(classify(b".wh..wh..opq"), Whiteout::Opaque);
         assert_eq!(classify(b".wh..wh.plnk"), Whiteout::Meta);
         assert_eq!(classify(b".whfile"), Whiteout::None);
-        assert!(is_overlay_xattr(b"trusted.overlay.opaque"));
-        assert!(is_overlay_xattr(b"user.overlay.redirect"));
-        assert!(!is_overlay_xattr(b"security.capability"));
     }
 }

@@ -8,7 +8,8 @@
 
 use super::compress::Encoder;
 use super::header::{self, EntryMeta, EntryType, BLOCK};
-use super::whiteout::{self, is_overlay_xattr, OPAQUE_MARKER};
+use super::overlay::{self, is_overlay_xattr};
+use super::whiteout::{self, OPAQUE_MARKER};
 use super::{Compression, LayerError};
 use crate::digest::{Digest, Hasher};
 use std::collections::{BTreeMap, HashMap};
@@ -295,7 +296,7 @@ impl Walker {
         let ft = md.file_type();
         let base = &rel[rel.len() - path.file_name().map_or(0, |n| n.len())..];
 
-        if self.kind == DiffKind::OverlayUpper && ft.is_char_device() && md.rdev() == 0 {
+        if self.kind == DiffKind::OverlayUpper && overlay::is_whiteout(&md) {
             let mut base_wh = whiteout::WHITEOUT_PREFIX.to_vec();
             base_wh.extend_from_slice(base);
             return self.emit_marker(path, join_rel(parent_rel, &base_wh));

@@ -276,8 +276,8 @@ fn pull_from(
         media = m;
     }
     let manifest_digest = Digest::of(&bytes);
-    let blobs =
-        crate::image::referenced_blobs(&bytes, &manifest_digest).map_err(store_err(client))?;
+    let blobs = crate::image::referenced_blobs(&bytes, &manifest_digest)
+        .map_err(|e| store_err(client)(e.into()))?;
     if blobs.is_empty() {
         return Err(client.protocol("the manifest names no config".into()));
     }

@@ -86,8 +86,8 @@ fn push_target(
     report: &mut PushReport,
 ) -> Result<(), RegistryError> {
     let bytes = store.read_blob(&target.digest).map_err(store_err(client))?;
-    let children =
-        crate::image::referenced_blobs(&bytes, &target.digest).map_err(store_err(client))?;
+    let children = crate::image::referenced_blobs(&bytes, &target.digest)
+        .map_err(|e| store_err(client)(e.into()))?;
     if media_type::is_index(&target.media_type) {
         for child in &children {
             push_target(

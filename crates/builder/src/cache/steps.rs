@@ -1,0 +1,237 @@
+//! The step cache: a cache key → the layer the step produced.
+//!
+//! Only steps that change the filesystem (RUN, COPY, ADD, WORKDIR) have keys.
+//! A key is the digest of the previous filesystem step's key and everything that
+//! decides the step's result: the instruction after expansion, the environment,
+//! user and working directory it runs with, its mounts, and the digests of the
+//! files it reads (context files by content and mode, a stage by its final key).
+//! Metadata instructions (ENV, LABEL, …) only matter through what a later step
+//! sees, so changing a LABEL does not invalidate the RUN after it — as in BuildKit.
+//!
+//! Records live in `<store>/cache/steps/<key hex>.json`; a hit needs no layer I/O:
+//! the record points at stored blobs. A record whose blob was garbage-collected
+//! is a miss.
+//!
+//! A step that misses first [claims](StepCache::claim) its key: an exclusive
+//! `flock` on `<key hex>.lock`. A second build (another kiln process on the same
+//! store, or another stage of the same build) computing the same key waits for
+//! the claim and then finds the record, so the step runs once — as BuildKit's
+//! solver merges identical steps in flight. The kernel releases the lock when
+//! its holder exits or is killed; the next waiter then runs the step itself.
+
+use crate::snapshot::Layer;
+use kiln_oci::digest::{Digest, Hasher};
+use kiln_oci::store::Store;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// What a step produced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StepRecord {
+    /// The step's layer (an empty diff too is a layer, as in BuildKit).
+    pub layer: Layer,
+    /// When the step first ran (Unix seconds): its history entry's `created`.
+    pub created: i64,
+}
+
+pub struct StepCache {
+    dir: PathBuf,
+}
+
+/// The exclusive right to compute one key ([`StepCache::claim`]). Dropping it
+/// removes its lock file, then releases the lock, so no lock files pile up.
+pub struct KeyClaim {
+    path: PathBuf,
+    _file: File,
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        // Still locked here: a waiter that gets the lock next sees the file
+        // gone and locks a new one, so two holders never overlap.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Computes a key from its parts, each length-prefixed so parts can't run together.
+pub struct KeyBuilder(Hasher);
+
+impl KeyBuilder {
+    pub fn new(kind: &str, parent: &Digest) -> KeyBuilder {
+        let mut k = KeyBuilder(Hasher::new());
+        k.part("kiln-step-v1");
+        k.part(kind);
+        k.part(&parent.to_string());
+        k
+    }
+
+    pub fn part(&mut self, s: &str) -> &mut Self {
+        self.0.update(&(s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+        self
+    }
+
+    pub fn json<T: Serialize>(&mut self, v: &T) -> &mut Self {
+        let s = serde_json::to_string(v).unwrap_or_default();
+        self.part(&s)
+    }
+
+    pub fn finish(self) -> Digest {
+        self.0.finish()
+    }
+}
+
+impl StepCache {
+    pub fn open(store_root: &Path) -> std::io::Result<StepCache> {
+        let dir = store_root.join("cache").join("steps");
+        fs::create_dir_all(&dir)?;
+        Ok(StepCache { dir })
+    }
+
+    fn path(&self, key: &Digest) -> PathBuf {
+        self.dir.join(format!("{}.json", key.hex()))
+    }
+
+    /// The record for `key`, if there is one whose layer blob is still stored
+    /// whole (the size is checked: records and blobs of a build are written
+    /// without fsync, see [`StepCache::put`]).
+    pub fn get(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
+        let data = fs::read(self.path(key)).ok()?;
+        let rec: StepRecord = serde_json::from_slice(&data).ok()?;
+        if store.blob_size(&rec.layer.blob.digest).ok()? != rec.layer.blob.size {
+            return None;
+        }
+        Some(rec)
+    }
+
+    /// A remembered digest (e.g. of the files a `COPY --from` reads from a stage
+    /// result with this key), so it is computed once per stage result.
+    pub fn memo(&self, key: &Digest) -> Option<Digest> {
+        let text = fs::read_to_string(self.dir.join(format!("{}.memo", key.hex()))).ok()?;
+        text.trim().parse().ok()
+    }
+
+    pub fn put_memo(&self, key: &Digest, value: &Digest) -> std::io::Result<()> {
+        self.write(&format!("{}.memo", key.hex()), value.to_string().as_bytes())
+    }
+
+    /// Every readable record.
+    pub fn records(&self) -> Vec<StepRecord> {
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|d| serde_json::from_slice(&d).ok())
+            .collect()
+    }
+
+    /// Removes every record; returns how many and their bytes.
+    pub fn clear(&self) -> std::io::Result<(u64, u64)> {
+        let (mut n, mut bytes) = (0, 0);
+        for e in fs::read_dir(&self.dir)?.flatten() {
+            bytes += e.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(e.path())?;
+            n += 1;
+        }
+        Ok((n, bytes))
+    }
+
+    /// Waits until nobody else computes `key` (see the module doc), then claims
+    /// it until the returned claim is dropped.
+    pub fn claim(&self, key: &Digest) -> std::io::Result<KeyClaim> {
+        let path = self.dir.join(format!("{}.lock", key.hex()));
+        loop {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            loop {
+                match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                    Ok(()) => break,
+                    Err(rustix::io::Errno::INTR) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            // The previous holder removes the file before it unlocks: a lock
+            // on a file no longer at `path` protects nothing; open it again.
+            let held = file.metadata()?;
+            match fs::metadata(&path) {
+                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
+                    return Ok(KeyClaim { path, _file: file })
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Records `rec` under `key` atomically (temp file, rename). Not fsynced: a
+    /// record lost or torn by a power loss only costs a cache miss (an unreadable
+    /// record is one), so a step does not pay for durability it doesn't need.
+    pub fn put(&self, key: &Digest, rec: &StepRecord) -> std::io::Result<()> {
+        let data = serde_json::to_vec(rec).unwrap_or_default();
+        self.write(&format!("{}.json", key.hex()), &data)
+    }
+
+    /// Replaces the file `name` atomically (temp file, rename). The temp name is
+    /// unique per write, so two stages of one build writing the same key (same
+    /// step on the same base) do not trip over each other.
+    fn write(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let res = fs::write(&tmp, data).and_then(|()| fs::rename(&tmp, self.dir.join(name)));
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// Claims of one key exclude each other, across threads as across
+    /// processes (each claim is its own open file); another key is free;
+    /// the lock file is gone once the last claim is dropped.
+    #[test]
+    fn claims_of_one_key_run_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = StepCache::open(dir.path()).unwrap();
+        let (key, other) = (Digest::of(b"k"), Digest::of(b"other"));
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..5 {
+                        let _claim = cache.claim(&key).unwrap();
+                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        // Another key can be claimed meanwhile.
+                        drop(cache.claim(&other).unwrap());
+                        std::thread::sleep(Duration::from_millis(2));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+        let left: Vec<_> = fs::read_dir(&cache.dir).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

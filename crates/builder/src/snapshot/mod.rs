@@ -1,0 +1,437 @@
+//! Snapshots: one directory per layer, in overlayfs upperdir format, stacked as
+//! overlay lowerdirs to give a step its root filesystem.
+//!
+//! A snapshot is keyed by the layer's diff_id (the digest of its uncompressed
+//! tar), so the same layer used by several images or stages is extracted once.
+//! A blob is extracted under the diff_id its image's config claims only after
+//! the extracting pass has hashed its uncompressed stream to that diff_id (and
+//! checked the blob's size and compression against its descriptor): an image
+//! whose config names another image's diff_ids cannot replace that image's
+//! snapshots.
+//! A layer pulled or loaded into the store is extracted on first use with
+//! whiteouts turned into overlay whiteouts (0/0 character devices, opaque
+//! xattrs); a layer the build made itself (a RUN's upperdir, a COPY's output)
+//! is moved into place as it is, so nothing is extracted again.
+//!
+//! Layout under the store root:
+//!
+//! ```text
+//! snapshots/<diff_id hex>/   one layer's content (overlay upperdir format)
+//! snapshots/empty/           an empty lower for steps on `FROM scratch`
+//! snapshots/tmp/             work dirs of running steps (upper + overlay work)
+//! ```
+
+pub mod merged_view;
+
+use kiln_oci::digest::Digest;
+use kiln_oci::layer::{apply_image_layer, ApplyOptions, WhiteoutMode};
+use kiln_oci::store::{BlobRef, Store};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One layer of an image or a build: its stored blob and its diff_id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Layer {
+    pub blob: BlobRef,
+    pub diff_id: Digest,
+}
+
+/// The snapshot directories of a store.
+#[derive(Clone, Debug)]
+pub struct Snapshots {
+    root: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot extract layer {diff_id}: {message}")]
+    Extract { diff_id: Digest, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A directory under `snapshots/tmp/` removed when dropped (unless kept).
+pub struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        remove_tree(&self.path);
+    }
+}
+
+/// Removes a directory tree, making read-only directories writable first
+/// (a step may leave `chmod 0555` directories behind).
+pub(crate) fn remove_tree(path: &Path) {
+    let removed = match fs::symlink_metadata(path) {
+        Err(_) => return,
+        Ok(md) if !md.is_dir() => fs::remove_file(path).is_ok(),
+        Ok(_) => fs::remove_dir_all(path).is_ok(),
+    };
+    if removed {
+        return;
+    }
+    fn make_writable(p: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(md) = fs::symlink_metadata(p) {
+            if md.is_dir() {
+                let _ = fs::set_permissions(p, fs::Permissions::from_mode(0o700));
+                if let Ok(rd) = fs::read_dir(p) {
+                    for e in rd.flatten() {
+                        make_writable(&e.path());
+                    }
+                }
+            }
+        }
+    }
+    make_writable(path);
+    let _ = fs::remove_dir_all(path);
+}
+
+impl Snapshots {
+    /// The snapshots of the store rooted at `store_root`.
+    pub fn open(store_root: &Path) -> Result<Snapshots, SnapshotError> {
+        let root = store_root.join("snapshots");
+        for d in [root.clone(), root.join("tmp"), root.join("empty")] {
+            fs::create_dir_all(&d).map_err(io_err(&d))?;
+        }
+        Ok(Snapshots { root })
+    }
+
+    /// Where the snapshot of the layer with this diff_id lives (whether or not
+    /// it exists yet).
+    pub fn path_of(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join(diff_id.hex())
+    }
+
+    /// An empty directory to use as the only lower of a step on `FROM scratch`.
+    pub fn empty(&self) -> PathBuf {
+        self.root.join("empty")
+    }
+
+    /// A fresh work directory on the snapshots' filesystem (for an upperdir and
+    /// overlay's workdir, or a scratch tree), removed when dropped.
+    pub fn work_dir(&self) -> Result<WorkDir, SnapshotError> {
+        let tmp = self.root.join("tmp");
+        let dir = tempfile_in(&tmp)?;
+        Ok(WorkDir { path: dir })
+    }
+
+    /// The snapshot of `layer`, extracting the blob from `store` if this is the
+    /// first time it is needed.
+    pub fn ensure(&self, store: &Store, layer: &Layer) -> Result<PathBuf, SnapshotError> {
+        let dest = self.path_of(&layer.diff_id);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let work = self.work_dir()?;
+        let tree = work.path().join("tree");
+        fs::create_dir(&tree).map_err(io_err(&tree))?;
+        // The snapshot is named by the diff_id the image claims: the content is
+        // checked against it in the extracting pass, and a layer that is not what
+        // its image says is never installed (the work dir is removed on drop).
+        apply_image_layer(
+            store,
+            &layer.blob,
+            &layer.diff_id,
+            &tree,
+            &extract_options(),
+        )
+        .map_err(|e| SnapshotError::Extract {
+            diff_id: layer.diff_id,
+            message: e.to_string(),
+        })?;
+        self.install(&tree, &layer.diff_id)
+    }
+
+    /// Moves a finished tree (a step's upperdir) into place as the snapshot of
+    /// `diff_id`. If another build installed the same layer meanwhile, that one
+    /// is kept and `tree` is removed.
+    pub fn install(&self, tree: &Path, diff_id: &Digest) -> Result<PathBuf, SnapshotError> {
+        let dest = self.path_of(diff_id);
+        match fs::rename(tree, &dest) {
+            Ok(()) => Ok(dest),
+            Err(_) if dest.is_dir() => {
+                remove_tree(tree);
+                Ok(dest)
+            }
+            Err(e) => Err(SnapshotError::Io {
+                path: dest,
+                source: e,
+            }),
+        }
+    }
+
+    /// The lowerdirs for a filesystem made of `layers` (base first), top first
+    /// as overlay wants them; layers are extracted as needed (in parallel).
+    /// No layers gives the empty snapshot.
+    ///
+    /// A layer that occurs more than once (three `RUN true` give three empty
+    /// layers; BuildKit gives every no-op RUN the same one) is stacked once, at
+    /// its topmost place: overlay refuses a directory given twice, and the
+    /// lower copy could not show anything anyway (see [`distinct_topmost`]).
+    pub fn stack(&self, store: &Store, layers: &[Layer]) -> Result<Vec<PathBuf>, SnapshotError> {
+        let top_first: Vec<&Layer> = layers.iter().rev().collect();
+        let layers = distinct_topmost(&top_first, |l| l.diff_id);
+        let missing: Vec<&Layer> = layers
+            .iter()
+            .copied()
+            .filter(|l| !self.path_of(&l.diff_id).is_dir())
+            .collect();
+        if missing.len() > 1 {
+            let results: Vec<Result<PathBuf, SnapshotError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = missing
+                    .iter()
+                    .map(|l| s.spawn(move || self.ensure(store, l)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(SnapshotError::Extract {
+                                diff_id: Digest::of(b""),
+                                message: "extraction thread panicked".into(),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+            for r in results {
+                r?;
+            }
+        }
+        let mut out = Vec::with_capacity(layers.len().max(1));
+        for l in layers {
+            out.push(self.ensure(store, l)?);
+        }
+        if out.is_empty() {
+            out.push(self.empty());
+        }
+        Ok(out)
+    }
+}
+
+/// `items` (top first) without the lower occurrences of an item that occurs
+/// again above them.
+///
+/// Why the merged view stays the same: everything a layer holds, its upper
+/// copy holds at the same path, and the upper copy is found first. Layers in
+/// between can only hide the lower copy (a file or whiteout over one of its
+/// directories stops the lookup there), never show it. Keeping the lower copy
+/// instead would be wrong: in A, B, A (base first) the top A must shadow B.
+fn distinct_topmost<T, K: Eq + std::hash::Hash>(items: &[T], key: impl Fn(&T) -> K) -> Vec<T>
+where
+    T: Copy,
+{
+    let mut seen = std::collections::HashSet::new();
+    items
+        .iter()
+        .copied()
+        .filter(|i| seen.insert(key(i)))
+        .collect()
+}
+
+/// How a layer becomes a snapshot: whiteouts as the overlay mounts of this
+/// process read them (`trusted.*` xattrs only for host root, `user.*` in a
+/// user namespace), owners restored wherever they can be: as host root, and as
+/// root of a user namespace that maps more than one id (rootless kiln maps the
+/// user's subordinate ids; with only id 0 mapped, files stay the caller's).
+fn extract_options() -> ApplyOptions {
+    let xattr = kiln_sandbox::userns::overlay_xattr();
+    let chown = rustix::process::geteuid().is_root()
+        && !kiln_sandbox::IdMap::for_current_user().is_single_id();
+    ApplyOptions {
+        whiteouts: WhiteoutMode::Overlay(xattr),
+        chown,
+    }
+}
+
+/// Creates a uniquely named directory in `parent`.
+fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = parent.join(format!("{pid}-{nanos:x}-{n}"));
+        match fs::create_dir(&p) {
+            Ok(()) => return Ok(p),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(SnapshotError::Io { path: p, source: e }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_oci::image::media_type;
+    use std::collections::BTreeMap;
+    use std::io::Write;
+
+    fn tar_with(name: &str, content: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(content.len() as u64);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, content).unwrap();
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn stored_layer(store: &Store, media: &str, blob: &[u8], diff_id: Digest) -> Layer {
+        Layer {
+            blob: BlobRef {
+                media_type: media.into(),
+                digest: store.put_blob(blob).unwrap(),
+                size: blob.len() as u64,
+                annotations: BTreeMap::new(),
+            },
+            diff_id,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Store, Snapshots) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let snaps = Snapshots::open(store.root()).unwrap();
+        (dir, store, snaps)
+    }
+
+    /// Nothing but what `ensure` left behind under `snapshots/` (work dirs are
+    /// removed; `empty` and `tmp` always exist).
+    fn snapshot_names(snaps: &Snapshots) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(&snaps.root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "tmp" && n != "empty")
+            .collect();
+        names.sort();
+        assert_eq!(fs::read_dir(snaps.root.join("tmp")).unwrap().count(), 0);
+        names
+    }
+
+    #[test]
+    fn a_layer_is_extracted_under_its_verified_diff_id() {
+        let (_d, store, snaps) = setup();
+        let tar = tar_with("etc/os-release", b"genuine\n");
+        let layer = stored_layer(
+            &store,
+            media_type::OCI_LAYER_GZIP,
+            &gzip(&tar),
+            Digest::of(&tar),
+        );
+        let path = snaps.ensure(&store, &layer).unwrap();
+        assert_eq!(fs::read(path.join("etc/os-release")).unwrap(), b"genuine\n");
+        assert_eq!(snapshot_names(&snaps), [Digest::of(&tar).hex()]);
+    }
+
+    /// An image whose config claims another image's diff_id for its own layer
+    /// must not become that layer's snapshot (every later build on the genuine
+    /// image would see the attacker's files).
+    #[test]
+    fn a_layer_whose_content_is_not_its_claimed_diff_id_is_refused() {
+        let (_d, store, snaps) = setup();
+        let genuine = tar_with("etc/os-release", b"genuine\n");
+        let evil = tar_with("etc/os-release", b"attacker\n");
+        let layer = stored_layer(
+            &store,
+            media_type::OCI_LAYER_GZIP,
+            &gzip(&evil),
+            Digest::of(&genuine),
+        );
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains(&layer.blob.digest.to_string()), "{err}");
+        assert!(err.contains(&Digest::of(&genuine).to_string()), "{err}");
+        assert!(err.contains(&Digest::of(&evil).to_string()), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+        assert!(!snaps.path_of(&Digest::of(&genuine)).exists());
+    }
+
+    #[test]
+    fn an_empty_blob_is_not_a_gzip_layer() {
+        let (_d, store, snaps) = setup();
+        let layer = stored_layer(&store, media_type::DOCKER_LAYER_GZIP, b"", Digest::of(b""));
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains("gzip"), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+    }
+
+    #[test]
+    fn a_truncated_compressed_layer_is_refused() {
+        let (_d, store, snaps) = setup();
+        // A tar with the zero padding GNU tar writes up to its record size (and
+        // more): cutting the end cuts only padding and the compression trailer,
+        // which the tar reader never needs to see.
+        let mut tar = tar_with("bin/tool", &[7u8; 3000]);
+        tar.resize(tar.len() + (1 << 20), 0);
+        let gz = gzip(&tar);
+        let cut = &gz[..gz.len() - 20];
+        let layer = stored_layer(&store, media_type::OCI_LAYER_GZIP, cut, Digest::of(&tar));
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains(&Digest::of(&tar).to_string()), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+
+        let zst = zstd::encode_all(&tar[..], 3).unwrap();
+        let cut = &zst[..zst.len() - 8];
+        let layer = stored_layer(&store, media_type::OCI_LAYER_ZSTD, cut, Digest::of(&tar));
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains("incomplete") || err.contains("end"), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+    }
+
+    #[test]
+    fn a_descriptor_size_that_is_not_the_blob_size_is_refused() {
+        let (_d, store, snaps) = setup();
+        let tar = tar_with("a", b"x");
+        let mut layer = stored_layer(&store, media_type::OCI_LAYER, &tar, Digest::of(&tar));
+        layer.blob.size = 1 << 62;
+        let err = snaps.ensure(&store, &layer).unwrap_err().to_string();
+        assert!(err.contains(&(1u64 << 62).to_string()), "{err}");
+        assert!(snapshot_names(&snaps).is_empty());
+    }
+
+    #[test]
+    fn repeated_layers_keep_their_topmost_place() {
+        // Top first: A over B over A over base.
+        assert_eq!(
+            distinct_topmost(&["A", "B", "A", "base"], |s| *s),
+            ["A", "B", "base"]
+        );
+        assert_eq!(
+            distinct_topmost(&["E", "E", "E", "base"], |s| *s),
+            ["E", "base"]
+        );
+        assert_eq!(distinct_topmost(&["B", "A", "B", "A"], |s| *s), ["B", "A"]);
+        assert!(distinct_topmost::<&str, &str>(&[], |s| *s).is_empty());
+    }
+}

@@ -1,0 +1,425 @@
+//! RUN: the command in the sandbox over an overlay of the stage's layers; the
+//! upper directory becomes the step's layer.
+
+use crate::cache::mounts::{CacheMountRequest, CacheMounts};
+use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::ops::run::{context_mask, ScratchOverlay};
+use crate::progress::{Event, OutputStream};
+use crate::snapshot::merged_view::LayeredView;
+use crate::solver::state::StageState;
+use crate::solver::step::{input_key, StepCtx};
+use crate::solver::BuildError;
+use kiln_dockerfile::instructions::mount::{Mount, MountType};
+use kiln_dockerfile::instructions::{self as ins, CommandLine, NetworkMode, Origin, Security};
+use kiln_dockerfile::stages::Step;
+use kiln_oci::digest::Digest;
+use kiln_oci::path::resolve as resolve_path;
+use kiln_sandbox::{
+    MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError, SecurityMode, UserSpec,
+};
+use serde::Serialize;
+
+/// What decides a RUN step's result, hashed into its cache key. Secret
+/// contents are not part of it (only their ids and targets).
+#[derive(Serialize)]
+struct RunKey<'a> {
+    args: &'a [String],
+    env: &'a [String],
+    user: &'a str,
+    cwd: &'a str,
+    network: &'a str,
+    security: &'a str,
+    mounts: Vec<(String, String)>,
+    platform: String,
+}
+
+/// A prepared RUN mount: what the sandbox gets, and what it adds to the key.
+struct PreparedMounts {
+    specs: Vec<MountSpec>,
+    key_parts: Vec<(String, String)>,
+    extra_env: Vec<String>,
+    /// Held for the run, released after it: cache mount leases, bind overlays
+    /// (unmounted on drop) and context masks (removed on drop).
+    _guards: Vec<Box<dyn std::any::Any>>,
+}
+
+/// The argv of a RUN, BuildKit's way (`dispatchRun`): shell form through the
+/// SHELL; a lone heredoc runs its body (a file under `/dev/pipes/` when it
+/// starts with `#!`); other heredocs are put back after the command for the
+/// shell to read.
+fn run_args(state: &StageState, r: &ins::Run) -> (Vec<String>, Option<MountSpec>) {
+    let mut pipe = None;
+    let args = match &r.command {
+        CommandLine::Exec(a) => return (a.clone(), None),
+        CommandLine::Shell(cmd) => {
+            if r.heredocs.is_empty() {
+                cmd.clone()
+            } else if let Some(h) = r.heredocs.first().filter(|_| is_lone_heredoc(cmd)) {
+                let data = if h.chomp {
+                    kiln_dockerfile::parser::chomp_heredoc_content(&h.content)
+                } else {
+                    h.content.clone()
+                };
+                if data.starts_with("#!") {
+                    let target = format!("/dev/pipes/{}", h.name);
+                    pipe = Some(MountSpec::Secret {
+                        target: target.clone(),
+                        content: data.into_bytes(),
+                        mode: 0o755,
+                        uid: 0,
+                        gid: 0,
+                    });
+                    return (vec![target], pipe);
+                }
+                data
+            } else {
+                let mut b = cmd.clone();
+                for h in &r.heredocs {
+                    b.push('\n');
+                    b.push_str(&h.content);
+                    b.push_str(&h.name);
+                }
+                b
+            }
+        }
+    };
+    let mut full = state.shell();
+    full.push(args);
+    (full, pipe)
+}
+
+/// `<<EOF`, `<<-EOF`, `<<"EOF"`, `<<'EOF'` alone (BuildKit's MustParseHeredoc).
+fn is_lone_heredoc(cmd: &str) -> bool {
+    let s = cmd.trim();
+    let Some(rest) = s.strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let word = if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+        match rest[1..].strip_suffix(q) {
+            Some(w) => w,
+            None => return false,
+        }
+    } else {
+        rest
+    };
+    !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+}
+
+pub(crate) fn run_step(
+    ctx: &StepCtx<'_, '_>,
+    state: &StageState,
+    origin: &Origin,
+    r: &ins::Run,
+    step: &Step,
+) -> Result<(Digest, StepRecord, String), BuildError> {
+    let sh = ctx.sh;
+    let (args, pipe) = run_args(state, r);
+    let mut env = state.env_list();
+    let cwd = state.workdir();
+    let user = state.user();
+    let mode = match r.network {
+        NetworkMode::Default => sh.opts.default_network,
+        m => m,
+    };
+    let network = match mode {
+        NetworkMode::None => SandboxNetwork::None,
+        NetworkMode::Default | NetworkMode::Host => SandboxNetwork::Host,
+    };
+    let security = match r.security {
+        Security::Insecure => SecurityMode::Insecure,
+        Security::Sandbox => SecurityMode::Sandbox,
+    };
+    let mut mounts = prepare_mounts(ctx, state, origin, r, step)?;
+    if let Some(p) = pipe {
+        mounts.key_parts.push(("pipe".into(), format!("{p:?}")));
+        mounts.specs.push(p);
+    }
+    let key = {
+        let mut k = KeyBuilder::new("run", &state.key);
+        k.json(&RunKey {
+            args: &args,
+            env: &env,
+            user: &user,
+            cwd: &cwd,
+            network: mode.as_str(),
+            security: r.security.as_str(),
+            mounts: mounts.key_parts.clone(),
+            platform: sh.plan.stage_platform(ctx.stage.index).to_string(),
+        });
+        // Only when set, so that keys of builds without them stay as they were.
+        for (host, ip) in &sh.opts.extra_hosts {
+            k.part(&format!("extra host {host}={ip}"));
+        }
+        if let Some(size) = sh.opts.shm_size {
+            k.part(&format!("shm size {size}"));
+        }
+        k.finish()
+    };
+    let created_by = format!("RUN {} # buildkit", state.run_command_string(&args));
+    // Proxy settings and secret env vars reach the process but not the key.
+    for (k, v) in &sh.plan.proxy_env {
+        env.push(format!("{k}={v}"));
+    }
+    env.extend(mounts.extra_env.iter().cloned());
+    let lowers = || sh.snapshots.stack(sh.store, &state.layers);
+    let vertex = ctx.vertex.unwrap_or(0);
+    let rec = ctx.cached(key, |upper, work| {
+        let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
+        let mut spec = RunSpec::new(
+            Rootfs::Overlay {
+                lowerdirs,
+                upperdir: upper.to_path_buf(),
+                workdir: work.to_path_buf(),
+            },
+            args.clone(),
+        );
+        spec.env = env.clone();
+        spec.cwd = cwd.clone();
+        spec.user = UserSpec::new(user.clone());
+        spec.network = network;
+        spec.security = security;
+        spec.mounts = mounts.specs.clone();
+        spec.tail_lines = 20;
+        if let Some(hosts) = &mut spec.hosts {
+            for (host, ip) in &sh.opts.extra_hosts {
+                hosts.extend_from_slice(format!("{ip}\t{host}\n").as_bytes());
+            }
+        }
+        spec.shm_size = sh.opts.shm_size;
+        let mut on_line = |l: &kiln_sandbox::OutputLine| {
+            sh.emit(Event::StepOutput {
+                at_ms: sh.clock.now_ms(),
+                step: vertex,
+                stream: match l.stream {
+                    kiln_sandbox::OutputStream::Stdout => OutputStream::Stdout,
+                    kiln_sandbox::OutputStream::Stderr => OutputStream::Stderr,
+                },
+                line: l.line.clone(),
+            });
+        };
+        match kiln_sandbox::run(&spec, &mut on_line) {
+            Ok(outcome) => {
+                for w in outcome.warnings {
+                    sh.emit(Event::Warning {
+                        at_ms: sh.clock.now_ms(),
+                        message: w,
+                    });
+                }
+                Ok(())
+            }
+            Err(SandboxError::StepFailed(f)) => {
+                let code = origin.summary();
+                let line = origin.lines();
+                let headline = format!("{code} ({}:{line}) {}", sh.src.name, f.status);
+                let location = kiln_dockerfile::DockerfileError::at(
+                    sh.src,
+                    origin.start_line,
+                    origin.end_line,
+                    format!("{code} {}", f.status),
+                );
+                Err(BuildError::StepFailed {
+                    headline,
+                    tail: f.tail,
+                    location: Box::new(location),
+                })
+            }
+            Err(SandboxError::Cancelled) => Err(BuildError::Cancelled),
+            Err(e) => Err(sh.located(origin, format!("{}: {e}", origin.summary()))),
+        }
+    })?;
+    drop(mounts);
+    Ok((key, rec, created_by))
+}
+
+fn prepare_mounts(
+    ctx: &StepCtx<'_, '_>,
+    state: &StageState,
+    origin: &Origin,
+    r: &ins::Run,
+    step: &Step,
+) -> Result<PreparedMounts, BuildError> {
+    let sh = ctx.sh;
+    let env = state.expansion_env();
+    let mut out = PreparedMounts {
+        specs: Vec::new(),
+        key_parts: Vec::new(),
+        extra_env: Vec::new(),
+        _guards: Vec::new(),
+    };
+    for (i, spec) in r.mounts.iter().enumerate() {
+        let lexer = kiln_dockerfile::shell::Lexer::new(sh.plan.escape);
+        let mut expand = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
+        let m: Mount = spec
+            .resolve(&mut expand)
+            .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, origin))))?;
+        let target = m
+            .target
+            .as_deref()
+            .map(|t| resolve_path(&state.workdir(), t));
+        match m.kind {
+            MountType::Bind => {
+                let target =
+                    target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
+                let source = m.source.clone().unwrap_or_default();
+                let input = step.mount_from.get(i).cloned().flatten();
+                let not_found =
+                    || sh.located(origin, format!("mount source {source:?}: not found"));
+                // The source is a path inside the context or the stage, never
+                // on the host: symlinks on the way (the last one too) are
+                // followed inside that root, as BuildKit does. `path` is the
+                // result, relative to the root; the directories the mount shows
+                // (`lowers`), and what it adds to the key.
+                let (lowers, key, path) = match input {
+                    None => {
+                        let ctx = &sh.opts.context.files;
+                        let path = ctx.resolve(&source, true).map_err(|e| {
+                            sh.located(origin, format!("mount source {source:?}: {e}"))
+                        })?;
+                        if !path.is_empty() && ctx.entry(&path).is_none() {
+                            return Err(not_found());
+                        }
+                        let sel = ctx.select(&path).map_err(|e| {
+                            sh.located(origin, format!("mount source {source:?}: {e}"))
+                        })?;
+                        let digest = sh.opts.context.digests.selection_digest(ctx, &sel);
+                        // What .dockerignore excludes is hidden by whiteouts in a
+                        // mask layer above the context directory.
+                        let mut lowers = vec![ctx.root.clone()];
+                        if let Some(mask) =
+                            context_mask(&sh.snapshots, ctx, &path).map_err(|e| {
+                                sh.located(origin, format!("mount source {source:?}: {e}"))
+                            })?
+                        {
+                            lowers.insert(0, mask.path().to_path_buf());
+                            out._guards.push(Box::new(mask));
+                        }
+                        (lowers, digest.to_string(), path)
+                    }
+                    Some(input) => {
+                        let (key, st) = input_key(sh, &input, origin)?;
+                        let lowers = sh
+                            .snapshots
+                            .stack(sh.store, &st.layers)
+                            .map_err(BuildError::Snapshot)?;
+                        let rel = resolve_path("/", &source);
+                        let found = LayeredView::new(lowers.clone())
+                            .lookup(&rel, true)
+                            .map_err(|e| {
+                                sh.located(origin, format!("mount source {source:?}: {e}"))
+                            })?;
+                        let path = match found {
+                            Some(e) => e.path,
+                            None if rel == "/" => rel.clone(),
+                            None => return Err(not_found()),
+                        };
+                        (lowers, format!("{key}:{rel}"), path)
+                    }
+                };
+                // A plain read-only bind when the source is one directory (the
+                // context); otherwise (a stage's layers, or rw, whose writes must
+                // go nowhere) an overlay, mounted here and detached afterwards.
+                // Either way the sandbox opens `path` inside that root itself
+                // (`RESOLVE_IN_ROOT`) and mounts what it opened.
+                let root = if lowers.len() == 1 && m.read_only {
+                    lowers[0].clone()
+                } else {
+                    let mounted = ScratchOverlay::mount(&sh.snapshots, lowers, !m.read_only)
+                        .map_err(|e| sh.located(origin, format!("mount {source:?}: {e}")))?;
+                    let root = mounted.path().to_path_buf();
+                    out._guards.push(Box::new(mounted));
+                    root
+                };
+                out.key_parts
+                    .push((format!("bind:{target}:{}", m.read_only), key));
+                out.specs.push(MountSpec::Bind {
+                    root,
+                    path,
+                    target,
+                    readonly: m.read_only,
+                });
+            }
+            MountType::Cache => {
+                let target =
+                    target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
+                let req = CacheMountRequest::from_mount(&m)
+                    .ok_or_else(|| sh.located(origin, "cache mount without a target"))?;
+                if m.from.is_some() {
+                    return Err(sh.located(
+                        origin,
+                        "RUN --mount=type=cache,from=… (seeding a cache from a stage) is not supported by kiln yet",
+                    ));
+                }
+                let lease = CacheMounts::new(sh.store.root())
+                    .acquire(&req)
+                    .map_err(|e| sh.located(origin, format!("cache mount {}: {e}", req.id)))?;
+                out.key_parts
+                    .push((format!("cache:{target}"), String::new()));
+                out.specs.push(MountSpec::Bind {
+                    root: lease.dir().to_path_buf(),
+                    path: "/".into(),
+                    target,
+                    readonly: m.read_only,
+                });
+                out._guards.push(Box::new(lease));
+            }
+            MountType::Tmpfs => {
+                let target =
+                    target.ok_or_else(|| sh.located(origin, "mount: the target is required"))?;
+                out.key_parts
+                    .push((format!("tmpfs:{target}"), m.size_limit.to_string()));
+                out.specs.push(MountSpec::Tmpfs {
+                    target,
+                    size_bytes: (m.size_limit > 0).then_some(m.size_limit),
+                });
+            }
+            MountType::Secret => {
+                let id =
+                    m.id.clone()
+                        .or_else(|| {
+                            m.target
+                                .as_ref()
+                                .and_then(|t| t.rsplit('/').next().map(String::from))
+                        })
+                        .ok_or_else(|| sh.located(origin, "secret mount: give id= or target="))?;
+                let Some(content) = sh.opts.secrets.get(&id) else {
+                    if m.required {
+                        return Err(sh.located(
+                            origin,
+                            format!("secret {id} is required but was not given (use --secret id={id},src=FILE)"),
+                        ));
+                    }
+                    continue;
+                };
+                if let Some(var) = &m.env {
+                    out.extra_env
+                        .push(format!("{var}={}", String::from_utf8_lossy(content)));
+                    if m.target.is_none() {
+                        out.key_parts
+                            .push((format!("secret-env:{var}"), id.clone()));
+                        continue;
+                    }
+                }
+                let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                out.key_parts.push((format!("secret:{target}"), id.clone()));
+                out.specs.push(MountSpec::Secret {
+                    target,
+                    content: content.clone(),
+                    mode: m.mode.unwrap_or(0o400),
+                    uid: m.uid.unwrap_or(0),
+                    gid: m.gid.unwrap_or(0),
+                });
+            }
+            MountType::Ssh => {
+                return Err(sh.located(
+                    origin,
+                    "RUN --mount=type=ssh is not supported by kiln: forward credentials with --mount=type=secret instead",
+                ));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,554 @@
+//! The build executor: runs a [`Plan`] into an image in the store.
+//!
+//! Every needed stage runs on its own thread and waits only for the stages it
+//! uses (its base, `COPY --from`, `RUN --mount=from=`); at most `jobs` RUN/COPY
+//! steps execute at the same time. A stage is a chain of steps over a
+//! [`StageState`] (layers + image config + environment); filesystem steps go
+//! through the [`cache`] first and run only on a miss.
+
+pub(crate) mod dispatch;
+mod stage;
+mod state;
+mod step;
+
+use crate::cache::steps::StepCache;
+use crate::ops::copy::CopyError;
+use crate::progress::{Clock, Event, ProgressSink};
+use crate::snapshot::merged_view::UserFileError;
+use crate::snapshot::SnapshotError;
+use crate::snapshot::{Layer, Snapshots};
+use crate::source::context::ContextError;
+use crate::source::BuildContext;
+use kiln_dockerfile::stages::Plan;
+use kiln_dockerfile::{DockerfileError, Source};
+use kiln_oci::digest::Digest;
+use kiln_oci::image::ImageConfig;
+use kiln_oci::layer::{Compression, LayerError};
+use kiln_oci::registry::{PullPolicy, RegistryContext};
+use kiln_oci::store::{Store, StoreError};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+pub use state::StageState;
+
+/// Where a `--build-context name=…` points.
+#[derive(Clone, Debug)]
+pub enum NamedContext {
+    /// A local directory (used like the main context by `COPY --from=name`).
+    Dir(PathBuf),
+    /// An image reference (`docker-image://ref`).
+    Image(String),
+    /// An image in an OCI layout directory (`oci-layout://dir[:tag|@digest]`),
+    /// already imported into the store under this reference (never pulled).
+    StoredImage(String),
+    /// An image another build of this process is making (compose's
+    /// `service:NAME`): a stage that uses it waits for it, the rest of the
+    /// build does not. Never pulled.
+    Pending(Arc<dyn PendingImage>),
+}
+
+/// An image being built elsewhere in this process ([`NamedContext::Pending`]).
+pub trait PendingImage: Send + Sync + std::fmt::Debug {
+    /// Blocks until the image is stored and returns its reference in the store,
+    /// or says why there will be none (that build failed).
+    fn wait(&self) -> Result<String, String>;
+}
+
+/// Everything a build needs besides the plan.
+pub struct BuildOptions {
+    /// The build context, loaded (and .dockerignore-filtered) and hashed.
+    pub context: BuildContext,
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// Skip the cache for every step (`--no-cache`).
+    pub no_cache: bool,
+    /// Skip the cache for the steps of these stages (`--no-cache-filter`).
+    pub no_cache_stages: Vec<String>,
+    /// At most this many RUN/COPY steps at once (`--jobs`).
+    pub jobs: usize,
+    pub pull: PullPolicy,
+    pub registry: RegistryContext,
+    /// `--secret id=…` contents, by id.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// The network of RUN steps without `--network` (`kiln build --network`):
+    /// BuildKit's default is the host's.
+    pub default_network: kiln_dockerfile::instructions::NetworkMode,
+    /// `(host, address)` lines added to every RUN's `/etc/hosts` (`--add-host`).
+    pub extra_hosts: Vec<(String, String)>,
+    /// Size of every RUN's `/dev/shm` in bytes (default 64 MiB).
+    pub shm_size: Option<u64>,
+    pub compression: Compression,
+    /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// What a finished build produced: the target stage's image, not yet stored as
+/// a manifest (the caller picks the format and outputs).
+pub struct BuildOutput {
+    pub config: ImageConfig,
+    pub layers: Vec<Layer>,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+}
+
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum BuildError {
+    /// A user error located in the Dockerfile (bad expansion, missing COPY
+    /// source, unknown user…).
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Dockerfile(#[from] Box<DockerfileError>),
+    /// A RUN step exited non-zero: `RUN npm run build (Dockerfile:8) exited with 2`,
+    /// with the last lines of its output.
+    #[error("{headline}")]
+    StepFailed {
+        headline: String,
+        tail: Vec<String>,
+        location: Box<DockerfileError>,
+    },
+    /// The build context could not be loaded or hashed.
+    #[error("build context {}: {source}", dir.display())]
+    Context {
+        dir: PathBuf,
+        #[source]
+        source: ContextError,
+    },
+    /// Layer snapshots could not be extracted, stacked or installed.
+    #[error("{0}")]
+    Snapshot(#[source] SnapshotError),
+    /// The step cache (the records of step results) could not be read or written.
+    #[error("{0}")]
+    StepCache(#[source] std::io::Error),
+    /// Waiting for another build computing the same step failed.
+    #[error("claiming the cache key of {step}: {source}")]
+    Claim {
+        step: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step's upper or work directory could not be made.
+    #[error("{}: {source}", path.display())]
+    WorkDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step's upper directory could not be turned into a layer.
+    #[error("writing the layer: {0}")]
+    Layer(#[source] LayerError),
+    /// The store refused a blob.
+    #[error("{0}")]
+    Store(#[source] StoreError),
+    /// Storing what a build made (the image, its names) failed: `action` says what.
+    #[error("{action}: {source}")]
+    Output {
+        action: String,
+        #[source]
+        source: StoreError,
+    },
+    /// WORKDIR could not make its directory.
+    #[error("WORKDIR {path}: {source}")]
+    Workdir {
+        path: String,
+        #[source]
+        source: WorkdirError,
+    },
+    /// Another stage failed first; this one stopped.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Why WORKDIR could not make its directory.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkdirError {
+    /// The image's passwd or group file could not be read.
+    #[error(transparent)]
+    UserFile(#[from] UserFileError),
+    /// USER names a user or group the image does not have.
+    #[error(transparent)]
+    User(#[from] kiln_sandbox::user::UserError),
+    #[error(transparent)]
+    Make(#[from] CopyError),
+}
+
+/// A finished stage: its final state, or `Err` when it failed or was cancelled.
+type StageOutcome<T> = Result<T, ()>;
+
+/// The outcomes of a build's stages, each published once, each with its own
+/// condition variable: finishing a stage wakes only the threads waiting for
+/// that stage. (One condition for all stages woke every waiting thread on
+/// every finish: O(stages²) wake-ups, 35 s of futex traffic for a chain of
+/// 3000 stages.)
+///
+/// A stage's result is dropped once every stage that reads it has finished,
+/// so a long chain of stages keeps two or three states, not all of them.
+pub(crate) struct StageBoard<T> {
+    slots: Vec<StageSlot<T>>,
+    /// Per stage: how many readers (stages that read it, and the build's end
+    /// for the target) have not finished yet.
+    readers: Vec<AtomicUsize>,
+    /// Times a waiting thread was woken, for the test that this stays
+    /// linear in the number of stages.
+    wakeups: AtomicUsize,
+}
+
+struct StageSlot<T> {
+    outcome: Mutex<Option<StageOutcome<T>>>,
+    done: Condvar,
+}
+
+impl<T: Clone> StageBoard<T> {
+    /// A board for stages with `readers[i]` readers each.
+    fn new(readers: Vec<usize>) -> Self {
+        StageBoard {
+            slots: readers
+                .iter()
+                .map(|_| StageSlot {
+                    outcome: Mutex::new(None),
+                    done: Condvar::new(),
+                })
+                .collect(),
+            readers: readers.into_iter().map(AtomicUsize::new).collect(),
+            wakeups: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until stage `index` is finished; `Err` when it failed, or
+    /// when `failed` (the whole build failed) is set first.
+    fn wait(&self, index: usize, failed: &AtomicBool) -> StageOutcome<T> {
+        let slot = &self.slots[index];
+        let mut outcome = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(res) = &*outcome {
+                return res.clone();
+            }
+            if failed.load(Ordering::SeqCst) {
+                return Err(());
+            }
+            outcome = slot.done.wait(outcome).unwrap_or_else(|e| e.into_inner());
+            self.wakeups.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Publishes stage `index`'s outcome; `reads` are the stages it read,
+    /// each of which has one reader fewer now (its result dropped at none:
+    /// it then reads as failed, which no reader is left to see). A failure
+    /// sets `failed` and wakes every waiter, so that all stages stop.
+    fn finish(
+        &self,
+        index: usize,
+        res: StageOutcome<T>,
+        reads: impl IntoIterator<Item = usize>,
+        failed: &AtomicBool,
+    ) {
+        if res.is_err() {
+            // Each waiter checks `failed` under its slot's lock before it
+            // waits, so taking that lock here cannot miss one.
+            failed.store(true, Ordering::SeqCst);
+            for slot in &self.slots {
+                let _held = slot.outcome.lock().unwrap_or_else(|e| e.into_inner());
+                slot.done.notify_all();
+            }
+        }
+        let slot = &self.slots[index];
+        *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(res);
+        slot.done.notify_all();
+        for read in reads {
+            if self.readers[read].fetch_sub(1, Ordering::SeqCst) == 1 {
+                let slot = &self.slots[read];
+                *slot.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(()));
+            }
+        }
+    }
+}
+
+/// Shared by the stage threads of one build.
+pub(crate) struct Shared<'a> {
+    pub plan: &'a Plan,
+    pub src: &'a Source,
+    pub opts: &'a BuildOptions,
+    pub store: &'a Store,
+    pub snapshots: Snapshots,
+    pub cache: StepCache,
+    pub progress: &'a dyn ProgressSink,
+    pub clock: Clock,
+    pub jobs: Semaphore,
+    pub failed: AtomicBool,
+    /// Vertex numbers: the first vertex id of each stage (FROM is its first).
+    pub first_vertex: Vec<usize>,
+    pub steps_run: AtomicUsize,
+    pub steps_cached: AtomicUsize,
+    /// Vertex ids for steps not in the plan (a base image's ONBUILD triggers).
+    pub extra_vertices: AtomicUsize,
+    results: StageBoard<Arc<StageState>>,
+}
+
+impl Shared<'_> {
+    /// Waits for stage `index` to finish; `Err` when it (or the build) failed.
+    pub fn wait_stage(&self, index: usize) -> Result<Arc<StageState>, BuildError> {
+        self.results
+            .wait(index, &self.failed)
+            .map_err(|_| BuildError::Cancelled)
+    }
+
+    fn finish_stage(&self, index: usize, res: StageOutcome<Arc<StageState>>) {
+        let reads = self.plan.stages[index].deps.iter().copied();
+        self.results.finish(index, res, reads, &self.failed);
+    }
+
+    /// A read-only merged view of `layers` (their snapshots, extracted as needed).
+    pub fn view(
+        &self,
+        layers: &[Layer],
+    ) -> Result<crate::snapshot::merged_view::LayeredView, BuildError> {
+        let stack = self
+            .snapshots
+            .stack(self.store, layers)
+            .map_err(BuildError::Snapshot)?;
+        Ok(crate::snapshot::merged_view::LayeredView::new(stack))
+    }
+
+    pub fn emit(&self, event: Event) {
+        self.progress.emit(event);
+    }
+
+    /// A located error on `origin`'s lines.
+    pub fn located(
+        &self,
+        origin: &kiln_dockerfile::instructions::Origin,
+        msg: impl Into<String>,
+    ) -> BuildError {
+        BuildError::Dockerfile(Box::new(DockerfileError::at(
+            self.src,
+            origin.start_line,
+            origin.end_line,
+            msg,
+        )))
+    }
+}
+
+/// A counting semaphore bounding concurrent steps.
+pub(crate) struct Semaphore {
+    free: Mutex<usize>,
+    cv: Condvar,
+}
+
+pub(crate) struct Permit<'a>(&'a Semaphore);
+
+impl Semaphore {
+    fn new(n: usize) -> Semaphore {
+        Semaphore {
+            free: Mutex::new(n.max(1)),
+            cv: Condvar::new(),
+        }
+    }
+    pub fn acquire(&self) -> Permit<'_> {
+        let mut f = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *f == 0 {
+            f = self.cv.wait(f).unwrap_or_else(|e| e.into_inner());
+        }
+        *f -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut f = self.0.free.lock().unwrap_or_else(|e| e.into_inner());
+        *f += 1;
+        self.0.cv.notify_one();
+    }
+}
+
+/// Runs `plan` (parsed from `src`) and returns the target stage's image.
+pub fn build(
+    plan: &Plan,
+    src: &Source,
+    opts: &BuildOptions,
+    store: &Store,
+    progress: &dyn ProgressSink,
+) -> Result<BuildOutput, BuildError> {
+    let clock = Clock::start();
+    // Blobs of this build become durable together, before an index names them.
+    store.defer_sync();
+    let snapshots = Snapshots::open(store.root()).map_err(BuildError::Snapshot)?;
+    let cache = StepCache::open(store.root()).map_err(BuildError::StepCache)?;
+    let mut first_vertex = vec![0; plan.stages.len()];
+    let mut vertices = 0;
+    for st in plan.needed_stages() {
+        first_vertex[st.index] = vertices;
+        vertices += 1 + st.steps.iter().filter(|s| stage::is_fs_step(s)).count();
+    }
+    progress.emit(Event::BuildStarted {
+        at_ms: clock.now_ms(),
+        steps: vertices,
+        stages: plan.needed_stages().map(|s| s.display_name()).collect(),
+    });
+    // Who reads each stage's result: the stages that need it (as base,
+    // `COPY --from`, `RUN --mount=from=`), and the end of the build.
+    let mut readers = vec![0; plan.stages.len()];
+    for st in plan.needed_stages() {
+        for &d in &st.deps {
+            readers[d] += 1;
+        }
+    }
+    readers[plan.target] += 1;
+    let shared = Shared {
+        plan,
+        src,
+        opts,
+        store,
+        snapshots,
+        cache,
+        progress,
+        clock,
+        jobs: Semaphore::new(opts.jobs),
+        failed: AtomicBool::new(false),
+        first_vertex,
+        steps_run: AtomicUsize::new(0),
+        steps_cached: AtomicUsize::new(0),
+        extra_vertices: AtomicUsize::new(vertices),
+        results: StageBoard::new(readers),
+    };
+    let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for st in plan.needed_stages() {
+            let shared = &shared;
+            let errors = &errors;
+            s.spawn(move || {
+                let res = stage::build_stage(shared, st);
+                match res {
+                    Ok(state) => shared.finish_stage(st.index, Ok(Arc::new(state))),
+                    Err(e) => {
+                        if !matches!(e, BuildError::Cancelled) {
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                        }
+                        shared.finish_stage(st.index, Err(()));
+                    }
+                }
+            });
+        }
+    });
+    let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    if !errors.is_empty() {
+        return Err(errors.remove(0));
+    }
+    let target = shared.wait_stage(plan.target)?;
+    let steps_run = shared.steps_run.load(Ordering::SeqCst);
+    let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
+    Ok(BuildOutput {
+        config: target.image_config(),
+        layers: target.layers.clone(),
+        steps_run,
+        steps_cached,
+    })
+}
+
+/// The digest that stands for "no filesystem yet" (FROM scratch).
+pub(crate) fn scratch_key(platform: &str) -> Digest {
+    let mut k = crate::cache::steps::KeyBuilder::new("scratch", &Digest::of(b""));
+    k.part(platform);
+    k.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    /// The causes of a failure stay reachable (they were flattened into a
+    /// string before), and the message reads as it did.
+    #[test]
+    fn errors_keep_their_cause() {
+        let unknown = kiln_sandbox::user::resolve_user("ghost", Some(""), None).unwrap_err();
+        let err = BuildError::Workdir {
+            path: "/app".into(),
+            source: unknown.into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "WORKDIR /app: unable to find user ghost: no matching entries in passwd file"
+        );
+        let cause = err.source().expect("WORKDIR keeps its cause");
+        assert!(cause.to_string().starts_with("unable to find user ghost"));
+
+        let io = std::io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error());
+        let err = BuildError::StepCache(io);
+        let cause = err.source().expect("the step cache keeps its cause");
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+    }
+
+    /// A chain of stages, each on its own thread waiting for the one before
+    /// (as `FROM previous` does), costs wake-ups linear in the chain's length,
+    /// not one per waiting thread per finished stage.
+    #[test]
+    fn a_chain_of_stages_wakes_each_waiter_about_once() {
+        const STAGES: usize = 400;
+        let board = StageBoard::<usize>::new(vec![1; STAGES]);
+        let failed = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for i in (0..STAGES).rev() {
+                let (board, failed) = (&board, &failed);
+                s.spawn(move || {
+                    let base = if i == 0 {
+                        Ok(0)
+                    } else {
+                        board.wait(i - 1, failed)
+                    };
+                    board.finish(i, base.map(|n| n + 1), i.checked_sub(1), failed);
+                });
+            }
+        });
+        assert_eq!(board.wait(STAGES - 1, &failed), Ok(STAGES));
+        let wakeups = board.wakeups.load(Ordering::Relaxed);
+        // At most one per waiting stage, plus rare spurious wake-ups.
+        assert!(
+            wakeups <= 2 * STAGES,
+            "{wakeups} wake-ups for {STAGES} stages"
+        );
+    }
+
+    /// A chain keeps only what is still to be read: once a stage's reader
+    /// has finished, its result is dropped; the target's stays.
+    #[test]
+    fn results_are_dropped_once_read() {
+        const STAGES: usize = 50;
+        // Each stage is read by the next one; the last by the build's end.
+        let board = StageBoard::<Arc<Vec<u8>>>::new(vec![1; STAGES]);
+        let failed = AtomicBool::new(false);
+        let mut weak = Vec::new();
+        for i in 0..STAGES {
+            let result = Arc::new(vec![0u8; 1024]);
+            weak.push(Arc::downgrade(&result));
+            board.finish(i, Ok(result), i.checked_sub(1), &failed);
+            let alive = weak.iter().filter(|w| w.upgrade().is_some()).count();
+            assert_eq!(alive, 1, "after stage {i}: only the newest result is kept");
+        }
+        assert!(board.wait(STAGES - 1, &failed).is_ok());
+        assert!(!failed.load(Ordering::SeqCst));
+    }
+
+    /// A failed stage stops every waiter, including those waiting for
+    /// stages that will never finish.
+    #[test]
+    fn a_failure_wakes_every_waiter() {
+        let board = StageBoard::<()>::new(vec![1; 3]);
+        let failed = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let waiters: Vec<_> = [1, 2]
+                .into_iter()
+                .map(|i| {
+                    let (board, failed) = (&board, &failed);
+                    s.spawn(move || board.wait(i, failed))
+                })
+                .collect();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            board.finish(0, Err(()), None, &failed);
+            for w in waiters {
+                assert_eq!(w.join().unwrap(), Err(()));
+            }
+        });
+        assert!(failed.load(Ordering::SeqCst));
+    }
+}

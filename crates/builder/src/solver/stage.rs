@@ -1,0 +1,288 @@
+//! One stage: its starting state (scratch, an image, another stage) and its
+//! steps, each handed to its instruction's dispatcher ([`super::dispatch`]).
+//! Metadata instructions change the image config; RUN, COPY, ADD and WORKDIR
+//! produce layers through the cache ([`super::step`]).
+
+use super::dispatch;
+use super::state::{StageState, DEFAULT_PATH};
+use super::step::{apply_record, image_source, StepCtx};
+use super::{BuildError, Shared};
+use crate::progress::Event;
+use kiln_dockerfile::instructions::{Instruction, Kind, Origin, ShellExpand};
+use kiln_dockerfile::stages::{Base, Stage, Step};
+use kiln_oci::image::{ContainerConfig, ImageConfig};
+use std::sync::atomic::Ordering;
+
+/// RUN, COPY, ADD and WORKDIR change the filesystem; they are the steps shown
+/// in progress and cached.
+pub fn is_fs_step(step: &Step) -> bool {
+    matches!(
+        step.instruction.kind,
+        Kind::Run(_) | Kind::Copy(_) | Kind::Add(_) | Kind::Workdir(_)
+    )
+}
+
+/// Runs one stage to its final state.
+pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError> {
+    let total = 1 + st.steps.len();
+    let stage_name = st.display_name();
+    let mut vertex = sh.first_vertex[st.index];
+    let from_name = format!("[{stage_name} 1/{total}] {}", st.from_origin.summary());
+    // A stage built on another shows its FROM once that stage is done.
+    if let Base::Stage(i) = &st.base {
+        sh.wait_stage(*i)?;
+    }
+    let started = sh.clock.now_ms();
+    sh.emit(Event::StepStarted {
+        at_ms: started,
+        step: vertex,
+        stage: stage_name.clone(),
+        name: from_name,
+    });
+    let (mut state, triggers) = match initial_state(sh, st) {
+        Ok(s) => s,
+        Err(BuildError::Cancelled) => return Err(BuildError::Cancelled),
+        Err(e) => {
+            let now = sh.clock.now_ms();
+            sh.emit(Event::StepFailed {
+                at_ms: now,
+                step: vertex,
+                duration_ms: now - started,
+                message: e.to_string(),
+            });
+            return Err(e);
+        }
+    };
+    let now = sh.clock.now_ms();
+    sh.emit(Event::StepFinished {
+        at_ms: now,
+        step: vertex,
+        duration_ms: now - started,
+    });
+    let no_cache = sh.opts.no_cache
+        || st.name.as_ref().is_some_and(|n| {
+            sh.opts
+                .no_cache_stages
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(n))
+        });
+    for text in &triggers {
+        let step = trigger_step(sh, st, text)?;
+        let ctx = StepCtx {
+            sh,
+            stage: st,
+            stage_name: &stage_name,
+            name: format!(
+                "[{stage_name} 1/{total}] ONBUILD {}",
+                kiln_dockerfile::instructions::one_line(text)
+            ),
+            vertex: is_fs_step(&step).then(|| sh.extra_vertices.fetch_add(1, Ordering::SeqCst)),
+            no_cache,
+        };
+        apply_step(&ctx, &mut state, &step)?;
+    }
+    for (i, step) in st.steps.iter().enumerate() {
+        if sh.failed.load(Ordering::SeqCst) {
+            return Err(BuildError::Cancelled);
+        }
+        let name = format!(
+            "[{stage_name} {}/{total}] {}",
+            i + 2,
+            step.instruction.origin.summary()
+        );
+        let vertex_id = if is_fs_step(step) {
+            vertex += 1;
+            Some(vertex)
+        } else {
+            None
+        };
+        let ctx = StepCtx {
+            sh,
+            stage: st,
+            stage_name: &stage_name,
+            name,
+            vertex: vertex_id,
+            no_cache,
+        };
+        apply_step(&ctx, &mut state, step)?;
+    }
+    Ok(state)
+}
+
+/// The stage's starting state, and the ONBUILD triggers of its base image
+/// (a base *stage*'s triggers are already steps of the plan). The new image
+/// does not inherit the triggers.
+fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<(StageState, Vec<String>), BuildError> {
+    let platform = sh.plan.stage_platform(st.index);
+    let mut state = match &st.base {
+        // BuildKit's `emptyImage`: WorkingDir "/" and the default PATH.
+        Base::Scratch => StageState {
+            layers: Vec::new(),
+            config: ImageConfig {
+                variant: (!platform.variant.is_empty()).then(|| platform.variant.clone()),
+                config: Some(ContainerConfig {
+                    working_dir: Some("/".into()),
+                    ..ContainerConfig::default()
+                }),
+                ..ImageConfig::new(&platform.os, &platform.arch)
+            },
+            env: Vec::new(),
+            key: super::scratch_key(&platform.to_string()),
+            created: sh.opts.source_date_epoch.unwrap_or(0),
+            cmd_set: false,
+            build_args: Vec::new(),
+            expansion_growth: 0,
+        },
+        Base::Stage(i) => {
+            let parent = sh.wait_stage(*i)?;
+            let mut s = (*parent).clone();
+            s.cmd_set = false;
+            s
+        }
+        Base::Image(reference) => {
+            let (layers, config, key) =
+                image_source(sh, reference, Some(platform), &st.from_origin)?;
+            let created = config
+                .created
+                .as_deref()
+                .and_then(kiln_oci::image::parse_rfc3339)
+                .unwrap_or(0);
+            let env = config
+                .config
+                .as_ref()
+                .map(|c| {
+                    c.env
+                        .iter()
+                        .map(|e| match e.split_once('=') {
+                            Some((k, v)) => (k.to_string(), v.to_string()),
+                            None => (e.clone(), String::new()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            StageState {
+                layers,
+                config,
+                env,
+                key,
+                created,
+                cmd_set: false,
+                build_args: Vec::new(),
+                expansion_growth: 0,
+            }
+        }
+    };
+    if state.get_env("PATH").is_none() {
+        state.set_env("PATH", DEFAULT_PATH);
+    }
+    let triggers = std::mem::take(&mut state.cc().on_build);
+    let triggers = if matches!(st.base, Base::Image(_)) {
+        triggers
+    } else {
+        Vec::new()
+    };
+    Ok((state, triggers))
+}
+
+/// An ONBUILD trigger of the base image as a step of this stage.
+fn trigger_step(sh: &Shared<'_>, st: &Stage, text: &str) -> Result<Step, BuildError> {
+    let src = kiln_dockerfile::Source::new("ONBUILD trigger", text.to_string());
+    let bad = |e: String| {
+        sh.located(
+            &st.from_origin,
+            format!("the base image's ONBUILD trigger {text:?}: {e}"),
+        )
+    };
+    let df = kiln_dockerfile::parse(&src).map_err(|e| bad(e.message.clone()))?;
+    let node = df
+        .nodes
+        .first()
+        .ok_or_else(|| bad("empty trigger".into()))?;
+    let mut instruction =
+        Instruction::parse(node, df.escape, &src).map_err(|e| bad(e.message.clone()))?;
+    // Report problems against the FROM line that brought the trigger in.
+    instruction.origin = Origin {
+        code: instruction.origin.code.clone(),
+        ..st.from_origin.clone()
+    };
+    if let Kind::Copy(c) = &instruction.kind {
+        if c.from.is_some() {
+            return Err(bad(
+                "COPY --from in an ONBUILD trigger is not supported".into()
+            ));
+        }
+    }
+    if matches!(instruction.kind, Kind::From(_) | Kind::Onbuild(_)) {
+        return Err(bad(
+            "FROM and ONBUILD are not allowed as ONBUILD triggers".into()
+        ));
+    }
+    Ok(Step {
+        instruction,
+        copy_from: None,
+        mount_from: Vec::new(),
+        onbuild: true,
+    })
+}
+
+fn apply_step(
+    ctx: &StepCtx<'_, '_>,
+    state: &mut StageState,
+    step: &Step,
+) -> Result<(), BuildError> {
+    let sh = ctx.sh;
+    let origin = step.instruction.origin.clone();
+    let env = state.expansion_env();
+    let instr = {
+        let mut ex = ShellExpand::new(sh.plan.escape, &env);
+        let instr = step
+            .instruction
+            .expanded(&mut ex)
+            .map_err(|e| BuildError::Dockerfile(Box::new(e.at(sh.src, &origin))))?;
+        state.grow_expansion(ex.growth(), sh, &origin)?;
+        instr
+    };
+    let at = state.created;
+    match &instr.kind {
+        Kind::From(_) => {}
+        Kind::Run(r) => {
+            let (key, rec, created_by) = dispatch::run::run_step(ctx, state, &origin, r, step)?;
+            apply_record(state, key, rec, created_by);
+        }
+        Kind::Copy(c) => {
+            let copy = dispatch::copy::CopyInstr::Copy(c);
+            let (key, rec, created_by) =
+                dispatch::copy::copy_step(ctx, state, &origin, copy, step)?;
+            apply_record(state, key, rec, created_by);
+        }
+        Kind::Add(a) => {
+            let add = dispatch::copy::CopyInstr::Add(a);
+            let (key, rec, created_by) = dispatch::copy::copy_step(ctx, state, &origin, add, step)?;
+            apply_record(state, key, rec, created_by);
+        }
+        Kind::Workdir(w) => dispatch::workdir::workdir(ctx, state, w)?,
+        Kind::Arg(a) => {
+            let created_by = dispatch::config::arg(sh, state, &origin, a)?;
+            state.history(created_by, false, at);
+        }
+        kind => {
+            let created_by = dispatch::config::apply(&mut state.config, &mut state.cmd_set, kind)
+                .map_err(|e| sh.located(&origin, e.to_string()))?;
+            match kind {
+                Kind::Env(e) => {
+                    for kv in &e.vars {
+                        state.set_state_env(&kv.key, &kv.value);
+                    }
+                }
+                // BuildKit's frontend marks CMD's arguments escaped (a Windows
+                // leftover it keeps for compatibility); `docker import` does not.
+                Kind::Cmd(_) => state.cc().args_escaped = Some(true),
+                _ => {}
+            }
+            if let Some(created_by) = created_by {
+                state.history(created_by, false, at);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! A filesystem step's way through the cache ([`StepCtx::cached`]: a hit reuses
+//! the recorded layer, a miss executes into an empty upper directory that
+//! becomes the layer), and the inputs steps read from other stages or images.
+
+use super::state::StageState;
+use super::{BuildError, NamedContext, Shared};
+use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::progress::Event;
+use crate::snapshot::Layer;
+use kiln_dockerfile::instructions::Origin;
+use kiln_dockerfile::stages::{Input, Stage};
+use kiln_oci::digest::Digest;
+use kiln_oci::image::{load_image, ImageConfig};
+use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
+use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, PullPolicy, Reference};
+use kiln_oci::store::BlobRef;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// An image's layers, config and cache key: from a named build context, else
+/// the store, pulling it if needed.
+pub(crate) fn image_source(
+    sh: &Shared<'_>,
+    reference: &str,
+    platform: Option<&kiln_dockerfile::stages::Platform>,
+    origin: &Origin,
+) -> Result<(Vec<Layer>, ImageConfig, Digest), BuildError> {
+    let mut reference = reference.to_string();
+    let mut pull = sh.opts.pull;
+    match sh.opts.named_contexts.get(&reference) {
+        Some(NamedContext::Image(r)) => reference = r.clone(),
+        // Already in the store: pulling it (--pull) would ask a registry for
+        // a name only this store has.
+        Some(NamedContext::StoredImage(r)) => {
+            reference = r.clone();
+            pull = PullPolicy::Never;
+        }
+        Some(NamedContext::Pending(p)) => {
+            reference = p.wait().map_err(|e| sh.located(origin, e))?;
+            pull = PullPolicy::Never;
+        }
+        _ => {}
+    }
+    let parsed = Reference::parse(&reference).map_err(|e| {
+        sh.located(
+            origin,
+            format!("invalid image reference {reference:?}: {e}"),
+        )
+    })?;
+    let platform = platform
+        .map(|p| OciPlatform::parse(&p.to_string()))
+        .transpose()
+        .map_err(|e| sh.located(origin, e))?;
+    let target = pull_if_missing(
+        sh.store,
+        &parsed,
+        platform.as_ref(),
+        pull,
+        &sh.opts.registry,
+    )
+    .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;
+    let image = load_image(sh.store, &target)
+        .map_err(|e| sh.located(origin, format!("{reference}: {e}")))?;
+    if image.layers.len() != image.config.rootfs.diff_ids.len() {
+        return Err(sh.located(
+            origin,
+            format!(
+                "{reference}: the image has {} layers but its config lists {} diff_ids",
+                image.layers.len(),
+                image.config.rootfs.diff_ids.len()
+            ),
+        ));
+    }
+    let layers = image
+        .layers
+        .iter()
+        .zip(&image.config.rootfs.diff_ids)
+        .map(|(b, d)| Layer {
+            blob: b.clone(),
+            diff_id: *d,
+        })
+        .collect();
+    let mut k = KeyBuilder::new("image", &Digest::of(b""));
+    k.part(&image.manifest_ref.digest.to_string());
+    Ok((layers, image.config, k.finish()))
+}
+
+pub(crate) struct StepCtx<'a, 'b> {
+    pub sh: &'a Shared<'b>,
+    pub stage: &'a Stage,
+    pub stage_name: &'a str,
+    /// `[builder 3/6] RUN npm install`
+    pub name: String,
+    /// The progress vertex of a filesystem step.
+    pub vertex: Option<usize>,
+    pub no_cache: bool,
+}
+
+impl StepCtx<'_, '_> {
+    /// Runs a filesystem step through the cache: a hit reuses the recorded
+    /// layer; a miss calls `execute` with an empty upper directory (and a work
+    /// directory beside it), then turns the upper directory into the layer.
+    pub fn cached(
+        &self,
+        key: Digest,
+        execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+    ) -> Result<StepRecord, BuildError> {
+        let sh = self.sh;
+        let vertex = self.vertex.unwrap_or(0);
+        let hit = |rec: StepRecord| {
+            sh.steps_cached.fetch_add(1, Ordering::SeqCst);
+            sh.emit(Event::StepCached {
+                at_ms: sh.clock.now_ms(),
+                step: vertex,
+                stage: self.stage_name.to_string(),
+                name: self.name.clone(),
+            });
+            Ok(rec)
+        };
+        // On a miss, wait for whoever computes the same key (another kiln
+        // process, another stage), then look again. Claimed before a job
+        // permit is taken, so a waiting step holds none.
+        let mut _claim = None;
+        if !self.no_cache {
+            if let Some(rec) = sh.cache.get(sh.store, &key) {
+                return hit(rec);
+            }
+            _claim = Some(sh.cache.claim(&key).map_err(|source| BuildError::Claim {
+                step: self.name.clone(),
+                source,
+            })?);
+            if let Some(rec) = sh.cache.get(sh.store, &key) {
+                return hit(rec);
+            }
+        }
+        let _permit = sh.jobs.acquire();
+        if sh.failed.load(Ordering::SeqCst) {
+            return Err(BuildError::Cancelled);
+        }
+        let started = sh.clock.now_ms();
+        sh.emit(Event::StepStarted {
+            at_ms: started,
+            step: vertex,
+            stage: self.stage_name.to_string(),
+            name: self.name.clone(),
+        });
+        let result = self.execute_and_commit(&key, execute);
+        let now = sh.clock.now_ms();
+        match &result {
+            Ok(_) => {
+                sh.steps_run.fetch_add(1, Ordering::SeqCst);
+                sh.emit(Event::StepFinished {
+                    at_ms: now,
+                    step: vertex,
+                    duration_ms: now - started,
+                });
+            }
+            Err(BuildError::Cancelled) => {}
+            Err(e) => sh.emit(Event::StepFailed {
+                at_ms: now,
+                step: vertex,
+                duration_ms: now - started,
+                message: e.to_string(),
+            }),
+        }
+        result
+    }
+
+    fn execute_and_commit(
+        &self,
+        key: &Digest,
+        execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+    ) -> Result<StepRecord, BuildError> {
+        let sh = self.sh;
+        let work = sh.snapshots.work_dir().map_err(BuildError::Snapshot)?;
+        let upper = work.path().join("upper");
+        let scratch = work.path().join("work");
+        for d in [&upper, &scratch] {
+            std::fs::create_dir(d).map_err(|source| BuildError::WorkDir {
+                path: d.clone(),
+                source,
+            })?;
+        }
+        execute(&upper, &scratch)?;
+        // Every filesystem step is a layer, an empty one too, as in BuildKit
+        // (whose exporter keeps empty diffs).
+        let layer = self.commit_layer(&upper)?;
+        let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
+        let rec = StepRecord { layer, created };
+        sh.cache.put(key, &rec).map_err(BuildError::StepCache)?;
+        Ok(rec)
+    }
+
+    fn commit_layer(&self, upper: &Path) -> Result<Layer, BuildError> {
+        let sh = self.sh;
+        let mut writer = sh.store.blob_writer().map_err(BuildError::Store)?;
+        let opts = LayerOptions {
+            compression: sh.opts.compression,
+            source_date_epoch: sh.opts.source_date_epoch,
+        };
+        let desc = write_layer(upper, DiffKind::OverlayUpper, &opts, &mut writer)
+            .map_err(BuildError::Layer)?;
+        let (digest, size) = writer.commit().map_err(BuildError::Store)?;
+        sh.snapshots
+            .install(upper, &desc.diff_id)
+            .map_err(BuildError::Snapshot)?;
+        Ok(Layer {
+            blob: BlobRef {
+                media_type: desc.media_type,
+                digest,
+                size,
+                annotations: BTreeMap::new(),
+            },
+            diff_id: desc.diff_id,
+        })
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Applies a step's record: its layer and its history entry.
+pub(crate) fn apply_record(
+    state: &mut StageState,
+    key: Digest,
+    rec: StepRecord,
+    created_by: String,
+) {
+    state.layers.push(rec.layer);
+    state.key = key;
+    state.history(created_by, true, rec.created);
+}
+
+/// The key part standing for what a `--from` input contributes.
+pub(crate) fn input_key(
+    sh: &Shared<'_>,
+    input: &Input,
+    origin: &Origin,
+) -> Result<(Digest, Arc<StageState>), BuildError> {
+    match input {
+        Input::Stage(i) => {
+            let st = sh.wait_stage(*i)?;
+            Ok((st.key, st))
+        }
+        Input::Image(r) => {
+            let (layers, config, key) = image_source(sh, r, None, origin)?;
+            let state = StageState {
+                layers,
+                config,
+                env: Vec::new(),
+                key,
+                created: 0,
+                cmd_set: false,
+                build_args: Vec::new(),
+                expansion_growth: 0,
+            };
+            Ok((key, Arc::new(state)))
+        }
+    }
+}
