@@ -875,6 +875,21 @@ fn a_dependency_that_fails_keeps_its_dependents_from_starting_needs_root() {
     assert!(logs.contains("migration failed"), "{logs}");
     f.ok_in(&dir, &["compose", "-p", &project, "down"]);
     f.assert_nothing_left(&[&format!("{project}_default")]);
+
+    // A signal that is none: one located message, nothing started.
+    let bad = f.project(
+        &format!("{project}-bad"),
+        "services:\n  app:\n    image: bb:www\n    stop_signal: SIGNOPE\n",
+    );
+    let up = f.kiln_in(&bad, &["compose", "-p", &project, "up", "-d"]);
+    assert!(!up.status.success());
+    let err = text(&up.stderr);
+    assert!(
+        err.contains("compose.yaml:4")
+            && err.contains("services.app.stop_signal: \"SIGNOPE\" is not a signal"),
+        "{err}"
+    );
+    assert_eq!(f.ok(&["ps", "-a", "-q"]).trim(), "");
 }
 
 #[test]

@@ -343,3 +343,22 @@ impl Containers {
             .map_err(|e| RuntimeError(format!("removing {}: {e}", dir.display())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_signal;
+
+    #[test]
+    fn signals_by_name_in_any_case_with_or_without_sig_or_by_number() {
+        assert_eq!(parse_signal("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("term"), Some(libc::SIGTERM));
+        assert_eq!(parse_signal("SIGQUIT"), Some(libc::SIGQUIT));
+        assert_eq!(parse_signal("usr1"), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("9"), Some(libc::SIGKILL));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("SIGRTMIN"), Some(libc::SIGRTMIN()));
+        for bad in ["", "0", "65", "SIGNOPE", "RTMIN+99", "TERM9"] {
+            assert_eq!(parse_signal(bad), None, "{bad:?}");
+        }
+    }
+}
