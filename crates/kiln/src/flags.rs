@@ -53,8 +53,18 @@ pub enum Command {
     Load(LoadFlags),
     /// Make a one-layer image from a root filesystem tarball or directory
     Import(ImportFlags),
-    /// Run a command in a new container from a stored image (removed when it exits)
+    /// Run a command in a new container from a stored image
     Run(RunFlags),
+    /// List containers
+    Ps(PsFlags),
+    /// Print a container's output
+    Logs(LogsFlags),
+    /// Stop running containers
+    Stop(StopFlags),
+    /// Remove containers
+    Rm(RmFlags),
+    /// Hand images to another engine: docker's daemon or podman's storage
+    LoadInto(LoadIntoFlags),
     /// Remove stored blobs no image uses, and leftovers of interrupted writes
     Prune(PruneFlags),
     /// Download an image from a registry into the store
@@ -105,10 +115,31 @@ pub enum SaveFormat {
 /// `kiln run --network`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RunNetwork {
-    /// The host's network.
+    /// The host's network (the default without -p).
     Host,
     /// Only a loopback interface.
     None,
+    /// A network namespace of its own on kiln's bridge (the default with -p).
+    Bridge,
+}
+
+/// Where `kiln load-into` and `--load` hand images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadEngine {
+    /// docker's daemon, through `docker load` ($DOCKER_HOST is honoured).
+    Docker,
+    /// podman's storage, through `podman load`.
+    Podman,
+}
+
+impl LoadEngine {
+    /// The engine's command.
+    pub fn command(self) -> &'static str {
+        match self {
+            LoadEngine::Docker => "docker",
+            LoadEngine::Podman => "podman",
+        }
+    }
 }
 
 /// `kiln build --network`: the network of RUN steps without `--network`.
@@ -251,9 +282,16 @@ pub struct ImportFlags {
 
 #[derive(Debug, Args)]
 pub struct RunFlags {
-    /// Accepted for docker compatibility: kiln never keeps a container after it exits
+    /// Remove the container when it exits (a foreground run always is)
     #[arg(long)]
     pub rm: bool,
+    /// Run in the background under a supervisor and print the container's id
+    /// (see kiln ps, logs, stop, rm)
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Name of the container (default: a generated one)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Set an environment variable ("KEY=value", or "KEY" to take it from kiln's environment)
     #[arg(short = 'e', long = "env", value_name = "KEY[=VALUE]")]
     pub env: Vec<String>,
@@ -263,12 +301,39 @@ pub struct RunFlags {
     /// Working directory inside the container, instead of the image's WORKDIR
     #[arg(short = 'w', long, value_name = "DIR")]
     pub workdir: Option<String>,
-    /// Network: "host" (the host's network, the default) or "none" (only loopback)
-    #[arg(long, value_enum, default_value_t = RunNetwork::Host)]
-    pub network: RunNetwork,
+    /// Network (default: host without -p, bridge with it)
+    #[arg(long, value_enum)]
+    pub network: Option<RunNetwork>,
+    /// Publish a container port on the host: "[IP:]HOST:CONTAINER[/tcp|udp]"; may be repeated
+    #[arg(
+        short = 'p',
+        long = "publish",
+        value_name = "[IP:]HOST:CONTAINER[/PROTO]"
+    )]
+    pub publish: Vec<String>,
+    /// Mount a host directory ("/host/path:/path[:ro]") or a named volume
+    /// ("NAME:/path[:ro]", kept under the store); may be repeated
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DEST[:ro]")]
+    pub volumes: Vec<String>,
+    /// Mount: "type=bind,source=/host,target=/path[,readonly]",
+    /// "type=volume,source=NAME,target=/path" or "type=tmpfs,target=/path"; may be repeated
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+    /// Keep standard input open and pass it to the container
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Give the container a terminal (a pseudo-terminal as its standard streams)
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// Run this program instead of the image's ENTRYPOINT ("" clears it)
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
+    /// The signal kiln stop sends first (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    pub stop_signal: Option<String>,
+    /// Seconds kiln stop waits after that signal before killing the container (default 10)
+    #[arg(long, value_name = "SECONDS")]
+    pub stop_timeout: Option<u64>,
     /// The image, by name or id
     #[arg(value_name = "IMAGE")]
     pub image: String,
@@ -279,6 +344,62 @@ pub struct RunFlags {
         allow_hyphen_values = true
     )]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsFlags {
+    /// Show every container (default: only running ones)
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only print container ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub no_trunc: NoTruncFlag,
+    #[command(flatten)]
+    pub format: ListFormatFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsFlags {
+    /// Keep printing new output until the container ends
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// The container, by name or id
+    #[arg(value_name = "CONTAINER")]
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopFlags {
+    /// Seconds between the stop signal (SIGTERM) to the container's main
+    /// process and killing it (default: its --stop-timeout, else 10)
+    #[arg(short = 't', long = "time", value_name = "SECONDS")]
+    pub time: Option<u64>,
+    /// Containers, by name or id
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmFlags {
+    /// Stop running containers first
+    #[arg(short = 'f', long)]
+    pub force: bool,
+    /// Containers, by name or id
+    #[arg(value_name = "CONTAINER", required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadIntoFlags {
+    /// The engine: docker's daemon (through `docker load`; $DOCKER_HOST is
+    /// honoured) or podman's storage (through `podman load`)
+    #[arg(value_name = "ENGINE", value_enum)]
+    pub engine: LoadEngine,
+    /// Images, by name or id
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -388,6 +509,8 @@ pub struct BuildFlags {
     #[arg(long)]
     pub push: bool,
     #[command(flatten)]
+    pub load: LoadFlag,
+    #[command(flatten)]
     pub authfile: AuthFileFlag,
     /// Only print the image id on success
     #[arg(short = 'q', long)]
@@ -395,6 +518,15 @@ pub struct BuildFlags {
     /// Build context directory
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: PathBuf,
+}
+
+/// `--load[=docker|podman]`: after building, hand the image to that engine.
+#[derive(Debug, Args)]
+pub struct LoadFlag {
+    /// Load the built image into docker (the default) or podman, as kiln load-into does
+    #[arg(long, value_name = "ENGINE", value_enum, num_args = 0..=1,
+          default_missing_value = "docker")]
+    pub load: Option<LoadEngine>,
 }
 
 /// `--authfile` for commands that talk to registries.
@@ -509,6 +641,58 @@ pub enum ComposeCommand {
     Config(ComposeConfigFlags),
     /// Build the images of the project's services (all at once, in one progress view)
     Build(ComposeBuildFlags),
+    /// Create and start the services' containers (in depends_on order, on the project's network)
+    Up(ComposeUpFlags),
+    /// Stop and remove the project's containers (and with -v its named volumes)
+    Down(ComposeDownFlags),
+    /// List the project's containers
+    Ps(ComposePsFlags),
+    /// Print the output of the project's containers
+    Logs(ComposeLogsFlags),
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeUpFlags {
+    /// Build the images before starting (else only services without an image are built)
+    #[arg(long)]
+    pub build: bool,
+    /// Start in the background and return once the containers started
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// Services to start (default: every enabled service); their dependencies start too
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeDownFlags {
+    /// Remove the named volumes of the file's volumes: section too
+    #[arg(short = 'v', long)]
+    pub volumes: bool,
+    /// Seconds between the stop signal (SIGTERM) to each container's main
+    /// process and killing it (default: its stop_grace_period, else 10)
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposePsFlags {
+    /// Show stopped containers too
+    #[arg(short = 'a', long)]
+    pub all: bool,
+    /// Only print container ids
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeLogsFlags {
+    /// Keep printing new output until the containers end
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Services (default: all)
+    #[arg(value_name = "SERVICE")]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -536,6 +720,8 @@ pub struct ComposeBuildFlags {
     /// Push each service image that has an image: name after building
     #[arg(long)]
     pub push: bool,
+    #[command(flatten)]
+    pub load: LoadFlag,
     /// Print nothing but errors
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -2,6 +2,7 @@
 //! progress and output; all real work is done by the library crates.
 
 mod cmd;
+mod containers;
 mod describe;
 mod flags;
 mod local_images;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     kiln_sandbox::helper_main_if_requested();
+    kiln_runtime::supervisor_main_if_requested();
     let mut cli = flags::Cli::parse();
     // Before anything can start a thread: a user namespace needs a single thread.
     let limitation = match cmd::enter_user_namespace_if_needed(&mut cli) {

@@ -18,6 +18,19 @@ pub fn kiln_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_kiln"))
 }
 
+/// A copy of kiln's binary at `to` (for a user who cannot read the build
+/// directory), written by `cp`: a descriptor open for writing in this process
+/// would be inherited by a child another test thread forks meanwhile, and
+/// exec'ing the copy would then fail with "Text file busy" until that child execs.
+pub fn copy_kiln_exe(to: &Path) {
+    let ok = Command::new("cp")
+        .arg(kiln_path())
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "cp kiln {}", to.display());
+}
+
 /// `scripts/make-base-images --root ROOT [--only ONLY]` with this build's kiln:
 /// `busybox:test` and/or `node:20-bookworm-slim` in the store at `root`. Needs
 /// root (mmdebstrap, chroot); the test fails with the script's output otherwise.

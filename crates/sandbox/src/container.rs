@@ -386,7 +386,7 @@ fn exists_in(root: &OwnedFd, path: &str) -> bool {
     )
 }
 
-fn read_limited(path: &str) -> Option<String> {
+pub(crate) fn read_limited(path: &str) -> Option<String> {
     let f = std::fs::File::open(path).ok()?;
     let mut s = String::new();
     f.take(10 << 20).read_to_string(&mut s).ok()?;
@@ -409,7 +409,7 @@ struct CapData {
 
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
-fn capget() -> R<u64> {
+pub(crate) fn capget() -> R<u64> {
     let mut hdr = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -422,7 +422,7 @@ fn capget() -> R<u64> {
     Ok(data[0].permitted as u64 | ((data[1].permitted as u64) << 32))
 }
 
-fn capset(effective_and_permitted: u64) -> R<()> {
+pub(crate) fn capset(effective_and_permitted: u64) -> R<()> {
     let mut hdr = CapHeader {
         version: CAP_VERSION_3,
         pid: 0,
@@ -448,7 +448,11 @@ fn capset(effective_and_permitted: u64) -> R<()> {
     Ok(())
 }
 
-fn prctl(op: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> std::io::Result<()> {
+pub(crate) fn prctl(
+    op: libc::c_int,
+    arg: libc::c_ulong,
+    arg2: libc::c_ulong,
+) -> std::io::Result<()> {
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(op, arg, arg2, 0 as libc::c_ulong, 0 as libc::c_ulong) } < 0 {
         return Err(std::io::Error::last_os_error());
@@ -460,7 +464,7 @@ fn prctl(op: libc::c_int, arg: libc::c_ulong, arg2: libc::c_ulong) -> std::io::R
 /// program) ignores SIGPIPE and may have inherited more, so every signal gets
 /// its default disposition back and none is blocked. Uses the raw syscall
 /// because libc refuses to touch the signals it reserves for itself.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     #[repr(C)]
     struct KernelSigaction {
         handler: usize,
@@ -498,7 +502,7 @@ fn reset_signals() {
     }
 }
 
-fn find_program(arg0: &str, env: &[String]) -> R<PathBuf> {
+pub(crate) fn find_program(arg0: &str, env: &[String]) -> R<PathBuf> {
     if arg0.contains('/') {
         return Ok(PathBuf::from(arg0));
     }
@@ -522,7 +526,7 @@ fn find_program(arg0: &str, env: &[String]) -> R<PathBuf> {
     ))
 }
 
-fn cstrings(items: &[String], what: &str) -> R<Vec<CString>> {
+pub(crate) fn cstrings(items: &[String], what: &str) -> R<Vec<CString>> {
     items
         .iter()
         .map(|s| {
@@ -798,6 +802,9 @@ fn setup_and_exec(
     // Changing credentials cleared the parent-death signal: set it again.
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
 
+    if spec.tty {
+        controlling_terminal()?;
+    }
     reset_signals();
 
     let program = find_program(&spec.args[0], &spec.env)?;
@@ -826,6 +833,32 @@ fn setup_and_exec(
         program.display(),
         std::io::Error::last_os_error()
     ))
+}
+
+/// `RunSpec::tty`: fd 0 is the slave of a pseudo-terminal: a new session
+/// with it as the controlling terminal, and stdout/stderr on it too.
+fn controlling_terminal() -> R<()> {
+    // SAFETY: setsid/ioctl/dup2 on this process's own descriptors.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(format!("setsid: {}", std::io::Error::last_os_error()));
+        }
+        if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            return Err(format!(
+                "making the terminal the controlling one: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        for fd in [1, 2] {
+            if libc::dup2(0, fd) < 0 {
+                return Err(format!(
+                    "dup2 terminal: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

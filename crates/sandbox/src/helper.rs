@@ -37,6 +37,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 pub const HELPER_ARG: &str = "__kiln-sandbox-helper";
 /// The fd on which the helper writes its [`HelperReport`].
 pub(crate) const REPORT_FD: i32 = 3;
+/// The fd on which the helper gets the step's stdin (`RunSpec::stdin`/`tty`).
+pub(crate) const STDIN_FD: i32 = 4;
 
 /// What the caller sends on the helper's stdin.
 #[derive(Serialize, Deserialize)]
@@ -133,9 +135,23 @@ fn read_request() -> R<HelperRequest> {
     ctx(std::io::stdin().lock().read_to_end(&mut buf), || {
         "reading the run request".into()
     })?;
-    let req = ctx(serde_json::from_slice(&buf), || {
+    let req: HelperRequest = ctx(serde_json::from_slice(&buf), || {
         "decoding the run request".into()
     })?;
+    if req.spec.stdin || req.spec.tty {
+        // The caller's descriptor (its stdin, or a terminal) on STDIN_FD.
+        // SAFETY: plain dup2/close of descriptors this process owns.
+        unsafe {
+            if libc::dup2(STDIN_FD, 0) < 0 {
+                return Err(format!(
+                    "the step's standard input: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            libc::close(STDIN_FD);
+        }
+        return Ok(req);
+    }
     // The step's stdin is /dev/null.
     let null = ctx(std::fs::File::open("/dev/null"), || {
         "opening /dev/null".into()
@@ -204,13 +220,17 @@ fn run(req: HelperRequest) -> R<HelperReport> {
     // but like any rootless run it lacks the host's privileges (overlay needs
     // `userxattr`, /dev nodes are bind-mounted, sysfs may be refused).
     let new_user_namespace = !rustix::process::geteuid().is_root();
+    if let Some(netns) = &spec.join_netns {
+        crate::netns::join(netns)?;
+    }
     if new_user_namespace {
         crate::userns::enter(&id_map)?;
     }
     let rootless = new_user_namespace || !crate::userns::in_initial_user_namespace();
     let mut flags =
         UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC | UnshareFlags::NEWPID;
-    if spec.network == NetworkMode::None {
+    let own_network = spec.network == NetworkMode::None && spec.join_netns.is_none();
+    if own_network {
         flags |= UnshareFlags::NEWNET;
     }
     ctx(unshare(flags), || "creating namespaces (unshare)".into())?;
@@ -225,7 +245,7 @@ fn run(req: HelperRequest) -> R<HelperReport> {
         rustix::system::sethostname(spec.hostname.as_bytes()),
         || format!("setting hostname {:?}", spec.hostname),
     )?;
-    if spec.network == NetworkMode::None {
+    if own_network {
         loopback_up()?;
     }
 
@@ -448,7 +468,7 @@ fn mount_overlay_fsconfig(
 }
 
 /// Brings `lo` up in a fresh network namespace.
-fn loopback_up() -> R<()> {
+pub(crate) fn loopback_up() -> R<()> {
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
@@ -513,10 +533,17 @@ fn fork_step(
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     drop(err_w);
+    if let Some(pid_file) = &spec.pid_file {
+        // Without it only `exec_in` (healthchecks) cannot find the step.
+        let _ = write_pid_file(pid_file, pid);
+    }
     let mut setup_error = String::new();
     let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
     let status = wait_pid(pid);
     STEP_PID.store(0, Ordering::SeqCst);
+    if let Some(pid_file) = &spec.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
     if !setup_error.is_empty() {
         return Err(setup_error);
     }
@@ -526,6 +553,17 @@ fn fork_step(
     Ok(match status? {
         Exit::Code(c) => HelperOutcome::Exited(c),
         Exit::Signal(s) => HelperOutcome::Signaled(s),
+    })
+}
+
+/// Writes the step's pid for `exec_in` (write to a temp name, rename).
+fn write_pid_file(path: &Path, pid: libc::pid_t) -> R<()> {
+    let tmp = path.with_extension("tmp");
+    ctx(std::fs::write(&tmp, format!("{pid}\n")), || {
+        format!("writing {}", tmp.display())
+    })?;
+    ctx(std::fs::rename(&tmp, path), || {
+        format!("writing {}", path.display())
     })
 }
 

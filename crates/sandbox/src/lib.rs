@@ -18,6 +18,12 @@
 //! Where overlay cannot be mounted, [`CopySnapshot`] copies the lowers into a
 //! directory and afterwards writes the same upperdir overlay would have.
 //!
+//! For containers (`kiln_runtime`): a step can join a network namespace made
+//! beforehand ([`NetnsHolder`], [`RunSpec::join_netns`]), write its pid
+//! ([`RunSpec::pid_file`]) so [`exec_in`] can run a second command inside it
+//! (healthchecks), and take the caller's stdin or a terminal
+//! ([`spawn_with_stdin`]).
+//!
 //! ```no_run
 //! use kiln_sandbox::{run, IdMap, Rootfs, RunSpec, SandboxError};
 //! # fn main() -> Result<(), SandboxError> {
@@ -38,9 +44,11 @@
 
 mod container;
 pub mod copy;
+mod exec;
 mod helper;
 pub mod idmap;
 mod mount_stubs;
+pub mod netns;
 pub mod rootpath;
 mod runner;
 mod seccomp;
@@ -52,10 +60,12 @@ pub mod userns;
 
 pub use container::{default_capability_mask, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
 pub use copy::CopySnapshot;
+pub use exec::{exec_in, ExecOutcome, ExecSpec};
 pub use idmap::{IdMap, IdRange};
+pub use netns::NetnsHolder;
 pub use runner::{
-    helper_main_if_requested, run, spawn, ExitStatus, OutputLine, OutputStream, RunOutcome,
-    RunningStep, SandboxError, StepFailure, StepKiller,
+    helper_main_if_requested, run, spawn, spawn_with_stdin, ExitStatus, OutputLine, OutputStream,
+    RunOutcome, RunningStep, SandboxError, StepFailure, StepKiller,
 };
 pub use spec::{default_hosts, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, UserSpec};
 

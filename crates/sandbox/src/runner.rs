@@ -1,7 +1,7 @@
 //! The caller's side: start the helper, stream the step's output, collect the
 //! result, kill on request or drop.
 
-use crate::helper::{HelperOutcome, HelperReport, HelperRequest, HELPER_ARG, REPORT_FD};
+use crate::helper::{HelperOutcome, HelperReport, HelperRequest, HELPER_ARG, REPORT_FD, STDIN_FD};
 use crate::idmap::IdMap;
 use crate::spec::RunSpec;
 use rustix::fd::{AsRawFd, OwnedFd};
@@ -18,8 +18,11 @@ use std::time::{Duration, Instant};
 /// `kiln` binary, test binaries): when the process was started as the sandbox
 /// helper it runs the helper and exits; otherwise it returns at once.
 pub fn helper_main_if_requested() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_ARG) {
-        crate::helper::helper_main();
+    match std::env::args_os().nth(1) {
+        Some(a) if a == HELPER_ARG => crate::helper::helper_main(),
+        Some(a) if a == crate::netns::HOLDER_ARG => crate::netns::holder_main(),
+        Some(a) if a == crate::exec::EXEC_ARG => crate::exec::exec_main(),
+        _ => {}
     }
 }
 
@@ -140,6 +143,20 @@ fn read_lines(stream: OutputStream, r: impl Read, tx: mpsc::Sender<OutputLine>) 
 
 /// Starts `spec` in the sandbox.
 pub fn spawn(spec: &RunSpec) -> Result<RunningStep, SandboxError> {
+    spawn_with_stdin(spec, None)
+}
+
+/// Starts `spec` with `stdin` as the step's standard input (for
+/// [`RunSpec::stdin`]) or terminal (for [`RunSpec::tty`]).
+pub fn spawn_with_stdin(
+    spec: &RunSpec,
+    stdin: Option<OwnedFd>,
+) -> Result<RunningStep, SandboxError> {
+    if (spec.stdin || spec.tty) != stdin.is_some() {
+        return Err(SandboxError::Helper(
+            "RunSpec::stdin/tty and the descriptor given go together".into(),
+        ));
+    }
     let id_map = if rustix::process::geteuid().is_root() {
         // Identity, or inside a user namespace the ids mapped there.
         IdMap::for_current_user()
@@ -160,14 +177,31 @@ pub fn spawn(spec: &RunSpec) -> Result<RunningStep, SandboxError> {
     let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| SandboxError::Spawn(e.into()))?;
     let wfd = report_w.as_raw_fd();
+    let in_fd = stdin.as_ref().map(|f| f.as_raw_fd());
+    let own_group = spec.own_process_group;
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg(HELPER_ARG)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, setpgid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            if own_group && libc::setpgid(0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The stdin descriptor first out of the way of fds 3 and 4
+            // (a close-on-exec copy at 10 or above).
+            let in_copy = match in_fd {
+                Some(fd) => {
+                    let c = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if c < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
             if wfd == REPORT_FD {
                 if libc::fcntl(wfd, libc::F_SETFD, 0) < 0 {
                     return Err(std::io::Error::last_os_error());
@@ -175,11 +209,18 @@ pub fn spawn(spec: &RunSpec) -> Result<RunningStep, SandboxError> {
             } else if libc::dup2(wfd, REPORT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            if let Some(fd) = in_copy {
+                // dup2 clears close-on-exec on the copy.
+                if libc::dup2(fd, STDIN_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
     let mut child = cmd.spawn().map_err(SandboxError::Spawn)?;
     drop(report_w);
+    drop(stdin);
     let pidfd = rustix::process::Pid::from_raw(child.id() as i32)
         .and_then(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok())
         .map(Arc::new);
@@ -238,6 +279,12 @@ pub fn run(
 }
 
 impl RunningStep {
+    /// The pid of the sandbox helper: a SIGTERM to it stops the step (the
+    /// helper kills it and cleans up), from any process of the same user.
+    pub fn helper_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn killer(&self) -> StepKiller {
         StepKiller {
             pidfd: self.pidfd.clone(),

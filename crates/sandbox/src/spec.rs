@@ -145,6 +145,30 @@ pub struct RunSpec {
     /// Ignored when running as root (of the host: identity; of a user
     /// namespace: the ids mapped there).
     pub id_map: Option<IdMap>,
+    /// A network namespace to join (e.g. `/proc/PID/ns/net` of a
+    /// [`crate::NetnsHolder`]) instead of the one [`Self::network`] says: a
+    /// container network set up beforehand (netavark, slirp4netns).
+    #[serde(default)]
+    pub join_netns: Option<PathBuf>,
+    /// A file the helper writes the step's pid into (as this process sees
+    /// pids) once it has started, for [`crate::exec_in`]; removed after the run.
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
+    /// The step's standard input is the descriptor given to
+    /// [`crate::spawn_with_stdin`] (`kiln run -i`), not `/dev/null`.
+    #[serde(default)]
+    pub stdin: bool,
+    /// That descriptor is a terminal (the slave of a pseudo-terminal) and
+    /// becomes the step's stdin, stdout, stderr and controlling terminal
+    /// (`kiln run -t`); its output then comes through the terminal, not as lines.
+    #[serde(default)]
+    pub tty: bool,
+    /// The helper (and so the step) in a process group of its own, so that a
+    /// terminal's Ctrl-C (SIGINT to its foreground group) does not reach it
+    /// and its caller decides how it stops (`kiln compose up`: SIGTERM to the
+    /// step first, killed after a grace period).
+    #[serde(default)]
+    pub own_process_group: bool,
 }
 
 impl RunSpec {
@@ -167,6 +191,11 @@ impl RunSpec {
             shm_size: None,
             tail_lines: 50,
             id_map: None,
+            join_netns: None,
+            pid_file: None,
+            stdin: false,
+            tty: false,
+            own_process_group: false,
         }
     }
 }

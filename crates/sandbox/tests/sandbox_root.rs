@@ -1506,6 +1506,110 @@ fn single_id_mapping(env: &Env) -> CaseResult {
     }
 }
 
+/// A step joins a network namespace made beforehand (by a `NetnsHolder`, as
+/// kiln does for container networks) instead of making one.
+fn joins_a_network_namespace_made_beforehand(env: &Env) -> CaseResult {
+    let holder = kiln_sandbox::NetnsHolder::create().map_err(|e| e.to_string())?;
+    let ino = std::fs::metadata(holder.path())
+        .map_err(|e| e.to_string())?
+        .ino();
+    let (mut spec, _) = env.sh(
+        "joinnetns",
+        "readlink /proc/self/ns/net; cat /sys/class/net/lo/flags",
+    );
+    spec.join_netns = Some(holder.path());
+    let out = run_ok(&spec)?;
+    ensure!(
+        out.first() == Some(&format!("net:[{ino}]")),
+        "the step is not in the holder's namespace (inode {ino}): {out:?}"
+    );
+    let flags = u32::from_str_radix(out[1].trim_start_matches("0x"), 16).unwrap_or(0);
+    ensure!(
+        flags & 1 == 1,
+        "the holder did not bring lo up (flags {})",
+        out[1]
+    );
+    // A second step joins the same one (the containers of a rootless project).
+    let (mut again, _) = env.sh("joinnetns2", "readlink /proc/self/ns/net");
+    again.join_netns = Some(holder.path());
+    let out = run_ok(&again)?;
+    ensure!(out.first() == Some(&format!("net:[{ino}]")), "{out:?}");
+    let pid = holder.pid();
+    drop(holder);
+    ensure!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z")),
+        "the holder {pid} outlived its drop"
+    );
+    Ok(())
+}
+
+/// `exec_in` runs a command in a running step: its PID namespace, its root,
+/// its hostname, as the user given, with no more than Docker's capabilities.
+fn exec_in_a_running_step(env: &Env) -> CaseResult {
+    let (mut spec, _) = env.sh("execin", "echo started; exec sleep 30");
+    spec.hostname = "kiln-exec-test".into();
+    let pid_file = env.base.join("execin.pid");
+    spec.pid_file = Some(pid_file.clone());
+    let step = kiln_sandbox::spawn(&spec).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            break p;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no pid file {}",
+            pid_file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let exec = kiln_sandbox::ExecSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "id -u; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep CapEff /proc/self/status; exit 7".into(),
+        ],
+        env: vec![format!("PATH={}", kiln_sandbox::spec::DEFAULT_PATH)],
+        cwd: "/".into(),
+        user: UserSpec::new("1001"),
+    };
+    let result = kiln_sandbox::exec_in(pid, &exec, Duration::from_secs(10));
+    step.killer().kill();
+    let _ = step.wait(&mut |_| {});
+    let out = result.map_err(|e| format!("exec_in: {e}"))?;
+    ensure!(
+        out.status == kiln_sandbox::ExitStatus::Code(7),
+        "status {:?}: {}",
+        out.status,
+        out.output
+    );
+    let lines: Vec<&str> = out.output.lines().collect();
+    // PID 1 of its namespace is the step (before or after its shell execs sleep).
+    ensure!(
+        lines.len() >= 4
+            && lines[0] == "1001"
+            && lines[1] == "kiln-exec-test"
+            && (lines[2].starts_with("sleep 30")
+                || lines[2].starts_with("/bin/sh -c echo started")),
+        "output {lines:?}"
+    );
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("CapEff:") && l.ends_with("0000000000000000")),
+        "a non-root exec keeps no capabilities: {lines:?}"
+    );
+    // The step is gone: exec_in says so.
+    let gone = kiln_sandbox::exec_in(pid, &exec, Duration::from_secs(5));
+    ensure!(gone.is_err(), "exec_in into an ended step: {gone:?}");
+    Ok(())
+}
+
 type Case = (&'static str, fn(&Env) -> CaseResult);
 
 /// Cases that need real root (the copying snapshotter chowns on the host).
@@ -1517,6 +1621,14 @@ const ROOT_ONLY_CASES: &[Case] = &[
     (
         "killing the caller kills the step and cleans up",
         caller_death_kills_the_step,
+    ),
+    (
+        "a step joins a network namespace made beforehand",
+        joins_a_network_namespace_made_beforehand,
+    ),
+    (
+        "exec_in runs a command in a running step as its user",
+        exec_in_a_running_step,
     ),
 ];
 

@@ -258,7 +258,11 @@ mod tests {
             Some("dockerfile contains no stages to build")
         );
         let opts = build_options(dir.path()).unwrap();
-        assert!(opts.windows(2).any(|w| w == ["--allow", "security.insecure"]), "{opts:?}");
+        assert!(
+            opts.windows(2)
+                .any(|w| w == ["--allow", "security.insecure"]),
+            "{opts:?}"
+        );
         assert!(opts.windows(2).any(|w| w == ["--label", "a=b"]), "{opts:?}");
         assert!(!opts.iter().any(|o| o.contains("no stages")), "{opts:?}");
     }

@@ -20,6 +20,14 @@ function handle(req: IncomingMessage, res: ServerResponse): void {
   res.end(JSON.stringify(body) + "\n");
 }
 
-createServer(handle).listen(port, () => {
+const server = createServer(handle).listen(port, () => {
   console.log(`listening on :${port}`);
+});
+
+// As the first process of its container, node ignores SIGTERM unless it
+// handles it: `docker stop`, `kiln stop` and `compose down` would wait their
+// grace period (10 s) and then kill it.
+process.on("SIGTERM", () => {
+  console.log("stopping");
+  server.close(() => process.exit(0));
 });

@@ -2,7 +2,7 @@ import { useEffect, useState } from "react";
 
 // Build-time settings (Dockerfile ARGs, set by compose.yaml from .env).
 const title = import.meta.env.VITE_APP_TITLE ?? "kiln example";
-const apiUrl = import.meta.env.VITE_API_URL ?? "http://127.0.0.1:8000";
+const apiUrl = import.meta.env.VITE_API_URL ?? "/cgi-bin/api";
 
 export function App() {
   const [api, setApi] = useState(null);

@@ -99,6 +99,11 @@ fn execute(
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
+    if flags.load.load.is_some() && names.is_empty() {
+        return Err(miette!(
+            "--load needs at least one -t name to load the image as"
+        ));
+    }
     let opts = BuildOptions {
         context,
         named_contexts: named_contexts(&store, &flags.build_contexts)?,
@@ -222,6 +227,16 @@ fn execute(
                 duration_ms: Some(clock.now_ms() - started),
             });
         }
+    }
+    if let Some(engine) = flags.load.load {
+        let started = clock.now_ms();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        super::load_into::load_into(&store, engine, &names)?;
+        progress.emit(Event::Phase {
+            at_ms: clock.now_ms(),
+            name: format!("loading into {}", engine.command()),
+            duration_ms: Some(clock.now_ms() - started),
+        });
     }
     if let Some(p) = &flags.iidfile {
         std::fs::write(p, image_id.to_string())

@@ -48,6 +48,10 @@ pub fn run(global: &GlobalFlags, flags: ComposeFlags) -> miette::Result<ExitCode
     match flags.command {
         ComposeCommand::Config(c) => config(&project, &c),
         ComposeCommand::Build(b) => build(global, &mut project, &b),
+        ComposeCommand::Up(u) => super::compose_run::up(global, &mut project, &u),
+        ComposeCommand::Down(d) => super::compose_run::down(global, &project, &d),
+        ComposeCommand::Ps(p) => super::compose_run::ps(global, &project, &p),
+        ComposeCommand::Logs(l) => super::compose_run::logs(global, &project, &l),
     }
 }
 
@@ -92,7 +96,7 @@ struct Job {
     warnings: Vec<String>,
 }
 
-fn build(
+pub(super) fn build(
     global: &GlobalFlags,
     project: &mut Project,
     flags: &ComposeBuildFlags,
@@ -186,6 +190,13 @@ fn build(
     if failures.is_empty() {
         if flags.push {
             push_images(&jobs, &store, &registry)?;
+        }
+        if let Some(engine) = flags.load.load {
+            let names: Vec<String> = jobs
+                .iter()
+                .flat_map(|j| j.names.iter().map(|n| n.to_string()))
+                .collect();
+            super::load_into::load_into(&store, engine, &names)?;
         }
         return Ok(ExitCode::SUCCESS);
     }

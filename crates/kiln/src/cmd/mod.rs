@@ -2,12 +2,15 @@
 
 mod build;
 mod compose;
+mod compose_run;
+mod containers;
 mod debug;
 mod history;
 mod images;
 mod import;
 mod inspect;
 mod load;
+mod load_into;
 mod login;
 mod prune;
 mod pull;
@@ -32,6 +35,11 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::History(flags) => history::run(&cli.global, flags),
         Command::Tag(flags) => tag::run(&cli.global, flags),
         Command::Run(flags) => run::run(&cli.global, flags),
+        Command::Ps(flags) => containers::ps(&cli.global, flags),
+        Command::Logs(flags) => containers::logs(&cli.global, flags),
+        Command::Stop(flags) => containers::stop(&cli.global, flags),
+        Command::Rm(flags) => containers::rm(&cli.global, flags),
+        Command::LoadInto(flags) => load_into::run(&cli.global, flags),
         Command::Rmi(flags) => rmi::run(&cli.global, flags),
         Command::Save(flags) => save::run(&cli.global, flags),
         Command::Load(flags) => load::run(&cli.global, flags),
@@ -66,8 +74,15 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
         // Unused snapshots hold files of subordinate ids.
         Command::Prune(_) => true,
         Command::Unshare(_) => true,
-        // Builds run RUN steps; `config` only reads files.
-        Command::Compose(flags) => matches!(flags.command, ComposeCommand::Build(_)),
+        // A container's upper dir holds files of subordinate ids (when its
+        // supervisor could not remove it).
+        Command::Rm(_) => true,
+        // Builds run RUN steps, up runs containers, down removes them;
+        // `config`, `ps` and `logs` only read files.
+        Command::Compose(flags) => matches!(
+            flags.command,
+            ComposeCommand::Build(_) | ComposeCommand::Up(_) | ComposeCommand::Down(_)
+        ),
         _ => false,
     };
     if !needed {
