@@ -3,13 +3,11 @@
 //! binary runs against a temporary store holding a busybox image made by the test
 //! (Debian's static busybox), so RUN steps need root (CI runs as root).
 
-use kiln_oci::image::{format_rfc3339, write_image, ContainerConfig, History};
-use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
-use kiln_oci::{BlobRef, ImageConfig, ManifestFormat, Store};
+use kiln_oci::image::ContainerConfig;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::util::kiln;
 
@@ -21,57 +19,22 @@ fn run_kiln(root: &Path, args: &[&str]) -> Output {
 /// Stores an image of one layer (the directory `rootfs`) under `tag`, with
 /// `Env PATH=/bin` and the given ONBUILD triggers.
 fn store_image(root: &Path, tag: &str, rootfs: &Path, on_build: &[&str]) {
-    let store = Store::open(root).unwrap();
-    let mut w = store.blob_writer().unwrap();
-    let opts = LayerOptions {
-        source_date_epoch: Some(0),
-        ..LayerOptions::default()
-    };
-    let desc = write_layer(rootfs, DiffKind::Plain, &opts, &mut w).unwrap();
-    let (digest, size) = w.commit().unwrap();
-    let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
-    config.created = Some(format_rfc3339(0));
-    config.config = Some(ContainerConfig {
+    let container = ContainerConfig {
         env: vec!["PATH=/bin".into()],
         on_build: on_build.iter().map(|t| t.to_string()).collect(),
         ..ContainerConfig::default()
-    });
-    config.rootfs.diff_ids.push(desc.diff_id);
-    config.history.push(History {
-        created_by: Some("made by the test".into()),
-        ..History::default()
-    });
-    let layer = BlobRef {
-        media_type: desc.media_type,
-        digest,
-        size,
-        annotations: BTreeMap::new(),
     };
-    let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
-    store.tag(&tag.parse().unwrap(), m).unwrap();
+    crate::util::store_image(root, tag, rootfs, container, "made by the test");
 }
 
-/// A busybox root filesystem: the static binary and its applets as symlinks,
-/// passwd/group with root and nobody, /tmp 1777.
+/// A busybox root filesystem (`kiln_testkit::busybox`) with only root and nobody.
 fn busybox_rootfs(dir: &Path) {
-    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "root"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", dir.join("bin/busybox")).expect("busybox-static is installed");
-    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        if applet != "busybox" {
-            let _ = std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet));
-        }
-    }
-    fs::write(
-        dir.join("etc/passwd"),
+    kiln_testkit::busybox::rootfs_with_users(
+        dir,
         "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        "root:x:0:\nnobody:x:65534:\n",
     )
     .unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\nnobody:x:65534:\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(dir.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
 }
 
 struct Project {

@@ -58,10 +58,33 @@ pub fn make_base_images(root: &Path, only: Option<&str>) {
 pub fn store_busybox(root: &Path) {
     let tmp = tempfile::tempdir().unwrap();
     kiln_testkit::busybox::rootfs(tmp.path()).unwrap();
+    store_image(
+        root,
+        "busybox:test",
+        tmp.path(),
+        ContainerConfig {
+            env: vec!["PATH=/bin".into()],
+            cmd: Some(vec!["sh".into()]),
+            ..ContainerConfig::default()
+        },
+        "busybox made by the test",
+    );
+}
+
+/// Stores an image of one layer (the directory `rootfs`, as of time 0) under `tag`
+/// in the store at `root`, with the runtime config `container` and one history
+/// entry `created_by`.
+pub fn store_image(
+    root: &Path,
+    tag: &str,
+    rootfs: &Path,
+    container: ContainerConfig,
+    created_by: &str,
+) {
     let store = Store::open(root).unwrap();
     let mut w = store.blob_writer().unwrap();
     let desc = write_layer(
-        tmp.path(),
+        rootfs,
         DiffKind::Plain,
         &LayerOptions {
             source_date_epoch: Some(0),
@@ -73,14 +96,10 @@ pub fn store_busybox(root: &Path) {
     let (digest, size) = w.commit().unwrap();
     let mut config = ImageConfig::new("linux", kiln_oci::image::host_architecture());
     config.created = Some(format_rfc3339(0));
-    config.config = Some(ContainerConfig {
-        env: vec!["PATH=/bin".into()],
-        cmd: Some(vec!["sh".into()]),
-        ..ContainerConfig::default()
-    });
+    config.config = Some(container);
     config.rootfs.diff_ids.push(desc.diff_id);
     config.history.push(History {
-        created_by: Some("busybox made by the test".into()),
+        created_by: Some(created_by.into()),
         ..History::default()
     });
     let layer = BlobRef {
@@ -90,5 +109,5 @@ pub fn store_busybox(root: &Path) {
         annotations: BTreeMap::new(),
     };
     let m = write_image(&store, &config, &[layer], ManifestFormat::Oci).unwrap();
-    store.tag(&"busybox:test".parse().unwrap(), m).unwrap();
+    store.tag(&tag.parse().unwrap(), m).unwrap();
 }
