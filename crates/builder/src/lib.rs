@@ -27,7 +27,9 @@ pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;
 pub use snapshot::{Layer, Snapshots};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
-pub use solver::{build, BuildError, BuildOptions, BuildOutput, NamedContext, PendingImage};
+pub use solver::{
+    build, BuildError, BuildOptions, BuildOutput, Isolation, NamedContext, PendingImage,
+};
 pub use source::BuildContext;
 
 /// Not API: what this crate's own integration tests (which need root, so they
