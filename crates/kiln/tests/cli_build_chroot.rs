@@ -114,6 +114,63 @@ fn chroot_isolation_builds_the_overlay_builds_layers() {
     assert_eq!(got, want, "without CAP_SYS_ADMIN vs overlay:\n{printed}");
 }
 
+/// The store on an overlay filesystem (a container's own root): overlay cannot
+/// have its upper directory there, so steps keep their namespaces but run on a
+/// copy of their layers, with one warning, and give the overlay build's layers.
+#[test]
+fn a_store_on_overlay_runs_steps_on_a_copy() {
+    kiln_testkit::root::require_root("store on overlay test");
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path().join("ctx");
+    make_context(&ctx, DOCKERFILE);
+    let overlay_store = tmp.path().join("overlay");
+    build_as_root(&overlay_store, &ctx, &[], &[]);
+    let (_, want, _) = image_digests(&overlay_store, "out:1");
+
+    // The store (with the base) is the lower of an overlay mounted in a mount
+    // namespace of kiln's own; kiln writes through the merged directory.
+    let dirs: Vec<_> = ["l", "u", "w", "m"]
+        .iter()
+        .map(|d| tmp.path().join(d))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+    }
+    make_base(&dirs[0].join("store"));
+    let script = format!(
+        "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {} && exec \"$0\" \"$@\"",
+        dirs[0].display(),
+        dirs[1].display(),
+        dirs[2].display(),
+        dirs[3].display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .arg(kiln_path())
+        .arg("--root")
+        .arg(dirs[3].join("store"))
+        .args(["build", "--progress=plain", "-t", "out:1"])
+        .arg(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env_remove("KILN_ROOT")
+        .output()
+        .unwrap();
+    let printed = show(&out);
+    assert!(out.status.success(), "{printed}");
+    assert_eq!(
+        printed
+            .matches("overlay cannot keep its upper directory in the store")
+            .count(),
+        1,
+        "said once:\n{printed}"
+    );
+    assert!(printed.contains("not supported as upperdir"), "{printed}");
+    assert!(!printed.contains(MESSAGE), "{printed}");
+    // What kiln wrote is in the overlay's upper directory.
+    let (_, got, _) = image_digests(&dirs[1].join("store"), "out:1");
+    assert_eq!(got, want, "store on overlay vs overlay build:\n{printed}");
+}
+
 #[test]
 fn chroot_steps_refuse_what_needs_namespaces_with_a_located_error() {
     kiln_testkit::root::require_root("chroot isolation test");

@@ -260,7 +260,7 @@ fn copy_tree(src: &Path, dst: &Path, links: &mut Links, skip_whiteouts: bool) ->
         let s = src.join(&name);
         if skip_whiteouts
             && s.symlink_metadata()
-                .map(|m| overlay::is_whiteout(&m))
+                .map(|m| overlay::is_whiteout_at(&s, &m))
                 .unwrap_or(false)
         {
             continue;
@@ -282,7 +282,7 @@ fn apply_layer(layer: &Path, dst: &Path, links: &mut Links) -> io::Result<()> {
         let s = layer.join(&name);
         let d = dst.join(&name);
         let m = s.symlink_metadata()?;
-        if overlay::is_whiteout(&m) {
+        if overlay::is_whiteout_at(&s, &m) {
             remove_any(&d)?;
         } else if m.is_dir() {
             let existing = d.symlink_metadata().ok();
