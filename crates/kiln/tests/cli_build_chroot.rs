@@ -264,3 +264,121 @@ fn rootless_with_one_mapped_id_builds_the_root_builds_layers() {
         assert_eq!(got, want, "{tag} as {USER} vs root:\n{}", show(&out));
     }
 }
+
+const CI_DOCKERFILE: &str = r#"FROM BASE AS build
+RUN mkdir -p /out/d && echo built > /out/artifact && echo x > /out/d/f && rm -rf /out/d && echo file > /out/d
+FROM BASE
+RUN mkdir -p /app/dir && echo a > /app/a && echo f > /app/dir/f && rm /etc/group
+RUN rm -rf /app/dir && echo file > /app/dir && rm /app/a && echo x > /dev/null
+COPY --from=build /out /app/out
+"#;
+
+/// The image kiln runs in: busybox, kiln's binary and the libraries it links.
+fn ci_rootfs(dir: &Path) {
+    kiln_testkit::busybox::rootfs(dir).unwrap();
+    let kiln = kiln_path();
+    std::fs::copy(&kiln, dir.join("kiln")).unwrap();
+    let ldd = Command::new("ldd").arg(&kiln).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let to = dir.join(lib.trim_start_matches('/'));
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
+    }
+}
+
+/// The acceptance test of #18: kiln inside `docker run`, as root with Docker's
+/// default profile (no mount namespace, store on the container's overlay root)
+/// and as `--user 1000` with seccomp unconfined (a user namespace with one
+/// mapped id, no fresh /proc), builds a multi-stage Dockerfile from the local
+/// registry and pushes it; the pushed layers equal a normal root build's.
+/// Starts its own dockerd (see `cli_load_docker`); containers use the host
+/// network for the registry on 127.0.0.1.
+#[test]
+fn kiln_in_docker_builds_and_pushes_the_root_builds_layers_needs_root_and_dockerd() {
+    kiln_testkit::root::require_root("docker acceptance test");
+    let registry = kiln_testkit::registry::plain();
+    let tmp = tempfile::tempdir().unwrap();
+    let host_store = tmp.path().join("host-store");
+    store_busybox(&host_store);
+    let repo = kiln_testkit::registry::unique_repo("chroot-accept");
+    let base = format!("{registry}/{repo}/busybox:1");
+    kiln()
+        .root(&host_store)
+        .args(["push", "busybox:test", &base])
+        .ok();
+
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), CI_DOCKERFILE.replace("BASE", &base)).unwrap();
+    let perms = |p: &Path, m| {
+        std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
+    };
+    perms(&ctx, 0o755);
+    perms(&ctx.join("Dockerfile"), 0o644);
+    let want_ref = format!("{registry}/{repo}/app:host");
+    kiln()
+        .root(&host_store)
+        .args(["build", "--progress=plain", "--push", "-t", &want_ref])
+        .arg(&ctx)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .ok();
+    let (_, want, _) = image_digests(&host_store, &want_ref);
+
+    let rootfs = tmp.path().join("rootfs");
+    ci_rootfs(&rootfs);
+    let tar = tmp.path().join("rootfs.tar");
+    let st = Command::new("tar")
+        .args(["--numeric-owner", "-C"])
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ddir = tmp.path().join("docker");
+    std::fs::create_dir(&ddir).unwrap();
+    let dockerd = crate::cli_load_docker::Dockerd::start(&ddir);
+    let imported = dockerd.docker(&["import", tar.to_str().unwrap(), "kiln-ci:test"]);
+    assert!(imported.status.success(), "{}", show(&imported));
+
+    let pull_store = tmp.path().join("pull-store");
+    for (tag, extra) in [
+        ("root", &[][..]),
+        (
+            "user",
+            &[
+                "--user",
+                "1000:1000",
+                "--security-opt",
+                "seccomp=unconfined",
+            ][..],
+        ),
+    ] {
+        let target = format!("{registry}/{repo}/app:{tag}");
+        let mut args = vec!["run", "--rm", "--network=host"];
+        args.extend_from_slice(extra);
+        let volume = format!("{}:/ctx:ro", ctx.display());
+        let epoch = format!("SOURCE_DATE_EPOCH={EPOCH}");
+        args.extend_from_slice(&["-v", &volume, "-e", &epoch, "-e", "HOME=/tmp"]);
+        args.extend_from_slice(&["kiln-ci:test", "/kiln", "build", "--progress=plain"]);
+        args.extend_from_slice(&["--push", "-t", &target, "/ctx"]);
+        let out = dockerd.docker(&args);
+        let printed = show(&out);
+        assert!(out.status.success(), "kiln in docker as {tag}: {printed}");
+        assert_eq!(
+            printed.matches(MESSAGE).count(),
+            1,
+            "{tag}: said once:\n{printed}"
+        );
+        kiln().root(&pull_store).args(["pull", &target]).ok();
+        let (_, got, _) = image_digests(&pull_store, &target);
+        assert_eq!(
+            got, want,
+            "kiln in docker as {tag} vs root on the host:\n{printed}"
+        );
+    }
+}

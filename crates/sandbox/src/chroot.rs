@@ -352,7 +352,7 @@ fn probe_namespaces() -> R<()> {
                 | UnshareFlags::NEWUTS
                 | UnshareFlags::NEWIPC,
         ),
-        || "no mount namespace allowed (unshare)".into(),
+        || "unshare of mount, PID, UTS and IPC namespaces".into(),
     )?;
     ctx(
         rustix::mount::mount_change(
@@ -360,7 +360,7 @@ fn probe_namespaces() -> R<()> {
             rustix::mount::MountPropagationFlags::REC
                 | rustix::mount::MountPropagationFlags::PRIVATE,
         ),
-        || "no mount namespace allowed (making / private)".into(),
+        || "making / private in a new mount namespace".into(),
     )?;
     // A fresh /proc needs a process in the new PID namespace.
     // SAFETY: single-threaded probe process.
