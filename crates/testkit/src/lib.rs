@@ -10,6 +10,7 @@
 //!   harness does, with tests that cannot run reported as ignored, with the reason.
 //! - [`conformance`]: where BuildKit's conformance data is (`$KILN_BUILDKIT_CONFORMANCE`).
 //! - [`corpus`]: the cases of `tests/buildkit-corpus/` and their `args` files.
+//! - [`tree`]: writing files and overlay whiteout/opaque markers into a directory.
 //! - [`process`]: child processes with default signal dispositions, unique markers,
 //!   finding processes by their command line.
 //!
@@ -24,6 +25,7 @@ pub mod process;
 pub mod registry;
 pub mod root;
 pub mod rootless;
+pub mod tree;
 
 pub use kiln::{printed, Kiln};
 
