@@ -382,3 +382,45 @@ fn kiln_in_docker_builds_and_pushes_the_root_builds_layers_needs_root_and_docker
         );
     }
 }
+
+/// What a chroot step still does not get: a second chroot (CAP_SYS_CHROOT is
+/// dropped, so the step cannot leave its root), and what it leaves running in
+/// the background ends with it (no PID namespace: its process group is killed).
+#[test]
+fn a_chroot_step_cannot_chroot_and_leaves_no_process_behind() {
+    kiln_testkit::root::require_root("chroot isolation test");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    store_busybox(&store);
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    // A sleep nobody else runs: its argument names this test process.
+    let nap = format!(
+        "{}.{}",
+        4000 + std::process::id() % 1000,
+        std::process::id()
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM busybox:test\nRUN (sleep {nap} &) ; echo started\nRUN chroot / true\n"),
+    )
+    .unwrap();
+    let err = kiln()
+        .root(&store)
+        .args(["build", "--progress=plain", "--isolation=chroot"])
+        .arg(&ctx)
+        .fails();
+    assert!(
+        err.contains("RUN chroot / true (Dockerfile:3)") && err.contains("Operation not permitted"),
+        "{err}"
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("sleep {nap}")])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "the step's background process outlived it: {}",
+        show(&left)
+    );
+}
