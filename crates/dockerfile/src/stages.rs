@@ -226,7 +226,7 @@ fn shell_err(src: &Source, o: &Origin, e: ShellError) -> DockerfileError {
 }
 
 /// Go's `strconv.Atoi` acceptance: optional sign, then ASCII digits.
-fn as_index(s: &str) -> Option<i64> {
+pub(crate) fn as_index(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -235,7 +235,7 @@ fn as_index(s: &str) -> Option<i64> {
 }
 
 /// The predefined args (BuildKit's `defaultArgs`), with `--build-arg` overrides.
-fn predefined_args(
+pub(crate) fn predefined_args(
     build: &Platform,
     target: &Platform,
     target_stage: &str,
