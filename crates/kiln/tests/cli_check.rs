@@ -39,8 +39,7 @@ fn text_report_like_buildkit_and_exit_zero_with_warnings() {
          --------------------\n   \
          1 | >>> FROM alpine:3 as base\n   \
          2 |     USER app\n   \
-         3 |     LABEL org.opencontainers.image.source=x\n   \
-         4 |     \n\
+         3 |     LABEL org.opencontainers.image.source=x\n\
          --------------------\n\
          \nCheck complete, 1 warning has been found!\n"
     );
@@ -152,7 +151,7 @@ fn directive_skips_and_the_build_arg_replaces_it() {
         .arg(ctx.path())
         .fails();
     assert!(
-        err.contains("failed to parse BUILDKIT_DOCKERFILE_CHECK: invalid check option \"bogus\""),
+        err.contains("failed to parse BUILDKIT_DOCKERFILE_CHECK") && err.contains("\"bogus\""),
         "{err}"
     );
 }
@@ -162,7 +161,10 @@ fn parse_errors_are_one_located_message() {
     let root = tempfile::tempdir().unwrap();
     let ctx = context("FROM alpine:3\nCOPPY a b\n");
     let err = check(root.path()).arg(ctx.path()).fails();
-    assert!(err.contains("Dockerfile:2: unknown instruction: COPPY"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2: unknown instruction: COPPY"),
+        "{err}"
+    );
     assert!(err.contains("COPPY a b"), "excerpt: {err}");
     let ctx = context("# check=error=sometimes\nFROM alpine:3\n");
     let err = check(root.path()).arg(ctx.path()).fails();
@@ -185,7 +187,10 @@ fn what_the_build_rejects_fails_after_the_warnings() {
         "{stdout}"
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Dockerfile:2: duplicate stage name"), "{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:2: duplicate stage name"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -198,7 +203,10 @@ fn build_check_checks_and_builds_nothing() {
         .arg(ctx.path())
         .stdout();
     assert!(out.contains("WARNING: FromAsCasing"), "{out}");
-    assert!(out.contains("Check complete, 1 warning has been found!"), "{out}");
+    assert!(
+        out.contains("Check complete, 1 warning has been found!"),
+        "{out}"
+    );
     let images = kiln().root(root.path()).args(["images", "-q"]).output();
     assert!(String::from_utf8_lossy(&images.stdout).trim().is_empty());
     let ctx = context(&format!("# check=error=true\n{CASING}"));
@@ -207,7 +215,10 @@ fn build_check_checks_and_builds_nothing() {
         .args(["build", "--check"])
         .arg(ctx.path())
         .fails();
-    assert!(err.contains("lint violation found for rules: FromAsCasing"), "{err}");
+    assert!(
+        err.contains("lint violation found for rules: FromAsCasing"),
+        "{err}"
+    );
 }
 
 fn other_arch() -> &'static str {
@@ -297,7 +308,9 @@ fn stored_base_images_are_checked_and_never_pulled() {
     };
     assert!(!found.contains("UndefinedVar"), "{found}");
     assert!(
-        stderr.contains("note: UndefinedVar not checked in stages on localhost:1/nothing:1"),
+        stderr.contains(
+            "note: UndefinedVar not checked: stages on localhost:1/nothing:1 start from an image"
+        ),
         "{stderr}"
     );
 }
@@ -317,7 +330,10 @@ fn dockerignore_rules() {
     write(ctx.path(), "tmp/a.txt", "a");
     write(ctx.path(), "node_modules/x/index.js", "x");
     write(ctx.path(), ".git/HEAD", "ref");
-    let out = check(root.path()).args(["--format", "json"]).arg(ctx.path()).stdout();
+    let out = check(root.path())
+        .args(["--format", "json"])
+        .arg(ctx.path())
+        .stdout();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let msgs: Vec<&str> = v
         .as_array()
@@ -330,7 +346,10 @@ fn dockerignore_rules() {
         ["COPY . copies node_modules, .git from the build context; .dockerignore does not exclude them"]
     );
     write(ctx.path(), ".dockerignore", "tmp\nnode_modules\n.git\n");
-    let out = check(root.path()).args(["--format", "json"]).arg(ctx.path()).stdout();
+    let out = check(root.path())
+        .args(["--format", "json"])
+        .arg(ctx.path())
+        .stdout();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let found: Vec<(&str, &str)> = v
         .as_array()

@@ -425,7 +425,7 @@ fn dispatch(m: &Model<'_>, host: &dyn Host, out: &mut Sink<'_>) {
     for name in skipped_env {
         out.skip(
             &rules::UNDEFINED_VAR,
-            format!("not checked in stages on {name}: the image is not in the image store, so its environment is unknown (pull it to check)"),
+            format!("stages on {name} start from an image that is not in the image store, so their environment is unknown (pull it to check)"),
         );
     }
 }

@@ -186,9 +186,11 @@ impl Host for StoreHost {
         let path = path.trim_start_matches('/');
         if path.is_empty() || path == "." {
             // The context root is only "ignored" by patterns that exclude everything.
-            return Some(m.patterns().iter().any(|p| {
-                !p.is_exclusion() && matches!(p.as_str(), "*" | "**" | "**/*")
-            }));
+            return Some(
+                m.patterns()
+                    .iter()
+                    .any(|p| !p.is_exclusion() && matches!(p.as_str(), "*" | "**" | "**/*")),
+            );
         }
         Some(m.matches_or_parent_matches(path).unwrap_or(false))
     }
@@ -353,10 +355,16 @@ mod tests {
         let (r, src) = report("FROM alpine:3\nUSER root\n");
         let text = render_text(&r, &src);
         assert!(text.contains("\nWARNING: FinalStageRunsAsRoot\nThe final stage switches to USER root, so the container runs as root\nDockerfile:2\n"), "{text}");
-        assert!(text.contains("\nwhy: The final stage runs as root"), "{text}");
+        assert!(
+            text.contains("\nwhy: The final stage runs as root"),
+            "{text}"
+        );
         assert!(text.contains("\nhint: Add a non-root user"), "{text}");
         assert!(text.contains("\nINFO: MissingOciLabels\n"), "{text}");
-        assert!(text.ends_with("Check complete, 1 warning has been found! (1 info finding)\n"), "{text}");
+        assert!(
+            text.ends_with("Check complete, 1 warning has been found! (1 info finding)\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -372,7 +380,8 @@ mod tests {
 
     #[test]
     fn json_fields() {
-        let (r, src) = report("FROM alpine:3 AS Build\nUSER app\nLABEL org.opencontainers.image.source=x\n");
+        let (r, src) =
+            report("FROM alpine:3 AS Build\nUSER app\nLABEL org.opencontainers.image.source=x\n");
         let v: serde_json::Value = serde_json::from_str(&render_json(&r, &src)).unwrap();
         assert_eq!(
             v,
