@@ -376,8 +376,10 @@ struct State {
 
 impl State {
     fn set(&mut self, k: &str, v: String) {
-        self.env.retain(|(key, _)| key != k);
-        self.env.push((k.to_string(), v));
+        match self.env.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v,
+            None => self.env.push((k.to_string(), v)),
+        }
     }
 }
 
@@ -385,11 +387,26 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 const NON_ENV_ARGS: &[&str] = &["BUILDKIT_SBOM_SCAN_CONTEXT", "BUILDKIT_SBOM_SCAN_STAGE"];
 
 fn dispatch(m: &Model<'_>, host: &dyn Host, out: &mut Sink<'_>) {
-    let mut states: BTreeMap<usize, State> = BTreeMap::new();
+    // A stage's final state is kept only until the last stage built on it
+    // takes it (moved, not copied: a chain of stages stays linear).
+    let mut children = vec![0usize; m.stages.len()];
+    for st in m.stages.iter().filter(|s| s.checked) {
+        if let StageBase::Stage(b) = st.base {
+            children[b] += 1;
+        }
+    }
+    let mut states: Vec<Option<State>> = vec![None; m.stages.len()];
     let mut skipped_env: Vec<String> = Vec::new();
     for st in m.stages.iter().filter(|s| s.checked) {
         let mut state = match &st.base {
-            StageBase::Stage(b) => states.get(b).cloned().unwrap_or_default(),
+            StageBase::Stage(b) => {
+                children[*b] -= 1;
+                if children[*b] == 0 {
+                    states[*b].take().unwrap_or_default()
+                } else {
+                    states[*b].clone().unwrap_or_default()
+                }
+            }
             StageBase::Scratch => State {
                 env_known: true,
                 ..State::default()
@@ -418,7 +435,9 @@ fn dispatch(m: &Model<'_>, host: &dyn Host, out: &mut Sink<'_>) {
         for s in &st.body {
             dispatch_step(m, s, &mut state, &mut seen, host, out);
         }
-        states.insert(st.index, state);
+        if children[st.index] > 0 {
+            states[st.index] = Some(state);
+        }
     }
     skipped_env.sort();
     skipped_env.dedup();
@@ -445,7 +464,7 @@ fn expand(
 }
 
 fn undefined_vars(unmatched: &BTreeSet<String>, s: &Step<'_>, state: &State, out: &mut Sink<'_>) {
-    if !state.env_known {
+    if !state.env_known || unmatched.is_empty() {
         return;
     }
     let keys: Vec<&str> = state.env.iter().map(|(k, _)| k.as_str()).collect();

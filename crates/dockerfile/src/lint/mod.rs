@@ -88,6 +88,10 @@ pub struct Options {
     pub target: Option<String>,
     /// `--platform`; default the host's.
     pub target_platform: Option<Platform>,
+    /// Check every stage when no target is given (`kiln check`, as `docker build
+    /// --check`); otherwise only the stages the target (default: the last) needs,
+    /// as a build checks them.
+    pub all_stages: bool,
 }
 
 /// Where a finding points: 1-based lines and column.

@@ -234,7 +234,7 @@ impl<'a> Model<'a> {
             lexer,
             build_args: opts.build_args.clone(),
         };
-        if opts.target.is_some() {
+        if opts.target.is_some() || !opts.all_stages {
             model.mark_checked(&first_by_name);
         }
         Ok(model)
@@ -278,8 +278,10 @@ impl<'a> Model<'a> {
     /// The final stage and the stages it is built on, final first.
     pub fn final_chain(&self) -> Vec<&Stage<'a>> {
         let mut out = vec![&self.stages[self.target]];
+        let mut seen = vec![false; self.stages.len()];
+        seen[self.target] = true;
         while let StageBase::Stage(b) = out[out.len() - 1].base {
-            if out.iter().any(|s| s.index == b) {
+            if std::mem::replace(&mut seen[b], true) {
                 break;
             }
             out.push(&self.stages[b]);

@@ -57,6 +57,7 @@ fn run_with(text: &str, opts: &Options, host: &dyn Host) -> Report {
 fn amd64() -> Options {
     Options {
         target_platform: Some(Platform::parse("linux/amd64").unwrap()),
+        all_stages: true,
         ..Options::default()
     }
 }
@@ -656,6 +657,15 @@ fn target_limits_the_dispatch_rules_to_needed_stages() {
     opts.target = Some("c".into());
     let r = run_with(text, &opts, &NoHost);
     assert_eq!(lines_of(&r, "WorkdirRelativePath"), [4]);
+    // A build (no target, not all stages) checks what the last stage needs.
+    let build = Options {
+        all_stages: false,
+        ..amd64()
+    };
+    assert_eq!(
+        lines_of(&run_with(text, &build, &NoHost), "WorkdirRelativePath"),
+        [4]
+    );
     opts.target = Some("nope".into());
     let src = Source::new("Dockerfile", text.to_string());
     let df = crate::parse(&src).unwrap();

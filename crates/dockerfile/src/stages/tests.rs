@@ -173,8 +173,11 @@ fn meta_args_chain_and_predefined() {
 fn undeclared_arg_in_from_warns() {
     let p = ok("FROM alpine:$TAG\n", &PlanOptions::default());
     assert_eq!(p.stages[0].base, Base::Image("alpine:".into()));
-    assert_eq!(p.warnings[0].rule, "UndefinedArgInFrom");
-    assert_eq!(p.warnings[0].line, 1);
+    assert_eq!(
+        rules(&p),
+        [(1, "InvalidDefaultArgInFrom"), (1, "UndefinedArgInFrom")]
+    );
+    assert_eq!(p.warnings[1].message, "FROM argument 'TAG' is not declared");
 }
 
 #[test]

@@ -70,6 +70,7 @@ fn check(global: &GlobalFlags, req: &Request<'_>) -> miette::Result<ExitCode> {
         build_args: build_args.clone(),
         target: req.target.clone(),
         target_platform: target_platform.clone(),
+        all_stages: true,
     };
     let dockerfile_path = req
         .file
@@ -321,6 +322,7 @@ mod tests {
             build_args: BTreeMap::new(),
             target: None,
             target_platform: Some(Platform::parse("linux/amd64").unwrap()),
+            all_stages: true,
         };
         (lint::check(&df, &src, &opts, &NoHost).unwrap(), src)
     }
