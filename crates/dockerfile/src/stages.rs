@@ -518,6 +518,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                 && !global_args.contains_key(k.as_str())
                 && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
                 && k.as_str() != "BUILDKIT_SANDBOX_HOSTNAME"
+                && k.as_str() != crate::lint::CHECK_BUILD_ARG
         })
         .map(String::as_str)
         .collect();

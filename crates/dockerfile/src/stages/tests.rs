@@ -354,6 +354,10 @@ fn proxy_and_unused_build_args() {
                     "http://127.0.0.1:3128".to_string(),
                 ),
                 ("TARGETARCH".to_string(), "riscv64".to_string()),
+                (
+                    "BUILDKIT_DOCKERFILE_CHECK".to_string(),
+                    "skip=all".to_string(),
+                ),
             ]),
             ..Default::default()
         },
