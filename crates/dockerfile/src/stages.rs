@@ -542,6 +542,34 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         all_stages: false,
     };
     let report = crate::lint::check(df, src, &checks, &crate::lint::NoHost)?;
+    // `check=error=true`: a BuildKit rule that fired fails the build, as in BuildKit.
+    let violations: Vec<&crate::lint::Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule.set == crate::lint::RuleSet::BuildKit)
+        .collect();
+    if report.error_on_findings && !violations.is_empty() {
+        let mut names: Vec<&str> = violations.iter().map(|f| f.rule.name).collect();
+        names.sort();
+        names.dedup();
+        let first = &violations[0].location;
+        let list: Vec<String> = violations
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}: {} [{}]",
+                    src.name, f.location.start_line, f.message, f.rule.name
+                )
+            })
+            .collect();
+        return Err(DockerfileError::at(
+            src,
+            first.start_line,
+            first.end_line,
+            format!("lint violation found for rules: {}", names.join(", ")),
+        )
+        .with_help(list.join("\n")));
+    }
     for f in report.findings {
         if f.rule.set == crate::lint::RuleSet::BuildKit {
             warnings.push(Warning {

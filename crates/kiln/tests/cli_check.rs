@@ -365,3 +365,33 @@ fn dockerignore_rules() {
         )]
     );
 }
+
+/// `# check=error=true` fails a build too (before anything runs), as BuildKit's
+/// "lint violation found for rules"; without it the findings are warnings.
+#[test]
+fn error_true_fails_a_build() {
+    let root = tempfile::tempdir().unwrap();
+    let ctx = context("# check=error=true\nFROM scratch as base\n");
+    let err = kiln()
+        .root(root.path())
+        .args(["build", "--dry-run"])
+        .arg(ctx.path())
+        .fails();
+    assert!(
+        err.contains("Dockerfile:2: lint violation found for rules: FromAsCasing"),
+        "{err}"
+    );
+    let ctx = context("FROM scratch as base\n");
+    let out = kiln()
+        .root(root.path())
+        .args(["build", "--dry-run"])
+        .arg(ctx.path())
+        .ok();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "warning: Dockerfile:1: 'as' and 'FROM' keywords' casing do not match [FromAsCasing]"
+        ),
+        "{stderr}"
+    );
+}

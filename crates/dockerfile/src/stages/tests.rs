@@ -536,3 +536,25 @@ fn image_triggers_run_first_and_need_the_stages_they_read() {
     assert!(!p.stages[1].needed);
     assert!(p.stages[2].deps.contains(&0));
 }
+
+/// `# check=error=true` fails the build when a BuildKit rule fires (BuildKit's
+/// "lint violation found for rules"), pointing at the first finding; skipped
+/// rules and kiln's own rules do not count.
+#[test]
+fn check_error_true_fails_the_plan() {
+    let text = "# check=error=true\nFROM alpine:3 as base\nWORKDIR app\n";
+    let src = Source::new("Dockerfile", text.to_string());
+    let df = crate::parse(&src).unwrap();
+    let e = plan(&df, &src, &PlanOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Dockerfile:2: lint violation found for rules: FromAsCasing, WorkdirRelativePath"
+    );
+    assert_eq!(
+        e.help.as_deref(),
+        Some("Dockerfile:2: 'as' and 'FROM' keywords' casing do not match [FromAsCasing]\nDockerfile:3: Relative workdir \"app\" can have unexpected results if the base image changes [WorkdirRelativePath]")
+    );
+    let ok_text = "# check=error=true;skip=FromAsCasing,WorkdirRelativePath\nFROM alpine as base\nWORKDIR app\n";
+    let p = ok(ok_text, &PlanOptions::default());
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}

@@ -85,6 +85,13 @@ fn check(global: &GlobalFlags, req: &Request<'_>) -> miette::Result<ExitCode> {
     for s in &report.skipped {
         eprintln!("note: {} not checked: {}", s.rule, s.reason);
     }
+    if report.failed() {
+        eprintln!(
+            "ERROR: lint violation found for rules: {}",
+            report.failing_rules().join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     // What the build itself would reject (kiln's plan is stricter than the
     // checks: duplicate or reserved stage names are errors there).
     let plan_opts = PlanOptions {
@@ -93,13 +100,6 @@ fn check(global: &GlobalFlags, req: &Request<'_>) -> miette::Result<ExitCode> {
         target_platform,
     };
     stages::plan(&df, &src, &plan_opts).map_err(miette::Report::new)?;
-    if report.failed() {
-        eprintln!(
-            "ERROR: lint violation found for rules: {}",
-            report.failing_rules().join(", ")
-        );
-        return Ok(ExitCode::FAILURE);
-    }
     Ok(ExitCode::SUCCESS)
 }
 
