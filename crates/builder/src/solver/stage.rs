@@ -94,6 +94,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             vertex: vertex_id,
             no_cache,
             lower: state.layers.clone(),
+            parent: state.key,
         };
         apply_step(&ctx, &mut state, step)?;
     }

@@ -96,6 +96,16 @@ fn execute(
         .iter()
         .map(|o| o.parse().map_err(|e| miette!("{e}")))
         .collect::<miette::Result<_>>()?;
+    let cache_from: Vec<kiln_builder::CacheLocation> = flags
+        .cache_from
+        .iter()
+        .map(|v| kiln_builder::parse_cache_from(v).map_err(|e| miette!("{e}")))
+        .collect::<miette::Result<_>>()?;
+    let cache_to: Vec<kiln_builder::CacheExport> = flags
+        .cache_to
+        .iter()
+        .map(|v| kiln_builder::parse_cache_to(v).map_err(|e| miette!("{e}")))
+        .collect::<miette::Result<_>>()?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
@@ -130,6 +140,7 @@ fn execute(
         shm_size: None,
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
+        cache_from,
     };
     let progress = if flags.quiet {
         crate::progress::quiet()
@@ -226,6 +237,40 @@ fn execute(
                 name: format!("pushing {dest}"),
                 duration_ms: Some(clock.now_ms() - started),
             });
+        }
+    }
+    for spec in &cache_to {
+        let started = clock.now_ms();
+        let mut warn = |message: String| {
+            progress.emit(Event::Warning {
+                at_ms: clock.now_ms(),
+                message,
+            })
+        };
+        match kiln_builder::export_cache(
+            &store,
+            spec,
+            &out.cache,
+            out.remote_cache.as_deref(),
+            &opts.registry,
+            &mut warn,
+        ) {
+            Ok(report) => progress.emit(Event::Phase {
+                at_ms: clock.now_ms(),
+                name: format!(
+                    "exporting cache to {} ({} records, {} in the cache)",
+                    spec.location, report.exported, report.total
+                ),
+                duration_ms: Some(clock.now_ms() - started),
+            }),
+            Err(e) if spec.ignore_error => progress.emit(Event::Warning {
+                at_ms: clock.now_ms(),
+                message: format!("--cache-to: {e}"),
+            }),
+            Err(e) => {
+                progress.finish();
+                return Err(miette!("--cache-to: {e}"));
+            }
         }
     }
     if let Some(engine) = flags.load.load {

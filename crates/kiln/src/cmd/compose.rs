@@ -610,6 +610,7 @@ fn build_one(
         shm_size: job.shm_size,
         compression: Compression::default(),
         source_date_epoch,
+        cache_from: Vec::new(),
     };
     let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;
     let exporting = clock.now_ms();
