@@ -333,16 +333,27 @@ pub fn export(
     warn: &mut dyn FnMut(String),
 ) -> Result<ExportReport, String> {
     let target = backend::open(&spec.location, ctx)?;
+    export_to(store, target.as_ref(), spec, usage, from, warn)
+}
+
+fn export_to(
+    store: &Store,
+    target: &dyn Backend,
+    spec: &CacheExport,
+    usage: &CacheUsage,
+    from: Option<&RemoteCache>,
+    warn: &mut dyn FnMut(String),
+) -> Result<ExportReport, String> {
     let now = crate::solver::unix_now();
     let mine = usage.config(spec.mode, now);
-    push_layers(store, target.as_ref(), &mine.layers(), from)?;
+    push_layers(store, target, &mine.layers(), from)?;
     let _lock = target.lock()?;
     let mut report = ExportReport {
         exported: mine.records.len(),
         ..ExportReport::default()
     };
     for _ in 0..EXPORT_ATTEMPTS {
-        let current = match read_config(target.as_ref()) {
+        let current = match read_config(target) {
             Ok(Some((c, _))) => c,
             Ok(None) => CacheConfig::new(),
             Err(e) => {
@@ -377,7 +388,7 @@ pub fn export(
         // Another runner that read the tag before this write may write its
         // merge after it: look again once such a write has had time to land.
         std::thread::sleep(settle_time());
-        match read_config(target.as_ref()) {
+        match read_config(target) {
             Ok(Some((now_there, _))) if now_there.contains_all(&kept) => return Ok(report),
             Ok(_) | Err(_) => warn(format!(
                 "cache {}: another build replaced it meanwhile; merging again",
@@ -452,4 +463,206 @@ fn push_layer(
     }
     remote.fetch(store, blob)?;
     target.push_blob(store, blob)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Layer;
+    use kiln_oci::image::media_type;
+
+    /// A registry tag in memory; `intruder`'s config replaces the tag right
+    /// after the next write, as another runner's write of its own merge
+    /// (made from what it read before ours) would.
+    #[derive(Debug, Default)]
+    struct FakeRegistry {
+        manifest: Mutex<Option<Vec<u8>>>,
+        blobs: Mutex<HashMap<Digest, Vec<u8>>>,
+        intruder: Mutex<Option<CacheConfig>>,
+        writes: Mutex<u32>,
+    }
+
+    impl FakeRegistry {
+        fn put(&self, bytes: Vec<u8>) -> BlobRef {
+            let desc = BlobRef {
+                media_type: format::CONFIG_MEDIA_TYPE.into(),
+                digest: Digest::of(&bytes),
+                size: bytes.len() as u64,
+                annotations: Default::default(),
+            };
+            self.blobs.lock().unwrap().insert(desc.digest, bytes);
+            desc
+        }
+
+        fn config(&self) -> CacheConfig {
+            read_config(self).unwrap().unwrap().0
+        }
+    }
+
+    impl Backend for FakeRegistry {
+        fn read_manifest(&self) -> Result<Option<(Vec<u8>, Digest)>, String> {
+            Ok(self
+                .manifest
+                .lock()
+                .unwrap()
+                .clone()
+                .map(|m| (m.clone(), Digest::of(&m))))
+        }
+        fn read_blob(&self, desc: &BlobRef) -> Result<Vec<u8>, String> {
+            self.blobs
+                .lock()
+                .unwrap()
+                .get(&desc.digest)
+                .cloned()
+                .ok_or_else(|| "no such blob".to_string())
+        }
+        fn has_blob(&self, desc: &BlobRef) -> Result<bool, String> {
+            Ok(self.blobs.lock().unwrap().contains_key(&desc.digest))
+        }
+        fn fetch(&self, _: &Store, _: &BlobRef) -> Result<(), String> {
+            Err("not used".into())
+        }
+        fn push_blob(&self, store: &Store, desc: &BlobRef) -> Result<(), String> {
+            let data = store.read_blob(&desc.digest).map_err(|e| e.to_string())?;
+            self.blobs.lock().unwrap().insert(desc.digest, data);
+            Ok(())
+        }
+        fn write_manifest(&self, bytes: Vec<u8>) -> Result<(), String> {
+            *self.writes.lock().unwrap() += 1;
+            *self.manifest.lock().unwrap() = Some(bytes);
+            if let Some(other) = self.intruder.lock().unwrap().take() {
+                let desc = self.put(other.to_bytes());
+                *self.manifest.lock().unwrap() = Some(format::manifest(&desc, &other.layers()));
+            }
+            Ok(())
+        }
+        fn racy(&self) -> bool {
+            true
+        }
+    }
+
+    fn usage(store: &Store, steps: &[&str]) -> CacheUsage {
+        let mut u = CacheUsage::default();
+        let mut parent = Digest::of(b"base");
+        for s in steps {
+            let data = s.as_bytes();
+            let digest = store.put_blob(data).unwrap();
+            let key = Digest::of(format!("key {s}").as_bytes());
+            u.steps.insert(
+                key,
+                UsedStep {
+                    parent,
+                    record: StepRecord {
+                        layer: Layer {
+                            blob: BlobRef {
+                                media_type: media_type::OCI_LAYER.into(),
+                                digest,
+                                size: data.len() as u64,
+                                annotations: Default::default(),
+                            },
+                            diff_id: digest,
+                        },
+                        created: 7,
+                    },
+                },
+            );
+            parent = key;
+        }
+        u.final_key = Some(parent);
+        u
+    }
+
+    fn spec(mode: CacheMode) -> CacheExport {
+        CacheExport {
+            location: CacheLocation::Registry("fake/cache:1".into()),
+            mode,
+            max_age: None,
+            max_entries: None,
+            ignore_error: false,
+        }
+    }
+
+    /// Another runner's write lands right after ours and lacks our records:
+    /// the export reads the tag again, merges once more, and both stay.
+    #[test]
+    fn an_export_replaced_by_another_writer_merges_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let fake = FakeRegistry::default();
+        let theirs = usage(&store, &["their step"]).config(CacheMode::Max, 1);
+        for l in theirs.layers() {
+            fake.push_blob(&store, &l).unwrap();
+        }
+        *fake.intruder.lock().unwrap() = Some(theirs.clone());
+        let mine = usage(&store, &["my step 1", "my step 2"]);
+        let mut warnings = Vec::new();
+        let report = export_to(
+            &store,
+            &fake,
+            &spec(CacheMode::Max),
+            &mine,
+            None,
+            &mut |w| warnings.push(w),
+        )
+        .unwrap();
+        assert_eq!(report.writes, 2, "{warnings:?}");
+        assert!(
+            warnings.iter().any(|w| w.contains("merging again")),
+            "{warnings:?}"
+        );
+        let now = fake.config();
+        assert_eq!(now.records.len(), 3);
+        assert!(now.contains_all(&theirs));
+        for l in now.layers() {
+            assert!(fake.has_blob(&l).unwrap(), "layer {} uploaded", l.digest);
+        }
+    }
+
+    /// Exports add to what is there; mode=min exports the final chain only;
+    /// max-entries keeps the newest.
+    #[test]
+    fn exports_add_and_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let fake = FakeRegistry::default();
+        let mut first = usage(&store, &["a1", "a2"]);
+        // A step of another stage, not in the final chain.
+        let side = usage(&store, &["side"]);
+        first.steps.extend(side.steps);
+        let mut ignore = |_: String| {};
+        export_to(
+            &store,
+            &fake,
+            &spec(CacheMode::Min),
+            &first,
+            None,
+            &mut ignore,
+        )
+        .unwrap();
+        assert_eq!(fake.config().records.len(), 2, "min: the final chain");
+        export_to(
+            &store,
+            &fake,
+            &spec(CacheMode::Max),
+            &first,
+            None,
+            &mut ignore,
+        )
+        .unwrap();
+        assert_eq!(fake.config().records.len(), 3, "max: every step");
+        let second = usage(&store, &["b1"]);
+        let mut s = spec(CacheMode::Max);
+        s.max_entries = Some(2);
+        // Older entries: pruned first.
+        let mut old = fake.config();
+        for e in old.records.values_mut() {
+            e.last_used -= 100;
+        }
+        let desc = fake.put(old.to_bytes());
+        *fake.manifest.lock().unwrap() = Some(format::manifest(&desc, &old.layers()));
+        export_to(&store, &fake, &s, &second, None, &mut ignore).unwrap();
+        let now = fake.config();
+        assert_eq!(now.records.len(), 2);
+        assert!(now.contains_all(&second.config(CacheMode::Max, 0)));
+    }
 }
