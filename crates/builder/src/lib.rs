@@ -14,6 +14,7 @@
 //! `kiln import --change`.
 
 mod cache;
+mod claim;
 mod entitlements;
 mod names;
 mod ops;
