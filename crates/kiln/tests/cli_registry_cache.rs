@@ -7,7 +7,9 @@
 use crate::util::{kiln, store_busybox};
 use kiln_oci::registry::{AuthFile, Reference, RegistryConfig, RegistryContext, Repo};
 use kiln_oci::{Digest, Store};
-use kiln_testkit::registry::{plain as plain_registry, plain_log, unique_repo};
+use kiln_testkit::registry::{
+    auth as auth_registry, auth_user, plain as plain_registry, plain_log, unique_repo,
+};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -404,6 +406,59 @@ fn a_foreign_or_corrupt_cache_is_a_warning_and_a_normal_build() {
     assert_eq!(corrupt.steps_run, 8);
     assert_eq!(corrupt.image_id, plain.image_id);
     assert!(!corrupt.warnings.is_empty());
+}
+
+/// A CI fleet sets the cache once, in kiln's config file (`build.cacheTo`,
+/// `build.cacheFrom`), here on the registry with Basic auth (credentials from
+/// `kiln login`); flags on the command line replace the file's values.
+#[test]
+fn the_config_file_sets_the_cache_on_an_authenticated_registry() {
+    let plain = plain_registry();
+    let registry = auth_registry();
+    let (user, password) = auth_user();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let base = push_base(dir, &plain);
+    kiln()
+        .root(dir.join("login"))
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(["login", "-u", &user, "--password-stdin", &registry])
+        .stdin(password)
+        .ok();
+    let cache = format!("{registry}/{}:ci", unique_repo("cache"));
+    let ctx = context(dir, "ctx", &base, "hello\n");
+    let config = |build: serde_json::Value| {
+        fs::write(
+            dir.join("kiln.json"),
+            serde_json::to_vec(&serde_json::json!({ "build": build })).unwrap(),
+        )
+        .unwrap()
+    };
+    config(serde_json::json!({
+        "cacheTo": [format!("type=registry,ref={cache},mode=max")],
+        "cacheFrom": [format!("type=registry,ref={cache}")],
+    }));
+    let a = build(dir, "a", &ctx, &[]);
+    assert_eq!(a.steps_run, 8);
+    let b = build(dir, "b", &ctx, &[]);
+    assert_eq!(b.steps_run, 0, "{:?}", b.started);
+    assert_eq!(b.image_id, a.image_id);
+    // A --cache-from on the command line replaces the file's.
+    let elsewhere = format!("{plain}/{}:none", unique_repo("cache"));
+    let c = build(dir, "c", &ctx, &[format!("--cache-from={elsewhere}")]);
+    assert_eq!(c.steps_run, 8);
+    // A bad value in the file is an error naming the file and the setting.
+    config(serde_json::json!({ "cacheTo": ["type=registry"] }));
+    let err = kiln()
+        .root(dir.join("d"))
+        .env("KILN_CONFIG", dir.join("kiln.json"))
+        .args(["build"])
+        .arg(&ctx)
+        .fails();
+    assert!(
+        err.contains("kiln.json") && err.contains("build.cacheTo"),
+        "{err}"
+    );
 }
 
 /// Bad --cache-to/--cache-from values: one error naming the flag, nothing built.
