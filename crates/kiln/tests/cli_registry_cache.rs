@@ -214,6 +214,18 @@ fn a_fresh_runner_hits_everything_and_downloads_only_the_final_layers() {
         assert!(final_layers.contains(d), "{d} is not a layer of the image");
     }
 
+    // B's store keeps the records it used: without --cache-from, the final
+    // stage (whose layers B fetched) hits; the builder stage, whose layers
+    // B never downloaded, runs.
+    let again = build(dir, "b", &ctx, &[]);
+    assert_eq!(again.steps_run, 5, "{:?}", again.started);
+    assert!(
+        again.started.iter().all(|s| s.starts_with("[builder")),
+        "{:?}",
+        again.started
+    );
+    assert_eq!(again.image_id, a.image_id);
+
     // A one-line change in src/: only COPY src/ and what follows run.
     let changed = context(dir, "ctx-changed", &base, "hello, world\n");
     let c = build(

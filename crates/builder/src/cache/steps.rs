@@ -127,9 +127,16 @@ impl StepCache {
     /// whole (the size is checked: records and blobs of a build are written
     /// without fsync, see [`StepCache::put`]).
     /// Else the record an imported cache has for it (see the module doc).
+    /// An imported record is also written to the store's records, so once
+    /// its blob is fetched, a build without `--cache-from` finds it too.
     pub fn get(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
-        self.get_local(store, key)
-            .or_else(|| self.remote.as_ref()?.record(store, key))
+        if let Some(rec) = self.get_local(store, key) {
+            return Some(rec);
+        }
+        let rec = self.remote.as_ref()?.record(store, key)?;
+        // Losing it only costs a later miss.
+        let _ = self.put(key, &rec);
+        Some(rec)
     }
 
     fn get_local(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
@@ -148,7 +155,14 @@ impl StepCache {
         let local = fs::read_to_string(self.dir.join(format!("{}.memo", key.hex())))
             .ok()
             .and_then(|text| text.trim().parse().ok());
-        let found = local.or_else(|| self.remote.as_ref()?.memo(key))?;
+        let found = match local {
+            Some(d) => d,
+            None => {
+                let d = self.remote.as_ref()?.memo(key)?;
+                let _ = self.write(&format!("{}.memo", key.hex()), d.to_string().as_bytes());
+                d
+            }
+        };
         self.lock_used().memos.insert(*key, found);
         Some(found)
     }
