@@ -7,7 +7,8 @@
 //! instruction (`solver/`), entitlement checks (`--allow`) and progress events.
 //! It renders nothing to a terminal.
 //!
-//! The API is what the CLI uses: [`build`] with its [`BuildOptions`],
+//! The API is what the CLI uses: [`build`] with its [`BuildOptions`], the
+//! registry cache ([`parse_cache_from`], [`parse_cache_to`], [`export_cache`]),
 //! [`BuildContext`] and [`BuildError`], [`progress`] events, [`prune`], the
 //! snapshots `kiln run` starts containers on, and [`apply_config`] for
 //! `kiln import --change`.
@@ -23,6 +24,10 @@ mod snapshot;
 mod solver;
 mod source;
 
+pub use cache::remote::spec::{
+    parse_cache_from, parse_cache_to, CacheExport, CacheLocation, CacheMode,
+};
+pub use cache::remote::{export as export_cache, CacheUsage, ExportReport, RemoteCache};
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
 pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;

@@ -544,6 +544,17 @@ pub struct BuildFlags {
     /// Push the image to its registry (every -t name) after building
     #[arg(long)]
     pub push: bool,
+    /// Look steps up in this cache too: "type=registry,ref=REGISTRY/REPO:TAG" or
+    /// "type=local,src=DIR" (an OCI layout); may be repeated (tried in order). Only the
+    /// cache's manifest and config are read; a layer is fetched only when needed
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache, merged into what is there: "type=registry,ref=REF" or
+    /// "type=local,dest=DIR", with ",mode=min" (the final image's steps, the default) or
+    /// ",mode=max" (every step of every stage), ",max-age=7d", ",max-entries=N",
+    /// ",ignore-error=true"; may be repeated
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     #[command(flatten)]
     pub load: LoadFlag,
     #[command(flatten)]

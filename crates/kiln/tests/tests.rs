@@ -25,6 +25,7 @@ mod cli_load_docker;
 mod cli_progress;
 mod cli_pull_resume_mock_server;
 mod cli_registry;
+mod cli_registry_cache;
 mod cli_run;
 mod example_api;
 mod example_compose;
