@@ -34,6 +34,8 @@ pub use snapshot::merged_view::LayeredView;
 pub use snapshot::{Layer, Snapshots};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
 pub use solver::{build, BuildError, BuildOptions, BuildOutput, NamedContext, PendingImage};
+/// `.dockerignore` as BuildKit reads it (for `kiln check`'s context rules).
+pub use source::dockerignore::{load_patterns as load_ignore_patterns, PatternMatcher};
 pub use source::BuildContext;
 
 /// Not API: what this crate's own integration tests (which need root, so they

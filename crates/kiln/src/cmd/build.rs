@@ -23,6 +23,9 @@ use std::io::Read;
 use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCode> {
+    if flags.check {
+        return super::check::for_build(global, &flags);
+    }
     let (context_holder, stdin_dockerfile) = if flags.dry_run {
         (None, None)
     } else {
@@ -606,9 +609,17 @@ fn looks_like_tar(data: &[u8]) -> bool {
 /// (`Dockerfile.dockerignore`) and error locations stay those of `Dockerfile`.
 /// Errors are reported against the file's base name, as docker does (`Dockerfile:12`).
 fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
-    let path = match &flags.file {
-        Some(p) => p.clone(),
-        None => flags.context.join("Dockerfile"),
+    read_dockerfile_at(flags.file.as_deref(), &flags.context)
+}
+
+/// [`read_dockerfile`] for `-f file` (or none) and a context directory.
+pub(crate) fn read_dockerfile_at(
+    file: Option<&std::path::Path>,
+    context: &std::path::Path,
+) -> miette::Result<Source> {
+    let path = match file {
+        Some(p) => p.to_path_buf(),
+        None => context.join("Dockerfile"),
     };
     if path.as_os_str() == "-" {
         let mut text = String::new();
@@ -666,7 +677,7 @@ pub(crate) fn build_args(
     Ok(out)
 }
 
-fn parse_platform(s: &str) -> miette::Result<Platform> {
+pub(crate) fn parse_platform(s: &str) -> miette::Result<Platform> {
     if s.contains(',') {
         return Err(miette!(
             "--platform {s:?}: building for several platforms at once is not supported; give one platform"
