@@ -33,7 +33,9 @@ pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;
 pub use snapshot::{Layer, Snapshots};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
-pub use solver::{build, BuildError, BuildOptions, BuildOutput, NamedContext, PendingImage};
+pub use solver::{
+    build, BuildError, BuildOptions, BuildOutput, Isolation, NamedContext, PendingImage,
+};
 /// `.dockerignore` as BuildKit reads it (for `kiln check`'s context rules).
 pub use source::dockerignore::{load_patterns as load_ignore_patterns, PatternMatcher};
 pub use source::BuildContext;

@@ -153,6 +153,17 @@ pub enum BuildNetwork {
     None,
 }
 
+/// `kiln build --isolation`: how RUN steps are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildIsolation {
+    /// Namespaces where kiln may create them, else chroot (said once).
+    Auto,
+    /// Mount, PID, UTS, IPC (and network) namespaces, a fresh /proc.
+    Namespaces,
+    /// No new namespaces: a chroot into a copy of the step's layers.
+    Chroot,
+}
+
 /// `kiln build --pull`: when FROM pulls its image ("true"/"false" as docker
 /// buildx takes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -506,6 +517,10 @@ pub struct BuildFlags {
     /// Network mode for RUN steps: default, host or none
     #[arg(long, value_enum, default_value_t = BuildNetwork::Default)]
     pub network: BuildNetwork,
+    /// How RUN steps are isolated: "auto" (namespaces where they can be made, else
+    /// chroot), "namespaces", or "chroot" (no new namespaces: for unprivileged containers)
+    #[arg(long, value_enum, default_value_t = BuildIsolation::Auto)]
+    pub isolation: BuildIsolation,
     /// Grant a privilege RUN steps may ask for: "security.insecure" (RUN --security=insecure)
     /// or "network.host" (RUN --network=host; granted by default); may be repeated or comma-separated
     #[arg(long = "allow", value_name = "ENTITLEMENT")]

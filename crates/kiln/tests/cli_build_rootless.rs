@@ -114,7 +114,7 @@ fn base_upper(dir: &Path) {
 }
 
 /// Stores the two-layer base as `base:test` in the store at `root`.
-fn make_base(root: &Path) {
+pub(crate) fn make_base(root: &Path) {
     let tmp = tempfile::tempdir().unwrap();
     let (l1, l2) = (tmp.path().join("l1"), tmp.path().join("l2"));
     base_rootfs(&l1);
@@ -153,7 +153,7 @@ fn make_base(root: &Path) {
 }
 
 /// The build context: the Dockerfile and a small tree to COPY.
-fn make_context(ctx: &Path, dockerfile: &str) {
+pub(crate) fn make_context(ctx: &Path, dockerfile: &str) {
     fs::create_dir_all(ctx.join("files/sub")).unwrap();
     fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
     fs::write(ctx.join("files/one.txt"), "one\n").unwrap();
@@ -198,7 +198,7 @@ fn root_ok(store: &Path, args: &[&str]) -> Output {
 }
 
 /// (image id, diff_ids, manifest layer digests) of `name` in a store.
-fn image_digests(store_root: &Path, name: &str) -> (Digest, Vec<Digest>, Vec<Digest>) {
+pub(crate) fn image_digests(store_root: &Path, name: &str) -> (Digest, Vec<Digest>, Vec<Digest>) {
     let store = Store::open(store_root).unwrap();
     let entry = store
         .images()

@@ -17,13 +17,13 @@ fn text(b: &[u8]) -> String {
 }
 
 /// A private dockerd, stopped (and its mounts removed) on drop.
-struct Dockerd {
+pub(crate) struct Dockerd {
     dir: PathBuf,
     child: Child,
 }
 
 impl Dockerd {
-    fn start(dir: &Path) -> Dockerd {
+    pub(crate) fn start(dir: &Path) -> Dockerd {
         let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
         let child = Command::new("dockerd")
             .args(["--bridge=none", "--iptables=false", "--ip-masq=false"])
@@ -68,7 +68,7 @@ impl Dockerd {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
-    fn docker(&self, args: &[&str]) -> Output {
+    pub(crate) fn docker(&self, args: &[&str]) -> Output {
         Command::new("docker")
             .env("DOCKER_HOST", self.host())
             .args(args)

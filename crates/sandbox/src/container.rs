@@ -409,6 +409,13 @@ struct CapData {
 
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
+/// The highest capability number the kernel knows.
+pub(crate) fn last_cap() -> u32 {
+    read_limited("/proc/sys/kernel/cap_last_cap")
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
 pub(crate) fn capget() -> R<u64> {
     let mut hdr = CapHeader {
         version: CAP_VERSION_3,
@@ -684,9 +691,7 @@ fn setup_and_exec(
         ),
         || "making / private".into(),
     )?;
-    let last_cap: u32 = read_limited("/proc/sys/kernel/cap_last_cap")
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    let last_cap = last_cap();
     let root_fd = ctx(
         rustix::fs::open(
             root,
@@ -718,7 +723,20 @@ fn setup_and_exec(
         "detaching the old root".into()
     })?;
     ctx(rustix::process::chdir("/"), || "chdir /".into())?;
+    become_user_and_exec(spec, id_map, filter, last_cap, 0)
+}
 
+/// The last part of entering the step, in its root already (after pivot_root
+/// or chroot, cwd `/`): USER, working directory, capabilities (`drop` more
+/// taken away from Docker's default set), `no_new_privs`, seccomp, exec.
+pub(crate) fn become_user_and_exec(
+    spec: &RunSpec,
+    id_map: &IdMap,
+    filter: Option<&[crate::seccomp::SockFilter]>,
+    last_cap: u32,
+    drop: u64,
+) -> R<std::convert::Infallible> {
+    let sandboxed = spec.security.is_sandboxed();
     let user = resolve_user(
         &spec.user.0,
         read_limited("/etc/passwd").as_deref(),
@@ -738,9 +756,14 @@ fn setup_and_exec(
         default_capability_mask()
     } else {
         u64::MAX
-    };
+    } & !drop;
     for cap in 0..=last_cap.min(63) {
-        if keep & (1u64 << cap) == 0 {
+        // Only what the bounding set still has (dropping needs CAP_SETPCAP,
+        // which a container may not give).
+        // SAFETY: PR_CAPBSET_READ only reads.
+        let in_bounding_set =
+            unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) } == 1;
+        if keep & (1u64 << cap) == 0 && in_bounding_set {
             ctx(
                 prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0),
                 || format!("dropping capability {cap}"),

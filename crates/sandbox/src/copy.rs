@@ -194,17 +194,30 @@ fn remove_any(p: &Path) -> io::Result<()> {
     }
 }
 
-/// Hard links among copied files: (dev, ino) of the source → first copy.
-type Links = HashMap<(u64, u64), PathBuf>;
+/// Hard links among copied files: (dev, ino) of the source → first copy;
+/// `join` false copies every name on its own.
+struct Links {
+    join: bool,
+    first: HashMap<(u64, u64), PathBuf>,
+}
+
+impl Links {
+    fn new() -> Links {
+        Links {
+            join: true,
+            first: HashMap::new(),
+        }
+    }
+}
 
 /// Copies one non-directory entry (file, symlink, device, fifo) with metadata.
 fn copy_leaf(src: &Path, dst: &Path, m: &std::fs::Metadata, links: &mut Links) -> io::Result<()> {
     let t = m.file_type();
-    if t.is_file() && m.nlink() > 1 {
-        if let Some(first) = links.get(&(m.dev(), m.ino())) {
+    if t.is_file() && m.nlink() > 1 && links.join {
+        if let Some(first) = links.first.get(&(m.dev(), m.ino())) {
             return std::fs::hard_link(first, dst);
         }
-        links.insert((m.dev(), m.ino()), dst.to_path_buf());
+        links.first.insert((m.dev(), m.ino()), dst.to_path_buf());
     }
     if t.is_file() {
         std::fs::copy(src, dst)?;
@@ -247,7 +260,7 @@ fn copy_tree(src: &Path, dst: &Path, links: &mut Links, skip_whiteouts: bool) ->
         let s = src.join(&name);
         if skip_whiteouts
             && s.symlink_metadata()
-                .map(|m| overlay::is_whiteout(&m))
+                .map(|m| overlay::is_whiteout_at(&s, &m))
                 .unwrap_or(false)
         {
             continue;
@@ -269,7 +282,7 @@ fn apply_layer(layer: &Path, dst: &Path, links: &mut Links) -> io::Result<()> {
         let s = layer.join(&name);
         let d = dst.join(&name);
         let m = s.symlink_metadata()?;
-        if overlay::is_whiteout(&m) {
+        if overlay::is_whiteout_at(&s, &m) {
             remove_any(&d)?;
         } else if m.is_dir() {
             let existing = d.symlink_metadata().ok();
@@ -293,10 +306,27 @@ impl CopySnapshot {
     /// Copies the merged view of `lowerdirs` (top first, as for overlay) into
     /// `dir`, which must not exist yet.
     pub fn prepare(lowerdirs: &[PathBuf], dir: &Path) -> io::Result<CopySnapshot> {
+        Self::prepare_with(lowerdirs, dir, |_| Ok(()))
+    }
+
+    /// [`Self::prepare`], calling `provision` on the copy before recording
+    /// its state: what it adds (e.g. [`crate::chroot::provision`]'s mount
+    /// points and `/etc/hosts`) is part of the "before" and in no diff unless
+    /// the step changes it.
+    pub fn prepare_with(
+        lowerdirs: &[PathBuf],
+        dir: &Path,
+        provision: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> io::Result<CopySnapshot> {
         std::fs::create_dir(dir)?;
         for (i, layer) in lowerdirs.iter().rev().enumerate() {
-            // Hard links only join within one layer.
-            let mut links = Links::new();
+            // No two names share a copy: as after overlay's copy-up, a change
+            // made through one name of a lower hard link does not show through
+            // the other (so the step's layer is the one overlay gives).
+            let mut links = Links {
+                join: false,
+                first: HashMap::new(),
+            };
             apply_layer(layer, dir, &mut links)?;
             if i + 1 == lowerdirs.len() {
                 // The root directory's own metadata comes from the top layer.
@@ -304,6 +334,7 @@ impl CopySnapshot {
                 apply_metadata(dir, &m)?;
             }
         }
+        provision(dir)?;
         let mut snap = CopySnapshot {
             merged: dir.to_path_buf(),
             before: HashMap::new(),
@@ -391,12 +422,17 @@ impl CopySnapshot {
                         || b.uid != m.uid()
                         || b.gid != m.gid()
                         || b.mtime != (m.mtime(), m.mtime_nsec());
-                    if meta_changed {
+                    let below_changed = self.diff_dir(&r, upper, links)?;
+                    if meta_changed || below_changed {
                         ensure(&mut changed)?;
-                        std::fs::create_dir_all(up.join(name))?;
                     }
-                    if self.diff_dir(&r, upper, links)? {
-                        ensure(&mut changed)?;
+                    if meta_changed && !below_changed {
+                        // Only its own metadata changed: the directory with it
+                        // (a changed one below got it from the call above).
+                        let d = up.join(name);
+                        std::fs::create_dir_all(&d)?;
+                        copy_xattrs(&src, &d)?;
+                        apply_metadata(&d, &m)?;
                     }
                 }
                 Some(b) => {

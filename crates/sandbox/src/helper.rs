@@ -64,13 +64,14 @@ pub(crate) struct HelperReport {
 }
 
 /// Host pid of the step, for the signal handler.
-static STEP_PID: AtomicI32 = AtomicI32::new(0);
-static CANCELLED: AtomicI32 = AtomicI32::new(0);
+/// Negative: the step's process group (chroot isolation).
+pub(crate) static STEP_PID: AtomicI32 = AtomicI32::new(0);
+pub(crate) static CANCELLED: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn on_stop_signal(_sig: libc::c_int) {
     CANCELLED.store(1, Ordering::SeqCst);
     let pid = STEP_PID.load(Ordering::SeqCst);
-    if pid > 0 {
+    if pid != 0 {
         // SAFETY: kill is async-signal-safe.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
@@ -215,6 +216,9 @@ fn run(req: HelperRequest) -> R<HelperReport> {
     if spec.args.is_empty() {
         return Err("no command to run".into());
     }
+    if spec.isolation == crate::spec::Isolation::Chroot {
+        return crate::chroot::run(&spec, &id_map, step_filter(&spec)?.as_deref());
+    }
     // A non-root caller gets a user namespace per step. Root of a user
     // namespace (kiln's own, see `userns`) is already mapped: it stays there,
     // but like any rootless run it lacks the host's privileges (overlay needs
@@ -251,18 +255,7 @@ fn run(req: HelperRequest) -> R<HelperReport> {
 
     // Docker's default seccomp profile for the default capabilities; the
     // step installs it right before exec. `--security=insecure`: none.
-    let filter = match spec.security {
-        SecurityMode::Sandbox => {
-            let caps = container::DEFAULT_CAPABILITIES
-                .iter()
-                .map(|c| c.1)
-                .collect();
-            seccomp::Target::native(caps)
-                .map(|t| seccomp::default_filter(&t))
-                .transpose()?
-        }
-        SecurityMode::Insecure => None,
-    };
+    let filter = step_filter(&spec)?;
 
     let ws = Workspace::create()?;
     let mut cleanup_errors = Vec::new();
@@ -278,6 +271,23 @@ fn run(req: HelperRequest) -> R<HelperReport> {
     result.map(|outcome| HelperReport {
         outcome,
         cleanup_errors,
+    })
+}
+
+/// Docker's default seccomp profile for the default capabilities, compiled;
+/// `--security=insecure`: none.
+fn step_filter(spec: &RunSpec) -> R<Option<Vec<seccomp::SockFilter>>> {
+    Ok(match spec.security {
+        SecurityMode::Sandbox => {
+            let caps = container::DEFAULT_CAPABILITIES
+                .iter()
+                .map(|c| c.1)
+                .collect();
+            seccomp::Target::native(caps)
+                .map(|t| seccomp::default_filter(&t))
+                .transpose()?
+        }
+        SecurityMode::Insecure => None,
     })
 }
 

@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+pub mod chroot;
 mod container;
 pub mod copy;
 mod exec;
@@ -58,6 +59,7 @@ mod sys;
 pub mod user;
 pub mod userns;
 
+pub use chroot::Probe;
 pub use container::{default_capability_mask, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
 pub use copy::CopySnapshot;
 pub use exec::{exec_in, ExecOutcome, ExecSpec};
@@ -67,7 +69,9 @@ pub use runner::{
     helper_main_if_requested, run, spawn, spawn_with_stdin, ExitStatus, OutputLine, OutputStream,
     RunOutcome, RunningStep, SandboxError, StepFailure, StepKiller,
 };
-pub use spec::{default_hosts, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, UserSpec};
+pub use spec::{
+    default_hosts, Isolation, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, UserSpec,
+};
 
 /// Whether this process ignores `sig` because whoever started it made it so
 /// (`nohup` ignores SIGHUP; a non-interactive shell starts `cmd &` with SIGINT and

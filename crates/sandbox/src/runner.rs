@@ -22,6 +22,7 @@ pub fn helper_main_if_requested() {
         Some(a) if a == HELPER_ARG => crate::helper::helper_main(),
         Some(a) if a == crate::netns::HOLDER_ARG => crate::netns::holder_main(),
         Some(a) if a == crate::exec::EXEC_ARG => crate::exec::exec_main(),
+        Some(a) if a == crate::chroot::PROBE_ARG => crate::chroot::probe_main(),
         _ => {}
     }
 }

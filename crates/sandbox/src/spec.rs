@@ -32,6 +32,21 @@ pub enum Rootfs {
     Dir(PathBuf),
 }
 
+/// How the step is isolated from the machine.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Isolation {
+    /// New mount, PID, UTS and IPC namespaces (and a network namespace for
+    /// [`NetworkMode::None`]), a fresh `/proc`, a private `/dev`, pivot_root.
+    #[default]
+    Namespaces,
+    /// No new namespaces: the step runs `chroot`ed into a [`Rootfs::Dir`],
+    /// for where namespaces and mounts are not allowed (an unprivileged
+    /// container). `/proc`, `/sys` and `/dev` are the caller's, bound in when
+    /// mounts are allowed (see [`crate::chroot`]). The step sees the caller's
+    /// processes, network and hostname.
+    Chroot,
+}
+
 /// Who the process runs as: Dockerfile `USER` syntax, `name|uid[:group|gid]`,
 /// resolved against the rootfs's `/etc/passwd` and `/etc/group`. Empty = root.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -169,6 +184,9 @@ pub struct RunSpec {
     /// step first, killed after a grace period).
     #[serde(default)]
     pub own_process_group: bool,
+    /// Namespaces (the default) or a plain chroot ([`Isolation::Chroot`]).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 impl RunSpec {
@@ -196,6 +214,7 @@ impl RunSpec {
             stdin: false,
             tty: false,
             own_process_group: false,
+            isolation: Isolation::Namespaces,
         }
     }
 }

@@ -40,9 +40,11 @@ pub fn is_host_root() -> bool {
 
 /// The xattr namespace that marks opaque directories in the overlay mounts
 /// this process makes: `trusted.*` for host root, else `user.*` (overlay
-/// mounted with `userxattr`).
+/// mounted with `userxattr`). Host root without `CAP_SYS_ADMIN` (root of an
+/// unprivileged container) cannot write `trusted.*` either: `user.*` too (it
+/// mounts no overlay; the copying snapshotter reads both).
 pub fn overlay_xattr() -> OverlayXattr {
-    if is_host_root() {
+    if is_host_root() && has_cap_sys_admin() {
         OverlayXattr::Trusted
     } else {
         OverlayXattr::User
@@ -184,4 +186,17 @@ pub(crate) fn enter(map: &IdMap) -> R<()> {
             gid_args.join(" ")
         )),
     }
+}
+
+/// Whether `CAP_SYS_ADMIN` is in this process's effective set.
+pub fn has_cap_sys_admin() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }

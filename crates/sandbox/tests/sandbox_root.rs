@@ -1072,8 +1072,23 @@ fn copy_snapshotter_matches_overlay(env: &Env) -> CaseResult {
         layered.join("app/hard").symlink_metadata(),
     );
     ensure!(
-        matches!((&f, &h), (Ok(f), Ok(h)) if f.ino() == h.ino() && f.uid() == 1001 && f.gid() == 2000),
-        "hard link / owner lost: {f:?} {h:?}"
+        // Two copies, as after overlay's copy-up: a change through one name
+        // must not show through the other (nor reach the other's layer entry).
+        matches!((&f, &h), (Ok(f), Ok(h)) if f.ino() != h.ino()
+            && [f.uid(), h.uid(), f.gid(), h.gid()] == [1001, 1001, 2000, 2000]),
+        "hard link names not copied apart, or owner lost: {f:?} {h:?}"
+    );
+    let h = layered.join("app/hard");
+    std::fs::set_permissions(&h, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())?;
+    let f_mode = layered
+        .join("app/f")
+        .symlink_metadata()
+        .map_err(|e| e.to_string())?
+        .mode();
+    ensure!(
+        f_mode & 0o777 != 0o600,
+        "chmod of one name changed the other"
     );
     Ok(())
 }

@@ -19,7 +19,7 @@
 //! [`crate::names`] encodes them.
 
 use crate::names;
-use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout};
+use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout_at};
 use std::collections::{BTreeSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::{self, Metadata};
@@ -219,7 +219,7 @@ impl LayeredView {
             }
             let p = h.host.join(name);
             let Some(md) = lstat_opt(&p)? else { continue };
-            if is_whiteout(&md) {
+            if is_whiteout_at(&p, &md) {
                 break;
             }
             if md.is_dir() {

@@ -357,7 +357,7 @@ fn drop_unchanged_in(
     rel: &str,
     lower: &crate::snapshot::merged_view::LayeredView,
 ) -> io::Result<()> {
-    use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout};
+    use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout_at};
     let dir = upper.join(rel);
     let mut names: Vec<std::ffi::OsString> = fs::read_dir(&dir)?
         .map(|e| e.map(|e| e.file_name()))
@@ -374,7 +374,7 @@ fn drop_unchanged_in(
         };
         let host = upper.join(&child);
         let md = fs::symlink_metadata(&host)?;
-        if is_whiteout(&md) {
+        if is_whiteout_at(&host, &md) {
             continue;
         }
         let Some(below) = lower.lookup(&format!("/{child}"), false)? else {

@@ -83,9 +83,34 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
     pub source_date_epoch: Option<i64>,
+    /// How RUN steps are isolated (`kiln build --isolation`).
+    pub isolation: Isolation,
     /// `--cache-from`: caches to look keys up in when the store has no record,
     /// tried in order.
     pub cache_from: Vec<CacheLocation>,
+}
+
+/// `kiln build --isolation`: how RUN steps are isolated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Namespaces where this process may create them (probed once, before the
+    /// first RUN step that runs), else chroot isolation, said in a warning.
+    #[default]
+    Auto,
+    /// Always namespaces (a step fails where they cannot be created).
+    Namespaces,
+    /// No new namespaces: each step runs chrooted into a copy of its layers
+    /// ([`kiln_sandbox::Isolation::Chroot`]).
+    Chroot,
+}
+
+/// How this build runs its RUN steps, decided once (see [`Shared::run_mode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunMode {
+    /// Over an overlay mount; else over a copy of the layers
+    /// ([`kiln_sandbox::CopySnapshot`]) diffed by a walk afterwards.
+    pub overlay: bool,
+    pub isolation: kiln_sandbox::Isolation,
 }
 
 /// What a finished build produced: the target stage's image, not yet stored as
@@ -301,9 +326,64 @@ pub(crate) struct Shared<'a> {
     /// The caches of `--cache-from`.
     pub remote: Option<Arc<RemoteCache>>,
     results: StageBoard<Arc<StageState>>,
+    run_mode: std::sync::OnceLock<RunMode>,
 }
 
 impl Shared<'_> {
+    /// How RUN steps run in this build: probed once ([`kiln_sandbox::chroot::probe`])
+    /// when the first one runs, and said once when kiln falls back.
+    pub fn run_mode(&self) -> RunMode {
+        *self.run_mode.get_or_init(|| {
+            let warn = |message: String| {
+                self.emit(Event::Warning {
+                    at_ms: self.clock.now_ms(),
+                    message,
+                })
+            };
+            let probe = match self.snapshots.work_dir() {
+                Ok(dir) => kiln_sandbox::chroot::probe(dir.path()),
+                Err(e) => kiln_sandbox::Probe::NoOverlayUpper(e.to_string()),
+            };
+            let with = |why: &str| {
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({why})")
+                }
+            };
+            let chroot = RunMode {
+                overlay: false,
+                isolation: kiln_sandbox::Isolation::Chroot,
+            };
+            let namespaces = |overlay| RunMode {
+                overlay,
+                isolation: kiln_sandbox::Isolation::Namespaces,
+            };
+            match (self.opts.isolation, probe) {
+                (Isolation::Chroot, _) => chroot,
+                (_, kiln_sandbox::Probe::Full) => namespaces(true),
+                (Isolation::Auto, kiln_sandbox::Probe::NoNamespaces(why)) => {
+                    warn(format!(
+                        "no mount namespace allowed: running steps with chroot isolation{}",
+                        with(&why)
+                    ));
+                    chroot
+                }
+                // Asked for: the sandbox says what it cannot do.
+                (Isolation::Namespaces, kiln_sandbox::Probe::NoNamespaces(_)) => {
+                    namespaces(true)
+                }
+                (_, kiln_sandbox::Probe::NoOverlayUpper(why)) => {
+                    warn(format!(
+                        "overlay cannot keep its upper directory in the store{}: running steps on a copy of their layers",
+                        with(&why)
+                    ));
+                    namespaces(false)
+                }
+            }
+        })
+    }
+
     /// Waits for stage `index` to finish; `Err` when it (or the build) failed.
     pub fn wait_stage(&self, index: usize) -> Result<Arc<StageState>, BuildError> {
         self.results
@@ -453,6 +533,7 @@ pub fn build(
         bases,
         remote: remote.clone(),
         results: StageBoard::new(readers),
+        run_mode: std::sync::OnceLock::new(),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {

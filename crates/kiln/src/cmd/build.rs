@@ -2,7 +2,7 @@
 //! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan,
 //! otherwise the executor runs it and the image is stored, tagged, exported and pushed.
 
-use crate::flags::{BuildFlags, BuildNetwork, GlobalFlags, PullFlag};
+use crate::flags::{BuildFlags, BuildIsolation, BuildNetwork, GlobalFlags, PullFlag};
 use crate::local_images::open_store;
 use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
 use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedContext};
@@ -134,6 +134,11 @@ fn execute(
         shm_size: None,
         compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
+        isolation: match flags.isolation {
+            BuildIsolation::Auto => kiln_builder::Isolation::Auto,
+            BuildIsolation::Namespaces => kiln_builder::Isolation::Namespaces,
+            BuildIsolation::Chroot => kiln_builder::Isolation::Chroot,
+        },
         cache_from,
     };
     let progress = if flags.quiet {

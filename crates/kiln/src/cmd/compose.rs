@@ -636,6 +636,7 @@ fn build_one(
         shm_size: job.shm_size,
         compression: Compression::default(),
         source_date_epoch,
+        isolation: kiln_builder::Isolation::Auto,
         cache_from: job.cache_from.clone(),
     };
     let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;

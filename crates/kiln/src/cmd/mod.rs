@@ -99,14 +99,18 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
         // (Ctrl-C, SIGKILL), and never show on the host.
         // SAFETY: called first in main, while the process is single-threaded;
         // a new mount namespace changes no memory another thread could observe.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
-            .map_err(|e| miette::miette!("creating a mount namespace: {e}"))?;
-        rustix::mount::mount_change(
-            "/",
-            rustix::mount::MountPropagationFlags::PRIVATE
-                | rustix::mount::MountPropagationFlags::REC,
-        )
-        .map_err(|e| miette::miette!("making kiln's mounts private: {e}"))?;
+        // Where no mount namespace is allowed (a container without
+        // CAP_SYS_ADMIN), kiln mounts nothing itself: RUN steps then use chroot
+        // isolation (the build probes and says so).
+        match unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) } {
+            Ok(()) => rustix::mount::mount_change(
+                "/",
+                rustix::mount::MountPropagationFlags::PRIVATE
+                    | rustix::mount::MountPropagationFlags::REC,
+            )
+            .map_err(|e| miette::miette!("making kiln's mounts private: {e}"))?,
+            Err(e) => tracing::debug!("no mount namespace of kiln's own: {e}"),
+        }
     }
     let map = kiln_sandbox::userns::enter_user_namespace_if_needed()
         .map_err(|e| miette::miette!("{e}"))?;

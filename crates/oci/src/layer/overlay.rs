@@ -45,9 +45,30 @@ pub fn is_overlay_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
-/// Whether `md` (of an `lstat`) is a whiteout.
+/// The xattr of a whiteout kept as a file: where the snapshots' filesystem
+/// refuses 0/0 character devices (overlayfs itself: a store on a container's
+/// root filesystem), a whiteout is an empty regular file of mode 0 carrying
+/// `user.overlay.whiteout=y` (the name overlayfs ≥ 6.7 gives its xattr
+/// whiteouts; an overlay xattr, so never copied into a layer).
+pub const FILE_WHITEOUT_XATTR: &str = "user.overlay.whiteout";
+
+/// Whether `md` (of an `lstat`) is a whiteout device; see [`is_whiteout_at`]
+/// for whiteouts kept as files.
 pub fn is_whiteout(md: &Metadata) -> bool {
     md.file_type().is_char_device() && md.rdev() == 0
+}
+
+/// Whether the entry at `path`, whose `lstat` is `md`, is a whiteout: a 0/0
+/// character device, or a file whiteout ([`FILE_WHITEOUT_XATTR`]).
+pub fn is_whiteout_at(path: &Path, md: &Metadata) -> bool {
+    if is_whiteout(md) {
+        return true;
+    }
+    if !(md.file_type().is_file() && md.len() == 0 && md.mode() & 0o7777 == 0) {
+        return false;
+    }
+    let mut buf = [0u8; 8];
+    matches!(rustix::fs::lgetxattr(path, FILE_WHITEOUT_XATTR, &mut buf), Ok(n) if &buf[..n] == OPAQUE_VALUE)
 }
 
 /// Whether the directory at `path` carries an opaque marker (in either
@@ -76,15 +97,28 @@ pub fn make_whiteout(path: &Path) -> io::Result<()> {
 }
 
 /// Makes a whiteout named `name` in the directory `dir`.
-pub fn make_whiteout_at(dir: impl AsFd, name: impl rustix::path::Arg) -> io::Result<()> {
-    rustix::fs::mknodat(
-        dir,
+pub fn make_whiteout_at(dir: impl AsFd, name: impl rustix::path::Arg + Copy) -> io::Result<()> {
+    match rustix::fs::mknodat(
+        &dir,
         name,
         FileType::CharacterDevice,
         Mode::empty(),
         rustix::fs::makedev(0, 0),
-    )
-    .map_err(io::Error::from)
+    ) {
+        // overlayfs refuses whiteout devices: a file whiteout instead.
+        Err(rustix::io::Errno::PERM) => {
+            use rustix::fs::OFlags;
+            let fd = rustix::fs::openat(
+                &dir,
+                name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            rustix::fs::fsetxattr(&fd, FILE_WHITEOUT_XATTR, OPAQUE_VALUE, XattrFlags::empty())?;
+            Ok(())
+        }
+        r => r.map_err(io::Error::from),
+    }
 }
 
 /// Marks the directory at `path` opaque.

@@ -296,7 +296,7 @@ impl Walker {
         let ft = md.file_type();
         let base = &rel[rel.len() - path.file_name().map_or(0, |n| n.len())..];
 
-        if self.kind == DiffKind::OverlayUpper && overlay::is_whiteout(&md) {
+        if self.kind == DiffKind::OverlayUpper && overlay::is_whiteout_at(path, &md) {
             let mut base_wh = whiteout::WHITEOUT_PREFIX.to_vec();
             base_wh.extend_from_slice(base);
             return self.emit_marker(path, join_rel(parent_rel, &base_wh));

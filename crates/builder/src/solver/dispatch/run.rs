@@ -15,7 +15,8 @@ use kiln_dockerfile::stages::Step;
 use kiln_oci::digest::Digest;
 use kiln_oci::path::resolve as resolve_path;
 use kiln_sandbox::{
-    MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError, SecurityMode, UserSpec,
+    Isolation, MountSpec, NetworkMode as SandboxNetwork, Rootfs, RunSpec, SandboxError,
+    SecurityMode, UserSpec,
 };
 use serde::Serialize;
 use std::path::Path;
@@ -184,14 +185,16 @@ pub(crate) fn run_step(
     let vertex = ctx.vertex.unwrap_or(0);
     let rec = ctx.cached(key, |upper, work| {
         let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
+        let mode = sh.run_mode();
         let mut spec = RunSpec::new(
             Rootfs::Overlay {
-                lowerdirs,
+                lowerdirs: lowerdirs.clone(),
                 upperdir: upper.to_path_buf(),
                 workdir: work.to_path_buf(),
             },
             args.clone(),
         );
+        spec.isolation = mode.isolation;
         spec.env = env.clone();
         if let Some(h) = &hostname {
             spec.hostname = h.clone();
@@ -220,7 +223,43 @@ pub(crate) fn run_step(
                 line: l.line.clone(),
             });
         };
-        match kiln_sandbox::run(&spec, &mut on_line) {
+        if mode.isolation == Isolation::Chroot && !spec.mounts.is_empty() {
+            return Err(sh.located(
+                origin,
+                format!(
+                    "{}: RUN --mount needs mounts, which chroot isolation does not make",
+                    origin.summary()
+                ),
+            ));
+        }
+        // Without overlay: the step runs on a copy of its layers, and a walk
+        // afterwards writes what it changed as the upper directory overlay
+        // would have left.
+        let copy = if mode.overlay {
+            None
+        } else {
+            let root = work.join("root");
+            let chroot = mode.isolation == Isolation::Chroot;
+            let snap = kiln_sandbox::CopySnapshot::prepare_with(&lowerdirs, &root, |dir| {
+                if chroot {
+                    kiln_sandbox::chroot::provision(dir, &spec)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| sh.located(origin, format!("copying the step's layers: {e}")))?;
+            spec.rootfs = snap.rootfs();
+            Some((snap, root))
+        };
+        let result = kiln_sandbox::run(&spec, &mut on_line);
+        if let Some((snap, root)) = &copy {
+            kiln_sandbox::chroot::release(root);
+            if result.is_ok() {
+                snap.diff_into(upper)
+                    .map_err(|e| sh.located(origin, format!("finding the step's changes: {e}")))?;
+            }
+        }
+        match result {
             Ok(outcome) => {
                 for w in outcome.warnings {
                     sh.emit(Event::Warning {
