@@ -13,6 +13,7 @@
 //! `kiln import --change`.
 
 mod cache;
+mod claim;
 mod entitlements;
 mod names;
 mod ops;

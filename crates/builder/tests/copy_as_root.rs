@@ -11,44 +11,12 @@ use kiln_builder::internal::{
 use kiln_builder::internal::{set_times_at, Times};
 use kiln_builder::LayeredView;
 use kiln_oci::Digest;
+use kiln_testkit::tree::{opaque, whiteout, write};
 use std::fs::{self, Metadata};
 use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 use tempfile::TempDir;
-
-fn write(root: &Path, rel: &str, data: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
-
-/// An overlay whiteout (0/0 character device) at `root/rel`.
-fn whiteout(root: &Path, rel: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &p,
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::empty(),
-        0,
-    )
-    .unwrap();
-}
-
-/// An overlay opaque directory at `root/rel`.
-fn opaque(root: &Path, rel: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(&p).unwrap();
-    rustix::fs::lsetxattr(
-        &p,
-        "trusted.overlay.opaque",
-        b"y",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
-}
 
 fn op(sources: &[&str], dest: &str) -> CopyOp {
     CopyOp {

@@ -2,39 +2,8 @@
 //! `trusted.overlay.opaque` directories. Needs root to make both (CI runs as root).
 
 use kiln_builder::LayeredView;
+use kiln_testkit::tree::{opaque, whiteout, write};
 use std::fs;
-use std::path::Path;
-
-fn write(root: &Path, rel: &str, data: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
-
-fn whiteout(root: &Path, rel: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &p,
-        rustix::fs::FileType::CharacterDevice,
-        rustix::fs::Mode::empty(),
-        0,
-    )
-    .unwrap();
-}
-
-fn opaque(root: &Path, rel: &str) {
-    let p = root.join(rel);
-    fs::create_dir_all(&p).unwrap();
-    rustix::fs::lsetxattr(
-        &p,
-        "trusted.overlay.opaque",
-        b"y",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .unwrap();
-}
 
 fn read(view: &LayeredView, p: &str, follow: bool) -> Option<String> {
     view.lookup(p, follow)

@@ -9,8 +9,8 @@
 //! Every test checks that nothing is left behind: no container, no process,
 //! no bridge, no firewall rule, no address held.
 
+use kiln_testkit::http::{self, free_port};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -285,42 +285,6 @@ fn our_processes(exe: &Path, root: &Path, ids: &[String]) -> Vec<String> {
     out
 }
 
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let addr = format!("127.0.0.1:{port}").parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    (!out.is_empty()).then_some(out)
-}
-
-/// The body at `port`, once something answers 200 there (within 20 s).
-fn wait_for(port: u16, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(r) = http_get(port, path) {
-            if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") {
-                return r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing answered 200 on 127.0.0.1:{port}{path}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// Waits until `f` holds (within 20 s).
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -364,8 +328,8 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
         "bb:www",
     ]);
     // Both publish container port 8000, each in its own network namespace.
-    assert!(wait_for(p1, "/").contains("hello-from-www"));
-    assert!(wait_for(p2, "/").contains("hello-from-www"));
+    assert!(http::wait_for_200(p1, "/", Duration::from_secs(20)).contains("hello-from-www"));
+    assert!(http::wait_for_200(p2, "/", Duration::from_secs(20)).contains("hello-from-www"));
     let ps = f.ok(&["ps"]);
     assert!(ps.contains(&format!("0.0.0.0:{p1}->8000/tcp")), "{ps}");
     assert!(ps.contains(&format!("127.0.0.1:{p2}->8000/tcp")), "{ps}");
@@ -392,7 +356,7 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
     assert!(a_line.contains("\"State\":\"exited\""), "{a_line}");
     assert!(a_line.contains("\"ExitCode\":137"), "{a_line}");
     assert!(
-        http_get(p1, "/").is_none(),
+        http::get(p1, "/").is_none(),
         "a still answers after kiln stop"
     );
     // A process that handles the signal ends by itself, well before its
@@ -438,7 +402,7 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
     assert!(!rm.status.success(), "rm of a running container without -f");
     f.ok(&["rm", "-f", "a", "b"]);
     assert_eq!(f.ok(&["ps", "-a", "-q"]).trim(), "");
-    assert!(http_get(p2, "/").is_none(), "b still answers after rm -f");
+    assert!(http::get(p2, "/").is_none(), "b still answers after rm -f");
     f.assert_nothing_left(networks);
 
     // In the foreground: a signal stops it and the exit code says which.
@@ -450,7 +414,7 @@ fn published_ports_two_containers_same_port(f: &Fixture) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(wait_for(p3, "/").contains("hello-from-www"));
+    assert!(http::wait_for_200(p3, "/", Duration::from_secs(20)).contains("hello-from-www"));
     f.note_ids();
     // runuser forwards the signal to kiln.
     unsafe { libc::kill(fg.id() as i32, libc::SIGTERM) };
@@ -663,7 +627,7 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
         up.contains(&format!("Container {project}-client-1 started")),
         "{up}"
     );
-    assert!(wait_for(port, "/").contains("hello-from-www"));
+    assert!(http::wait_for_200(port, "/", Duration::from_secs(20)).contains("hello-from-www"));
     eventually("client's output", || {
         f.ok_in(&dir, &["compose", "logs", "client"])
             .contains("done")
@@ -752,7 +716,7 @@ fn compose_project_with_dependencies(f: &Fixture, project: &str) {
         "{followed}"
     );
     assert!(
-        http_get(port, "/").is_none(),
+        http::get(port, "/").is_none(),
         "server still answers after down"
     );
     assert_eq!(f.ok_in(&dir, &["compose", "ps", "-a", "-q"]).trim(), "");
@@ -806,7 +770,7 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, format!("{project}-talker-1 | talking"));
-    assert!(wait_for(port, "/").contains("hello-from-www"));
+    assert!(http::wait_for_200(port, "/", Duration::from_secs(20)).contains("hello-from-www"));
     f.note_ids();
     // The first Ctrl-C: SIGTERM to each container (the sandbox helpers are
     // not in the terminal's group, so they do not get the SIGINT). talker
@@ -815,7 +779,7 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
     let next = lines.next().unwrap().unwrap();
     assert_eq!(next, format!("{project}-talker-1 | talker-stopping"));
     assert!(
-        http_get(port, "/").is_some(),
+        http::get(port, "/").is_some(),
         "server was killed at once, not given its grace period"
     );
     // The second: killed now.

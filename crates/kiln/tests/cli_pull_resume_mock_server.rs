@@ -5,10 +5,11 @@
 use crate::util::kiln;
 use kiln_oci::image::media_type;
 use kiln_oci::{Digest, ImageConfig, Store};
+use kiln_testkit::http::{self, respond, Request};
 use kiln_testkit::Kiln;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -25,51 +26,22 @@ struct Mock {
     layer_requests: Mutex<Vec<Option<String>>>,
 }
 
-fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    let _ = s.write_all(out.as_bytes());
-    let _ = s.write_all(body);
-}
-
-fn handle(mock: &Mock, mut s: TcpStream) {
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut range = None;
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim().split_once(':') {
-            if k.trim().eq_ignore_ascii_case("range") {
-                range = Some(v.trim().to_string());
-            }
-        }
-    }
+fn handle(mock: &Mock, req: Request, s: &mut TcpStream) {
+    let path = req.path.as_str();
+    let range = req.header("range").map(str::to_string);
     if path == "/v2/team/app/manifests/1" {
         let ct = ("Content-Type", media_type::OCI_MANIFEST.to_string());
-        return respond(&mut s, "200 OK", &[ct], &mock.manifest);
+        return respond(s, "200 OK", &[ct], &mock.manifest);
     }
     let Some(data) = path
         .strip_prefix("/v2/team/app/blobs/")
         .and_then(|d| mock.blobs.get(d).map(|b| (d, b)))
     else {
-        return respond(&mut s, "404 Not Found", &[], b"{}");
+        return respond(s, "404 Not Found", &[], b"{}");
     };
     let (digest, data) = data;
     if digest != mock.layer {
-        return respond(&mut s, "200 OK", &[], data);
+        return respond(s, "200 OK", &[], data);
     }
     let first = {
         let mut seen = mock.layer_requests.lock().unwrap();
@@ -97,19 +69,18 @@ fn handle(mock: &Mock, mut s: TcpStream) {
         Some(start) if start < data.len() => {
             let cr = format!("bytes {start}-{}/{}", data.len() - 1, data.len());
             respond(
-                &mut s,
+                s,
                 "206 Partial Content",
                 &[("Content-Range", cr)],
                 &data[start..],
             )
         }
-        _ => respond(&mut s, "200 OK", &[], data),
+        _ => respond(s, "200 OK", &[], data),
     }
 }
 
 fn start_mock(hang_first: bool) -> Arc<Mock> {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let (listener, addr) = http::listen();
     // A layer of 4 MiB that does not compress, so the transfer takes a while.
     let mut content = Vec::with_capacity(4 << 20);
     let mut x: u32 = 99;
@@ -144,13 +115,7 @@ fn start_mock(hang_first: bool) -> Arc<Mock> {
         hang_first,
         layer_requests: Mutex::new(Vec::new()),
     });
-    let m = mock.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let m = m.clone();
-            std::thread::spawn(move || handle(&m, conn));
-        }
-    });
+    http::serve(listener, mock.clone(), handle);
     mock
 }
 

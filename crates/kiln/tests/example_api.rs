@@ -5,24 +5,13 @@
 //! on port 8000. Needs root (mmdebstrap, the sandbox) and the npm registry.
 
 use crate::util::kiln;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use kiln_testkit::http;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn http_get(path: &str) -> Option<String> {
-    let mut s =
-        TcpStream::connect_timeout(&"127.0.0.1:8000".parse().ok()?, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 #[test]
@@ -52,7 +41,7 @@ fn example_api_builds_and_serves_as_uid_1001_on_port_8000() {
     assert!(cfg["ExposedPorts"].get("8000/tcp").is_some(), "{cfg}");
 
     assert!(
-        http_get("/health").is_none(),
+        http::get(8000, "/health").is_none(),
         "something already listens on 127.0.0.1:8000"
     );
     let mut server = kiln()
@@ -66,7 +55,7 @@ fn example_api_builds_and_serves_as_uid_1001_on_port_8000() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut body = None;
     while Instant::now() < deadline {
-        if let Some(r) = http_get("/") {
+        if let Some(r) = http::get(8000, "/") {
             body = Some(r);
             break;
         }

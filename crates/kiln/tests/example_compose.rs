@@ -7,11 +7,10 @@
 //! (mmdebstrap, the sandbox) and the npm registry, as `example_api` does.
 
 use crate::util::{kiln, make_base_images};
+use kiln_testkit::http::{self, free_port};
 use kiln_testkit::Kiln;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -84,16 +83,6 @@ fn intervals(events: &[Value]) -> Vec<(String, u64, u64)> {
         }
     }
     out
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let addr = format!("127.0.0.1:{port}").parse().ok()?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 #[test]
@@ -221,13 +210,13 @@ fn compose_example_builds_both_services_at_once_then_runs_nothing_needs_root_and
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut index = None;
     while Instant::now() < deadline {
-        if let Some(r) = http_get(port, "/") {
+        if let Some(r) = http::get(port, "/") {
             index = Some(r);
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let api_package = http_get(port, "/api-package.json");
+    let api_package = http::get(port, "/api-package.json");
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
@@ -283,31 +272,6 @@ struct OnDrop<F: FnMut()>(F);
 impl<F: FnMut()> Drop for OnDrop<F> {
     fn drop(&mut self) {
         (self.0)()
-    }
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(r) = http_get(port, path) {
-            if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") {
-                return r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing answered 200 on 127.0.0.1:{port}{path}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -417,17 +381,17 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
     let up = ok(&["compose", "up", "-d"]);
     assert!(up.contains("Container kiln-example-web-1 started"), "{up}");
     // web waited for api to be healthy, so both answer now.
-    let api = wait_for(api_port, "/");
+    let api = http::wait_for_200(api_port, "/", Duration::from_secs(60));
     assert!(api.contains("\"service\":\"kiln-example-api\""), "{api}");
     assert!(api.contains("\"uid\":1001"), "{api}");
-    let index = wait_for(web_port, "/");
+    let index = http::wait_for_200(web_port, "/", Duration::from_secs(60));
     assert!(index.contains("<div id=\"root\"></div>"), "{index}");
-    let through = wait_for(web_port, "/cgi-bin/api/health");
+    let through = http::wait_for_200(web_port, "/cgi-bin/api/health", Duration::from_secs(60));
     assert!(
         through.ends_with("ok\n"),
         "the front end did not reach api by name: {through}"
     );
-    let through = wait_for(web_port, "/cgi-bin/api");
+    let through = http::wait_for_200(web_port, "/cgi-bin/api", Duration::from_secs(60));
     assert!(through.contains("\"path\":\"/\""), "{through}");
     let ps = ok(&["compose", "ps"]);
     assert!(
@@ -460,11 +424,11 @@ fn up_publishes_both_and_the_front_end_reaches_the_api_by_name(root: &Path, load
         "{down}"
     );
     assert!(
-        http_get(api_port, "/").is_none(),
+        http::get(api_port, "/").is_none(),
         "api still answers after down"
     );
     assert!(
-        http_get(web_port, "/").is_none(),
+        http::get(web_port, "/").is_none(),
         "web still answers after down"
     );
     assert_eq!(ok(&["compose", "ps", "-a", "-q"]).trim(), "");
@@ -548,7 +512,7 @@ fn run_publishes_the_api(root: &Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let r = wait_for(port, "/");
+    let r = http::wait_for_200(port, "/", Duration::from_secs(60));
     assert!(r.contains("\"service\":\"kiln-example-api\""), "{r}");
     let rm = kiln()
         .root(root)
@@ -559,5 +523,5 @@ fn run_publishes_the_api(root: &Path) {
         "{}",
         String::from_utf8_lossy(&rm.stderr)
     );
-    assert!(http_get(port, "/").is_none(), "still answers after rm -f");
+    assert!(http::get(port, "/").is_none(), "still answers after rm -f");
 }

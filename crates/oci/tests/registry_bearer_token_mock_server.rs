@@ -7,9 +7,10 @@ use kiln_oci::registry::{
     pull, AuthFile, Credentials, Reference, RegistryConfig, RegistryContext, RegistryError,
 };
 use kiln_oci::{Digest, Store};
+use kiln_testkit::http::{self, respond, Request};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 
 const TOKEN: &str = "t0k3n-for-tests";
@@ -32,36 +33,9 @@ struct Mock {
     seen: Mutex<Seen>,
 }
 
-fn respond(s: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str("\r\n");
-    let _ = s.write_all(out.as_bytes());
-    let _ = s.write_all(body);
-}
-
-fn handle(mock: &Mock, mut s: TcpStream) {
-    let mut r = BufReader::new(s.try_clone().unwrap());
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-    let mut headers = HashMap::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).is_err() || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.trim().split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-        }
-    }
+fn handle(mock: &Mock, req: Request, s: &mut TcpStream) {
+    let path = req.path.as_str();
+    let headers = &req.headers;
     let auth = headers.get("authorization").cloned();
     if let Some(query) = path.strip_prefix("/token?") {
         mock.seen
@@ -75,13 +49,13 @@ fn handle(mock: &Mock, mut s: TcpStream) {
         );
         if auth.as_deref() == Some(good.as_str()) {
             respond(
-                &mut s,
+                s,
                 "200 OK",
                 &[],
                 format!(r#"{{"token":"{TOKEN}"}}"#).as_bytes(),
             );
         } else {
-            respond(&mut s, "401 Unauthorized", &[], b"{}");
+            respond(s, "401 Unauthorized", &[], b"{}");
         }
         return;
     }
@@ -91,7 +65,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
             mock.addr
         );
         respond(
-            &mut s,
+            s,
             "401 Unauthorized",
             &[("WWW-Authenticate", challenge)],
             br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
@@ -100,7 +74,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
     }
     if path.starts_with("/v2/team/limited/") {
         respond(
-            &mut s,
+            s,
             "429 Too Many Requests",
             &[("Retry-After", "3600".into())],
             br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}"#,
@@ -109,7 +83,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
     }
     if path.starts_with("/v2/team/denied/") {
         respond(
-            &mut s,
+            s,
             "403 Forbidden",
             &[],
             br#"{"errors":[{"code":"DENIED","message":"no"}]}"#,
@@ -118,7 +92,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
     }
     if path == "/v2/team/bad/manifests/1" {
         respond(
-            &mut s,
+            s,
             "200 OK",
             &[("Content-Type", media_type::OCI_MANIFEST.into())],
             &mock.bad_manifest,
@@ -127,7 +101,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
     }
     if path == "/v2/team/sized/manifests/1" {
         respond(
-            &mut s,
+            s,
             "200 OK",
             &[("Content-Type", media_type::OCI_MANIFEST.into())],
             &mock.sized_manifest,
@@ -136,12 +110,12 @@ fn handle(mock: &Mock, mut s: TcpStream) {
     }
     if path.starts_with("/v2/team/bad/blobs/") {
         // Whatever is asked for, the same wrong bytes of the right length.
-        respond(&mut s, "200 OK", &[], b"evil-data");
+        respond(s, "200 OK", &[], b"evil-data");
         return;
     }
     if path == "/v2/team/app/manifests/1" {
         respond(
-            &mut s,
+            s,
             "200 OK",
             &[("Content-Type", media_type::OCI_MANIFEST.into())],
             &mock.manifest,
@@ -151,7 +125,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
     if let Some(d) = path.strip_prefix("/v2/team/app/blobs/") {
         let Some(data) = mock.blobs.get(d) else {
             respond(
-                &mut s,
+                s,
                 "404 Not Found",
                 &[],
                 br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
@@ -168,7 +142,7 @@ fn handle(mock: &Mock, mut s: TcpStream) {
         };
         if d == mock.layer && n == 1 {
             respond(
-                &mut s,
+                s,
                 "429 Too Many Requests",
                 &[("Retry-After", "1".into())],
                 b"{}",
@@ -194,22 +168,21 @@ fn handle(mock: &Mock, mut s: TcpStream) {
                 let start: usize = start.parse().unwrap();
                 let cr = format!("bytes {start}-{}/{}", data.len() - 1, data.len());
                 respond(
-                    &mut s,
+                    s,
                     "206 Partial Content",
                     &[("Content-Range", cr)],
                     &data[start..],
                 );
             }
-            None => respond(&mut s, "200 OK", &[], data),
+            None => respond(s, "200 OK", &[], data),
         }
         return;
     }
-    respond(&mut s, "404 Not Found", &[], b"{}");
+    respond(s, "404 Not Found", &[], b"{}");
 }
 
 fn start_mock() -> Arc<Mock> {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let (listener, addr) = http::listen();
     let config =
         br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
             .to_vec();
@@ -249,13 +222,7 @@ fn start_mock() -> Arc<Mock> {
         layer: ld.to_string(),
         seen: Mutex::new(Seen::default()),
     });
-    let m = mock.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let m = m.clone();
-            std::thread::spawn(move || handle(&m, conn));
-        }
-    });
+    http::serve(listener, mock.clone(), handle);
     mock
 }
 

@@ -10,6 +10,8 @@
 //!   harness does, with tests that cannot run reported as ignored, with the reason.
 //! - [`conformance`]: where BuildKit's conformance data is (`$KILN_BUILDKIT_CONFORMANCE`).
 //! - [`corpus`]: the cases of `tests/buildkit-corpus/` and their `args` files.
+//! - [`http`]: free ports and HTTP GETs to servers on 127.0.0.1.
+//! - [`tree`]: writing files and overlay whiteout/opaque markers into a directory.
 //! - [`process`]: child processes with default signal dispositions, unique markers,
 //!   finding processes by their command line.
 //!
@@ -19,11 +21,13 @@ pub mod busybox;
 pub mod conformance;
 pub mod corpus;
 pub mod harness;
+pub mod http;
 mod kiln;
 pub mod process;
 pub mod registry;
 pub mod root;
 pub mod rootless;
+pub mod tree;
 
 pub use kiln::{printed, Kiln};
 

@@ -20,12 +20,12 @@
 //! solver merges identical steps in flight. The kernel releases the lock when
 //! its holder exits or is killed; the next waiter then runs the step itself.
 
+use crate::claim::Claim;
 use crate::snapshot::Layer;
 use kiln_oci::digest::{Digest, Hasher};
 use kiln_oci::store::Store;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 
 /// What a step produced.
@@ -39,21 +39,6 @@ pub struct StepRecord {
 
 pub struct StepCache {
     dir: PathBuf,
-}
-
-/// The exclusive right to compute one key ([`StepCache::claim`]). Dropping it
-/// removes its lock file, then releases the lock, so no lock files pile up.
-pub struct KeyClaim {
-    path: PathBuf,
-    _file: File,
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        // Still locked here: a waiter that gets the lock next sees the file
-        // gone and locks a new one, so two holders never overlap.
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 /// Computes a key from its parts, each length-prefixed so parts can't run together.
@@ -147,34 +132,8 @@ impl StepCache {
 
     /// Waits until nobody else computes `key` (see the module doc), then claims
     /// it until the returned claim is dropped.
-    pub fn claim(&self, key: &Digest) -> std::io::Result<KeyClaim> {
-        let path = self.dir.join(format!("{}.lock", key.hex()));
-        loop {
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            loop {
-                match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
-                    Ok(()) => break,
-                    Err(rustix::io::Errno::INTR) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            // The previous holder removes the file before it unlocks: a lock
-            // on a file no longer at `path` protects nothing; open it again.
-            let held = file.metadata()?;
-            match fs::metadata(&path) {
-                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
-                    return Ok(KeyClaim { path, _file: file })
-                }
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
+    pub fn claim(&self, key: &Digest) -> std::io::Result<Claim> {
+        Claim::acquire(&self.dir.join(format!("{}.lock", key.hex())))
     }
 
     /// Records `rec` under `key` atomically (temp file, rename). Not fsynced: a
@@ -201,42 +160,5 @@ impl StepCache {
             let _ = fs::remove_file(&tmp);
         }
         res
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    /// Claims of one key exclude each other, across threads as across
-    /// processes (each claim is its own open file); another key is free;
-    /// the lock file is gone once the last claim is dropped.
-    #[test]
-    fn claims_of_one_key_run_one_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = StepCache::open(dir.path()).unwrap();
-        let (key, other) = (Digest::of(b"k"), Digest::of(b"other"));
-        let inside = AtomicUsize::new(0);
-        let most = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    for _ in 0..5 {
-                        let _claim = cache.claim(&key).unwrap();
-                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                        most.fetch_max(n, Ordering::SeqCst);
-                        // Another key can be claimed meanwhile.
-                        drop(cache.claim(&other).unwrap());
-                        std::thread::sleep(Duration::from_millis(2));
-                        inside.fetch_sub(1, Ordering::SeqCst);
-                    }
-                });
-            }
-        });
-        assert_eq!(most.load(Ordering::SeqCst), 1);
-        let left: Vec<_> = fs::read_dir(&cache.dir).unwrap().flatten().collect();
-        assert!(left.is_empty(), "{left:?}");
     }
 }

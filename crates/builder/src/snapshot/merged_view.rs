@@ -447,15 +447,10 @@ impl LayeredView {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use kiln_testkit::tree::write;
     use std::os::unix::fs::symlink;
-
-    pub(crate) fn write(root: &Path, rel: &str, data: &str) {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
-    }
 
     fn read(view: &LayeredView, p: &str, follow: bool) -> Option<String> {
         view.lookup(p, follow)

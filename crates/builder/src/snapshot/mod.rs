@@ -18,11 +18,13 @@
 //! ```text
 //! snapshots/<diff_id hex>/   one layer's content (overlay upperdir format)
 //! snapshots/empty/           an empty lower for steps on `FROM scratch`
-//! snapshots/tmp/             work dirs of running steps (upper + overlay work)
+//! snapshots/tmp/             work dirs of running steps (upper + overlay work),
+//!                            claims of layers being extracted (<diff_id hex>.extracting)
 //! ```
 
 pub mod merged_view;
 
+use crate::claim::Claim;
 use kiln_oci::digest::Digest;
 use kiln_oci::layer::{apply_image_layer, ApplyOptions, WhiteoutMode};
 use kiln_oci::store::{BlobRef, Store};
@@ -138,8 +140,19 @@ impl Snapshots {
 
     /// The snapshot of `layer`, extracting the blob from `store` if this is the
     /// first time it is needed.
+    ///
+    /// Two stages or builds needing the same layer at once extract it once: the
+    /// second waits for the first's claim, then finds the snapshot.
     pub fn ensure(&self, store: &Store, layer: &Layer) -> Result<PathBuf, SnapshotError> {
         let dest = self.path_of(&layer.diff_id);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        let claim_path = self
+            .root
+            .join("tmp")
+            .join(format!("{}.extracting", layer.diff_id.hex()));
+        let _claim = Claim::acquire(&claim_path).map_err(io_err(&claim_path))?;
         if dest.is_dir() {
             return Ok(dest);
         }
@@ -600,6 +613,45 @@ mod tests {
         let path = snaps.ensure(&store, &layer).unwrap();
         assert_eq!(fs::read(path.join("etc/os-release")).unwrap(), b"genuine\n");
         assert_eq!(snapshot_names(&snaps), [Digest::of(&tar).hex()]);
+    }
+
+    /// While another stage or build extracts a layer, a second `ensure` of it
+    /// waits and then uses that snapshot instead of extracting it again (the
+    /// blob here is not even in the store: a second extraction would fail).
+    #[test]
+    fn a_layer_being_extracted_elsewhere_is_waited_for_not_extracted_again() {
+        let (_d, store, snaps) = setup();
+        let tar = tar_with("etc/os-release", b"genuine\n");
+        let diff_id = Digest::of(&tar);
+        let gz = gzip(&tar);
+        let layer = Layer {
+            blob: BlobRef {
+                media_type: media_type::OCI_LAYER_GZIP.into(),
+                digest: Digest::of(&gz),
+                size: gz.len() as u64,
+                annotations: BTreeMap::new(),
+            },
+            diff_id,
+        };
+        let elsewhere = snaps
+            .root
+            .join("tmp")
+            .join(format!("{}.extracting", diff_id.hex()));
+        let held = Claim::acquire(&elsewhere).unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| snaps.ensure(&store, &layer));
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!waiter.is_finished(), "ensure did not wait for the claim");
+            // The other extractor installs its tree, then lets go.
+            let tree = snaps.work_dir().unwrap();
+            fs::create_dir_all(tree.path().join("t/etc")).unwrap();
+            fs::write(tree.path().join("t/etc/os-release"), b"genuine\n").unwrap();
+            snaps.install(&tree.path().join("t"), &diff_id).unwrap();
+            drop(held);
+            let path = waiter.join().unwrap().unwrap();
+            assert_eq!(path, snaps.path_of(&diff_id));
+        });
+        assert_eq!(snapshot_names(&snaps), [diff_id.hex()]);
     }
 
     /// An image whose config claims another image's diff_id for its own layer

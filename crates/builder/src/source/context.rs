@@ -265,13 +265,8 @@ fn walk(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_testkit::tree::write;
     use std::os::unix::fs::symlink;
-
-    pub(crate) fn write(root: &Path, rel: &str, data: &str) {
-        let p = root.join(rel);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, data).unwrap();
-    }
 
     fn sample() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

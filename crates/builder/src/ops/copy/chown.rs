@@ -79,7 +79,7 @@ pub fn resolve(spec: &str, view: &LayeredView) -> Result<(u32, u32), ChownError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::merged_view::tests::write;
+    use kiln_testkit::tree::write;
 
     #[test]
     fn names_and_ids() {
