@@ -39,21 +39,21 @@ for r in $(seq 1 "$runs"); do
     "$k" --root "$root" build -q "$work/warm" > /dev/null   # unpack the base
     sync
     b=$(timed "$work/b-$name-$r" env SOURCE_DATE_EPOCH=1700000000 "$k" --root "$root" build --progress=rawjson -t big:1 "$work/ctx")
-    step=$(jq -r 'select(.vertexes != null) | .vertexes[]? | select(.name | test("RUN mkdir")) | select(.completed != null) | ((.completed | sub("\\.[0-9]+Z$"; "Z") | fromdate) - (.started | sub("\\.[0-9]+Z$"; "Z") | fromdate))' "$work/b-$name-$r.stdout" 2>/dev/null | tail -1)
+    step=$(grep "\"event\":\"step_finished\"" "$work/b-$name-$r.stderr" | grep -o '"duration_ms":[0-9]*' | cut -d: -f2 | sort -n | tail -1)
     s=$(timed "$work/s-$name-$r" "$k" --root "$root" save -o "$work/save-$name-$r.tar" big:1)
     s2=$(timed "$work/s2-$name-$r" "$k" --root "$root" save -o "$work/save2-$name-$r.tar" big:1)
-    echo "$k run $r: build $b  save $s  save-again $s2  (wall s, max RSS KiB)"
-    echo "$b" >> "$work/build-$name"; echo "$s" >> "$work/save-$name"; echo "$s2" >> "$work/save2-$name"
+    echo "$k run $r: build $b  step ${step}ms  save $s  save-again $s2  (wall s, max RSS KiB)"
+    echo "$b" >> "$work/build-$name"; echo "$step" >> "$work/step-$name"; echo "$s" >> "$work/save-$name"; echo "$s2" >> "$work/save2-$name"
     sha256sum "$work/save-$name-$r.tar" | cut -c1-16 >> "$work/digest-$name"
     rm -rf "$root" "$work"/save*-"$name"-"$r".tar
   done
 done
 echo
-printf '%-40s %12s %12s %12s %12s %14s\n' kiln build_s build_rss_MiB save_s save_rss_MiB save_again_s
+printf '%-40s %10s %10s %14s %8s %14s %14s\n' kiln build_s step_ms build_rss_MiB save_s save_rss_MiB save_again_s
 for k in $kilns; do
   name=$(echo "$k" | tr '/' '_')
-  printf '%-40s %12s %12s %12s %12s %14s\n' "$k" \
-    "$(cut -d' ' -f1 "$work/build-$name" | median)" "$(( $(cut -d' ' -f2 "$work/build-$name" | median) / 1024 ))" \
+  printf '%-40s %10s %10s %14s %8s %14s %14s\n' "$k" \
+    "$(cut -d' ' -f1 "$work/build-$name" | median)" "$(median < "$work/step-$name")" "$(( $(cut -d' ' -f2 "$work/build-$name" | median) / 1024 ))" \
     "$(cut -d' ' -f1 "$work/save-$name" | median)" "$(( $(cut -d' ' -f2 "$work/save-$name" | median) / 1024 ))" \
     "$(cut -d' ' -f1 "$work/save2-$name" | median)"
   echo "  saved archive sha256 prefixes: $(sort -u "$work/digest-$name" | tr '\n' ' ')"
