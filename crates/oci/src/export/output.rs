@@ -68,9 +68,11 @@ impl std::str::FromStr for OutputSpec {
                         "local" => OutputKind::Local,
                         "tar" => OutputKind::Tar,
                         "registry" => OutputKind::Registry,
-                        other => return Err(bad(format!(
+                        other => {
+                            return Err(bad(format!(
                             "unknown type {other:?} (expected oci, docker, local, tar or registry)"
-                        ))),
+                        )))
+                        }
                     })
                 }
                 "dest" => dest = Some(PathBuf::from(v)),
