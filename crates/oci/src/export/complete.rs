@@ -158,40 +158,93 @@ fn layer_blob(
 }
 
 /// The uncompressed tar of a layer held as a directory, written as it is read
-/// (a thread walks the directory into a pipe): for outputs that want the
-/// filesystem, not a blob (`type=local`, `type=tar`, `kiln debug describe`).
-/// Reading it to its end fails unless the tar hashed to the layer's diff_id.
+/// (a thread walks the directory and hands over 256 KiB chunks): for outputs that
+/// want the filesystem, not a blob (`type=local`, `type=tar`, `kiln debug
+/// describe`). Reading it to its end fails unless the tar hashed to the layer's
+/// diff_id.
 pub fn local_layer_tar(diff_id: Digest, local: &LocalLayer) -> Result<LocalLayerTar> {
-    let (reader, writer) =
-        std::io::pipe().map_err(super::io_err("creating a pipe for", &local.dir))?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
     let dir = local.dir.clone();
     let opts = LayerOptions {
         compression: Compression::None,
         source_date_epoch: local.source_date_epoch,
     };
     let walker = std::thread::spawn(move || {
-        write_layer(&dir, DiffKind::OverlayUpper, &opts, writer).map(|d| d.diff_id)
+        let out = ChunkWriter {
+            tx,
+            buf: Vec::with_capacity(TAR_CHUNK),
+        };
+        write_layer(&dir, DiffKind::OverlayUpper, &opts, out).map(|d| d.diff_id)
     });
     Ok(LocalLayerTar {
-        reader,
+        rx,
+        chunk: Vec::new(),
+        at: 0,
         walker: Some(walker),
         diff_id,
     })
 }
 
+const TAR_CHUNK: usize = 256 * 1024;
+
+/// The walker's side of [`LocalLayerTar`]: chunks over a bounded channel.
+struct ChunkWriter {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= TAR_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(TAR_CHUNK));
+        self.tx
+            .send(full)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader stopped"))
+    }
+}
+
 /// See [`local_layer_tar`].
 pub struct LocalLayerTar {
-    reader: std::io::PipeReader,
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
     walker: Option<std::thread::JoinHandle<Result<Digest, crate::layer::LayerError>>>,
     diff_id: Digest,
 }
 
 impl std::io::Read for LocalLayerTar {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.reader.read(buf)?;
-        if n > 0 || buf.is_empty() {
-            return Ok(n);
+        if buf.is_empty() {
+            return Ok(0);
         }
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.chunk = next;
+                    self.at = 0;
+                }
+                Err(_) => return self.end(),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl LocalLayerTar {
+    /// The walker is done: end of stream if it gave the layer's diff_id.
+    fn end(&mut self) -> std::io::Result<usize> {
         let Some(walker) = self.walker.take() else {
             return Ok(0);
         };

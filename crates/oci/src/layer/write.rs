@@ -184,6 +184,9 @@ impl<W: Write> Write for CountingHasher<W> {
     }
 }
 
+/// Full chunks out to the compressor, emptied ones back.
+type ChunkChannel = (SyncSender<Vec<u8>>, Receiver<Vec<u8>>);
+
 /// The tar stream on the walker side: fills fixed-size chunks (file contents are
 /// read straight into them), hashes each full chunk and sends it on.
 struct TarSink {
@@ -191,7 +194,7 @@ struct TarSink {
     fill: usize,
     /// Where full chunks go (the compressor) and come back from; `None` when
     /// only the digest is wanted ([`layer_digest`]): the chunk is reused.
-    chan: Option<(SyncSender<Vec<u8>>, Receiver<Vec<u8>>)>,
+    chan: Option<ChunkChannel>,
     hasher: Hasher,
     /// Bytes in the chunks flushed so far.
     total: u64,
@@ -205,7 +208,7 @@ fn closed() -> LayerError {
 }
 
 impl TarSink {
-    fn new(chan: Option<(SyncSender<Vec<u8>>, Receiver<Vec<u8>>)>) -> Self {
+    fn new(chan: Option<ChunkChannel>) -> Self {
         TarSink {
             buf: vec![0u8; CHUNK],
             fill: 0,
