@@ -7,7 +7,8 @@
 //! instruction (`solver/`), entitlement checks (`--allow`) and progress events.
 //! It renders nothing to a terminal.
 //!
-//! The API is what the CLI uses: [`build`] with its [`BuildOptions`],
+//! The API is what the CLI uses: [`build`] with its [`BuildOptions`], the
+//! registry cache ([`parse_cache_from`], [`parse_cache_to`], [`export_cache`]),
 //! [`BuildContext`] and [`BuildError`], [`progress`] events, [`prune`], the
 //! snapshots `kiln run` starts containers on, and [`apply_config`] for
 //! `kiln import --change`.
@@ -23,12 +24,18 @@ mod snapshot;
 mod solver;
 mod source;
 
+pub use cache::remote::spec::{
+    parse_cache_from, parse_cache_to, CacheExport, CacheLocation, CacheMode,
+};
+pub use cache::remote::{export as export_cache, CacheUsage, ExportReport, RemoteCache};
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
 pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;
 pub use snapshot::{Layer, Snapshots};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
 pub use solver::{build, BuildError, BuildOptions, BuildOutput, NamedContext, PendingImage};
+/// `.dockerignore` as BuildKit reads it (for `kiln check`'s context rules).
+pub use source::dockerignore::{load_patterns as load_ignore_patterns, PatternMatcher};
 pub use source::BuildContext;
 
 /// Not API: what this crate's own integration tests (which need root, so they

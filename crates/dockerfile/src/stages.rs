@@ -226,7 +226,7 @@ fn shell_err(src: &Source, o: &Origin, e: ShellError) -> DockerfileError {
 }
 
 /// Go's `strconv.Atoi` acceptance: optional sign, then ASCII digits.
-fn as_index(s: &str) -> Option<i64> {
+pub(crate) fn as_index(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -235,7 +235,7 @@ fn as_index(s: &str) -> Option<i64> {
 }
 
 /// The predefined args (BuildKit's `defaultArgs`), with `--build-arg` overrides.
-fn predefined_args(
+pub(crate) fn predefined_args(
     build: &Platform,
     target: &Platform,
     target_stage: &str,
@@ -353,12 +353,10 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         &opts.build_args,
     );
     let mut declared: BTreeSet<String> = BTreeSet::new();
-    let mut meta_declared: BTreeSet<String> = BTreeSet::new();
     let mut growth = 0usize;
     for (origin, a) in &meta_args {
         for d in &a.args {
             declared.insert(d.key.clone());
-            meta_declared.insert(d.key.clone());
             let value = match opts.build_args.get(&d.key) {
                 Some(v) => Some(v.clone()),
                 None => match &d.default {
@@ -395,15 +393,6 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
         let exp = lexer
             .process_word_with_matches(&from.base, &global_args)
             .map_err(|e| shell_err(src, from_origin, e))?;
-        for name in &exp.unmatched {
-            if !meta_declared.contains(name) {
-                warnings.push(Warning {
-                    line: from_origin.start_line,
-                    rule: "UndefinedArgInFrom",
-                    message: format!("FROM argument '{name}' is not declared"),
-                });
-            }
-        }
         let base_name = exp.result;
         if base_name.is_empty() {
             return Err(err(
@@ -466,13 +455,6 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             }
         }
         for i in &raw.body {
-            if let Kind::Maintainer(_) = &i.kind {
-                warnings.push(Warning {
-                    line: i.origin.start_line,
-                    rule: "MaintainerDeprecated",
-                    message: "Maintainer instruction is deprecated in favor of using label".into(),
-                });
-            }
             if let Kind::Arg(a) = &i.kind {
                 declared.extend(a.args.iter().map(|d| d.key.clone()));
             }
@@ -536,6 +518,7 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
                 && !global_args.contains_key(k.as_str())
                 && !PROXY_ARGS.iter().any(|p| p.eq_ignore_ascii_case(k))
                 && k.as_str() != "BUILDKIT_SANDBOX_HOSTNAME"
+                && k.as_str() != crate::lint::CHECK_BUILD_ARG
         })
         .map(String::as_str)
         .collect();
@@ -550,14 +533,54 @@ pub fn plan(df: &Dockerfile, src: &Source, opts: &PlanOptions) -> Result<Plan, D
             ),
         });
     }
-    for (line, message) in &df.warnings {
-        warnings.push(Warning {
-            line: *line,
-            rule: "Parser",
-            message: message.clone(),
-        });
+    // BuildKit's build checks over the stages this build needs (the
+    // Dockerfile's `check=` configuration applies), then kiln's own.
+    let checks = crate::lint::Options {
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        target_platform: Some(target_platform.clone()),
+        all_stages: false,
+    };
+    let report = crate::lint::check(df, src, &checks, &crate::lint::NoHost)?;
+    // `check=error=true`: a BuildKit rule that fired fails the build, as in BuildKit.
+    let violations: Vec<&crate::lint::Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule.set == crate::lint::RuleSet::BuildKit)
+        .collect();
+    if report.error_on_findings && !violations.is_empty() {
+        let mut names: Vec<&str> = violations.iter().map(|f| f.rule.name).collect();
+        names.sort();
+        names.dedup();
+        let first = &violations[0].location;
+        let list: Vec<String> = violations
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}: {} [{}]",
+                    src.name, f.location.start_line, f.message, f.rule.name
+                )
+            })
+            .collect();
+        return Err(DockerfileError::at(
+            src,
+            first.start_line,
+            first.end_line,
+            format!("lint violation found for rules: {}", names.join(", ")),
+        )
+        .with_help(list.join("\n")));
     }
-    lint::lint(&stages, &mut warnings);
+    for f in report.findings {
+        if f.rule.set == crate::lint::RuleSet::BuildKit {
+            warnings.push(Warning {
+                line: f.location.start_line,
+                rule: f.rule.name,
+                message: f.message,
+            });
+        }
+    }
+    lint::unknown_stage_references(&stages, &mut warnings);
+    warnings.sort_by_key(|w| w.line);
     let proxy_env = proxy_env(&opts.build_args);
 
     Ok(Plan {

@@ -34,6 +34,8 @@ pub struct GlobalFlags {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(Box<BuildFlags>),
+    /// Check a Dockerfile (BuildKit's build checks and kiln's multi-stage rules); nothing is built
+    Check(CheckFlags),
     /// Developer tools: inspect what kiln's frontend makes of a Dockerfile
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -179,6 +181,37 @@ pub struct QuietFlag {
     /// Only print image ids
     #[arg(short = 'q', long)]
     pub quiet: bool,
+}
+
+/// `kiln check --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// BuildKit's layout: `WARNING: Rule - URL`, the message, the source excerpt.
+    Text,
+    /// A JSON array of findings (see the README's "kiln check" section).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckFlags {
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile)
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Build-time variable, as for `kiln build` (BUILDKIT_DOCKERFILE_CHECK configures the checks)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Check only the stages this stage needs (default: every stage)
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// Target platform the base images are checked against (default: the host's)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = CheckFormat::Text)]
+    pub format: CheckFormat,
+    /// Build context directory (its .dockerignore and top-level entries are checked)
+    #[arg(value_name = "PATH", default_value = ".")]
+    pub context: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -480,6 +513,9 @@ pub struct BuildFlags {
     /// Plan the build and print its stages and steps without running anything
     #[arg(long)]
     pub dry_run: bool,
+    /// Run the build checks (as `kiln check`) instead of building
+    #[arg(long, conflicts_with = "dry_run")]
+    pub check: bool,
     /// Do not use the cache for the steps of these stages (by AS name); may be repeated
     /// or comma-separated
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
@@ -508,6 +544,17 @@ pub struct BuildFlags {
     /// Push the image to its registry (every -t name) after building
     #[arg(long)]
     pub push: bool,
+    /// Look steps up in this cache too: "type=registry,ref=REGISTRY/REPO:TAG" or
+    /// "type=local,src=DIR" (an OCI layout); may be repeated (tried in order). Only the
+    /// cache's manifest and config are read; a layer is fetched only when needed
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache, merged into what is there: "type=registry,ref=REF" or
+    /// "type=local,dest=DIR", with ",mode=min" (the final image's steps, the default) or
+    /// ",mode=max" (every step of every stage), ",max-age=7d", ",max-entries=N",
+    /// ",ignore-error=true"; may be repeated
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     #[command(flatten)]
     pub load: LoadFlag,
     #[command(flatten)]

@@ -220,7 +220,8 @@ fn build_keys_reach_the_run_steps_and_the_image_needs_root() {
             "      labels: {com.example.team: builders}\n",
             "      tags: ['app:extra']\n",
             "      additional_contexts: {base: 'service:base', files: ./files}\n",
-            "      cache_from: [registry.local/app:cache]\n",
+            "      cache_from: ['type=local,src=./app-cache']\n",
+            "      cache_to: ['type=local,dest=./app-cache,mode=max']\n",
             "secrets:\n",
             "  token:\n",
             "    file: ./token.txt\n",
@@ -242,10 +243,9 @@ fn build_keys_reach_the_run_steps_and_the_image_needs_root() {
     assert!(log.contains("10.1.2.3\tdb.internal"), "{log}");
     assert!(log.contains("fd00::1\tv6.internal"), "{log}");
     assert!(log.contains("no-network"), "{log}");
-    assert!(
-        log.contains("cache_from: ignored: kiln has no registry cache yet"),
-        "{log}"
-    );
+    // The first build finds no cache there and exports one into the project.
+    assert!(log.contains("app-cache:latest: not found"), "{log}");
+    assert!(dir.join("app-cache/index.json").is_file(), "{log}");
     // /dev/shm of 32 MiB: 32768 1K-blocks.
     let shm = log
         .lines()

@@ -1,5 +1,7 @@
 //! What the build keeps between builds: step results by cache key ([`steps`])
-//! and the persistent `RUN --mount=type=cache` directories ([`mounts`]).
+//! and the persistent `RUN --mount=type=cache` directories ([`mounts`]), and
+//! the build cache shared through a registry or a directory ([`remote`]).
 
 pub mod mounts;
+pub mod remote;
 pub mod steps;

@@ -19,7 +19,13 @@
 //! the claim and then finds the record, so the step runs once — as BuildKit's
 //! solver merges identical steps in flight. The kernel releases the lock when
 //! its holder exits or is killed; the next waiter then runs the step itself.
+//!
+//! With `--cache-from`, a key the store has no record of is looked up in the
+//! imported caches ([`super::remote::RemoteCache`]); its layer blob stays
+//! where it is until something needs it. Every record and memo a build uses is
+//! noted ([`StepCache::usage`]) for `--cache-to`.
 
+use super::remote::{CacheUsage, RemoteCache, UsedStep};
 use crate::claim::Claim;
 use crate::snapshot::Layer;
 use kiln_oci::digest::{Digest, Hasher};
@@ -27,6 +33,7 @@ use kiln_oci::store::Store;
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// What a step produced.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,6 +46,10 @@ pub struct StepRecord {
 
 pub struct StepCache {
     dir: PathBuf,
+    /// The caches of `--cache-from`.
+    remote: Option<Arc<RemoteCache>>,
+    /// What this build used (see [`StepCache::usage`]).
+    used: Mutex<CacheUsage>,
 }
 
 /// Computes a key from its parts, each length-prefixed so parts can't run together.
@@ -73,7 +84,40 @@ impl StepCache {
     pub fn open(store_root: &Path) -> std::io::Result<StepCache> {
         let dir = store_root.join("cache").join("steps");
         fs::create_dir_all(&dir)?;
-        Ok(StepCache { dir })
+        Ok(StepCache {
+            dir,
+            remote: None,
+            used: Mutex::default(),
+        })
+    }
+
+    /// Looks keys the store lacks up in `remote` too.
+    pub fn with_remote(mut self, remote: Option<Arc<RemoteCache>>) -> StepCache {
+        self.remote = remote;
+        self
+    }
+
+    /// Notes that the step `key` (after `parent`) produced `rec` in this build.
+    pub fn note_used(&self, key: Digest, parent: Digest, rec: &StepRecord) {
+        self.lock_used().steps.insert(
+            key,
+            UsedStep {
+                parent,
+                record: rec.clone(),
+            },
+        );
+    }
+
+    /// The records and memos this build used, with `final_key` as the key the
+    /// target's image ends with.
+    pub fn usage(&self, final_key: Digest) -> CacheUsage {
+        let mut u = self.lock_used().clone();
+        u.final_key = Some(final_key);
+        u
+    }
+
+    fn lock_used(&self) -> std::sync::MutexGuard<'_, CacheUsage> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn path(&self, key: &Digest) -> PathBuf {
@@ -84,7 +128,20 @@ impl StepCache {
     /// size is checked: records and blobs of a build are written without fsync,
     /// see [`StepCache::put`]), or, for a layer a build made (named by its
     /// diff_id, uncompressed), the snapshot the store records for it.
+    /// Else the record an imported cache has for it (see the module doc).
+    /// An imported record is also written to the store's records, so once
+    /// its blob is fetched, a build without `--cache-from` finds it too.
     pub fn get(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
+        if let Some(rec) = self.get_local(store, key) {
+            return Some(rec);
+        }
+        let rec = self.remote.as_ref()?.record(store, key)?;
+        // Losing it only costs a later miss.
+        let _ = self.put(key, &rec);
+        Some(rec)
+    }
+
+    fn get_local(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
         let data = fs::read(self.path(key)).ok()?;
         let rec: StepRecord = serde_json::from_slice(&data).ok()?;
         let blob = &rec.layer.blob;
@@ -98,12 +155,25 @@ impl StepCache {
 
     /// A remembered digest (e.g. of the files a `COPY --from` reads from a stage
     /// result with this key), so it is computed once per stage result.
+    /// An imported cache's memo when the store has none.
     pub fn memo(&self, key: &Digest) -> Option<Digest> {
-        let text = fs::read_to_string(self.dir.join(format!("{}.memo", key.hex()))).ok()?;
-        text.trim().parse().ok()
+        let local = fs::read_to_string(self.dir.join(format!("{}.memo", key.hex())))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        let found = match local {
+            Some(d) => d,
+            None => {
+                let d = self.remote.as_ref()?.memo(key)?;
+                let _ = self.write(&format!("{}.memo", key.hex()), d.to_string().as_bytes());
+                d
+            }
+        };
+        self.lock_used().memos.insert(*key, found);
+        Some(found)
     }
 
     pub fn put_memo(&self, key: &Digest, value: &Digest) -> std::io::Result<()> {
+        self.lock_used().memos.insert(*key, *value);
         self.write(&format!("{}.memo", key.hex()), value.to_string().as_bytes())
     }
 

@@ -43,6 +43,15 @@ pub struct Layer {
 #[derive(Clone, Debug)]
 pub struct Snapshots {
     root: PathBuf,
+    /// Where layer blobs the store lacks can come from (`--cache-from`).
+    fetcher: Option<std::sync::Arc<dyn BlobFetcher>>,
+}
+
+/// Brings a layer blob the store lacks into it, the first time its snapshot
+/// is needed (a layer known from an imported cache, not downloaded until then).
+pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
+    /// Stores `blob` if this fetcher knows where it is: `Ok(false)` if not.
+    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +125,16 @@ impl Snapshots {
         for d in [root.clone(), root.join("tmp"), root.join("empty")] {
             fs::create_dir_all(&d).map_err(io_err(&d))?;
         }
-        Ok(Snapshots { root })
+        Ok(Snapshots {
+            root,
+            fetcher: None,
+        })
+    }
+
+    /// Fetches missing layer blobs through `fetcher` before extracting them.
+    pub fn with_fetcher(mut self, fetcher: Option<std::sync::Arc<dyn BlobFetcher>>) -> Snapshots {
+        self.fetcher = fetcher;
+        self
     }
 
     /// Where the snapshot of the layer with this diff_id lives (whether or not
@@ -155,6 +173,17 @@ impl Snapshots {
         let _claim = Claim::acquire(&claim_path).map_err(io_err(&claim_path))?;
         if dest.is_dir() {
             return Ok(dest);
+        }
+        if let Some(f) = self
+            .fetcher
+            .as_ref()
+            .filter(|_| !store.has_blob(&layer.blob.digest))
+        {
+            f.fetch(store, &layer.blob)
+                .map_err(|message| SnapshotError::Extract {
+                    diff_id: layer.diff_id,
+                    message,
+                })?;
         }
         let work = self.work_dir()?;
         let tree = work.path().join("tree");

@@ -11,6 +11,7 @@ mod stage;
 mod state;
 mod step;
 
+use crate::cache::remote::{CacheLocation, CacheUsage, RemoteCache};
 use crate::cache::steps::StepCache;
 use crate::ops::copy::CopyError;
 use crate::progress::{Clock, Event, ProgressSink};
@@ -32,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub use state::StageState;
+pub(crate) use step::unix_now;
 
 /// Where a `--build-context name=…` points.
 #[derive(Clone, Debug)]
@@ -80,6 +82,9 @@ pub struct BuildOptions {
     pub shm_size: Option<u64>,
     /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
     pub source_date_epoch: Option<i64>,
+    /// `--cache-from`: caches to look keys up in when the store has no record,
+    /// tried in order.
+    pub cache_from: Vec<CacheLocation>,
 }
 
 /// What a finished build produced: the target stage's image, not yet stored as
@@ -89,6 +94,11 @@ pub struct BuildOutput {
     pub layers: Vec<Layer>,
     pub steps_run: usize,
     pub steps_cached: usize,
+    /// The step records and memos the build used (what `--cache-to` exports).
+    pub cache: CacheUsage,
+    /// The caches of `--cache-from`, as imported (an export takes layer blobs
+    /// the store lacks from them).
+    pub remote_cache: Option<Arc<RemoteCache>>,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -157,6 +167,9 @@ pub enum BuildError {
         #[source]
         source: WorkdirError,
     },
+    /// A layer of the target image, known from `--cache-from`, could not be fetched.
+    #[error("{0}")]
+    RemoteCache(String),
     /// Another stage failed first; this one stopped.
     #[error("cancelled")]
     Cancelled,
@@ -284,6 +297,8 @@ pub(crate) struct Shared<'a> {
     pub steps_cached: AtomicUsize,
     /// The base image of each needed stage built on one, by stage index.
     pub bases: BTreeMap<usize, stage::BaseImage>,
+    /// The caches of `--cache-from`.
+    pub remote: Option<Arc<RemoteCache>>,
     results: StageBoard<Arc<StageState>>,
 }
 
@@ -314,6 +329,16 @@ impl Shared<'_> {
 
     pub fn emit(&self, event: Event) {
         self.progress.emit(event);
+    }
+
+    /// Shows what the imported caches had to warn about (a missing layer).
+    pub fn emit_cache_warnings(&self) {
+        for message in self.remote.iter().flat_map(|r| r.take_warnings()) {
+            self.emit(Event::Warning {
+                at_ms: self.clock.now_ms(),
+                message,
+            });
+        }
     }
 
     /// A located error on `origin`'s lines.
@@ -379,8 +404,17 @@ pub fn build(
     let mut plan = plan.clone();
     let bases = stage::resolve_base_images(&mut plan, src, opts, store, progress, &clock)?;
     let plan = &plan;
-    let snapshots = Snapshots::open(store.root()).map_err(BuildError::Snapshot)?;
-    let cache = StepCache::open(store.root()).map_err(BuildError::StepCache)?;
+    let remote = import_caches(opts, progress, &clock);
+    let snapshots = Snapshots::open(store.root())
+        .map_err(BuildError::Snapshot)?
+        .with_fetcher(
+            remote
+                .clone()
+                .map(|r| r as Arc<dyn crate::snapshot::BlobFetcher>),
+        );
+    let cache = StepCache::open(store.root())
+        .map_err(BuildError::StepCache)?
+        .with_remote(remote.clone());
     let mut first_vertex = vec![0; plan.stages.len()];
     let mut vertices = 0;
     for st in plan.needed_stages() {
@@ -416,6 +450,7 @@ pub fn build(
         steps_run: AtomicUsize::new(0),
         steps_cached: AtomicUsize::new(0),
         bases,
+        remote: remote.clone(),
         results: StageBoard::new(readers),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
@@ -442,6 +477,23 @@ pub fn build(
         return Err(errors.remove(0));
     }
     let target = shared.wait_stage(plan.target)?;
+    // The output needs the target's layers: those only a cache had come now.
+    if let Some(r) = &remote {
+        let started = shared.clock.now_ms();
+        let blobs: Vec<_> = target.layers.iter().map(|l| l.blob.clone()).collect();
+        let before = r.fetched().len();
+        r.fetch_missing(store, &blobs)
+            .map_err(BuildError::RemoteCache)?;
+        let fetched = r.fetched().len() - before;
+        if fetched > 0 {
+            progress.emit(Event::Phase {
+                at_ms: shared.clock.now_ms(),
+                name: format!("fetching {fetched} layer(s) of the image from the cache"),
+                duration_ms: Some(shared.clock.now_ms() - started),
+            });
+        }
+    }
+    shared.emit_cache_warnings();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
     Ok(BuildOutput {
@@ -449,7 +501,42 @@ pub fn build(
         layers: target.layers.clone(),
         steps_run,
         steps_cached,
+        cache: shared.cache.usage(target.key),
+        remote_cache: remote,
     })
+}
+
+/// Reads the caches of `--cache-from` (manifests and configs only).
+fn import_caches(
+    opts: &BuildOptions,
+    progress: &dyn ProgressSink,
+    clock: &Clock,
+) -> Option<Arc<RemoteCache>> {
+    if opts.cache_from.is_empty() {
+        return None;
+    }
+    let started = clock.now_ms();
+    let mut warn = |message: String| {
+        progress.emit(Event::Warning {
+            at_ms: clock.now_ms(),
+            message,
+        })
+    };
+    let remote = RemoteCache::import(&opts.cache_from, &opts.registry, &mut warn);
+    progress.emit(Event::Phase {
+        at_ms: clock.now_ms(),
+        name: format!(
+            "importing cache manifest from {} ({} records)",
+            opts.cache_from
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            remote.len()
+        ),
+        duration_ms: Some(clock.now_ms() - started),
+    });
+    Some(Arc::new(remote))
 }
 
 /// The digest that stands for "no filesystem yet" (FROM scratch).

@@ -94,6 +94,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             vertex: vertex_id,
             no_cache,
             lower: state.layers.clone(),
+            parent: state.key,
         };
         apply_step(&ctx, &mut state, step)?;
     }
@@ -213,10 +214,23 @@ pub(crate) fn resolve_base_images(
             return Ok(bases);
         }
         let planned = &*plan;
+        // Each image (and platform) once: stages on the same image share its
+        // resolution (two pulls of one image into one store at once would
+        // race for its blobs' partial downloads).
+        let mut groups: Vec<(usize, String, Vec<usize>)> = Vec::new();
+        for (index, reference) in &todo {
+            let platform = planned.stage_platform(*index).to_string();
+            match groups.iter_mut().find(|(first, r, _)| {
+                r == reference && planned.stage_platform(*first).to_string() == platform
+            }) {
+                Some((_, _, more)) => more.push(*index),
+                None => groups.push((*index, reference.clone(), Vec::new())),
+            }
+        }
         let resolved: Vec<(usize, Result<BaseImage, BuildError>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = todo
+            let handles: Vec<_> = groups
                 .iter()
-                .map(|(index, reference)| {
+                .map(|(index, reference, _)| {
                     s.spawn(move || {
                         let name = format!("[internal] load metadata for {reference}");
                         let started = clock.now_ms();
@@ -254,6 +268,25 @@ pub(crate) fn resolve_base_images(
                 .into_iter()
                 .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
+        });
+        let resolved = resolved.into_iter().flat_map(|(index, res)| {
+            let same: &[usize] = groups
+                .iter()
+                .find(|(first, _, _)| *first == index)
+                .map(|(_, _, more)| more.as_slice())
+                .unwrap_or_default();
+            let copies: Vec<_> = same
+                .iter()
+                .map(|i| {
+                    (
+                        *i,
+                        res.as_ref()
+                            .map(Clone::clone)
+                            .map_err(|_| BuildError::Cancelled),
+                    )
+                })
+                .collect();
+            std::iter::once((index, res)).chain(copies)
         });
         for (index, res) in resolved {
             let base = res?;

@@ -96,6 +96,8 @@ pub(crate) struct StepCtx<'a, 'b> {
     pub no_cache: bool,
     /// The stage's layers before this step.
     pub lower: Vec<Layer>,
+    /// The stage's key before this step (the parent of the step's key).
+    pub parent: Digest,
 }
 
 impl StepCtx<'_, '_> {
@@ -103,6 +105,20 @@ impl StepCtx<'_, '_> {
     /// layer; a miss calls `execute` with an empty upper directory (and a work
     /// directory beside it), then turns the upper directory into the layer.
     pub fn cached(
+        &self,
+        key: Digest,
+        execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+    ) -> Result<StepRecord, BuildError> {
+        let result = self.lookup_or_execute(key, execute);
+        let sh = self.sh;
+        if let Ok(rec) = &result {
+            sh.cache.note_used(key, self.parent, rec);
+        }
+        sh.emit_cache_warnings();
+        result
+    }
+
+    fn lookup_or_execute(
         &self,
         key: Digest,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,

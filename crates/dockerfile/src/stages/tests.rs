@@ -173,8 +173,11 @@ fn meta_args_chain_and_predefined() {
 fn undeclared_arg_in_from_warns() {
     let p = ok("FROM alpine:$TAG\n", &PlanOptions::default());
     assert_eq!(p.stages[0].base, Base::Image("alpine:".into()));
-    assert_eq!(p.warnings[0].rule, "UndefinedArgInFrom");
-    assert_eq!(p.warnings[0].line, 1);
+    assert_eq!(
+        rules(&p),
+        [(1, "InvalidDefaultArgInFrom"), (1, "UndefinedArgInFrom")]
+    );
+    assert_eq!(p.warnings[1].message, "FROM argument 'TAG' is not declared");
 }
 
 #[test]
@@ -351,6 +354,10 @@ fn proxy_and_unused_build_args() {
                     "http://127.0.0.1:3128".to_string(),
                 ),
                 ("TARGETARCH".to_string(), "riscv64".to_string()),
+                (
+                    "BUILDKIT_DOCKERFILE_CHECK".to_string(),
+                    "skip=all".to_string(),
+                ),
             ]),
             ..Default::default()
         },
@@ -528,4 +535,26 @@ fn image_triggers_run_first_and_need_the_stages_they_read() {
     assert!(p.stages[0].needed, "the mounted stage is built");
     assert!(!p.stages[1].needed);
     assert!(p.stages[2].deps.contains(&0));
+}
+
+/// `# check=error=true` fails the build when a BuildKit rule fires (BuildKit's
+/// "lint violation found for rules"), pointing at the first finding; skipped
+/// rules and kiln's own rules do not count.
+#[test]
+fn check_error_true_fails_the_plan() {
+    let text = "# check=error=true\nFROM alpine:3 as base\nWORKDIR app\n";
+    let src = Source::new("Dockerfile", text.to_string());
+    let df = crate::parse(&src).unwrap();
+    let e = plan(&df, &src, &PlanOptions::default()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Dockerfile:2: lint violation found for rules: FromAsCasing, WorkdirRelativePath"
+    );
+    assert_eq!(
+        e.help.as_deref(),
+        Some("Dockerfile:2: 'as' and 'FROM' keywords' casing do not match [FromAsCasing]\nDockerfile:3: Relative workdir \"app\" can have unexpected results if the base image changes [WorkdirRelativePath]")
+    );
+    let ok_text = "# check=error=true;skip=FromAsCasing,WorkdirRelativePath\nFROM alpine as base\nWORKDIR app\n";
+    let p = ok(ok_text, &PlanOptions::default());
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }

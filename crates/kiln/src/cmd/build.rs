@@ -23,6 +23,9 @@ use std::io::Read;
 use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCode> {
+    if flags.check {
+        return super::check::for_build(global, &flags);
+    }
     let (context_holder, stdin_dockerfile) = if flags.dry_run {
         (None, None)
     } else {
@@ -96,6 +99,7 @@ fn execute(
         .iter()
         .map(|o| o.parse().map_err(|e| miette!("{e}")))
         .collect::<miette::Result<_>>()?;
+    let (cache_from, cache_to) = cache_settings(flags)?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
@@ -129,6 +133,7 @@ fn execute(
         extra_hosts: Vec::new(),
         shm_size: None,
         source_date_epoch: source_date_epoch()?,
+        cache_from,
     };
     let progress = if flags.quiet {
         crate::progress::quiet()
@@ -249,6 +254,40 @@ fn execute(
             &clock,
         )?;
     }
+    for spec in &cache_to {
+        let started = clock.now_ms();
+        let mut warn = |message: String| {
+            progress.emit(Event::Warning {
+                at_ms: clock.now_ms(),
+                message,
+            })
+        };
+        match kiln_builder::export_cache(
+            &store,
+            spec,
+            &out.cache,
+            out.remote_cache.as_deref(),
+            &opts.registry,
+            &mut warn,
+        ) {
+            Ok(report) => progress.emit(Event::Phase {
+                at_ms: clock.now_ms(),
+                name: format!(
+                    "exporting cache to {} ({} records, {} in the cache)",
+                    spec.location, report.exported, report.total
+                ),
+                duration_ms: Some(clock.now_ms() - started),
+            }),
+            Err(e) if spec.ignore_error => progress.emit(Event::Warning {
+                at_ms: clock.now_ms(),
+                message: format!("--cache-to: {e}"),
+            }),
+            Err(e) => {
+                progress.finish();
+                return Err(miette!("--cache-to: {e}"));
+            }
+        }
+    }
     if let Some(engine) = flags.load.load {
         let started = clock.now_ms();
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
@@ -327,6 +366,96 @@ fn push_to(
         });
     }
     Ok(complete)
+}
+
+/// kiln's config file's `build.cacheFrom` / `build.cacheTo` (lists of flag
+/// values): what a CI fleet sets once.
+#[derive(Default)]
+struct BuildSettings {
+    cache_from: Vec<String>,
+    cache_to: Vec<String>,
+}
+
+impl BuildSettings {
+    fn parse(data: &[u8]) -> Result<BuildSettings, String> {
+        let v: serde_json::Value = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+        let mut out = BuildSettings::default();
+        let Some(build) = v.get("build") else {
+            return Ok(out);
+        };
+        let build = build
+            .as_object()
+            .ok_or("build: expected an object with cacheFrom and cacheTo")?;
+        for (k, v) in build {
+            let list = match k.as_str() {
+                "cacheFrom" => &mut out.cache_from,
+                "cacheTo" => &mut out.cache_to,
+                _ => return Err(format!("build.{k}: unknown setting (cacheFrom, cacheTo)")),
+            };
+            let items = v
+                .as_array()
+                .ok_or_else(|| format!("build.{k}: expected a list of strings"))?;
+            for item in items {
+                list.push(
+                    item.as_str()
+                        .ok_or_else(|| format!("build.{k}: expected a list of strings"))?
+                        .to_string(),
+                );
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `--cache-from` and `--cache-to`, parsed; where the command line gives none
+/// of one, the config file's `build.cacheFrom` / `build.cacheTo`.
+fn cache_settings(
+    flags: &BuildFlags,
+) -> miette::Result<(
+    Vec<kiln_builder::CacheLocation>,
+    Vec<kiln_builder::CacheExport>,
+)> {
+    let mut file = BuildSettings::default();
+    if flags.cache_from.is_empty() || flags.cache_to.is_empty() {
+        let path = kiln_oci::registry::config::config_path();
+        match std::fs::read(&path) {
+            Ok(data) => {
+                file = BuildSettings::parse(&data)
+                    .map_err(|e| miette!("kiln config {}: {e}", path.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(miette!("kiln config {}: {e}", path.display())),
+        }
+    }
+    let (from, from_file) = if flags.cache_from.is_empty() {
+        (&file.cache_from, true)
+    } else {
+        (&flags.cache_from, false)
+    };
+    let (to, to_file) = if flags.cache_to.is_empty() {
+        (&file.cache_to, true)
+    } else {
+        (&flags.cache_to, false)
+    };
+    let in_file = |yes: bool, key: &str, e: String| {
+        if yes {
+            miette!(
+                "kiln config {}: build.{key}: {e}",
+                kiln_oci::registry::config::config_path().display()
+            )
+        } else {
+            miette!("{e}")
+        }
+    };
+    let from = from
+        .iter()
+        .map(|v| kiln_builder::parse_cache_from(v).map_err(|e| in_file(from_file, "cacheFrom", e)))
+        .collect::<miette::Result<_>>()?;
+    let to = to
+        .iter()
+        .map(|v| kiln_builder::parse_cache_to(v).map_err(|e| in_file(to_file, "cacheTo", e)))
+        .collect::<miette::Result<_>>()?;
+    Ok((from, to))
 }
 
 /// A failed build: a RUN's output tail and `ERROR: RUN … (Dockerfile:N) exited
@@ -528,9 +657,17 @@ fn looks_like_tar(data: &[u8]) -> bool {
 /// (`Dockerfile.dockerignore`) and error locations stay those of `Dockerfile`.
 /// Errors are reported against the file's base name, as docker does (`Dockerfile:12`).
 fn read_dockerfile(flags: &BuildFlags) -> miette::Result<Source> {
-    let path = match &flags.file {
-        Some(p) => p.clone(),
-        None => flags.context.join("Dockerfile"),
+    read_dockerfile_at(flags.file.as_deref(), &flags.context)
+}
+
+/// [`read_dockerfile`] for `-f file` (or none) and a context directory.
+pub(crate) fn read_dockerfile_at(
+    file: Option<&std::path::Path>,
+    context: &std::path::Path,
+) -> miette::Result<Source> {
+    let path = match file {
+        Some(p) => p.to_path_buf(),
+        None => context.join("Dockerfile"),
     };
     if path.as_os_str() == "-" {
         let mut text = String::new();
@@ -588,7 +725,7 @@ pub(crate) fn build_args(
     Ok(out)
 }
 
-fn parse_platform(s: &str) -> miette::Result<Platform> {
+pub(crate) fn parse_platform(s: &str) -> miette::Result<Platform> {
     if s.contains(',') {
         return Err(miette!(
             "--platform {s:?}: building for several platforms at once is not supported; give one platform"

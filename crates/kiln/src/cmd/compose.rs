@@ -93,6 +93,9 @@ struct Job {
     pull: PullPolicy,
     extra_hosts: Vec<(String, String)>,
     shm_size: Option<u64>,
+    /// `build.cache_from` / `build.cache_to` (`--cache-from` / `--cache-to` values).
+    cache_from: Vec<kiln_builder::CacheLocation>,
+    cache_to: Vec<kiln_builder::CacheExport>,
     warnings: Vec<String>,
 }
 
@@ -382,12 +385,33 @@ fn prepare(
             b.path
         ))
     };
-    if !b.cache_from.is_empty() {
-        note("cache_from", "ignored: kiln has no registry cache yet");
-    }
-    if !b.cache_to.is_empty() {
-        note("cache_to", "ignored: kiln has no registry cache yet");
-    }
+    // A `type=local` directory is relative to the project directory, as
+    // every path of the file is.
+    let in_project = |loc: &mut kiln_builder::CacheLocation| {
+        if let kiln_builder::CacheLocation::Local { dir, .. } = loc {
+            *dir = project.directory.join(&*dir);
+        }
+    };
+    let cache_from = b
+        .cache_from
+        .iter()
+        .map(|v| {
+            let mut loc =
+                kiln_builder::parse_cache_from(v).map_err(|e| report(b.error("cache_from", e)))?;
+            in_project(&mut loc);
+            Ok(loc)
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
+    let cache_to = b
+        .cache_to
+        .iter()
+        .map(|v| {
+            let mut spec =
+                kiln_builder::parse_cache_to(v).map_err(|e| report(b.error("cache_to", e)))?;
+            in_project(&mut spec.location);
+            Ok(spec)
+        })
+        .collect::<miette::Result<Vec<_>>>()?;
     if b.ulimits {
         note("ulimits", "ignored: kiln does not set limits on RUN steps");
     }
@@ -561,6 +585,8 @@ fn prepare(
         },
         extra_hosts: b.extra_hosts.clone(),
         shm_size: b.shm_size,
+        cache_from,
+        cache_to,
         warnings,
     })
 }
@@ -609,6 +635,7 @@ fn build_one(
         extra_hosts: job.extra_hosts.clone(),
         shm_size: job.shm_size,
         source_date_epoch,
+        cache_from: job.cache_from.clone(),
     };
     let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;
     let exporting = clock.now_ms();
@@ -637,6 +664,35 @@ fn build_one(
         name: "exporting to image".into(),
         duration_ms: Some(clock.now_ms() - exporting),
     });
+    for spec in &job.cache_to {
+        let started = clock.now_ms();
+        let mut warn = |message: String| {
+            progress.emit(Event::Warning {
+                at_ms: clock.now_ms(),
+                message,
+            })
+        };
+        let report = kiln_builder::export_cache(
+            store,
+            spec,
+            &out.cache,
+            out.remote_cache.as_deref(),
+            registry,
+            &mut warn,
+        );
+        match report {
+            Ok(r) => progress.emit(Event::Phase {
+                at_ms: clock.now_ms(),
+                name: format!(
+                    "exporting cache to {} ({} records, {} in the cache)",
+                    spec.location, r.exported, r.total
+                ),
+                duration_ms: Some(clock.now_ms() - started),
+            }),
+            Err(e) if spec.ignore_error => warn(format!("cache_to: {e}")),
+            Err(e) => return Err(BuildError::RemoteCache(format!("cache_to: {e}"))),
+        }
+    }
     let image_id = kiln_oci::digest::Digest::of(&out.config.to_bytes());
     let size =
         out.layers.iter().map(|l| l.blob.size).sum::<u64>() + out.config.to_bytes().len() as u64;

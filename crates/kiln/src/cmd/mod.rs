@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod build;
+mod check;
 mod compose;
 mod compose_run;
 mod containers;
@@ -27,6 +28,7 @@ use std::process::ExitCode;
 pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Build(flags) => build::run(&cli.global, *flags),
+        Command::Check(flags) => check::run(&cli.global, &flags),
         Command::Debug(DebugCommand::Parse(flags)) => debug::parse(flags),
         Command::Debug(DebugCommand::Describe(flags)) => debug::describe(&cli.global, flags),
         Command::Images(flags) => images::run(&cli.global, flags),
@@ -63,7 +65,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
 /// all the user could get.
 pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<String>> {
     let needed = match &cli.command {
-        Command::Build(flags) => !flags.dry_run,
+        Command::Build(flags) => !flags.dry_run && !flags.check,
         // Snapshots are extracted with their owners and overlay is mounted.
         Command::Run(_) => true,
         // A directory's files are the user's: in the namespace they are 0:0, as

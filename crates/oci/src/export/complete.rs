@@ -58,6 +58,24 @@ pub fn complete_image(
     Ok(write_manifest(store, &image.config_ref, &layers, format)?)
 }
 
+/// A layer descriptor whose blob is in the store: `layer` itself when its blob
+/// is, else (a layer a build made, held as a directory) its blob written with
+/// `compression`, or the one made before. For the build cache's export.
+pub fn layer_with_blob(
+    store: &Store,
+    layer: &BlobRef,
+    compression: Compression,
+) -> Result<BlobRef> {
+    if store.has_blob(&layer.digest) {
+        return Ok(layer.clone());
+    }
+    let local = store
+        .local_layer(&layer.digest)
+        .filter(|_| media_type::is_uncompressed_layer(&layer.media_type))
+        .ok_or(StoreError::BlobNotFound(layer.digest))?;
+    layer_blob(store, &layer.digest, &local, compression)
+}
+
 /// Writes the blob of each pending layer (those made before are reused), up to
 /// one layer per core at once; returns them by diff_id.
 fn make_blobs(

@@ -9,7 +9,7 @@ mod local;
 mod oci;
 mod output;
 
-pub use complete::{complete_image, local_layer_tar, LocalLayerTar};
+pub use complete::{complete_image, layer_with_blob, local_layer_tar, LocalLayerTar};
 pub use docker::DockerExporter;
 pub use local::{LocalExporter, TarExporter};
 pub use oci::OciExporter;

@@ -11,6 +11,7 @@ pub mod platform;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod repo;
 mod sources;
 
 pub use auth::{AuthFile, Credentials};
@@ -19,6 +20,7 @@ pub use platform::Platform;
 pub use pull::{pull, pull_if_missing, PullPolicy, Pulled};
 pub use push::{push, PushOptions, PushReport};
 pub use reference::Reference;
+pub use repo::Repo;
 
 use crate::store::StoreError;
 

@@ -381,7 +381,11 @@ fn download_all(
 /// finished content does not match the digest and part of it came from such a
 /// file (written by a process that may have died at any point), the blob is
 /// downloaded once more from nothing.
-fn download_blob(store: &Store, client: &RepoClient, blob: &BlobRef) -> Result<(), RegistryError> {
+pub(crate) fn download_blob(
+    store: &Store,
+    client: &RepoClient,
+    blob: &BlobRef,
+) -> Result<(), RegistryError> {
     let what = format!("blob {}", blob.digest);
     let mut writer = store
         .resumable_blob_writer(&blob.digest, blob.size)

@@ -42,7 +42,7 @@ pub struct PushReport {
     pub skipped: Vec<Digest>,
 }
 
-enum BlobOutcome {
+pub(crate) enum BlobOutcome {
     Uploaded,
     Mounted,
     Skipped,
@@ -105,7 +105,7 @@ fn push_target(
     put_manifest(client, &target.media_type, bytes, reference)
 }
 
-fn put_manifest(
+pub(crate) fn put_manifest(
     client: &RepoClient,
     media: &str,
     bytes: Vec<u8>,
@@ -189,7 +189,7 @@ fn upload_blobs(
     Ok(())
 }
 
-fn push_blob(
+pub(crate) fn push_blob(
     store: &Store,
     client: &RepoClient,
     blob: &BlobRef,
