@@ -16,6 +16,19 @@ pub fn open_store(global: &GlobalFlags) -> Result<Store> {
         .map_err(|e| miette!("cannot open the image store at {}: {e}", root.display()))
 }
 
+/// The manifest of the stored image `target` with every layer's blob in the
+/// store: the layers a build made (held as snapshots) are written now with
+/// `compression`, once (a blob made before is reused). What archives and pushes
+/// take.
+pub fn with_blobs(
+    store: &Store,
+    target: &kiln_oci::BlobRef,
+    compression: kiln_oci::layer::Compression,
+) -> Result<kiln_oci::BlobRef> {
+    kiln_oci::export::complete_image(store, target, compression)
+        .map_err(|e| miette!("writing the layers of the image: {e}"))
+}
+
 /// A stored image with its index entry.
 pub struct Found {
     pub entry: StoredImage,

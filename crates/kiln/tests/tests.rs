@@ -22,6 +22,7 @@ mod cli_debug_describe;
 mod cli_debug_parse;
 mod cli_images;
 mod cli_import;
+mod cli_lazy_layers;
 mod cli_load_docker;
 mod cli_progress;
 mod cli_pull_resume_mock_server;

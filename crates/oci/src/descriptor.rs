@@ -31,6 +31,10 @@ pub mod media_type {
     pub fn is_manifest_or_index(mt: &str) -> bool {
         is_manifest(mt) || is_index(mt)
     }
+    /// A layer stored as a plain tar (its digest is its diff_id).
+    pub fn is_uncompressed_layer(mt: &str) -> bool {
+        mt == OCI_LAYER || mt == DOCKER_LAYER
+    }
 }
 
 /// A descriptor of something stored: what the index records for each image.

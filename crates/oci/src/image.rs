@@ -351,7 +351,9 @@ pub fn build_manifest(
 }
 
 /// Store a config and a manifest for already-stored `layers`; returns the manifest's
-/// descriptor (to tag). Same inputs, same digests.
+/// descriptor (to tag). Same inputs, same digests. A layer is stored when its blob
+/// is, or when it is an uncompressed layer the store holds as a directory
+/// ([`Store::local_layer`]): its blob is made when an output needs it.
 pub fn write_image(
     store: &Store,
     config: &ImageConfig,
@@ -359,7 +361,7 @@ pub fn write_image(
     format: ManifestFormat,
 ) -> Result<BlobRef> {
     for l in layers {
-        if !store.has_blob(&l.digest) {
+        if !store.has_layer(l) {
             return Err(StoreError::BlobNotFound(l.digest));
         }
     }
@@ -371,10 +373,20 @@ pub fn write_image(
         size: config_bytes.len() as u64,
         annotations: BTreeMap::new(),
     };
+    write_manifest(store, &config_ref, layers, format)
+}
+
+/// Store the manifest for a stored config and `layers` (not checked here).
+pub(crate) fn write_manifest(
+    store: &Store,
+    config_ref: &BlobRef,
+    layers: &[BlobRef],
+    format: ManifestFormat,
+) -> Result<BlobRef> {
     let manifest =
-        build_manifest(&config_ref, layers, format).map_err(|message| StoreError::Malformed {
+        build_manifest(config_ref, layers, format).map_err(|message| StoreError::Malformed {
             what: "image config",
-            digest: config_digest,
+            digest: config_ref.digest,
             message,
         })?;
     let bytes = canonical_json(&manifest);

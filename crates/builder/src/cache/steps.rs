@@ -9,8 +9,9 @@
 //! sees, so changing a LABEL does not invalidate the RUN after it — as in BuildKit.
 //!
 //! Records live in `<store>/cache/steps/<key hex>.json`; a hit needs no layer I/O:
-//! the record points at stored blobs. A record whose blob was garbage-collected
-//! is a miss.
+//! the record points at a stored layer (a layer a build made is its snapshot,
+//! named by diff_id; its blob is made only when an output needs it). A record
+//! whose layer was garbage-collected is a miss.
 //!
 //! A step that misses first [claims](StepCache::claim) its key: an exclusive
 //! `flock` on `<key hex>.lock`. A second build (another kiln process on the same
@@ -123,9 +124,10 @@ impl StepCache {
         self.dir.join(format!("{}.json", key.hex()))
     }
 
-    /// The record for `key`, if there is one whose layer blob is still stored
-    /// whole (the size is checked: records and blobs of a build are written
-    /// without fsync, see [`StepCache::put`]).
+    /// The record for `key`, if its layer is still stored: its blob whole (the
+    /// size is checked: records and blobs of a build are written without fsync,
+    /// see [`StepCache::put`]), or, for a layer a build made (named by its
+    /// diff_id, uncompressed), the snapshot the store records for it.
     /// Else the record an imported cache has for it (see the module doc).
     /// An imported record is also written to the store's records, so once
     /// its blob is fetched, a build without `--cache-from` finds it too.
@@ -142,10 +144,13 @@ impl StepCache {
     fn get_local(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
         let data = fs::read(self.path(key)).ok()?;
         let rec: StepRecord = serde_json::from_slice(&data).ok()?;
-        if store.blob_size(&rec.layer.blob.digest).ok()? != rec.layer.blob.size {
-            return None;
-        }
-        Some(rec)
+        let blob = &rec.layer.blob;
+        let stored = store.blob_size(&blob.digest).ok() == Some(blob.size)
+            || (blob.digest == rec.layer.diff_id
+                && store
+                    .local_layer(&blob.digest)
+                    .is_some_and(|l| l.size == blob.size));
+        stored.then_some(rec)
     }
 
     /// A remembered digest (e.g. of the files a `COPY --from` reads from a stage

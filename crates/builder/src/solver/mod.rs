@@ -24,7 +24,7 @@ use kiln_dockerfile::stages::Plan;
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::ImageConfig;
-use kiln_oci::layer::{Compression, LayerError};
+use kiln_oci::layer::LayerError;
 use kiln_oci::registry::{PullPolicy, RegistryContext};
 use kiln_oci::store::{Store, StoreError};
 use std::collections::BTreeMap;
@@ -80,7 +80,6 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, String)>,
     /// Size of every RUN's `/dev/shm` in bytes (default 64 MiB).
     pub shm_size: Option<u64>,
-    pub compression: Compression,
     /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
     pub source_date_epoch: Option<i64>,
     /// How RUN steps are isolated (`kiln build --isolation`).

@@ -11,8 +11,9 @@ use kiln_dockerfile::instructions::Origin;
 use kiln_dockerfile::stages::{Input, Stage};
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
+use kiln_oci::image::media_type;
 use kiln_oci::image::{load_image, ImageConfig};
-use kiln_oci::layer::{write_layer, DiffKind, LayerOptions};
+use kiln_oci::layer::{layer_digest, write_layer, Compression, DiffKind, LayerOptions};
 use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, PullPolicy, Reference};
 use kiln_oci::store::{BlobRef, Store};
 use std::collections::BTreeMap;
@@ -211,11 +212,45 @@ impl StepCtx<'_, '_> {
         Ok(rec)
     }
 
+    /// Turns the step's upper directory into its layer: the diff_id and size of
+    /// its tar (one walk, one sha256 pass, nothing compressed or written), the
+    /// store's record that the snapshot holds that layer, and the snapshot. The
+    /// blob is made from the snapshot when an output needs it
+    /// (`kiln_oci::export::complete_image`).
     fn commit_layer(&self, upper: &Path) -> Result<Layer, BuildError> {
+        let sh = self.sh;
+        let sde = sh.opts.source_date_epoch;
+        let digest = layer_digest(upper, DiffKind::OverlayUpper, sde).map_err(BuildError::Layer)?;
+        let dest = sh.snapshots.path_of(&digest.diff_id);
+        if dest.is_dir() && sh.store.local_layer(&digest.diff_id).is_none() {
+            // The same layer is already there, extracted from an image's blob:
+            // that snapshot was not written by this walk, so this layer gets its
+            // blob now, from its own upper directory.
+            return self.commit_layer_blob(upper);
+        }
+        sh.store
+            .record_local_layer(&digest.diff_id, &dest, digest.size, sde)
+            .map_err(BuildError::Store)?;
+        sh.snapshots
+            .install(upper, &digest.diff_id)
+            .map_err(BuildError::Snapshot)?;
+        Ok(Layer {
+            blob: BlobRef {
+                media_type: media_type::OCI_LAYER.to_string(),
+                digest: digest.diff_id,
+                size: digest.size,
+                annotations: BTreeMap::new(),
+            },
+            diff_id: digest.diff_id,
+        })
+    }
+
+    /// A layer written as a compressed blob at once (gzip).
+    fn commit_layer_blob(&self, upper: &Path) -> Result<Layer, BuildError> {
         let sh = self.sh;
         let mut writer = sh.store.blob_writer().map_err(BuildError::Store)?;
         let opts = LayerOptions {
-            compression: sh.opts.compression,
+            compression: Compression::default(),
             source_date_epoch: sh.opts.source_date_epoch,
         };
         let desc = write_layer(upper, DiffKind::OverlayUpper, &opts, &mut writer)

@@ -9,7 +9,7 @@ use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedCo
 use kiln_dockerfile::instructions::{Kind, NetworkMode};
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
-use kiln_oci::export::{NamedImage, OutputSpec};
+use kiln_oci::export::{complete_image, NamedImage, OutputKind, OutputSpec};
 use kiln_oci::image::{write_image, ManifestFormat};
 use kiln_oci::layer::Compression;
 use kiln_oci::load::import_oci_dir;
@@ -132,7 +132,6 @@ fn execute(
         },
         extra_hosts: Vec::new(),
         shm_size: None,
-        compression: Compression::default(),
         source_date_epoch: source_date_epoch()?,
         isolation: match flags.isolation {
             BuildIsolation::Auto => kiln_builder::Isolation::Auto,
@@ -185,9 +184,11 @@ fn execute(
         name: "exporting to image".into(),
         duration_ms: Some(clock.now_ms() - exporting),
     });
+    // The manifest an output or a push made (its layers' blobs written with
+    // its compression): what `--metadata-file` reports as the image's digest.
+    let mut reported = manifest.clone();
     for o in &outputs {
         let started = clock.now_ms();
-        let mut exporter = o.exporter().map_err(|e| miette!("{e}"))?;
         let mut out_names: Vec<Option<ImageName>> = o
             .names
             .iter()
@@ -200,6 +201,34 @@ fn execute(
         if out_names.is_empty() {
             out_names = names.iter().cloned().map(Some).collect();
         }
+        if o.kind == OutputKind::Registry {
+            let to: Vec<ImageName> = out_names.into_iter().flatten().collect();
+            if to.is_empty() {
+                return Err(miette!(
+                    "-o type=registry needs a name to push to (name= or -t)"
+                ));
+            }
+            reported = push_to(
+                &store,
+                &manifest,
+                &to,
+                o.compression,
+                &opts.registry,
+                &*progress,
+                &clock,
+            )?;
+            continue;
+        }
+        // A filesystem output reads the layers a build made from their
+        // snapshots; an archive needs their blobs.
+        let complete = if matches!(o.kind, OutputKind::Oci | OutputKind::Docker) {
+            reported = complete_image(&store, &manifest, o.compression)
+                .map_err(|e| miette!("writing the layers of the image: {e}"))?;
+            reported.clone()
+        } else {
+            manifest.clone()
+        };
+        let mut exporter = o.exporter().map_err(|e| miette!("{e}"))?;
         if out_names.is_empty() {
             out_names.push(None);
         }
@@ -207,7 +236,7 @@ fn execute(
             .into_iter()
             .map(|name| NamedImage {
                 name,
-                target: manifest.clone(),
+                target: complete.clone(),
             })
             .collect();
         exporter
@@ -220,23 +249,15 @@ fn execute(
         });
     }
     if flags.push {
-        for n in &names {
-            let started = clock.now_ms();
-            let dest = Reference::parse(&n.to_string()).map_err(|e| miette!("{e}"))?;
-            push(
-                &store,
-                &manifest,
-                &dest,
-                &PushOptions::default(),
-                &opts.registry,
-            )
-            .map_err(|e| miette!("push {e}"))?;
-            progress.emit(Event::Phase {
-                at_ms: clock.now_ms(),
-                name: format!("pushing {dest}"),
-                duration_ms: Some(clock.now_ms() - started),
-            });
-        }
+        reported = push_to(
+            &store,
+            &manifest,
+            &names,
+            Compression::default(),
+            &opts.registry,
+            &*progress,
+            &clock,
+        )?;
     }
     for spec in &cache_to {
         let started = clock.now_ms();
@@ -288,12 +309,12 @@ fn execute(
     }
     if let Some(p) = &flags.metadata_file {
         let meta = serde_json::json!({
-            "containerimage.digest": manifest.digest.to_string(),
+            "containerimage.digest": reported.digest.to_string(),
             "containerimage.config.digest": image_id.to_string(),
             "containerimage.descriptor": {
-                "mediaType": manifest.media_type,
-                "digest": manifest.digest.to_string(),
-                "size": manifest.size,
+                "mediaType": reported.media_type,
+                "digest": reported.digest.to_string(),
+                "size": reported.size,
             },
             // Fully qualified, as BuildKit writes it (docker.io/library/api:1).
             "image.name": names
@@ -323,6 +344,33 @@ fn execute(
         println!("{image_id}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes the image `manifest` to each of `names`, its layers' blobs written
+/// with `compression` first (once, kept in the store); returns the manifest pushed.
+fn push_to(
+    store: &Store,
+    manifest: &BlobRef,
+    names: &[ImageName],
+    compression: Compression,
+    registry: &RegistryContext,
+    progress: &dyn ProgressSink,
+    clock: &Clock,
+) -> miette::Result<BlobRef> {
+    let complete = complete_image(store, manifest, compression)
+        .map_err(|e| miette!("writing the layers of the image: {e}"))?;
+    for n in names {
+        let started = clock.now_ms();
+        let dest = Reference::parse(&n.to_string()).map_err(|e| miette!("{e}"))?;
+        push(store, &complete, &dest, &PushOptions::default(), registry)
+            .map_err(|e| miette!("push {e}"))?;
+        progress.emit(Event::Phase {
+            at_ms: clock.now_ms(),
+            name: format!("pushing {dest}"),
+            duration_ms: Some(clock.now_ms() - started),
+        });
+    }
+    Ok(complete)
 }
 
 /// kiln's config file's `build.cacheFrom` / `build.cacheTo` (lists of flag

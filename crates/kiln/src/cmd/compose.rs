@@ -634,7 +634,6 @@ fn build_one(
         default_network: job.network,
         extra_hosts: job.extra_hosts.clone(),
         shm_size: job.shm_size,
-        compression: Compression::default(),
         source_date_epoch,
         isolation: kiln_builder::Isolation::Auto,
         cache_from: job.cache_from.clone(),
@@ -721,6 +720,7 @@ fn push_images(jobs: &[Job], store: &Store, registry: &RegistryContext) -> miett
             continue;
         }
         let stored = store.resolve(&job.names[0]).map_err(|e| miette!("{e}"))?;
+        let stored = crate::local_images::with_blobs(store, &stored, Compression::default())?;
         for n in &job.names {
             let dest = Reference::parse(&n.to_string()).map_err(|e| miette!("{e}"))?;
             push(store, &stored, &dest, &PushOptions::default(), registry)

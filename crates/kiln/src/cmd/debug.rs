@@ -153,13 +153,21 @@ pub fn describe(global: &GlobalFlags, flags: DebugDescribeFlags) -> miette::Resu
 fn merged_tree(store: &Store, image: &Image) -> miette::Result<Tree> {
     let mut tree = Tree::new();
     for (i, layer) in image.layers.iter().enumerate() {
-        let blob = store
-            .open_blob(&layer.digest)
-            .map_err(|e| miette!("layer {} ({}): {e}", i + 1, layer.digest))?;
-        let tar = kiln_oci::layer::decompressed(blob)
-            .map_err(|e| miette!("layer {} ({}): {e}", i + 1, layer.digest))?;
-        tree.apply_layer(tar)
-            .map_err(|e| miette!("layer {} ({}): {e}", i + 1, layer.digest))?;
+        let at = |e: &dyn std::fmt::Display| miette!("layer {} ({}): {e}", i + 1, layer.digest);
+        // A layer a build made is its snapshot until an output makes its blob.
+        let local = (!store.has_blob(&layer.digest))
+            .then(|| store.local_layer(&layer.digest))
+            .flatten();
+        let tar: Box<dyn std::io::Read> = match local {
+            Some(local) => Box::new(
+                kiln_oci::export::local_layer_tar(layer.digest, &local).map_err(|e| at(&e))?,
+            ),
+            None => {
+                let blob = store.open_blob(&layer.digest).map_err(|e| at(&e))?;
+                kiln_oci::layer::decompressed(blob).map_err(|e| at(&e))?
+            }
+        };
+        tree.apply_layer(tar).map_err(|e| at(&e))?;
     }
     Ok(tree)
 }

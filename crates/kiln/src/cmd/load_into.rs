@@ -5,8 +5,9 @@
 //! they are.
 
 use crate::flags::{GlobalFlags, LoadEngine, LoadIntoFlags};
-use crate::local_images::{find, open_store, Target};
+use crate::local_images::{find, open_store, with_blobs, Target};
 use kiln_oci::export::{DockerExporter, Exporter, NamedImage};
+use kiln_oci::layer::Compression;
 use kiln_oci::Store;
 use miette::{miette, Result};
 use std::io::Read;
@@ -37,6 +38,9 @@ pub fn load_into(store: &Store, engine: LoadEngine, images: &[String]) -> Result
                 }
             }
         }
+    }
+    for n in &mut named {
+        n.target = with_blobs(store, &n.target, Compression::default())?;
     }
     let mut child = Command::new(engine)
         .arg("load")

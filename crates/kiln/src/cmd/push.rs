@@ -1,7 +1,8 @@
 //! `kiln push NAME[:TAG] [DEST]`.
 
 use crate::flags::{GlobalFlags, PushFlags};
-use crate::local_images::{find, open_store, Target};
+use crate::local_images::{find, open_store, with_blobs, Target};
+use kiln_oci::layer::Compression;
 use kiln_oci::registry::{push, PushOptions, Reference, RegistryContext};
 use miette::{miette, IntoDiagnostic, Result};
 use std::process::ExitCode;
@@ -29,8 +30,8 @@ pub fn run(global: &GlobalFlags, flags: PushFlags) -> Result<ExitCode> {
     let options = PushOptions {
         chunk_size: (flags.chunk_size > 0).then_some(flags.chunk_size << 20),
     };
-    let report =
-        push(&store, &entry.target, &dest, &options, &ctx).map_err(|e| miette!("push {e}"))?;
+    let target = with_blobs(&store, &entry.target, Compression::default())?;
+    let report = push(&store, &target, &dest, &options, &ctx).map_err(|e| miette!("push {e}"))?;
     let digest = report.digest.map(|d| d.to_string()).unwrap_or_default();
     if let Some(f) = &flags.digestfile {
         std::fs::write(f, &digest).into_diagnostic()?;

@@ -1,8 +1,9 @@
 //! `kiln save`: images to a docker-archive (default) or OCI archive tar.
 
 use crate::flags::{GlobalFlags, SaveFlags, SaveFormat};
-use crate::local_images::{find, open_store, Target};
+use crate::local_images::{find, open_store, with_blobs, Target};
 use kiln_oci::export::{DockerExporter, Exporter, NamedImage, OciExporter};
+use kiln_oci::layer::Compression;
 use miette::{miette, Result};
 use std::fs;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -27,6 +28,9 @@ pub fn run(global: &GlobalFlags, flags: SaveFlags) -> Result<ExitCode> {
                 }
             }
         }
+    }
+    for i in &mut images {
+        i.target = with_blobs(&store, &i.target, Compression::default())?;
     }
     let make = |w: Box<dyn Write>| -> Box<dyn Exporter> {
         match flags.format {

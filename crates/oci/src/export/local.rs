@@ -6,7 +6,8 @@
 use super::{ArchiveError, Exporter, NamedImage, Result};
 use crate::image::load_image;
 use crate::layer::{
-    apply_image_layer, write_layer, ApplyOptions, Compression, DiffKind, LayerOptions,
+    apply_image_layer, apply_layer_with, write_layer, ApplyOptions, Compression, DiffKind,
+    LayerOptions,
 };
 use crate::store::Store;
 use std::io::Write;
@@ -39,10 +40,31 @@ pub(crate) fn unpack(store: &Store, image: &NamedImage, dest: &Path) -> Result<(
     std::fs::create_dir_all(dest).map_err(super::io_err("creating", dest))?;
     let opts = ApplyOptions::default();
     for (layer, diff_id) in img.layers.iter().zip(diff_ids) {
-        apply_image_layer(store, layer, diff_id, dest, &opts).map_err(|e| ArchiveError::Layer {
+        let at = |e: crate::layer::LayerError| ArchiveError::Layer {
             digest: layer.digest,
             message: e.to_string(),
-        })?;
+        };
+        // A layer a build made and no output compressed yet: its tar is
+        // written from its snapshot as it is applied (checked against its
+        // diff_id at the end of the stream), no blob needed.
+        let local = (!store.has_blob(&layer.digest) && layer.digest == *diff_id)
+            .then(|| store.local_layer(diff_id))
+            .flatten();
+        match local {
+            Some(local) => {
+                let tar = super::local_layer_tar(*diff_id, &local)?;
+                let stats = apply_layer_with(tar, dest, &opts).map_err(at)?;
+                if stats.diff_id != *diff_id {
+                    return Err(at(crate::layer::LayerError::NotAsDescribed {
+                        blob: layer.digest,
+                        problem: format!("its tar is {}", stats.diff_id),
+                    }));
+                }
+            }
+            None => {
+                apply_image_layer(store, layer, diff_id, dest, &opts).map_err(at)?;
+            }
+        }
     }
     Ok(())
 }

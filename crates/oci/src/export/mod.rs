@@ -3,11 +3,13 @@
 //! `docker load`-compatible tar), [`LocalExporter`] and [`TarExporter`] (the image's
 //! filesystem, as a directory or a tar). The way in is [`crate::load`].
 
+mod complete;
 mod docker;
 mod local;
 mod oci;
 mod output;
 
+pub use complete::{complete_image, layer_with_blob, local_layer_tar, LocalLayerTar};
 pub use docker::DockerExporter;
 pub use local::{LocalExporter, TarExporter};
 pub use oci::OciExporter;

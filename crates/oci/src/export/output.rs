@@ -1,10 +1,14 @@
 //! `-o/--output` specs as docker buildx takes them: `type=oci,dest=out.tar`,
-//! `type=docker,dest=-`, `type=local,dest=dir`, `type=tar,dest=fs.tar`, or a bare
-//! path meaning `type=local,dest=PATH`.
+//! `type=docker,dest=-`, `type=local,dest=dir`, `type=tar,dest=fs.tar`,
+//! `type=registry` (push to the names, like `--push`), or a bare path meaning
+//! `type=local,dest=PATH`. Image outputs take BuildKit's `compression=gzip|zstd|
+//! uncompressed` and `compression-level=N` (gzip 0–9, zstd 1–22) for the layers
+//! the build made.
 
 use super::{
     ArchiveError, DockerExporter, Exporter, LocalExporter, OciExporter, Result, TarExporter,
 };
+use crate::layer::Compression;
 use std::io::BufWriter;
 use std::path::PathBuf;
 
@@ -15,6 +19,8 @@ pub enum OutputKind {
     Docker,
     Local,
     Tar,
+    /// Push to a registry (`type=registry`, what `--push` means).
+    Registry,
 }
 
 /// A parsed `-o` value.
@@ -27,6 +33,9 @@ pub struct OutputSpec {
     pub tar: bool,
     /// `name=` (image names for the archive's index), comma-separated in the spec.
     pub names: Vec<String>,
+    /// How the layers the build made are compressed (`compression=`,
+    /// `compression-level=`); gzip by default.
+    pub compression: Compression,
 }
 
 impl std::str::FromStr for OutputSpec {
@@ -42,9 +51,11 @@ impl std::str::FromStr for OutputSpec {
                 dest: PathBuf::from(s),
                 tar: false,
                 names: Vec::new(),
+                compression: Compression::default(),
             });
         }
         let (mut kind, mut dest, mut tar, mut names) = (None, None, true, Vec::new());
+        let (mut compression, mut level) = (None, None);
         for field in s.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -56,10 +67,11 @@ impl std::str::FromStr for OutputSpec {
                         "docker" => OutputKind::Docker,
                         "local" => OutputKind::Local,
                         "tar" => OutputKind::Tar,
+                        "registry" => OutputKind::Registry,
                         other => {
                             return Err(bad(format!(
-                                "unknown type {other:?} (expected oci, docker, local or tar)"
-                            )))
+                            "unknown type {other:?} (expected oci, docker, local, tar or registry)"
+                        )))
                         }
                     })
                 }
@@ -72,11 +84,43 @@ impl std::str::FromStr for OutputSpec {
                     }
                 }
                 "name" => names.extend(v.split(';').filter(|n| !n.is_empty()).map(String::from)),
+                "compression" => {
+                    compression = Some(v.parse::<Compression>().map_err(|_| {
+                        bad(format!(
+                            "compression={v:?}: expected gzip, zstd or uncompressed"
+                        ))
+                    })?)
+                }
+                "compression-level" => {
+                    level = Some(
+                        v.parse::<i32>()
+                            .map_err(|_| bad(format!("compression-level={v:?} is not a number")))?,
+                    )
+                }
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
         let kind = kind.ok_or_else(|| bad("type= is missing".into()))?;
-        let dest = dest.ok_or_else(|| bad("dest= is missing".into()))?;
+        let compression = match (compression.unwrap_or_default(), level) {
+            (c, None) => c,
+            (Compression::Gzip { .. }, Some(l @ 0..=9)) => Compression::Gzip { level: l as u32 },
+            (Compression::Zstd { .. }, Some(l @ 1..=22)) => Compression::Zstd { level: l },
+            (Compression::None, Some(_)) => {
+                return Err(bad(
+                    "compression-level needs compression=gzip or zstd".into()
+                ))
+            }
+            (c, Some(l)) => {
+                return Err(bad(format!(
+                    "compression-level={l} is out of range for {c} (gzip 0-9, zstd 1-22)"
+                )))
+            }
+        };
+        let dest = match (dest, kind) {
+            (Some(d), _) => d,
+            (None, OutputKind::Registry) => PathBuf::new(),
+            (None, _) => return Err(bad("dest= is missing".into())),
+        };
         if kind == OutputKind::Local && dest.as_os_str() == "-" {
             return Err(bad(
                 "type=local writes a directory; use type=tar for standard output".into(),
@@ -92,6 +136,7 @@ impl std::str::FromStr for OutputSpec {
             dest,
             tar: kind == OutputKind::Oci && tar,
             names,
+            compression,
         })
     }
 }
@@ -113,6 +158,11 @@ impl OutputSpec {
             OutputKind::Docker => Box::new(DockerExporter::new(writer()?)),
             OutputKind::Local => Box::new(LocalExporter::new(&self.dest)),
             OutputKind::Tar => Box::new(TarExporter::new(writer()?)),
+            OutputKind::Registry => {
+                return Err(ArchiveError::Unsupported(
+                    "type=registry pushes; it writes no archive".into(),
+                ))
+            }
         })
     }
 }
@@ -138,7 +188,27 @@ mod tests {
         );
         let s: OutputSpec = "type=tar,dest=fs.tar".parse().unwrap();
         assert_eq!((s.kind, s.tar), (OutputKind::Tar, false));
+        let s: OutputSpec = "type=oci,dest=o.tar,compression=zstd,compression-level=19"
+            .parse()
+            .unwrap();
+        assert_eq!(s.compression, Compression::Zstd { level: 19 });
+        let s: OutputSpec = "type=registry,compression=uncompressed".parse().unwrap();
+        assert_eq!(
+            (s.kind, s.compression),
+            (OutputKind::Registry, Compression::None)
+        );
+        let s: OutputSpec = "type=docker,dest=x,compression-level=1".parse().unwrap();
+        assert_eq!(s.compression, Compression::Gzip { level: 1 });
+        assert_eq!(
+            "type=oci,dest=x".parse::<OutputSpec>().unwrap().compression,
+            Compression::DEFAULT_GZIP
+        );
         for bad in [
+            "type=oci,dest=x,compression=xz",
+            "type=oci,dest=x,compression=gzip,compression-level=10",
+            "type=oci,dest=x,compression=zstd,compression-level=0",
+            "type=oci,dest=x,compression=uncompressed,compression-level=1",
+            "type=oci,dest=x,compression-level=fast",
             "type=zip,dest=x",
             "type=oci",
             "dest=x",

@@ -2,6 +2,8 @@
 //! in one streaming pass, and a layer blob is applied onto a directory without ever
 //! writing outside it.
 //!
+//! * [`layer_digest`]: the same walk → tar → sha256 and size only: what a build
+//!   step records; the blob is made from the same directory when an output needs it.
 //! * [`write_layer`]: walk → tar (deterministic headers) → sha256 of the tar (the
 //!   diff_id) → gzip/zstd → sha256 + size of the blob → the caller's writer. The
 //!   uncompressed tar never touches the disk.
@@ -32,7 +34,7 @@ pub use compress::{tarball_decoder, Compression, TarballCompression};
 pub use from_tar::{write_layer_from_tar, TarLayer};
 pub use image_layer::{apply_image_layer, verify_image_layer};
 pub use overlay::OverlayXattr;
-pub use write::{write_layer, DiffKind, LayerDescriptor, LayerOptions};
+pub use write::{layer_digest, write_layer, DiffKind, LayerDescriptor, LayerDigest, LayerOptions};
 
 use crate::digest::Digest;
 use std::io;

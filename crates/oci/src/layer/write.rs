@@ -59,6 +59,51 @@ type Xattrs = BTreeMap<Vec<u8>, Vec<u8>>;
 const CHUNK: usize = 1 << 20;
 const IN_FLIGHT: usize = 4;
 
+/// The uncompressed side of a layer: what a build step records (BuildKit does not
+/// compress while building either); the blob is made later, when an output needs
+/// it, by [`write_layer`] over the same directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerDigest {
+    /// sha256 of the tar (the config's `rootfs.diff_ids` entry, and the digest of
+    /// the layer as an uncompressed blob).
+    pub diff_id: Digest,
+    /// Size of the tar in bytes.
+    pub size: u64,
+}
+
+/// Walks `dir` as [`write_layer`] does and returns the diff_id and size of the
+/// tar, without compressing or writing anything: one thread, one sha256 pass.
+pub fn layer_digest(
+    dir: &Path,
+    kind: DiffKind,
+    source_date_epoch: Option<i64>,
+) -> Result<LayerDigest, LayerError> {
+    check_dir(dir)?;
+    let mut walker = Walker {
+        kind,
+        source_date_epoch,
+        links: HashMap::new(),
+        xattr_buf: vec![0u8; 64 * 1024],
+        sink: TarSink::hash_only(),
+    };
+    walker.walk_dir(dir, b"")?;
+    walker.sink.write(&[0u8; 2 * BLOCK])?;
+    let size = walker.sink.total + walker.sink.fill as u64;
+    let diff_id = walker.sink.finish()?;
+    Ok(LayerDigest { diff_id, size })
+}
+
+fn check_dir(dir: &Path) -> Result<(), LayerError> {
+    let md = fs::symlink_metadata(dir).map_err(|e| LayerError::io(dir, e))?;
+    if !md.is_dir() {
+        return Err(LayerError::Unsupported {
+            path: dir.to_path_buf(),
+            reason: "a layer is written from a directory".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Writes `dir` as a layer blob to `out` and returns its digests. `out` receives
 /// exactly the blob bytes; flushing it is done, syncing it is the caller's business.
 pub fn write_layer(
@@ -67,13 +112,7 @@ pub fn write_layer(
     opts: &LayerOptions,
     out: impl Write,
 ) -> Result<LayerDescriptor, LayerError> {
-    let md = fs::symlink_metadata(dir).map_err(|e| LayerError::io(dir, e))?;
-    if !md.is_dir() {
-        return Err(LayerError::Unsupported {
-            path: dir.to_path_buf(),
-            reason: "a layer is written from a directory".into(),
-        });
-    }
+    check_dir(dir)?;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(IN_FLIGHT);
     let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
     let sde = opts.source_date_epoch;
@@ -85,7 +124,7 @@ pub fn write_layer(
                 source_date_epoch: sde,
                 links: HashMap::new(),
                 xattr_buf: vec![0u8; 64 * 1024],
-                sink: TarSink::new(tx, free_rx),
+                sink: TarSink::new(Some((tx, free_rx))),
             };
             walker.walk_dir(dir, b"")?;
             // End of archive: two zero blocks, as Go's archive/tar writes it.
@@ -145,14 +184,20 @@ impl<W: Write> Write for CountingHasher<W> {
     }
 }
 
+/// Full chunks out to the compressor, emptied ones back.
+type ChunkChannel = (SyncSender<Vec<u8>>, Receiver<Vec<u8>>);
+
 /// The tar stream on the walker side: fills fixed-size chunks (file contents are
 /// read straight into them), hashes each full chunk and sends it on.
 struct TarSink {
     buf: Vec<u8>,
     fill: usize,
-    tx: SyncSender<Vec<u8>>,
-    free: Receiver<Vec<u8>>,
+    /// Where full chunks go (the compressor) and come back from; `None` when
+    /// only the digest is wanted ([`layer_digest`]): the chunk is reused.
+    chan: Option<ChunkChannel>,
     hasher: Hasher,
+    /// Bytes in the chunks flushed so far.
+    total: u64,
 }
 
 fn closed() -> LayerError {
@@ -163,14 +208,18 @@ fn closed() -> LayerError {
 }
 
 impl TarSink {
-    fn new(tx: SyncSender<Vec<u8>>, free: Receiver<Vec<u8>>) -> Self {
+    fn new(chan: Option<ChunkChannel>) -> Self {
         TarSink {
             buf: vec![0u8; CHUNK],
             fill: 0,
-            tx,
-            free,
+            chan,
             hasher: Hasher::new(),
+            total: 0,
         }
+    }
+
+    fn hash_only() -> Self {
+        Self::new(None)
     }
 
     fn flush_chunk(&mut self) -> Result<(), LayerError> {
@@ -178,12 +227,17 @@ impl TarSink {
             return Ok(());
         }
         self.hasher.update(&self.buf[..self.fill]);
-        let mut next = self.free.try_recv().unwrap_or_default();
+        self.total += self.fill as u64;
+        let Some((tx, free)) = &self.chan else {
+            self.fill = 0;
+            return Ok(());
+        };
+        let mut next = free.try_recv().unwrap_or_default();
         next.resize(CHUNK, 0);
         let mut full = std::mem::replace(&mut self.buf, next);
         full.truncate(self.fill);
         self.fill = 0;
-        self.tx.send(full).map_err(|_| closed())
+        tx.send(full).map_err(|_| closed())
     }
 
     fn write(&mut self, mut data: &[u8]) -> Result<(), LayerError> {
@@ -432,5 +486,38 @@ impl Walker {
             out.insert(name, v.to_vec());
         }
         Ok((out, opaque))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest-only walk gives what writing the layer uncompressed gives:
+    /// the blob of an uncompressed layer is its tar, so its digest is the diff_id.
+    #[test]
+    fn layer_digest_matches_the_written_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("sub")).unwrap();
+        fs::write(d.join("sub/a"), vec![7u8; 3 * CHUNK + 17]).unwrap();
+        fs::write(d.join("b"), b"small").unwrap();
+        std::os::unix::fs::symlink("sub/a", d.join("link")).unwrap();
+        for sde in [None, Some(1_000)] {
+            let opts = LayerOptions {
+                compression: Compression::None,
+                source_date_epoch: sde,
+            };
+            let mut blob = Vec::new();
+            let written = write_layer(d, DiffKind::Plain, &opts, &mut blob).unwrap();
+            let only = layer_digest(d, DiffKind::Plain, sde).unwrap();
+            assert_eq!(only.diff_id, written.diff_id);
+            assert_eq!(only.diff_id, written.digest);
+            assert_eq!(only.size, blob.len() as u64);
+            assert_eq!(only.size, written.size);
+        }
+        let clamped = layer_digest(d, DiffKind::Plain, Some(1_000)).unwrap();
+        let unclamped = layer_digest(d, DiffKind::Plain, None).unwrap();
+        assert_ne!(clamped.diff_id, unclamped.diff_id);
     }
 }

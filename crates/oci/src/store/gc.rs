@@ -43,7 +43,13 @@ impl Store {
             } else {
                 seen.insert(child.digest);
                 if !self.has_blob(&child.digest) {
-                    missing.insert(child.digest);
+                    // A layer held as a directory: its blob is made on demand,
+                    // and the ones made so far are kept with it.
+                    if self.local_layer(&child.digest).is_some() {
+                        seen.extend(self.layer_variant_blobs(&child.digest));
+                    } else {
+                        missing.insert(child.digest);
+                    }
                 }
             }
         }
@@ -96,7 +102,11 @@ impl Store {
 
     fn gc_locked_keeping(&self, extra: &BTreeSet<Digest>) -> Result<GcReport> {
         let mut keep = self.reachable_blobs()?;
-        keep.extend(extra.iter().copied());
+        for d in extra {
+            keep.insert(*d);
+            keep.extend(self.layer_variant_blobs(d));
+        }
+        self.remove_layer_records_except(&keep)?;
         let mut report = GcReport::default();
         for (digest, size) in self.list_blob_files()?.into_iter().flatten() {
             if keep.contains(&digest) {

@@ -12,22 +12,31 @@
 //!                       by the next one
 //! lock                  flock: shared while a process uses the store, exclusive for gc
 //! index.lock            flock: exclusive while index.json is read-modified-written
+//! layers/<diff_id hex>/  layers a build made, held as directories until an output
+//!                       needs their blobs, and the blobs made from them (`layers.rs`)
 //! ```
+//!
+//! An image a build made names its new layers uncompressed, by diff_id; their
+//! blobs exist only once an output asked for them (see `layers.rs`). Everything
+//! else the index names is in `blobs/`.
 //!
 //! Every write is atomic: data goes to a file in `tmp/`, is fsynced, renamed under its
 //! digest name and the directory is fsynced, so a killed writer never leaves a partial
 //! blob under a digest name. Whatever a dead writer left in `tmp/` is removed by [`Store::gc`].
 //!
 //! The store's parts: blobs (`blobs.rs`: writing, reading, verifying), the image
-//! index of names (`names.rs`) and garbage collection (`gc.rs`).
+//! index of names (`names.rs`), layers held as directories (`layers.rs`) and
+//! garbage collection (`gc.rs`).
 
 mod blobs;
 mod gc;
+mod layers;
 mod names;
 
 pub use crate::descriptor::BlobRef;
 pub use blobs::{BlobWriter, VerifiedReader, VerifyReport};
 pub use gc::GcReport;
+pub use layers::LocalLayer;
 pub use names::{StoredImage, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
 
 use crate::digest::Digest;

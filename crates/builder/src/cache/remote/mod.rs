@@ -345,7 +345,23 @@ fn export_to(
     warn: &mut dyn FnMut(String),
 ) -> Result<ExportReport, String> {
     let now = crate::solver::unix_now();
-    let mine = usage.config(spec.mode, now);
+    let mut mine = usage.config(spec.mode, now);
+    // A layer this build made is a snapshot until something needs its blob:
+    // the cache does (gzip, made once and kept, as for an image output).
+    for e in mine.records.values_mut() {
+        if store.has_blob(&e.layer.digest) || store.local_layer(&e.layer.digest).is_none() {
+            continue;
+        }
+        let b = kiln_oci::export::layer_with_blob(
+            store,
+            &e.layer.blob(),
+            kiln_oci::layer::Compression::default(),
+        )
+        .map_err(|err| format!("layer {}: {err}", e.layer.diff_id))?;
+        e.layer.media_type = b.media_type;
+        e.layer.digest = b.digest;
+        e.layer.size = b.size;
+    }
     push_layers(store, target, &mine.layers(), from)?;
     let _lock = target.lock()?;
     let mut report = ExportReport {
