@@ -68,7 +68,7 @@ pub use workdir::Workdir;
 
 use crate::ast::{Dockerfile, Node};
 use crate::error::{DockerfileError, Source};
-pub(crate) use values::suggest;
+pub(crate) use values::{levenshtein, suggest};
 
 /// An instruction-level error before it is given its source location.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use super::model::{Model, Stage, StageBase, Step};
 use super::rules::{self, Rule};
 use super::{Host, Sink};
-use crate::instructions::{CommandLine, Kind};
+use crate::instructions::{levenshtein, CommandLine, Kind};
 use crate::shell::Lexer;
 use crate::stages::Platform;
 use std::collections::{BTreeMap, BTreeSet};
@@ -246,20 +246,6 @@ pub(super) fn suggest(word: &str, options: &[&str], case_sensitive: bool) -> Opt
         }
     }
     best
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// UndefinedArgInFrom, RedundantTargetPlatform, FromPlatformFlagConstDisallowed.
