@@ -9,6 +9,7 @@ pub mod export;
 pub mod image;
 pub mod layer;
 pub mod load;
+pub mod parallel;
 pub mod path;
 pub mod reference;
 pub mod registry;

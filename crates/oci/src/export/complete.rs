@@ -11,7 +11,6 @@ use crate::image::{load_image, media_type, write_manifest, ManifestFormat};
 use crate::layer::{write_layer, Compression, DiffKind, LayerOptions};
 use crate::store::{BlobRef, LocalLayer, Store, StoreError};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// The manifest of `target` with every layer's blob in the store: `target`
@@ -85,45 +84,20 @@ fn make_blobs(
 ) -> Result<BTreeMap<Digest, BlobRef>> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, pending.len());
-    let next = AtomicUsize::new(0);
+        .unwrap_or(1);
     let out = Mutex::new(BTreeMap::new());
-    let first_error: Mutex<Option<ArchiveError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some((diff_id, local)) = pending.get(i) else {
-                    break;
-                };
-                if first_error
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some()
-                {
-                    break;
-                }
-                match layer_blob(store, diff_id, local, compression) {
-                    Ok(b) => {
-                        out.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(*diff_id, b);
-                    }
-                    Err(e) => {
-                        first_error
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-        return Err(e);
-    }
+    crate::parallel::try_for_each(
+        pending,
+        workers,
+        |(diff_id, local)| {
+            let b = layer_blob(store, diff_id, local, compression)?;
+            out.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(*diff_id, b);
+            Ok(())
+        },
+        || ArchiveError::Format("a compressing thread panicked".into()),
+    )?;
     Ok(out.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 

@@ -166,26 +166,12 @@ impl RemoteCache {
             .iter()
             .filter(|b| !store.has_blob(&b.digest) && self.blobs.contains_key(&b.digest))
             .collect();
-        let queue = Mutex::new(missing.into_iter());
-        let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| loop {
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                        let Some(b) = next else { return Ok(()) };
-                        self.fetch(store, b)?;
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err("a fetch thread panicked".into()))
-                })
-                .collect()
-        });
-        results.into_iter().collect()
+        kiln_oci::parallel::try_for_each(
+            &missing,
+            4,
+            |b| self.fetch(store, b).map(|_| ()),
+            || "a fetch thread panicked".into(),
+        )
     }
 
     fn backend_of(&self, digest: &Digest) -> Option<&(String, Box<dyn Backend>)> {
@@ -436,26 +422,12 @@ fn push_layers(
     layers: &[BlobRef],
     from: Option<&RemoteCache>,
 ) -> Result<(), String> {
-    let queue = Mutex::new(layers.iter());
-    let results: Vec<Result<(), String>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                s.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some(b) = next else { return Ok(()) };
-                    push_layer(store, target, b, from)?;
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("an upload thread panicked".into()))
-            })
-            .collect()
-    });
-    results.into_iter().collect()
+    kiln_oci::parallel::try_for_each(
+        layers,
+        4,
+        |b| push_layer(store, target, b, from),
+        || "an upload thread panicked".into(),
+    )
 }
 
 fn push_layer(
