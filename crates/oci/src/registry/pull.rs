@@ -337,42 +337,20 @@ fn download_all(
     // Largest first, so the long downloads start at once.
     let mut queue: Vec<&BlobRef> = blobs.iter().collect();
     queue.sort_by_key(|b| std::cmp::Reverse(b.size));
-    let queue = std::sync::Mutex::new(queue.into_iter());
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let workers = PARALLEL_DOWNLOADS.min(blobs.len());
-    let results: Vec<Result<Vec<Digest>, RegistryError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Ok(done);
-                        }
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                        let Some(blob) = next else { return Ok(done) };
-                        if let Err(e) = download_blob(store, client, blob) {
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            return Err(e);
-                        }
-                        done.push(blob.digest);
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(client.protocol("a download thread panicked".into())))
-            })
-            .collect()
-    });
-    let mut all = Vec::new();
-    for r in results {
-        all.extend(r?);
-    }
-    Ok(all)
+    let done = std::sync::Mutex::new(Vec::new());
+    crate::parallel::try_for_each(
+        &queue,
+        PARALLEL_DOWNLOADS,
+        |blob| {
+            download_blob(store, client, blob)?;
+            done.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(blob.digest);
+            Ok(())
+        },
+        || client.protocol("a download thread panicked".into()),
+    )?;
+    Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// Stream one blob into the store, resuming with `Range` after a broken transfer.

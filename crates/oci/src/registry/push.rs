@@ -147,43 +147,25 @@ fn upload_blobs(
     options: &PushOptions,
     report: &mut PushReport,
 ) -> Result<(), RegistryError> {
-    let queue = std::sync::Mutex::new(blobs.iter());
-    let workers = PARALLEL_UPLOADS.min(blobs.len()).max(1);
-    let results: Vec<Result<Vec<(Digest, BlobOutcome)>, RegistryError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                        let Some(blob) = next else { return Ok(done) };
-                        let outcome = push_blob(store, client, blob, options)?;
-                        super::sources::record(
-                            store,
-                            &client.registry,
-                            &client.repository,
-                            &blob.digest,
-                        );
-                        done.push((blob.digest, outcome));
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(client.protocol("an upload thread panicked".into())))
-            })
-            .collect()
-    });
-    for r in results {
-        for (d, outcome) in r? {
-            match outcome {
-                BlobOutcome::Uploaded => report.uploaded.push(d),
-                BlobOutcome::Mounted => report.mounted.push(d),
-                BlobOutcome::Skipped => report.skipped.push(d),
-            }
+    let done = std::sync::Mutex::new(Vec::new());
+    crate::parallel::try_for_each(
+        blobs,
+        PARALLEL_UPLOADS,
+        |blob| {
+            let outcome = push_blob(store, client, blob, options)?;
+            super::sources::record(store, &client.registry, &client.repository, &blob.digest);
+            done.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((blob.digest, outcome));
+            Ok(())
+        },
+        || client.protocol("an upload thread panicked".into()),
+    )?;
+    for (d, outcome) in done.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        match outcome {
+            BlobOutcome::Uploaded => report.uploaded.push(d),
+            BlobOutcome::Mounted => report.mounted.push(d),
+            BlobOutcome::Skipped => report.skipped.push(d),
         }
     }
     Ok(())
