@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The base image's users: root and `app` (1001).
+const BASE_PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n";
+const BASE_GROUP: &str = "root:x:0:\napp:x:1001:\n";
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -125,19 +129,7 @@ fn build_load_hands_the_image_to_a_docker_daemon_that_runs_it_needs_root_and_doc
     };
     // A base: busybox with a user.
     let rootfs = tmp.path().join("rootfs");
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("/bin/busybox");
-    for applet in ["sh", "cat", "id"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(rootfs.join("etc/group"), "root:x:0:\napp:x:1001:\n").unwrap();
+    kiln_testkit::busybox::rootfs_with_users(&rootfs, BASE_PASSWD, BASE_GROUP).unwrap();
     let out = kiln(&["import", rootfs.to_str().unwrap(), "base:1"], "");
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ctx = tmp.path().join("ctx");
@@ -288,18 +280,7 @@ fn build_load_podman_puts_the_image_in_podmans_storage_which_runs_it_needs_root_
         with_env(c)
     };
     let rootfs = p.join("rootfs");
-    for d in ["bin", "etc", "tmp"] {
-        std::fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("/bin/busybox");
-    for applet in ["sh", "cat", "id"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        rootfs.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/:/bin/sh\n",
-    )
-    .unwrap();
+    kiln_testkit::busybox::rootfs_with_users(&rootfs, BASE_PASSWD, BASE_GROUP).unwrap();
     let out = kiln(&["import", rootfs.to_str().unwrap(), "base:1"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let ctx = p.join("ctx");
