@@ -273,114 +273,289 @@ RUN rm -rf /app/dir && echo file > /app/dir && rm /app/a && echo x > /dev/null
 COPY --from=build /out /app/out
 "#;
 
-/// The image kiln runs in: busybox, kiln's binary and the libraries it links.
-fn ci_rootfs(dir: &Path) {
-    kiln_testkit::busybox::rootfs(dir).unwrap();
-    let kiln = kiln_path();
-    std::fs::copy(&kiln, dir.join("kiln")).unwrap();
-    let ldd = Command::new("ldd").arg(&kiln).output().unwrap();
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let to = dir.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(lib, &to).unwrap_or_else(|e| panic!("copy {lib}: {e}"));
-    }
+/// The Debian image kiln runs in (what a CI job's image is): the
+/// `node:20-bookworm-slim` base of `scripts/make-base-images` (bookworm
+/// minbase) with a user `ci` (1000) that has a subordinate id range, and the
+/// host's `newuidmap`/`newgidmap` (Debian 12's, set-uid, their libraries are in
+/// minbase), as a rootless CI image has them. kiln itself is not in it: the
+/// test's binary is mounted read-only at `/usr/local/bin/kiln`.
+const CI_IMAGE_DOCKERFILE: &str = r#"FROM node:20-bookworm-slim
+COPY --chmod=4755 newuidmap newgidmap /usr/bin/
+RUN echo 'ci:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd && echo 'ci:x:1000:' >> /etc/group \
+ && echo 'ci:100000:65536' > /etc/subuid && echo 'ci:100000:65536' > /etc/subgid
+"#;
+
+/// The base of examples/api the builds pull from the registry: the node image
+/// with npm's debug log off (`npm install` writes its log under a name with
+/// the time of day into the layer; no two builds would have that layer's
+/// diff_id otherwise, in or out of a container).
+const API_BASE_DOCKERFILE: &str =
+    "FROM node:20-bookworm-slim\nENV npm_config_logs_max=0 npm_config_update_notifier=false\n";
+
+/// examples/api (Dockerfile, package.json, tsconfig.json, src/) in `to`, its
+/// base pulled from `base`; everything world-readable (kiln as uid 1000 in
+/// the container reads it).
+fn api_context(to: &Path, base: &str) {
+    let from = kiln_testkit::repo_root().join("examples/api");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dockerfile = std::fs::read_to_string(from.join("Dockerfile")).unwrap();
+    let first = "FROM node:20-bookworm-slim as base";
+    assert!(dockerfile.starts_with(first), "{dockerfile}");
+    std::fs::write(
+        to.join("Dockerfile"),
+        dockerfile.replacen(first, &format!("FROM {base} as base"), 1),
+    )
+    .unwrap();
+    let st = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(st.success());
 }
 
-/// The acceptance test of #18: kiln inside `docker run`, as root with Docker's
-/// default profile (no mount namespace, store on the container's overlay root)
-/// and as `--user 1000` with seccomp unconfined (a user namespace with one
-/// mapped id, no fresh /proc), builds a multi-stage Dockerfile from the local
-/// registry and pushes it; the pushed layers equal a normal root build's.
+/// `kiln run` of the API image `image` (in `store`) answers on a free port as
+/// uid 1001 (USER nodejs), as scripts/demo checks.
+fn api_answers_as_uid_1001(store: &Path, image: &str) {
+    let port = kiln_testkit::http::free_port();
+    let mut server = kiln()
+        .root(store)
+        .args(["run", "--rm", "-e", &format!("PORT={port}"), image])
+        .command()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut body = None;
+    while std::time::Instant::now() < deadline && body.is_none() {
+        body = kiln_testkit::http::get(port, "/").filter(|r| !r.is_empty());
+        if body.is_none() {
+            if let Some(st) = server.try_wait().unwrap() {
+                let out = server.wait_with_output().unwrap();
+                panic!("kiln run {image} ended ({st}): {}", show(&out));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let out = server.wait_with_output().unwrap();
+    let body = body.unwrap_or_else(|| panic!("{image} did not answer: {}", show(&out)));
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    let json = body.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["uid"], 1001, "{v}");
+    assert_eq!(v["user"], "nodejs", "{v}");
+}
+
+/// The acceptance test of #18: kiln inside `docker run` of a Debian image, as
+/// root with Docker's default profile (no mount namespace, store on the
+/// container's overlay root) and as `--user 1000` with seccomp unconfined (a
+/// user namespace, no fresh /proc), builds from the local registry and pushes:
+/// a multi-stage busybox Dockerfile with deletions (as 1000 without
+/// `newuidmap`: one mapped id), and examples/api (as 1000 with the image's
+/// `newuidmap`: `adduser` chowns to 1001), pushed to the registry with auth
+/// with the credentials of a mounted `config.json` (`DOCKER_CONFIG`, as
+/// Kaniko's `/kaniko/.docker`). The pushed layers equal a normal root build's
+/// on the host, and the API image runs (uid 1001 answers over HTTP).
 /// Starts its own dockerd (see `cli_load_docker`); containers use the host
-/// network for the registry on 127.0.0.1.
+/// network for the registries on 127.0.0.1.
 #[test]
 fn kiln_in_docker_builds_and_pushes_the_root_builds_layers_needs_root_and_dockerd() {
     kiln_testkit::root::require_root("docker acceptance test");
     let registry = kiln_testkit::registry::plain();
+    let auth_registry = kiln_testkit::registry::auth();
     let tmp = tempfile::tempdir().unwrap();
     let host_store = tmp.path().join("host-store");
     store_busybox(&host_store);
+    crate::util::make_base_images(&host_store, Some("node"));
     let repo = kiln_testkit::registry::unique_repo("chroot-accept");
-    let base = format!("{registry}/{repo}/busybox:1");
+
+    // Credentials for the auth registry in a config.json of their own.
+    let docker_config = tmp.path().join("docker-config");
+    std::fs::create_dir(&docker_config).unwrap();
+    let (user, password) = kiln_testkit::registry::auth_user();
     kiln()
         .root(&host_store)
-        .args(["push", "busybox:test", &base])
+        .args(["login", "-u", &user, "--password-stdin", &auth_registry])
+        .env("DOCKER_CONFIG", &docker_config)
+        .stdin(password)
         .ok();
-
-    let ctx = tmp.path().join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), CI_DOCKERFILE.replace("BASE", &base)).unwrap();
     let perms = |p: &Path, m| {
         std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m)).unwrap()
     };
-    perms(&ctx, 0o755);
-    perms(&ctx.join("Dockerfile"), 0o644);
-    let want_ref = format!("{registry}/{repo}/app:host");
+    perms(&docker_config, 0o755);
+    perms(&docker_config.join("config.json"), 0o644);
+    let with_auth = |k: &mut kiln_testkit::Kiln| {
+        k.env("DOCKER_CONFIG", &docker_config);
+    };
+
+    // The bases, in the registries.
+    let busybox = format!("{registry}/{repo}/busybox:1");
     kiln()
         .root(&host_store)
-        .args(["build", "--progress=plain", "--push", "-t", &want_ref])
-        .arg(&ctx)
-        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["push", "busybox:test", &busybox])
         .ok();
-    let (_, want, _) = image_digests(&host_store, &want_ref);
+    let api_base = format!("{auth_registry}/{repo}/node:20");
+    let base_ctx = tmp.path().join("api-base");
+    std::fs::create_dir(&base_ctx).unwrap();
+    std::fs::write(base_ctx.join("Dockerfile"), API_BASE_DOCKERFILE).unwrap();
+    let mut k = kiln();
+    with_auth(k.root(&host_store));
+    k.args(["build", "--progress=plain", "--push", "-t", &api_base])
+        .arg(&base_ctx)
+        .ok();
 
-    let rootfs = tmp.path().join("rootfs");
-    ci_rootfs(&rootfs);
-    let tar = tmp.path().join("rootfs.tar");
-    let st = Command::new("tar")
-        .args(["--numeric-owner", "-C"])
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    // The two contexts, and their root builds on the host.
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        CI_DOCKERFILE.replace("BASE", &busybox),
+    )
+    .unwrap();
+    perms(&ctx, 0o755);
+    perms(&ctx.join("Dockerfile"), 0o644);
+    let api_ctx = tmp.path().join("api");
+    api_context(&api_ctx, &api_base);
+    let mut want = Vec::new();
+    for (c, name) in [(&ctx, "app"), (&api_ctx, "api")] {
+        let reference = format!("{registry}/{repo}/{name}:host");
+        let mut k = kiln();
+        with_auth(k.root(&host_store));
+        k.args(["build", "--progress=plain", "-t", &reference])
+            .arg(c)
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .ok();
+        want.push(image_digests(&host_store, &reference).1);
+    }
+
+    // The Debian image the jobs run in, handed to a private dockerd.
+    let ci_ctx = tmp.path().join("ci-image");
+    std::fs::create_dir(&ci_ctx).unwrap();
+    std::fs::write(ci_ctx.join("Dockerfile"), CI_IMAGE_DOCKERFILE).unwrap();
+    for tool in ["newuidmap", "newgidmap"] {
+        std::fs::copy(Path::new("/usr/bin").join(tool), ci_ctx.join(tool)).unwrap();
+    }
+    kiln()
+        .root(&host_store)
+        .args(["build", "--progress=plain", "-t", "kiln-ci:debian"])
+        .arg(&ci_ctx)
+        .ok();
     let ddir = tmp.path().join("docker");
     std::fs::create_dir(&ddir).unwrap();
     let dockerd = crate::cli_load_docker::Dockerd::start(&ddir);
-    let imported = dockerd.docker(&["import", tar.to_str().unwrap(), "kiln-ci:test"]);
-    assert!(imported.status.success(), "{}", show(&imported));
+    let loaded = kiln()
+        .root(&host_store)
+        .args(["load-into", "docker", "kiln-ci:debian"])
+        .env("DOCKER_HOST", dockerd.host())
+        .output();
+    assert!(loaded.status.success(), "{}", show(&loaded));
 
     let pull_store = tmp.path().join("pull-store");
-    for (tag, extra) in [
-        ("root", &[][..]),
-        (
-            "user",
-            &[
-                "--user",
-                "1000:1000",
-                "--security-opt",
-                "seccomp=unconfined",
-            ][..],
-        ),
-    ] {
-        let target = format!("{registry}/{repo}/app:{tag}");
+    let kiln_mount = format!("{}:/usr/local/bin/kiln:ro", kiln_path().display());
+    let config_mount = format!("{}:/kiln/.docker:ro", docker_config.display());
+    let epoch = format!("SOURCE_DATE_EPOCH={EPOCH}");
+    let as_user: &[&str] = &[
+        "--user",
+        "1000:1000",
+        "--security-opt",
+        "seccomp=unconfined",
+    ];
+    // (who, extra docker run arguments, context, pushed to, want, one mapped id)
+    let jobs: [(&str, &[&str], &Path, &str, &Vec<_>, bool); 4] = [
+        ("root", &[], &ctx, &registry, &want[0], false),
+        // No newuidmap on kiln's PATH: only uid 1000 is mapped (as 0).
+        ("user", as_user, &ctx, &registry, &want[0], true),
+        ("root", &[], &api_ctx, &auth_registry, &want[1], false),
+        ("user", as_user, &api_ctx, &auth_registry, &want[1], false),
+    ];
+    for (who, extra, context, to, want, single_id) in jobs {
+        let name = if context == ctx.as_path() {
+            "app"
+        } else {
+            "api"
+        };
+        let target = format!("{to}/{repo}/{name}:{who}");
+        let volume = format!("{}:/ctx:ro", context.display());
         let mut args = vec!["run", "--rm", "--network=host"];
         args.extend_from_slice(extra);
-        let volume = format!("{}:/ctx:ro", ctx.display());
-        let epoch = format!("SOURCE_DATE_EPOCH={EPOCH}");
-        args.extend_from_slice(&["-v", &volume, "-e", &epoch, "-e", "HOME=/tmp"]);
-        args.extend_from_slice(&["kiln-ci:test", "/kiln", "build", "--progress=plain"]);
+        args.extend_from_slice(&["-v", &kiln_mount, "-v", &volume, "-v", &config_mount]);
+        args.extend_from_slice(&["-e", &epoch, "-e", "HOME=/tmp"]);
+        args.extend_from_slice(&["-e", "DOCKER_CONFIG=/kiln/.docker"]);
+        if single_id {
+            args.extend_from_slice(&["-e", "PATH=/usr/local/bin"]);
+        }
+        args.extend_from_slice(&["kiln-ci:debian", "kiln", "build", "--progress=plain"]);
         args.extend_from_slice(&["--push", "-t", &target, "/ctx"]);
         let out = dockerd.docker(&args);
         let printed = show(&out);
-        assert!(out.status.success(), "kiln in docker as {tag}: {printed}");
+        assert!(
+            out.status.success(),
+            "kiln in docker as {who} ({name}): {printed}"
+        );
         assert_eq!(
             printed.matches(MESSAGE).count(),
             1,
-            "{tag}: said once:\n{printed}"
+            "{who} ({name}): said once:\n{printed}"
         );
-        kiln().root(&pull_store).args(["pull", &target]).ok();
+        if who == "user" {
+            assert_eq!(
+                printed.contains("only uid/gid 0 is mapped"),
+                single_id,
+                "{who} ({name}): {printed}"
+            );
+        }
+        let mut k = kiln();
+        with_auth(k.root(&pull_store));
+        k.args(["pull", &target]).ok();
         let (_, got, _) = image_digests(&pull_store, &target);
         assert_eq!(
-            got, want,
-            "kiln in docker as {tag} vs root on the host:\n{printed}"
+            &got, want,
+            "kiln in docker as {who} ({name}) vs root on the host:\n{printed}"
         );
+        if name == "api" {
+            api_answers_as_uid_1001(&pull_store, &target);
+        }
     }
+
+    // `--user 1000` with Docker's default profile: no user namespace at all,
+    // and no CAP_SYS_CHROOT. One message says so and what to change.
+    let volume = format!("{}:/ctx:ro", ctx.display());
+    let out = dockerd.docker(&[
+        "run",
+        "--rm",
+        "--network=host",
+        "--user",
+        "1000:1000",
+        "-v",
+        &kiln_mount,
+        "-v",
+        &volume,
+        "-e",
+        "HOME=/tmp",
+        "kiln-ci:debian",
+        "kiln",
+        "build",
+        "--progress=plain",
+        "/ctx",
+    ]);
+    let printed = show(&out);
+    assert!(!out.status.success(), "{printed}");
+    // The help is wrapped: compare with single spaces.
+    let words = printed.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("rootless: cannot enter a user namespace")
+            && words.contains("no user namespace may be made here")
+            && words.contains("Run the container as root"),
+        "{printed}"
+    );
 }
 
 /// What a chroot step still does not get: a second chroot (CAP_SYS_CHROOT is
@@ -422,5 +597,101 @@ fn a_chroot_step_cannot_chroot_and_leaves_no_process_behind() {
         !left.status.success(),
         "the step's background process outlived it: {}",
         show(&left)
+    );
+}
+
+/// kiln's own image (`image/Dockerfile`, made by `scripts/make-kiln-image`:
+/// `FROM scratch`, a static kiln, the CA bundle), as a CI user runs it: loaded
+/// into a private dockerd, it answers `--version`, and as root with Docker's
+/// default profile it builds a Dockerfile with a RUN step from the local
+/// registry (named `localhost`, so the static binary resolves it through
+/// `/etc/hosts`) and pushes it; the pushed image has what the RUN wrote.
+#[test]
+fn kiln_image_answers_version_and_builds_in_docker_needs_root_and_dockerd() {
+    kiln_testkit::root::require_root("kiln image test");
+    let registry = kiln_testkit::registry::plain();
+    let port = registry.rsplit_once(':').unwrap().1;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = tmp.path().join("store");
+    let made = Command::new(kiln_testkit::repo_root().join("scripts/make-kiln-image"))
+        .arg("--root")
+        .arg(&store)
+        .args(["-t", "kiln:test"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "make-kiln-image: {}", show(&made));
+    let inspect = kiln().root(&store).args(["inspect", "kiln:test"]).stdout();
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(
+        v[0]["Config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/kiln"])
+    );
+
+    store_busybox(&store);
+    let repo = kiln_testkit::registry::unique_repo("kiln-image");
+    let base = format!("localhost:{port}/{repo}/busybox:1");
+    kiln()
+        .root(&store)
+        .args(["push", "busybox:test", &base])
+        .ok();
+    let ctx = tmp.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {base}\nRUN echo built-in-the-kiln-image > /built && rm /etc/group\nCOPY f /f\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(ctx.join("f"), "from the context\n").unwrap();
+
+    let ddir = tmp.path().join("docker");
+    std::fs::create_dir(&ddir).unwrap();
+    let dockerd = crate::cli_load_docker::Dockerd::start(&ddir);
+    let loaded = kiln()
+        .root(&store)
+        .args(["load-into", "docker", "kiln:test"])
+        .env("DOCKER_HOST", dockerd.host())
+        .output();
+    assert!(loaded.status.success(), "{}", show(&loaded));
+
+    let out = dockerd.docker(&["run", "--rm", "kiln:test", "--version"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        version.trim(),
+        format!("kiln {}", env!("CARGO_PKG_VERSION")),
+        "{}",
+        show(&out)
+    );
+
+    let target = format!("localhost:{port}/{repo}/small:1");
+    let volume = format!("{}:/workspace:ro", ctx.display());
+    let out = dockerd.docker(&[
+        "run",
+        "--rm",
+        "--network=host",
+        "-v",
+        &volume,
+        "kiln:test",
+        "build",
+        "--progress=plain",
+        "--push",
+        "-t",
+        &target,
+        ".",
+    ]);
+    let printed = show(&out);
+    assert!(out.status.success(), "{printed}");
+    assert_eq!(printed.matches(MESSAGE).count(), 1, "said once:\n{printed}");
+    let pulled = tmp.path().join("pulled");
+    kiln().root(&pulled).args(["pull", &target]).ok();
+    let cat = kiln()
+        .root(&pulled)
+        .args(["run", "--rm", &target, "sh", "-c", "cat /built /f; ls /etc"])
+        .stdout();
+    assert!(
+        cat.starts_with("built-in-the-kiln-image\nfrom the context\n") && !cat.contains("group"),
+        "{cat}"
     );
 }

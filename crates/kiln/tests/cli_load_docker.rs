@@ -68,7 +68,7 @@ impl Dockerd {
         d
     }
 
-    fn host(&self) -> String {
+    pub(crate) fn host(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 

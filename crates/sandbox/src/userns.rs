@@ -53,8 +53,34 @@ pub fn overlay_xattr() -> OverlayXattr {
 
 /// Why kiln could not enter its user namespace.
 #[derive(Debug, thiserror::Error)]
-#[error("rootless: cannot enter a user namespace: {0}")]
-pub struct UsernsError(String);
+#[error("rootless: cannot enter a user namespace: {message}")]
+pub struct UsernsError {
+    message: String,
+    denied: bool,
+}
+
+/// What `enter` says when the kernel refuses the user namespace itself.
+const CREATING_USERNS: &str = "creating a user namespace";
+
+impl UsernsError {
+    fn new(message: String) -> UsernsError {
+        // The kernel refuses it (EPERM): a seccomp filter (Docker's default
+        // profile for a non-root user), no CAP_SYS_ADMIN where
+        // unprivileged_userns_clone is off, or max_user_namespaces 0 (ENOSPC).
+        let denied = message.starts_with(CREATING_USERNS)
+            && [rustix::io::Errno::PERM, rustix::io::Errno::NOSPC]
+                .iter()
+                .any(|e| message.ends_with(&e.to_string()));
+        UsernsError { message, denied }
+    }
+
+    /// Whether no user namespace may be made here at all (rather than the
+    /// id mapping failing): then a non-root user has no way to run steps or
+    /// give files their image owners, with any isolation.
+    pub fn denied(&self) -> bool {
+        self.denied
+    }
+}
 
 /// For a non-root user: puts this process in a new user namespace where the
 /// user is uid/gid 0 and its subordinate ids are 1..=N (or, without them,
@@ -76,16 +102,16 @@ pub fn enter_user_namespace_if_needed() -> Result<Option<IdMap>, UsernsError> {
                 .and_then(|n| n.trim().parse::<u32>().ok())
         });
     if threads.is_some_and(|n| n > 1) {
-        return Err(UsernsError(
+        return Err(UsernsError::new(
             "the process already runs several threads (call this first in main)".into(),
         ));
     }
     let map = IdMap::for_current_user();
-    enter(&map).map_err(UsernsError)?;
+    enter(&map).map_err(UsernsError::new)?;
     ctx(unshare(UnshareFlags::NEWNS), || {
         "creating a mount namespace".into()
     })
-    .map_err(UsernsError)?;
+    .map_err(UsernsError::new)?;
     // Mounts kiln makes (overlays for RUN --mount) stay in this namespace and
     // vanish with the process.
     ctx(
@@ -96,7 +122,7 @@ pub fn enter_user_namespace_if_needed() -> Result<Option<IdMap>, UsernsError> {
         ),
         || "making kiln's mounts private".into(),
     )
-    .map_err(UsernsError)?;
+    .map_err(UsernsError::new)?;
     Ok(Some(map))
 }
 
@@ -113,9 +139,7 @@ fn write_proc_file(path: &str, content: &str) -> R<()> {
 pub(crate) fn enter(map: &IdMap) -> R<()> {
     if map.uids.len() == 1 && map.gids.len() == 1 && map.uids[0].size == 1 && map.gids[0].size == 1
     {
-        ctx(unshare(UnshareFlags::NEWUSER), || {
-            "creating a user namespace".into()
-        })?;
+        ctx(unshare(UnshareFlags::NEWUSER), || CREATING_USERNS.into())?;
         write_proc_file("/proc/self/setgroups", "deny")?;
         let (u, g) = (map.uids[0], map.gids[0]);
         write_proc_file(
@@ -177,7 +201,7 @@ pub(crate) fn enter(map: &IdMap) -> R<()> {
     }
     drop(ready_w);
     let status = wait_pid(pid);
-    ctx(unshared, || "creating a user namespace".into())?;
+    ctx(unshared, || CREATING_USERNS.into())?;
     match status {
         Ok(Exit::Code(0)) => Ok(()),
         _ => Err(format!(

@@ -115,7 +115,24 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
             Err(e) => tracing::debug!("no mount namespace of kiln's own: {e}"),
         }
     }
-    let map = kiln_sandbox::userns::enter_user_namespace_if_needed()
-        .map_err(|e| miette::miette!("{e}"))?;
+    let map = kiln_sandbox::userns::enter_user_namespace_if_needed().map_err(|e| {
+        if e.denied() {
+            // No isolation works then: chroot needs CAP_SYS_CHROOT (root's),
+            // and without a namespace the user cannot chown to image owners.
+            miette::miette!(
+                help = "no user namespace may be made here (in a container, Docker's default \
+                        seccomp profile refuses them to non-root users), and without one a \
+                        non-root user can neither run RUN steps (chroot isolation needs \
+                        CAP_SYS_CHROOT) nor give files their owners in the image. Run the \
+                        container as root (the default profile is enough: kiln then uses \
+                        chroot isolation), or allow user namespaces (--security-opt \
+                        seccomp=unconfined, or a profile that allows unshare and clone with \
+                        CLONE_NEWUSER)",
+                "{e}"
+            )
+        } else {
+            miette::miette!("{e}")
+        }
+    })?;
     Ok(map.and_then(|m| m.limitation))
 }
