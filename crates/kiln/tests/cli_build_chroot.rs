@@ -276,12 +276,18 @@ COPY --from=build /out /app/out
 /// The Debian image kiln runs in (what a CI job's image is): the
 /// `node:20-bookworm-slim` base of `scripts/make-base-images` (bookworm
 /// minbase) with a user `ci` (1000) that has a subordinate id range, and the
-/// host's `newuidmap`/`newgidmap` (Debian 12's, set-uid, their libraries are in
-/// minbase), as a rootless CI image has them. kiln itself is not in it: the
-/// test's binary is mounted read-only at `/usr/local/bin/kiln`.
+/// host's `newuidmap`/`newgidmap` (Debian 12's; their libraries are in
+/// minbase) with file capabilities (cap_setuid, cap_setgid), as rootless
+/// container images (podman's) have them: set-uid root, as Debian installs
+/// them, fails in a container, where the map writer needs CAP_SYS_ADMIN in
+/// the new namespace (it is not its owner) and Docker's bounding set has no
+/// CAP_SYS_ADMIN. kiln itself is not in it: the test's binary is mounted
+/// read-only at `/usr/local/bin/kiln`.
 const CI_IMAGE_DOCKERFILE: &str = r#"FROM node:20-bookworm-slim
-COPY --chmod=4755 newuidmap newgidmap /usr/bin/
-RUN echo 'ci:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd && echo 'ci:x:1000:' >> /etc/group \
+COPY --chmod=0755 newuidmap newgidmap setcap /usr/bin/
+RUN setcap cap_setuid=ep /usr/bin/newuidmap && setcap cap_setgid=ep /usr/bin/newgidmap \
+ && rm /usr/bin/setcap \
+ && echo 'ci:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd && echo 'ci:x:1000:' >> /etc/group \
  && echo 'ci:100000:65536' > /etc/subuid && echo 'ci:100000:65536' > /etc/subgid
 "#;
 
@@ -440,8 +446,13 @@ fn kiln_in_docker_builds_and_pushes_the_root_builds_layers_needs_root_and_docker
     let ci_ctx = tmp.path().join("ci-image");
     std::fs::create_dir(&ci_ctx).unwrap();
     std::fs::write(ci_ctx.join("Dockerfile"), CI_IMAGE_DOCKERFILE).unwrap();
-    for tool in ["newuidmap", "newgidmap"] {
-        std::fs::copy(Path::new("/usr/bin").join(tool), ci_ctx.join(tool)).unwrap();
+    for tool in [
+        "/usr/bin/newuidmap",
+        "/usr/bin/newgidmap",
+        "/usr/sbin/setcap",
+    ] {
+        let tool = Path::new(tool);
+        std::fs::copy(tool, ci_ctx.join(tool.file_name().unwrap())).unwrap();
     }
     kiln()
         .root(&host_store)
