@@ -203,7 +203,12 @@ RUN rm /data/b && rm -rf /data/sub && echo file > /data/sub && chmod 600 /data/a
 
 /// The user's build in a store made for it; `path` is kiln's PATH (one without
 /// `newuidmap` gives the single-id mapping of a container without `uidmap`).
-fn build_as_user(scratch: &Path, tag: &str, extra: &[&str]) -> (Output, std::path::PathBuf) {
+fn build_as_user(
+    scratch: &Path,
+    tag: &str,
+    path: &str,
+    extra: &[&str],
+) -> (Output, std::path::PathBuf) {
     let kiln = executable_for_user(&kiln_path(), scratch);
     let home = scratch.join(tag);
     let store = home.join("data/kiln");
@@ -216,8 +221,7 @@ fn build_as_user(scratch: &Path, tag: &str, extra: &[&str]) -> (Output, std::pat
         .args(["-u", USER, "--", "env", "-i"])
         .arg(format!("HOME={}", home.display()))
         .arg(format!("XDG_DATA_HOME={}", home.join("data").display()))
-        // No newuidmap on this PATH: only the user's own id is mapped.
-        .arg("PATH=/nonexistent")
+        .arg(format!("PATH={path}"))
         .arg(format!("SOURCE_DATE_EPOCH={EPOCH}"))
         .arg(&kiln)
         .args(["build", "--progress=plain", "-t", "out:1"])
@@ -251,12 +255,38 @@ fn rootless_with_one_mapped_id_builds_the_root_builds_layers() {
         .ok();
     let (_, want, _) = image_digests(&root_store, "out:1");
 
-    for (tag, extra) in [("auto", &[][..]), ("chroot", &["--isolation=chroot"][..])] {
-        let (out, store) = build_as_user(&scratch.dir, tag, extra);
+    // newuidmap and newgidmap that fail, as Debian's set-uid ones do in a
+    // container (the map writer is not the namespace's owner and has no
+    // CAP_SYS_ADMIN there): kiln maps the user's own id instead.
+    let failing = scratch.dir.join("failing-uidmap");
+    std::fs::create_dir(&failing).unwrap();
+    for tool in ["newuidmap", "newgidmap"] {
+        let p = failing.join(tool);
+        std::fs::write(
+            &p,
+            "#!/bin/sh\necho \"$0: write to uid_map failed\" >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    chown_tree(&failing);
+    let failing = failing.to_str().unwrap();
+    // No newuidmap on /nonexistent: only the user's own id is mapped.
+    let not_installed = "newuidmap/newgidmap (package uidmap) are not installed";
+    let could_not = "newuidmap/newgidmap could not map the subordinate ids";
+    for (tag, path, extra, said) in [
+        ("auto", "/nonexistent", &[][..], not_installed),
+        (
+            "chroot",
+            "/nonexistent",
+            &["--isolation=chroot"][..],
+            not_installed,
+        ),
+        ("failing", failing, &[][..], could_not),
+    ] {
+        let (out, store) = build_as_user(&scratch.dir, tag, path, extra);
         assert!(
-            show(&out).contains(
-                "only uid/gid 0 is mapped (newuidmap/newgidmap (package uidmap) are not installed)"
-            ),
+            show(&out).contains(&format!("only uid/gid 0 is mapped ({said}")),
             "the single-id mapping is said:\n{}",
             show(&out)
         );

@@ -107,19 +107,24 @@ impl IdMap {
                 ],
                 limitation: None,
             },
-            Err(why) => IdMap {
-                uids: vec![IdRange {
-                    container: 0,
-                    host: uid,
-                    size: 1,
-                }],
-                gids: vec![IdRange {
-                    container: 0,
-                    host: gid,
-                    size: 1,
-                }],
-                limitation: Some(single_id_limitation(&why)),
-            },
+            Err(why) => IdMap::single_id(uid, gid, &why),
+        }
+    }
+
+    /// Only `uid`/`gid` mapped, as 0; `why` says why no more could be.
+    pub(crate) fn single_id(uid: u32, gid: u32, why: &str) -> IdMap {
+        IdMap {
+            uids: vec![IdRange {
+                container: 0,
+                host: uid,
+                size: 1,
+            }],
+            gids: vec![IdRange {
+                container: 0,
+                host: gid,
+                size: 1,
+            }],
+            limitation: Some(single_id_limitation(why)),
         }
     }
 

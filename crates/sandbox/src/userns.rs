@@ -106,8 +106,29 @@ pub fn enter_user_namespace_if_needed() -> Result<Option<IdMap>, UsernsError> {
             "the process already runs several threads (call this first in main)".into(),
         ));
     }
-    let map = IdMap::for_current_user();
-    enter(&map).map_err(UsernsError::new)?;
+    let mut map = IdMap::for_current_user();
+    // In the namespace, before it has a map, the ids read as the overflow id.
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if let Err(e) = enter(&map) {
+        // The namespace was made but newuidmap/newgidmap could not map the
+        // subordinate ranges (in a container: set-uid newuidmap is not the
+        // namespace's owner and has no CAP_SYS_ADMIN there): map the user's
+        // own ids, as without newuidmap.
+        if map.is_single_id() || e.starts_with(CREATING_USERNS) {
+            return Err(UsernsError::new(e));
+        }
+        map = IdMap::single_id(
+            uid,
+            gid,
+            &format!("newuidmap/newgidmap could not map the subordinate ids: {e}"),
+        );
+        map_own_ids(&map).map_err(|own| {
+            UsernsError::new(format!("{e}; mapping only the user's own ids: {own}"))
+        })?;
+    }
     ctx(unshare(UnshareFlags::NEWNS), || {
         "creating a mount namespace".into()
     })
@@ -132,6 +153,21 @@ fn write_proc_file(path: &str, content: &str) -> R<()> {
     })
 }
 
+/// Maps the single ids of `map` in the user namespace this process has just
+/// entered (no map written yet), from inside: no helper tool needed.
+fn map_own_ids(map: &IdMap) -> R<()> {
+    write_proc_file("/proc/self/setgroups", "deny")?;
+    let (u, g) = (map.uids[0], map.gids[0]);
+    write_proc_file(
+        "/proc/self/uid_map",
+        &format!("{} {} 1\n", u.container, u.host),
+    )?;
+    write_proc_file(
+        "/proc/self/gid_map",
+        &format!("{} {} 1\n", g.container, g.host),
+    )
+}
+
 /// Makes the calling (single-threaded) process enter a new user namespace
 /// mapped per `map`: directly for a single id,
 /// through `newuidmap`/`newgidmap` (run by a forked child still outside the
@@ -140,17 +176,7 @@ pub(crate) fn enter(map: &IdMap) -> R<()> {
     if map.uids.len() == 1 && map.gids.len() == 1 && map.uids[0].size == 1 && map.gids[0].size == 1
     {
         ctx(unshare(UnshareFlags::NEWUSER), || CREATING_USERNS.into())?;
-        write_proc_file("/proc/self/setgroups", "deny")?;
-        let (u, g) = (map.uids[0], map.gids[0]);
-        write_proc_file(
-            "/proc/self/uid_map",
-            &format!("{} {} 1\n", u.container, u.host),
-        )?;
-        write_proc_file(
-            "/proc/self/gid_map",
-            &format!("{} {} 1\n", g.container, g.host),
-        )?;
-        return Ok(());
+        return map_own_ids(map);
     }
     let (ready_r, ready_w) = ctx(
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
