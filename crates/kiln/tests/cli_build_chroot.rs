@@ -509,20 +509,19 @@ fn kiln_in_docker_builds_and_pushes_the_root_builds_layers_needs_root_and_docker
         "--security-opt",
         "seccomp=unconfined",
     ];
-    // (who, extra docker run arguments, context, pushed to, want, one mapped id)
-    let jobs: [(&str, &[&str], &Path, &str, &Vec<_>, bool); 4] = [
-        ("root", &[], &ctx, &registry, &want[0], false),
+    // What is built: (name, context, pushed to).
+    let builds = [("app", &ctx, &registry), ("api", &api_ctx, &auth_registry)];
+    // (who, extra docker run arguments, index in builds, one mapped id)
+    let jobs: [(&str, &[&str], usize, bool); 4] = [
+        ("root", &[], 0, false),
         // No newuidmap on kiln's PATH: only uid 1000 is mapped (as 0).
-        ("user", as_user, &ctx, &registry, &want[0], true),
-        ("root", &[], &api_ctx, &auth_registry, &want[1], false),
-        ("user", as_user, &api_ctx, &auth_registry, &want[1], false),
+        ("user", as_user, 0, true),
+        ("root", &[], 1, false),
+        ("user", as_user, 1, false),
     ];
-    for (who, extra, context, to, want, single_id) in jobs {
-        let name = if context == ctx.as_path() {
-            "app"
-        } else {
-            "api"
-        };
+    for (who, extra, which, single_id) in jobs {
+        let (name, context, to) = builds[which];
+        let want = &want[which];
         let target = format!("{to}/{repo}/{name}:{who}");
         let volume = format!("{}:/ctx:ro", context.display());
         let mut args = vec!["run", "--rm", "--network=host"];
