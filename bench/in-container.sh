@@ -129,7 +129,7 @@ for profile in $profiles; do
   done
 done
 
-median() { tr ' ' '\n' | grep -E '^[0-9.]+$' | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
+median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
 echo
 echo "| profile | kiln (s) | buildah --isolation chroot (s) |"
 echo "|---|---|---|"
