@@ -232,8 +232,7 @@ build() {
   accton "${2%.log}.pacct" > /dev/null
   t0=$(now)
   case $1 in
-    kiln) KILN_LOG=warn,kiln_sandbox=debug /usr/bin/time -f %M -o "${2%.log}.rss" \
-      "$kiln" --root "$work/kiln-root" build --network host \
+    kiln) KILN_LOG=warn,kiln_sandbox=debug "$kiln" --root "$work/kiln-root" build --network host \
       --progress rawjson "${build_args[@]}" "${secret[@]}" \
       $([ -n "$push" ] && echo "--push -t $out" || echo "-t $tag") "$ctx" > "$2" 2>&1 & ;;
     docker) DOCKER_BUILDKIT=1 "$docker" build --network=host --progress=plain \
@@ -248,7 +247,16 @@ build() {
       if [ -n "$push" ]; then buildah_ push --tls-verify=false "$tag" "docker://$out"; fi; } > "$2" 2>&1 & ;;
   esac
   pid=$!
+  # kiln's own peak RSS: VmHWM of its process, sampled until it exits
+  # (/usr/bin/time's maximum would be the largest RUN process's, e.g. webpack's).
+  if [ "$1" = kiln ]; then
+    ( while hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2> /dev/null) && [ -n "$hwm" ]; do
+        echo "$hwm"
+        sleep 0.2
+      done > "${2%.log}.rss" ) &
+  fi
   wait "$pid" || rc=$?
+  wait
   t1=$(now)
   accton off > /dev/null
   echo "$pid" > "${2%.log}.pid"

@@ -4,7 +4,7 @@
 # Compares unpacking the base's layers while they download (the default) with
 # downloading first and extracting on first use (KILN_PULL_UNPACK=0, as before),
 # interleaved, RUNS times each; prints wall time, the FROM's pull phase, the
-# first RUN step and kiln's peak RSS per run, then the medians.
+# first RUN step and kiln's own peak RSS (VmHWM, sampled) per run, then the medians.
 #
 # Needs root, the registry of scripts/setup-test-env on 127.0.0.1:5000, and a
 # store with node:20-bookworm-slim (scripts/make-base-images --only node).
@@ -30,14 +30,21 @@ one() { # mode run
   sync
   local start end
   start=$(date +%s.%N)
-  KILN_PULL_UNPACK=$unpack /usr/bin/time -f '%M' -o "$work/rss" \
-    "$kiln" --root "$root" build --progress=rawjson "$work/ctx" 2> "$work/events" >/dev/null
+  KILN_PULL_UNPACK=$unpack "$kiln" --root "$root" build --progress=rawjson "$work/ctx" \
+    2> "$work/events" >/dev/null &
+  local pid=$!
+  # kiln's own peak RSS (VmHWM), not the RUN's node process's.
+  while hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2>/dev/null) && [ -n "$hwm" ]; do
+    echo "$hwm"
+    sleep 0.1
+  done > "$work/rss"
+  wait "$pid"
   end=$(date +%s.%N)
   local wall pull step
   wall=$(echo "$end - $start" | bc)
   pull=$(jq -r 'select(.event=="phase" and (.name|startswith("[internal] load metadata")) and .duration_ms!=null) | .duration_ms' "$work/events" | head -1)
   step=$(jq -r 'select(.event=="step_finished") | .duration_ms' "$work/events" | tail -1)
-  local kb; kb=$(tail -1 "$work/rss")
+  local kb; kb=$(tail -1 "$work/rss"); kb=${kb:-0}
   printf '%-6s run %d: wall %.3f s, pull %s ms, RUN step %s ms, peak RSS %d MiB\n' \
     "$mode" "$2" "$wall" "$pull" "$step" $((kb / 1024))
   walls[$mode]+="$wall "
