@@ -23,6 +23,20 @@
 # network (npm install reaches the registry).
 #
 #   bench/build.sh                        # RUNS=3 TOOLS="kiln docker buildah"
+#   PROJECT=bench/projects/react-vite TOOLS="kiln docker buildctl buildah" PHASES="cold no-op edit ci" bench/build.sh
+#
+# A project with a bench.env (bench/projects/*) says which file the one-line change
+# edits (EDIT_FILE: a comment line is appended), its base images (BASES, in kiln's
+# store; pushed to the local registry $REGISTRY, default 127.0.0.1:5000, and given
+# to every tool as the build args BASE and FINAL), and a script making data kept
+# out of git (GENERATE). Every build gets --secret id=ca,src=$CA_BUNDLE (default
+# /etc/ssl/certs/ca-certificates.crt: npm and apt reach their registries through a
+# TLS proxy whose CA only that bundle has). Tools: kiln, docker (BuildKit in
+# dockerd 20.10), buildctl (the newest BuildKit: /work/buildkit-run, see its
+# READY), buildah. Phase "ci": an empty store/state, bases only in the registry,
+# build and push the result to the registry (kiln build --push; buildctl
+# --output type=image,push=true; buildah bud + buildah push; docker is skipped).
+# kiln's peak RSS (/usr/bin/time's maximum resident set size) is printed per build.
 #
 # Each phase runs RUNS times (medians are reported). State before each cold build: the
 # base image present and unpacked, no build cache — kiln: a fresh --root with the base
@@ -37,8 +51,16 @@ kiln=${KILN:-${CARGO_TARGET_DIR:-$repo/target}/release/kiln}
 docker=${DOCKER:-/usr/bin/docker}
 buildah=${BUILDAH:-buildah}
 base_root=${KILN_BASE_ROOT:-${KILN_ROOT:-/var/lib/kiln}}
-project=${PROJECT:-$repo/examples/api}
-tag=kiln-bench-api:latest
+project=$(cd "${PROJECT:-$repo/examples/api}" && pwd)
+tag=kiln-bench-$(basename "$project"):latest
+phases=${PHASES:-"cold no-op edit"}
+registry=${REGISTRY:-127.0.0.1:5000}
+ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+bk=${BUILDKIT_RUN:-/work/buildkit-run}
+buildctl_() { "$bk/bin/buildctl" --addr "unix://$bk/buildkitd.sock" "$@"; }
+EDIT_FILE= EDIT_COMMENT= BASES= GENERATE=
+# shellcheck disable=SC1091
+if [ -f "$project/bench.env" ]; then . "$project/bench.env"; fi
 
 die() { echo "bench/build.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (docker and buildah need it)"
@@ -53,11 +75,17 @@ for t in $tools; do
     docker) "$docker" version > /dev/null 2>&1 ||
       die "docker daemon not reachable with $docker (start: dockerd --bridge=none --iptables=false --ip-masq=false &)" ;;
     buildah) command -v "$buildah" > /dev/null || die "no buildah (apt-get install buildah)" ;;
-    *) die "unknown tool $t (kiln, docker, buildah)" ;;
+    buildctl) buildctl_ debug workers > /dev/null 2>&1 || die "buildkitd not running ($bk/start)" ;;
+    *) die "unknown tool $t (kiln, docker, buildctl, buildah)" ;;
   esac
 done
 
-base=$(awk 'toupper($1) == "FROM" { print $2; exit }' "$project/Dockerfile")
+if [ -n "$GENERATE" ]; then (cd "$project" && $GENERATE); fi
+if [ -n "$BASES" ]; then
+  base=${BASES%% *}
+else
+  base=$(awk 'toupper($1) == "FROM" { print $2; exit }' "$project/Dockerfile")
+fi
 [ -n "$base" ] || die "no FROM in $project/Dockerfile"
 work=$(mktemp -d /var/tmp/kiln-bench-build.XXXXXX)
 logs=$work/logs
@@ -87,12 +115,28 @@ if [[ " $tools " == *" docker "* ]] && "$docker" image inspect "$base" > /dev/nu
 avail=$(df -Pk "$work" | awk 'NR == 2 { print int($4 / 1024) }')
 if [ "$avail" -lt 3000 ]; then echo "bench/build.sh: warning: only $avail MiB free under $work; the three stores need about 3 GiB" >&2; fi
 
-# The same base image for all three tools, from kiln's store.
-"$kiln" --root "$base_root" save -o "$work/base.tar" "$base" ||
-  die "base image $base is not in the kiln store $base_root (scripts/make-base-images, or set KILN_BASE_ROOT)"
+# The same base image for all tools, from kiln's store: as an archive for the
+# examples/api mode, through the local registry for the projects with bench.env
+# (their Dockerfiles take the bases as the build args BASE and FINAL).
+reg_bases=() build_base_args=()
+if [ -n "$BASES" ]; then
+  names=(BASE FINAL)
+  i=0
+  for b in $BASES; do
+    r=$registry/kiln-bench/$b
+    "$kiln" --root "$base_root" push -q "$b" "$r" > /dev/null ||
+      die "base image $b is not in the kiln store $base_root (scripts/make-base-images, or set KILN_BASE_ROOT)"
+    reg_bases+=("$r")
+    build_base_args+=(--build-arg "${names[$i]}=$r")
+    i=$((i + 1))
+  done
+else
+  "$kiln" --root "$base_root" save -o "$work/base.tar" "$base" ||
+    die "base image $base is not in the kiln store $base_root (scripts/make-base-images, or set KILN_BASE_ROOT)"
+fi
 
 # Proxy settings, if the host has any, go to every tool the same way.
-build_args=()
+build_args=("${build_base_args[@]}")
 for v in HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy; do
   if [ -n "${!v:-}" ]; then build_args+=(--build-arg "$v=${!v}"); fi
 done
@@ -107,8 +151,13 @@ fresh_context() {
   rm -rf "$work/ctx-$1/node_modules" "$work/ctx-$1/dist"
 }
 
-# The one-line change: the /health response text of src/index.ts, different each time.
+# The one-line change: the /health response text of src/index.ts, different each
+# time; for a project with bench.env, a comment line appended to its EDIT_FILE.
 edit_source() {
+  if [ -n "$EDIT_FILE" ]; then
+    echo "$EDIT_COMMENT edit $2" >> "$work/ctx-$1/$EDIT_FILE"
+    return
+  fi
   local file=$work/ctx-$1/src/index.ts
   grep -q 'res.end("ok' "$file" || die "edit target line (res.end(\"ok…) not found in $file"
   sed -i "s|res.end(\"ok[^\"]*\");|res.end(\"ok (edit $2)\\\\n\");|" "$file"
@@ -116,8 +165,45 @@ edit_source() {
 
 buildah_() { "$buildah" --root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay "$@"; }
 
-prepare_cold() {
+# prime TOOL: pulls and unpacks the registry bases with a one-step build each.
+prime() {
+  local b
+  for b in "${reg_bases[@]}"; do
+    mkdir -p "$work/prime"
+    printf 'FROM %s\nRUN true\n' "$b" > "$work/prime/Dockerfile"
+    case $1 in
+      kiln) "$kiln" --root "$work/kiln-root" build --network host --progress plain "$work/prime" ;;
+      docker) "$docker" pull -q "$b" ;;
+      buildctl) buildctl_ build --frontend dockerfile.v0 --local context="$work/prime" --local dockerfile="$work/prime" ;;
+      buildah) buildah_ pull -q --tls-verify=false "$b" ;;
+    esac > "$logs/$1-prime.log" 2>&1 || { tail -20 "$logs/$1-prime.log"; die "$1 could not pull $b"; }
+  done
+}
+
+# prepare_ci TOOL: empty state (bases only in the registry).
+prepare_ci() {
   case $1 in
+    kiln) rm -rf "$work/kiln-root" ;;
+    buildctl) "$bk/stop" > /dev/null; rm -rf "$bk/state"; "$bk/start" > /dev/null ;;
+    buildah)
+      if [ -d "$work/buildah-root" ]; then buildah_ rm -a > /dev/null 2>&1 || true; buildah_ rmi -af > /dev/null 2>&1 || true; fi
+      rm -rf "$work/buildah-root" "$work/buildah-run" ;;
+  esac
+  sync
+}
+
+prepare_cold() {
+  if [ -n "$BASES" ]; then
+    case $1 in
+      docker) "$docker" rmi -f "$tag" > /dev/null 2>&1 || true; "$docker" builder prune -af > /dev/null ;;
+      *) prepare_ci "$1" ;;
+    esac
+    prime "$1"
+    sync
+    return
+  fi
+  case $1 in
+    buildctl) die "buildctl needs a project with bench.env (bases from the registry)" ;;
     kiln)
       rm -rf "$work/kiln-root"
       "$kiln" --root "$work/kiln-root" load -q -i "$work/base.tar"
@@ -140,20 +226,37 @@ prepare_cold() {
 # build TOOL LOG: runs one build of the tool's context under process accounting
 # (LOG.pacct, the tool's pid in LOG.pid); prints its wall time in seconds.
 build() {
-  local t0 t1 ctx=$work/ctx-$1 rc=0 pid
+  local t0 t1 ctx=$work/ctx-$1 rc=0 pid push=${3:-}
+  local secret=(--secret "id=ca,src=$ca_bundle") out=$registry/kiln-bench/out-$1:latest
   : > "${2%.log}.pacct"
   accton "${2%.log}.pacct" > /dev/null
   t0=$(now)
   case $1 in
     kiln) KILN_LOG=warn,kiln_sandbox=debug "$kiln" --root "$work/kiln-root" build --network host \
-      --progress rawjson "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
+      --progress rawjson "${build_args[@]}" "${secret[@]}" \
+      $([ -n "$push" ] && echo "--push -t $out" || echo "-t $tag") "$ctx" > "$2" 2>&1 & ;;
     docker) DOCKER_BUILDKIT=1 "$docker" build --network=host --progress=plain \
-      "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
-    buildah) "$buildah" --root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay \
-      bud --layers --pull=never --network=host "${build_args[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
+      "${build_args[@]}" "${secret[@]}" -t "$tag" "$ctx" > "$2" 2>&1 & ;;
+    buildctl) buildctl_ build --progress=plain --frontend dockerfile.v0 \
+      --local context="$ctx" --local dockerfile="$ctx" "${secret[@]}" \
+      $(for a in "${build_args[@]}"; do [ "$a" = --build-arg ] || echo "--opt build-arg:$a"; done) \
+      --output "type=image,name=$([ -n "$push" ] && echo "$out,push=true" || echo "$tag")" > "$2" 2>&1 & ;;
+    buildah) { "$buildah" --root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay \
+      bud --layers --pull=$([ -n "$push" ] && echo true || echo never) --tls-verify=false --network=host \
+      "${build_args[@]}" "${secret[@]}" -t "$tag" "$ctx" &&
+      if [ -n "$push" ]; then buildah_ push --tls-verify=false "$tag" "docker://$out"; fi; } > "$2" 2>&1 & ;;
   esac
   pid=$!
+  # kiln's own peak RSS: VmHWM of its process, sampled until it exits
+  # (/usr/bin/time's maximum would be the largest RUN process's, e.g. webpack's).
+  if [ "$1" = kiln ]; then
+    ( while hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$pid/status" 2> /dev/null) && [ -n "$hwm" ]; do
+        echo "$hwm"
+        sleep 0.2
+      done > "${2%.log}.rss" ) &
+  fi
   wait "$pid" || rc=$?
+  wait
   t1=$(now)
   accton off > /dev/null
   echo "$pid" > "${2%.log}.pid"
@@ -171,15 +274,22 @@ build() {
 containers() {
   local pid dockerd_pid
   pid=$(cat "${2%.log}.pid")
-  dockerd_pid=$(pgrep -x dockerd | head -1 || true)
+  if [ "$1" = buildctl ]; then
+    dockerd_pid=$(cat "$bk/buildkitd.pid" 2>/dev/null || true)
+  else
+    dockerd_pid=$(pgrep -x dockerd | head -1 || true)
+  fi
   dump-acct "${2%.log}.pacct" | awk -F'|' -v tool="$1" -v pid="$pid" -v dockerd="${dockerd_pid:-0}" '
     { comm = $1; sub(/ +$/, "", comm); p = $10 + 0; pp = $11 + 0
       n++; cpid[n] = p; cppid[n] = pp; ccomm[n] = comm; cet[n] = $5 + 0
       if (comm == "runc") runc_parent[pp] = 1 }
     END {
       for (i = 1; i <= n; i++) {
-        if (tool == "kiln" && cppid[i] == pid) s += cet[i]
-        if (tool == "docker" && ccomm[i] == "runc" && cppid[i] == dockerd) s += cet[i]
+        if (cppid[i] == pid) kiln_pid[cpid[i]] = 1   # kiln, under /usr/bin/time
+      }
+      for (i = 1; i <= n; i++) {
+        if (tool == "kiln" && (cppid[i] in kiln_pid)) s += cet[i]
+        if ((tool == "docker" || tool == "buildctl") && ccomm[i] == "runc" && cppid[i] == dockerd) s += cet[i]
         if (tool == "buildah" && cppid[i] == pid && (cpid[i] in runc_parent)) s += cet[i]
       }
       printf "%.2f\n", s / 100
@@ -204,7 +314,7 @@ measure() {
       sed 's/\x1b\[[0-9;]*m//g' "$2" | awk '/sandbox run finished/ {
           for (i = 1; i <= NF; i++) if ($i ~ /^sandbox_run_ms=/) { split($i, kv, "="); s += kv[2] } }
         END { printf "%.3f\n", s / 1000 }' | tr '\n' ' ' ;;
-    docker) awk '
+    docker|buildctl) awk '
       /^#[0-9]+ \[[^]]*\] RUN / { run[$1] = 1 }
       /^#[0-9]+ DONE [0-9.]+s$/ && ($1 in run) && !($1 in done) { done[$1] = 1; n++; s += substr($3, 1, length($3) - 1) }
       END { printf "%d %.3f - ", n, s }' "$2" ;;
@@ -255,12 +365,13 @@ record() {   # record TOOL PHASE RUN LOG WALL
   printf '%-8s %-18s %7ss   RUN steps run: %s, their containers: %ss' "$1" "$2 $3" "$5" "$6" "$9"
   if [ "$7" != - ]; then printf ', reported step time: %ss' "$7"; fi
   if [ "$8" != - ]; then printf ', in the sandbox: %ss' "$8"; fi
+  if [ -f "${4%.log}.rss" ]; then printf ', peak RSS %s MiB' "$(( $(tail -1 "${4%.log}.rss") / 1024 ))"; fi
   echo
 }
 
-bench_one() {   # bench_one TOOL PHASE RUN LOG
+bench_one() {   # bench_one TOOL PHASE RUN LOG [push]
   local w
-  w=$(build "$1" "$4") || exit 1
+  w=$(build "$1" "$4" "${5:-}") || exit 1
   record "$1" "$2" "$3" "$4" "$w"
 }
 
@@ -268,6 +379,7 @@ echo "kiln-bench: $project (FROM $base), $runs runs each; logs under $logs"
 echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(free -g | awk '/^Mem/ { print $2 }') GiB, kernel $(uname -r)"
 echo "kiln $("$kiln" --version | awk '{ print $2 }') ($kiln); $("$docker" version -f 'dockerd {{.Server.Version}}' 2>/dev/null || echo 'docker: -'); $("$buildah" --version 2>/dev/null || echo 'buildah: -')"
 echo "load at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
+has_phase() { [[ " $phases " == *" $1 "* ]]; }
 for r in $(seq 1 "$runs"); do
   for t in $tools; do
     fresh_context "$t"
@@ -276,15 +388,29 @@ for r in $(seq 1 "$runs"); do
   done
 done
 rm -f "$work/base.tar"
-for r in $(seq 1 "$runs"); do
-  for t in $tools; do bench_one "$t" no-op "$r" "$logs/$t-noop-$r.log"; done
-done
-for r in $(seq 1 "$runs"); do
-  for t in $tools; do
-    edit_source "$t" "$r"
-    bench_one "$t" one-line-change "$r" "$logs/$t-edit-$r.log"
+if has_phase no-op; then
+  for r in $(seq 1 "$runs"); do
+    for t in $tools; do bench_one "$t" no-op "$r" "$logs/$t-noop-$r.log"; done
   done
-done
+fi
+if has_phase edit; then
+  for r in $(seq 1 "$runs"); do
+    for t in $tools; do
+      edit_source "$t" "$r"
+      bench_one "$t" one-line-change "$r" "$logs/$t-edit-$r.log"
+    done
+  done
+fi
+if has_phase ci; then
+  for r in $(seq 1 "$runs"); do
+    for t in $tools; do
+      [ "$t" = docker ] && continue
+      fresh_context "$t"
+      prepare_ci "$t"
+      bench_one "$t" ci-cold "$r" "$logs/$t-ci-$r.log" push
+    done
+  done
+fi
 echo "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # stat TOOL PHASE FIELD: median over the runs of a field of $results (4 wall, 5 RUN steps
@@ -299,7 +425,7 @@ stat() {
   # shellcheck disable=SC2086
   printf '%.3f' "$(median $vals)"
 }
-label() { case $1 in kiln) echo kiln ;; docker) echo BuildKit ;; buildah) echo Buildah ;; esac; }
+label() { case $1 in kiln) echo kiln ;; docker) echo BuildKit ;; buildctl) echo buildctl ;; buildah) echo Buildah ;; esac; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.2f", a / b; else print "-" }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && b > 0) printf "%.0f%%", 100 * a / b; else print "-" }'; }
 has() { [[ " $tools " == *" $1 "* ]]; }
@@ -324,6 +450,14 @@ row "no-op rebuild" no-op 4 ratios
 row "one-line change rebuild" one-line-change 4 ratios
 row "  its RUN containers (process accounting)" one-line-change 8
 row "  overhead = wall - RUN containers" one-line-change o8 ratios
+if has_phase ci; then
+  row "CI cold: empty state, build + push" ci-cold 4 ratios
+  row "  overhead = wall - RUN containers" ci-cold o8 ratios
+fi
+if has kiln; then
+  printf '%-44s%10s\n' "kiln peak RSS, MiB (max over all builds)" \
+    "$(cat "$logs"/kiln-*.rss 2>/dev/null | sort -n | tail -1 | awk '{ print int($1 / 1024) }')"
+fi
 printf '%-44s' "RUN steps run: cold, no-op, change"
 for t in $tools; do printf '%10s' "$(stat "$t" cold 5),$(stat "$t" no-op 5),$(stat "$t" one-line-change 5)"; done
 echo

@@ -966,3 +966,53 @@ impl Drop for KillOnDrop {
         self.kill();
     }
 }
+
+/// Writing a step's layer (diff, walk, sha256 of its tar) does not hold a job
+/// slot: with `--jobs 1`, one stage's RUN starts while the other stage's big
+/// layer is still being hashed, so the two steps' intervals (started →
+/// finished, which includes writing the layer) overlap by the time the first
+/// layer's hashing takes. Before, the slot was held until the layer was
+/// written, and the second step started as the first finished.
+#[test]
+fn writing_a_layer_does_not_hold_up_an_independent_stage() {
+    let p = project(
+        "FROM busybox:test AS a\n\
+         RUN head -c 400000000 /dev/zero > /big-a\n\
+         FROM busybox:test AS b\n\
+         RUN head -c 400000000 /dev/zero > /big-b\n\
+         FROM busybox:test\n\
+         COPY --from=a /etc/passwd /a\n\
+         COPY --from=b /etc/passwd /b\n",
+        &[],
+    );
+    let ev = p.build_ok(&["--jobs", "1"]);
+    let interval = |stage: &str| -> (u64, u64) {
+        let start = ev
+            .iter()
+            .find(|e| {
+                e["event"] == "step_started"
+                    && e["stage"] == stage
+                    && e["name"].as_str().unwrap().contains("RUN head")
+            })
+            .unwrap_or_else(|| panic!("no RUN step of {stage}: {ev:?}"));
+        let step = start["step"].clone();
+        let end = ev
+            .iter()
+            .find(|e| e["event"] == "step_finished" && e["step"] == step)
+            .unwrap();
+        (
+            start["at_ms"].as_u64().unwrap(),
+            end["at_ms"].as_u64().unwrap(),
+        )
+    };
+    let (a, b) = (interval("a"), interval("b"));
+    let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    // Hashing 400 MB takes hundreds of ms; without the overlap the second
+    // step starts the moment the first finishes (the same ms, give or take
+    // one: the events come from two threads).
+    assert!(
+        second.0 + 100 <= first.1,
+        "the second RUN started only once the first step had written its layer: \
+         first {first:?}, second {second:?} (ms)"
+    );
+}

@@ -26,6 +26,7 @@ mod cli_lazy_layers;
 mod cli_load_docker;
 mod cli_progress;
 mod cli_pull_resume_mock_server;
+mod cli_pull_unpack;
 mod cli_registry;
 mod cli_registry_cache;
 mod cli_run;

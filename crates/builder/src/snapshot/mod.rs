@@ -131,6 +131,21 @@ impl Snapshots {
         })
     }
 
+    /// What a pull into `store` unpacks its layers into (see
+    /// [`kiln_oci::registry::pull_with`]): the store's snapshots, when this
+    /// process extracts layers as a build would (as root, or as root of kiln's
+    /// user namespace); otherwise `None`, and layers are extracted on first use.
+    /// `KILN_PULL_UNPACK=0` turns it off (a pull only to push elsewhere needs no
+    /// snapshots; and it is the benchmarks' "before").
+    pub fn for_pull(store: &Store) -> Option<Snapshots> {
+        if !rustix::process::geteuid().is_root()
+            || std::env::var_os("KILN_PULL_UNPACK").is_some_and(|v| v == "0")
+        {
+            return None;
+        }
+        Snapshots::open(store.root()).ok()
+    }
+
     /// Fetches missing layer blobs through `fetcher` before extracting them.
     pub fn with_fetcher(mut self, fetcher: Option<std::sync::Arc<dyn BlobFetcher>>) -> Snapshots {
         self.fetcher = fetcher;
@@ -141,6 +156,13 @@ impl Snapshots {
     /// it exists yet).
     pub fn path_of(&self, diff_id: &Digest) -> PathBuf {
         self.root.join(diff_id.hex())
+    }
+
+    /// The claim a layer's extraction holds (by [`Snapshots::ensure`] or a pull).
+    fn claim_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{}.extracting", diff_id.hex()))
     }
 
     /// An empty directory to use as the only lower of a step on `FROM scratch`.
@@ -166,10 +188,7 @@ impl Snapshots {
         if dest.is_dir() {
             return Ok(dest);
         }
-        let claim_path = self
-            .root
-            .join("tmp")
-            .join(format!("{}.extracting", layer.diff_id.hex()));
+        let claim_path = self.claim_path(&layer.diff_id);
         let _claim = Claim::acquire(&claim_path).map_err(io_err(&claim_path))?;
         if dest.is_dir() {
             return Ok(dest);
@@ -185,6 +204,7 @@ impl Snapshots {
                     message,
                 })?;
         }
+        tracing::debug!(diff_id = %layer.diff_id, "extracting layer from the store");
         let work = self.work_dir()?;
         let tree = work.path().join("tree");
         fs::create_dir(&tree).map_err(io_err(&tree))?;
@@ -269,6 +289,65 @@ impl Snapshots {
             out.push(self.empty());
         }
         Ok(out)
+    }
+}
+
+/// A pull unpacks the layers it downloads straight into snapshots: each layer
+/// under the same extraction claim [`Snapshots::ensure`] takes, so a build
+/// that needs the layer meanwhile waits for it instead of extracting it again,
+/// and a layer that fails either digest is never installed.
+impl kiln_oci::registry::LayerUnpacker for Snapshots {
+    fn options(&self) -> ApplyOptions {
+        extract_options()
+    }
+
+    fn begin(
+        &self,
+        diff_id: &Digest,
+    ) -> Result<Option<Box<dyn kiln_oci::registry::UnpackTarget>>, String> {
+        if self.path_of(diff_id).is_dir() {
+            return Ok(None);
+        }
+        let claim_path = self.claim_path(diff_id);
+        let claim =
+            Claim::acquire(&claim_path).map_err(|e| format!("{}: {e}", claim_path.display()))?;
+        if self.path_of(diff_id).is_dir() {
+            return Ok(None);
+        }
+        let work = self.work_dir().map_err(|e| e.to_string())?;
+        let tree = work.path().join("tree");
+        fs::create_dir(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+        Ok(Some(Box::new(PulledLayer {
+            snapshots: self.clone(),
+            diff_id: *diff_id,
+            tree,
+            _work: work,
+            _claim: claim,
+        })))
+    }
+}
+
+/// A layer being unpacked by a pull: its tree is removed (with its work dir)
+/// unless it is committed, and the claim is held until then.
+struct PulledLayer {
+    snapshots: Snapshots,
+    diff_id: Digest,
+    tree: PathBuf,
+    _work: WorkDir,
+    _claim: Claim,
+}
+
+impl kiln_oci::registry::UnpackTarget for PulledLayer {
+    fn dir(&self) -> &Path {
+        &self.tree
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), String> {
+        tracing::debug!(diff_id = %self.diff_id, "layer unpacked while it downloaded");
+        self.snapshots
+            .install(&self.tree, &self.diff_id)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 

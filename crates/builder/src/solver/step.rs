@@ -14,7 +14,9 @@ use kiln_oci::digest::Digest;
 use kiln_oci::image::media_type;
 use kiln_oci::image::{load_image, ImageConfig};
 use kiln_oci::layer::{layer_digest, write_layer, Compression, DiffKind, LayerOptions};
-use kiln_oci::registry::{pull_if_missing, Platform as OciPlatform, PullPolicy, Reference};
+use kiln_oci::registry::{
+    pull_if_missing_with, LayerUnpacker, Platform as OciPlatform, PullPolicy, Reference,
+};
 use kiln_oci::store::{BlobRef, Store};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -61,8 +63,17 @@ pub(crate) fn image_source(
         .map(|p| OciPlatform::parse(&p.to_string()))
         .transpose()
         .map_err(located)?;
-    let target = pull_if_missing(store, &parsed, platform.as_ref(), pull, &opts.registry)
-        .map_err(|e| located(format!("{reference}: {e}")))?;
+    // Layers a pull downloads are unpacked into snapshots as they arrive.
+    let unpacker = crate::snapshot::Snapshots::for_pull(store);
+    let target = pull_if_missing_with(
+        store,
+        &parsed,
+        platform.as_ref(),
+        pull,
+        &opts.registry,
+        unpacker.as_ref().map(|u| u as &dyn LayerUnpacker),
+    )
+    .map_err(|e| located(format!("{reference}: {e}")))?;
     let image = load_image(store, &target).map_err(|e| located(format!("{reference}: {e}")))?;
     if image.layers.len() != image.config.rootfs.diff_ids.len() {
         return Err(located(format!(
@@ -151,7 +162,7 @@ impl StepCtx<'_, '_> {
                 return hit(rec);
             }
         }
-        let _permit = sh.jobs.acquire();
+        let permit = sh.jobs.acquire();
         if sh.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
         }
@@ -162,7 +173,7 @@ impl StepCtx<'_, '_> {
             stage: self.stage_name.to_string(),
             name: self.name.clone(),
         });
-        let result = self.execute_and_commit(&key, execute);
+        let result = self.execute_and_commit(&key, execute, permit);
         let now = sh.clock.now_ms();
         match &result {
             Ok(_) => {
@@ -184,10 +195,14 @@ impl StepCtx<'_, '_> {
         result
     }
 
+    /// Runs the step with a job permit, then gives the permit back before
+    /// turning its upper directory into a layer (diff, walk, sha256): that
+    /// needs no RUN slot, so another stage's step starts meanwhile.
     fn execute_and_commit(
         &self,
         key: &Digest,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+        permit: super::Permit<'_>,
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
         let work = sh.snapshots.work_dir().map_err(BuildError::Snapshot)?;
@@ -200,6 +215,7 @@ impl StepCtx<'_, '_> {
             })?;
         }
         execute(&upper, &scratch)?;
+        drop(permit);
         // The layer holds what differs from the filesystem below, as BuildKit's
         // differ writes it. Every filesystem step is a layer, an empty one too,
         // as in BuildKit (whose exporter keeps empty diffs).

@@ -75,6 +75,8 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
         }
         // Unused snapshots hold files of subordinate ids.
         Command::Prune(_) => true,
+        // A pull unpacks its layers into snapshots, with their owners.
+        Command::Pull(_) => true,
         // The layers a build made are written from their snapshots (files of
         // subordinate ids, shown with their in-container owners only inside).
         Command::Push(_) | Command::Save(_) | Command::LoadInto(_) => true,

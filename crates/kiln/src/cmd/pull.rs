@@ -2,7 +2,7 @@
 
 use crate::flags::{GlobalFlags, PullFlags};
 use crate::local_images::open_store;
-use kiln_oci::registry::{pull, Platform, Reference, RegistryContext};
+use kiln_oci::registry::{pull_with, LayerUnpacker, Platform, Reference, RegistryContext};
 use miette::{miette, Result};
 use std::process::ExitCode;
 
@@ -17,8 +17,17 @@ pub fn run(global: &GlobalFlags, flags: PullFlags) -> Result<ExitCode> {
     let ctx =
         RegistryContext::load(flags.authfile.authfile.as_deref()).map_err(|e| miette!("{e}"))?;
     let store = open_store(global)?;
-    let pulled =
-        pull(&store, &reference, platform.as_ref(), &ctx).map_err(|e| miette!("pull {e}"))?;
+    // Layers are unpacked into snapshots while they download, so the first
+    // build on the image does not extract them.
+    let unpacker = kiln_builder::Snapshots::for_pull(&store);
+    let pulled = pull_with(
+        &store,
+        &reference,
+        platform.as_ref(),
+        &ctx,
+        unpacker.as_ref().map(|u| u as &dyn LayerUnpacker),
+    )
+    .map_err(|e| miette!("pull {e}"))?;
     if flags.quiet {
         println!("{}", pulled.resolved_digest);
     } else {

@@ -39,6 +39,44 @@ pub fn apply_image_layer(
     Ok(stats)
 }
 
+/// [`apply_image_layer`] for a blob still streaming in (a pull unpacking while
+/// it downloads): `reader` gives the blob's bytes as they arrive. The same
+/// checks, except the blob's size and digest, which the caller checks on the
+/// bytes it stores; the stream is read to its end.
+pub fn apply_image_layer_stream(
+    reader: impl Read,
+    blob: &BlobRef,
+    diff_id: &Digest,
+    target: &Path,
+    opts: &ApplyOptions,
+) -> Result<ApplyStats, LayerError> {
+    let stats = apply_layer_with(BufReader::with_capacity(1 << 20, reader), target, opts)?;
+    let declared = LayerCompression::of_media_type(&blob.media_type);
+    let found = match stats.compression {
+        Some(super::Compression::Gzip { .. }) => LayerCompression::Gzip,
+        Some(super::Compression::Zstd { .. }) => LayerCompression::Zstd,
+        _ => LayerCompression::None,
+    };
+    if let Some(want @ (LayerCompression::Gzip | LayerCompression::Zstd)) = declared {
+        if found != want {
+            return Err(not_as_described(
+                blob,
+                format!(
+                    "its media type {} says {}, but the blob is not",
+                    blob.media_type,
+                    if want == LayerCompression::Gzip {
+                        "gzip"
+                    } else {
+                        "zstd"
+                    }
+                ),
+            ));
+        }
+    }
+    check_diff_id(blob, diff_id, &stats.diff_id)?;
+    Ok(stats)
+}
+
 /// The checks of [`apply_image_layer`] without extracting: decompresses the
 /// stored blob to its end and hashes it.
 pub fn verify_image_layer(

@@ -32,7 +32,7 @@ mod write;
 pub use apply::{apply_layer, apply_layer_with, ApplyOptions, ApplyStats, WhiteoutMode};
 pub use compress::{tarball_decoder, Compression, TarballCompression};
 pub use from_tar::{write_layer_from_tar, TarLayer};
-pub use image_layer::{apply_image_layer, verify_image_layer};
+pub use image_layer::{apply_image_layer, apply_image_layer_stream, verify_image_layer};
 pub use overlay::OverlayXattr;
 pub use write::{layer_digest, write_layer, DiffKind, LayerDescriptor, LayerDigest, LayerOptions};
 

@@ -13,14 +13,16 @@ pub mod push;
 pub mod reference;
 pub mod repo;
 mod sources;
+pub mod unpack;
 
 pub use auth::{AuthFile, Credentials};
 pub use config::RegistryConfig;
 pub use platform::Platform;
-pub use pull::{pull, pull_if_missing, PullPolicy, Pulled};
+pub use pull::{pull, pull_if_missing, pull_if_missing_with, pull_with, PullPolicy, Pulled};
 pub use push::{push, PushOptions, PushReport};
 pub use reference::Reference;
 pub use repo::Repo;
+pub use unpack::{LayerUnpacker, UnpackTarget};
 
 use crate::store::StoreError;
 

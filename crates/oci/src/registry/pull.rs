@@ -5,6 +5,7 @@
 //! named until every blob is present, and a blob is only ever visible complete.
 
 use super::client::{backoff, Access, Body, RepoClient};
+use super::unpack::{self, LayerUnpacker, Tee};
 use super::{Platform, Reference, RegistryContext, RegistryError};
 use crate::digest::Digest;
 use crate::image::media_type;
@@ -57,6 +58,8 @@ pub struct Pulled {
     pub downloaded: Vec<Digest>,
     /// The registry the content came from (a mirror, or the reference's own).
     pub source_registry: String,
+    /// diff_ids of the layers this pull unpacked while downloading them.
+    pub unpacked: Vec<Digest>,
 }
 
 /// The stored image for `reference` if any (by name, or by manifest digest).
@@ -86,6 +89,18 @@ pub fn pull_if_missing(
     policy: PullPolicy,
     ctx: &RegistryContext,
 ) -> Result<BlobRef, RegistryError> {
+    pull_if_missing_with(store, reference, platform, policy, ctx, None)
+}
+
+/// [`pull_if_missing`], unpacking the layers it downloads through `unpacker`.
+pub fn pull_if_missing_with(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    policy: PullPolicy,
+    ctx: &RegistryContext,
+    unpacker: Option<&dyn LayerUnpacker>,
+) -> Result<BlobRef, RegistryError> {
     if policy != PullPolicy::Always {
         if let Some(r) = stored(store, reference) {
             return Ok(r);
@@ -96,7 +111,7 @@ pub fn pull_if_missing(
             reference: reference.to_string(),
         });
     }
-    Ok(pull(store, reference, platform, ctx)?.manifest)
+    Ok(pull_with(store, reference, platform, ctx, unpacker)?.manifest)
 }
 
 /// Pull `reference` (from a configured mirror first, if any) into `store`.
@@ -106,12 +121,24 @@ pub fn pull(
     platform: Option<&Platform>,
     ctx: &RegistryContext,
 ) -> Result<Pulled, RegistryError> {
+    pull_with(store, reference, platform, ctx, None)
+}
+
+/// [`pull`], unpacking each layer it downloads through `unpacker` while the
+/// layer streams in (see [`super::unpack`]).
+pub fn pull_with(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    ctx: &RegistryContext,
+    unpacker: Option<&dyn LayerUnpacker>,
+) -> Result<Pulled, RegistryError> {
     let platform = platform.cloned().unwrap_or_else(Platform::host);
     let label = reference.to_string();
     let mut last_err = None;
     for mirror in ctx.config.mirrors(&reference.registry) {
         let client = ctx.client(mirror, &reference.repository, label.clone())?;
-        match pull_from(store, reference, &platform, &client) {
+        match pull_from(store, reference, &platform, &client, unpacker) {
             Ok(p) => return Ok(p),
             Err(e) => {
                 tracing::warn!("mirror {mirror} failed, trying the next source: {e}");
@@ -120,7 +147,7 @@ pub fn pull(
         }
     }
     let client = ctx.client(&reference.registry, &reference.repository, label)?;
-    match pull_from(store, reference, &platform, &client) {
+    match pull_from(store, reference, &platform, &client, unpacker) {
         // A mirror's error says more than the origin being unreachable (offline).
         Err(e @ RegistryError::Unreachable { .. }) => Err(last_err.unwrap_or(e)),
         other => other,
@@ -253,6 +280,7 @@ fn pull_from(
     reference: &Reference,
     platform: &Platform,
     client: &RepoClient,
+    unpacker: Option<&dyn LayerUnpacker>,
 ) -> Result<Pulled, RegistryError> {
     let (mut bytes, mut media, resolved) =
         fetch_manifest(client, &reference.manifest_reference(), reference.digest)?;
@@ -301,7 +329,26 @@ fn pull_from(
             Err(e) => return Err(store_err(client)(e)),
         }
     }
-    let downloaded = download_all(store, client, &missing)?;
+    let mut downloaded = Vec::new();
+    let mut diff_ids = BTreeMap::new();
+    if let (Some(_), Some(config)) = (unpacker, unpack::config_of(&bytes)) {
+        // Layers are unpacked as they come, under the diff_ids the config
+        // gives them: the config (small) is downloaded before the layers.
+        if let Some(i) = missing.iter().position(|b| b.digest == config.digest) {
+            let c = missing.remove(i);
+            downloaded.extend(download_all(store, client, &[c], None)?.0);
+        }
+        if let Ok(config_bytes) = store.read_blob(&config.digest) {
+            diff_ids.extend(
+                unpack::layer_diff_ids(&bytes, &config_bytes)
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+    }
+    let unpacking = unpacker.map(|u| (u, &diff_ids));
+    let (more, unpacked) = download_all(store, client, &missing, unpacking)?;
+    downloaded.extend(more);
     for b in &blobs {
         super::sources::record(store, &client.registry, &client.repository, &b.digest);
     }
@@ -322,35 +369,122 @@ fn pull_from(
         resolved_digest: resolved,
         downloaded,
         source_registry: client.registry.clone(),
+        unpacked,
     })
 }
 
+/// Layers to unpack while they download: the unpacker and each layer blob's
+/// diff_id (a blob not in the map is only downloaded).
+type Unpacking<'a> = (&'a dyn LayerUnpacker, &'a BTreeMap<Digest, Digest>);
+
 /// Download `blobs` with a few threads; the first error stops the others early.
+/// Returns the blobs downloaded and the diff_ids of the layers unpacked.
 fn download_all(
     store: &Store,
     client: &RepoClient,
     blobs: &[BlobRef],
-) -> Result<Vec<Digest>, RegistryError> {
+    unpacking: Option<Unpacking<'_>>,
+) -> Result<(Vec<Digest>, Vec<Digest>), RegistryError> {
     if blobs.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     // Largest first, so the long downloads start at once.
     let mut queue: Vec<&BlobRef> = blobs.iter().collect();
     queue.sort_by_key(|b| std::cmp::Reverse(b.size));
-    let done = std::sync::Mutex::new(Vec::new());
+    let done = std::sync::Mutex::new((Vec::new(), Vec::new()));
     crate::parallel::try_for_each(
         &queue,
         PARALLEL_DOWNLOADS,
         |blob| {
-            download_blob(store, client, blob)?;
-            done.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(blob.digest);
+            let layer = unpacking.and_then(|(u, ids)| Some((u, *ids.get(&blob.digest)?)));
+            let unpacked = match layer {
+                Some((u, diff_id)) => download_and_unpack(store, client, blob, &diff_id, u)?,
+                None => {
+                    download_blob(store, client, blob)?;
+                    None
+                }
+            };
+            let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+            done.0.push(blob.digest);
+            done.1.extend(unpacked);
             Ok(())
         },
         || client.protocol("a download thread panicked".into()),
     )?;
     Ok(done.into_inner().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Downloads one layer blob into the store and extracts it through `unpacker`
+/// in the same pass: the blob's digest is checked by the blob writer, its
+/// compression and diff_id by the extracting thread, and the extracted layer is
+/// named only when both matched. Returns the diff_id if this pull unpacked it.
+///
+/// A download that resumes an earlier one (or restarts on a broken transfer)
+/// is not one stream from the first byte: the layer is then extracted from the
+/// stored blob once it is complete.
+fn download_and_unpack(
+    store: &Store,
+    client: &RepoClient,
+    blob: &BlobRef,
+    diff_id: &Digest,
+    unpacker: &dyn LayerUnpacker,
+) -> Result<Option<Digest>, RegistryError> {
+    let layer_err = |message: String| RegistryError::Protocol {
+        reference: client.label.clone(),
+        message: format!("layer {}: {message}", blob.digest),
+    };
+    let Some(target) = unpacker.begin(diff_id).map_err(layer_err)? else {
+        download_blob(store, client, blob)?;
+        return Ok(None);
+    };
+    let opts = unpacker.options();
+    let mut writer = store
+        .resumable_blob_writer(&blob.digest, blob.size)
+        .map_err(store_err(client))?;
+    let (fetched, abandoned, applied) = if writer.size() > 0 {
+        (Ok(()), true, None)
+    } else {
+        std::thread::scope(|s| {
+            let (mut tee, reader) = Tee::channel();
+            let dir = target.dir();
+            let extracting = s.spawn(move || {
+                crate::layer::apply_image_layer_stream(reader, blob, diff_id, dir, &opts)
+            });
+            let fetched = fetch_blob(client, blob, &mut writer, &mut tee);
+            tee.finish();
+            let applied = extracting.join().unwrap_or_else(|_| {
+                Err(crate::layer::LayerError::Input(std::io::Error::other(
+                    "the extracting thread panicked",
+                )))
+            });
+            (fetched, tee.abandoned, Some(applied))
+        })
+    };
+    let mut target = target;
+    if abandoned {
+        // Not one stream: finish the download as a plain one, then extract
+        // the stored blob into a fresh target (dropping the old one removes
+        // what it holds).
+        drop(writer);
+        drop(target);
+        download_blob(store, client, blob)?;
+        let Some(fresh) = unpacker.begin(diff_id).map_err(layer_err)? else {
+            return Ok(None);
+        };
+        target = fresh;
+        crate::layer::apply_image_layer(store, blob, diff_id, target.dir(), &opts)
+            .map_err(|e| layer_err(e.to_string()))?;
+    } else {
+        fetched?;
+        // The blob's digest first: a tampered blob is reported as such (and
+        // is not stored), whatever the extraction made of it.
+        writer.commit().map_err(store_err(client))?;
+        if let Some(applied) = applied {
+            applied.map_err(|e| layer_err(e.to_string()))?;
+        }
+    }
+    target.commit().map_err(layer_err)?;
+    Ok(Some(*diff_id))
 }
 
 /// Stream one blob into the store, resuming with `Range` after a broken transfer.
@@ -375,7 +509,7 @@ pub(crate) fn download_blob(
             blob.size
         );
     }
-    fetch_blob(client, blob, &mut writer)?;
+    fetch_blob(client, blob, &mut writer, &mut Tee::none())?;
     match writer.commit() {
         Ok(_) => Ok(()),
         Err(StoreError::DigestMismatch { .. }) if resumed > 0 => {
@@ -384,7 +518,7 @@ pub(crate) fn download_blob(
                 .resumable_blob_writer(&blob.digest, blob.size)
                 .map_err(store_err(client))?;
             writer.restart().map_err(store_err(client))?;
-            fetch_blob(client, blob, &mut writer)?;
+            fetch_blob(client, blob, &mut writer, &mut Tee::none())?;
             writer.commit().map_err(store_err(client))?;
             Ok(())
         }
@@ -404,11 +538,13 @@ fn content_range_start(resp: &http::Response<ureq::Body>) -> Option<u64> {
 }
 
 /// Fetches the rest of `blob` (from `writer.size()`) into `writer`, with
-/// bounded attempts, each continuing where the last one stopped.
+/// bounded attempts, each continuing where the last one stopped. What is
+/// written also goes to `tee` while it is the blob from its first byte on.
 fn fetch_blob(
     client: &RepoClient,
     blob: &BlobRef,
     writer: &mut crate::store::BlobWriter<'_>,
+    tee: &mut Tee,
 ) -> Result<(), RegistryError> {
     let what = format!("blob {}", blob.digest);
     let url = client.url(&format!("blobs/{}", blob.digest));
@@ -421,6 +557,7 @@ fn fetch_blob(
         }
         attempt += 1;
         let headers: Vec<(&str, String)> = if have > 0 {
+            tee.abandon();
             vec![("Range", format!("bytes={have}-"))]
         } else {
             Vec::new()
@@ -436,11 +573,13 @@ fn fetch_blob(
         match resp.status() {
             StatusCode::OK if have > 0 => {
                 // The server ignored Range: start over.
+                tee.abandon();
                 writer.restart().map_err(store_err(client))?;
             }
             StatusCode::PARTIAL_CONTENT if content_range_start(&resp) != Some(have) => {
                 // Not the part that was asked for: ask for all of it.
                 tracing::debug!("{what}: the registry answered a range request with another range");
+                tee.abandon();
                 writer.restart().map_err(store_err(client))?;
                 if attempt >= BLOB_ATTEMPTS {
                     return Err(client.protocol(format!(
@@ -453,7 +592,7 @@ fn fetch_blob(
             _ => return Err(client.error_from(resp, &what)),
         }
         let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();
-        match copy_limited(&mut reader, writer, blob.size) {
+        match copy_limited(&mut reader, writer, tee, blob.size) {
             Ok(()) if writer.size() == blob.size => return Ok(()),
             Ok(()) => {
                 return Err(client.protocol(format!(
@@ -488,6 +627,7 @@ enum CopyError {
 fn copy_limited(
     r: &mut impl Read,
     w: &mut crate::store::BlobWriter<'_>,
+    tee: &mut Tee,
     limit: u64,
 ) -> Result<(), CopyError> {
     let mut buf = vec![0u8; 256 * 1024];
@@ -498,11 +638,11 @@ fn copy_limited(
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(CopyError::Read(e)),
         };
-        if w.size() + n as u64 > limit {
-            w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        if w.size() > limit {
             return Ok(());
         }
-        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        tee.send(&buf[..n]);
     }
     if w.size() < limit {
         return Err(CopyError::Read(std::io::Error::new(
