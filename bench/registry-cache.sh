@@ -18,7 +18,8 @@
 # Env:   KILN (default target/release/kiln), REGISTRY (default 127.0.0.1:5000),
 #        RUNS (default 1), BUILDKIT_RUN (default /work/buildkit-run: its bin/ has
 #        buildkitd and buildctl; the BuildKit half runs only when its READY exists,
-#        else it is reported as TO RUN), ONLY=kiln|buildkit.
+#        else it is reported as TO RUN), ONLY=kiln|buildkit, KEEP=1 (keep the
+#        work directory: each runner's --progress=plain log and store).
 # Runs as root (the node base, kiln's sandbox, buildkitd). Network: the local
 # registry and the npm registry the projects' `npm install` reaches.
 set -euo pipefail
@@ -42,7 +43,7 @@ work=$(mktemp -d /var/tmp/kiln-bench-regcache.XXXXXX)
 bkd_pid=
 cleanup() {
   if [ -n "$bkd_pid" ]; then kill "$bkd_pid" 2>/dev/null || true; wait "$bkd_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "logs and stores kept in $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 now() { date +%s.%N; }

@@ -274,8 +274,12 @@ mod tests {
         theirs.insert("base".into(), "sha256:bbbbbbbbbbbbbbbbbbbbbbbb".into());
         let d = differences(&mine, &theirs);
         assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d[0].starts_with("base image digest changed (sha256:bbbbbbbbbbb"));
-        assert_eq!(d[1], "build arg MODE changed");
+        // In input-name order: `arg:MODE`, then `base`.
+        assert_eq!(d[0], "build arg MODE changed");
+        assert_eq!(
+            d[1],
+            "base image digest changed (sha256:bbbbbbbbbbbb → sha256:aaaaaaaaaaaa)"
+        );
         let mut c = cx();
         c.other_bases = vec![theirs];
         assert!(explain(&mine, &c).contains("this stage's first step"));
