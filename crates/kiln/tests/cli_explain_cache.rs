@@ -200,6 +200,45 @@ fn reasons_from_a_registry_cache_and_a_cache_whose_layer_is_gone() {
         "changed against the closest entry after the same step: build arg MODE changed"
     );
 
+    // The instruction text, --no-cache, and another base image under the
+    // same name, each against the registry's records only.
+    let ctx2 = context(&dir.join("other"), "a\n", &format!("{RUN} && true"));
+    let c2 = dir.join("c2");
+    store_busybox(&c2);
+    let m = misses(&c2, &ctx2, &[&from]);
+    assert_eq!(
+        reason(&m, &format!("RUN {RUN} && true")),
+        "changed against the closest entry after the same step: the instruction text changed"
+    );
+    let c3 = dir.join("c3");
+    store_busybox(&c3);
+    let m = misses(&c3, &ctx, &[&from, "--no-cache"]);
+    assert_eq!(m.len(), 5);
+    assert!(
+        reason(&m, "COPY a.txt .").starts_with("--no-cache: "),
+        "{m:#?}"
+    );
+    let c4 = dir.join("c4");
+    let rootfs = tempfile::tempdir().unwrap();
+    kiln_testkit::busybox::rootfs(rootfs.path()).unwrap();
+    store_image(
+        &c4,
+        "busybox:test",
+        rootfs.path(),
+        ContainerConfig {
+            env: vec!["PATH=/bin".into(), "NEW=1".into()],
+            ..ContainerConfig::default()
+        },
+        "another busybox",
+    );
+    let m = misses(&c4, &ctx, &[&from]);
+    assert!(
+        reason(&m, "WORKDIR /w").starts_with(
+            "changed against the closest entry of this stage's first step: base image digest changed (sha256:"
+        ),
+        "{m:#?}"
+    );
+
     // An OCI layout cache whose layer blob of `COPY a.txt .` is gone.
     let layout = dir.join("layout");
     let l = layout.to_str().unwrap().to_string();
