@@ -31,7 +31,7 @@ pub use cache::remote::{export as export_cache, CacheUsage, ExportReport, Remote
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
 pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;
-pub use snapshot::{Layer, Snapshots};
+pub use snapshot::{BlobFetcher, Layer, Snapshots, SourcesFetcher};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
 pub use solver::{
     build, BuildError, BuildOptions, BuildOutput, Isolation, NamedContext, PendingImage,
@@ -47,8 +47,8 @@ pub mod internal {
     pub use crate::cache::mounts::{CacheMountRequest, CacheMounts};
     pub use crate::ops::copy::upper::{set_times_at, Times};
     pub use crate::ops::copy::{
-        context_sources_digest, copy, dest_path, make_workdir, view_sources_digest, CopyError,
-        CopyOp, CopySource, CopyStats,
+        context_sources_digest, context_sources_digest_listed, copy, dest_path, make_workdir,
+        view_sources_digest, CopyError, CopyOp, CopySource, CopyStats,
     };
     pub use crate::source::context::Context;
     pub use crate::source::dockerignore::PatternMatcher;

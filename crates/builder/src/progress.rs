@@ -46,6 +46,14 @@ pub enum Event {
         stage: String,
         name: String,
     },
+    /// Why a step that runs missed the cache (`--explain-cache`,
+    /// `--progress=plain`): after its `StepStarted`.
+    CacheMiss {
+        at_ms: Millis,
+        step: usize,
+        name: String,
+        reason: String,
+    },
     /// One line of output of a running RUN.
     StepOutput {
         at_ms: Millis,
@@ -88,6 +96,7 @@ impl Event {
             Event::BuildStarted { at_ms, .. }
             | Event::StepStarted { at_ms, .. }
             | Event::StepCached { at_ms, .. }
+            | Event::CacheMiss { at_ms, .. }
             | Event::StepOutput { at_ms, .. }
             | Event::StepFinished { at_ms, .. }
             | Event::StepFailed { at_ms, .. }

@@ -218,7 +218,17 @@ pub fn container_config(
             "the working directory must be an absolute path, not {cwd:?}"
         ));
     }
-    let snapshots = Snapshots::open(store.root()).map_err(|e| miette!("{e}"))?;
+    // An image `kiln build --push` stored without the layers only a registry
+    // build cache had: they are fetched from there now.
+    let fetcher = kiln_oci::registry::RegistryContext::load(None)
+        .ok()
+        .map(|registry| {
+            std::sync::Arc::new(kiln_builder::SourcesFetcher { registry })
+                as std::sync::Arc<dyn kiln_builder::BlobFetcher>
+        });
+    let snapshots = Snapshots::open(store.root())
+        .map_err(|e| miette!("{e}"))?
+        .with_fetcher(fetcher);
     let lowerdirs = snapshots
         .stack(store, &layers_of(image)?)
         .map_err(|e| miette!("preparing the image's layers: {e}"))?;

@@ -505,6 +505,9 @@ pub struct BuildFlags {
     /// Do not use the cache for any step
     #[arg(long)]
     pub no_cache: bool,
+    /// Say for each step that ran why it missed the cache (always in --progress=plain)
+    #[arg(long)]
+    pub explain_cache: bool,
     /// Progress output: auto, tty, plain or rawjson
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,

@@ -504,3 +504,66 @@ fn bad_cache_flags_are_one_error_naming_the_flag() {
         );
     }
 }
+
+/// `--push` to the cache's registry: a fresh runner whose build hits every
+/// step downloads no layer at all (the push mounts the layers only the cache
+/// had from the cache repository), the pushed image is whole (a pull gives
+/// runner A's image), and `kiln run` of the stored image fetches what it lacks.
+#[test]
+fn a_push_to_the_caches_registry_downloads_no_layer() {
+    let registry = plain_registry();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let base = push_base(dir, &registry);
+    let cache_repo = unique_repo("cache");
+    let cache = format!("{registry}/{cache_repo}:main");
+    let ctx = context(dir, "ctx", &base, "hello\n");
+    let a = build(
+        dir,
+        "a",
+        &ctx,
+        &[format!("--cache-to=type=registry,ref={cache},mode=max")],
+    );
+    let app_repo = unique_repo("app");
+    let app = format!("{registry}/{app_repo}:1");
+    let before = blob_gets(&cache_repo).len();
+    // Tagged with the pushed name only (build()'s app:1 would be pushed too).
+    let b_root = dir.join("b");
+    let out = kiln()
+        .root(&b_root)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(["build", "--progress=rawjson", "--push", "-t", &app])
+        .arg(format!("--cache-from=type=registry,ref={cache}"))
+        .arg(&ctx)
+        .ok();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let summary: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "build_finished")
+        .expect("a build_finished event");
+    assert_eq!(summary["summary"]["steps_run"], 0, "{log}");
+    assert_eq!(summary["summary"]["image_id"], a.image_id.as_str(), "{log}");
+    assert!(!log.contains("\"warning\""), "{log}");
+    let got = blob_gets(&cache_repo).split_off(before);
+    assert_eq!(got, [cache_config_digest(&cache)], "only the cache config");
+    assert!(blob_gets(&app_repo).is_empty());
+
+    let pulled = dir.join("pulled");
+    kiln()
+        .root(&pulled)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(["pull", &app])
+        .ok();
+    let inspect = kiln().root(&pulled).args(["inspect", &app]).stdout();
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Id"].as_str(), Some(a.image_id.as_str()), "{inspect}");
+
+    let out = kiln()
+        .root(&b_root)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(["run", "--rm", &app, "cat", "/app/app.out", "/app/rt.txt"])
+        .stdout();
+    assert!(out.contains("hello") && out.contains("runtime"), "{out}");
+}

@@ -20,6 +20,7 @@ mod cli_compose;
 mod cli_containers;
 mod cli_debug_describe;
 mod cli_debug_parse;
+mod cli_explain_cache;
 mod cli_images;
 mod cli_import;
 mod cli_lazy_layers;
@@ -31,6 +32,7 @@ mod cli_registry;
 mod cli_registry_cache;
 mod cli_run;
 mod example_api;
+mod example_api_registry_cache;
 mod example_compose;
 mod seccomp_debian_base;
 

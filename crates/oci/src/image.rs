@@ -360,8 +360,21 @@ pub fn write_image(
     layers: &[BlobRef],
     format: ManifestFormat,
 ) -> Result<BlobRef> {
+    write_image_except(store, config, layers, format, &|_| false)
+}
+
+/// [`write_image`] where a layer the store lacks but `elsewhere` holds (a
+/// layer left in a registry: `kiln build --push` of layers only a registry
+/// build cache had) may be named too.
+pub fn write_image_except(
+    store: &Store,
+    config: &ImageConfig,
+    layers: &[BlobRef],
+    format: ManifestFormat,
+    elsewhere: &dyn Fn(&Digest) -> bool,
+) -> Result<BlobRef> {
     for l in layers {
-        if !store.has_layer(l) {
+        if !store.has_layer(l) && !elsewhere(&l.digest) {
             return Err(StoreError::BlobNotFound(l.digest));
         }
     }

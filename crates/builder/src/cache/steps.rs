@@ -25,6 +25,7 @@
 //! where it is until something needs it. Every record and memo a build uses is
 //! noted ([`StepCache::usage`]) for `--cache-to`.
 
+use super::explain::StepInputs;
 use super::remote::{CacheUsage, RemoteCache, UsedStep};
 use crate::claim::Claim;
 use crate::snapshot::Layer;
@@ -42,10 +43,20 @@ pub struct StepRecord {
     pub layer: Layer,
     /// When the step first ran (Unix seconds): its history entry's `created`.
     pub created: i64,
+    /// The key of the filesystem step before it (or of the stage's base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
+    /// What went into the key, compactly ([`super::explain`]); empty in
+    /// records of an older kiln.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub inputs: StepInputs,
 }
 
 pub struct StepCache {
     dir: PathBuf,
+    /// The store's records as `(key, parent, inputs)`, read once, when the
+    /// first miss is explained.
+    local_index: std::sync::OnceLock<Vec<(Digest, Digest, StepInputs)>>,
     /// The caches of `--cache-from`.
     remote: Option<Arc<RemoteCache>>,
     /// What this build used (see [`StepCache::usage`]).
@@ -86,6 +97,7 @@ impl StepCache {
         fs::create_dir_all(&dir)?;
         Ok(StepCache {
             dir,
+            local_index: std::sync::OnceLock::new(),
             remote: None,
             used: Mutex::default(),
         })
@@ -175,6 +187,41 @@ impl StepCache {
     pub fn put_memo(&self, key: &Digest, value: &Digest) -> std::io::Result<()> {
         self.lock_used().memos.insert(*key, *value);
         self.write(&format!("{}.memo", key.hex()), value.to_string().as_bytes())
+    }
+
+    /// Whether the store or an imported cache has a record for `key` at all
+    /// (whether or not its layer is still there).
+    pub fn has_entry(&self, key: &Digest) -> bool {
+        self.path(key).is_file() || self.remote.as_ref().is_some_and(|r| r.has_key(key))
+    }
+
+    /// The inputs of the records (the store's, then the imported caches')
+    /// whose parent is `parent`, or, with `parent` `None`, of every record.
+    pub fn inputs_after(&self, parent: Option<&Digest>) -> Vec<StepInputs> {
+        let local = self.local_index.get_or_init(|| {
+            let Ok(rd) = fs::read_dir(&self.dir) else {
+                return Vec::new();
+            };
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let key: Digest = format!("sha256:{}", name.strip_suffix(".json")?)
+                        .parse()
+                        .ok()?;
+                    let rec: StepRecord = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
+                    Some((key, rec.parent?, rec.inputs))
+                })
+                .collect()
+        });
+        let mut out: Vec<StepInputs> = local
+            .iter()
+            .filter(|(_, p, _)| parent.is_none_or(|want| p == want))
+            .map(|(_, _, i)| i.clone())
+            .collect();
+        if let Some(r) = &self.remote {
+            out.extend(r.inputs_after(parent));
+        }
+        out
     }
 
     /// Every readable record.

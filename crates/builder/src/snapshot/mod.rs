@@ -54,6 +54,35 @@ pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
     fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String>;
 }
 
+/// Fetches a blob the store lacks from a registry repository kiln knows to
+/// hold it (`kiln_oci::registry::sources`): the layers of an image that
+/// `kiln build --push` left in the registry, as only a build cache had them.
+#[derive(Debug)]
+pub struct SourcesFetcher {
+    pub registry: kiln_oci::registry::RegistryContext,
+}
+
+impl BlobFetcher for SourcesFetcher {
+    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+        let mut last = None;
+        for (registry, repository) in kiln_oci::registry::sources::all(store, &blob.digest) {
+            let repo = kiln_oci::registry::Reference::parse(&format!("{registry}/{repository}"))
+                .map_err(|e| e.to_string())
+                .and_then(|r| {
+                    kiln_oci::registry::Repo::open(&self.registry, &r).map_err(|e| e.to_string())
+                });
+            match repo.and_then(|r| r.download(store, blob).map_err(|e| e.to_string())) {
+                Ok(()) => return Ok(true),
+                Err(e) => last = Some(format!("{registry}/{repository}: {e}")),
+            }
+        }
+        match last {
+            Some(e) => Err(format!("fetching layer {}: {e}", blob.digest)),
+            None => Ok(false),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("{path}: {source}")]

@@ -27,7 +27,7 @@ use kiln_oci::image::ImageConfig;
 use kiln_oci::layer::LayerError;
 use kiln_oci::registry::{PullPolicy, RegistryContext};
 use kiln_oci::store::{Store, StoreError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -87,6 +87,15 @@ pub struct BuildOptions {
     /// `--cache-from`: caches to look keys up in when the store has no record,
     /// tried in order.
     pub cache_from: Vec<CacheLocation>,
+    /// When the image's only outputs are pushes to these registries
+    /// (`kiln build --push` and nothing that reads the layers): the target's
+    /// layers a `--cache-from` cache in one of them holds are not fetched
+    /// (the push has the registry mount them); the stored image names them
+    /// and [`crate::SourcesFetcher`] brings them when something reads them.
+    pub push_only_to: Option<Vec<String>>,
+    /// Work out why each step that runs missed the cache
+    /// ([`Event::CacheMiss`]; `--explain-cache`, `--progress=plain`).
+    pub explain_cache: bool,
 }
 
 /// `kiln build --isolation`: how RUN steps are isolated.
@@ -326,6 +335,9 @@ pub(crate) struct Shared<'a> {
     pub remote: Option<Arc<RemoteCache>>,
     results: StageBoard<Arc<StageState>>,
     run_mode: std::sync::OnceLock<RunMode>,
+    /// Keys of the steps that missed in this build → the name of the first
+    /// step that missed in their chain (for `--explain-cache`'s cascades).
+    pub missed: Mutex<HashMap<Digest, String>>,
 }
 
 impl Shared<'_> {
@@ -533,6 +545,7 @@ pub fn build(
         remote: remote.clone(),
         results: StageBoard::new(readers),
         run_mode: std::sync::OnceLock::new(),
+        missed: Mutex::default(),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -561,7 +574,17 @@ pub fn build(
     // The output needs the target's layers: those only a cache had come now.
     if let Some(r) = &remote {
         let started = shared.clock.now_ms();
-        let blobs: Vec<_> = target.layers.iter().map(|l| l.blob.clone()).collect();
+        let blobs: Vec<_> = target
+            .layers
+            .iter()
+            .map(|l| l.blob.clone())
+            .filter(|b| {
+                !opts
+                    .push_only_to
+                    .as_ref()
+                    .is_some_and(|regs| r.mountable_in(&b.digest, regs))
+            })
+            .collect();
         let before = r.fetched().len();
         r.fetch_missing(store, &blobs)
             .map_err(BuildError::RemoteCache)?;

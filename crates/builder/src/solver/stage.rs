@@ -95,6 +95,11 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             no_cache,
             lower: state.layers.clone(),
             parent: state.key,
+            base: sh
+                .bases
+                .get(&st.index)
+                .filter(|b| b.key == state.key)
+                .map(|b| b.manifest),
         };
         apply_step(&ctx, &mut state, step)?;
     }
@@ -136,6 +141,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError> 
                 layers,
                 config,
                 key,
+                ..
             } = sh.bases.get(&st.index).cloned().ok_or_else(|| {
                 sh.located(
                     &st.from_origin,
@@ -185,6 +191,8 @@ pub(crate) struct BaseImage {
     pub layers: Vec<Layer>,
     pub config: ImageConfig,
     pub key: Digest,
+    /// The image's manifest digest.
+    pub manifest: Digest,
 }
 
 /// Resolves (pulling as needed) the base image of every stage the target
@@ -249,10 +257,11 @@ pub(crate) fn resolve_base_images(
                             Some(platform),
                             &st.from_origin,
                         )
-                        .map(|(layers, config, key)| BaseImage {
+                        .map(|(layers, config, key, manifest)| BaseImage {
                             layers,
                             config,
                             key,
+                            manifest,
                         });
                         let now = clock.now_ms();
                         progress.emit(Event::Phase {

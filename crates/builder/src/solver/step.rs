@@ -4,6 +4,7 @@
 
 use super::state::StageState;
 use super::{BuildError, BuildOptions, NamedContext, Shared};
+use crate::cache::explain::{explain, MissContext, StepInputs};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::progress::Event;
 use crate::snapshot::Layer;
@@ -32,7 +33,7 @@ pub(crate) fn image_source(
     reference: &str,
     platform: Option<&kiln_dockerfile::stages::Platform>,
     origin: &Origin,
-) -> Result<(Vec<Layer>, ImageConfig, Digest), BuildError> {
+) -> Result<(Vec<Layer>, ImageConfig, Digest, Digest), BuildError> {
     let located = |msg: String| {
         BuildError::Dockerfile(Box::new(DockerfileError::at(
             src,
@@ -93,7 +94,7 @@ pub(crate) fn image_source(
         .collect();
     let mut k = KeyBuilder::new("image", &Digest::of(b""));
     k.part(&image.manifest_ref.digest.to_string());
-    Ok((layers, image.config, k.finish()))
+    Ok((layers, image.config, k.finish(), image.manifest_ref.digest))
 }
 
 pub(crate) struct StepCtx<'a, 'b> {
@@ -109,6 +110,9 @@ pub(crate) struct StepCtx<'a, 'b> {
     pub lower: Vec<Layer>,
     /// The stage's key before this step (the parent of the step's key).
     pub parent: Digest,
+    /// The base image's manifest digest, for the stage's first filesystem
+    /// step on an image (an input `--explain-cache` names).
+    pub base: Option<Digest>,
 }
 
 impl StepCtx<'_, '_> {
@@ -118,9 +122,14 @@ impl StepCtx<'_, '_> {
     pub fn cached(
         &self,
         key: Digest,
+        inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
     ) -> Result<StepRecord, BuildError> {
-        let result = self.lookup_or_execute(key, execute);
+        let mut inputs = inputs;
+        if let Some(b) = &self.base {
+            inputs.insert("base".into(), b.to_string());
+        }
+        let result = self.lookup_or_execute(key, inputs, execute);
         let sh = self.sh;
         if let Ok(rec) = &result {
             sh.cache.note_used(key, self.parent, rec);
@@ -132,6 +141,7 @@ impl StepCtx<'_, '_> {
     fn lookup_or_execute(
         &self,
         key: Digest,
+        inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
@@ -162,6 +172,7 @@ impl StepCtx<'_, '_> {
                 return hit(rec);
             }
         }
+        let reason = self.note_miss(&key, &inputs);
         let permit = sh.jobs.acquire();
         if sh.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
@@ -173,7 +184,15 @@ impl StepCtx<'_, '_> {
             stage: self.stage_name.to_string(),
             name: self.name.clone(),
         });
-        let result = self.execute_and_commit(&key, execute, permit);
+        if let Some(reason) = reason {
+            sh.emit(Event::CacheMiss {
+                at_ms: sh.clock.now_ms(),
+                step: vertex,
+                name: self.name.clone(),
+                reason,
+            });
+        }
+        let result = self.execute_and_commit(&key, inputs, execute, permit);
         let now = sh.clock.now_ms();
         match &result {
             Ok(_) => {
@@ -195,12 +214,54 @@ impl StepCtx<'_, '_> {
         result
     }
 
+    /// Notes that the step `key` missed (for the cascades of the steps after
+    /// it) and, when the build explains its misses, says why it did.
+    fn note_miss(&self, key: &Digest, inputs: &StepInputs) -> Option<String> {
+        let sh = self.sh;
+        let cascade_from = {
+            let mut missed = sh.missed.lock().unwrap_or_else(|e| e.into_inner());
+            let first = missed.get(&self.parent).cloned();
+            missed.insert(*key, first.clone().unwrap_or_else(|| self.name.clone()));
+            first
+        };
+        if !sh.opts.explain_cache {
+            return None;
+        }
+        let no_cache = self.no_cache.then(|| {
+            if sh.opts.no_cache {
+                "--no-cache".to_string()
+            } else {
+                format!("--no-cache-filter {}", self.stage_name)
+            }
+        });
+        let other_bases = if inputs.contains_key("base") {
+            sh.cache
+                .inputs_after(None)
+                .into_iter()
+                .filter(|i| {
+                    i.contains_key("base") && i.get("instruction") == inputs.get("instruction")
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let cx = MissContext {
+            entry_without_layer: no_cache.is_none() && sh.cache.has_entry(key),
+            no_cache,
+            cascade_from: cascade_from.as_deref(),
+            same_parent: sh.cache.inputs_after(Some(&self.parent)),
+            other_bases,
+        };
+        Some(explain(inputs, &cx))
+    }
+
     /// Runs the step with a job permit, then gives the permit back before
     /// turning its upper directory into a layer (diff, walk, sha256): that
     /// needs no RUN slot, so another stage's step starts meanwhile.
     fn execute_and_commit(
         &self,
         key: &Digest,
+        inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
         permit: super::Permit<'_>,
     ) -> Result<StepRecord, BuildError> {
@@ -223,7 +284,12 @@ impl StepCtx<'_, '_> {
             .map_err(BuildError::Differ)?;
         let layer = self.commit_layer(&upper)?;
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
-        let rec = StepRecord { layer, created };
+        let rec = StepRecord {
+            layer,
+            created,
+            parent: Some(self.parent),
+            inputs,
+        };
         sh.cache.put(key, &rec).map_err(BuildError::StepCache)?;
         Ok(rec)
     }
@@ -318,7 +384,8 @@ pub(crate) fn input_key(
             Ok((st.key, st))
         }
         Input::Image(r) => {
-            let (layers, config, key) = image_source(sh.store, sh.opts, sh.src, r, None, origin)?;
+            let (layers, config, key, _) =
+                image_source(sh.store, sh.opts, sh.src, r, None, origin)?;
             let state = StageState {
                 layers,
                 config,

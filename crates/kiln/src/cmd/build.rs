@@ -9,8 +9,8 @@ use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedCo
 use kiln_dockerfile::instructions::{Kind, NetworkMode};
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
-use kiln_oci::export::{complete_image, NamedImage, OutputKind, OutputSpec};
-use kiln_oci::image::{write_image, ManifestFormat};
+use kiln_oci::export::{complete_image, complete_image_except, NamedImage, OutputKind, OutputSpec};
+use kiln_oci::image::{write_image_except, ManifestFormat};
 use kiln_oci::layer::Compression;
 use kiln_oci::load::import_oci_dir;
 use kiln_oci::registry::{push, PullPolicy, PushOptions, Reference, RegistryContext};
@@ -139,6 +139,17 @@ fn execute(
             BuildIsolation::Chroot => kiln_builder::Isolation::Chroot,
         },
         cache_from,
+        // Only pushes read the image's layers: those a registry cache holds
+        // in the push's registry are mounted there, not fetched.
+        push_only_to: (flags.push && outputs.is_empty() && flags.load.load.is_none()).then(|| {
+            names
+                .iter()
+                .filter_map(|n| Reference::parse(&n.to_string()).ok())
+                .map(|r| r.registry)
+                .collect()
+        }),
+        explain_cache: flags.explain_cache
+            || (!flags.quiet && crate::progress::is_plain(flags.progress)),
     };
     let progress = if flags.quiet {
         crate::progress::quiet()
@@ -166,8 +177,21 @@ fn execute(
     }
     let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
     let exporting = clock.now_ms();
-    let manifest = write_image(&store, &out.config, &layers, ManifestFormat::Oci)
-        .map_err(|e| miette!("storing the image: {e}"))?;
+    // With `push_only_to`, layers a registry cache there holds were left there.
+    let in_push_registry = |d: &kiln_oci::digest::Digest| {
+        opts.push_only_to.as_ref().is_some_and(|regs| {
+            regs.iter()
+                .all(|r| !kiln_oci::registry::sources::known(&store, r, d).is_empty())
+        })
+    };
+    let manifest = write_image_except(
+        &store,
+        &out.config,
+        &layers,
+        ManifestFormat::Oci,
+        &in_push_registry,
+    )
+    .map_err(|e| miette!("storing the image: {e}"))?;
     let image_id = kiln_oci::digest::Digest::of(&out.config.to_bytes());
     if names.is_empty() {
         store
@@ -357,7 +381,18 @@ fn push_to(
     progress: &dyn ProgressSink,
     clock: &Clock,
 ) -> miette::Result<BlobRef> {
-    let complete = complete_image(store, manifest, compression)
+    let dests: Vec<Reference> = names
+        .iter()
+        .map(|n| Reference::parse(&n.to_string()).map_err(|e| miette!("{e}")))
+        .collect::<miette::Result<_>>()?;
+    // A layer the build left in a registry cache (see `push_only_to`) is
+    // mounted from there by each push, never downloaded.
+    let mountable = |d: &kiln_oci::digest::Digest| {
+        dests
+            .iter()
+            .all(|r| !kiln_oci::registry::sources::known(store, &r.registry, d).is_empty())
+    };
+    let complete = complete_image_except(store, manifest, compression, &mountable)
         .map_err(|e| miette!("writing the layers of the image: {e}"))?;
     for n in names {
         let started = clock.now_ms();

@@ -637,6 +637,8 @@ fn build_one(
         source_date_epoch,
         isolation: kiln_builder::Isolation::Auto,
         cache_from: job.cache_from.clone(),
+        push_only_to: None,
+        explain_cache: false,
     };
     let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;
     let exporting = clock.now_ms();
@@ -805,6 +807,17 @@ impl ProgressSink for ServiceProgress<'_> {
                 step: self.ids.get(self.index, step),
                 stage: format!("{svc} {stage}"),
                 name: self.name(&name),
+            },
+            Event::CacheMiss {
+                at_ms,
+                step,
+                name,
+                reason,
+            } => Event::CacheMiss {
+                at_ms: at(at_ms),
+                step: self.ids.get(self.index, step),
+                name: self.name(&name),
+                reason,
             },
             Event::StepOutput {
                 at_ms,

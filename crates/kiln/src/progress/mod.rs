@@ -56,6 +56,11 @@ pub fn sink_for(mode: ProgressMode) -> Arc<Progress> {
     Arc::new(Progress { renderer })
 }
 
+/// Whether `mode` renders BuildKit's plain lines (`auto` on no terminal too).
+pub fn is_plain(mode: ProgressMode) -> bool {
+    resolve(mode) == ProgressMode::Plain
+}
+
 /// No progress output at all (`kiln build -q`).
 pub fn quiet() -> Arc<Progress> {
     Arc::new(Progress {

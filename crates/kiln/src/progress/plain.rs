@@ -138,6 +138,16 @@ impl<W> State<W> {
                 line(&mut out, v.index, &format!("ERROR: {message}"));
                 self.current = None;
             }
+            Event::CacheMiss {
+                at_ms,
+                step,
+                reason,
+                ..
+            } => {
+                let v = self.step_vertex(step, &format!("step {step}"), at_ms);
+                self.enter(&mut out, &v);
+                line(&mut out, v.index, &format!("CACHE MISS: {reason}"));
+            }
             Event::Warning { message, .. } => {
                 out.push_str(&format!("WARNING: {message}\n"));
             }

@@ -53,6 +53,8 @@ pub struct BuildView {
     /// Step number → index in `vertices`.
     by_step: HashMap<usize, usize>,
     warnings: Vec<String>,
+    /// `--explain-cache`: a step that ran, and why it missed.
+    misses: Vec<(String, String)>,
     /// One per finished build.
     summaries: Vec<Summary>,
     /// The latest event time, and when the first event arrived (to tell the
@@ -135,6 +137,9 @@ impl BuildView {
                 v.state = VertexState::Failed(*duration_ms);
             }
             Event::Warning { message, .. } => self.warnings.push(sanitize(message)),
+            Event::CacheMiss { name, reason, .. } => {
+                self.misses.push((sanitize(name), sanitize(reason)))
+            }
             Event::Phase {
                 at_ms,
                 name,
@@ -271,6 +276,9 @@ pub fn render_final(view: &BuildView, now_ms: Millis, width: usize, color: bool)
         lines.push(vertex_line(v, now_ms, width, color, true));
     }
     // Never redrawn, so these may wrap rather than lose words.
+    for (name, reason) in &view.misses {
+        lines.push(format!("CACHE MISS {name}: {reason}"));
+    }
     for w in &view.warnings {
         lines.push(paint(&format!("WARNING: {w}"), YELLOW, color));
     }

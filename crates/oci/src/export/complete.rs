@@ -24,6 +24,18 @@ pub fn complete_image(
     target: &BlobRef,
     compression: Compression,
 ) -> Result<BlobRef> {
+    complete_image_except(store, target, compression, &|_| false)
+}
+
+/// [`complete_image`] for a push: a layer the store lacks altogether but for
+/// which `elsewhere` holds (its blob is in the destination registry, or a
+/// registry can mount it there) is left as it is instead of being an error.
+pub fn complete_image_except(
+    store: &Store,
+    target: &BlobRef,
+    compression: Compression,
+    elsewhere: &dyn Fn(&Digest) -> bool,
+) -> Result<BlobRef> {
     if !media_type::is_manifest(&target.media_type) {
         // An index is stored as pulled or loaded: its blobs are not made here.
         return Ok(target.clone());
@@ -36,8 +48,12 @@ pub fn complete_image(
         }
         let local = store
             .local_layer(&l.digest)
-            .filter(|_| media_type::is_uncompressed_layer(&l.media_type))
-            .ok_or(StoreError::BlobNotFound(l.digest))?;
+            .filter(|_| media_type::is_uncompressed_layer(&l.media_type));
+        let local = match local {
+            Some(local) => local,
+            None if elsewhere(&l.digest) => continue,
+            None => return Err(StoreError::BlobNotFound(l.digest).into()),
+        };
         pending.push((l.digest, local));
     }
     if pending.is_empty() {

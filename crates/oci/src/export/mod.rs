@@ -9,7 +9,9 @@ mod local;
 mod oci;
 mod output;
 
-pub use complete::{complete_image, layer_with_blob, local_layer_tar, LocalLayerTar};
+pub use complete::{
+    complete_image, complete_image_except, layer_with_blob, local_layer_tar, LocalLayerTar,
+};
 pub use docker::DockerExporter;
 pub use local::{LocalExporter, TarExporter};
 pub use oci::OciExporter;

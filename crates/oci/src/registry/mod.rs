@@ -12,7 +12,7 @@ pub mod pull;
 pub mod push;
 pub mod reference;
 pub mod repo;
-mod sources;
+pub mod sources;
 pub mod unpack;
 
 pub use auth::{AuthFile, Credentials};

@@ -192,8 +192,14 @@ pub(crate) fn push_blob(
         // Unauthorized, denied, …: no point uploading.
         _ => return Err(client.error_from(head, &format!("blob {}", blob.digest))),
     }
-    // The blob must be whole and right before it leaves the machine.
-    store.verify_blob(&blob.digest).map_err(store_err(client))?;
+    // A blob the store never had (a layer only a registry build cache holds):
+    // the registry must take it from a repository known to have it; nothing
+    // is downloaded to be uploaded again.
+    let absent = !store.has_blob(&blob.digest);
+    if !absent {
+        // The blob must be whole and right before it leaves the machine.
+        store.verify_blob(&blob.digest).map_err(store_err(client))?;
+    }
     let mut upload_url = None;
     for from in super::sources::known(store, &client.registry, &blob.digest) {
         if from == client.repository {
@@ -221,6 +227,13 @@ pub(crate) fn push_blob(
             }
             _ => continue,
         }
+    }
+    if absent {
+        return Err(client.protocol(format!(
+            "blob {} is not in the store, and the registry mounted it from none of the \
+             repositories known to hold it",
+            blob.digest
+        )));
     }
     let mut attempt = 0;
     loop {

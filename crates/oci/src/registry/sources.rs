@@ -14,7 +14,7 @@ fn path(store: &Store, digest: &Digest) -> PathBuf {
 }
 
 /// Note that `digest` is in `registry`/`repository`.
-pub(crate) fn record(store: &Store, registry: &str, repository: &str, digest: &Digest) {
+pub fn record(store: &Store, registry: &str, repository: &str, digest: &Digest) {
     let line = format!("{registry} {repository}");
     if known(store, registry, digest)
         .iter()
@@ -40,12 +40,22 @@ pub(crate) fn record(store: &Store, registry: &str, repository: &str, digest: &D
 }
 
 /// Repositories of `registry` known to hold `digest`.
-pub(crate) fn known(store: &Store, registry: &str, digest: &Digest) -> Vec<String> {
+pub fn known(store: &Store, registry: &str, digest: &Digest) -> Vec<String> {
     std::fs::read_to_string(path(store, digest))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.split_once(' '))
         .filter(|(r, _)| *r == registry)
         .map(|(_, repo)| repo.to_string())
+        .collect()
+}
+
+/// Every `(registry, repository)` known to hold `digest`.
+pub fn all(store: &Store, digest: &Digest) -> Vec<(String, String)> {
+    std::fs::read_to_string(path(store, digest))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(r, repo)| (r.to_string(), repo.to_string()))
         .collect()
 }

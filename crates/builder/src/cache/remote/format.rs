@@ -43,6 +43,11 @@ pub struct CacheEntry {
     /// (kiln's step records hold none: config instructions are not steps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
+    /// What went into the step's key, compactly (input name → short digest;
+    /// see `crate::cache::explain`), for `--explain-cache`. Read only when
+    /// the config's `inputsFormat` is one this kiln knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<BTreeMap<String, String>>,
     /// When a build last used (ran or hit) it (Unix seconds).
     pub last_used: i64,
 }
@@ -61,6 +66,10 @@ pub struct MemoEntry {
 #[serde(rename_all = "camelCase")]
 pub struct CacheConfig {
     pub kiln_cache: u32,
+    /// The version of the records' `inputs` (absent: none recorded). An
+    /// addition to version 1: a kiln that does not know it ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs_format: Option<u32>,
     /// Step key → record.
     #[serde(default)]
     pub records: BTreeMap<Digest, CacheEntry>,
@@ -73,6 +82,7 @@ impl CacheConfig {
     pub fn new() -> CacheConfig {
         CacheConfig {
             kiln_cache: VERSION,
+            inputs_format: Some(crate::cache::explain::INPUTS_FORMAT),
             ..CacheConfig::default()
         }
     }
@@ -80,6 +90,9 @@ impl CacheConfig {
     /// Adds `other`'s entries: a key in both keeps the later `last_used` (and
     /// that side's record).
     pub fn merge(&mut self, other: &CacheConfig) {
+        if self.inputs_format.is_none() {
+            self.inputs_format = other.inputs_format;
+        }
         for (k, e) in &other.records {
             match self.records.get(k) {
                 Some(mine) if mine.last_used >= e.last_used => {}
@@ -191,8 +204,14 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<BlobRef, String> {
 
 /// A cache config from its bytes; an error says what is wrong with it.
 pub fn parse_config(bytes: &[u8]) -> Result<CacheConfig, String> {
-    let c: CacheConfig =
+    let mut c: CacheConfig =
         serde_json::from_slice(bytes).map_err(|e| format!("the cache config is malformed: {e}"))?;
+    // Inputs in a format this kiln does not know would be misread: dropped.
+    if c.inputs_format != Some(crate::cache::explain::INPUTS_FORMAT) {
+        for e in c.records.values_mut() {
+            e.inputs = None;
+        }
+    }
     if c.kiln_cache != VERSION {
         return Err(format!(
             "the cache config is version {} (this kiln reads {VERSION})",
@@ -237,6 +256,7 @@ mod tests {
             created: 1,
             parent: None,
             config: None,
+            inputs: None,
             last_used: used,
         }
     }

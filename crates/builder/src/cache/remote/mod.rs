@@ -132,6 +132,15 @@ impl RemoteCache {
             if !present {
                 return None;
             }
+            // A push to this registry can have the blob mounted from here.
+            if let Some(repo) = self.backends[*index].1.registry_repo() {
+                kiln_oci::registry::sources::record(
+                    store,
+                    repo.registry(),
+                    repo.repository(),
+                    &blob.digest,
+                );
+            }
         }
         Some(StepRecord {
             layer: Layer {
@@ -139,7 +148,24 @@ impl RemoteCache {
                 diff_id: entry.layer.diff_id,
             },
             created: entry.created,
+            parent: entry.parent,
+            inputs: entry.inputs.clone().unwrap_or_default(),
         })
+    }
+
+    /// Whether a cache has a record for `key` (its layer there or not).
+    pub fn has_key(&self, key: &Digest) -> bool {
+        self.records.contains_key(key)
+    }
+
+    /// The recorded inputs of the caches' records after `parent` (of every
+    /// record when `None`).
+    pub fn inputs_after(&self, parent: Option<&Digest>) -> Vec<super::explain::StepInputs> {
+        self.records
+            .values()
+            .filter(|(e, _)| parent.is_none_or(|p| e.parent.as_ref() == Some(p)))
+            .filter_map(|(e, _)| e.inputs.clone())
+            .collect()
     }
 
     /// A memo a cache holds.
@@ -172,6 +198,15 @@ impl RemoteCache {
             |b| self.fetch(store, b).map(|_| ()),
             || "a fetch thread panicked".into(),
         )
+    }
+
+    /// Whether a cache in one of `registries` holds the blob `digest` (so a
+    /// push there can mount it instead of it being fetched).
+    pub fn mountable_in(&self, digest: &Digest, registries: &[String]) -> bool {
+        self.backend_of(digest)
+            .and_then(|(_, b)| b.registry_repo())
+            .is_some_and(|repo| registries.iter().any(|r| r == repo.registry()))
+            && self.lock_available().get(digest) == Some(&true)
     }
 
     fn backend_of(&self, digest: &Digest) -> Option<&(String, Box<dyn Backend>)> {
@@ -261,6 +296,7 @@ impl CacheUsage {
             created: u.record.created,
             parent: Some(u.parent),
             config: None,
+            inputs: (!u.record.inputs.is_empty()).then(|| u.record.inputs.clone()),
             last_used: now,
         };
         let mut c = CacheConfig::new();
@@ -551,6 +587,8 @@ mod tests {
                             diff_id: digest,
                         },
                         created: 7,
+                        parent: None,
+                        inputs: Default::default(),
                     },
                 },
             );

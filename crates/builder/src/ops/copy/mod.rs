@@ -1030,12 +1030,33 @@ pub fn context_sources_digest(
     ctx: &Context,
     digests: &ContextDigests,
 ) -> Result<Digest, CopyError> {
-    sources_digest(op, &Tree::Ctx(ctx), &|n: &Node| {
-        Ok(match n.entry {
+    context_sources_digest_listed(op, ctx, digests, None)
+}
+
+/// [`context_sources_digest`], also listing each file and directory read
+/// (its path in the context, without the leading `/`, and its digest) in
+/// `listed`: what `--explain-cache` compares.
+pub fn context_sources_digest_listed(
+    op: &CopyOp,
+    ctx: &Context,
+    digests: &ContextDigests,
+    listed: Option<&mut Vec<(String, [u8; 32])>>,
+) -> Result<Digest, CopyError> {
+    let listed = listed.map(std::cell::RefCell::new);
+    let d = sources_digest(op, &Tree::Ctx(ctx), &|n: &Node| {
+        let d = match n.entry {
             Some(i) => *digests.digests[i].as_bytes(),
             None => [0u8; 32],
-        })
-    })
+        };
+        if let Some(l) = &listed {
+            if n.kind != Kind::Dir {
+                l.borrow_mut()
+                    .push((n.path.trim_start_matches('/').to_string(), d));
+            }
+        }
+        Ok(d)
+    })?;
+    Ok(d)
 }
 
 /// For ADD of http(s) URLs without `--checksum`: the digest of what the URLs

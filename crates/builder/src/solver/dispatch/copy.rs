@@ -3,6 +3,7 @@
 //! [`LayeredView`] of its snapshots (no mount, so they work the same as root
 //! and rootless).
 
+use crate::cache::explain::InputsBuilder;
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::copy::{self, CopyOp, CopySource};
 use crate::snapshot::merged_view::LayeredView;
@@ -104,6 +105,13 @@ pub(crate) fn copy_step(
             Some(NamedContext::Dir(d)) => Some(d.clone()),
             _ => None,
         });
+    let mut inputs = InputsBuilder::new(&origin.code);
+    inputs.args(
+        &state.build_args,
+        |n| state.get_env(n).map(str::to_string),
+        Some(&origin.code),
+    );
+    let mut files = Vec::new();
     let (src, source_key) = match (&step.copy_from, named_dir) {
         (_, Some(dir)) => {
             let c = Context::load_with_ignore_file(&dir, None)
@@ -111,14 +119,18 @@ pub(crate) fn copy_step(
             let d = crate::source::hash::hash_context(&c, None)
                 .map_err(|e| sh.located(origin, format!("build context {}: {e}", dir.display())))?;
             let (c, d) = (std::sync::Arc::new(c), std::sync::Arc::new(d));
-            let key = copy::context_sources_digest(&op, &c, &d)
+            let key = copy::context_sources_digest_listed(&op, &c, &d, Some(&mut files))
                 .map_err(|e| sh.located(origin, e.to_string()))?;
             (Src::Context(c), key.to_string())
         }
         (None, None) => {
-            let key =
-                copy::context_sources_digest(&op, &sh.opts.context.files, &sh.opts.context.digests)
-                    .map_err(|e| sh.located(origin, e.to_string()))?;
+            let key = copy::context_sources_digest_listed(
+                &op,
+                &sh.opts.context.files,
+                &sh.opts.context.digests,
+                Some(&mut files),
+            )
+            .map_err(|e| sh.located(origin, e.to_string()))?;
             (Src::Context(sh.opts.context.files.clone()), key.to_string())
         }
         (Some(input), None) => {
@@ -142,11 +154,19 @@ pub(crate) fn copy_step(
                     d
                 }
             };
+            inputs.add(
+                format!("from:{}", from_name.as_deref().unwrap_or("another stage")),
+                &digest.to_string(),
+            );
             (Src::State(st), digest.to_string())
         }
     };
+    inputs.files(&files);
     // ADD of a URL without --checksum: what it serves now.
     let remote = copy::url_sources_digest(&op).map_err(|e| sh.located(origin, e.to_string()))?;
+    if let Some(d) = &remote {
+        inputs.add("downloaded files", &d.to_string());
+    }
     let source_key = match remote {
         Some(d) => format!("{source_key}+{d}"),
         None => source_key,
@@ -203,7 +223,23 @@ pub(crate) fn copy_step(
             words.join(" ")
         )
     };
-    let rec = ctx.cached(key, |upper, _work| {
+    inputs.add(
+        "options",
+        &serde_json::to_string(&(
+            &op.dest,
+            &workdir,
+            &op.chown,
+            &op.chmod,
+            op.parents,
+            link,
+            &op.excludes,
+            &op.checksum,
+            op.unpack,
+            &op.inline,
+        ))
+        .unwrap_or_default(),
+    );
+    let rec = ctx.cached(key, inputs.finish(), |upper, _work| {
         // With --link the layer is made independently of what is below it.
         let parent = if link {
             LayeredView::new(Vec::new())

@@ -1,6 +1,7 @@
 //! RUN: the command in the sandbox over an overlay of the stage's layers; the
 //! upper directory becomes the step's layer.
 
+use crate::cache::explain::InputsBuilder;
 use crate::cache::mounts::{self as cache_mounts, CacheMountRequest, CacheMounts};
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::run::{context_mask, ScratchOverlay};
@@ -175,6 +176,38 @@ pub(crate) fn run_step(
         }
         k.finish()
     };
+    let inputs = {
+        let mut b = InputsBuilder::new(&origin.code);
+        b.args(
+            &state.build_args,
+            |n| state.get_env(n).map(str::to_string),
+            None,
+        );
+        for (k, v) in &state.env {
+            if !state.build_args.contains(k) {
+                b.add(format!("env:{k}"), v);
+            }
+        }
+        b.add("user", &user)
+            .add("working directory", &cwd)
+            .add(
+                "network",
+                &format!("{} {}", mode.as_str(), r.security.as_str()),
+            )
+            .add(
+                "mounts",
+                &serde_json::to_string(&mounts.key_parts).unwrap_or_default(),
+            )
+            .add(
+                "platform",
+                &sh.plan.stage_platform(ctx.stage.index).to_string(),
+            )
+            .add(
+                "options",
+                &format!("{:?} {:?}", sh.opts.extra_hosts, sh.opts.shm_size),
+            );
+        b.finish()
+    };
     let created_by = format!("RUN {} # buildkit", state.run_command_string(&args));
     // Proxy settings and secret env vars reach the process but not the key.
     for (k, v) in &sh.plan.proxy_env {
@@ -183,7 +216,7 @@ pub(crate) fn run_step(
     env.extend(mounts.extra_env.iter().cloned());
     let lowers = || sh.snapshots.stack(sh.store, &state.layers);
     let vertex = ctx.vertex.unwrap_or(0);
-    let rec = ctx.cached(key, |upper, work| {
+    let rec = ctx.cached(key, inputs, |upper, work| {
         let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
         let mode = sh.run_mode();
         let mut spec = RunSpec::new(

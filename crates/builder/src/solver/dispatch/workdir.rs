@@ -2,6 +2,7 @@
 //! --change WORKDIR` sets, [`super::config`]) and, unless it is `/`, the
 //! directory itself, made as a filesystem step.
 
+use crate::cache::explain::InputsBuilder;
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::copy;
 use crate::solver::state::StageState;
@@ -41,7 +42,12 @@ pub(crate) fn workdir_step(
         k.part(wd).part(&user);
         k.finish()
     };
-    let rec = ctx.cached(key, |upper, _work| {
+    let inputs = {
+        let mut b = InputsBuilder::new(&format!("WORKDIR {wd}"));
+        b.add("user", &user);
+        b.finish()
+    };
+    let rec = ctx.cached(key, inputs, |upper, _work| {
         let view = sh.view(&state.layers)?;
         let fail = |source: WorkdirError| BuildError::Workdir {
             path: wd.to_string(),
