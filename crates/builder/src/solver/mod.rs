@@ -14,7 +14,7 @@ mod step;
 use crate::cache::remote::{CacheLocation, CacheUsage, RemoteCache};
 use crate::cache::steps::StepCache;
 use crate::ops::copy::CopyError;
-use crate::progress::{Clock, Event, ProgressSink};
+use crate::progress::{Clock, Event, Millis, ProgressSink};
 use crate::snapshot::merged_view::UserFileError;
 use crate::snapshot::SnapshotError;
 use crate::snapshot::{Layer, Snapshots};
@@ -26,7 +26,9 @@ use kiln_oci::digest::Digest;
 use kiln_oci::image::ImageConfig;
 use kiln_oci::layer::LayerError;
 use kiln_oci::registry::{PullPolicy, RegistryContext};
-use kiln_oci::store::{Store, StoreError};
+use kiln_oci::store::{
+    BuildRecord, StageRecord, StepResult, Store, StoreError, BUILD_RECORD_VERSION,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -115,6 +117,9 @@ pub(crate) struct RunMode {
 /// What a finished build produced: the target stage's image, not yet stored as
 /// a manifest (the caller picks the format and outputs).
 pub struct BuildOutput {
+    /// What the build did, stage by stage (to keep beside the image with
+    /// [`Store::put_build_record`]).
+    pub record: BuildRecord,
     pub config: ImageConfig,
     pub layers: Vec<Layer>,
     pub steps_run: usize,
@@ -326,6 +331,10 @@ pub(crate) struct Shared<'a> {
     pub remote: Option<Arc<RemoteCache>>,
     results: StageBoard<Arc<StageState>>,
     run_mode: std::sync::OnceLock<RunMode>,
+    /// Per vertex: cached or ran, and how long it took (for the build record).
+    step_results: Mutex<BTreeMap<usize, (StepResult, Millis)>>,
+    /// The build record of each stage built so far.
+    stage_records: Mutex<Vec<StageRecord>>,
 }
 
 impl Shared<'_> {
@@ -408,7 +417,39 @@ impl Shared<'_> {
     }
 
     pub fn emit(&self, event: Event) {
+        let done = match &event {
+            Event::StepCached { step, .. } => Some((*step, StepResult::Cached, 0)),
+            Event::StepFinished {
+                step, duration_ms, ..
+            } => Some((*step, StepResult::Ran, *duration_ms)),
+            _ => None,
+        };
+        if let Some((step, result, ms)) = done {
+            self.step_results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(step, (result, ms));
+        }
         self.progress.emit(event);
+    }
+
+    /// How vertex `step` ended: cached, or ran for how long. A step that
+    /// reported neither (none does) counts as ran.
+    pub fn step_result(&self, step: usize) -> (StepResult, Millis) {
+        self.step_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&step)
+            .copied()
+            .unwrap_or((StepResult::Ran, 0))
+    }
+
+    /// Keeps a finished stage's part of the build record.
+    pub fn record_stage(&self, record: StageRecord) {
+        self.stage_records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
     }
 
     /// Shows what the imported caches had to warn about (a missing layer).
@@ -533,6 +574,8 @@ pub fn build(
         remote: remote.clone(),
         results: StageBoard::new(readers),
         run_mode: std::sync::OnceLock::new(),
+        step_results: Mutex::new(BTreeMap::new()),
+        stage_records: Mutex::new(Vec::new()),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -577,7 +620,20 @@ pub fn build(
     shared.emit_cache_warnings();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
+    let mut stages = shared
+        .stage_records
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    stages.sort_by_key(|s| s.index);
+    let record = BuildRecord {
+        version: BUILD_RECORD_VERSION,
+        dockerfile: src.name.clone(),
+        target: plan.target,
+        stages,
+        duration_ms: clock.now_ms(),
+    };
     Ok(BuildOutput {
+        record,
         config: target.image_config(),
         layers: target.layers.clone(),
         steps_run,
