@@ -28,7 +28,7 @@ FROM busybox:test AS final
 WORKDIR /app
 COPY --from=builder /src/app.js /src/package.json ./
 COPY --from=builder /src/node_modules node_modules/
-COPY .env .npmrc ./
+COPY .env .npmrc config.js ./
 COPY id_ed25519 /root/.ssh/id_ed25519
 RUN echo rebuilt > /app/app.js
 USER 1000
@@ -73,6 +73,7 @@ fn planted() -> Project {
         &[
             ("package.json", r#"{"name":"app","version":"1.0.0","dependencies":{"left-pad":"1"},"devDependencies":{"typescript":"5"}}"#),
             (".env", "DATABASE_PASSWORD=hunter2\n"),
+            ("config.js", "module.exports = {\n  key: 'AKIAIOSFODNN7EXAMPLE',\n};\n"),
             (".npmrc", &format!("//registry.npmjs.org/:_authToken={NPM_TOKEN}\n")),
             ("id_ed25519", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"),
         ],
@@ -130,6 +131,16 @@ fn planted_secrets_and_dev_dependency_are_found_with_their_dockerfile_line() {
         assert_eq!(f["stage"], "final", "{f:#}");
         assert!(f["size"].as_u64().unwrap() > 0, "{f:#}");
     }
+    // A token in an application file, found by its pattern, with its line in the file.
+    let aws = finding(&r, "secrets", "/app/config.js");
+    assert_eq!(aws["line"], 13);
+    assert!(
+        aws["message"]
+            .as_str()
+            .unwrap()
+            .contains("aws-access-key-id on line 2"),
+        "{aws:#}"
+    );
     assert!(finding(&r, "secrets", "/app/.npmrc")["message"]
         .as_str()
         .unwrap()
@@ -219,6 +230,14 @@ fn a_clean_build_has_only_facts_and_no_findings() {
         .as_str()
         .unwrap()
         .starts_with('/'));
+    // An image kiln did not build (no record): its layers, no stages, no saving;
+    // no USER, so the root finding, with no line to point at.
+    let r = p.analyze_json("busybox:test");
+    assert_eq!(r["stages"], serde_json::json!([]));
+    assert_eq!(r["saving"], Value::Null);
+    assert_eq!(r["layers"].as_array().unwrap().len(), 1);
+    let root = finding(&r, "root", "");
+    assert_eq!(root["line"], Value::Null);
 }
 
 #[test]

@@ -172,3 +172,52 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> BuildRecord {
+        BuildRecord {
+            version: BUILD_RECORD_VERSION,
+            dockerfile: "Dockerfile".into(),
+            target: 0,
+            stages: vec![StageRecord {
+                index: 0,
+                name: "stage-0".into(),
+                from: "FROM scratch".into(),
+                from_line: 1,
+                base_stage: None,
+                layers: Vec::new(),
+                steps: vec![StepRecord {
+                    instruction: "USER 1000".into(),
+                    line: 2,
+                    end_line: 2,
+                    result: StepResult::Config,
+                    duration_ms: 0,
+                    from_stage: None,
+                }],
+                user: "1000".into(),
+                config_size: 300,
+            }],
+            duration_ms: 5,
+        }
+    }
+
+    #[test]
+    fn a_record_reads_back_and_one_of_an_unknown_version_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let m = Digest::of(b"manifest");
+        assert_eq!(store.build_record(&m), None);
+        store.put_build_record(&m, &record()).unwrap();
+        assert_eq!(store.build_record(&m), Some(record()));
+        assert_eq!(store.build_record_manifests(), vec![m]);
+        let mut newer = record();
+        newer.version = BUILD_RECORD_VERSION + 1;
+        store.put_build_record(&m, &newer).unwrap();
+        assert_eq!(store.build_record(&m), None);
+        store.remove_build_records_except(&BTreeSet::new()).unwrap();
+        assert!(store.build_record_manifests().is_empty());
+    }
+}
