@@ -74,6 +74,14 @@ fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, PruneEr
             diff_ids.extend(img.config.rootfs.diff_ids.iter().map(|d| d.hex()));
         }
     }
+    // And the layers of the stages their build records name (`kiln analyze`).
+    diff_ids.extend(
+        store
+            .build_record_layers()
+            .map_err(PruneError::Store)?
+            .iter()
+            .map(|d| d.hex()),
+    );
     let snapshots = root.join("snapshots");
     if let Ok(rd) = fs::read_dir(&snapshots) {
         for e in rd.flatten() {

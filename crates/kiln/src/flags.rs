@@ -36,6 +36,9 @@ pub enum Command {
     Build(Box<BuildFlags>),
     /// Check a Dockerfile (BuildKit's build checks and kiln's multi-stage rules); nothing is built
     Check(CheckFlags),
+    /// Analyze a stored image: sizes per stage and layer, what the multi-stage build
+    /// saved, wasted bytes, and findings (secrets, dev dependencies, root, ...)
+    Analyze(AnalyzeFlags),
     /// Developer tools: inspect what kiln's frontend makes of a Dockerfile
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -223,6 +226,69 @@ pub struct CheckFlags {
     /// Build context directory (its .dockerignore and top-level entries are checked)
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: PathBuf,
+}
+
+/// `kiln analyze --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AnalyzeFormat {
+    /// Tables for a terminal.
+    Text,
+    /// The report as one JSON object (see the README's "kiln analyze" section).
+    Json,
+    /// One self-contained HTML page (bars, a zoomable treemap, the findings).
+    Html,
+}
+
+/// What `--fail-on` can fail on: a kind of finding, or any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    Secrets,
+    DevDeps,
+    Sources,
+    Toolchains,
+    Caches,
+    Root,
+    Setuid,
+    WorldWritable,
+    /// Any finding.
+    Any,
+}
+
+/// The CI gates of `kiln analyze` and `kiln build --analyze` (exit code 3 when one fails).
+#[derive(Debug, Args, Clone, Default)]
+pub struct GateFlags {
+    /// Fail when the image has findings of these kinds: secrets, dev-deps, sources,
+    /// toolchains, caches, root, setuid, world-writable, any (comma-separated)
+    #[arg(
+        long = "fail-on",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "KINDS"
+    )]
+    pub fail_on: Vec<FailOn>,
+    /// Fail when the image is bigger than SIZE as `kiln images` counts it (bytes,
+    /// or with a unit: 100MB, 1.5GB, 200MiB)
+    #[arg(long = "max-size", value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Fail when the efficiency (bytes not hidden by later layers / all layer bytes)
+    /// is below F (0 to 1, or a percentage: 95%)
+    #[arg(long = "min-efficiency", value_name = "F")]
+    pub min_efficiency: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeFlags {
+    /// Output format
+    #[arg(long, value_enum, default_value_t = AnalyzeFormat::Text)]
+    pub format: AnalyzeFormat,
+    /// Write the report to FILE instead of standard output
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub gates: GateFlags,
+    /// The image (name or id)
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
 }
 
 #[derive(Debug, Args)]
@@ -534,6 +600,12 @@ pub struct BuildFlags {
     /// Run the build checks (as `kiln check`) instead of building
     #[arg(long, conflicts_with = "dry_run")]
     pub check: bool,
+    /// After the build, print `kiln analyze` of the image (with its --fail-on,
+    /// --max-size, --min-efficiency gates)
+    #[arg(long, conflicts_with_all = ["dry_run", "check"])]
+    pub analyze: bool,
+    #[command(flatten)]
+    pub analyze_gates: GateFlags,
     /// Do not use the cache for the steps of these stages (by AS name); may be repeated
     /// or comma-separated
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]

@@ -1,6 +1,7 @@
 //! kiln: the command-line interface. Parses docker-compatible flags, renders
 //! progress and output; all real work is done by the library crates.
 
+mod analysis;
 mod cmd;
 mod containers;
 mod describe;

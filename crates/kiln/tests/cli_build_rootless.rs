@@ -452,6 +452,21 @@ fn the_user_manages_and_removes_a_rootless_store() {
         "{}",
         show(&out)
     );
+    // `analyze` reads the layers the rootless build made (files of subordinate
+    // ids) in the namespace: /data/a is set-uid and owned by 1000 in the image.
+    let out = user_ok(&kiln, &home, &["analyze", "--format", "json", "out:1"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let a = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "setuid" && f["path"] == "/data/a")
+        .unwrap_or_else(|| panic!("{:#}", r["findings"]));
+    assert_eq!(a["line"], 2, "{a:#}");
+    assert!(
+        a["message"].as_str().unwrap().contains("owner uid 1000"),
+        "{a:#}"
+    );
     user_ok(&kiln, &home, &["rmi", "out:1", "base:test"]);
     let out = user_ok(&kiln, &home, &["prune", "--build-cache"]);
     assert!(

@@ -40,6 +40,41 @@ fn example_api_builds_and_serves_as_uid_1001_on_port_8000() {
     assert_eq!(cfg["User"], "nodejs");
     assert!(cfg["ExposedPorts"].get("8000/tcp").is_some(), "{cfg}");
 
+    // kiln analyze: the build's stages with the sizes `kiln inspect` gives each of
+    // them built with --target, the saving against builder, and no false findings.
+    let analysis = kiln()
+        .root(&root)
+        .args(["analyze", "--format", "json", "api:test"])
+        .stdout();
+    let r: serde_json::Value = serde_json::from_str(&analysis).unwrap();
+    let stages = r["stages"].as_array().unwrap();
+    let names: Vec<&str> = stages.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["base", "builder", "runner"]);
+    for s in stages {
+        let name = s["name"].as_str().unwrap();
+        let tag = format!("api:{name}");
+        kiln()
+            .root(&root)
+            .args(["build", "--progress=plain", "--target", name, "-t", &tag])
+            .arg(repo().join("examples/api"))
+            .ok();
+        let inspect = kiln().root(&root).args(["inspect", &tag]).stdout();
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        assert_eq!(s["stored_size"], v[0]["Size"], "stage {name}");
+    }
+    let saving = &r["saving"];
+    assert_eq!(saving["compared_with"], "builder", "{saving:#}");
+    assert_eq!(saving["final_stage"], "runner");
+    assert!(saving["saved"].as_i64().unwrap() > 0, "{saving:#}");
+    // The only findings are the Debian base's set-uid/set-gid programs, from FROM.
+    for f in r["findings"].as_array().unwrap() {
+        assert_eq!(f["kind"], "setuid", "unexpected finding {f:#}");
+        assert_eq!(f["line"], 1, "{f:#}");
+    }
+    for l in r["layers"].as_array().unwrap() {
+        assert!(l["line"].as_u64().is_some(), "{l:#}");
+    }
+
     assert!(
         http::get(8000, "/health").is_none(),
         "something already listens on 127.0.0.1:8000"

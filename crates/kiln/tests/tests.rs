@@ -9,6 +9,7 @@
 mod util;
 
 mod base_images_script;
+mod cli_analyze;
 mod cli_build;
 mod cli_build_chroot;
 mod cli_build_fidelity_as_root;

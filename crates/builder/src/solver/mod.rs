@@ -14,7 +14,7 @@ mod step;
 use crate::cache::remote::{CacheLocation, CacheUsage, RemoteCache};
 use crate::cache::steps::StepCache;
 use crate::ops::copy::CopyError;
-use crate::progress::{Clock, Event, ProgressSink};
+use crate::progress::{Clock, Event, Millis, ProgressSink};
 use crate::snapshot::merged_view::UserFileError;
 use crate::snapshot::SnapshotError;
 use crate::snapshot::{Layer, Snapshots};
@@ -26,7 +26,9 @@ use kiln_oci::digest::Digest;
 use kiln_oci::image::ImageConfig;
 use kiln_oci::layer::LayerError;
 use kiln_oci::registry::{PullPolicy, RegistryContext};
-use kiln_oci::store::{Store, StoreError};
+use kiln_oci::store::{
+    BuildRecord, StageRecord, StepResult, Store, StoreError, BUILD_RECORD_VERSION,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -124,6 +126,9 @@ pub(crate) struct RunMode {
 /// What a finished build produced: the target stage's image, not yet stored as
 /// a manifest (the caller picks the format and outputs).
 pub struct BuildOutput {
+    /// What the build did, stage by stage (to keep beside the image with
+    /// [`Store::put_build_record`]).
+    pub record: BuildRecord,
     pub config: ImageConfig,
     pub layers: Vec<Layer>,
     pub steps_run: usize,
@@ -338,6 +343,10 @@ pub(crate) struct Shared<'a> {
     /// Keys of the steps that missed in this build → the name of the first
     /// step that missed in their chain (for `--explain-cache`'s cascades).
     pub missed: Mutex<HashMap<Digest, String>>,
+    /// Per vertex: cached or ran, and how long it took (for the build record).
+    step_results: Mutex<BTreeMap<usize, (StepResult, Millis)>>,
+    /// The build record of each stage built so far.
+    stage_records: Mutex<Vec<StageRecord>>,
 }
 
 impl Shared<'_> {
@@ -420,7 +429,39 @@ impl Shared<'_> {
     }
 
     pub fn emit(&self, event: Event) {
+        let done = match &event {
+            Event::StepCached { step, .. } => Some((*step, StepResult::Cached, 0)),
+            Event::StepFinished {
+                step, duration_ms, ..
+            } => Some((*step, StepResult::Ran, *duration_ms)),
+            _ => None,
+        };
+        if let Some((step, result, ms)) = done {
+            self.step_results
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(step, (result, ms));
+        }
         self.progress.emit(event);
+    }
+
+    /// How vertex `step` ended: cached, or ran for how long. A step that
+    /// reported neither (none does) counts as ran.
+    pub fn step_result(&self, step: usize) -> (StepResult, Millis) {
+        self.step_results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&step)
+            .copied()
+            .unwrap_or((StepResult::Ran, 0))
+    }
+
+    /// Keeps a finished stage's part of the build record.
+    pub fn record_stage(&self, record: StageRecord) {
+        self.stage_records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
     }
 
     /// Shows what the imported caches had to warn about (a missing layer).
@@ -546,6 +587,8 @@ pub fn build(
         results: StageBoard::new(readers),
         run_mode: std::sync::OnceLock::new(),
         missed: Mutex::default(),
+        step_results: Mutex::new(BTreeMap::new()),
+        stage_records: Mutex::new(Vec::new()),
     };
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -600,7 +643,20 @@ pub fn build(
     shared.emit_cache_warnings();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
+    let mut stages = shared
+        .stage_records
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    stages.sort_by_key(|s| s.index);
+    let record = BuildRecord {
+        version: BUILD_RECORD_VERSION,
+        dockerfile: src.name.clone(),
+        target: plan.target,
+        stages,
+        duration_ms: clock.now_ms(),
+    };
     Ok(BuildOutput {
+        record,
         config: target.image_config(),
         layers: target.layers.clone(),
         steps_run,

@@ -10,11 +10,11 @@ use super::{BuildError, BuildOptions, Shared};
 use crate::progress::{Clock, Event, ProgressSink};
 use crate::snapshot::Layer;
 use kiln_dockerfile::instructions::{Instruction, Kind, Origin, ShellExpand};
-use kiln_dockerfile::stages::{Base, Plan, Stage, Step};
+use kiln_dockerfile::stages::{Base, Input, Plan, Stage, Step};
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{ContainerConfig, ImageConfig};
-use kiln_oci::store::Store;
+use kiln_oci::store::{LayerRecord, StageRecord, StepRecord, StepResult, Store};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -71,6 +71,28 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(n))
         });
+    let mut record = StageRecord {
+        index: st.index,
+        name: stage_name.clone(),
+        from: st.from_origin.summary(),
+        from_line: st.from_origin.start_line,
+        base_stage: match &st.base {
+            Base::Stage(i) => Some(*i),
+            _ => None,
+        },
+        layers: state
+            .layers
+            .iter()
+            .map(|l| LayerRecord {
+                blob: l.blob.clone(),
+                diff_id: l.diff_id,
+                step: None,
+            })
+            .collect(),
+        steps: Vec::new(),
+        user: String::new(),
+        config_size: 0,
+    };
     for (i, step) in st.steps.iter().enumerate() {
         if sh.failed.load(Ordering::SeqCst) {
             return Err(BuildError::Cancelled);
@@ -101,8 +123,35 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
                 .filter(|b| b.key == state.key)
                 .map(|b| b.manifest),
         };
+        let layers_before = state.layers.len();
         apply_step(&ctx, &mut state, step)?;
+        let (result, duration_ms) = match vertex_id {
+            Some(v) => sh.step_result(v),
+            None => (StepResult::Config, 0),
+        };
+        let origin = &step.instruction.origin;
+        record.steps.push(StepRecord {
+            instruction: origin.summary(),
+            line: origin.start_line,
+            end_line: origin.end_line,
+            result,
+            duration_ms,
+            from_stage: match &step.copy_from {
+                Some(Input::Stage(s)) => Some(*s),
+                _ => None,
+            },
+        });
+        for l in state.layers.iter().skip(layers_before) {
+            record.layers.push(LayerRecord {
+                blob: l.blob.clone(),
+                diff_id: l.diff_id,
+                step: Some(i),
+            });
+        }
     }
+    record.user = state.user();
+    record.config_size = state.image_config().to_bytes().len() as u64;
+    sh.record_stage(record);
     Ok(state)
 }
 

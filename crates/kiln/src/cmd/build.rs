@@ -77,6 +77,12 @@ fn execute(
     plan: &Plan,
     warnings: Vec<String>,
 ) -> miette::Result<ExitCode> {
+    let gates = crate::analysis::Gates::from_flags(&flags.analyze_gates)?;
+    if !flags.analyze && !gates.is_empty() {
+        return Err(miette!(
+            "--fail-on, --max-size and --min-efficiency need --analyze"
+        ));
+    }
     let store = open_store(global)?;
     let context_dir = &flags.context;
     let dockerfile_path = flags
@@ -192,6 +198,9 @@ fn execute(
         &in_push_registry,
     )
     .map_err(|e| miette!("storing the image: {e}"))?;
+    store
+        .put_build_record(&manifest.digest, &out.record)
+        .map_err(|e| miette!("storing the build record: {e}"))?;
     let image_id = kiln_oci::digest::Digest::of(&out.config.to_bytes());
     if names.is_empty() {
         store
@@ -366,6 +375,13 @@ fn execute(
     progress.finish();
     if flags.quiet {
         println!("{image_id}");
+    }
+    if flags.analyze {
+        let name = names
+            .first()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| image_id.to_string());
+        return super::analyze::after_build(&store, &manifest, &name, &gates);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -654,6 +654,13 @@ fn build_one(
                 source,
             }
         })?;
+    // What `kiln analyze` reads about the build's stages.
+    store
+        .put_build_record(&manifest.digest, &out.record)
+        .map_err(|source| BuildError::Output {
+            action: "storing the build record".into(),
+            source,
+        })?;
     for n in &job.names {
         store
             .tag(n, manifest.clone())

@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches.
 
+mod analyze;
 mod build;
 mod check;
 mod compose;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
     match cli.command {
         Command::Build(flags) => build::run(&cli.global, *flags),
         Command::Check(flags) => check::run(&cli.global, &flags),
+        Command::Analyze(flags) => analyze::run(&cli.global, flags),
         Command::Debug(DebugCommand::Parse(flags)) => debug::parse(flags),
         Command::Debug(DebugCommand::Describe(flags)) => debug::describe(&cli.global, flags),
         Command::Images(flags) => images::run(&cli.global, flags),
@@ -80,6 +82,8 @@ pub fn enter_user_namespace_if_needed(cli: &mut Cli) -> miette::Result<Option<St
         // The layers a build made are written from their snapshots (files of
         // subordinate ids, shown with their in-container owners only inside).
         Command::Push(_) | Command::Save(_) | Command::LoadInto(_) => true,
+        // Reads the layers a build made from their snapshots, as push does.
+        Command::Analyze(_) => true,
         Command::Unshare(_) => true,
         // A container's upper dir holds files of subordinate ids (when its
         // supervisor could not remove it).

@@ -62,6 +62,15 @@ impl Store {
         let mut missing = BTreeSet::new();
         for image in self.images()? {
             self.walk_reachable(&image.target, &mut seen, &mut missing)?;
+            // A build record keeps the layers of the build's stages with the image.
+            if let Some(rec) = self.build_record(&image.target.digest) {
+                for layer in rec.stages.iter().flat_map(|s| &s.layers) {
+                    seen.insert(layer.blob.digest);
+                    if !self.has_blob(&layer.blob.digest) {
+                        seen.extend(self.layer_variant_blobs(&layer.blob.digest));
+                    }
+                }
+            }
         }
         Ok(seen)
     }
@@ -107,6 +116,7 @@ impl Store {
             keep.extend(self.layer_variant_blobs(d));
         }
         self.remove_layer_records_except(&keep)?;
+        self.remove_build_records_except(&keep)?;
         let mut report = GcReport::default();
         for (digest, size) in self.list_blob_files()?.into_iter().flatten() {
             if keep.contains(&digest) {

@@ -12,6 +12,8 @@
 //!                       by the next one
 //! lock                  flock: shared while a process uses the store, exclusive for gc
 //! index.lock            flock: exclusive while index.json is read-modified-written
+//! builds/<manifest hex>.json  what the build of that image did: stages, steps, layers
+//!                       (`builds.rs`; removed by gc with the image)
 //! layers/<diff_id hex>/  layers a build made, held as directories until an output
 //!                       needs their blobs, and the blobs made from them (`layers.rs`)
 //! ```
@@ -29,12 +31,16 @@
 //! garbage collection (`gc.rs`).
 
 mod blobs;
+mod builds;
 mod gc;
 mod layers;
 mod names;
 
 pub use crate::descriptor::BlobRef;
 pub use blobs::{BlobWriter, VerifiedReader, VerifyReport};
+pub use builds::{
+    BuildRecord, LayerRecord, StageRecord, StepRecord, StepResult, BUILD_RECORD_VERSION,
+};
 pub use gc::GcReport;
 pub use layers::LocalLayer;
 pub use names::{StoredImage, CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION};
