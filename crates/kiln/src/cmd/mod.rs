@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod build;
+mod build_platforms;
 mod check;
 mod compose;
 mod compose_run;

@@ -24,8 +24,16 @@ pub fn complete_image(
     target: &BlobRef,
     compression: Compression,
 ) -> Result<BlobRef> {
+    if media_type::is_index(&target.media_type) {
+        // Each platform's manifest completed, then the index naming them.
+        return crate::index::rewrite_index(store, target, |e| {
+            if !media_type::is_manifest(&e.manifest.media_type) {
+                return Ok(None);
+            }
+            complete_image(store, &e.manifest, compression).map(Some)
+        });
+    }
     if !media_type::is_manifest(&target.media_type) {
-        // An index is stored as pulled or loaded: its blobs are not made here.
         return Ok(target.clone());
     }
     let image = load_image(store, target)?;

@@ -77,6 +77,32 @@ fn stored(store: &Store, reference: &Reference) -> Option<BlobRef> {
         .find(|t| t.digest == d)
 }
 
+/// Whether the stored image `target` has an image for `platform`: `Err` with
+/// the platforms it has when not (an index without an entry for it, or a
+/// manifest whose config names another platform).
+fn stored_platforms(store: &Store, target: &BlobRef, platform: &Platform) -> Result<(), String> {
+    if media_type::is_index(&target.media_type) {
+        let entries = crate::index::read_index(store, target).map_err(|e| e.to_string())?;
+        if crate::index::choose(&entries, platform).is_some() {
+            return Ok(());
+        }
+        return Err(crate::index::platforms(&entries).join(", "));
+    }
+    let Ok(image) = crate::image::load_image(store, target) else {
+        // Unreadable: the build says why when it reads it.
+        return Ok(());
+    };
+    let c = &image.config;
+    if c.os.is_empty() || c.architecture.is_empty() {
+        return Ok(());
+    }
+    if platform.matches(&c.os, &c.architecture, c.variant.as_deref()) {
+        Ok(())
+    } else {
+        Err(crate::image::config_platform(c).to_string())
+    }
+}
+
 /// What the build engine calls for `FROM ref`: the stored image, pulling it
 /// according to `policy`.
 pub fn pull_if_missing(
@@ -86,14 +112,26 @@ pub fn pull_if_missing(
     policy: PullPolicy,
     ctx: &RegistryContext,
 ) -> Result<BlobRef, RegistryError> {
+    let mut other_platforms = None;
     if policy != PullPolicy::Always {
         if let Some(r) = stored(store, reference) {
-            return Ok(r);
+            match platform.map(|p| stored_platforms(store, &r, p)) {
+                None | Some(Ok(())) => return Ok(r),
+                // Stored for other platforms only: pulled for this one.
+                Some(Err(have)) => other_platforms = Some(have),
+            }
         }
     }
     if policy == PullPolicy::Never {
-        return Err(RegistryError::NotInStore {
-            reference: reference.to_string(),
+        return Err(match (other_platforms, platform) {
+            (Some(available), Some(p)) => RegistryError::NoMatchingPlatform {
+                reference: reference.to_string(),
+                platform: p.to_string(),
+                available,
+            },
+            _ => RegistryError::NotInStore {
+                reference: reference.to_string(),
+            },
         });
     }
     Ok(pull(store, reference, platform, ctx)?.manifest)
