@@ -591,6 +591,40 @@ mod tests {
         let err = pull_if_missing(&store, &r, None, PullPolicy::Always, &ctx).unwrap_err();
         assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
         assert_eq!("always".parse::<PullPolicy>(), Ok(PullPolicy::Always));
+
+        // A stored multi-platform image serves the platforms it has; for
+        // another one it is not there (never: an error naming what it has).
+        let entries: Vec<crate::index::IndexEntry> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| crate::index::IndexEntry {
+                manifest: target.clone(),
+                platform: Some(Platform::parse(p).unwrap()),
+            })
+            .collect();
+        let index =
+            crate::index::write_index(&store, &entries, crate::image::ManifestFormat::Oci).unwrap();
+        let multi = Reference::parse("127.0.0.1:1/multi:1").unwrap();
+        store
+            .tag(&multi.store_name().unwrap(), index.clone())
+            .unwrap();
+        let arm = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(
+            pull_if_missing(&store, &multi, Some(&arm), PullPolicy::Never, &ctx).unwrap(),
+            index
+        );
+        let s390x = Platform::parse("linux/s390x").unwrap();
+        let err =
+            pull_if_missing(&store, &multi, Some(&s390x), PullPolicy::Never, &ctx).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "no image for platform linux/s390x (available: linux/amd64, linux/arm64)"
+            ),
+            "{err}"
+        );
+        // Missing: pulled for that platform (here: unreachable, so it tried).
+        let err =
+            pull_if_missing(&store, &multi, Some(&s390x), PullPolicy::Missing, &ctx).unwrap_err();
+        assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
         assert!("sometimes".parse::<PullPolicy>().is_err());
     }
 }
