@@ -5,7 +5,8 @@
 //! pushed to the local registry is read by `skopeo inspect --raw` and `buildah
 //! manifest inspect`; the arm64 binary runs under `kiln run --platform
 //! linux/arm64` (QEMU through binfmt_misc); the build stage's steps that do not
-//! depend on the target run once, natively.
+//! depend on the target run once, natively; pulling both platforms into
+//! another store keeps both under the name.
 //!
 //! Needs root, the local registry, qemu-user-static registered with binfmt_misc
 //! and the golang base image (all from `scripts/setup-test-env` and
@@ -227,6 +228,30 @@ fn go_service_cross_compiled_for_amd64_and_arm64_into_one_pushed_index() {
         host_run,
         format!("linux/{}\n", kiln_oci::image::host_architecture())
     );
+
+    // Pulling two platforms of the pushed index into another store keeps both
+    // under the name (a multi-platform build pulls its base once per platform).
+    let other = dir.path().join("other");
+    for p in ["linux/arm64", "linux/amd64"] {
+        kiln()
+            .root(&other)
+            .args(["pull", "-q", "--platform", p, &name])
+            .ok();
+    }
+    let pulled: Value =
+        serde_json::from_str(&kiln().root(&other).args(["inspect", &name]).stdout()).unwrap();
+    let listed: Vec<&str> = pulled[0]["Manifests"]
+        .as_array()
+        .expect("both platforms under one name")
+        .iter()
+        .map(|m| m["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["linux/arm64", "linux/amd64"]);
+    let arm_run = kiln()
+        .root(&other)
+        .args(["run", "--rm", "--platform", "linux/arm64", &name, "arch"])
+        .stdout();
+    assert_eq!(arm_run, "linux/arm64\n");
 }
 
 /// A platform whose programs this host cannot run: one clear error, located at

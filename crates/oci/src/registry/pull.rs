@@ -294,8 +294,10 @@ fn pull_from(
 ) -> Result<Pulled, RegistryError> {
     let (mut bytes, mut media, resolved) =
         fetch_manifest(client, &reference.manifest_reference(), reference.digest)?;
+    let mut chosen_platform = None;
     if media_type::is_index(&media) {
         let entry = choose_platform(client, &bytes, platform)?;
+        chosen_platform = entry_platform(&bytes, &entry.digest);
         let (b, m, _) = fetch_manifest(client, &entry.digest.to_string(), Some(entry.digest))?;
         if b.len() as u64 != entry.size {
             return Err(client.protocol(format!(
@@ -351,7 +353,13 @@ fn pull_from(
         annotations: BTreeMap::new(),
     };
     match reference.store_name() {
-        Some(name) => store.tag(&name, manifest.clone()),
+        Some(name) => {
+            let tagged = match &chosen_platform {
+                Some(p) => with_other_platforms(store, &name, &manifest, p),
+                None => Ok(manifest.clone()),
+            };
+            tagged.and_then(|t| store.tag(&name, t))
+        }
         None => store.add_untagged(manifest.clone()),
     }
     .map_err(store_err(client))?;
@@ -361,6 +369,59 @@ fn pull_from(
         downloaded,
         source_registry: client.registry.clone(),
     })
+}
+
+/// The platform the index `data` gives its entry `digest`.
+fn entry_platform(data: &[u8], digest: &Digest) -> Option<Platform> {
+    let entries = crate::index::parse_index(data, digest).ok()?;
+    entries
+        .into_iter()
+        .find(|e| e.manifest.digest == *digest)
+        .and_then(|e| e.platform)
+}
+
+/// What `name` names after pulling `manifest` for `platform` from a
+/// multi-platform image: the manifest itself when the name held nothing, or the
+/// same platform; else an index of what the name held for other platforms plus
+/// this one (as containerd keeps several platforms of one image), so that a
+/// multi-platform build pulling a base for each platform keeps them all.
+fn with_other_platforms(
+    store: &Store,
+    name: &crate::ImageName,
+    manifest: &BlobRef,
+    platform: &Platform,
+) -> Result<BlobRef, StoreError> {
+    use crate::index::{write_index, IndexEntry};
+    let Ok(held) = store.resolve(name) else {
+        return Ok(manifest.clone());
+    };
+    let mut entries: Vec<IndexEntry> = if media_type::is_index(&held.media_type) {
+        match crate::index::read_index(store, &held) {
+            Ok(entries) => entries,
+            Err(_) => return Ok(manifest.clone()),
+        }
+    } else {
+        match crate::image::load_image(store, &held) {
+            Ok(image) if !image.config.architecture.is_empty() => vec![IndexEntry {
+                manifest: held.clone(),
+                platform: Some(crate::image::config_platform(&image.config)),
+            }],
+            _ => return Ok(manifest.clone()),
+        }
+    };
+    let same = |p: &Option<Platform>| {
+        p.as_ref()
+            .is_some_and(|p| platform.matches(&p.os, &p.architecture, p.variant.as_deref()))
+    };
+    entries.retain(|e| e.is_image() && !same(&e.platform) && store.has_blob(&e.manifest.digest));
+    if entries.is_empty() {
+        return Ok(manifest.clone());
+    }
+    entries.push(IndexEntry {
+        manifest: manifest.clone(),
+        platform: Some(platform.clone()),
+    });
+    write_index(store, &entries, crate::image::ManifestFormat::Oci)
 }
 
 /// Download `blobs` with a few threads; the first error stops the others early.
