@@ -4,7 +4,8 @@
 //! `FROM scratch` stage per platform) builds into one image index; the index
 //! pushed to the local registry is read by `skopeo inspect --raw` and `buildah
 //! manifest inspect`; the arm64 binary runs under `kiln run --platform
-//! linux/arm64` (QEMU through binfmt_misc); the build stage's steps that do not
+//! linux/arm64` and in a RUN step of an arm64 build (QEMU through
+//! binfmt_misc); the build stage's steps that do not
 //! depend on the target run once, natively; pulling both platforms into
 //! another store keeps both under the name.
 //!
@@ -30,6 +31,12 @@ func main() {
 	arch := runtime.GOOS + "/" + runtime.GOARCH
 	if len(os.Args) > 1 && os.Args[1] == "arch" {
 		fmt.Println(arch)
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "write" {
+		if err := os.WriteFile("/arch", []byte(arch+"\n"), 0o644); err != nil {
+			panic(err)
+		}
 		return
 	}
 	http.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, arch) })
@@ -228,6 +235,24 @@ fn go_service_cross_compiled_for_amd64_and_arm64_into_one_pushed_index() {
         host_run,
         format!("linux/{}\n", kiln_oci::image::host_architecture())
     );
+
+    // A RUN step of the arm64 image runs under emulation too, on the stored
+    // index's arm64 image (found by platform, not pulled).
+    let run_ctx = dir.path().join("run-ctx");
+    std::fs::create_dir(&run_ctx).unwrap();
+    std::fs::write(
+        run_ctx.join("Dockerfile"),
+        format!("FROM {name}\nRUN [\"/archsvc\", \"write\"]\n"),
+    )
+    .unwrap();
+    let run_out = dir.path().join("run-out");
+    kiln()
+        .root(&root)
+        .args(["build", "--pull=never", "--platform", "linux/arm64", "-o"])
+        .arg(format!("type=local,dest={}", run_out.display()))
+        .arg(&run_ctx)
+        .ok();
+    assert_eq!(read(&run_out.join("arch")), "linux/arm64\n");
 
     // Pulling two platforms of the pushed index into another store keeps both
     // under the name (a multi-platform build pulls its base once per platform).
