@@ -70,7 +70,8 @@ fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, PruneEr
     // Snapshots still in use: the layers of stored images and of cache records.
     let mut diff_ids: BTreeSet<String> = records.iter().map(|r| r.layer.diff_id.hex()).collect();
     for image in store.images().map_err(PruneError::Store)? {
-        if let Ok(img) = kiln_oci::image::load_image(store, &image.target) {
+        // Every platform's image of a multi-platform one.
+        for img in kiln_oci::image::load_all_images(store, &image.target).unwrap_or_default() {
             diff_ids.extend(img.config.rootfs.diff_ids.iter().map(|d| d.hex()));
         }
     }

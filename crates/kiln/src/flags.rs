@@ -444,6 +444,10 @@ pub struct RunFlags {
     /// Seconds kiln stop waits after that signal before killing the container (default 10)
     #[arg(long, value_name = "SECONDS")]
     pub stop_timeout: Option<u64>,
+    /// The platform's image of a multi-platform image ("os/arch[/variant]";
+    /// default: the host's); a foreign one runs under its binfmt_misc emulator
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// The image, by name or id
     #[arg(value_name = "IMAGE")]
     pub image: String,

@@ -62,9 +62,25 @@ pub enum Target {
 
 impl Target {
     pub fn image(&self) -> &Image {
+        &self.target().image
+    }
+    /// The index entry found (the first, for an id several names share).
+    pub fn target(&self) -> &Found {
         match self {
-            Target::Name(_, f) => &f.image,
-            Target::Id(_, fs) => &fs[0].image,
+            Target::Name(_, f) => f,
+            Target::Id(_, fs) => &fs[0],
+        }
+    }
+}
+
+impl Found {
+    /// The id `kiln images` shows: the image's (its config digest), or for a
+    /// multi-platform image the index's digest, as docker's containerd store shows it.
+    pub fn id(&self) -> Digest {
+        if kiln_oci::image::media_type::is_index(&self.entry.target.media_type) {
+            self.entry.target.digest
+        } else {
+            self.image.id()
         }
     }
 }
@@ -87,7 +103,7 @@ pub fn find(store: &Store, arg: &str) -> Result<Target> {
     if let Some(prefix) = hex_prefix(arg) {
         let mut ids: Vec<Digest> = all
             .iter()
-            .map(|f| f.image.id())
+            .flat_map(|f| [f.image.id(), f.id()])
             .filter(|id| id.hex().starts_with(prefix))
             .collect();
         ids.sort();
@@ -96,7 +112,10 @@ pub fn find(store: &Store, arg: &str) -> Result<Target> {
             0 => {}
             1 => {
                 let id = ids[0];
-                let entries = all.into_iter().filter(|f| f.image.id() == id).collect();
+                let entries = all
+                    .into_iter()
+                    .filter(|f| f.image.id() == id || f.id() == id)
+                    .collect();
                 return Ok(Target::Id(id, entries));
             }
             _ => {

@@ -13,6 +13,7 @@ mod cli_analyze;
 mod cli_build;
 mod cli_build_chroot;
 mod cli_build_fidelity_as_root;
+mod cli_build_multiplatform;
 mod cli_build_plan;
 mod cli_build_rootless;
 mod cli_build_symlink_escapes_root;

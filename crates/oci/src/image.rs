@@ -10,7 +10,7 @@
 use crate::canonical_json::canonical_json;
 use crate::digest::Digest;
 use crate::store::{BlobRef, Result, Store, StoreError};
-use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+use oci_spec::image::{Descriptor, ImageManifest, MediaType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -446,8 +446,20 @@ pub fn parse_manifest(data: &[u8]) -> std::result::Result<ImageManifest, String>
 }
 
 /// Read the image `target` names. An index resolves to its manifest for this host's
-/// platform (else its first manifest).
+/// platform (else its first image manifest).
 pub fn load_image(store: &Store, target: &BlobRef) -> Result<Image> {
+    load_image_for(store, target, None)
+}
+
+/// Read the image `target` names for `platform`: an index resolves to its
+/// manifest for that platform (an error naming the platforms it has when it has
+/// none); `None` means the host's, falling back to the index's first image
+/// manifest. A manifest is the image whatever its platform.
+pub fn load_image_for(
+    store: &Store,
+    target: &BlobRef,
+    platform: Option<&crate::registry::Platform>,
+) -> Result<Image> {
     let malformed = |digest: Digest, message: String| StoreError::Malformed {
         what: "manifest",
         digest,
@@ -455,24 +467,30 @@ pub fn load_image(store: &Store, target: &BlobRef) -> Result<Image> {
     };
     let mut target = target.clone();
     for _ in 0..4 {
-        let data = store.read_blob(&target.digest)?;
         if media_type::is_index(&target.media_type) {
-            let index: ImageIndex = serde_json::from_slice(&data)
-                .map_err(|e| malformed(target.digest, e.to_string()))?;
-            let arch = host_architecture();
-            let chosen = index
-                .manifests()
-                .iter()
-                .find(|d| {
-                    d.platform()
-                        .as_ref()
-                        .is_some_and(|p| p.architecture().to_string() == arch)
-                })
-                .or_else(|| index.manifests().first())
-                .ok_or_else(|| malformed(target.digest, "the index lists no manifest".into()))?;
-            target = blob_ref_of(chosen).map_err(|m| malformed(target.digest, m))?;
+            let entries = crate::index::read_index(store, &target)?;
+            let host = crate::registry::Platform::host();
+            let chosen = match platform {
+                Some(p) => crate::index::choose(&entries, p).ok_or_else(|| {
+                    malformed(
+                        target.digest,
+                        format!(
+                            "no image for platform {p} (the index has {})",
+                            listed(&crate::index::platforms(&entries))
+                        ),
+                    )
+                })?,
+                None => crate::index::choose(&entries, &host)
+                    .or_else(|| entries.iter().find(|e| e.is_image()))
+                    .or_else(|| entries.first())
+                    .ok_or_else(|| {
+                        malformed(target.digest, "the index lists no manifest".into())
+                    })?,
+            };
+            target = chosen.manifest.clone();
             continue;
         }
+        let data = store.read_blob(&target.digest)?;
         let manifest = parse_manifest(&data).map_err(|e| malformed(target.digest, e))?;
         let config_ref = blob_ref_of(manifest.config()).map_err(|m| malformed(target.digest, m))?;
         let layers = manifest
@@ -496,6 +514,38 @@ pub fn load_image(store: &Store, target: &BlobRef) -> Result<Image> {
         });
     }
     Err(malformed(target.digest, "indexes nested too deeply".into()))
+}
+
+/// Every image `target` names: the image of a manifest, or each platform's
+/// image of an index (attestations left out), in index order.
+pub fn load_all_images(store: &Store, target: &BlobRef) -> Result<Vec<Image>> {
+    if !media_type::is_index(&target.media_type) {
+        return Ok(vec![load_image(store, target)?]);
+    }
+    let mut out = Vec::new();
+    for e in crate::index::read_index(store, target)? {
+        if e.is_image() && media_type::is_manifest(&e.manifest.media_type) {
+            out.push(load_image(store, &e.manifest)?);
+        }
+    }
+    Ok(out)
+}
+
+fn listed(platforms: &[String]) -> String {
+    if platforms.is_empty() {
+        "none".to_string()
+    } else {
+        platforms.join(", ")
+    }
+}
+
+/// The platform an image config says it is for (`os/arch[/variant]`).
+pub fn config_platform(config: &ImageConfig) -> crate::registry::Platform {
+    crate::registry::Platform {
+        os: config.os.clone(),
+        architecture: config.architecture.clone(),
+        variant: config.variant.clone(),
+    }
 }
 
 const DAYS_BEFORE_MONTH: [i64; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];

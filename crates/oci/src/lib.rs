@@ -7,6 +7,7 @@ pub mod descriptor;
 pub mod digest;
 pub mod export;
 pub mod image;
+pub mod index;
 pub mod layer;
 pub mod load;
 pub mod parallel;

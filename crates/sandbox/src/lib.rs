@@ -45,6 +45,7 @@
 pub mod chroot;
 mod container;
 pub mod copy;
+pub mod emulation;
 mod exec;
 mod helper;
 pub mod idmap;

@@ -13,7 +13,7 @@ use kiln_dockerfile::stages::{Input, Stage};
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::media_type;
-use kiln_oci::image::{load_image, ImageConfig};
+use kiln_oci::image::{load_image_for, ImageConfig};
 use kiln_oci::layer::{layer_digest, write_layer, Compression, DiffKind, LayerOptions};
 use kiln_oci::registry::{
     pull_if_missing_with, LayerUnpacker, Platform as OciPlatform, PullPolicy, Reference,
@@ -75,7 +75,8 @@ pub(crate) fn image_source(
         unpacker.as_ref().map(|u| u as &dyn LayerUnpacker),
     )
     .map_err(|e| located(format!("{reference}: {e}")))?;
-    let image = load_image(store, &target).map_err(|e| located(format!("{reference}: {e}")))?;
+    let image = load_image_for(store, &target, platform.as_ref())
+        .map_err(|e| located(format!("{reference}: {e}")))?;
     if image.layers.len() != image.config.rootfs.diff_ids.len() {
         return Err(located(format!(
             "{reference}: the image has {} layers but its config lists {} diff_ids",

@@ -9,7 +9,9 @@ use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedCo
 use kiln_dockerfile::instructions::{Kind, NetworkMode};
 use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, Stage};
 use kiln_dockerfile::Source;
-use kiln_oci::export::{complete_image, complete_image_except, NamedImage, OutputKind, OutputSpec};
+use kiln_oci::export::{
+    complete_image, complete_image_except, Exporter, NamedImage, OutputKind, OutputSpec,
+};
 use kiln_oci::image::{write_image_except, ManifestFormat};
 use kiln_oci::layer::Compression;
 use kiln_oci::load::import_oci_dir;
@@ -39,15 +41,28 @@ pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCo
         None => read_dockerfile(&flags)?,
     };
     let df = kiln_dockerfile::parse(&src).map_err(miette::Report::new)?;
-    let opts = PlanOptions {
-        build_args: build_args(&flags.build_args, |k| std::env::var(k).ok())?,
-        target: flags.target.clone(),
-        target_platform: flags.platform.as_deref().map(parse_platform).transpose()?,
+    // One plan per target platform (`--platform a,b`), each with its own
+    // TARGETPLATFORM/TARGETOS/TARGETARCH/TARGETVARIANT.
+    let platforms = match flags.platform.as_deref() {
+        Some(p) => parse_platforms(p)?.into_iter().map(Some).collect(),
+        None => vec![None],
     };
-    let plan = stages::plan(&df, &src, &opts).map_err(miette::Report::new)?;
+    let build_args = build_args(&flags.build_args, |k| std::env::var(k).ok())?;
     let entitlements =
         Entitlements::from_allow(&flags.allow).map_err(|e| miette!("--allow: {e}"))?;
-    kiln_builder::check_entitlements(&plan, &entitlements, &src).map_err(miette::Report::new)?;
+    let mut plans = Vec::new();
+    for target_platform in platforms {
+        let opts = PlanOptions {
+            build_args: build_args.clone(),
+            target: flags.target.clone(),
+            target_platform,
+        };
+        let plan = stages::plan(&df, &src, &opts).map_err(miette::Report::new)?;
+        kiln_builder::check_entitlements(&plan, &entitlements, &src)
+            .map_err(miette::Report::new)?;
+        plans.push(plan);
+    }
+    let plan = &plans[0];
     let warnings: Vec<String> = plan
         .warnings
         .iter()
@@ -63,10 +78,11 @@ pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCo
         for w in &warnings {
             eprintln!("warning: {w}");
         }
-        print!("{}", render_plan(&plan));
+        let rendered: Vec<String> = plans.iter().map(render_plan).collect();
+        print!("{}", rendered.join("\n"));
         return Ok(ExitCode::SUCCESS);
     }
-    execute(global, &flags, &src, &plan, warnings)
+    execute(global, &flags, &src, &plans, warnings)
 }
 
 /// Runs the plan, stores the image, then tags, exports and pushes it.
@@ -74,7 +90,7 @@ fn execute(
     global: &GlobalFlags,
     flags: &BuildFlags,
     src: &Source,
-    plan: &Plan,
+    plans: &[Plan],
     warnings: Vec<String>,
 ) -> miette::Result<ExitCode> {
     let gates = crate::analysis::Gates::from_flags(&flags.analyze_gates)?;
@@ -108,6 +124,20 @@ fn execute(
     let (cache_from, cache_to) = cache_settings(flags)?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
+    }
+    if plans.len() > 1 {
+        // BuildKit's docker exporter refuses an index, and `--load` is one.
+        if flags.load.load.is_some() || outputs.iter().any(|o| o.kind == OutputKind::Docker) {
+            return Err(miette!(
+                "docker exporter does not currently support exporting manifest lists (building for {} platforms; use -o type=oci or --push)",
+                plans.len()
+            ));
+        }
+        if outputs.iter().any(|o| o.kind == OutputKind::Tar) {
+            return Err(miette!(
+                "-o type=tar writes one platform's filesystem; with several platforms use -o type=local (a directory per platform) or type=oci"
+            ));
+        }
     }
     if flags.load.load.is_some() && names.is_empty() {
         return Err(miette!(
@@ -166,22 +196,20 @@ fn execute(
         progress.emit(Event::Warning { at_ms: 0, message });
     }
     let clock = Clock::start();
-    let result = kiln_builder::build(plan, src, &opts, &store, progress.as_ref());
-    let mut out = match result {
-        Ok(out) => out,
+    let outs = match super::build_platforms::build_all(
+        plans,
+        src,
+        &opts,
+        &store,
+        progress.as_ref(),
+        &clock,
+    ) {
+        Ok(outs) => outs,
         Err(e) => {
             progress.finish();
             return Err(report_build_error(e));
         }
     };
-    if !flags.labels.is_empty() {
-        let cc = out.config.config.get_or_insert_with(Default::default);
-        for l in &flags.labels {
-            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-            cc.labels.insert(k.to_string(), v.to_string());
-        }
-    }
-    let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
     let exporting = clock.now_ms();
     // With `push_only_to`, layers a registry cache there holds were left there.
     let in_push_registry = |d: &kiln_oci::digest::Digest| {
@@ -190,18 +218,42 @@ fn execute(
                 .all(|r| !kiln_oci::registry::sources::known(&store, r, d).is_empty())
         })
     };
-    let manifest = write_image_except(
-        &store,
-        &out.config,
-        &layers,
-        ManifestFormat::Oci,
-        &in_push_registry,
-    )
-    .map_err(|e| miette!("storing the image: {e}"))?;
-    store
-        .put_build_record(&manifest.digest, &out.record)
-        .map_err(|e| miette!("storing the build record: {e}"))?;
-    let image_id = kiln_oci::digest::Digest::of(&out.config.to_bytes());
+    let mut images = Vec::new();
+    for (plan, mut out) in plans.iter().zip(outs) {
+        if !flags.labels.is_empty() {
+            let cc = out.config.config.get_or_insert_with(Default::default);
+            for l in &flags.labels {
+                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+                cc.labels.insert(k.to_string(), v.to_string());
+            }
+        }
+        let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
+        let manifest = write_image_except(
+            &store,
+            &out.config,
+            &layers,
+            ManifestFormat::Oci,
+            &in_push_registry,
+        )
+        .map_err(|e| miette!("storing the image: {e}"))?;
+        store
+            .put_build_record(&manifest.digest, &out.record)
+            .map_err(|e| miette!("storing the build record: {e}"))?;
+        images.push((plan.target_platform.clone(), manifest, out));
+    }
+    // One platform: its manifest; several: an image index naming each
+    // platform's manifest (the one thing tagged, exported and pushed).
+    let (manifest, image_id) = match images.as_slice() {
+        [(_, manifest, out)] => (
+            manifest.clone(),
+            kiln_oci::digest::Digest::of(&out.config.to_bytes()),
+        ),
+        _ => {
+            let index = super::build_platforms::write_platform_index(&store, &images)?;
+            let id = index.digest;
+            (index, id)
+        }
+    };
     if names.is_empty() {
         store
             .add_untagged(manifest.clone())
@@ -252,6 +304,27 @@ fn execute(
             )?;
             continue;
         }
+        if o.kind == OutputKind::Local && images.len() > 1 {
+            // A directory per platform (`linux_arm64/`), as BuildKit writes them.
+            for (platform, manifest, _) in &images {
+                let dir = o.dest.join(super::build_platforms::dir_name(platform));
+                kiln_oci::export::LocalExporter::new(&dir)
+                    .export(
+                        &store,
+                        &[NamedImage {
+                            name: None,
+                            target: manifest.clone(),
+                        }],
+                    )
+                    .map_err(|e| miette!("exporting to {}: {e}", dir.display()))?;
+            }
+            progress.emit(Event::Phase {
+                at_ms: clock.now_ms(),
+                name: format!("exporting to {}", o.dest.display()),
+                duration_ms: Some(clock.now_ms() - started),
+            });
+            continue;
+        }
         // A filesystem output reads the layers a build made from their
         // snapshots; an archive needs their blobs.
         let complete = if matches!(o.kind, OutputKind::Oci | OutputKind::Docker) {
@@ -292,7 +365,10 @@ fn execute(
             &clock,
         )?;
     }
-    for spec in &cache_to {
+    for (spec, (_, _, out)) in cache_to
+        .iter()
+        .flat_map(|spec| images.iter().map(move |i| (spec, i)))
+    {
         let started = clock.now_ms();
         let mut warn = |message: String| {
             progress.emit(Event::Warning {
@@ -341,7 +417,7 @@ fn execute(
             .map_err(|e| miette!("writing --iidfile {}: {e}", p.display()))?;
     }
     if let Some(p) = &flags.metadata_file {
-        let meta = serde_json::json!({
+        let mut meta = serde_json::json!({
             "containerimage.digest": reported.digest.to_string(),
             "containerimage.config.digest": image_id.to_string(),
             "containerimage.descriptor": {
@@ -356,18 +432,28 @@ fn execute(
                 .collect::<Vec<_>>()
                 .join(","),
         });
+        if images.len() > 1 {
+            // An index has no config (BuildKit leaves the key out).
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("containerimage.config.digest");
+            }
+        }
         std::fs::write(p, serde_json::to_vec_pretty(&meta).unwrap_or_default())
             .map_err(|e| miette!("writing --metadata-file {}: {e}", p.display()))?;
     }
-    let size =
-        out.layers.iter().map(|l| l.blob.size).sum::<u64>() + out.config.to_bytes().len() as u64;
+    let size = images
+        .iter()
+        .map(|(_, _, out)| {
+            out.layers.iter().map(|l| l.blob.size).sum::<u64>() + out.config.to_bytes().len() as u64
+        })
+        .sum();
     progress.emit(Event::BuildFinished {
         at_ms: clock.now_ms(),
         summary: Summary {
             image_id: Some(image_id.to_string()),
             image_size: Some(size),
-            steps_run: out.steps_run,
-            steps_cached: out.steps_cached,
+            steps_run: images.iter().map(|(_, _, o)| o.steps_run).sum(),
+            steps_cached: images.iter().map(|(_, _, o)| o.steps_cached).sum(),
             duration_ms: clock.now_ms(),
             tags: names.iter().map(|n| n.to_string()).collect(),
         },
@@ -781,13 +867,29 @@ pub(crate) fn build_args(
     Ok(out)
 }
 
+/// One `--platform` (`kiln check`, which checks for one platform at a time).
 pub(crate) fn parse_platform(s: &str) -> miette::Result<Platform> {
     if s.contains(',') {
         return Err(miette!(
-            "--platform {s:?}: building for several platforms at once is not supported; give one platform"
+            "--platform {s:?}: give one platform here (kiln build takes several)"
         ));
     }
     Platform::parse(s).map_err(|e| miette!("invalid --platform: {e}"))
+}
+
+/// `--platform a,b,…` of `kiln build`: each platform once, in the order given.
+pub(crate) fn parse_platforms(s: &str) -> miette::Result<Vec<Platform>> {
+    let mut out: Vec<Platform> = Vec::new();
+    for part in s.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(miette!("invalid --platform {s:?}: an empty platform"));
+        }
+        let p = Platform::parse(part).map_err(|e| miette!("invalid --platform: {e}"))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 fn stage_label(plan: &Plan, i: usize) -> String {
@@ -936,5 +1038,9 @@ mod tests {
         );
         assert!(parse_platform("linux/amd64,linux/arm64").is_err());
         assert!(parse_platform("nonsense/").is_err());
+        let several = parse_platforms("linux/amd64, linux/arm64,linux/amd64").unwrap();
+        let names: Vec<String> = several.iter().map(|p| p.to_string()).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm64"]);
+        assert!(parse_platforms("linux/amd64,").is_err());
     }
 }

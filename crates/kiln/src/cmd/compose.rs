@@ -743,7 +743,7 @@ fn push_images(jobs: &[Job], store: &Store, registry: &RegistryContext) -> miett
 /// Step numbers unique across the builds of one view: (build, step) → number,
 /// given in the order steps first appear.
 #[derive(Default)]
-struct StepIds(Mutex<HashMap<(usize, usize), usize>>);
+pub(crate) struct StepIds(Mutex<HashMap<(usize, usize), usize>>);
 
 impl StepIds {
     fn get(&self, build: usize, step: usize) -> usize {
@@ -756,8 +756,9 @@ impl StepIds {
 /// One service's events into the shared view: step numbers made unique, times
 /// moved onto the shared clock, stage and step names prefixed with the service
 /// (`[web build 2/5] RUN npm ci`, as docker compose shows them), warnings and
-/// phases naming it.
-struct ServiceProgress<'a> {
+/// phases naming it. `kiln build --platform a,b` names each platform's build
+/// the same way (`[linux/arm64 build 2/5] RUN go build`, as BuildKit does).
+pub(crate) struct ServiceProgress<'a> {
     service: &'a str,
     index: usize,
     inner: &'a dyn ProgressSink,
@@ -767,7 +768,24 @@ struct ServiceProgress<'a> {
     offset: OnceLock<Millis>,
 }
 
-impl ServiceProgress<'_> {
+impl<'a> ServiceProgress<'a> {
+    pub(crate) fn new(
+        service: &'a str,
+        index: usize,
+        inner: &'a dyn ProgressSink,
+        ids: &'a StepIds,
+        clock: Clock,
+    ) -> Self {
+        ServiceProgress {
+            service,
+            index,
+            inner,
+            ids,
+            clock,
+            offset: OnceLock::new(),
+        }
+    }
+
     fn name(&self, name: &str) -> String {
         match name.strip_prefix('[') {
             Some(rest) => format!("[{} {rest}", self.service),

@@ -34,7 +34,7 @@ pub fn run(global: &GlobalFlags, flags: ImagesFlags) -> Result<ExitCode> {
                 continue;
             }
         }
-        let id = f.image.id();
+        let id = f.id();
         let id_text = if flags.no_trunc.no_trunc {
             id.to_string()
         } else {
@@ -44,7 +44,7 @@ pub fn run(global: &GlobalFlags, flags: ImagesFlags) -> Result<ExitCode> {
         let since = created
             .map(|c| human_since(now - c))
             .unwrap_or_else(|| "N/A".into());
-        let size = human_size(f.image.stored_size());
+        let size = human_size(stored_size(&store, &f));
         if flags.quiet.quiet {
             if !rows.iter().any(|r: &Vec<String>| r[0] == id_text) {
                 rows.push(vec![id_text]);
@@ -56,7 +56,7 @@ pub fn run(global: &GlobalFlags, flags: ImagesFlags) -> Result<ExitCode> {
                 "Containers": "N/A",
                 "CreatedAt": created.map(created_at).unwrap_or_else(|| "N/A".into()),
                 "CreatedSince": since,
-                "Digest": f.image.manifest_ref.digest.to_string(),
+                "Digest": f.entry.target.digest.to_string(),
                 "ID": id_text,
                 "Repository": repo,
                 "SharedSize": "N/A",
@@ -84,4 +84,22 @@ pub fn run(global: &GlobalFlags, flags: ImagesFlags) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bytes an image takes in the store: its config and layers, or for a
+/// multi-platform image every platform's (a blob they share counted once).
+fn stored_size(store: &kiln_oci::Store, f: &crate::local_images::Found) -> u64 {
+    if !kiln_oci::image::media_type::is_index(&f.entry.target.media_type) {
+        return f.image.stored_size();
+    }
+    let Ok(images) = kiln_oci::image::load_all_images(store, &f.entry.target) else {
+        return f.image.stored_size();
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    images
+        .iter()
+        .flat_map(|i| std::iter::once(&i.config_ref).chain(&i.layers))
+        .filter(|b| seen.insert(b.digest))
+        .map(|b| b.size)
+        .sum()
 }

@@ -20,9 +20,10 @@ pub fn run(global: &GlobalFlags, flags: InspectFlags) -> Result<ExitCode> {
             }
         };
         let image = target.image();
+        let stored = &target.target().entry.target;
         let repo_tags: Vec<String> = all
             .iter()
-            .filter(|f| f.image.manifest_ref.digest == image.manifest_ref.digest)
+            .filter(|f| f.entry.target.digest == stored.digest)
             .filter_map(|f| f.entry.name.as_ref().map(|n| n.to_string()))
             .collect();
         let c = &image.config;
@@ -31,7 +32,7 @@ pub fn run(global: &GlobalFlags, flags: InspectFlags) -> Result<ExitCode> {
             None => json!({}),
         };
         let mut v = json!({
-            "Id": image.id().to_string(),
+            "Id": target.target().id().to_string(),
             "RepoTags": repo_tags,
             "RepoDigests": [],
             "Parent": "",
@@ -47,11 +48,32 @@ pub fn run(global: &GlobalFlags, flags: InspectFlags) -> Result<ExitCode> {
                 "Layers": c.rootfs.diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             },
             "Descriptor": {
-                "mediaType": image.manifest_ref.media_type,
-                "digest": image.manifest_ref.digest.to_string(),
-                "size": image.manifest_ref.size,
+                "mediaType": stored.media_type,
+                "digest": stored.digest.to_string(),
+                "size": stored.size,
             },
         });
+        // A multi-platform image: the fields above are the host's platform's
+        // (as docker shows them); its manifests are listed by platform.
+        if kiln_oci::image::media_type::is_index(&stored.media_type) {
+            let entries =
+                kiln_oci::index::read_index(&store, stored).map_err(|e| miette!("{e}"))?;
+            let manifests: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    json!({
+                        "platform": e.platform.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "unknown/unknown".into()),
+                        "mediaType": e.manifest.media_type,
+                        "digest": e.manifest.digest.to_string(),
+                        "size": e.manifest.size,
+                        "annotations": e.manifest.annotations,
+                    })
+                })
+                .collect();
+            if let Value::Object(m) = &mut v {
+                m.insert("Manifests".into(), json!(manifests));
+            }
+        }
         if let (Some(variant), Value::Object(m)) = (&c.variant, &mut v) {
             m.insert("Variant".into(), json!(variant));
         }

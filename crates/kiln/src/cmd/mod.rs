@@ -2,6 +2,7 @@
 
 mod analyze;
 mod build;
+mod build_platforms;
 mod check;
 mod compose;
 mod compose_run;

@@ -31,7 +31,21 @@ pub fn run(global: &GlobalFlags, flags: RunFlags) -> Result<ExitCode> {
     }
     let store = open_store(global)?;
     let found = find(&store, &flags.image)?;
-    let image = found.image().clone();
+    let image = match &flags.platform {
+        Some(p) => {
+            let p =
+                kiln_oci::registry::Platform::parse(p).map_err(|e| miette!("--platform: {e}"))?;
+            kiln_oci::image::load_image_for(&store, &found.target().entry.target, Some(&p))
+                .map_err(|e| miette!("{}: {e}", flags.image))?
+        }
+        None => found.image().clone(),
+    };
+    // A foreign platform's program runs under its emulator: there must be one.
+    let platform = kiln_oci::image::config_platform(&image.config);
+    if !image.config.architecture.is_empty() {
+        kiln_sandbox::emulation::support(&platform.to_string(), &platform.architecture)
+            .map_err(|why| miette!("{}: {why}", flags.image))?;
+    }
     let containers = Containers::open(store.root()).map_err(|e| miette!("{e}"))?;
     let base = std::env::current_dir().map_err(|e| miette!("the current directory: {e}"))?;
 

@@ -36,8 +36,16 @@ pub fn complete_image_except(
     compression: Compression,
     elsewhere: &dyn Fn(&Digest) -> bool,
 ) -> Result<BlobRef> {
+    if media_type::is_index(&target.media_type) {
+        // Each platform's manifest completed, then the index naming them.
+        return crate::index::rewrite_index(store, target, |e| {
+            if !media_type::is_manifest(&e.manifest.media_type) {
+                return Ok(None);
+            }
+            complete_image_except(store, &e.manifest, compression, elsewhere).map(Some)
+        });
+    }
     if !media_type::is_manifest(&target.media_type) {
-        // An index is stored as pulled or loaded: its blobs are not made here.
         return Ok(target.clone());
     }
     let image = load_image(store, target)?;

@@ -80,6 +80,32 @@ fn stored(store: &Store, reference: &Reference) -> Option<BlobRef> {
         .find(|t| t.digest == d)
 }
 
+/// Whether the stored image `target` has an image for `platform`: `Err` with
+/// the platforms it has when not (an index without an entry for it, or a
+/// manifest whose config names another platform).
+fn stored_platforms(store: &Store, target: &BlobRef, platform: &Platform) -> Result<(), String> {
+    if media_type::is_index(&target.media_type) {
+        let entries = crate::index::read_index(store, target).map_err(|e| e.to_string())?;
+        if crate::index::choose(&entries, platform).is_some() {
+            return Ok(());
+        }
+        return Err(crate::index::platforms(&entries).join(", "));
+    }
+    let Ok(image) = crate::image::load_image(store, target) else {
+        // Unreadable: the build says why when it reads it.
+        return Ok(());
+    };
+    let c = &image.config;
+    if c.os.is_empty() || c.architecture.is_empty() {
+        return Ok(());
+    }
+    if platform.matches(&c.os, &c.architecture, c.variant.as_deref()) {
+        Ok(())
+    } else {
+        Err(crate::image::config_platform(c).to_string())
+    }
+}
+
 /// What the build engine calls for `FROM ref`: the stored image, pulling it
 /// according to `policy`.
 pub fn pull_if_missing(
@@ -101,14 +127,26 @@ pub fn pull_if_missing_with(
     ctx: &RegistryContext,
     unpacker: Option<&dyn LayerUnpacker>,
 ) -> Result<BlobRef, RegistryError> {
+    let mut other_platforms = None;
     if policy != PullPolicy::Always {
         if let Some(r) = stored(store, reference) {
-            return Ok(r);
+            match platform.map(|p| stored_platforms(store, &r, p)) {
+                None | Some(Ok(())) => return Ok(r),
+                // Stored for other platforms only: pulled for this one.
+                Some(Err(have)) => other_platforms = Some(have),
+            }
         }
     }
     if policy == PullPolicy::Never {
-        return Err(RegistryError::NotInStore {
-            reference: reference.to_string(),
+        return Err(match (other_platforms, platform) {
+            (Some(available), Some(p)) => RegistryError::NoMatchingPlatform {
+                reference: reference.to_string(),
+                platform: p.to_string(),
+                available,
+            },
+            _ => RegistryError::NotInStore {
+                reference: reference.to_string(),
+            },
         });
     }
     Ok(pull_with(store, reference, platform, ctx, unpacker)?.manifest)
@@ -284,8 +322,10 @@ fn pull_from(
 ) -> Result<Pulled, RegistryError> {
     let (mut bytes, mut media, resolved) =
         fetch_manifest(client, &reference.manifest_reference(), reference.digest)?;
+    let mut chosen_platform = None;
     if media_type::is_index(&media) {
         let entry = choose_platform(client, &bytes, platform)?;
+        chosen_platform = entry_platform(&bytes, &entry.digest);
         let (b, m, _) = fetch_manifest(client, &entry.digest.to_string(), Some(entry.digest))?;
         if b.len() as u64 != entry.size {
             return Err(client.protocol(format!(
@@ -360,7 +400,13 @@ fn pull_from(
         annotations: BTreeMap::new(),
     };
     match reference.store_name() {
-        Some(name) => store.tag(&name, manifest.clone()),
+        Some(name) => {
+            let tagged = match &chosen_platform {
+                Some(p) => with_other_platforms(store, &name, &manifest, p),
+                None => Ok(manifest.clone()),
+            };
+            tagged.and_then(|t| store.tag(&name, t))
+        }
         None => store.add_untagged(manifest.clone()),
     }
     .map_err(store_err(client))?;
@@ -376,6 +422,59 @@ fn pull_from(
 /// Layers to unpack while they download: the unpacker and each layer blob's
 /// diff_id (a blob not in the map is only downloaded).
 type Unpacking<'a> = (&'a dyn LayerUnpacker, &'a BTreeMap<Digest, Digest>);
+
+/// The platform the index `data` gives its entry `digest`.
+fn entry_platform(data: &[u8], digest: &Digest) -> Option<Platform> {
+    let entries = crate::index::parse_index(data, digest).ok()?;
+    entries
+        .into_iter()
+        .find(|e| e.manifest.digest == *digest)
+        .and_then(|e| e.platform)
+}
+
+/// What `name` names after pulling `manifest` for `platform` from a
+/// multi-platform image: the manifest itself when the name held nothing, or the
+/// same platform; else an index of what the name held for other platforms plus
+/// this one (as containerd keeps several platforms of one image), so that a
+/// multi-platform build pulling a base for each platform keeps them all.
+fn with_other_platforms(
+    store: &Store,
+    name: &crate::ImageName,
+    manifest: &BlobRef,
+    platform: &Platform,
+) -> Result<BlobRef, StoreError> {
+    use crate::index::{write_index, IndexEntry};
+    let Ok(held) = store.resolve(name) else {
+        return Ok(manifest.clone());
+    };
+    let mut entries: Vec<IndexEntry> = if media_type::is_index(&held.media_type) {
+        match crate::index::read_index(store, &held) {
+            Ok(entries) => entries,
+            Err(_) => return Ok(manifest.clone()),
+        }
+    } else {
+        match crate::image::load_image(store, &held) {
+            Ok(image) if !image.config.architecture.is_empty() => vec![IndexEntry {
+                manifest: held.clone(),
+                platform: Some(crate::image::config_platform(&image.config)),
+            }],
+            _ => return Ok(manifest.clone()),
+        }
+    };
+    let same = |p: &Option<Platform>| {
+        p.as_ref()
+            .is_some_and(|p| platform.matches(&p.os, &p.architecture, p.variant.as_deref()))
+    };
+    entries.retain(|e| e.is_image() && !same(&e.platform) && store.has_blob(&e.manifest.digest));
+    if entries.is_empty() {
+        return Ok(manifest.clone());
+    }
+    entries.push(IndexEntry {
+        manifest: manifest.clone(),
+        platform: Some(platform.clone()),
+    });
+    write_index(store, &entries, crate::image::ManifestFormat::Oci)
+}
 
 /// Download `blobs` with a few threads; the first error stops the others early.
 /// Returns the blobs downloaded and the diff_ids of the layers unpacked.
@@ -693,6 +792,40 @@ mod tests {
         let err = pull_if_missing(&store, &r, None, PullPolicy::Always, &ctx).unwrap_err();
         assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
         assert_eq!("always".parse::<PullPolicy>(), Ok(PullPolicy::Always));
+
+        // A stored multi-platform image serves the platforms it has; for
+        // another one it is not there (never: an error naming what it has).
+        let entries: Vec<crate::index::IndexEntry> = ["linux/amd64", "linux/arm64"]
+            .iter()
+            .map(|p| crate::index::IndexEntry {
+                manifest: target.clone(),
+                platform: Some(Platform::parse(p).unwrap()),
+            })
+            .collect();
+        let index =
+            crate::index::write_index(&store, &entries, crate::image::ManifestFormat::Oci).unwrap();
+        let multi = Reference::parse("127.0.0.1:1/multi:1").unwrap();
+        store
+            .tag(&multi.store_name().unwrap(), index.clone())
+            .unwrap();
+        let arm = Platform::parse("linux/arm64").unwrap();
+        assert_eq!(
+            pull_if_missing(&store, &multi, Some(&arm), PullPolicy::Never, &ctx).unwrap(),
+            index
+        );
+        let s390x = Platform::parse("linux/s390x").unwrap();
+        let err =
+            pull_if_missing(&store, &multi, Some(&s390x), PullPolicy::Never, &ctx).unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "no image for platform linux/s390x (available: linux/amd64, linux/arm64)"
+            ),
+            "{err}"
+        );
+        // Missing: pulled for that platform (here: unreachable, so it tried).
+        let err =
+            pull_if_missing(&store, &multi, Some(&s390x), PullPolicy::Missing, &ctx).unwrap_err();
+        assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
         assert!("sometimes".parse::<PullPolicy>().is_err());
     }
 }

@@ -217,6 +217,10 @@ pub(crate) fn run_step(
     let lowers = || sh.snapshots.stack(sh.store, &state.layers);
     let vertex = ctx.vertex.unwrap_or(0);
     let rec = ctx.cached(key, inputs, |upper, work| {
+        // A step of a foreign platform runs under an emulator: there must be one.
+        let platform = sh.plan.stage_platform(ctx.stage.index);
+        kiln_sandbox::emulation::support(&platform.to_string(), &platform.arch)
+            .map_err(|why| sh.located(origin, format!("RUN for {platform}: {why}")))?;
         let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
         let mode = sh.run_mode();
         let mut spec = RunSpec::new(
