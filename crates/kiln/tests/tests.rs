@@ -14,6 +14,7 @@ mod cli_build_chroot;
 mod cli_build_fidelity_as_root;
 mod cli_build_plan;
 mod cli_build_rootless;
+mod cli_build_ssh;
 mod cli_build_symlink_escapes_root;
 mod cli_check;
 mod cli_compose;

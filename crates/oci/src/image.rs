@@ -360,6 +360,18 @@ pub fn write_image(
     layers: &[BlobRef],
     format: ManifestFormat,
 ) -> Result<BlobRef> {
+    write_image_annotated(store, config, layers, format, &BTreeMap::new())
+}
+
+/// [`write_image`] with the manifest's `annotations` (`kiln build
+/// --annotation`); none: the same manifest as `write_image`.
+pub fn write_image_annotated(
+    store: &Store,
+    config: &ImageConfig,
+    layers: &[BlobRef],
+    format: ManifestFormat,
+    annotations: &BTreeMap<String, String>,
+) -> Result<BlobRef> {
     for l in layers {
         if !store.has_layer(l) {
             return Err(StoreError::BlobNotFound(l.digest));
@@ -373,7 +385,7 @@ pub fn write_image(
         size: config_bytes.len() as u64,
         annotations: BTreeMap::new(),
     };
-    write_manifest(store, &config_ref, layers, format)
+    write_manifest(store, &config_ref, layers, format, annotations)
 }
 
 /// Store the manifest for a stored config and `layers` (not checked here).
@@ -382,13 +394,17 @@ pub(crate) fn write_manifest(
     config_ref: &BlobRef,
     layers: &[BlobRef],
     format: ManifestFormat,
+    annotations: &BTreeMap<String, String>,
 ) -> Result<BlobRef> {
-    let manifest =
+    let mut manifest =
         build_manifest(config_ref, layers, format).map_err(|message| StoreError::Malformed {
             what: "image config",
             digest: config_ref.digest,
             message,
         })?;
+    if !annotations.is_empty() {
+        manifest.set_annotations(Some(annotations.clone().into_iter().collect()));
+    }
     let bytes = canonical_json(&manifest);
     let digest = store.put_blob(&bytes)?;
     Ok(BlobRef {

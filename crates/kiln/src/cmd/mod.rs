@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod build;
+mod call;
 mod check;
 mod compose;
 mod compose_run;
