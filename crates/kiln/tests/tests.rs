@@ -10,6 +10,7 @@ mod util;
 
 mod base_images_script;
 mod cli_build;
+mod cli_build_buildx_flags;
 mod cli_build_chroot;
 mod cli_build_fidelity_as_root;
 mod cli_build_plan;

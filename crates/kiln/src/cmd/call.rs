@@ -303,11 +303,11 @@ COPY --from=build /out /
             "TARGET:      release\n\
              DESCRIPTION: The image to ship\n\
              \n\
-             BUILD ARG    VALUE     DESCRIPTION\n\
-             GO_VERSION   1.22      \n\
-             TAGS         netgo     Go build tags\n\
-             NO_DOC                 \n\
-             VERSION      1.2.3     \n\
+             BUILD ARG    VALUE   DESCRIPTION\n\
+             GO_VERSION   1.22    \n\
+             TAGS         netgo   Go build tags\n\
+             NO_DOC               \n\
+             VERSION      1.2.3   \n\
              \n\
              SECRET   REQUIRED\n\
              netrc    true\n\
@@ -320,6 +320,6 @@ COPY --from=build /out /
         // Only what the target needs: lint's secret is not listed for build.
         let o = outline(&df, &plan(&src, &df, Some("build")));
         assert!(o.starts_with("TARGET:      build\nDESCRIPTION: Compiles the service\n"));
-        assert!(!o.contains("lintkey") && !o.contains("VERSION ") && !o.contains("UNUSED"));
+        assert!(!o.contains("lintkey") && !o.contains("\nVERSION") && !o.contains("UNUSED"));
     }
 }
