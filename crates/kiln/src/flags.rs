@@ -82,6 +82,36 @@ pub enum Command {
     Unshare(UnshareFlags),
     /// Work with a Compose project (compose.yaml): print its model, build its images
     Compose(Box<ComposeFlags>),
+    /// Print a shell completion script for kiln (bash, zsh or fish), made from
+    /// these flag definitions: e.g. `kiln completion bash > /etc/bash_completion.d/kiln`
+    Completion(CompletionFlags),
+    /// Print a man page (roff) made from these flag definitions: kiln(1), or a
+    /// command's ("kiln man build" is kiln-build(1)); e.g. `kiln man build | man -l -`
+    Man(ManFlags),
+}
+
+/// `kiln completion SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionFlags {
+    /// The shell
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+/// The shells `kiln completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `kiln man [COMMAND…]`.
+#[derive(Debug, Args)]
+pub struct ManFlags {
+    /// The command (and subcommand: "compose build") whose page to print; none: kiln(1)
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `--format` for listing commands: a table for people or JSON for programs.

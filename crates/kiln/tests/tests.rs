@@ -18,6 +18,7 @@ mod cli_build_rootless;
 mod cli_build_ssh;
 mod cli_build_symlink_escapes_root;
 mod cli_check;
+mod cli_completion;
 mod cli_compose;
 mod cli_containers;
 mod cli_debug_describe;

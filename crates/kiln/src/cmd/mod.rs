@@ -3,6 +3,7 @@
 mod build;
 mod call;
 mod check;
+mod completion;
 mod compose;
 mod compose_run;
 mod containers;
@@ -53,6 +54,8 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Logout(flags) => login::logout(flags),
         Command::Unshare(flags) => unshare::run(flags),
         Command::Compose(flags) => compose::run(&cli.global, *flags),
+        Command::Completion(flags) => completion::completion(&flags),
+        Command::Man(flags) => completion::man(&flags),
     }
 }
 
