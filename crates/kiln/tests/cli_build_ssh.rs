@@ -235,3 +235,26 @@ fn a_required_ssh_mount_without_ssh_is_a_located_error() {
         "{err}"
     );
 }
+
+#[test]
+fn compose_build_ssh_entries_are_ssh_flags() {
+    let s = setup("RUN --mount=type=ssh,required=true ssh-add -l\n");
+    let (key, fp) = keygen(s.dir.path(), "compose-key");
+    fs::write(
+        s.ctx.join("compose.yaml"),
+        format!(
+            "services:\n  app:\n    build:\n      context: .\n      ssh:\n        - default={}\n",
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = kiln()
+        .root(&s.root)
+        .current_dir(&s.ctx)
+        .env_remove("SSH_AUTH_SOCK")
+        .args(["compose", "build", "--progress=plain"])
+        .output();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&fp), "{err}");
+}
