@@ -258,3 +258,75 @@ fn compose_build_ssh_entries_are_ssh_flags() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&fp), "{err}");
 }
+
+/// Rootless: kiln in its user namespace forwards a key file's agent and the
+/// user's own agent socket (needs root to switch to the test user made by
+/// scripts/setup-test-env).
+#[test]
+fn rootless_builds_forward_keys_and_the_users_agent() {
+    use kiln_testkit::rootless::{self, Scratch};
+    rootless::require_root_and_user();
+    let scratch = Scratch::new("ssh");
+    let home = scratch.dir.clone();
+    let ctx = home.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    copy_ssh_add(&ctx);
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox:test\nCOPY sshbin/ /\nRUN --mount=type=ssh,required=true ssh-add -l\n",
+    )
+    .unwrap();
+    let rootfs = home.join("rootfs");
+    kiln_testkit::busybox::rootfs(&rootfs).unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(home.join("busybox.tar"))
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (key, fp) = keygen(&home, "rootless-key");
+    rootless::chown_tree(&home);
+    let kiln_bin = rootless::executable_for_user(&crate::util::kiln_path(), &home);
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let out = rootless::as_user(&kiln_bin, &home, &[], env)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(out.status.success(), "kiln {args:?}: {err}");
+        err
+    };
+    let tar = home.join("busybox.tar");
+    run(&[], &["import", tar.to_str().unwrap(), "busybox:test"]);
+    let ssh = format!("default={}", key.display());
+    let err = run(
+        &[],
+        &[
+            "build",
+            "--progress=plain",
+            "--ssh",
+            &ssh,
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains(&fp), "{err}");
+    // The user's own agent, started as the user.
+    let sock = home.join("agent.sock");
+    let script = format!(
+        "ssh-agent -D -a {sock} >/dev/null 2>&1 & a=$!; sleep 0.5; SSH_AUTH_SOCK={sock} ssh-add {key} 2>/dev/null; SSH_AUTH_SOCK={sock} {kiln} build --progress=plain --no-cache --ssh default {ctx} 2>&1; s=$?; kill $a; exit $s",
+        sock = sock.display(),
+        key = key.display(),
+        kiln = kiln_bin.display(),
+        ctx = ctx.display()
+    );
+    let out = rootless::as_user(Path::new("/bin/sh"), &home, &[], &[])
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(text.contains(&fp), "{text}");
+}
