@@ -4,7 +4,8 @@
 //! `RUN --mount=type=cache` directories), the layer snapshots and their merged
 //! read view (`snapshot/`), the filesystem operations of steps (`ops/`: COPY/ADD/
 //! WORKDIR into an upper directory), the scheduler and one dispatcher per
-//! instruction (`solver/`), entitlement checks (`--allow`) and progress events.
+//! instruction (`solver/`), entitlement checks (`--allow`), SSH agent forwarding
+//! (`ssh.rs`) and progress events.
 //! It renders nothing to a terminal.
 //!
 //! The API is what the CLI uses: [`build`] with its [`BuildOptions`], the
@@ -23,6 +24,7 @@ mod prune;
 mod snapshot;
 mod solver;
 mod source;
+pub mod ssh;
 
 pub use cache::remote::spec::{
     parse_cache_from, parse_cache_to, CacheExport, CacheLocation, CacheMode,

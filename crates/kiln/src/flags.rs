@@ -85,6 +85,36 @@ pub enum Command {
     Unshare(UnshareFlags),
     /// Work with a Compose project (compose.yaml): print its model, build its images
     Compose(Box<ComposeFlags>),
+    /// Print a shell completion script for kiln (bash, zsh or fish), made from
+    /// these flag definitions: e.g. `kiln completion bash > /etc/bash_completion.d/kiln`
+    Completion(CompletionFlags),
+    /// Print a man page (roff) made from these flag definitions: kiln(1), or a
+    /// command's ("kiln man build" is kiln-build(1)); e.g. `kiln man build | man -l -`
+    Man(ManFlags),
+}
+
+/// `kiln completion SHELL`.
+#[derive(Debug, Args)]
+pub struct CompletionFlags {
+    /// The shell
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionShell,
+}
+
+/// The shells `kiln completion` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// `kiln man [COMMAND…]`.
+#[derive(Debug, Args)]
+pub struct ManFlags {
+    /// The command (and subcommand: "compose build") whose page to print; none: kiln(1)
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 /// `--format` for listing commands: a table for people or JSON for programs.
@@ -652,6 +682,8 @@ pub struct BuildFlags {
     #[command(flatten)]
     pub load: LoadFlag,
     #[command(flatten)]
+    pub buildx: BuildxFlags,
+    #[command(flatten)]
     pub authfile: AuthFileFlag,
     /// Only print the image id on success
     #[arg(short = 'q', long)]
@@ -659,6 +691,60 @@ pub struct BuildFlags {
     /// Build context directory
     #[arg(value_name = "PATH", default_value = ".")]
     pub context: PathBuf,
+}
+
+/// `kiln build` flags of `docker buildx build`: SSH forwarding, RUN steps'
+/// sandbox settings, manifest annotations, `--call` (the README's flag table
+/// lists every buildx flag and what kiln does with it).
+#[derive(Debug, Args)]
+pub struct BuildxFlags {
+    /// Expose an SSH agent to RUN --mount=type=ssh: "default" (the agent of
+    /// $SSH_AUTH_SOCK), "ID=SOCKET" or "ID=KEYFILE[,KEYFILE…]" (served by an
+    /// ssh-agent kiln starts for the build); may be repeated
+    #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY]]")]
+    pub ssh: Vec<String>,
+    /// Add an annotation to the image manifest: "KEY=VALUE" or "manifest:KEY=VALUE"
+    /// ("manifest[PLATFORM]:" only for that platform); may be repeated. "index:",
+    /// "index-descriptor:" and "manifest-descriptor:" need an image index, which a
+    /// single-platform build does not write: refused
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Add a line to every RUN step's /etc/hosts: "HOST:IP" or "HOST=IP"; may be repeated
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_hosts: Vec<String>,
+    /// Size of every RUN step's /dev/shm: bytes, or a number with b, k, m or g
+    /// (default 64m)
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// A resource limit of every RUN step, "NAME=SOFT[:HARD]" (-1: unlimited), e.g.
+    /// "nofile=1024:2048"; names: core, cpu, data, fsize, locks, memlock, msgqueue,
+    /// nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack; may be repeated
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+    /// Instead of building: "check" (the build checks, as --check), "outline" (the
+    /// build args, secrets and SSH ids the target uses) or "targets" (the stages,
+    /// with their descriptions); "build" (the default) builds
+    #[arg(long = "call", value_enum, value_name = "METHOD", default_value_t = CallMethod::Build)]
+    pub call: CallMethod,
+    /// Parent cgroup of RUN steps: refused (kiln has no daemon and makes no
+    /// cgroups; RUN steps stay in kiln's own cgroup, so start kiln where they
+    /// belong, e.g. systemd-run --scope --slice=NAME kiln build …)
+    #[arg(long = "cgroup-parent", value_name = "CGROUP")]
+    pub cgroup_parent: Option<String>,
+}
+
+/// `kiln build --call`: what the build request asks the frontend for (BuildKit's
+/// subrequests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CallMethod {
+    /// Build the image.
+    Build,
+    /// Run the build checks (as `kiln check`, text output).
+    Check,
+    /// Print the build args, secrets and SSH ids the target uses.
+    Outline,
+    /// Print the stages that can be targets, with their descriptions.
+    Targets,
 }
 
 /// `--load[=docker|podman]`: after building, hand the image to that engine.

@@ -255,16 +255,6 @@ fn failing_run_names_the_line_and_shows_the_output_tail() {
 }
 
 #[test]
-fn ssh_mounts_are_a_clear_error() {
-    let p = project("FROM busybox:test\nRUN --mount=type=ssh true\n", &[]);
-    let out = p.build(&[]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Dockerfile:2"), "{err}");
-    assert!(err.contains("type=ssh is not supported"), "{err}");
-}
-
-#[test]
 fn context_as_a_tar_on_stdin_and_network_none() {
     let p = project("", &[]);
     let mut b = tar::Builder::new(Vec::new());

@@ -154,11 +154,11 @@ fn mistakes_are_one_located_message() {
         "{e}"
     );
     let e = case(
-        "services:\n  api:\n    build:\n      context: .\n      ssh: [default]\n",
+        "services:\n  api:\n    build:\n      context: .\n      ssh: [default=/nonexistent/key]\n",
         &["build"],
     );
     assert!(
-        e.contains("compose.yaml:5: services.api.build.ssh: kiln does not forward SSH"),
+        e.contains("compose.yaml:5: services.api.build.ssh: --ssh default: /nonexistent/key:"),
         "{e}"
     );
     let e = case(

@@ -360,17 +360,19 @@ pub fn write_image(
     layers: &[BlobRef],
     format: ManifestFormat,
 ) -> Result<BlobRef> {
-    write_image_except(store, config, layers, format, &|_| false)
+    write_image_with(store, config, layers, format, &BTreeMap::new(), &|_| false)
 }
 
-/// [`write_image`] where a layer the store lacks but `elsewhere` holds (a
-/// layer left in a registry: `kiln build --push` of layers only a registry
-/// build cache had) may be named too.
-pub fn write_image_except(
+/// [`write_image`] with the manifest's `annotations` (`kiln build
+/// --annotation`; none: the same manifest as `write_image`), where a layer the
+/// store lacks but `elsewhere` holds (a layer left in a registry: `kiln build
+/// --push` of layers only a registry build cache had) may be named too.
+pub fn write_image_with(
     store: &Store,
     config: &ImageConfig,
     layers: &[BlobRef],
     format: ManifestFormat,
+    annotations: &BTreeMap<String, String>,
     elsewhere: &dyn Fn(&Digest) -> bool,
 ) -> Result<BlobRef> {
     for l in layers {
@@ -386,7 +388,7 @@ pub fn write_image_except(
         size: config_bytes.len() as u64,
         annotations: BTreeMap::new(),
     };
-    write_manifest(store, &config_ref, layers, format)
+    write_manifest(store, &config_ref, layers, format, annotations)
 }
 
 /// Store the manifest for a stored config and `layers` (not checked here).
@@ -395,13 +397,17 @@ pub(crate) fn write_manifest(
     config_ref: &BlobRef,
     layers: &[BlobRef],
     format: ManifestFormat,
+    annotations: &BTreeMap<String, String>,
 ) -> Result<BlobRef> {
-    let manifest =
+    let mut manifest =
         build_manifest(config_ref, layers, format).map_err(|message| StoreError::Malformed {
             what: "image config",
             digest: config_ref.digest,
             message,
         })?;
+    if !annotations.is_empty() {
+        manifest.set_annotations(Some(annotations.clone().into_iter().collect()));
+    }
     let bytes = canonical_json(&manifest);
     let digest = store.put_blob(&bytes)?;
     Ok(BlobRef {

@@ -751,6 +751,26 @@ pub(crate) fn become_user_and_exec(
         }
     })?;
 
+    // `--ulimit`: set while kiln's capabilities still allow raising a hard limit.
+    for u in &spec.ulimits {
+        let resource = u
+            .resource()
+            .ok_or_else(|| format!("ulimit {}: unknown resource", u.name))?;
+        let lim = libc::rlimit {
+            rlim_cur: u.soft,
+            rlim_max: u.hard,
+        };
+        // SAFETY: a plain system call on a value of ours.
+        if unsafe { libc::setrlimit(resource as _, &lim) } < 0 {
+            return Err(format!(
+                "ulimit {}={}:{}: {}",
+                u.name,
+                u.soft,
+                u.hard,
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
     // Capabilities: bounding set, ambient, then ids, then the process sets.
     let keep = if sandboxed {
         default_capability_mask()

@@ -71,7 +71,8 @@ pub use runner::{
     RunOutcome, RunningStep, SandboxError, StepFailure, StepKiller,
 };
 pub use spec::{
-    default_hosts, Isolation, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, UserSpec,
+    default_hosts, Isolation, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, Ulimit,
+    UserSpec,
 };
 
 /// Whether this process ignores `sig` because whoever started it made it so

@@ -154,6 +154,10 @@ pub struct RunSpec {
     /// Size of `/dev/shm` in bytes; None: 64 MiB, as Docker.
     #[serde(default)]
     pub shm_size: Option<u64>,
+    /// Resource limits set (soft and hard) before the process starts
+    /// (`kiln build --ulimit`); the others are inherited from kiln.
+    #[serde(default)]
+    pub ulimits: Vec<Ulimit>,
     /// How many of the last output lines a [`crate::RunOutcome`] keeps.
     pub tail_lines: usize,
     /// Id mapping for rootless runs; None = [`IdMap::for_current_user`].
@@ -207,6 +211,7 @@ impl RunSpec {
             mounts: Vec::new(),
             security: SecurityMode::Sandbox,
             shm_size: None,
+            ulimits: Vec::new(),
             tail_lines: 50,
             id_map: None,
             join_netns: None,
@@ -219,8 +224,106 @@ impl RunSpec {
     }
 }
 
+/// One resource limit, docker's `--ulimit NAME=SOFT[:HARD]` (`-1`: unlimited).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Docker's name: `nofile`, `nproc`, `core`, `stack`, … (see [`Ulimit::NAMES`]).
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+impl Ulimit {
+    /// The names docker (go-units) accepts, with their `RLIMIT_*` resource.
+    pub const NAMES: [(&'static str, i32); 15] = [
+        ("core", libc::RLIMIT_CORE as i32),
+        ("cpu", libc::RLIMIT_CPU as i32),
+        ("data", libc::RLIMIT_DATA as i32),
+        ("fsize", libc::RLIMIT_FSIZE as i32),
+        ("locks", libc::RLIMIT_LOCKS as i32),
+        ("memlock", libc::RLIMIT_MEMLOCK as i32),
+        ("msgqueue", libc::RLIMIT_MSGQUEUE as i32),
+        ("nice", libc::RLIMIT_NICE as i32),
+        ("nofile", libc::RLIMIT_NOFILE as i32),
+        ("nproc", libc::RLIMIT_NPROC as i32),
+        ("rss", libc::RLIMIT_RSS as i32),
+        ("rtprio", libc::RLIMIT_RTPRIO as i32),
+        ("rttime", libc::RLIMIT_RTTIME as i32),
+        ("sigpending", libc::RLIMIT_SIGPENDING as i32),
+        ("stack", libc::RLIMIT_STACK as i32),
+    ];
+
+    /// `NAME=SOFT[:HARD]` (one value: both), as docker parses it.
+    pub fn parse(s: &str) -> Result<Ulimit, String> {
+        let (name, values) = s
+            .split_once('=')
+            .ok_or_else(|| format!("invalid ulimit {s:?}: expected NAME=SOFT[:HARD]"))?;
+        if !Self::NAMES.iter().any(|(n, _)| *n == name) {
+            let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+            return Err(format!(
+                "invalid ulimit {s:?}: unknown name {name:?} ({})",
+                names.join(", ")
+            ));
+        }
+        let value = |v: &str| -> Result<u64, String> {
+            match v.parse::<i64>() {
+                Ok(-1) => Ok(libc::RLIM_INFINITY),
+                Ok(n) if n >= 0 => Ok(n as u64),
+                _ => Err(format!(
+                    "invalid ulimit {s:?}: {v:?} is not a number (-1: unlimited)"
+                )),
+            }
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((a, b)) => (value(a)?, value(b)?),
+            None => (value(values)?, value(values)?),
+        };
+        if soft > hard {
+            return Err(format!(
+                "invalid ulimit {s:?}: the soft limit must be less than or equal to the hard limit"
+            ));
+        }
+        Ok(Ulimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
+
+    /// The `RLIMIT_*` resource.
+    pub fn resource(&self) -> Option<i32> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| *n == self.name)
+            .map(|(_, r)| *r)
+    }
+}
+
 /// The `/etc/hosts` BuildKit writes for a step.
 pub fn default_hosts(hostname: &str) -> Vec<u8> {
     format!("127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
         .into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulimits_as_docker_parses_them() {
+        let u = Ulimit::parse("nofile=1024:2048").unwrap();
+        assert_eq!((u.name.as_str(), u.soft, u.hard), ("nofile", 1024, 2048));
+        let u = Ulimit::parse("core=-1").unwrap();
+        assert_eq!((u.soft, u.hard), (libc::RLIM_INFINITY, libc::RLIM_INFINITY));
+        assert_eq!(u.resource(), Some(libc::RLIMIT_CORE as i32));
+        for bad in [
+            "nofile",
+            "nofiles=1",
+            "nofile=2048:1024",
+            "nofile=x",
+            "nproc=-2",
+        ] {
+            assert!(Ulimit::parse(bad).is_err(), "{bad}");
+        }
+    }
 }

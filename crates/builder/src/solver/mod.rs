@@ -75,6 +75,8 @@ pub struct BuildOptions {
     pub registry: RegistryContext,
     /// `--secret id=…` contents, by id.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agents, by id, for `RUN --mount=type=ssh`.
+    pub ssh: crate::ssh::SshAgents,
     /// The network of RUN steps without `--network` (`kiln build --network`):
     /// BuildKit's default is the host's.
     pub default_network: kiln_dockerfile::instructions::NetworkMode,
@@ -82,6 +84,8 @@ pub struct BuildOptions {
     pub extra_hosts: Vec<(String, String)>,
     /// Size of every RUN's `/dev/shm` in bytes (default 64 MiB).
     pub shm_size: Option<u64>,
+    /// Resource limits of every RUN step (`--ulimit`).
+    pub ulimits: Vec<kiln_sandbox::Ulimit>,
     /// `SOURCE_DATE_EPOCH`: clamps file times in new layers and the image's times.
     pub source_date_epoch: Option<i64>,
     /// How RUN steps are isolated (`kiln build --isolation`).

@@ -2,7 +2,7 @@
 //! entitlements its RUN steps need against `--allow`; `--dry-run` prints the plan,
 //! otherwise the executor runs it and the image is stored, tagged, exported and pushed.
 
-use crate::flags::{BuildFlags, BuildIsolation, BuildNetwork, GlobalFlags, PullFlag};
+use crate::flags::{BuildFlags, BuildIsolation, BuildNetwork, CallMethod, GlobalFlags, PullFlag};
 use crate::local_images::open_store;
 use kiln_builder::progress::{Clock, Event, ProgressSink, Summary};
 use kiln_builder::{BuildContext, BuildError, BuildOptions, Entitlements, NamedContext};
@@ -12,7 +12,7 @@ use kiln_dockerfile::Source;
 use kiln_oci::export::{
     complete_image, complete_image_except, Exporter, NamedImage, OutputKind, OutputSpec,
 };
-use kiln_oci::image::{write_image_except, ManifestFormat};
+use kiln_oci::image::{write_image_with, ManifestFormat};
 use kiln_oci::layer::Compression;
 use kiln_oci::load::import_oci_dir;
 use kiln_oci::registry::{push, PullPolicy, PushOptions, Reference, RegistryContext};
@@ -25,8 +25,13 @@ use std::io::Read;
 use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCode> {
-    if flags.check {
+    if flags.check || flags.buildx.call == CallMethod::Check {
         return super::check::for_build(global, &flags);
+    }
+    if let Some(parent) = &flags.buildx.cgroup_parent {
+        return Err(miette!(
+            "--cgroup-parent {parent}: not supported: kiln has no daemon and makes no cgroups, so RUN steps run in kiln's own cgroup; start kiln in the cgroup they belong in (e.g. systemd-run --scope --slice=NAME kiln build …)"
+        ));
     }
     let (context_holder, stdin_dockerfile) = if flags.dry_run {
         (None, None)
@@ -57,12 +62,23 @@ pub fn run(global: &GlobalFlags, mut flags: BuildFlags) -> miette::Result<ExitCo
             target: flags.target.clone(),
             target_platform,
         };
-        let plan = stages::plan(&df, &src, &opts).map_err(miette::Report::new)?;
-        kiln_builder::check_entitlements(&plan, &entitlements, &src)
-            .map_err(miette::Report::new)?;
-        plans.push(plan);
+        plans.push(stages::plan(&df, &src, &opts).map_err(miette::Report::new)?);
     }
     let plan = &plans[0];
+    match flags.buildx.call {
+        CallMethod::Outline => {
+            print!("{}", super::call::outline(&df, plan));
+            return Ok(ExitCode::SUCCESS);
+        }
+        CallMethod::Targets => {
+            print!("{}", super::call::targets(&df));
+            return Ok(ExitCode::SUCCESS);
+        }
+        CallMethod::Build | CallMethod::Check => {}
+    }
+    for plan in &plans {
+        kiln_builder::check_entitlements(plan, &entitlements, &src).map_err(miette::Report::new)?;
+    }
     let warnings: Vec<String> = plan
         .warnings
         .iter()
@@ -122,6 +138,7 @@ fn execute(
         .map(|o| o.parse().map_err(|e| miette!("{e}")))
         .collect::<miette::Result<_>>()?;
     let (cache_from, cache_to) = cache_settings(flags)?;
+    let sandbox = SandboxSettings::from_flags(flags)?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
@@ -161,13 +178,21 @@ fn execute(
         },
         registry,
         secrets: secrets(&flags.secrets)?,
+        ssh: kiln_builder::ssh::agents_from_flags(
+            &flags.buildx.ssh,
+            std::env::var_os("SSH_AUTH_SOCK")
+                .map(std::path::PathBuf::from)
+                .as_deref(),
+        )
+        .map_err(|e| miette!("{e}"))?,
         default_network: match flags.network {
             BuildNetwork::None => NetworkMode::None,
             BuildNetwork::Host => NetworkMode::Host,
             BuildNetwork::Default => NetworkMode::Default,
         },
-        extra_hosts: Vec::new(),
-        shm_size: None,
+        extra_hosts: sandbox.extra_hosts,
+        shm_size: sandbox.shm_size,
+        ulimits: sandbox.ulimits,
         source_date_epoch: source_date_epoch()?,
         isolation: match flags.isolation {
             BuildIsolation::Auto => kiln_builder::Isolation::Auto,
@@ -228,11 +253,13 @@ fn execute(
             }
         }
         let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
-        let manifest = write_image_except(
+        let annotations = manifest_annotations(&flags.buildx.annotations, &plan.target_platform)?;
+        let manifest = write_image_with(
             &store,
             &out.config,
             &layers,
             ManifestFormat::Oci,
+            &annotations,
             &in_push_registry,
         )
         .map_err(|e| miette!("storing the image: {e}"))?;
@@ -622,6 +649,137 @@ pub(crate) fn report_build_error(e: BuildError) -> miette::Report {
         BuildError::Dockerfile(d) => miette::Report::new(*d),
         other => miette!("{other}"),
     }
+}
+
+/// What `--add-host`, `--shm-size` and `--ulimit` set for every RUN step.
+struct SandboxSettings {
+    extra_hosts: Vec<(String, String)>,
+    shm_size: Option<u64>,
+    ulimits: Vec<kiln_sandbox::Ulimit>,
+}
+
+impl SandboxSettings {
+    fn from_flags(flags: &BuildFlags) -> miette::Result<SandboxSettings> {
+        let b = &flags.buildx;
+        Ok(SandboxSettings {
+            extra_hosts: b
+                .add_hosts
+                .iter()
+                .map(|h| parse_add_host(h))
+                .collect::<miette::Result<_>>()?,
+            shm_size: b.shm_size.as_deref().map(parse_shm_size).transpose()?,
+            ulimits: b
+                .ulimits
+                .iter()
+                .map(|u| kiln_sandbox::Ulimit::parse(u).map_err(|e| miette!("--ulimit: {e}")))
+                .collect::<miette::Result<_>>()?,
+        })
+    }
+}
+
+/// `--add-host HOST:IP` (or `HOST=IP`; an IPv6 address may be in brackets), as
+/// docker reads it.
+fn parse_add_host(value: &str) -> miette::Result<(String, String)> {
+    let (host, ip) = value
+        .split_once('=')
+        .or_else(|| value.split_once(':'))
+        .filter(|(h, a)| !h.is_empty() && !a.is_empty())
+        .ok_or_else(|| miette!("invalid --add-host {value:?}: expected HOST:IP"))?;
+    let ip = ip
+        .strip_prefix('[')
+        .and_then(|i| i.strip_suffix(']'))
+        .unwrap_or(ip);
+    if ip == "host-gateway" {
+        return Err(miette!(
+            "--add-host {value}: host-gateway is not supported: RUN steps use the host's network, give the address"
+        ));
+    }
+    ip.parse::<std::net::IpAddr>()
+        .map_err(|_| miette!("invalid --add-host {value:?}: {ip:?} is not an IP address"))?;
+    Ok((host.to_string(), ip.to_string()))
+}
+
+/// `--shm-size`: bytes, or a number with b, k, m or g (powers of 1024), as
+/// docker's `RAMInBytes`.
+fn parse_shm_size(value: &str) -> miette::Result<u64> {
+    let t = value.trim().to_ascii_lowercase();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => 0,
+    };
+    let bytes = num.parse::<f64>().ok().map(|n| n * mult as f64);
+    match bytes {
+        Some(b) if mult > 0 && b.is_finite() && b >= 1.0 => Ok(b as u64),
+        _ => Err(miette!(
+            "invalid --shm-size {value:?}: expected bytes, or a number with b, k, m or g"
+        )),
+    }
+}
+
+/// `--annotation [TYPE[PLATFORM]:]KEY=VALUE` (buildx's syntax) for the one
+/// manifest a single-platform build writes: no type or `manifest` annotate it
+/// (with `[PLATFORM]`, only when building for that platform); the index and
+/// descriptor types need an image index, which this build does not write.
+fn manifest_annotations(
+    given: &[String],
+    platform: &Platform,
+) -> miette::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in given {
+        let (key, value) = a
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| miette!("invalid --annotation {a:?}: expected [TYPE:]KEY=VALUE"))?;
+        let (kind, key) = match key.split_once(':') {
+            Some((t, k))
+                if t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    && t.chars()
+                        .take_while(|c| *c != '[')
+                        .all(|c| c.is_ascii_lowercase() || c == '-') =>
+            {
+                (t, k)
+            }
+            _ => ("", key),
+        };
+        let (kind, only) = match kind.split_once('[') {
+            Some((t, p)) => {
+                let p = p.strip_suffix(']').ok_or_else(|| {
+                    miette!("invalid --annotation {a:?}: expected TYPE[PLATFORM]:KEY=VALUE")
+                })?;
+                let p =
+                    Platform::parse(p).map_err(|e| miette!("invalid --annotation {a:?}: {e}"))?;
+                (t, Some(p))
+            }
+            None => (kind, None),
+        };
+        match kind {
+            "" | "manifest" => {}
+            "index" | "index-descriptor" | "manifest-descriptor" => {
+                return Err(miette!(
+                    "--annotation {a}: {kind} annotations need an image index, which a single-platform build does not write; use manifest:{key}={value}"
+                ))
+            }
+            other => {
+                return Err(miette!(
+                    "invalid --annotation {a:?}: unknown type {other:?} (manifest, manifest-descriptor, index, index-descriptor)"
+                ))
+            }
+        }
+        if key.is_empty() || key.chars().any(char::is_whitespace) {
+            return Err(miette!("invalid --annotation {a:?}: bad key {key:?}"));
+        }
+        if only.is_none_or(|p| p == *platform) {
+            out.insert(key.to_string(), value.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, if set.
@@ -1028,6 +1186,58 @@ mod tests {
         assert_eq!(args["FROM_ENV"], "env-value");
         assert!(!args.contains_key("UNSET"));
         assert!(build_args(&["=v".into()], env).is_err());
+    }
+
+    #[test]
+    fn sandbox_flag_values() {
+        assert_eq!(
+            parse_add_host("db:10.0.0.2").unwrap(),
+            ("db".into(), "10.0.0.2".into())
+        );
+        assert_eq!(
+            parse_add_host("v6=[::1]").unwrap(),
+            ("v6".into(), "::1".into())
+        );
+        assert_eq!(parse_add_host("v6:::1").unwrap().1, "::1");
+        for bad in ["db", "db:", ":1.2.3.4", "db:nope", "db:host-gateway"] {
+            assert!(parse_add_host(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_shm_size("128m").unwrap(), 128 << 20);
+        assert_eq!(parse_shm_size("1G").unwrap(), 1 << 30);
+        assert_eq!(parse_shm_size("4096").unwrap(), 4096);
+        for bad in ["", "m", "12x", "0"] {
+            assert!(parse_shm_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn annotation_values() {
+        let amd64 = Platform::parse("linux/amd64").unwrap();
+        let a = manifest_annotations(
+            &[
+                "org.opencontainers.image.title=api".into(),
+                "manifest:com.example.a=b=c".into(),
+                "manifest[linux/amd64]:only.amd64=1".into(),
+                "manifest[linux/arm64]:only.arm64=1".into(),
+                "com.example.url=http://x:80".into(),
+            ],
+            &amd64,
+        )
+        .unwrap();
+        let keys: Vec<_> = a.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        assert_eq!(
+            keys,
+            [
+                "com.example.a=b=c",
+                "com.example.url=http://x:80",
+                "only.amd64=1",
+                "org.opencontainers.image.title=api"
+            ]
+        );
+        let e = manifest_annotations(&["index:k=v".into()], &amd64).unwrap_err();
+        assert!(e.to_string().contains("need an image index"), "{e}");
+        assert!(manifest_annotations(&["bogus:k=v".into()], &amd64).is_err());
+        assert!(manifest_annotations(&["novalue".into()], &amd64).is_err());
     }
 
     #[test]

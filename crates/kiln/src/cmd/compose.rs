@@ -88,6 +88,8 @@ struct Job {
     /// Context name → the service whose image it is.
     service_contexts: Vec<(String, String)>,
     secrets: BTreeMap<String, Vec<u8>>,
+    /// `build.ssh`: the agents of its ids.
+    ssh: kiln_builder::ssh::SshAgents,
     network: NetworkMode,
     no_cache: bool,
     pull: PullPolicy,
@@ -344,12 +346,26 @@ fn prepare(
             )));
         }
     }
-    if let Some(first) = b.ssh.first() {
-        return Err(report(ComposeError::at(
-            first.at.as_ref(),
-            &format!("{}.ssh", b.path),
-            "kiln does not forward SSH agents or keys into builds yet",
-        )));
+    // `ssh:` entries are `kiln build --ssh` values (`default`, `ID=PATH[,PATH]`).
+    let mut ssh = kiln_builder::ssh::SshAgents::new();
+    for entry in &b.ssh {
+        let auth_sock = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from);
+        let agent = kiln_builder::ssh::SshAgent::from_flag(&entry.value, auth_sock.as_deref())
+            .and_then(|a| {
+                if ssh.contains_key(a.id()) {
+                    Err(format!("--ssh {}: the id is given twice", a.id()))
+                } else {
+                    Ok(a)
+                }
+            })
+            .map_err(|e| {
+                report(ComposeError::at(
+                    entry.at.as_ref(),
+                    &format!("{}.ssh", b.path),
+                    e,
+                ))
+            })?;
+        ssh.insert(agent.id().to_string(), std::sync::Arc::new(agent));
     }
     let context_dir = match &b.context {
         BuildContext::Dir(d) => d.clone(),
@@ -576,6 +592,7 @@ fn prepare(
         named_contexts,
         service_contexts,
         secrets,
+        ssh,
         network,
         no_cache: b.no_cache || flags.no_cache,
         pull: if b.pull || flags.pull {
@@ -631,9 +648,11 @@ fn build_one(
         pull: job.pull,
         registry: registry.clone(),
         secrets: job.secrets.clone(),
+        ssh: job.ssh.clone(),
         default_network: job.network,
         extra_hosts: job.extra_hosts.clone(),
         shm_size: job.shm_size,
+        ulimits: Vec::new(),
         source_date_epoch,
         isolation: kiln_builder::Isolation::Auto,
         cache_from: job.cache_from.clone(),

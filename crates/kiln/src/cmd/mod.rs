@@ -3,7 +3,9 @@
 mod analyze;
 mod build;
 mod build_platforms;
+mod call;
 mod check;
+mod completion;
 mod compose;
 mod compose_run;
 mod containers;
@@ -55,6 +57,8 @@ pub fn run(cli: Cli) -> miette::Result<ExitCode> {
         Command::Logout(flags) => login::logout(flags),
         Command::Unshare(flags) => unshare::run(flags),
         Command::Compose(flags) => compose::run(&cli.global, *flags),
+        Command::Completion(flags) => completion::completion(&flags),
+        Command::Man(flags) => completion::man(&flags),
     }
 }
 

@@ -78,7 +78,21 @@ pub fn complete_image_except(
     } else {
         ManifestFormat::Oci
     };
-    Ok(write_manifest(store, &image.config_ref, &layers, format)?)
+    // The manifest's annotations (`--annotation`) stay.
+    let annotations: BTreeMap<String, String> = image
+        .manifest
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(write_manifest(
+        store,
+        &image.config_ref,
+        &layers,
+        format,
+        &annotations,
+    )?)
 }
 
 /// A layer descriptor whose blob is in the store: `layer` itself when its blob

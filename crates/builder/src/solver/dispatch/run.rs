@@ -45,6 +45,9 @@ struct PreparedMounts {
     specs: Vec<MountSpec>,
     key_parts: Vec<(String, String)>,
     extra_env: Vec<String>,
+    /// `SSH_AUTH_SOCK=<the first ssh mount's target>` when the step's
+    /// environment has none (BuildKit's `llb.AddSSHSocket`); in the key.
+    ssh_auth_sock: Option<String>,
     /// Held for the run, released after it: cache mount leases, bind overlays
     /// (unmounted on drop) and context masks (removed on drop).
     _guards: Vec<Box<dyn std::any::Any>>,
@@ -141,6 +144,11 @@ pub(crate) fn run_step(
         Security::Sandbox => SecurityMode::Sandbox,
     };
     let mut mounts = prepare_mounts(ctx, state, origin, r, step)?;
+    if let Some(sock) = &mounts.ssh_auth_sock {
+        if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+            env.push(format!("SSH_AUTH_SOCK={sock}"));
+        }
+    }
     // `--build-arg BUILDKIT_SANDBOX_HOSTNAME=NAME`: BuildKit's hostname for RUN.
     let hostname = sh
         .plan
@@ -173,6 +181,9 @@ pub(crate) fn run_step(
         }
         if let Some(size) = sh.opts.shm_size {
             k.part(&format!("shm size {size}"));
+        }
+        for u in &sh.opts.ulimits {
+            k.part(&format!("ulimit {}={}:{}", u.name, u.soft, u.hard));
         }
         k.finish()
     };
@@ -249,6 +260,7 @@ pub(crate) fn run_step(
             }
         }
         spec.shm_size = sh.opts.shm_size;
+        spec.ulimits = sh.opts.ulimits.clone();
         let mut on_line = |l: &kiln_sandbox::OutputLine| {
             sh.emit(Event::StepOutput {
                 at_ms: sh.clock.now_ms(),
@@ -343,8 +355,10 @@ fn prepare_mounts(
         specs: Vec::new(),
         key_parts: Vec::new(),
         extra_env: Vec::new(),
+        ssh_auth_sock: None,
         _guards: Vec::new(),
     };
+    let mut ssh_index = 0;
     for (i, spec) in r.mounts.iter().enumerate() {
         let lexer = kiln_dockerfile::shell::Lexer::new(sh.plan.escape);
         let mut expand = |w: &str| lexer.process_word(w, &env).map_err(|e| e.to_string());
@@ -544,10 +558,52 @@ fn prepare_mounts(
                 });
             }
             MountType::Ssh => {
-                return Err(sh.located(
-                    origin,
-                    "RUN --mount=type=ssh is not supported by kiln: forward credentials with --mount=type=secret instead",
+                // BuildKit's dispatchSSH and llb.AddSSHSocket.
+                if m.source.is_some() {
+                    return Err(sh.located(origin, "ssh mount: ssh does not support source"));
+                }
+                let id =
+                    m.id.clone()
+                        .filter(|i| !i.is_empty())
+                        .unwrap_or_else(|| crate::ssh::DEFAULT_ID.to_string());
+                let target =
+                    target.unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{ssh_index}"));
+                ssh_index += 1;
+                out.ssh_auth_sock.get_or_insert_with(|| target.clone());
+                let (uid, gid, mode) = (
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                    m.mode.unwrap_or(0o600),
+                );
+                // The id and the socket's place and owner, never the agent or its keys.
+                out.key_parts.push((
+                    format!("ssh:{target}"),
+                    format!("{id} {uid}:{gid} {mode:o} required={}", m.required),
                 ));
+                let Some(agent) = sh.opts.ssh.get(&id) else {
+                    if m.required {
+                        return Err(sh.located(
+                            origin,
+                            format!(
+                                "no SSH key {id:?} forwarded from the client: give it with --ssh {id} (the agent of $SSH_AUTH_SOCK), --ssh {id}=SOCKET or --ssh {id}=KEYFILE[,KEYFILE…]"
+                            ),
+                        ));
+                    }
+                    continue;
+                };
+                let socket = crate::ssh::StepSocket::start(agent, uid, gid, mode).map_err(|e| {
+                    sh.located(
+                        origin,
+                        format!("ssh mount {id}: making the agent socket: {e}"),
+                    )
+                })?;
+                out.specs.push(MountSpec::Bind {
+                    root: socket.dir().to_path_buf(),
+                    path: format!("/{}", crate::ssh::STEP_SOCKET_NAME),
+                    target,
+                    readonly: false,
+                });
+                out._guards.push(Box::new(socket));
             }
         }
     }
