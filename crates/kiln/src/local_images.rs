@@ -25,8 +25,50 @@ pub fn with_blobs(
     target: &kiln_oci::BlobRef,
     compression: kiln_oci::layer::Compression,
 ) -> Result<kiln_oci::BlobRef> {
+    fetch_left_layers(store, target)?;
     kiln_oci::export::complete_image(store, target, compression)
         .map_err(|e| miette!("writing the layers of the image: {e}"))
+}
+
+/// Brings into the store the layers of `target` (each platform's, for an
+/// index) that `kiln build --push` left in a registry because only a registry
+/// build cache had them: an archive or a push elsewhere needs their blobs.
+fn fetch_left_layers(store: &Store, target: &kiln_oci::BlobRef) -> Result<()> {
+    let manifests = if kiln_oci::image::media_type::is_index(&target.media_type) {
+        kiln_oci::index::read_index(store, target)
+            .map_err(|e| miette!("{e}"))?
+            .into_iter()
+            .filter(|e| e.is_image())
+            .map(|e| e.manifest)
+            .collect()
+    } else {
+        vec![target.clone()]
+    };
+    let mut fetcher = None;
+    for manifest in &manifests {
+        let image = load_image(store, manifest).map_err(|e| miette!("{e}"))?;
+        for layer in image.layers.iter().filter(|l| !store.has_layer(l)) {
+            let fetcher = match &mut fetcher {
+                Some(f) => f,
+                None => fetcher.insert(kiln_builder::SourcesFetcher {
+                    registry: kiln_oci::registry::RegistryContext::load(None)
+                        .map_err(|e| miette!("reading the registry configuration: {e}"))?,
+                }),
+            };
+            use kiln_builder::BlobFetcher;
+            match fetcher.fetch(store, layer) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(miette!(
+                        "layer {} of the image is not in the store, and no registry is known to hold it",
+                        layer.digest
+                    ))
+                }
+                Err(e) => return Err(miette!("{e}")),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A stored image with its index entry.

@@ -560,6 +560,22 @@ fn a_push_to_the_caches_registry_downloads_no_layer() {
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v[0]["Id"].as_str(), Some(a.image_id.as_str()), "{inspect}");
 
+    // An archive needs the layers the push left in the registry: `kiln save`
+    // fetches them, and the archive loads as the same image.
+    let archive = dir.join("b.tar");
+    kiln()
+        .root(&b_root)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg(&app)
+        .ok();
+    let loaded = dir.join("loaded");
+    kiln().root(&loaded).args(["load", "-i"]).arg(&archive).ok();
+    let inspect = kiln().root(&loaded).args(["inspect", &app]).stdout();
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Id"].as_str(), Some(a.image_id.as_str()), "{inspect}");
+
     let out = kiln()
         .root(&b_root)
         .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
