@@ -256,8 +256,8 @@ build() {
       done > "${2%.log}.rss" ) &
   fi
   wait "$pid" || rc=$?
-  wait
   t1=$(now)
+  wait # the RSS sampler (it sleeps 0.2 s between samples: not part of the build's time)
   accton off > /dev/null
   echo "$pid" > "${2%.log}.pid"
   if [ "$rc" != 0 ]; then
