@@ -120,10 +120,10 @@ fn build_at(dir: &Path, runner: &str, ctx: &Path, extra: &[String], epoch: Optio
     }
 }
 
-/// The layer digests of the image `app:1` in the store at `root`.
-fn image_layers(root: &Path) -> BTreeSet<Digest> {
+/// The layer digests of the image `name` in the store at `root`.
+pub(crate) fn image_layers(root: &Path, name: &str) -> BTreeSet<Digest> {
     let store = Store::open(root).unwrap();
-    let m = store.resolve(&"app:1".parse().unwrap()).unwrap();
+    let m = store.resolve(&name.parse().unwrap()).unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&store.read_blob(&m.digest).unwrap()).unwrap();
     v["layers"]
@@ -135,7 +135,7 @@ fn image_layers(root: &Path) -> BTreeSet<Digest> {
 }
 
 /// Digests of the blobs GET from `repo` in the registry's access log so far.
-fn blob_gets(repo: &str) -> Vec<Digest> {
+pub(crate) fn blob_gets(repo: &str) -> Vec<Digest> {
     let needle = format!("\"GET /v2/{repo}/blobs/");
     fs::read_to_string(plain_log())
         .unwrap()
@@ -199,7 +199,7 @@ fn a_fresh_runner_hits_everything_and_downloads_only_the_final_layers() {
     assert_eq!(b.image_id, a.image_id);
     assert!(b.warnings.is_empty(), "{:?}", b.warnings);
     let got: Vec<Digest> = blob_gets(&cache_repo).split_off(before);
-    let final_layers = image_layers(&b.root);
+    let final_layers = image_layers(&b.root, "app:1");
     let config = cache_config_digest(&cache);
     let layers_got: Vec<&Digest> = got.iter().filter(|d| **d != config).collect();
     assert_eq!(
@@ -379,7 +379,7 @@ fn a_foreign_or_corrupt_cache_is_a_warning_and_a_normal_build() {
         serde_json::from_slice(&fs::read(blob(&config_digest)).unwrap()).unwrap();
     let records = config["records"].as_object().unwrap();
     assert_eq!(records.len(), 8, "mode=max: every step");
-    let hit_layers = image_layers(&hit.root);
+    let hit_layers = image_layers(&hit.root, "app:1");
     let gone: Digest = records
         .values()
         .find(|r| {

@@ -17,9 +17,10 @@
 //! branches exported to one ref, one after the other); fresh runners then hit
 //! both branches.
 
+use crate::cli_registry_cache::{blob_gets, image_layers};
 use crate::util::{kiln, make_base_images};
 use kiln_oci::{Digest, Store};
-use kiln_testkit::registry::{plain as plain_registry, plain_log, unique_repo};
+use kiln_testkit::registry::{plain as plain_registry, unique_repo};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -117,31 +118,6 @@ fn build(root: &Path, ctx: &Path, tag: &str, extra: &[String]) -> Built {
         started,
         warnings,
     }
-}
-
-/// The layer digests of the image `name` in the store at `root`.
-fn image_layers(root: &Path, name: &str) -> BTreeSet<Digest> {
-    let store = Store::open(root).unwrap();
-    let m = store.resolve(&name.parse().unwrap()).unwrap();
-    let v: serde_json::Value =
-        serde_json::from_slice(&store.read_blob(&m.digest).unwrap()).unwrap();
-    v["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["digest"].as_str().unwrap().parse().unwrap())
-        .collect()
-}
-
-/// Digests of the blobs GET from `repo` in the registry's access log so far.
-fn blob_gets(repo: &str) -> Vec<Digest> {
-    let needle = format!("\"GET /v2/{repo}/blobs/");
-    fs::read_to_string(plain_log())
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split_once(&needle))
-        .filter_map(|(_, rest)| rest.split(' ').next()?.parse().ok())
-        .collect()
 }
 
 /// Whether the store at `root` has the blob `d`.
