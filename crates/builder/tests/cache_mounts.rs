@@ -19,9 +19,19 @@ fn req(id: &str, sharing: CacheSharing) -> CacheMountRequest {
 
 const CHILD_ENV: &str = "KILN_TEST_CACHE_CHILD";
 
+/// Held while a child process is spawned, and by the tests that check whether
+/// a released lease's lock is free: a child inherits the lock files open at
+/// its fork until it execs, and holds their flock locks that long.
+static SPAWNING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn no_spawning() -> std::sync::MutexGuard<'static, ()> {
+    SPAWNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs the cross-process test again in a new process, as the child with
 /// `role` on the store root.
 fn run_child(role: &str, store: &Path) -> std::process::Output {
+    let _spawning = no_spawning();
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -123,6 +133,7 @@ fn content_persists_across_leases_and_reopened_managers() {
 
 #[test]
 fn shared_users_get_the_same_directory_at_once() {
+    let _no_spawning = no_spawning();
     let store = tempfile::tempdir().unwrap();
     let mounts = CacheMounts::new(store.path());
     let a = mounts.acquire(&req("apt", CacheSharing::Shared)).unwrap();
@@ -146,6 +157,7 @@ fn shared_users_get_the_same_directory_at_once() {
 
 #[test]
 fn locked_blocks_a_second_user_until_the_first_releases() {
+    let _no_spawning = no_spawning();
     let store = tempfile::tempdir().unwrap();
     let mounts = CacheMounts::new(store.path());
     let first = mounts.acquire(&req("cargo", CacheSharing::Locked)).unwrap();
@@ -187,6 +199,7 @@ fn locked_blocks_a_second_user_until_the_first_releases() {
 
 #[test]
 fn private_gets_a_fresh_directory_only_while_the_main_one_is_busy() {
+    let _no_spawning = no_spawning();
     let store = tempfile::tempdir().unwrap();
     let mounts = CacheMounts::new(store.path());
     let main = mounts
