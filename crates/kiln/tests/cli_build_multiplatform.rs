@@ -129,8 +129,14 @@ fn go_service_cross_compiled_for_amd64_and_arm64_into_one_pushed_index() {
     // (A vertex's header is printed again when its output resumes after another's.)
     let vertices: std::collections::BTreeSet<&str> = log
         .lines()
-        .filter(|l| l.contains("build 4/7] RUN go mod download"))
-        .filter_map(|l| l.split_whitespace().next())
+        .filter_map(|l| {
+            // A vertex header is "#N [platform stage i/n] INSTRUCTION"; a
+            // CACHE MISS explanation may name this step too, but not as its header.
+            let (vertex, rest) = l.split_once(' ')?;
+            let (_, instruction) = rest.strip_prefix('[')?.split_once("] ")?;
+            (rest.contains("build 4/7]") && instruction.starts_with("RUN go mod download"))
+                .then_some(vertex)
+        })
         .collect();
     assert_eq!(vertices.len(), 2, "one vertex per platform:\n{log}");
     let cached = vertices
