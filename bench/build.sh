@@ -184,7 +184,11 @@ prime() {
 prepare_ci() {
   case $1 in
     kiln) rm -rf "$work/kiln-root" ;;
-    buildctl) "$bk/stop" > /dev/null; rm -rf "$bk/state"; "$bk/start" > /dev/null ;;
+    # The restarted daemon must not inherit fds: this script usually runs under
+    # `flock bench.lock` (fd 3+), and a buildkitd holding that fd keeps the lock
+    # held for everyone after the script ends.
+    buildctl) "$bk/stop" > /dev/null; rm -rf "$bk/state"
+      "$bk/start" > /dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- ;;
     buildah)
       if [ -d "$work/buildah-root" ]; then buildah_ rm -a > /dev/null 2>&1 || true; buildah_ rmi -af > /dev/null 2>&1 || true; fi
       rm -rf "$work/buildah-root" "$work/buildah-run" ;;
@@ -285,12 +289,14 @@ containers() {
       if (comm == "runc") runc_parent[pp] = 1 }
     END {
       for (i = 1; i <= n; i++) {
-        if (cppid[i] == pid) kiln_pid[cpid[i]] = 1   # kiln, under /usr/bin/time
+        if (cppid[i] == pid) child[cpid[i]] = 1   # kiln: its sandbox helpers; buildah: buildah itself
       }
       for (i = 1; i <= n; i++) {
-        if (tool == "kiln" && (cppid[i] in kiln_pid)) s += cet[i]
+        if (tool == "kiln" && (cppid[i] in child)) s += cet[i]
         if ((tool == "docker" || tool == "buildctl") && ccomm[i] == "runc" && cppid[i] == dockerd) s += cet[i]
-        if (tool == "buildah" && cppid[i] == pid && (cpid[i] in runc_parent)) s += cet[i]
+        # buildah runs in a { bud && push; } group (pid is that subshell): its run
+        # helper, the parent of runc, is a child of buildah, a grandchild of pid.
+        if (tool == "buildah" && (cppid[i] == pid || (cppid[i] in child)) && (cpid[i] in runc_parent)) s += cet[i]
       }
       printf "%.2f\n", s / 100
     }'
@@ -366,7 +372,7 @@ record() {   # record TOOL PHASE RUN LOG WALL
   if [ "$7" != - ]; then printf ', reported step time: %ss' "$7"; fi
   if [ "$8" != - ]; then printf ', in the sandbox: %ss' "$8"; fi
   if [ -f "${4%.log}.rss" ]; then printf ', peak RSS %s MiB' "$(( $(tail -1 "${4%.log}.rss") / 1024 ))"; fi
-  echo
+  echo ", load $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 bench_one() {   # bench_one TOOL PHASE RUN LOG [push]
