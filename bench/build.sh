@@ -292,7 +292,11 @@ containers() {
         if (cppid[i] == pid) child[cpid[i]] = 1   # kiln: its sandbox helpers; buildah: buildah itself
       }
       for (i = 1; i <= n; i++) {
-        if (tool == "kiln" && (cppid[i] in child)) s += cet[i]
+        # kiln: its sandbox helpers (re-executed kiln, "exe"), which set up the namespaces
+        # and mounts, run the command and clean up, as runc does for the others (not the
+        # command alone: that left the set-up out of kiln only; "bash" is the fork that
+        # expanded the arguments before exec).
+        if (tool == "kiln" && cppid[i] == pid && ccomm[i] != "bash") s += cet[i]
         if ((tool == "docker" || tool == "buildctl") && ccomm[i] == "runc" && cppid[i] == dockerd) s += cet[i]
         # buildah runs in a { bud && push; } group (pid is that subshell): its run
         # helper, the parent of runc, is a child of buildah, a grandchild of pid.
