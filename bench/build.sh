@@ -488,6 +488,7 @@ if has kiln; then
     # The run whose wall minus sandbox time is the median.
     mid=$(awk -v p="$p" '$1 == "kiln" && $2 == p { print $4 - $7, $3, $4 }' "$results" | sort -g |
       awk '{ l[NR] = $2 " " $3 } END { print l[int((NR + 1) / 2)] }')
+    [ -n "${mid% }" ] || continue   # the phase was not run (PHASES)
     log=$logs/kiln-$([ "$p" = cold ] && echo cold || echo edit)-${mid%% *}.log
     echo "  where kiln's time outside the sandbox went, $p build, its median run (${mid%% *}):"
     kiln_breakdown "${mid#* }" "$log"
