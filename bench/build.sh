@@ -290,13 +290,16 @@ containers() {
     END {
       for (i = 1; i <= n; i++) {
         if (cppid[i] == pid) child[cpid[i]] = 1   # kiln: its sandbox helpers; buildah: buildah itself
+        if (ccomm[i] != "exe") ran[cppid[i]] = 1  # the parent of a command (not of another helper)
       }
       for (i = 1; i <= n; i++) {
         # kiln: its sandbox helpers (re-executed kiln, "exe"), which set up the namespaces
         # and mounts, run the command and clean up, as runc does for the others (not the
         # command alone: that left the set-up out of kiln only; "bash" is the fork that
         # expanded the arguments before exec).
-        if (tool == "kiln" && cppid[i] == pid && ccomm[i] != "bash") s += cet[i]
+        # Only helpers that ran a command: kiln starts other short helpers too (one
+        # whose only child is another "exe", 0.2 s in big-context, for its COPY), not RUNs.
+        if (tool == "kiln" && cppid[i] == pid && ccomm[i] != "bash" && (cpid[i] in ran)) s += cet[i]
         if ((tool == "docker" || tool == "buildctl") && ccomm[i] == "runc" && cppid[i] == dockerd) s += cet[i]
         # buildah runs in a { bud && push; } group (pid is that subshell): its run
         # helper, the parent of runc, is a child of buildah, a grandchild of pid.
