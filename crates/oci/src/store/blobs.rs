@@ -317,7 +317,8 @@ impl BlobWriter<'_> {
         let file = file
             .into_inner()
             .map_err(|e| io_err("writing", &self.temp_path)(e.into_error()))?;
-        let deferred = self.store.sync_deferred();
+        // Nothing is owed a sync unless the blob is new (renamed into place below).
+        let deferred = self.store.syncs_deferred();
         if !deferred {
             file.sync_all()
                 .map_err(io_err("syncing", &self.temp_path))?;
@@ -338,7 +339,9 @@ impl BlobWriter<'_> {
             fs::remove_file(&self.temp_path).map_err(io_err("removing", &self.temp_path))?;
         } else {
             fs::rename(&self.temp_path, &dest).map_err(io_err("renaming into", &dest))?;
-            if !deferred {
+            if deferred {
+                self.store.sync_deferred();
+            } else {
                 sync_dir(&self.store.blobs_dir())?;
             }
         }

@@ -251,6 +251,18 @@ impl Store {
         d
     }
 
+    /// Whether syncs are deferred, without recording that anything was written
+    /// (for a writer that may find its blob already stored and write nothing).
+    fn syncs_deferred(&self) -> bool {
+        self.deferred.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a blob or record was written without fsync since the last sync.
+    #[cfg(test)]
+    fn has_unsynced(&self) -> bool {
+        self.unsynced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
@@ -481,6 +493,41 @@ mod tests {
             size: m.len() as u64,
             annotations: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn a_blob_already_stored_leaves_nothing_to_sync() {
+        let (_d, s) = store();
+        s.defer_sync();
+        s.put_blob(b"new").unwrap();
+        assert!(s.has_unsynced());
+        s.sync().unwrap();
+        assert!(!s.has_unsynced());
+        // The same content again (a no-op rebuild writes its config and manifest
+        // again): the copy is discarded, so no syncfs is owed for it.
+        s.put_blob(b"new").unwrap();
+        assert!(!s.has_unsynced());
+        s.put_blob(b"other").unwrap();
+        assert!(s.has_unsynced());
+    }
+
+    #[test]
+    fn tagging_again_to_the_same_target_leaves_the_index_file_alone() {
+        use std::os::unix::fs::MetadataExt;
+        let (_d, s) = store();
+        let m = manifest_with(&s, b"{}", &[b"layer"]);
+        let name: ImageName = "app:1".parse().unwrap();
+        s.tag(&name, m.clone()).unwrap();
+        let index = s.root().join("index.json");
+        let before = fs::metadata(&index).unwrap().ino();
+        s.tag(&name, m.clone()).unwrap();
+        assert_eq!(fs::metadata(&index).unwrap().ino(), before);
+        assert_eq!(s.resolve(&name).unwrap(), m);
+        // A change is still written.
+        let other = manifest_with(&s, b"{\"b\":1}", &[b"layer 2"]);
+        s.tag(&name, other.clone()).unwrap();
+        assert_ne!(fs::metadata(&index).unwrap().ino(), before);
+        assert_eq!(s.resolve(&name).unwrap(), other);
     }
 
     #[test]

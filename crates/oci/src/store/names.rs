@@ -99,7 +99,12 @@ impl Store {
             media_type: Some(crate::descriptor::media_type::OCI_INDEX.to_string()),
             manifests,
         };
-        self.write_atomic(&self.index_path(), &canonical_json(&index))?;
+        // Unchanged (a no-op rebuild tags the same image again): no write, and
+        // no fsync of the file and the directory.
+        let data = canonical_json(&index);
+        if fs::read(self.index_path()).ok().as_deref() != Some(&data[..]) {
+            self.write_atomic(&self.index_path(), &data)?;
+        }
         drop(lock);
         Ok(out)
     }
