@@ -347,6 +347,85 @@ fn copy_tree(src: &Path, dst: &Path, links: &mut Links, skip_whiteouts: bool) ->
     apply_metadata(dst, &m)
 }
 
+/// Threads that copy a layer into an empty directory.
+const COPIERS: usize = 8;
+
+/// What [`apply_layer`] does to an empty `dst` (every entry of `layer` but
+/// its whiteouts copied, no hard links shared), with the entries two levels
+/// down copied by several threads: creating files is bound by the
+/// filesystem's latency, not by the CPU.
+fn copy_into_empty(layer: &Path, dst: &Path) -> io::Result<()> {
+    let whiteout = |p: &Path| {
+        p.symlink_metadata()
+            .map(|m| overlay::is_whiteout_at(p, &m))
+            .unwrap_or(false)
+    };
+    let sorted = |d: &Path| -> io::Result<Vec<OsString>> {
+        let mut names: Vec<OsString> = std::fs::read_dir(d)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort();
+        Ok(names)
+    };
+    let mut dirs = Vec::new();
+    let mut work = Vec::new();
+    for name in sorted(layer)? {
+        let s = layer.join(&name);
+        let d = dst.join(&name);
+        let m = s.symlink_metadata()?;
+        if overlay::is_whiteout_at(&s, &m) {
+            continue;
+        }
+        if !m.is_dir() {
+            let mut links = Links {
+                join: false,
+                first: HashMap::new(),
+            };
+            copy_leaf(&s, &d, &m, &mut links)?;
+            continue;
+        }
+        std::fs::create_dir(&d)?;
+        for child in sorted(&s)? {
+            let sc = s.join(&child);
+            if !whiteout(&sc) {
+                work.push((sc, d.join(&child)));
+            }
+        }
+        dirs.push((s, d, m));
+    }
+    let work = std::sync::Mutex::new(work);
+    let failed: std::sync::Mutex<Option<io::Error>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..COPIERS {
+            scope.spawn(|| loop {
+                let next = work.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((s, d)) = next else { break };
+                let mut links = Links {
+                    join: false,
+                    first: HashMap::new(),
+                };
+                if let Err(e) = copy_tree(&s, &d, &mut links, true) {
+                    work.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                    failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(io::Error::new(e.kind(), format!("{}: {e}", s.display())));
+                    break;
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        return Err(e);
+    }
+    // Their metadata once their entries are made (which changes their times).
+    for (s, d, m) in dirs {
+        copy_xattrs(&s, &d)?;
+        apply_metadata(&d, &m)?;
+    }
+    Ok(())
+}
+
 /// Applies one overlay-format layer onto `dst`: whiteouts delete, opaque
 /// directories replace, everything else is copied over.
 fn apply_layer(layer: &Path, dst: &Path, links: &mut Links) -> io::Result<()> {
@@ -418,7 +497,12 @@ impl CopySnapshot {
                 join: false,
                 first: HashMap::new(),
             };
-            apply_layer(layer, dir, &mut links)?;
+            if i == 0 && std::fs::read_dir(dir)?.next().is_none() {
+                // The bottom layer onto an empty directory: a plain copy.
+                copy_into_empty(layer, dir)?;
+            } else {
+                apply_layer(layer, dir, &mut links)?;
+            }
             if i + 1 == lowerdirs.len() {
                 // The root directory's own metadata comes from the top layer.
                 let m = layer.symlink_metadata()?;
@@ -791,5 +875,52 @@ mod tests {
         CopySnapshot::prepare(&[copy.clone(), upper, lower], &fresh2).unwrap();
         assert_eq!(state(&kept), state(&fresh2));
         assert!(!kept.join("gone").exists() && !kept.join("opt/old").exists());
+    }
+
+    /// The bottom layer copied by several threads is what applying it onto
+    /// an empty directory gives (whiteouts left out at any depth, hard links
+    /// not shared, directories with their own times and xattrs).
+    #[test]
+    fn copying_into_an_empty_directory_is_applying_the_layer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let layer = t.join("layer");
+        write(&layer, "top-file", "t\n", 10);
+        write(&layer, "usr/lib/deep/f", "f\n", 20);
+        write(&layer, "usr/bin/tool", "x\n", 30);
+        std::fs::hard_link(layer.join("usr/bin/tool"), layer.join("usr/bin/tool2")).unwrap();
+        std::os::unix::fs::symlink("lib", layer.join("usr/lib64")).unwrap();
+        overlay::make_whiteout(&layer.join("gone")).unwrap();
+        overlay::make_whiteout(&layer.join("usr/gone")).unwrap();
+        overlay::make_whiteout(&layer.join("usr/lib/gone")).unwrap();
+        set_opaque(&layer.join("usr/lib")).unwrap();
+        rustix::fs::lsetxattr(
+            layer.join("usr"),
+            "user.note",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            layer.join("usr/bin"),
+            std::fs::Permissions::from_mode(0o711),
+        )
+        .unwrap();
+        for d in ["usr/lib/deep", "usr/lib", "usr/bin", "usr"] {
+            set_mtime(&layer.join(d), 40);
+        }
+        let (parallel, applied) = (t.join("parallel"), t.join("applied"));
+        std::fs::create_dir(&parallel).unwrap();
+        std::fs::create_dir(&applied).unwrap();
+        copy_into_empty(&layer, &parallel).unwrap();
+        let mut links = Links {
+            join: false,
+            first: HashMap::new(),
+        };
+        apply_layer(&layer, &applied, &mut links).unwrap();
+        let (got, want) = (state(&parallel), state(&applied));
+        assert_eq!(got[1..], want[1..], "below the root");
+        assert!(!parallel.join("usr/lib/gone").exists());
+        assert!(got.iter().any(|l| l.contains("user.note")), "{got:#?}");
     }
 }
