@@ -83,6 +83,8 @@ pub struct CopySnapshot {
     merged: PathBuf,
     before: HashMap<PathBuf, Before>,
     children: HashMap<PathBuf, BTreeSet<OsString>>,
+    /// Directories [`Self::diff_into`] found with only their ctime changed.
+    touched: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 fn cpath(p: &Path) -> io::Result<CString> {
@@ -527,6 +529,7 @@ impl CopySnapshot {
             merged: dir.to_path_buf(),
             before: HashMap::new(),
             children: HashMap::new(),
+            touched: Default::default(),
         };
         snap.record(Path::new(""))?;
         Ok(snap)
@@ -619,6 +622,15 @@ impl CopySnapshot {
         apply_metadata(&self.merged, &top.symlink_metadata()?)
     }
 
+    /// The directories (relative) the step changed nothing of but their
+    /// ctime, which [`Self::diff_into`] leaves out of the upper directory:
+    /// one of their extended attributes may have changed, so before the
+    /// tree is resumed they get their metadata back from the layers too
+    /// (in [`Self::settle`]'s list).
+    pub fn touched_dirs(&self) -> Vec<PathBuf> {
+        self.touched.borrow().clone()
+    }
+
     /// Where the tree is.
     pub fn dir(&self) -> &Path {
         &self.merged
@@ -682,13 +694,17 @@ impl CopySnapshot {
                     }
                 }
                 Some(b) if m.is_dir() => {
-                    // ctime too: a changed extended attribute changes nothing else.
                     let meta_changed = b.mode != m.mode()
                         || b.uid != m.uid()
                         || b.gid != m.gid()
-                        || b.mtime != (m.mtime(), m.mtime_nsec())
-                        || b.ctime != (m.ctime(), m.ctime_nsec());
+                        || b.mtime != (m.mtime(), m.mtime_nsec());
                     let below_changed = self.diff_dir(&r, upper, links)?;
+                    if !meta_changed && !below_changed && b.ctime != (m.ctime(), m.ctime_nsec()) {
+                        // Not in the diff (overlay would not copy it up for a
+                        // mount stub made and removed), but not as recorded
+                        // either (an extended attribute may have changed).
+                        self.touched.borrow_mut().push(r.clone());
+                    }
                     if meta_changed || below_changed {
                         ensure(&mut changed)?;
                     }
@@ -808,7 +824,8 @@ mod tests {
         write(&lower, "keep/b", "b\n", 2_000);
         write(&lower, "opt/old/x", "x\n", 3_000);
         write(&lower, "gone", "g\n", 3_000);
-        for d in ["etc", "keep", "opt/old", "opt", ""] {
+        write(&lower, "quiet/q", "q\n", 3_000);
+        for d in ["etc", "keep", "opt/old", "opt", "quiet", ""] {
             set_mtime(&lower.join(d), 500);
         }
 
@@ -823,13 +840,23 @@ mod tests {
         std::fs::remove_file(kept.join("opt/old/tmp")).unwrap();
         std::fs::write(kept.join("etc/conf"), "setting=1\n").unwrap();
         set_mtime(&kept.join("etc/conf"), 1_000);
+        // An extended attribute of a directory, all it changes.
+        rustix::fs::lsetxattr(
+            kept.join("quiet"),
+            "user.step",
+            b"1",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
         let upper = t.join("upper");
         std::fs::create_dir(&upper).unwrap();
         snap.diff_into(&upper).unwrap();
+        assert!(!upper.join("quiet").exists());
+        assert_eq!(snap.touched_dirs(), [PathBuf::from("quiet")]);
         // What the differ (`drop_unchanged`) leaves out of the layer: the
         // entries that are the same as below, children first.
         let dropped = ["etc/conf", "etc", "keep/a", "opt/old", "opt"];
-        let mut restore = Vec::new();
+        let mut restore = vec![(PathBuf::from("quiet"), lower.join("quiet"))];
         for rel in dropped {
             let p = upper.join(rel);
             assert!(p.symlink_metadata().is_ok(), "{rel} not in the diff");

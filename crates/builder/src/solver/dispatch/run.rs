@@ -238,8 +238,25 @@ pub(crate) fn run_step(
             return;
         };
         // What the differ left out of the layer goes back to what is below
-        // it, so the tree is what a fresh copy of the layers gives.
-        match snap.settle(dropped, &sh.snapshots.path_of(&layer.diff_id)) {
+        // it, so the tree is what a fresh copy of the layers gives; so do the
+        // directories whose ctime alone changed (first: nothing below them is
+        // in the list).
+        let touched = snap.touched_dirs();
+        let mut restore = Vec::with_capacity(touched.len() + dropped.len());
+        if !touched.is_empty() {
+            let Ok(view) = sh.view(&state.layers) else {
+                return;
+            };
+            for rel in touched {
+                match view.lookup(&format!("/{}", rel.display()), false) {
+                    Ok(Some(e)) if e.is_dir() => restore.push((rel, e.host_path)),
+                    // Not kept: the next step copies its layers afresh.
+                    _ => return,
+                }
+            }
+        }
+        restore.extend(dropped.iter().cloned());
+        match snap.settle(&restore, &sh.snapshots.path_of(&layer.diff_id)) {
             Ok(()) => {
                 root.holds([layer.diff_id]);
                 sh.copied_roots.keep(root);
