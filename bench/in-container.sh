@@ -37,6 +37,9 @@
 # A tool that fails in a profile is reported with its last error line.
 #
 #   bench/in-container.sh            # as root; RUNS=3 PROFILES="default unconfined"
+#   LOGS=/tmp/logs bench/in-container.sh   # and keep each build's output
+#   KILN_BEFORE=/tmp/kiln-old bench/in-container.sh   # and an older kiln, interleaved
+#   TOOLS="kiln" KILN_LOG=kiln_builder=debug ...       # only these tools; kiln's log
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 runs=${RUNS:-3}
@@ -49,6 +52,10 @@ else
   kiln=$repo/target/release/kiln
 fi
 kiln=$(realpath "$kiln")
+# KILN_BEFORE=FILE: a second kiln (e.g. the build before a change), run as the
+# tool "kiln-before" in the same rounds, interleaved with the others.
+before=${KILN_BEFORE:+$(realpath "$KILN_BEFORE")}
+tools=${TOOLS:-"kiln${before:+ kiln-before} buildah"}
 [ "$(id -u)" = 0 ] || { echo "in-container.sh: run as root (dockerd)" >&2; exit 1; }
 regenv=${KILN_TEST_REGISTRY_DIR:-/tmp/kiln-test-registries}/registries.env
 registry=${KILN_TEST_REGISTRY:-$( [ -f "$regenv" ] && sed -n 's/^KILN_TEST_REGISTRY=//p' "$regenv" )}
@@ -97,8 +104,20 @@ for lib in $(ldd /usr/bin/buildah | awk '$3 ~ /^\// {print $3}'); do
     mounts+=(-v "$(realpath "$lib"):$lib:ro")
   fi
 done
+if [ -n "$before" ]; then
+  mounts+=(-v "$before:/usr/local/bin/kiln-before:ro")
+  echo "kiln-before: $("$before" --version)  ($before)"
+fi
 echo "kiln:    $("$kiln" --version)  ($kiln)"
 echo "buildah: $(buildah --version)"
+
+# LOGS=DIR keeps each build's output there (kiln's --progress=plain has
+# each step's time).
+logs=()
+if [ -n "${LOGS:-}" ]; then
+  mkdir -p "$LOGS"
+  logs=(-v "$(realpath "$LOGS"):/logs")
+fi
 
 declare -A times
 run_one() { # tool profile
@@ -109,10 +128,16 @@ run_one() { # tool profile
   esac
   case $tool in
     kiln) cmd='kiln build --progress=plain -t api:bench /ctx' ;;
+    kiln-before) cmd='kiln-before build --progress=plain -t api:bench /ctx' ;;
     buildah) cmd='buildah --storage-driver vfs build --isolation chroot --tls-verify=false -t api:bench /ctx' ;;
   esac
-  if out=$(docker run --rm --network=host "${sec[@]}" "${mounts[@]}" "$image" \
-      bash -c "TIMEFORMAT=%R; { time $cmd >/tmp/log 2>&1 || { tail -n 3 /tmp/log; exit 1; }; } 2>&1" 2>&1); then
+  local log=/tmp/log
+  if [ -n "${LOGS:-}" ]; then
+    log=/logs/$tool-$profile-$(date +%H%M%S).log
+  fi
+  if out=$(docker run --rm --network=host "${sec[@]}" "${mounts[@]}" "${logs[@]}" \
+      ${KILN_LOG:+-e KILN_LOG="$KILN_LOG"} "$image" \
+      bash -c "TIMEFORMAT=%R; { time $cmd >$log 2>&1 || { tail -n 3 $log; exit 1; }; } 2>&1" 2>&1); then
     times[$tool/$profile]+="$(echo "$out" | tail -n 1) "
     echo "$tool ($profile): $(echo "$out" | tail -n 1) s"
   else
@@ -123,18 +148,27 @@ run_one() { # tool profile
 
 for profile in $profiles; do
   for round in $(seq 1 "$runs"); do
-    echo "== round $round, profile $profile"
-    run_one kiln "$profile"
-    run_one buildah "$profile"
+    echo "== round $round, profile $profile (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    for tool in $tools; do
+      run_one "$tool" "$profile"
+    done
   done
 done
 
 median() { tr ' ' '\n' | { grep -E '^[0-9.]+$' || true; } | sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]; else print "-"}'; }
 echo
-echo "| profile | kiln (s) | buildah --isolation chroot (s) |"
-echo "|---|---|---|"
+header="| profile |"
+rule="|---|"
+for tool in $tools; do
+  case $tool in buildah) header+=" buildah --isolation chroot (s) |" ;; *) header+=" $tool (s) |" ;; esac
+  rule+="---|"
+done
+echo "$header"
+echo "$rule"
 for profile in $profiles; do
-  k=$(echo "${times[kiln/$profile]:-}" | median)
-  b=$(echo "${times[buildah/$profile]:-}" | median)
-  echo "| $profile | $k (${times[kiln/$profile]:-}) | $b (${times[buildah/$profile]:-}) |"
+  row="| $profile |"
+  for tool in $tools; do
+    row+=" $(echo "${times[$tool/$profile]:-}" | median) (${times[$tool/$profile]:-}) |"
+  done
+  echo "$row"
 done

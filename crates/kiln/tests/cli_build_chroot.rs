@@ -4,7 +4,11 @@
 //! Dockerfile with deletions (whiteouts, of the base's files and of a lower
 //! layer's), a file over a directory and a directory over a file, an opaque
 //! directory, metadata-only changes, set-uid bits, links, a FIFO and a stage
-//! copied from another. The same build as root without CAP_SYS_ADMIN (what
+//! copied from another. Steps of a stage run on the tree the previous step
+//! left (`snapshot::copied`): a directory whose mtime alone a step changed
+//! (`/bin`, left out of that layer) has the base's mtime again in the later
+//! layer that changes a file in it, and a hard link a step made is two files
+//! for the next step. The same build as root without CAP_SYS_ADMIN (what
 //! Docker's default profile gives a container's root) finds out by itself that
 //! it cannot make namespaces and says so once; a rootless user without
 //! `newuidmap` (one mapped id) builds the same layers too.
@@ -30,7 +34,8 @@ RUN mkdir -p /data/sub/inner && echo one > /data/a && echo two > /data/b && rm /
  && echo deep > /data/sub/inner/f && mkdir /data/dir2 \
  && chown 1000:1000 /data/a /data/sub && chmod 4755 /data/a \
  && ln -s a /data/link && ln /data/a /data/hard && mkfifo /data/fifo
-RUN rm /home/app/.profile && rm /opt/new && rm /data/link && cat /etc/hosts > /hosts-seen
+RUN rm /home/app/.profile && rm /opt/new && rm /data/link && cat /etc/hosts > /hosts-seen \
+ && touch /bin/gone && rm /bin/gone
 RUN rm -rf /data/sub && echo file > /data/sub \
  && rm /data/fifo && mkdir /data/fifo && echo in > /data/fifo/x \
  && rm -rf /data/dir2 && ln -s /nowhere /data/dir2 \

@@ -22,6 +22,7 @@
 //!                            claims of layers being extracted (<diff_id hex>.extracting)
 //! ```
 
+pub(crate) mod copied;
 pub mod merged_view;
 
 use crate::claim::Claim;
@@ -450,20 +451,25 @@ fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
 /// and opaque directories are kept as they are, and entries below a directory
 /// the lower filesystem does not have as a directory are all new, so they are
 /// not compared.
+///
+/// Returns what it removed (paths relative to `upper`, each directory after
+/// what was removed below it), with the file below each.
 pub fn drop_unchanged(
     upper: &Path,
     lower: &crate::snapshot::merged_view::LayeredView,
-) -> io::Result<()> {
-    if lower.layers().is_empty() {
-        return Ok(());
+) -> io::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut dropped = Vec::new();
+    if !lower.layers().is_empty() {
+        drop_unchanged_in(upper, "", lower, &mut dropped)?;
     }
-    drop_unchanged_in(upper, "", lower)
+    Ok(dropped)
 }
 
 fn drop_unchanged_in(
     upper: &Path,
     rel: &str,
     lower: &crate::snapshot::merged_view::LayeredView,
+    dropped: &mut Vec<(PathBuf, PathBuf)>,
 ) -> io::Result<()> {
     use kiln_oci::layer::overlay::{is_opaque_dir, is_whiteout_at};
     let dir = upper.join(rel);
@@ -493,15 +499,17 @@ fn drop_unchanged_in(
                 continue;
             }
             if below.is_dir() {
-                drop_unchanged_in(upper, &child, lower)?;
+                drop_unchanged_in(upper, &child, lower, dropped)?;
             }
             if same_dirent(&below.metadata, &below.host_path, &md, &host)?
                 && fs::read_dir(&host)?.next().is_none()
             {
                 fs::remove_dir(&host)?;
+                dropped.push((PathBuf::from(child), below.host_path));
             }
         } else if same_dirent(&below.metadata, &below.host_path, &md, &host)? {
             fs::remove_file(&host)?;
+            dropped.push((PathBuf::from(child), below.host_path));
         }
     }
     Ok(())
@@ -629,6 +637,8 @@ mod drop_unchanged_tests {
         for root in [&lower, &upper] {
             // Same content and time (with nanoseconds): unchanged.
             file(root, "same/copied", "data", 1_700_000_000, 5);
+            // A directory with nothing changed below it goes too.
+            file(root, "quiet/f", "q", 1_700_000_000, 5);
             // Times from a tar (no nanoseconds): decided by content.
             file(root, "tar/same", "abc", 1_600_000_000, 0);
             file(root, "tar/empty", "", 1_600_000_000, 0);
@@ -651,14 +661,28 @@ mod drop_unchanged_tests {
         fs::set_permissions(upper.join("moded"), fs::Permissions::from_mode(0o600)).unwrap();
         fs::set_permissions(lower.join("moded"), fs::Permissions::from_mode(0o644)).unwrap();
         // Directories with the same mode, their times aside.
-        for d in ["same", "tar", "fresh"] {
+        for d in ["same", "tar", "fresh", "quiet"] {
             if lower.join(d).exists() {
                 let mode = fs::metadata(lower.join(d)).unwrap().permissions();
                 fs::set_permissions(upper.join(d), mode).unwrap();
             }
         }
 
-        drop_unchanged(&upper, &LayeredView::new(vec![lower.clone()])).unwrap();
+        let dropped = drop_unchanged(&upper, &LayeredView::new(vec![lower.clone()])).unwrap();
+        // What was removed, with the file below each (for the copying
+        // snapshotter's tree, which gets those back).
+        let want: Vec<(PathBuf, PathBuf)> = [
+            "quiet/f",
+            "quiet",
+            "same/copied",
+            "tar/empty",
+            "tar/link",
+            "tar/same",
+        ]
+        .iter()
+        .map(|p| (PathBuf::from(p), lower.join(p)))
+        .collect();
+        assert_eq!(dropped, want);
         assert_eq!(
             listing(&upper),
             [
@@ -677,7 +701,9 @@ mod drop_unchanged_tests {
         // Nothing below: everything is new.
         let only = tmp.path().join("only");
         file(&only, "a/b", "x", 1, 0);
-        drop_unchanged(&only, &LayeredView::new(Vec::new())).unwrap();
+        assert!(drop_unchanged(&only, &LayeredView::new(Vec::new()))
+            .unwrap()
+            .is_empty());
         assert_eq!(listing(&only), ["a", "a/b"]);
     }
 }

@@ -344,6 +344,9 @@ pub(crate) struct Shared<'a> {
     pub remote: Option<Arc<RemoteCache>>,
     results: StageBoard<Arc<StageState>>,
     run_mode: std::sync::OnceLock<RunMode>,
+    /// Without overlay: the trees RUN steps ran on, kept for the next step
+    /// on the same layers (see [`crate::snapshot::copied`]).
+    pub copied_roots: crate::snapshot::copied::CopiedRoots,
     /// Keys of the steps that missed in this build → the name of the first
     /// step that missed in their chain (for `--explain-cache`'s cascades).
     pub missed: Mutex<HashMap<Digest, String>>,
@@ -416,6 +419,15 @@ impl Shared<'_> {
     }
 
     fn finish_stage(&self, index: usize, res: StageOutcome<Arc<StageState>>) {
+        // No stage built on this one: the trees its RUN steps left go now.
+        let based_on = self
+            .plan
+            .needed_stages()
+            .any(|s| matches!(s.base, kiln_dockerfile::stages::Base::Stage(b) if b == index));
+        if let (Ok(state), false) = (&res, based_on) {
+            let layers: Vec<Digest> = state.layers.iter().map(|l| l.diff_id).collect();
+            self.copied_roots.stage_done(&layers);
+        }
         let reads = self.plan.stages[index].deps.iter().copied();
         self.results.finish(index, res, reads, &self.failed);
     }
@@ -590,6 +602,9 @@ pub fn build(
         remote: remote.clone(),
         results: StageBoard::new(readers),
         run_mode: std::sync::OnceLock::new(),
+        // One per step that may run at once, and one more (a stage whose
+        // next RUN waits for a permit keeps its tree meanwhile).
+        copied_roots: crate::snapshot::copied::CopiedRoots::new(opts.jobs.max(1) + 1),
         missed: Mutex::default(),
         step_results: Mutex::new(BTreeMap::new()),
         stage_records: Mutex::new(Vec::new()),

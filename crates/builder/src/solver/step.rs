@@ -20,7 +20,7 @@ use kiln_oci::registry::{
 };
 use kiln_oci::store::{BlobRef, Store};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -126,11 +126,24 @@ impl StepCtx<'_, '_> {
         inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
     ) -> Result<StepRecord, BuildError> {
+        self.cached_then(key, inputs, execute, |_, _| {})
+    }
+
+    /// [`Self::cached`], calling `committed` when `execute` ran and its layer
+    /// is made: with the layer and what was left out of it as unchanged
+    /// ([`crate::snapshot::drop_unchanged`]'s list).
+    pub fn cached_then(
+        &self,
+        key: Digest,
+        inputs: StepInputs,
+        execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+        committed: impl FnOnce(&Layer, &[(PathBuf, PathBuf)]),
+    ) -> Result<StepRecord, BuildError> {
         let mut inputs = inputs;
         if let Some(b) = &self.base {
             inputs.insert("base".into(), b.to_string());
         }
-        let result = self.lookup_or_execute(key, inputs, execute);
+        let result = self.lookup_or_execute(key, inputs, execute, committed);
         let sh = self.sh;
         if let Ok(rec) = &result {
             sh.cache.note_used(key, self.parent, rec);
@@ -144,6 +157,7 @@ impl StepCtx<'_, '_> {
         key: Digest,
         inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+        committed: impl FnOnce(&Layer, &[(PathBuf, PathBuf)]),
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
         let vertex = self.vertex.unwrap_or(0);
@@ -193,7 +207,7 @@ impl StepCtx<'_, '_> {
                 reason,
             });
         }
-        let result = self.execute_and_commit(&key, inputs, execute, permit);
+        let result = self.execute_and_commit(&key, inputs, execute, committed, permit);
         let now = sh.clock.now_ms();
         match &result {
             Ok(_) => {
@@ -264,6 +278,7 @@ impl StepCtx<'_, '_> {
         key: &Digest,
         inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
+        committed: impl FnOnce(&Layer, &[(PathBuf, PathBuf)]),
         permit: super::Permit<'_>,
     ) -> Result<StepRecord, BuildError> {
         let sh = self.sh;
@@ -281,9 +296,10 @@ impl StepCtx<'_, '_> {
         // The layer holds what differs from the filesystem below, as BuildKit's
         // differ writes it. Every filesystem step is a layer, an empty one too,
         // as in BuildKit (whose exporter keeps empty diffs).
-        crate::snapshot::drop_unchanged(&upper, &sh.view(&self.lower)?)
+        let dropped = crate::snapshot::drop_unchanged(&upper, &sh.view(&self.lower)?)
             .map_err(BuildError::Differ)?;
         let layer = self.commit_layer(&upper)?;
+        committed(&layer, &dropped);
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
         let rec = StepRecord {
             layer,

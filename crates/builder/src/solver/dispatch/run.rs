@@ -6,7 +6,9 @@ use crate::cache::mounts::{self as cache_mounts, CacheMountRequest, CacheMounts}
 use crate::cache::steps::{KeyBuilder, StepRecord};
 use crate::ops::run::{context_mask, ScratchOverlay};
 use crate::progress::{Event, OutputStream};
+use crate::snapshot::copied::CopiedRoot;
 use crate::snapshot::merged_view::LayeredView;
+use crate::snapshot::Layer;
 use crate::solver::state::StageState;
 use crate::solver::step::{input_key, StepCtx};
 use crate::solver::BuildError;
@@ -20,7 +22,8 @@ use kiln_sandbox::{
     SecurityMode, UserSpec,
 };
 use serde::Serialize;
-use std::path::Path;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
 
 /// The build arg that names the sandbox's hostname (BuildKit's
 /// `build-arg:BUILDKIT_SANDBOX_HOSTNAME`; default `buildkitsandbox`).
@@ -227,117 +230,194 @@ pub(crate) fn run_step(
     env.extend(mounts.extra_env.iter().cloned());
     let lowers = || sh.snapshots.stack(sh.store, &state.layers);
     let vertex = ctx.vertex.unwrap_or(0);
-    let rec = ctx.cached(key, inputs, |upper, work| {
-        // A step of a foreign platform runs under an emulator: there must be one.
-        let platform = sh.plan.stage_platform(ctx.stage.index);
-        kiln_sandbox::emulation::support(&platform.to_string(), &platform.arch)
-            .map_err(|why| sh.located(origin, format!("RUN for {platform}: {why}")))?;
-        let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
-        let mode = sh.run_mode();
-        let mut spec = RunSpec::new(
-            Rootfs::Overlay {
-                lowerdirs: lowerdirs.clone(),
-                upperdir: upper.to_path_buf(),
-                workdir: work.to_path_buf(),
-            },
-            args.clone(),
-        );
-        spec.isolation = mode.isolation;
-        spec.env = env.clone();
-        if let Some(h) = &hostname {
-            spec.hostname = h.clone();
-            spec.hosts = Some(kiln_sandbox::default_hosts(h));
-        }
-        spec.cwd = cwd.clone();
-        spec.user = UserSpec::new(user.clone());
-        spec.network = network;
-        spec.security = security;
-        spec.mounts = mounts.specs.clone();
-        spec.tail_lines = 20;
-        if let Some(hosts) = &mut spec.hosts {
-            for (host, ip) in &sh.opts.extra_hosts {
-                hosts.extend_from_slice(format!("{ip}\t{host}\n").as_bytes());
+    // Without overlay: the step's tree, kept for the next step once its layer
+    // is made.
+    let tree: RefCell<Option<(kiln_sandbox::CopySnapshot, CopiedRoot)>> = RefCell::new(None);
+    let settle = |layer: &Layer, dropped: &[(PathBuf, PathBuf)]| {
+        let Some((snap, mut root)) = tree.borrow_mut().take() else {
+            return;
+        };
+        // What the differ left out of the layer goes back to what is below
+        // it, so the tree is what a fresh copy of the layers gives; so do the
+        // directories whose ctime alone changed (first: nothing below them is
+        // in the list).
+        let touched = snap.touched_dirs();
+        let mut restore = Vec::with_capacity(touched.len() + dropped.len());
+        if !touched.is_empty() {
+            let Ok(view) = sh.view(&state.layers) else {
+                return;
+            };
+            for rel in touched {
+                match view.lookup(&format!("/{}", rel.display()), false) {
+                    Ok(Some(e)) if e.is_dir() => restore.push((rel, e.host_path)),
+                    // Not kept: the next step copies its layers afresh.
+                    _ => return,
+                }
             }
         }
-        spec.shm_size = sh.opts.shm_size;
-        spec.ulimits = sh.opts.ulimits.clone();
-        let mut on_line = |l: &kiln_sandbox::OutputLine| {
-            sh.emit(Event::StepOutput {
-                at_ms: sh.clock.now_ms(),
-                step: vertex,
-                stream: match l.stream {
-                    kiln_sandbox::OutputStream::Stdout => OutputStream::Stdout,
-                    kiln_sandbox::OutputStream::Stderr => OutputStream::Stderr,
-                },
-                line: l.line.clone(),
-            });
-        };
-        if mode.isolation == Isolation::Chroot && !spec.mounts.is_empty() {
-            return Err(sh.located(
-                origin,
-                format!(
-                    "{}: RUN --mount needs mounts, which chroot isolation does not make",
-                    origin.summary()
-                ),
-            ));
+        restore.extend(dropped.iter().cloned());
+        match snap.settle(&restore, &sh.snapshots.path_of(&layer.diff_id)) {
+            Ok(()) => {
+                root.holds([layer.diff_id]);
+                sh.copied_roots.keep(root);
+            }
+            // Not kept: the next step copies its layers afresh.
+            Err(e) => tracing::debug!("not keeping the step's tree: {e}"),
         }
-        // Without overlay: the step runs on a copy of its layers, and a walk
-        // afterwards writes what it changed as the upper directory overlay
-        // would have left.
-        let copy = if mode.overlay {
-            None
-        } else {
-            let root = work.join("root");
-            let chroot = mode.isolation == Isolation::Chroot;
-            let snap = kiln_sandbox::CopySnapshot::prepare_with(&lowerdirs, &root, |dir| {
-                if chroot {
-                    kiln_sandbox::chroot::provision(dir, &spec)
-                } else {
+    };
+    let rec = ctx.cached_then(
+        key,
+        inputs,
+        |upper, work| {
+            // A step of a foreign platform runs under an emulator: there must be one.
+            let platform = sh.plan.stage_platform(ctx.stage.index);
+            kiln_sandbox::emulation::support(&platform.to_string(), &platform.arch)
+                .map_err(|why| sh.located(origin, format!("RUN for {platform}: {why}")))?;
+            let lowerdirs = lowers().map_err(BuildError::Snapshot)?;
+            let mode = sh.run_mode();
+            let mut spec = RunSpec::new(
+                Rootfs::Overlay {
+                    lowerdirs: lowerdirs.clone(),
+                    upperdir: upper.to_path_buf(),
+                    workdir: work.to_path_buf(),
+                },
+                args.clone(),
+            );
+            spec.isolation = mode.isolation;
+            spec.env = env.clone();
+            if let Some(h) = &hostname {
+                spec.hostname = h.clone();
+                spec.hosts = Some(kiln_sandbox::default_hosts(h));
+            }
+            spec.cwd = cwd.clone();
+            spec.user = UserSpec::new(user.clone());
+            spec.network = network;
+            spec.security = security;
+            spec.mounts = mounts.specs.clone();
+            spec.tail_lines = 20;
+            if let Some(hosts) = &mut spec.hosts {
+                for (host, ip) in &sh.opts.extra_hosts {
+                    hosts.extend_from_slice(format!("{ip}\t{host}\n").as_bytes());
+                }
+            }
+            spec.shm_size = sh.opts.shm_size;
+            spec.ulimits = sh.opts.ulimits.clone();
+            let mut on_line = |l: &kiln_sandbox::OutputLine| {
+                sh.emit(Event::StepOutput {
+                    at_ms: sh.clock.now_ms(),
+                    step: vertex,
+                    stream: match l.stream {
+                        kiln_sandbox::OutputStream::Stdout => OutputStream::Stdout,
+                        kiln_sandbox::OutputStream::Stderr => OutputStream::Stderr,
+                    },
+                    line: l.line.clone(),
+                });
+            };
+            if mode.isolation == Isolation::Chroot && !spec.mounts.is_empty() {
+                return Err(sh.located(
+                    origin,
+                    format!(
+                        "{}: RUN --mount needs mounts, which chroot isolation does not make",
+                        origin.summary()
+                    ),
+                ));
+            }
+            // Without overlay: the step runs on a copy of its layers (the tree an
+            // earlier step left, when there is one: see `snapshot::copied`), and
+            // a walk afterwards writes what it changed as the upper directory
+            // overlay would have left.
+            let copy = if mode.overlay {
+                None
+            } else {
+                let chroot = mode.isolation == Isolation::Chroot;
+                let provision = |dir: &Path| {
+                    if chroot {
+                        kiln_sandbox::chroot::provision(dir, &spec)
+                    } else {
+                        Ok(())
+                    }
+                };
+                let ids: Vec<Digest> = state.layers.iter().map(|l| l.diff_id).collect();
+                let copying = |e: std::io::Error| {
+                    sh.located(origin, format!("copying the step's layers: {e}"))
+                };
+                let (snap, root) = match sh.copied_roots.take(&ids) {
+                    Some(mut root) => {
+                        // The layers made since, top first.
+                        let newer: Vec<_> = state.layers[root.depth()..]
+                            .iter()
+                            .rev()
+                            .map(|l| sh.snapshots.path_of(&l.diff_id))
+                            .collect();
+                        tracing::debug!(
+                            kept = root.depth(),
+                            applied = newer.len(),
+                            "running on the tree an earlier step left"
+                        );
+                        let snap =
+                            kiln_sandbox::CopySnapshot::resume_with(root.dir(), &newer, provision)
+                                .map_err(copying)?;
+                        root.holds(ids[root.depth()..].iter().copied());
+                        (snap, root)
+                    }
+                    None => {
+                        let root = CopiedRoot::new(&sh.snapshots, ids.clone())
+                            .map_err(BuildError::Snapshot)?;
+                        let snap = kiln_sandbox::CopySnapshot::prepare_with(
+                            &lowerdirs,
+                            root.dir(),
+                            provision,
+                        )
+                        .map_err(copying)?;
+                        (snap, root)
+                    }
+                };
+                spec.rootfs = snap.rootfs();
+                Some((snap, root))
+            };
+            let result = kiln_sandbox::run(&spec, &mut on_line);
+            if let Some((snap, root)) = copy {
+                kiln_sandbox::chroot::release(root.dir());
+                if result.is_ok() {
+                    snap.diff_into(upper).map_err(|e| {
+                        sh.located(origin, format!("finding the step's changes: {e}"))
+                    })?;
+                    // For the next step, once the layer is made.
+                    *tree.borrow_mut() = Some((snap, root));
+                }
+            }
+            match result {
+                Ok(outcome) => {
+                    for w in outcome.warnings {
+                        sh.emit(Event::Warning {
+                            at_ms: sh.clock.now_ms(),
+                            message: w,
+                        });
+                    }
                     Ok(())
                 }
-            })
-            .map_err(|e| sh.located(origin, format!("copying the step's layers: {e}")))?;
-            spec.rootfs = snap.rootfs();
-            Some((snap, root))
-        };
-        let result = kiln_sandbox::run(&spec, &mut on_line);
-        if let Some((snap, root)) = &copy {
-            kiln_sandbox::chroot::release(root);
-            if result.is_ok() {
-                snap.diff_into(upper)
-                    .map_err(|e| sh.located(origin, format!("finding the step's changes: {e}")))?;
-            }
-        }
-        match result {
-            Ok(outcome) => {
-                for w in outcome.warnings {
-                    sh.emit(Event::Warning {
-                        at_ms: sh.clock.now_ms(),
-                        message: w,
-                    });
+                Err(SandboxError::StepFailed(f)) => {
+                    let code = origin.summary();
+                    let line = origin.lines();
+                    let headline = format!("{code} ({}:{line}) {}", sh.src.name, f.status);
+                    let location = kiln_dockerfile::DockerfileError::at(
+                        sh.src,
+                        origin.start_line,
+                        origin.end_line,
+                        format!("{code} {}", f.status),
+                    );
+                    Err(BuildError::StepFailed {
+                        headline,
+                        tail: f.tail,
+                        location: Box::new(location),
+                    })
                 }
-                Ok(())
+                Err(SandboxError::Cancelled) => Err(BuildError::Cancelled),
+                Err(e) => Err(sh.located(origin, format!("{}: {e}", origin.summary()))),
             }
-            Err(SandboxError::StepFailed(f)) => {
-                let code = origin.summary();
-                let line = origin.lines();
-                let headline = format!("{code} ({}:{line}) {}", sh.src.name, f.status);
-                let location = kiln_dockerfile::DockerfileError::at(
-                    sh.src,
-                    origin.start_line,
-                    origin.end_line,
-                    format!("{code} {}", f.status),
-                );
-                Err(BuildError::StepFailed {
-                    headline,
-                    tail: f.tail,
-                    location: Box::new(location),
-                })
-            }
-            Err(SandboxError::Cancelled) => Err(BuildError::Cancelled),
-            Err(e) => Err(sh.located(origin, format!("{}: {e}", origin.summary()))),
-        }
-    })?;
+        },
+        settle,
+    )?;
     drop(mounts);
     Ok((key, rec, created_by))
 }
