@@ -30,6 +30,9 @@ kiln=$(realpath "${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}")
 runs=${RUNS:-1}
 bk=${BUILDKIT_RUN:-/work/buildkit-run}
 only=${ONLY:-}
+# BENCH_LOCK: a file to flock around each BuildKit runner (default: the shared
+# machine's /work/buildkit-run/bench.lock when it exists; BENCH_LOCK= for none).
+bench_lock=${BENCH_LOCK-$( [ -e /work/buildkit-run/bench.lock ] && echo /work/buildkit-run/bench.lock )}
 [ -x "$kiln" ] || { echo "no kiln binary at $kiln (cargo build --release -p kiln)" >&2; exit 1; }
 curl -sf -o /dev/null "http://$registry/v2/" || { echo "no registry on $registry: run scripts/setup-test-env" >&2; exit 1; }
 
@@ -144,6 +147,9 @@ stop_buildkitd() {
 bk_runner() { # NAME CONTEXT ARGS... → wall seconds (buildkitd start not counted)
   local name=$1 ctx=$2; shift 2
   local state="$work/bk-$name" t0 t1
+  # Machines where buildkitd and benchmarks are shared: one user at a time,
+  # held for this runner only (released when the subshell's fd 9 closes).
+  if [ -n "$bench_lock" ]; then exec 9> "$bench_lock"; flock 9; fi
   start_buildkitd "$state"
   t0=$(now)
   "$bk/bin/buildctl" --addr "unix://$state/buildkitd.sock" build --progress=plain \
@@ -151,6 +157,7 @@ bk_runner() { # NAME CONTEXT ARGS... → wall seconds (buildkitd start not count
     "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; stop_buildkitd; exit 1; }
   t1=$(now)
   stop_buildkitd
+  if [ -n "$bench_lock" ]; then exec 9>&-; fi
   rm -rf "$state"
   secs "$t0" "$t1"
 }
