@@ -599,7 +599,10 @@ fn a_push_to_the_caches_registry_downloads_no_layer() {
         .args(["analyze", "--format=json", &base])
         .stdout();
     assert!(report.contains("\"layers\""), "{report}");
-    let fetched: BTreeSet<Digest> = blob_gets(&base_repo).split_off(before).into_iter().collect();
+    let fetched: BTreeSet<Digest> = blob_gets(&base_repo)
+        .split_off(before)
+        .into_iter()
+        .collect();
     assert_eq!(fetched, base_layers, "analyze fetched the base's layers");
 
     // An archive needs the layers the push left in the registry: `kiln save`

@@ -73,7 +73,10 @@ pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
 pub struct Fetchers(pub Vec<std::sync::Arc<dyn BlobFetcher>>);
 
 impl Fetchers {
-    fn each(&self, mut f: impl FnMut(&dyn BlobFetcher) -> Result<bool, String>) -> Result<bool, String> {
+    fn each(
+        &self,
+        mut f: impl FnMut(&dyn BlobFetcher) -> Result<bool, String>,
+    ) -> Result<bool, String> {
         let mut last = None;
         for fetcher in &self.0 {
             match f(fetcher.as_ref()) {

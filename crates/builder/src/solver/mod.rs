@@ -589,7 +589,9 @@ pub fn build(
     ));
     let snapshots = Snapshots::open(store.root())
         .map_err(BuildError::Snapshot)?
-        .with_fetcher(Some(fetcher.clone() as Arc<dyn crate::snapshot::BlobFetcher>));
+        .with_fetcher(Some(
+            fetcher.clone() as Arc<dyn crate::snapshot::BlobFetcher>
+        ));
     let cache = StepCache::open(store.root())
         .map_err(BuildError::StepCache)?
         .with_remote(remote.clone());
