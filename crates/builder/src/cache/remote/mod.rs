@@ -192,8 +192,15 @@ impl RemoteCache {
     }
 }
 
-impl BlobFetcher for RemoteCache {
-    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+impl RemoteCache {
+    /// Fetches `blob` from the cache that holds it with `fetch`, one fetch
+    /// per blob at a time; `Ok(false)` if no cache has it.
+    fn fetch_with(
+        &self,
+        store: &Store,
+        blob: &BlobRef,
+        fetch: impl FnOnce(&dyn Backend) -> Result<(), String>,
+    ) -> Result<bool, String> {
         let Some((name, backend)) = self.backend_of(&blob.digest) else {
             return Ok(false);
         };
@@ -208,10 +215,33 @@ impl BlobFetcher for RemoteCache {
         if store.has_blob(&blob.digest) {
             return Ok(true);
         }
-        backend
-            .fetch(store, blob)
+        fetch(backend.as_ref())
             .map_err(|e| format!("fetching layer {} from cache {name}: {e}", blob.digest))?;
         Ok(true)
+    }
+}
+
+impl BlobFetcher for RemoteCache {
+    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+        self.fetch_with(store, blob, |b| b.fetch(store, blob))
+    }
+
+    /// From a registry, the layer is extracted as it downloads (as a base
+    /// image's is); from a directory, fetched, then extracted by the caller.
+    fn fetch_unpacking(
+        &self,
+        store: &Store,
+        layer: &Layer,
+        unpacker: &dyn kiln_oci::registry::LayerUnpacker,
+    ) -> Result<bool, String> {
+        let blob = &layer.blob;
+        self.fetch_with(store, blob, |b| match b.registry_repo() {
+            Some(repo) => repo
+                .download_unpacking(store, blob, &layer.diff_id, unpacker)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => b.fetch(store, blob),
+        })
     }
 }
 
