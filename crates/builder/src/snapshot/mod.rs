@@ -114,7 +114,7 @@ pub struct SourcesFetcher {
 
 impl SourcesFetcher {
     /// `download` from each repository known to hold `blob` until one works.
-    fn from_sources(
+    fn download_from_sources(
         &self,
         store: &Store,
         blob: &BlobRef,
@@ -141,7 +141,7 @@ impl SourcesFetcher {
 
 impl BlobFetcher for SourcesFetcher {
     fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
-        self.from_sources(store, blob, |r| {
+        self.download_from_sources(store, blob, |r| {
             r.download(store, blob).map_err(|e| e.to_string())
         })
     }
@@ -152,7 +152,7 @@ impl BlobFetcher for SourcesFetcher {
         layer: &Layer,
         unpacker: &dyn kiln_oci::registry::LayerUnpacker,
     ) -> Result<bool, String> {
-        self.from_sources(store, &layer.blob, |r| {
+        self.download_from_sources(store, &layer.blob, |r| {
             r.download_unpacking(store, &layer.blob, &layer.diff_id, unpacker)
                 .map(drop)
                 .map_err(|e| e.to_string())
