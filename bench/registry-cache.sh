@@ -10,8 +10,13 @@
 #   one line  a fresh runner rebuilds with one line added to a file under src/
 #
 # Both tools build the same Dockerfile with FROM rewritten to the node base
-# (scripts/make-base-images) pushed to the local registry, and push the image to
-# the same registry as the cache (what a CI runner does). Wall-clock times.
+# (scripts/make-base-images) pushed to the local registry — or, for a project
+# with a bench.env naming BASES (bench/projects/react-vite), the bases given as
+# the build args BASE and FINAL — with --secret id=ca,src=$CA_BUNDLE (default
+# /etc/ssl/certs/ca-certificates.crt), and push the image to the same registry
+# as the cache (what a CI runner does). Wall-clock times. Each BuildKit runner
+# holds an flock on $BENCH_LOCK (default /work/buildkit-run/bench.lock when it
+# exists) while its buildkitd runs.
 #
 # Usage: bench/registry-cache.sh [PROJECT...]   (default: examples/api, and
 #        bench/projects/react-vite when it exists)
@@ -30,6 +35,9 @@ kiln=$(realpath "${KILN:-${CARGO_TARGET_DIR:-target}/release/kiln}")
 runs=${RUNS:-1}
 bk=${BUILDKIT_RUN:-/work/buildkit-run}
 only=${ONLY:-}
+# BENCH_LOCK: a file to flock around each BuildKit runner (default: the shared
+# machine's /work/buildkit-run/bench.lock when it exists; BENCH_LOCK= for none).
+bench_lock=${BENCH_LOCK-$( [ -e /work/buildkit-run/bench.lock ] && echo /work/buildkit-run/bench.lock )}
 [ -x "$kiln" ] || { echo "no kiln binary at $kiln (cargo build --release -p kiln)" >&2; exit 1; }
 curl -sf -o /dev/null "http://$registry/v2/" || { echo "no registry on $registry: run scripts/setup-test-env" >&2; exit 1; }
 
@@ -47,26 +55,73 @@ cleanup() {
 }
 trap cleanup EXIT
 now() { date +%s.%N; }
-secs() { printf %.1f "$(echo "$2 - $1" | bc)"; }
+secs() { printf %.2f "$(echo "$2 - $1" | bc)"; }
 tag=$$-$(date +%s)
 
-# The node base, once, pushed where both tools pull it from.
+# The bases (scripts/make-base-images), once, pushed where both tools pull them
+# from: node, and busybox:test for a project whose final stage is FROM it.
 base="$registry/kiln-bench/node:20-bookworm-slim"
-KILN=$kiln scripts/make-base-images --only node --root "$work/seed" > /dev/null
+final="$registry/kiln-bench/busybox:test"
+for b in node busybox; do
+  KILN=$kiln scripts/make-base-images --only "$b" --root "$work/seed" > /dev/null
+done
 "$kiln" --root "$work/seed" push -q node:20-bookworm-slim "$base" > /dev/null
+"$kiln" --root "$work/seed" push -q busybox:test "$final" > /dev/null
+# npm reaches its registry through a TLS proxy whose CA only this bundle has
+# (react-vite's Dockerfile reads it as the secret "ca").
+ca_bundle=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+
+# A project's bench.env (bench/projects/*): BASES (its Dockerfile takes the
+# bases as the build args BASE and FINAL), EDIT_FILE and EDIT_COMMENT (the
+# one-line change appends a comment line to that file).
+project_env() {
+  EDIT_FILE= EDIT_COMMENT= BASES=
+  if [ -f "$1/bench.env" ]; then
+    # shellcheck disable=SC1091
+    . "$1/bench.env"
+  fi
+}
 
 # A copy of PROJECT with FROM node:… pointing at the pushed base; with a third
-# argument, that line appended to the first file under src/ (a one-line change).
+# argument, the one-line change: EDIT_FILE gets a comment line, else that line
+# is appended to the first source file under src/.
 context() {
   local project=$1 dest=$2 line=${3:-}
   cp -r "$project" "$dest"
   rm -rf "$dest/node_modules" "$dest/dist"
   sed -i "s|^FROM node:20-bookworm-slim|FROM $base|I" "$dest/Dockerfile"
   if [ -n "$line" ]; then
-    local f
-    f=$(find "$dest/src" -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.js' -o -name '*.jsx' \) | sort | head -1)
-    printf '%s\n' "$line" >> "$f"
+    if [ -n "$EDIT_FILE" ]; then
+      printf '%s bench: one-line change\n' "$EDIT_COMMENT" >> "$dest/$EDIT_FILE"
+    else
+      local f
+      f=$(find "$dest/src" -type f \( -name '*.ts' -o -name '*.tsx' -o -name '*.js' -o -name '*.jsx' \) | sort | head -1)
+      printf '%s\n' "$line" >> "$f"
+    fi
   fi
+}
+
+# Build args and the secret every build of the project gets (kiln's spelling;
+# bk_args turns them into buildctl's).
+build_args=()
+set_build_args() {
+  build_args=(--secret "id=ca,src=$ca_bundle")
+  if [ -n "$BASES" ]; then
+    build_args+=(--build-arg "BASE=$base" --build-arg "FINAL=$final")
+  fi
+}
+bk_args() {
+  local a next=
+  for a in "${build_args[@]}"; do
+    case $next in
+      arg) echo "--opt"; echo "build-arg:$a"; next=; continue ;;
+      secret) echo "--secret"; echo "$a"; next=; continue ;;
+    esac
+    case $a in
+      --build-arg) next=arg ;;
+      --secret) next=secret ;;
+    esac
+  done
 }
 
 # The seconds of the plain-progress vertex whose title matches $2 in log $1.
@@ -84,7 +139,7 @@ kiln_runner() { # NAME CONTEXT ARGS... → wall seconds; log in $work/NAME.log
   local name=$1 ctx=$2; shift 2
   local t0 t1
   t0=$(now)
-  "$kiln" --root "$work/kiln-$name" build --progress=plain "$@" "$ctx" > "$work/$name.log" 2>&1 \
+  "$kiln" --root "$work/kiln-$name" build --progress=plain "${build_args[@]}" "$@" "$ctx" > "$work/$name.log" 2>&1 \
     || { cat "$work/$name.log" >&2; exit 1; }
   t1=$(now)
   secs "$t0" "$t1"
@@ -143,14 +198,19 @@ stop_buildkitd() {
 
 bk_runner() { # NAME CONTEXT ARGS... → wall seconds (buildkitd start not counted)
   local name=$1 ctx=$2; shift 2
-  local state="$work/bk-$name" t0 t1
+  local state="$work/bk-$name" t0 t1 extra
+  mapfile -t extra < <(bk_args)
+  # Machines where buildkitd and benchmarks are shared: one user at a time,
+  # held for this runner only (released when the subshell's fd 9 closes).
+  if [ -n "$bench_lock" ]; then exec 9> "$bench_lock"; flock 9; fi
   start_buildkitd "$state"
   t0=$(now)
   "$bk/bin/buildctl" --addr "unix://$state/buildkitd.sock" build --progress=plain \
     --frontend dockerfile.v0 --local context="$ctx" --local dockerfile="$ctx" \
-    "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; stop_buildkitd; exit 1; }
+    "${extra[@]}" "$@" > "$work/$name.log" 2>&1 || { cat "$work/$name.log" >&2; stop_buildkitd; exit 1; }
   t1=$(now)
   stop_buildkitd
+  if [ -n "$bench_lock" ]; then exec 9>&-; fi
   rm -rf "$state"
   secs "$t0" "$t1"
 }
@@ -176,6 +236,8 @@ bench_buildkit() {
 
 for project in "${projects[@]}"; do
   p=$(basename "$project")
+  project_env "$project"
+  set_build_args
   context "$project" "$work/$p-one"
   context "$project" "$work/$p-two" "export const benchBranch = \"two\";"
   for r in $(seq 1 "$runs"); do

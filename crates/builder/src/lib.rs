@@ -33,10 +33,11 @@ pub use cache::remote::{export as export_cache, CacheUsage, ExportReport, Remote
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
 pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;
-pub use snapshot::{BlobFetcher, Layer, Snapshots, SourcesFetcher};
+pub use snapshot::{BlobFetcher, Fetchers, Layer, Snapshots, SourcesFetcher};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
 pub use solver::{
     build, BuildError, BuildOptions, BuildOutput, Isolation, NamedContext, PendingImage,
+    Precompress,
 };
 /// `.dockerignore` as BuildKit reads it (for `kiln check`'s context rules).
 pub use source::dockerignore::{load_patterns as load_ignore_patterns, PatternMatcher};

@@ -31,9 +31,11 @@ pub fn with_blobs(
 }
 
 /// Brings into the store the layers of `target` (each platform's, for an
-/// index) that `kiln build --push` left in a registry because only a registry
-/// build cache had them: an archive or a push elsewhere needs their blobs.
-fn fetch_left_layers(store: &Store, target: &kiln_oci::BlobRef) -> Result<()> {
+/// index) that a build left in a registry: a base image's (a `FROM` reads
+/// only its manifest and config), or those only a registry build cache had
+/// (`kiln build --push`). An archive, a push elsewhere or `kiln analyze`
+/// needs their blobs.
+pub fn fetch_left_layers(store: &Store, target: &kiln_oci::BlobRef) -> Result<()> {
     let manifests = if kiln_oci::image::media_type::is_index(&target.media_type) {
         kiln_oci::index::read_index(store, target)
             .map_err(|e| miette!("{e}"))?

@@ -505,10 +505,20 @@ fn bad_cache_flags_are_one_error_naming_the_flag() {
     }
 }
 
+/// The repository of `REGISTRY/REPO:TAG`.
+fn repo_of(reference: &str) -> String {
+    let r = Reference::parse(reference).unwrap();
+    r.repository
+}
+
 /// `--push` to the cache's registry: a fresh runner whose build hits every
-/// step downloads no layer at all (the push mounts the layers only the cache
-/// had from the cache repository), the pushed image is whole (a pull gives
-/// runner A's image), and `kiln run` of the stored image fetches what it lacks.
+/// step downloads no layer at all — not the cache's (the push mounts the
+/// layers only the cache had from the cache repository), not the base
+/// image's (a FROM reads its manifest and config only; the push mounts its
+/// layers from the base's repository). The pushed image is whole (a pull
+/// gives runner A's image); `kiln images`, `inspect` and `prune` work on the
+/// stored image without those layers, and `analyze`, `save` and `run` fetch
+/// what they need.
 #[test]
 fn a_push_to_the_caches_registry_downloads_no_layer() {
     let registry = plain_registry();
@@ -527,6 +537,8 @@ fn a_push_to_the_caches_registry_downloads_no_layer() {
     let app_repo = unique_repo("app");
     let app = format!("{registry}/{app_repo}:1");
     let before = blob_gets(&cache_repo).len();
+    let base_repo = repo_of(&base);
+    let base_before = blob_gets(&base_repo).len();
     // Tagged with the pushed name only (build()'s app:1 would be pushed too).
     let b_root = dir.join("b");
     let out = kiln()
@@ -549,6 +561,16 @@ fn a_push_to_the_caches_registry_downloads_no_layer() {
     let got = blob_gets(&cache_repo).split_off(before);
     assert_eq!(got, [cache_config_digest(&cache)], "only the cache config");
     assert!(blob_gets(&app_repo).is_empty());
+    // Of the base image: its config (for the cache key and ENV, WORKDIR…).
+    let base_layers = image_layers(&b_root, &base);
+    let base_got = blob_gets(&base_repo).split_off(base_before);
+    assert_eq!(base_got.len(), 1, "only the base's config: {base_got:?}");
+    assert!(!base_layers.contains(&base_got[0]), "{base_got:?}");
+    let b_store = Store::open(&b_root).unwrap();
+    for d in &base_layers {
+        assert!(!b_store.has_blob(d), "base layer {d} was downloaded");
+    }
+    drop(b_store);
 
     let pulled = dir.join("pulled");
     kiln()
@@ -559,6 +581,29 @@ fn a_push_to_the_caches_registry_downloads_no_layer() {
     let inspect = kiln().root(&pulled).args(["inspect", &app]).stdout();
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v[0]["Id"].as_str(), Some(a.image_id.as_str()), "{inspect}");
+
+    // The stored image without its layers: listed, inspected, kept by prune.
+    let images = kiln().root(&b_root).args(["images"]).stdout();
+    assert!(images.contains(&app_repo), "{images}");
+    let inspect = kiln().root(&b_root).args(["inspect", &app]).stdout();
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v[0]["Id"].as_str(), Some(a.image_id.as_str()), "{inspect}");
+    kiln().root(&b_root).args(["prune"]).ok();
+    let inspect = kiln().root(&b_root).args(["inspect", &base]).stdout();
+    assert!(inspect.contains("\"Id\""), "{inspect}");
+    // analyze reads every layer: it fetches the base's.
+    let before = blob_gets(&base_repo).len();
+    let report = kiln()
+        .root(&b_root)
+        .env("REGISTRY_AUTH_FILE", dir.join("auth.json"))
+        .args(["analyze", "--format=json", &base])
+        .stdout();
+    assert!(report.contains("\"layers\""), "{report}");
+    let fetched: BTreeSet<Digest> = blob_gets(&base_repo)
+        .split_off(before)
+        .into_iter()
+        .collect();
+    assert_eq!(fetched, base_layers, "analyze fetched the base's layers");
 
     // An archive needs the layers the push left in the registry: `kiln save`
     // fetches them, and the archive loads as the same image.

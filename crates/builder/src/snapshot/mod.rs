@@ -44,7 +44,8 @@ pub struct Layer {
 #[derive(Clone, Debug)]
 pub struct Snapshots {
     root: PathBuf,
-    /// Where layer blobs the store lacks can come from (`--cache-from`).
+    /// Where layer blobs the store lacks can come from (`--cache-from`, the
+    /// registry a base image's layers were left in).
     fetcher: Option<std::sync::Arc<dyn BlobFetcher>>,
 }
 
@@ -53,6 +54,55 @@ pub struct Snapshots {
 pub trait BlobFetcher: Send + Sync + std::fmt::Debug {
     /// Stores `blob` if this fetcher knows where it is: `Ok(false)` if not.
     fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String>;
+
+    /// [`BlobFetcher::fetch`] of a layer's blob that may also extract the
+    /// layer through `unpacker` while it streams in (the default only fetches;
+    /// [`Snapshots::ensure`] extracts from the store what was not unpacked).
+    fn fetch_unpacking(
+        &self,
+        store: &Store,
+        layer: &Layer,
+        unpacker: &dyn kiln_oci::registry::LayerUnpacker,
+    ) -> Result<bool, String> {
+        let _ = unpacker;
+        self.fetch(store, &layer.blob)
+    }
+}
+
+/// Fetchers tried in order: the first that knows a blob fetches it.
+#[derive(Debug)]
+pub struct Fetchers(pub Vec<std::sync::Arc<dyn BlobFetcher>>);
+
+impl Fetchers {
+    fn each(
+        &self,
+        mut f: impl FnMut(&dyn BlobFetcher) -> Result<bool, String>,
+    ) -> Result<bool, String> {
+        let mut last = None;
+        for fetcher in &self.0 {
+            match f(fetcher.as_ref()) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => last = Some(e),
+            }
+        }
+        last.map_or(Ok(false), Err)
+    }
+}
+
+impl BlobFetcher for Fetchers {
+    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+        self.each(|f| f.fetch(store, blob))
+    }
+
+    fn fetch_unpacking(
+        &self,
+        store: &Store,
+        layer: &Layer,
+        unpacker: &dyn kiln_oci::registry::LayerUnpacker,
+    ) -> Result<bool, String> {
+        self.each(|f| f.fetch_unpacking(store, layer, unpacker))
+    }
 }
 
 /// Fetches a blob the store lacks from a registry repository kiln knows to
@@ -63,8 +113,14 @@ pub struct SourcesFetcher {
     pub registry: kiln_oci::registry::RegistryContext,
 }
 
-impl BlobFetcher for SourcesFetcher {
-    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+impl SourcesFetcher {
+    /// `download` from each repository known to hold `blob` until one works.
+    fn download_from_sources(
+        &self,
+        store: &Store,
+        blob: &BlobRef,
+        download: impl Fn(&kiln_oci::registry::Repo) -> Result<(), String>,
+    ) -> Result<bool, String> {
         let mut last = None;
         for (registry, repository) in kiln_oci::registry::sources::all(store, &blob.digest) {
             let repo = kiln_oci::registry::Reference::parse(&format!("{registry}/{repository}"))
@@ -72,7 +128,7 @@ impl BlobFetcher for SourcesFetcher {
                 .and_then(|r| {
                     kiln_oci::registry::Repo::open(&self.registry, &r).map_err(|e| e.to_string())
                 });
-            match repo.and_then(|r| r.download(store, blob).map_err(|e| e.to_string())) {
+            match repo.and_then(|r| download(&r)) {
                 Ok(()) => return Ok(true),
                 Err(e) => last = Some(format!("{registry}/{repository}: {e}")),
             }
@@ -81,6 +137,27 @@ impl BlobFetcher for SourcesFetcher {
             Some(e) => Err(format!("fetching layer {}: {e}", blob.digest)),
             None => Ok(false),
         }
+    }
+}
+
+impl BlobFetcher for SourcesFetcher {
+    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+        self.download_from_sources(store, blob, |r| {
+            r.download(store, blob).map_err(|e| e.to_string())
+        })
+    }
+
+    fn fetch_unpacking(
+        &self,
+        store: &Store,
+        layer: &Layer,
+        unpacker: &dyn kiln_oci::registry::LayerUnpacker,
+    ) -> Result<bool, String> {
+        self.download_from_sources(store, &layer.blob, |r| {
+            r.download_unpacking(store, &layer.blob, &layer.diff_id, unpacker)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -228,11 +305,17 @@ impl Snapshots {
             .as_ref()
             .filter(|_| !store.has_blob(&layer.blob.digest))
         {
-            f.fetch(store, &layer.blob)
+            // Extracted as it downloads where the fetcher can (under the
+            // claim this holds); else from the stored blob below.
+            let unpacker = Claimed(self);
+            f.fetch_unpacking(store, layer, &unpacker)
                 .map_err(|message| SnapshotError::Extract {
                     diff_id: layer.diff_id,
                     message,
                 })?;
+            if dest.is_dir() {
+                return Ok(dest);
+            }
         }
         tracing::debug!(diff_id = %layer.diff_id, "extracting layer from the store");
         let work = self.work_dir()?;
@@ -354,6 +437,56 @@ impl kiln_oci::registry::LayerUnpacker for Snapshots {
             _work: work,
             _claim: claim,
         })))
+    }
+}
+
+/// The unpacker [`Snapshots::ensure`] hands a fetcher: the layer's claim is
+/// held by `ensure` already.
+struct Claimed<'a>(&'a Snapshots);
+
+impl kiln_oci::registry::LayerUnpacker for Claimed<'_> {
+    fn options(&self) -> ApplyOptions {
+        extract_options()
+    }
+
+    fn begin(
+        &self,
+        diff_id: &Digest,
+    ) -> Result<Option<Box<dyn kiln_oci::registry::UnpackTarget>>, String> {
+        if self.0.path_of(diff_id).is_dir() {
+            return Ok(None);
+        }
+        let work = self.0.work_dir().map_err(|e| e.to_string())?;
+        let tree = work.path().join("tree");
+        fs::create_dir(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+        Ok(Some(Box::new(ClaimedLayer {
+            snapshots: self.0.clone(),
+            diff_id: *diff_id,
+            tree,
+            _work: work,
+        })))
+    }
+}
+
+/// A layer [`Claimed`] unpacks: like [`PulledLayer`] without a claim of its own.
+struct ClaimedLayer {
+    snapshots: Snapshots,
+    diff_id: Digest,
+    tree: PathBuf,
+    _work: WorkDir,
+}
+
+impl kiln_oci::registry::UnpackTarget for ClaimedLayer {
+    fn dir(&self) -> &Path {
+        &self.tree
+    }
+
+    fn commit(self: Box<Self>) -> Result<(), String> {
+        tracing::debug!(diff_id = %self.diff_id, "layer unpacked while it downloaded");
+        self.snapshots
+            .install(&self.tree, &self.diff_id)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 

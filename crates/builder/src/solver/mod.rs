@@ -27,7 +27,7 @@ use kiln_oci::image::ImageConfig;
 use kiln_oci::layer::LayerError;
 use kiln_oci::registry::{PullPolicy, RegistryContext};
 use kiln_oci::store::{
-    BuildRecord, StageRecord, StepResult, Store, StoreError, BUILD_RECORD_VERSION,
+    BlobRef, BuildRecord, StageRecord, StepResult, Store, StoreError, BUILD_RECORD_VERSION,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -102,6 +102,18 @@ pub struct BuildOptions {
     /// Work out why each step that runs missed the cache
     /// ([`Event::CacheMiss`]; `--explain-cache`, `--progress=plain`).
     pub explain_cache: bool,
+    /// Blobs an output will need (a push, `--cache-to`): written in the
+    /// background as each step's layer is made, while the build goes on.
+    pub precompress: Option<Precompress>,
+}
+
+/// Which layers a build writes blobs of while it runs (see
+/// [`BuildOptions::precompress`]), and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Precompress {
+    pub compression: kiln_oci::layer::Compression,
+    /// Every stage's layers (`--cache-to …,mode=max`), else the target's.
+    pub all_stages: bool,
 }
 
 /// `kiln build --isolation`: how RUN steps are isolated.
@@ -210,7 +222,8 @@ pub enum BuildError {
         #[source]
         source: WorkdirError,
     },
-    /// A layer of the target image, known from `--cache-from`, could not be fetched.
+    /// A layer of the target image (known from `--cache-from` or left in its
+    /// base image's registry) could not be fetched.
     #[error("{0}")]
     RemoteCache(String),
     /// Another stage failed first; this one stopped.
@@ -354,9 +367,28 @@ pub(crate) struct Shared<'a> {
     step_results: Mutex<BTreeMap<usize, (StepResult, Millis)>>,
     /// The build record of each stage built so far.
     stage_records: Mutex<Vec<StageRecord>>,
+    /// Layers to write blobs of in the background ([`BuildOptions::precompress`]).
+    precompress: Mutex<Option<std::sync::mpsc::Sender<BlobRef>>>,
 }
 
 impl Shared<'_> {
+    /// Queues the blob of a layer step `stage` made for the background
+    /// writers, if an output will need it ([`BuildOptions::precompress`]).
+    pub fn precompress(&self, stage: usize, layer: &BlobRef) {
+        let Some(p) = self.opts.precompress else {
+            return;
+        };
+        if !(p.all_stages || stage == self.plan.target)
+            || self.store.has_blob(&layer.digest)
+            || self.store.local_layer(&layer.digest).is_none()
+        {
+            return;
+        }
+        if let Some(tx) = &*self.precompress.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send(layer.clone());
+        }
+    }
+
     /// How RUN steps run in this build: probed once ([`kiln_sandbox::chroot::probe`])
     /// when the first one runs, and said once when kiln falls back.
     pub fn run_mode(&self) -> RunMode {
@@ -554,13 +586,24 @@ pub fn build(
     let bases = stage::resolve_base_images(&mut plan, src, opts, store, progress, &clock)?;
     let plan = &plan;
     let remote = import_caches(opts, progress, &clock);
+    // Layer blobs the store lacks: a cache's, or a base image's (a FROM
+    // reads only the manifest and config, see `image_source`), fetched when a
+    // snapshot of them is needed.
+    let fetcher = Arc::new(crate::snapshot::Fetchers(
+        remote
+            .clone()
+            .map(|r| r as Arc<dyn crate::snapshot::BlobFetcher>)
+            .into_iter()
+            .chain([Arc::new(crate::snapshot::SourcesFetcher {
+                registry: opts.registry.clone(),
+            }) as Arc<dyn crate::snapshot::BlobFetcher>])
+            .collect(),
+    ));
     let snapshots = Snapshots::open(store.root())
         .map_err(BuildError::Snapshot)?
-        .with_fetcher(
-            remote
-                .clone()
-                .map(|r| r as Arc<dyn crate::snapshot::BlobFetcher>),
-        );
+        .with_fetcher(Some(
+            fetcher.clone() as Arc<dyn crate::snapshot::BlobFetcher>
+        ));
     let cache = StepCache::open(store.root())
         .map_err(BuildError::StepCache)?
         .with_remote(remote.clone());
@@ -608,24 +651,67 @@ pub fn build(
         missed: Mutex::default(),
         step_results: Mutex::new(BTreeMap::new()),
         stage_records: Mutex::new(Vec::new()),
+        precompress: Mutex::new(None),
     };
+    let (compress_tx, compress_rx) = std::sync::mpsc::channel::<BlobRef>();
+    if opts.precompress.is_some() {
+        *shared.precompress.lock().unwrap_or_else(|e| e.into_inner()) = Some(compress_tx);
+    }
+    let compress_rx = Mutex::new(compress_rx);
     let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
-        for st in plan.needed_stages() {
-            let shared = &shared;
-            let errors = &errors;
-            s.spawn(move || {
-                let res = stage::build_stage(shared, st);
-                match res {
-                    Ok(state) => shared.finish_stage(st.index, Ok(Arc::new(state))),
-                    Err(e) => {
-                        if !matches!(e, BuildError::Cancelled) {
-                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
-                        }
-                        shared.finish_stage(st.index, Err(()));
+        // Writers of the blobs an output will need, each layer as soon as
+        // a step made it (until the stages are done and the queue is empty).
+        if let Some(p) = opts.precompress {
+            let workers = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4);
+            for _ in 0..workers {
+                let rx = &compress_rx;
+                let failed = &shared.failed;
+                s.spawn(move || loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(layer) = next else { break };
+                    if failed.load(Ordering::SeqCst) {
+                        continue; // no output will need it
                     }
-                }
-            });
+                    if let Err(e) = kiln_oci::export::layer_with_blob(store, &layer, p.compression)
+                    {
+                        // The output writes it again and says why it cannot.
+                        tracing::debug!("writing the blob of layer {}: {e}", layer.digest);
+                    }
+                });
+            }
+        }
+        let stages: Vec<_> = plan
+            .needed_stages()
+            .map(|st| {
+                let shared = &shared;
+                let errors = &errors;
+                s.spawn(move || {
+                    let res = stage::build_stage(shared, st);
+                    match res {
+                        Ok(state) => shared.finish_stage(st.index, Ok(Arc::new(state))),
+                        Err(e) => {
+                            if !matches!(e, BuildError::Cancelled) {
+                                errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                            }
+                            shared.finish_stage(st.index, Err(()));
+                        }
+                    }
+                })
+            })
+            .collect();
+        let panicked: Vec<_> = stages.into_iter().filter_map(|h| h.join().err()).collect();
+        // No more layers: the writers finish the queue and stop.
+        shared
+            .precompress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = panicked.into_iter().next() {
+            std::panic::resume_unwind(p);
         }
     });
     let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -633,31 +719,47 @@ pub fn build(
         return Err(errors.remove(0));
     }
     let target = shared.wait_stage(plan.target)?;
-    // The output needs the target's layers: those only a cache had come now.
-    if let Some(r) = &remote {
-        let started = shared.clock.now_ms();
-        let blobs: Vec<_> = target
-            .layers
-            .iter()
-            .map(|l| l.blob.clone())
-            .filter(|b| {
-                !opts
-                    .push_only_to
-                    .as_ref()
-                    .is_some_and(|regs| r.mountable_in(&b.digest, regs))
+    // The output needs the target's layers: those only a cache or the base
+    // image's registry had come now, but for a push alone to a registry
+    // known to hold them (it mounts them there).
+    let started = shared.clock.now_ms();
+    let missing: Vec<&BlobRef> = target
+        .layers
+        .iter()
+        .map(|l| &l.blob)
+        .filter(|b| !store.has_layer(b))
+        .filter(|b| {
+            !opts.push_only_to.as_ref().is_some_and(|regs| {
+                regs.iter()
+                    .all(|r| !kiln_oci::registry::sources::known(store, r, &b.digest).is_empty())
             })
-            .collect();
-        let before = r.fetched().len();
-        r.fetch_missing(store, &blobs)
-            .map_err(BuildError::RemoteCache)?;
-        let fetched = r.fetched().len() - before;
-        if fetched > 0 {
-            progress.emit(Event::Phase {
-                at_ms: shared.clock.now_ms(),
-                name: format!("fetching {fetched} layer(s) of the image from the cache"),
-                duration_ms: Some(shared.clock.now_ms() - started),
-            });
-        }
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let missing: Vec<&BlobRef> = missing
+        .into_iter()
+        .filter(|b| seen.insert(b.digest))
+        .collect();
+    kiln_oci::parallel::try_for_each(
+        &missing,
+        4,
+        |b| match crate::snapshot::BlobFetcher::fetch(fetcher.as_ref(), store, b) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "layer {} of the image is not in the store, and no registry is known to hold it",
+                b.digest
+            )),
+            Err(e) => Err(e),
+        },
+        || "a fetch thread panicked".to_string(),
+    )
+    .map_err(BuildError::RemoteCache)?;
+    if !missing.is_empty() {
+        progress.emit(Event::Phase {
+            at_ms: shared.clock.now_ms(),
+            name: format!("fetching {} layer(s) of the image", missing.len()),
+            duration_ms: Some(shared.clock.now_ms() - started),
+        });
     }
     shared.emit_cache_warnings();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);

@@ -16,7 +16,7 @@ use kiln_oci::image::media_type;
 use kiln_oci::image::{load_image_for, ImageConfig};
 use kiln_oci::layer::{layer_digest, write_layer, Compression, DiffKind, LayerOptions};
 use kiln_oci::registry::{
-    pull_if_missing_with, LayerUnpacker, Platform as OciPlatform, PullPolicy, Reference,
+    pull_metadata_if_missing, Platform as OciPlatform, PullPolicy, Reference,
 };
 use kiln_oci::store::{BlobRef, Store};
 use std::collections::BTreeMap;
@@ -64,17 +64,11 @@ pub(crate) fn image_source(
         .map(|p| OciPlatform::parse(&p.to_string()))
         .transpose()
         .map_err(located)?;
-    // Layers a pull downloads are unpacked into snapshots as they arrive.
-    let unpacker = crate::snapshot::Snapshots::for_pull(store);
-    let target = pull_if_missing_with(
-        store,
-        &parsed,
-        platform.as_ref(),
-        pull,
-        &opts.registry,
-        unpacker.as_ref().map(|u| u as &dyn LayerUnpacker),
-    )
-    .map_err(|e| located(format!("{reference}: {e}")))?;
+    // The manifest and config only: the layers are fetched (and unpacked
+    // as they download) when a snapshot of them is needed, or when an output
+    // needs their blobs; a push to their registry mounts them.
+    let target = pull_metadata_if_missing(store, &parsed, platform.as_ref(), pull, &opts.registry)
+        .map_err(|e| located(format!("{reference}: {e}")))?;
     let image = load_image_for(store, &target, platform.as_ref())
         .map_err(|e| located(format!("{reference}: {e}")))?;
     if image.layers.len() != image.config.rootfs.diff_ids.len() {
@@ -147,6 +141,7 @@ impl StepCtx<'_, '_> {
         let sh = self.sh;
         if let Ok(rec) = &result {
             sh.cache.note_used(key, self.parent, rec);
+            sh.precompress(self.stage.index, &rec.layer.blob);
         }
         sh.emit_cache_warnings();
         result

@@ -12,6 +12,7 @@ pub fn run(global: &GlobalFlags, flags: AnalyzeFlags) -> Result<ExitCode> {
     let gates = Gates::from_flags(&flags.gates)?;
     let store = open_store(global)?;
     let target = find(&store, &flags.image)?;
+    crate::local_images::fetch_left_layers(&store, &target.target().entry.target)?;
     let report = kiln_insight::analyze(&store, target.image(), &flags.image)
         .map_err(|e| miette!("analyzing {}: {e}", flags.image))?;
     let out = match flags.format {
@@ -50,6 +51,7 @@ pub fn after_build(
     name: &str,
     gates: &Gates,
 ) -> Result<ExitCode> {
+    crate::local_images::fetch_left_layers(store, manifest)?;
     let image = kiln_oci::image::load_image(store, manifest).map_err(|e| miette!("{e}"))?;
     let report =
         kiln_insight::analyze(store, &image, name).map_err(|e| miette!("analyzing {name}: {e}"))?;

@@ -211,6 +211,14 @@ fn execute(
         }),
         explain_cache: flags.explain_cache
             || (!flags.quiet && crate::progress::is_plain(flags.progress)),
+        // The blobs a push and a cache export need are written while the
+        // build goes on, not after it.
+        precompress: (flags.push || !cache_to.is_empty()).then(|| kiln_builder::Precompress {
+            compression: Compression::default(),
+            all_stages: cache_to
+                .iter()
+                .any(|c| c.mode == kiln_builder::CacheMode::Max),
+        }),
     };
     let progress = if flags.quiet {
         crate::progress::quiet()

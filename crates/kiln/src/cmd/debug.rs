@@ -134,7 +134,11 @@ pub fn describe(global: &GlobalFlags, flags: DebugDescribeFlags) -> miette::Resu
         (store, image)
     } else {
         let store = open_store(global)?;
-        let image = find(&store, &flags.source)?.image().clone();
+        let found = find(&store, &flags.source)?;
+        if !flags.history {
+            crate::local_images::fetch_left_layers(&store, &found.target().entry.target)?;
+        }
+        let image = found.image().clone();
         (store, image)
     };
     let text = if flags.history {

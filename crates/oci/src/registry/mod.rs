@@ -18,7 +18,10 @@ pub mod unpack;
 pub use auth::{AuthFile, Credentials};
 pub use config::RegistryConfig;
 pub use platform::Platform;
-pub use pull::{pull, pull_if_missing, pull_if_missing_with, pull_with, PullPolicy, Pulled};
+pub use pull::{
+    pull, pull_if_missing, pull_if_missing_with, pull_metadata_if_missing, pull_with, PullPolicy,
+    Pulled,
+};
 pub use push::{push, PushOptions, PushReport};
 pub use reference::Reference;
 pub use repo::Repo;

@@ -152,6 +152,44 @@ pub fn pull_if_missing_with(
     Ok(pull_with(store, reference, platform, ctx, unpacker)?.manifest)
 }
 
+/// What a build's `FROM ref` calls: [`pull_if_missing`], but a pull reads the
+/// image's manifest and config only, and records where its layer blobs are
+/// ([`super::sources`]): the layers are fetched when something needs them (a
+/// step that runs on the image, an output), and a push to the same registry
+/// mounts them instead. An image stored so is named like a pulled one; the
+/// store lacks the layer blobs until then.
+pub fn pull_metadata_if_missing(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    policy: PullPolicy,
+    ctx: &RegistryContext,
+) -> Result<BlobRef, RegistryError> {
+    let mut other_platforms = None;
+    if policy != PullPolicy::Always {
+        if let Some(r) = stored(store, reference) {
+            match platform.map(|p| stored_platforms(store, &r, p)) {
+                None | Some(Ok(())) => return Ok(r),
+                Some(Err(have)) => other_platforms = Some(have),
+            }
+        }
+    }
+    if policy == PullPolicy::Never {
+        return Err(match (other_platforms, platform) {
+            (Some(available), Some(p)) => RegistryError::NoMatchingPlatform {
+                reference: reference.to_string(),
+                platform: p.to_string(),
+                available,
+            },
+            _ => RegistryError::NotInStore {
+                reference: reference.to_string(),
+            },
+        });
+    }
+    let platform = platform.cloned().unwrap_or_else(Platform::host);
+    Ok(pull_sources(store, reference, &platform, ctx, None, false)?.manifest)
+}
+
 /// Pull `reference` (from a configured mirror first, if any) into `store`.
 pub fn pull(
     store: &Store,
@@ -172,11 +210,23 @@ pub fn pull_with(
     unpacker: Option<&dyn LayerUnpacker>,
 ) -> Result<Pulled, RegistryError> {
     let platform = platform.cloned().unwrap_or_else(Platform::host);
+    pull_sources(store, reference, &platform, ctx, unpacker, true)
+}
+
+/// [`pull_from`] each configured mirror, then the reference's own registry.
+fn pull_sources(
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+    ctx: &RegistryContext,
+    unpacker: Option<&dyn LayerUnpacker>,
+    layers: bool,
+) -> Result<Pulled, RegistryError> {
     let label = reference.to_string();
     let mut last_err = None;
     for mirror in ctx.config.mirrors(&reference.registry) {
         let client = ctx.client(mirror, &reference.repository, label.clone())?;
-        match pull_from(store, reference, &platform, &client, unpacker) {
+        match pull_from(store, reference, platform, &client, unpacker, layers) {
             Ok(p) => return Ok(p),
             Err(e) => {
                 tracing::warn!("mirror {mirror} failed, trying the next source: {e}");
@@ -185,7 +235,7 @@ pub fn pull_with(
         }
     }
     let client = ctx.client(&reference.registry, &reference.repository, label)?;
-    match pull_from(store, reference, &platform, &client, unpacker) {
+    match pull_from(store, reference, platform, &client, unpacker, layers) {
         // A mirror's error says more than the origin being unreachable (offline).
         Err(e @ RegistryError::Unreachable { .. }) => Err(last_err.unwrap_or(e)),
         other => other,
@@ -319,6 +369,7 @@ fn pull_from(
     platform: &Platform,
     client: &RepoClient,
     unpacker: Option<&dyn LayerUnpacker>,
+    layers: bool,
 ) -> Result<Pulled, RegistryError> {
     let (mut bytes, mut media, resolved) =
         fetch_manifest(client, &reference.manifest_reference(), reference.digest)?;
@@ -368,6 +419,10 @@ fn pull_from(
             }
             Err(e) => return Err(store_err(client)(e)),
         }
+    }
+    if !layers {
+        // The config only (blobs[0]); the layers stay where they are.
+        missing.retain(|b| b.digest == blobs[0].digest);
     }
     let mut downloaded = Vec::new();
     let mut diff_ids = BTreeMap::new();
@@ -521,7 +576,7 @@ fn download_all(
 /// A download that resumes an earlier one (or restarts on a broken transfer)
 /// is not one stream from the first byte: the layer is then extracted from the
 /// stored blob once it is complete.
-fn download_and_unpack(
+pub(crate) fn download_and_unpack(
     store: &Store,
     client: &RepoClient,
     blob: &BlobRef,

@@ -115,6 +115,28 @@ impl Repo {
         Ok(())
     }
 
+    /// [`Repo::download`] of a layer blob that is extracted through `unpacker`
+    /// while it streams in (the pull's path, see [`super::unpack`]). Returns
+    /// whether it was unpacked (`false`: only stored, e.g. a resumed download,
+    /// or the unpacker needed nothing).
+    pub fn download_unpacking(
+        &self,
+        store: &Store,
+        desc: &BlobRef,
+        diff_id: &Digest,
+        unpacker: &dyn super::LayerUnpacker,
+    ) -> Result<bool, RegistryError> {
+        let unpacked =
+            super::pull::download_and_unpack(store, &self.client, desc, diff_id, unpacker)?;
+        super::sources::record(
+            store,
+            &self.client.registry,
+            &self.client.repository,
+            &desc.digest,
+        );
+        Ok(unpacked.is_some())
+    }
+
     /// Pushes a stored blob: nothing when the repository has it, a mount when
     /// kiln knows another repository of this registry to have it, else an upload.
     pub fn push_blob(&self, store: &Store, desc: &BlobRef) -> Result<(), RegistryError> {

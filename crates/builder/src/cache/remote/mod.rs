@@ -8,7 +8,7 @@
 //! warning). A layer blob is fetched only through [`BlobFetcher::fetch`]: when
 //! a snapshot of it must be extracted (a step that runs needs the filesystem
 //! below it, a `COPY --from` reads it), and at the end of the build for the
-//! target's layers that the store lacks.
+//! target's layers that the store lacks (see `solver::build`).
 //!
 //! Export ([`export`]) merges: it reads what the tag holds, adds this build's
 //! records (newer use wins), prunes by age and count, writes the config and
@@ -45,8 +45,6 @@ pub struct RemoteCache {
     /// One fetch per blob at a time (stages extract in parallel).
     fetching: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     warnings: Mutex<Vec<String>>,
-    /// Blobs fetched, for `--progress` and tests.
-    fetched: Mutex<Vec<Digest>>,
 }
 
 impl RemoteCache {
@@ -178,37 +176,6 @@ impl RemoteCache {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The layer blobs fetched so far.
-    pub fn fetched(&self) -> Vec<Digest> {
-        self.fetched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Fetches those of `blobs` the store lacks and a cache holds, a few at a time.
-    pub fn fetch_missing(&self, store: &Store, blobs: &[BlobRef]) -> Result<(), String> {
-        let missing: Vec<&BlobRef> = blobs
-            .iter()
-            .filter(|b| !store.has_blob(&b.digest) && self.blobs.contains_key(&b.digest))
-            .collect();
-        kiln_oci::parallel::try_for_each(
-            &missing,
-            4,
-            |b| self.fetch(store, b).map(|_| ()),
-            || "a fetch thread panicked".into(),
-        )
-    }
-
-    /// Whether a cache in one of `registries` holds the blob `digest` (so a
-    /// push there can mount it instead of it being fetched).
-    pub fn mountable_in(&self, digest: &Digest, registries: &[String]) -> bool {
-        self.backend_of(digest)
-            .and_then(|(_, b)| b.registry_repo())
-            .is_some_and(|repo| registries.iter().any(|r| r == repo.registry()))
-            && self.lock_available().get(digest) == Some(&true)
-    }
-
     fn backend_of(&self, digest: &Digest) -> Option<&(String, Box<dyn Backend>)> {
         self.blobs.get(digest).map(|i| &self.backends[*i])
     }
@@ -225,8 +192,15 @@ impl RemoteCache {
     }
 }
 
-impl BlobFetcher for RemoteCache {
-    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+impl RemoteCache {
+    /// Fetches `blob` from the cache that holds it with `fetch`, one fetch
+    /// per blob at a time; `Ok(false)` if no cache has it.
+    fn fetch_with(
+        &self,
+        store: &Store,
+        blob: &BlobRef,
+        fetch: impl FnOnce(&dyn Backend) -> Result<(), String>,
+    ) -> Result<bool, String> {
         let Some((name, backend)) = self.backend_of(&blob.digest) else {
             return Ok(false);
         };
@@ -241,14 +215,33 @@ impl BlobFetcher for RemoteCache {
         if store.has_blob(&blob.digest) {
             return Ok(true);
         }
-        backend
-            .fetch(store, blob)
+        fetch(backend.as_ref())
             .map_err(|e| format!("fetching layer {} from cache {name}: {e}", blob.digest))?;
-        self.fetched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(blob.digest);
         Ok(true)
+    }
+}
+
+impl BlobFetcher for RemoteCache {
+    fn fetch(&self, store: &Store, blob: &BlobRef) -> Result<bool, String> {
+        self.fetch_with(store, blob, |b| b.fetch(store, blob))
+    }
+
+    /// From a registry, the layer is extracted as it downloads (as a base
+    /// image's is); from a directory, fetched, then extracted by the caller.
+    fn fetch_unpacking(
+        &self,
+        store: &Store,
+        layer: &Layer,
+        unpacker: &dyn kiln_oci::registry::LayerUnpacker,
+    ) -> Result<bool, String> {
+        let blob = &layer.blob;
+        self.fetch_with(store, blob, |b| match b.registry_repo() {
+            Some(repo) => repo
+                .download_unpacking(store, blob, &layer.diff_id, unpacker)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            None => b.fetch(store, blob),
+        })
     }
 }
 
@@ -369,20 +362,45 @@ fn export_to(
     let now = crate::solver::unix_now();
     let mut mine = usage.config(spec.mode, now);
     // A layer this build made is a snapshot until something needs its blob:
-    // the cache does (gzip, made once and kept, as for an image output).
+    // the cache does (gzip, made once and kept, as for an image output; the
+    // build wrote most while it ran, see `BuildOptions::precompress`), a few
+    // at a time.
+    let mut pending: Vec<LayerEntry> = mine
+        .records
+        .values()
+        .map(|e| e.layer.clone())
+        .filter(|l| !store.has_blob(&l.digest) && store.local_layer(&l.digest).is_some())
+        .collect();
+    pending.sort_by_key(|l| l.digest);
+    pending.dedup_by_key(|l| l.digest);
+    let made = Mutex::new(HashMap::new());
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    kiln_oci::parallel::try_for_each(
+        &pending,
+        workers,
+        |l| {
+            let b = kiln_oci::export::layer_with_blob(
+                store,
+                &l.blob(),
+                kiln_oci::layer::Compression::default(),
+            )
+            .map_err(|err| format!("layer {}: {err}", l.diff_id))?;
+            made.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(l.digest, b);
+            Ok(())
+        },
+        || "a compressing thread panicked".to_string(),
+    )?;
+    let made = made.into_inner().unwrap_or_else(|e| e.into_inner());
     for e in mine.records.values_mut() {
-        if store.has_blob(&e.layer.digest) || store.local_layer(&e.layer.digest).is_none() {
-            continue;
+        if let Some(b) = made.get(&e.layer.digest) {
+            e.layer.media_type = b.media_type.clone();
+            e.layer.digest = b.digest;
+            e.layer.size = b.size;
         }
-        let b = kiln_oci::export::layer_with_blob(
-            store,
-            &e.layer.blob(),
-            kiln_oci::layer::Compression::default(),
-        )
-        .map_err(|err| format!("layer {}: {err}", e.layer.diff_id))?;
-        e.layer.media_type = b.media_type;
-        e.layer.digest = b.digest;
-        e.layer.size = b.size;
     }
     push_layers(store, target, &mine.layers(), from)?;
     let _lock = target.lock()?;
