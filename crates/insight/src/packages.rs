@@ -1,9 +1,10 @@
 //! Packages installed in a filesystem, from their package managers' own
 //! records: npm (`node_modules/**/package.json`), dpkg (`var/lib/dpkg/status`)
 //! and Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`). The analysis
-//! uses it for devDependencies left in `node_modules`; it is the one place
-//! that reads package metadata, for any later listing of an image's packages.
-//! (Go binaries' build info is not read yet.)
+//! uses it for devDependencies left in `node_modules`, and `kiln build --sbom`
+//! for the image's SBOM; it is the one place that reads package metadata. Go
+//! programs carry their modules in their build info ([`go_buildinfo`]), kept
+//! by the binary's path like a record.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +15,7 @@ pub enum Ecosystem {
     Npm,
     Deb,
     Python,
+    Go,
 }
 
 /// One installed package.
@@ -84,11 +86,116 @@ fn npm_package_of(path: &str) -> Option<(&str, &str)> {
     ok.then_some((&dir[..at], rest))
 }
 
+/// What a Go program's build info starts with.
+const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// The build info of a Go program (Go 1.18 and later: the version and the
+/// module list inline after the header), read from its bytes `r`: the
+/// header's magic and what follows it, or `None` for anything else. Reads `r`
+/// to its end (it is a tar entry); keeps at most 64 KiB of it.
+pub fn go_buildinfo(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    const KEEP: usize = 64 << 10;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut head[got..])? {
+            0 => return Ok(None),
+            n => got += n,
+        }
+    }
+    if &head != b"\x7fELF" {
+        std::io::copy(r, &mut std::io::sink())?;
+        return Ok(None);
+    }
+    // Look for the magic in chunks, keeping the chunk's tail for a magic
+    // split across two reads.
+    let mut window: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut found: Option<Vec<u8>> = None;
+    loop {
+        let n = r.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(f) = found.as_mut() {
+            if f.len() < KEEP {
+                let take = n.min(KEEP - f.len());
+                f.extend_from_slice(&chunk[..take]);
+            }
+            continue;
+        }
+        window.extend_from_slice(&chunk[..n]);
+        if let Some(at) = window
+            .windows(GO_BUILDINFO_MAGIC.len())
+            .position(|w| w == GO_BUILDINFO_MAGIC)
+        {
+            let end = window.len().min(at + KEEP);
+            found = Some(window[at..end].to_vec());
+            continue;
+        }
+        let keep = window.len().saturating_sub(GO_BUILDINFO_MAGIC.len());
+        window.drain(..keep);
+    }
+    Ok(found.filter(|f| f.len() > 32))
+}
+
+/// The modules a Go build info (from [`go_buildinfo`]) names: the main
+/// module and each dependency, as (path, version).
+pub fn go_modules(info: &[u8]) -> Vec<(String, String)> {
+    // Header: magic (14), pointer size, flags; then, with flag 2 (inline
+    // strings), at 32: the Go version and the module info, each a uvarint
+    // length and the bytes.
+    if info.len() < 32 || info[15] & 2 == 0 {
+        return Vec::new();
+    }
+    fn uvarint(b: &[u8]) -> Option<(usize, usize)> {
+        let mut v: u64 = 0;
+        for (i, &c) in b.iter().enumerate().take(10) {
+            v |= u64::from(c & 0x7f) << (7 * i);
+            if c & 0x80 == 0 {
+                return Some((v as usize, i + 1));
+            }
+        }
+        None
+    }
+    let mut at = 32;
+    let mut strings = Vec::new();
+    for _ in 0..2 {
+        let Some((len, n)) = uvarint(&info[at..]) else {
+            return Vec::new();
+        };
+        at += n;
+        let Some(s) = info.get(at..at + len) else {
+            return Vec::new();
+        };
+        strings.push(String::from_utf8_lossy(s).into_owned());
+        at += len;
+    }
+    let mut out = Vec::new();
+    for line in strings[1].lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["mod", path, version, ..] | ["dep", path, version, ..] => {
+                out.push((path.to_string(), version.to_string()))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every package the records in `files` (path → contents) name.
 pub fn list(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
     let mut out = Vec::new();
     for (path, data) in files {
-        if npm_package_of(path).is_some() {
+        if data.starts_with(GO_BUILDINFO_MAGIC) {
+            out.extend(go_modules(data).into_iter().map(|(name, version)| Package {
+                ecosystem: Ecosystem::Go,
+                name,
+                version,
+                path: path.clone(),
+            }));
+        } else if npm_package_of(path).is_some() {
             if let Some(m) = parse_package_json(data) {
                 out.push(Package {
                     ecosystem: Ecosystem::Npm,

@@ -6,8 +6,9 @@
 //! annotations) plus the platform it serves. Entries that serve no platform
 //! (BuildKit's attestation manifests: platform `unknown/unknown` and the
 //! annotation `vnd.docker.reference.type: attestation-manifest`) are carried
-//! as they are: [`write_index`] writes them, [`read_index`] returns them, and
-//! choosing an image by platform skips them.
+//! as they are: [`write_index`] writes them, [`read_index`] returns them,
+//! choosing an image by platform skips them, and [`rewrite_index`] keeps them
+//! naming their image (`crate::attestation` writes them).
 
 use crate::canonical_json::canonical_json;
 use crate::descriptor::media_type;
@@ -49,6 +50,15 @@ impl IndexEntry {
             manifest,
             platform: None,
         }
+    }
+
+    /// The image manifest an attestation entry is about (`None` for an image).
+    pub fn attestation_subject(&self) -> Option<Digest> {
+        let a = &self.manifest.annotations;
+        if a.get(REFERENCE_TYPE_ANNOTATION).map(String::as_str) != Some(ATTESTATION_MANIFEST) {
+            return None;
+        }
+        a.get(REFERENCE_DIGEST_ANNOTATION)?.parse().ok()
     }
 
     /// Whether this entry is an image for a platform (not an attestation).
@@ -188,7 +198,9 @@ fn format_media_type(format: ManifestFormat) -> &'static str {
 
 /// The stored index `target` with some entries' manifests replaced (`replace`
 /// gives the new descriptor of an entry's manifest, or `None` to keep it); the
-/// rest of the document is kept as it is. Returns `target` when nothing changed.
+/// rest of the document is kept as it is. `replace` is not asked about
+/// attestation entries: one about a replaced manifest is rewritten to name the
+/// new one ([`crate::attestation::retarget`]). Returns `target` when nothing changed.
 pub fn rewrite_index<E: From<StoreError>>(
     store: &Store,
     target: &BlobRef,
@@ -206,15 +218,34 @@ pub fn rewrite_index<E: From<StoreError>>(
         return Err(malformed(target.digest, "entries changed while read").into());
     }
     let mut changed = false;
+    // Image manifests replaced: old digest → new.
+    let mut moved: std::collections::BTreeMap<Digest, BlobRef> = Default::default();
     for (entry, doc) in entries.iter().zip(list.iter_mut()) {
+        if entry.attestation_subject().is_some() {
+            continue;
+        }
         let Some(new) = replace(entry)? else { continue };
         if new.digest == entry.manifest.digest {
             continue;
         }
         changed = true;
+        moved.insert(entry.manifest.digest, new.clone());
         doc["mediaType"] = json!(new.media_type);
         doc["digest"] = json!(new.digest.to_string());
         doc["size"] = json!(new.size);
+    }
+    // An attestation about a replaced manifest now names the new one.
+    for (entry, doc) in entries.iter().zip(list.iter_mut()) {
+        let Some(subject) = entry.attestation_subject() else {
+            continue;
+        };
+        let Some(new_subject) = moved.get(&subject) else {
+            continue;
+        };
+        let new = crate::attestation::retarget(store, &entry.manifest, &subject, new_subject)?;
+        doc["digest"] = json!(new.digest.to_string());
+        doc["size"] = json!(new.size);
+        doc["annotations"][REFERENCE_DIGEST_ANNOTATION] = json!(new_subject.digest.to_string());
     }
     if !changed {
         return Ok(target.clone());

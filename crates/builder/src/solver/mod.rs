@@ -142,6 +142,21 @@ pub struct BuildOutput {
     /// The caches of `--cache-from`, as imported (an export takes layer blobs
     /// the store lacks from them).
     pub remote_cache: Option<Arc<RemoteCache>>,
+    /// The base images the stages built on, as resolved (for provenance).
+    pub base_images: Vec<ResolvedBase>,
+}
+
+/// A stage's base image as the build resolved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedBase {
+    /// The stage's Dockerfile index.
+    pub stage: usize,
+    /// The image as the FROM names it (args expanded).
+    pub reference: String,
+    /// The platform it was chosen for (`linux/amd64`).
+    pub platform: String,
+    /// Its manifest's digest.
+    pub manifest: Digest,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -541,6 +556,18 @@ pub fn build(
     let mut plan = plan.clone();
     let bases = stage::resolve_base_images(&mut plan, src, opts, store, progress, &clock)?;
     let plan = &plan;
+    let base_images: Vec<ResolvedBase> = bases
+        .iter()
+        .filter_map(|(&index, b)| match &plan.stages[index].base {
+            kiln_dockerfile::stages::Base::Image(r) => Some(ResolvedBase {
+                stage: index,
+                reference: r.clone(),
+                platform: plan.stage_platform(index).to_string(),
+                manifest: b.manifest,
+            }),
+            _ => None,
+        })
+        .collect();
     let remote = import_caches(opts, progress, &clock);
     let snapshots = Snapshots::open(store.root())
         .map_err(BuildError::Snapshot)?
@@ -667,6 +694,7 @@ pub fn build(
         steps_cached,
         cache: shared.cache.usage(target.key),
         remote_cache: remote,
+        base_images,
     })
 }
 

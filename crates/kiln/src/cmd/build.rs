@@ -139,17 +139,36 @@ fn execute(
         .collect::<miette::Result<_>>()?;
     let (cache_from, cache_to) = cache_settings(flags)?;
     let sandbox = SandboxSettings::from_flags(flags)?;
+    let attest = super::attest::requested(&flags.buildx)?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
-    if plans.len() > 1 {
-        // BuildKit's docker exporter refuses an index, and `--load` is one.
+    if plans.len() > 1 || attest.any() {
+        // BuildKit's docker exporter refuses an index, and `--load` is one;
+        // attestations make an index of even one platform's image.
         if flags.load.load.is_some() || outputs.iter().any(|o| o.kind == OutputKind::Docker) {
+            let why = if plans.len() > 1 {
+                format!("building for {} platforms", plans.len())
+            } else {
+                "attestations (--sbom, --provenance, --attest) make an image index".to_string()
+            };
             return Err(miette!(
-                "docker exporter does not currently support exporting manifest lists (building for {} platforms; use -o type=oci or --push)",
-                plans.len()
+                "docker exporter does not currently support exporting manifest lists ({why}; use -o type=oci or --push)"
             ));
         }
+    }
+    if attest.any() {
+        if let Some(o) = outputs
+            .iter()
+            .find(|o| matches!(o.kind, OutputKind::Local | OutputKind::Tar))
+        {
+            return Err(miette!(
+                "-o type={}: attestations (--sbom, --provenance, --attest) are attached to an image index; a filesystem output has none (use -o type=oci or --push)",
+                if o.kind == OutputKind::Local { "local" } else { "tar" }
+            ));
+        }
+    }
+    if plans.len() > 1 {
         if outputs.iter().any(|o| o.kind == OutputKind::Tar) {
             return Err(miette!(
                 "-o type=tar writes one platform's filesystem; with several platforms use -o type=local (a directory per platform) or type=oci"
@@ -221,6 +240,7 @@ fn execute(
         progress.emit(Event::Warning { at_ms: 0, message });
     }
     let clock = Clock::start();
+    let started_unix = now_unix();
     let outs = match super::build_platforms::build_all(
         plans,
         src,
@@ -268,15 +288,53 @@ fn execute(
             .map_err(|e| miette!("storing the build record: {e}"))?;
         images.push((plan.target_platform.clone(), manifest, out));
     }
-    // One platform: its manifest; several: an image index naming each
-    // platform's manifest (the one thing tagged, exported and pushed).
+    // The attestations of each platform's image.
+    let mut attestations = Vec::new();
+    if attest.any() {
+        let build_args = build_args(&flags.build_args, |k| std::env::var(k).ok())?;
+        let facts = super::attest::BuildFacts {
+            src,
+            dockerfile_path: dockerfile_in_context(&dockerfile_path, context_dir, &src.name),
+            build_args: &build_args,
+            secret_ids: opts.secrets.keys().cloned().collect(),
+            ssh_ids: opts.ssh.keys().cloned().collect(),
+            target: flags.target.as_deref(),
+            labels: &flags.labels,
+            no_cache: flags.no_cache,
+            platform_flag: flags.platform.as_deref(),
+            names: &names,
+            started: started_unix,
+            finished: now_unix(),
+            invocation: kiln_oci::digest::Digest::of(
+                format!(
+                    "{started_unix}-{}-{:?}",
+                    std::process::id(),
+                    std::time::Instant::now()
+                )
+                .as_bytes(),
+            )
+            .hex()[..25]
+                .to_string(),
+        };
+        for (platform, manifest, out) in &images {
+            if let Some(a) =
+                super::attest::attest_image(&store, attest, &facts, platform, manifest, out)?
+            {
+                attestations.push((a, manifest.digest));
+            }
+        }
+    }
+    // One platform: its manifest; several, or attestations: an image index
+    // naming each platform's manifest (the one thing tagged, exported and
+    // pushed), and the attestation manifests after them (as BuildKit).
     let (manifest, image_id) = match images.as_slice() {
-        [(_, manifest, out)] => (
+        [(_, manifest, out)] if attestations.is_empty() => (
             manifest.clone(),
             kiln_oci::digest::Digest::of(&out.config.to_bytes()),
         ),
         _ => {
-            let index = super::build_platforms::write_platform_index(&store, &images)?;
+            let index =
+                super::build_platforms::write_platform_index(&store, &images, &attestations)?;
             let id = index.digest;
             (index, id)
         }
@@ -459,7 +517,7 @@ fn execute(
                 .collect::<Vec<_>>()
                 .join(","),
         });
-        if images.len() > 1 {
+        if kiln_oci::descriptor::media_type::is_index(&manifest.media_type) {
             // An index has no config (BuildKit leaves the key out).
             if let Some(m) = meta.as_object_mut() {
                 m.remove("containerimage.config.digest");
@@ -535,6 +593,24 @@ fn push_to(
         });
     }
     Ok(complete)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The Dockerfile's path as provenance names it: relative to the context
+/// when it is inside it (`Dockerfile`, `build/app.Dockerfile`), else its name.
+fn dockerfile_in_context(path: &std::path::Path, context: &std::path::Path, name: &str) -> String {
+    path.strip_prefix(context)
+        .ok()
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// kiln's config file's `build.cacheFrom` / `build.cacheTo` (lists of flag

@@ -12,6 +12,7 @@ use kiln_dockerfile::Source;
 use kiln_oci::image::ManifestFormat;
 use kiln_oci::index::{write_index, IndexEntry};
 use kiln_oci::store::{BlobRef, Store};
+use kiln_oci::Digest;
 use miette::miette;
 
 /// Runs each plan (one per platform) and returns their outputs in plan order.
@@ -76,18 +77,25 @@ pub(crate) fn oci_platform(p: &Platform) -> kiln_oci::registry::Platform {
 }
 
 /// Stores the OCI image index of a multi-platform build: one entry per
-/// platform's manifest, in the order the platforms were given.
+/// platform's manifest, in the order the platforms were given, then the
+/// attestation manifests (each with the digest of the image it is about).
 pub(crate) fn write_platform_index(
     store: &Store,
     images: &[(Platform, BlobRef, BuildOutput)],
+    attestations: &[(BlobRef, Digest)],
 ) -> miette::Result<BlobRef> {
-    let entries: Vec<IndexEntry> = images
+    let mut entries: Vec<IndexEntry> = images
         .iter()
         .map(|(platform, manifest, _)| IndexEntry {
             manifest: manifest.clone(),
             platform: Some(oci_platform(platform)),
         })
         .collect();
+    entries.extend(
+        attestations
+            .iter()
+            .map(|(a, subject)| IndexEntry::attestation(a.clone(), subject)),
+    );
     write_index(store, &entries, ManifestFormat::Oci)
         .map_err(|e| miette!("storing the image index: {e}"))
 }
