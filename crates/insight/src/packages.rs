@@ -372,6 +372,71 @@ mod tests {
         );
     }
 
+    /// The build info a Go 1.18+ linker writes: the 32-byte header (magic,
+    /// pointer size, flags with "inline strings"), then the Go version and
+    /// the module info, each after its uvarint length.
+    fn go_binary(modinfo: &str) -> Vec<u8> {
+        let mut b = b"\x7fELF".to_vec();
+        b.resize(4096, 0);
+        b.extend_from_slice(GO_BUILDINFO_MAGIC);
+        b.extend_from_slice(&[8, 2]);
+        b.resize(4096 + 32, 0);
+        for s in ["go1.22.1", modinfo] {
+            let mut n = s.len();
+            while n >= 0x80 {
+                b.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            b.push(n as u8);
+            b.extend_from_slice(s.as_bytes());
+        }
+        b.resize(b.len() + 100_000, 0);
+        b
+    }
+
+    #[test]
+    fn go_binaries_modules_from_their_build_info() {
+        let modinfo = format!(
+            "0w\u{af}\u{c}\u{92}t\u{8}\u{2}A\u{e1}\u{c1}\u{7}\u{e6}\u{d6}\u{18}\u{e6}path\texample.com/svc\nmod\texample.com/svc\t(devel)\t\ndep\tgithub.com/google/uuid\tv1.6.0\th1:x=\nbuild\tGOOS=linux\n{}",
+            "x".repeat(200)
+        );
+        let bin = go_binary(&modinfo);
+        let info = go_buildinfo(&mut &bin[..])
+            .unwrap()
+            .expect("build info found");
+        assert_eq!(
+            go_modules(&info),
+            [
+                ("example.com/svc".to_string(), "(devel)".to_string()),
+                ("github.com/google/uuid".to_string(), "v1.6.0".to_string()),
+            ]
+        );
+        // Read in small pieces, the magic split across two reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(7).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let again = go_buildinfo(&mut Trickle(&bin)).unwrap().unwrap();
+        assert_eq!(go_modules(&again), go_modules(&info));
+        let files: BTreeMap<String, Vec<u8>> = [("usr/local/bin/svc".to_string(), info)].into();
+        let listed = list(&files);
+        assert_eq!(listed[1].ecosystem, Ecosystem::Go);
+        assert_eq!(listed[1].name, "github.com/google/uuid");
+        assert_eq!(listed[1].path, "usr/local/bin/svc");
+        // Not an ELF file, or an ELF file without build info: none.
+        assert!(go_buildinfo(&mut &b"#!/bin/sh\necho"[..])
+            .unwrap()
+            .is_none());
+        assert!(go_buildinfo(&mut &b"\x7fELF\x02\x01"[..])
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn lists_npm_deb_and_python_packages() {
         let f = files(&[
