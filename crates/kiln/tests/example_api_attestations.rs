@@ -1,6 +1,6 @@
 //! Issue 16's attestation acceptance, on the seed's TypeScript API
 //! (`examples/api`, with one step added that reads a `--secret` and a build
-//! arg): `--sbom=true --provenance=mode=max` pushed to the local test registry
+//! arg, and express as a runtime dependency, which the seed app lacks): `--sbom=true --provenance=mode=max` pushed to the local test registry
 //! gives, in the pushed image index, one attestation manifest for the image
 //! where BuildKit puts it, whose in-toto statements validate against their
 //! schemas (tests/data/attestation: in-toto statement v1, SLSA provenance v1,
@@ -90,6 +90,12 @@ fn sbom_and_max_provenance_of_the_api_pushed_validate_and_hold_no_secret() {
     );
     assert!(dockerfile.contains("id=npm_token"));
     std::fs::write(ctx.join("Dockerfile"), &dockerfile).unwrap();
+    // The seed app has no runtime dependency; the issue's SBOM lists express:
+    // made one here (installed by `npm install --omit=dev` in `runner`).
+    let package = ctx.join("package.json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&package).unwrap()).unwrap();
+    manifest["dependencies"] = serde_json::json!({"express": "^4.19.2"});
+    std::fs::write(&package, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
     let secret = dir.path().join("npm_token");
     std::fs::write(&secret, SECRET).unwrap();
 
