@@ -704,9 +704,10 @@ pub struct BuildxFlags {
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY]]")]
     pub ssh: Vec<String>,
     /// Add an annotation to the image manifest: "KEY=VALUE" or "manifest:KEY=VALUE"
-    /// ("manifest[PLATFORM]:" only for that platform); may be repeated. "index:",
-    /// "index-descriptor:" and "manifest-descriptor:" need an image index, which a
-    /// single-platform build does not write: refused
+    /// ("manifest[PLATFORM]:" only for that platform); may be repeated. With an
+    /// image index (several platforms, or attestations): "index:" (the index) and
+    /// "manifest-descriptor[PLATFORM]:" (the image's entry in it).
+    /// "index-descriptor:" is refused
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Attach an attestation to each platform's image (in-toto, in the image

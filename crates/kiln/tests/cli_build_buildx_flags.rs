@@ -194,6 +194,14 @@ fn provenance_makes_a_one_platform_build_an_index_with_an_attestation_manifest()
         .root(&root)
         .args(["build", "-q", "-t", "attested:1", "-o", &out_spec])
         .args(["--provenance=true", "--build-arg", "NOTE=hello"])
+        .args([
+            "--annotation",
+            "index:org.opencontainers.image.title=attested",
+        ])
+        .args([
+            "--annotation",
+            "manifest-descriptor:com.example.entry=image",
+        ])
         .arg(&ctx)
         .ok();
     let files = archive_files(&dest);
@@ -215,6 +223,14 @@ fn provenance_makes_a_one_platform_build_an_index_with_an_attestation_manifest()
     let entries = index["manifests"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{index:#}");
     let (image, att) = (&entries[0], &entries[1]);
+    // The index's own annotations, and its image entry's (with an index,
+    // `index:` and `manifest-descriptor:` annotations have a place).
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.title"],
+        "attested"
+    );
+    assert_eq!(image["annotations"]["com.example.entry"], "image");
+    assert!(att["annotations"].get("com.example.entry").is_none());
     assert_eq!(att["platform"]["os"], "unknown");
     assert_eq!(
         att["annotations"]["vnd.docker.reference.type"],

@@ -134,6 +134,15 @@ pub fn platforms(entries: &[IndexEntry]) -> Vec<String> {
 /// The index document for `entries` in `format` (an OCI image index, or a
 /// Docker manifest list, whose entries must be Docker manifests).
 pub fn build_index(entries: &[IndexEntry], format: ManifestFormat) -> Value {
+    build_index_with(entries, format, &Default::default())
+}
+
+/// [`build_index`] with the index's own `annotations` (none: the same document).
+pub fn build_index_with(
+    entries: &[IndexEntry],
+    format: ManifestFormat,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Value {
     let manifests: Vec<Value> = entries
         .iter()
         .map(|e| {
@@ -164,7 +173,11 @@ pub fn build_index(entries: &[IndexEntry], format: ManifestFormat) -> Value {
         ManifestFormat::Oci => media_type::OCI_INDEX,
         ManifestFormat::Docker => media_type::DOCKER_MANIFEST_LIST,
     };
-    json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests})
+    let mut doc = json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests});
+    if !annotations.is_empty() {
+        doc["annotations"] = json!(annotations);
+    }
+    doc
 }
 
 /// Stores the index for `entries` (whose manifests must be stored) and returns
@@ -174,12 +187,23 @@ pub fn write_index(
     entries: &[IndexEntry],
     format: ManifestFormat,
 ) -> Result<BlobRef> {
+    write_index_with(store, entries, format, &Default::default())
+}
+
+/// [`write_index`] with the index's own `annotations` (`kiln build
+/// --annotation index:…`).
+pub fn write_index_with(
+    store: &Store,
+    entries: &[IndexEntry],
+    format: ManifestFormat,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<BlobRef> {
     for e in entries {
         if !store.has_blob(&e.manifest.digest) {
             return Err(StoreError::BlobNotFound(e.manifest.digest));
         }
     }
-    let bytes = canonical_json(&build_index(entries, format));
+    let bytes = canonical_json(&build_index_with(entries, format, annotations));
     let digest = store.put_blob(&bytes)?;
     Ok(BlobRef {
         media_type: format_media_type(format).to_string(),

@@ -140,6 +140,14 @@ fn execute(
     let (cache_from, cache_to) = cache_settings(flags)?;
     let sandbox = SandboxSettings::from_flags(flags)?;
     let attest = super::attest::requested(&flags.buildx)?;
+    // Several platforms or attestations: an image index is written.
+    let indexed = plans.len() > 1 || attest.any();
+    let index_annotations = annotations_of(
+        &flags.buildx.annotations,
+        AnnotationKind::Index,
+        None,
+        indexed,
+    )?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
@@ -168,12 +176,10 @@ fn execute(
             ));
         }
     }
-    if plans.len() > 1 {
-        if outputs.iter().any(|o| o.kind == OutputKind::Tar) {
-            return Err(miette!(
-                "-o type=tar writes one platform's filesystem; with several platforms use -o type=local (a directory per platform) or type=oci"
-            ));
-        }
+    if plans.len() > 1 && outputs.iter().any(|o| o.kind == OutputKind::Tar) {
+        return Err(miette!(
+            "-o type=tar writes one platform's filesystem; with several platforms use -o type=local (a directory per platform) or type=oci"
+        ));
     }
     if flags.load.load.is_some() && names.is_empty() {
         return Err(miette!(
@@ -273,7 +279,12 @@ fn execute(
             }
         }
         let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
-        let annotations = manifest_annotations(&flags.buildx.annotations, &plan.target_platform)?;
+        let annotations = annotations_of(
+            &flags.buildx.annotations,
+            AnnotationKind::Manifest,
+            Some(&plan.target_platform),
+            indexed,
+        )?;
         let manifest = write_image_with(
             &store,
             &out.config,
@@ -333,8 +344,22 @@ fn execute(
             kiln_oci::digest::Digest::of(&out.config.to_bytes()),
         ),
         _ => {
-            let index =
-                super::build_platforms::write_platform_index(&store, &images, &attestations)?;
+            let mut descriptors = Vec::new();
+            for (platform, _, _) in &images {
+                descriptors.push(annotations_of(
+                    &flags.buildx.annotations,
+                    AnnotationKind::ManifestDescriptor,
+                    Some(platform),
+                    true,
+                )?);
+            }
+            let index = super::build_platforms::write_platform_index(
+                &store,
+                &images,
+                &attestations,
+                &descriptors,
+                &index_annotations,
+            )?;
             let id = index.digest;
             (index, id)
         }
@@ -799,63 +824,131 @@ fn parse_shm_size(value: &str) -> miette::Result<u64> {
     }
 }
 
-/// `--annotation [TYPE[PLATFORM]:]KEY=VALUE` (buildx's syntax) for the one
-/// manifest a single-platform build writes: no type or `manifest` annotate it
-/// (with `[PLATFORM]`, only when building for that platform); the index and
-/// descriptor types need an image index, which this build does not write.
+/// Where an `--annotation` goes (BuildKit's types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnnotationKind {
+    /// The image manifest (no type, or `manifest:`).
+    Manifest,
+    /// The image manifest's entry in the image index.
+    ManifestDescriptor,
+    /// The image index.
+    Index,
+    /// The index's entry in the OCI layout's `index.json`.
+    IndexDescriptor,
+}
+
+/// One `--annotation [TYPE[PLATFORM]:]KEY=VALUE`.
+struct Annotation<'a> {
+    kind: AnnotationKind,
+    only: Option<Platform>,
+    key: &'a str,
+    value: &'a str,
+}
+
+fn parse_annotation(a: &str) -> miette::Result<Annotation<'_>> {
+    let (key, value) = a
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| miette!("invalid --annotation {a:?}: expected [TYPE:]KEY=VALUE"))?;
+    let (kind, key) = match key.split_once(':') {
+        Some((t, k))
+            if t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && t.chars()
+                    .take_while(|c| *c != '[')
+                    .all(|c| c.is_ascii_lowercase() || c == '-') =>
+        {
+            (t, k)
+        }
+        _ => ("", key),
+    };
+    let (kind, only) = match kind.split_once('[') {
+        Some((t, p)) => {
+            let p = p.strip_suffix(']').ok_or_else(|| {
+                miette!("invalid --annotation {a:?}: expected TYPE[PLATFORM]:KEY=VALUE")
+            })?;
+            let p = Platform::parse(p).map_err(|e| miette!("invalid --annotation {a:?}: {e}"))?;
+            (t, Some(p))
+        }
+        None => (kind, None),
+    };
+    let kind = match kind {
+        "" | "manifest" => AnnotationKind::Manifest,
+        "manifest-descriptor" => AnnotationKind::ManifestDescriptor,
+        "index" => AnnotationKind::Index,
+        "index-descriptor" => AnnotationKind::IndexDescriptor,
+        other => {
+            return Err(miette!(
+                "invalid --annotation {a:?}: unknown type {other:?} (manifest, manifest-descriptor, index, index-descriptor)"
+            ))
+        }
+    };
+    if only.is_some()
+        && matches!(
+            kind,
+            AnnotationKind::Index | AnnotationKind::IndexDescriptor
+        )
+    {
+        return Err(miette!(
+            "invalid --annotation {a:?}: an index serves every platform; [PLATFORM] is for manifest and manifest-descriptor"
+        ));
+    }
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        return Err(miette!("invalid --annotation {a:?}: bad key {key:?}"));
+    }
+    Ok(Annotation {
+        kind,
+        only,
+        key,
+        value,
+    })
+}
+
+/// The annotations of `kind` for `platform`'s image (`None`: the index's).
+/// `indexed`: the build writes an image index (several platforms, or
+/// attestations); without one, the index types are refused.
+fn annotations_of(
+    given: &[String],
+    kind: AnnotationKind,
+    platform: Option<&Platform>,
+    indexed: bool,
+) -> miette::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in given {
+        let an = parse_annotation(a)?;
+        if an.kind == AnnotationKind::IndexDescriptor {
+            return Err(miette!(
+                "--annotation {a}: index-descriptor annotations go on the index's entry in an OCI layout's index.json, which kiln does not write them into yet; use index:{}={}",
+                an.key,
+                an.value
+            ));
+        }
+        if an.kind != AnnotationKind::Manifest && !indexed {
+            return Err(miette!(
+                "--annotation {a}: {} annotations need an image index, which a single-platform build without attestations does not write; use manifest:{}={}",
+                if an.kind == AnnotationKind::Index { "index" } else { "manifest-descriptor" },
+                an.key,
+                an.value
+            ));
+        }
+        if an.kind != kind {
+            continue;
+        }
+        if an.only.is_none_or(|p| platform == Some(&p)) {
+            out.insert(an.key.to_string(), an.value.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// `--annotation` values for the image manifest of `platform` in a build
+/// without an index: no type or `manifest:` (`manifest[PLATFORM]:` for that
+/// platform only); the index types are refused.
+#[cfg(test)]
 fn manifest_annotations(
     given: &[String],
     platform: &Platform,
 ) -> miette::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for a in given {
-        let (key, value) = a
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| miette!("invalid --annotation {a:?}: expected [TYPE:]KEY=VALUE"))?;
-        let (kind, key) = match key.split_once(':') {
-            Some((t, k))
-                if t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                    && t.chars()
-                        .take_while(|c| *c != '[')
-                        .all(|c| c.is_ascii_lowercase() || c == '-') =>
-            {
-                (t, k)
-            }
-            _ => ("", key),
-        };
-        let (kind, only) = match kind.split_once('[') {
-            Some((t, p)) => {
-                let p = p.strip_suffix(']').ok_or_else(|| {
-                    miette!("invalid --annotation {a:?}: expected TYPE[PLATFORM]:KEY=VALUE")
-                })?;
-                let p =
-                    Platform::parse(p).map_err(|e| miette!("invalid --annotation {a:?}: {e}"))?;
-                (t, Some(p))
-            }
-            None => (kind, None),
-        };
-        match kind {
-            "" | "manifest" => {}
-            "index" | "index-descriptor" | "manifest-descriptor" => {
-                return Err(miette!(
-                    "--annotation {a}: {kind} annotations need an image index, which a single-platform build does not write; use manifest:{key}={value}"
-                ))
-            }
-            other => {
-                return Err(miette!(
-                    "invalid --annotation {a:?}: unknown type {other:?} (manifest, manifest-descriptor, index, index-descriptor)"
-                ))
-            }
-        }
-        if key.is_empty() || key.chars().any(char::is_whitespace) {
-            return Err(miette!("invalid --annotation {a:?}: bad key {key:?}"));
-        }
-        if only.is_none_or(|p| p == *platform) {
-            out.insert(key.to_string(), value.to_string());
-        }
-    }
-    Ok(out)
+    annotations_of(given, AnnotationKind::Manifest, Some(platform), false)
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, if set.
@@ -1314,6 +1407,46 @@ mod tests {
         assert!(e.to_string().contains("need an image index"), "{e}");
         assert!(manifest_annotations(&["bogus:k=v".into()], &amd64).is_err());
         assert!(manifest_annotations(&["novalue".into()], &amd64).is_err());
+        // With an index: index and manifest-descriptor annotations, each
+        // where it belongs; index-descriptor and index[PLATFORM] refused.
+        let given: Vec<String> = [
+            "index:org.opencontainers.image.title=api",
+            "manifest-descriptor[linux/amd64]:only.amd64=1",
+            "manifest-descriptor:all=1",
+            "manifest:m=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        let of = |kind, p: Option<&Platform>| annotations_of(&given, kind, p, true).unwrap();
+        assert_eq!(
+            of(AnnotationKind::Index, None).keys().collect::<Vec<_>>(),
+            ["org.opencontainers.image.title"]
+        );
+        assert_eq!(
+            of(AnnotationKind::ManifestDescriptor, Some(&amd64))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["all", "only.amd64"]
+        );
+        assert_eq!(
+            of(AnnotationKind::ManifestDescriptor, Some(&arm64))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["all"]
+        );
+        assert_eq!(
+            of(AnnotationKind::Manifest, Some(&arm64))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["m"]
+        );
+        for bad in ["index-descriptor:k=v", "index[linux/amd64]:k=v"] {
+            assert!(
+                annotations_of(&[bad.into()], AnnotationKind::Index, None, true).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
