@@ -102,6 +102,10 @@ pub struct BuildOptions {
     /// Work out why each step that runs missed the cache
     /// ([`Event::CacheMiss`]; `--explain-cache`, `--progress=plain`).
     pub explain_cache: bool,
+    /// Shared by builds that stand or fall together (the platforms of one
+    /// `--platform a,b` build): a build that fails sets it, and each build
+    /// starts no step once it is set (one that runs finishes).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// `kiln build --isolation`: how RUN steps are isolated.
@@ -423,6 +427,17 @@ impl Shared<'_> {
         })
     }
 
+    /// Whether the build is to stop: it failed, or a build it stands
+    /// together with did ([`BuildOptions::cancel`]).
+    pub fn cancelled(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+            || self
+                .opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
     /// Waits for stage `index` to finish; `Err` when it (or the build) failed.
     pub fn wait_stage(&self, index: usize) -> Result<Arc<StageState>, BuildError> {
         self.results
@@ -632,6 +647,10 @@ pub fn build(
                     Ok(state) => shared.finish_stage(st.index, Ok(Arc::new(state))),
                     Err(e) => {
                         if !matches!(e, BuildError::Cancelled) {
+                            // The builds standing with this one stop now.
+                            if let Some(c) = &shared.opts.cancel {
+                                c.store(true, Ordering::SeqCst);
+                            }
                             errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
                         }
                         shared.finish_stage(st.index, Err(()));

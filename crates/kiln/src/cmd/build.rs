@@ -236,6 +236,9 @@ fn execute(
         }),
         explain_cache: flags.explain_cache
             || (!flags.quiet && crate::progress::is_plain(flags.progress)),
+        // One platform's failure stops the other platforms' builds.
+        cancel: (plans.len() > 1)
+            .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))),
     };
     let progress = if flags.quiet {
         crate::progress::quiet()

@@ -658,6 +658,7 @@ fn build_one(
         cache_from: job.cache_from.clone(),
         push_only_to: None,
         explain_cache: false,
+        cancel: None,
     };
     let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;
     let exporting = clock.now_ms();
