@@ -32,6 +32,8 @@ pub struct Package {
 pub fn wants_manifest(path: &str) -> bool {
     path.ends_with("/package.json")
         || path == "package.json"
+        || path.ends_with("/package-lock.json")
+        || path == "package-lock.json"
         || path == "var/lib/dpkg/status"
         || path.ends_with(".dist-info/METADATA")
         || path.ends_with(".egg-info/PKG-INFO")
@@ -195,6 +197,8 @@ pub fn list(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
                 version,
                 path: path.clone(),
             }));
+        } else if path == "package-lock.json" || path.ends_with("/package-lock.json") {
+            out.extend(npm_lockfile(path, data, files));
         } else if npm_package_of(path).is_some() {
             if let Some(m) = parse_package_json(data) {
                 out.push(Package {
@@ -233,6 +237,47 @@ pub fn list(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
         }
     }
     out.sort();
+    out
+}
+
+/// The packages an npm lockfile (`lockfileVersion` 2 or 3, outside
+/// `node_modules`) at `path` locks that are not installed beside it (those
+/// are listed from their own `package.json`) and are not devDependencies.
+fn npm_lockfile(path: &str, data: &[u8], files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
+    if path.contains("node_modules/") {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return Vec::new();
+    };
+    let root = path.strip_suffix("package-lock.json").unwrap_or("");
+    let mut out = Vec::new();
+    for (key, p) in v
+        .get("packages")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+    {
+        let Some(at) = key.rfind("node_modules/") else {
+            continue;
+        };
+        let name = p
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or(&key[at + "node_modules/".len()..]);
+        let version = p.get("version").and_then(|v| v.as_str()).unwrap_or_default();
+        let dev = p.get("dev").and_then(|d| d.as_bool()).unwrap_or(false);
+        let installed = files.contains_key(&format!("{root}{key}/package.json"));
+        if dev || installed || version.is_empty() {
+            continue;
+        }
+        out.push(Package {
+            ecosystem: Ecosystem::Npm,
+            name: name.to_string(),
+            version: version.to_string(),
+            path: path.to_string(),
+        });
+    }
     out
 }
 
@@ -448,6 +493,12 @@ mod tests {
             ),
             ("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n\nbody Name: no\n"),
         ]);
+        let mut f = f;
+        // A lockfile: its packages not installed beside it, devDependencies left out.
+        f.insert(
+            "app/package-lock.json".into(),
+            br#"{"lockfileVersion":3,"packages":{"":{"name":"app"},"node_modules/@s/x":{"version":"1.0.0"},"node_modules/express":{"version":"4.19.2"},"node_modules/typescript":{"version":"5.4.0","dev":true}}}"#.to_vec(),
+        );
         let listed = list(&f);
         let names: Vec<(Ecosystem, &str, &str)> = listed
             .iter()
@@ -457,6 +508,7 @@ mod tests {
             names,
             vec![
                 (Ecosystem::Npm, "@s/x", "1.0.0"),
+                (Ecosystem::Npm, "express", "4.19.2"),
                 (Ecosystem::Deb, "libc6", "2.36-9"),
                 (Ecosystem::Python, "six", "1.16.0"),
             ]

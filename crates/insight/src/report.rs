@@ -38,6 +38,8 @@ pub struct Report {
     pub waste: Waste,
     pub biggest: Biggest,
     pub findings: Vec<Finding>,
+    /// The packages installed in the final image (what `kiln build --sbom` lists).
+    pub packages: Vec<Package>,
     /// The final image's tree for the treemap: directories down to 1/500 of
     /// the total, the rest of each directory as one `…` entry.
     pub tree: TreeNode,
@@ -191,13 +193,18 @@ pub fn image_packages(store: &Store, image: &Image) -> Result<Vec<Package>, Anal
         merged.apply(i, &scan);
         scans.push(scan);
     }
+    Ok(visible_packages(&merged, &scans))
+}
+
+/// The packages the records visible in `merged` name (layer `i` read as `scans[i]`).
+fn visible_packages(merged: &Merged, scans: &[Arc<LayerScan>]) -> Vec<Package> {
     let mut manifests: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for (path, node) in &merged.nodes {
         if let Some(data) = scans.get(node.layer).and_then(|s| s.manifests.get(path)) {
             manifests.insert(path.clone(), data.clone());
         }
     }
-    Ok(packages::list(&manifests))
+    packages::list(&manifests)
 }
 
 struct Layers<'a> {
@@ -557,6 +564,7 @@ pub fn analyze(store: &Store, image: &Image, name: &str) -> Result<Report, Analy
         waste,
         biggest: Biggest { directories, files },
         findings: found,
+        packages: visible_packages(&merged, &scans),
         tree,
     })
 }
