@@ -265,7 +265,10 @@ fn npm_lockfile(path: &str, data: &[u8], files: &BTreeMap<String, Vec<u8>>) -> V
             .get("name")
             .and_then(|n| n.as_str())
             .unwrap_or(&key[at + "node_modules/".len()..]);
-        let version = p.get("version").and_then(|v| v.as_str()).unwrap_or_default();
+        let version = p
+            .get("version")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
         let dev = p.get("dev").and_then(|d| d.as_bool()).unwrap_or(false);
         let installed = files.contains_key(&format!("{root}{key}/package.json"));
         if dev || installed || version.is_empty() {

@@ -188,7 +188,8 @@ pub fn render(r: &Report) -> String {
     if !r.packages.is_empty() {
         let mut by: std::collections::BTreeMap<String, usize> = Default::default();
         for p in &r.packages {
-            *by.entry(format!("{:?}", p.ecosystem).to_lowercase()).or_default() += 1;
+            *by.entry(format!("{:?}", p.ecosystem).to_lowercase())
+                .or_default() += 1;
         }
         let counts: Vec<String> = by.iter().map(|(k, n)| format!("{k} {n}")).collect();
         let _ = writeln!(
