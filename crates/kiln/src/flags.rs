@@ -705,9 +705,9 @@ pub struct BuildxFlags {
     pub ssh: Vec<String>,
     /// Add an annotation to the image manifest: "KEY=VALUE" or "manifest:KEY=VALUE"
     /// ("manifest[PLATFORM]:" only for that platform); may be repeated. With an
-    /// image index (several platforms, or attestations): "index:" (the index) and
-    /// "manifest-descriptor[PLATFORM]:" (the image's entry in it).
-    /// "index-descriptor:" is refused
+    /// image index (several platforms, or attestations): "index:" (the index),
+    /// "manifest-descriptor[PLATFORM]:" (the image's entry in it) and
+    /// "index-descriptor:" (the index's entry in -o type=oci's index.json)
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Attach an attestation to each platform's image (in-toto, in the image

@@ -202,6 +202,7 @@ fn provenance_makes_a_one_platform_build_an_index_with_an_attestation_manifest()
             "--annotation",
             "manifest-descriptor:com.example.entry=image",
         ])
+        .args(["--annotation", "index-descriptor:com.example.layout=entry"])
         .arg(&ctx)
         .ok();
     let files = archive_files(&dest);
@@ -215,6 +216,10 @@ fn provenance_makes_a_one_platform_build_an_index_with_an_attestation_manifest()
         serde_json::from_slice(&files[&format!("blobs/sha256/{hex}")]).unwrap()
     };
     let top: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    assert_eq!(
+        top["manifests"][0]["annotations"]["com.example.layout"],
+        "entry"
+    );
     let index = blob(&top["manifests"][0]["digest"]);
     assert_eq!(
         index["mediaType"],

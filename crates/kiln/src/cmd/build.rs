@@ -148,6 +148,12 @@ fn execute(
         None,
         indexed,
     )?;
+    let index_descriptor = annotations_of(
+        &flags.buildx.annotations,
+        AnnotationKind::IndexDescriptor,
+        None,
+        indexed,
+    )?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
@@ -440,13 +446,17 @@ fn execute(
         }
         // A filesystem output reads the layers a build made from their
         // snapshots; an archive needs their blobs.
-        let complete = if matches!(o.kind, OutputKind::Oci | OutputKind::Docker) {
+        let mut complete = if matches!(o.kind, OutputKind::Oci | OutputKind::Docker) {
             reported = complete_image(&store, &manifest, o.compression)
                 .map_err(|e| miette!("writing the layers of the image: {e}"))?;
             reported.clone()
         } else {
             manifest.clone()
         };
+        if o.kind == OutputKind::Oci {
+            // `index-descriptor:` annotations: the index's entry in index.json.
+            complete.annotations.extend(index_descriptor.clone());
+        }
         let mut exporter = o.exporter().map_err(|e| miette!("{e}"))?;
         if out_names.is_empty() {
             out_names.push(None);
@@ -918,17 +928,14 @@ fn annotations_of(
     let mut out = BTreeMap::new();
     for a in given {
         let an = parse_annotation(a)?;
-        if an.kind == AnnotationKind::IndexDescriptor {
-            return Err(miette!(
-                "--annotation {a}: index-descriptor annotations go on the index's entry in an OCI layout's index.json, which kiln does not write them into yet; use index:{}={}",
-                an.key,
-                an.value
-            ));
-        }
         if an.kind != AnnotationKind::Manifest && !indexed {
             return Err(miette!(
                 "--annotation {a}: {} annotations need an image index, which a single-platform build without attestations does not write; use manifest:{}={}",
-                if an.kind == AnnotationKind::Index { "index" } else { "manifest-descriptor" },
+                match an.kind {
+                    AnnotationKind::Index => "index",
+                    AnnotationKind::IndexDescriptor => "index-descriptor",
+                    _ => "manifest-descriptor",
+                },
                 an.key,
                 an.value
             ));
@@ -1444,7 +1451,22 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["m"]
         );
-        for bad in ["index-descriptor:k=v", "index[linux/amd64]:k=v"] {
+        assert_eq!(
+            annotations_of(
+                &["index-descriptor:d=1".into()],
+                AnnotationKind::IndexDescriptor,
+                None,
+                true
+            )
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+            ["d"]
+        );
+        for bad in [
+            "index-descriptor[linux/amd64]:k=v",
+            "index[linux/amd64]:k=v",
+        ] {
             assert!(
                 annotations_of(&[bad.into()], AnnotationKind::Index, None, true).is_err(),
                 "{bad}"
