@@ -232,7 +232,11 @@ fn sbom_and_max_provenance_of_the_api_pushed_validate_and_hold_no_secret() {
     let request = &def["externalParameters"]["request"];
     assert_eq!(request["frontend"], "dockerfile.v0");
     assert_eq!(request["args"]["build-arg:BUILD_NOTE"], BUILD_ARG);
-    assert_eq!(request["secrets"], serde_json::json!([{"id": "npm_token"}]));
+    // The secret the Dockerfile mounts, by id (optional: no required=true), as BuildKit lists it.
+    assert_eq!(
+        request["secrets"],
+        serde_json::json!([{"id": "npm_token", "optional": true}])
+    );
     let deps = def["resolvedDependencies"].as_array().unwrap();
     let base_digest: Value = serde_json::from_str(
         &kiln()

@@ -161,8 +161,10 @@ pub(crate) struct BuildFacts<'a> {
     /// The Dockerfile's path as given (relative to the context when it is in it).
     pub dockerfile_path: String,
     pub build_args: &'a BTreeMap<String, String>,
-    pub secret_ids: Vec<String>,
-    pub ssh_ids: Vec<String>,
+    /// The secret and SSH ids the build's RUN steps mount, with whether
+    /// each is required (BuildKit lists them so, `optional` when not).
+    pub secret_ids: Vec<(String, bool)>,
+    pub ssh_ids: Vec<(String, bool)>,
     pub target: Option<&'a str>,
     pub labels: &'a [String],
     pub no_cache: bool,
@@ -384,15 +386,22 @@ pub(crate) fn provenance(facts: &BuildFacts<'_>, out: &BuildOutput, mode: Proven
         "args": args,
         "locals": [{"name": "context"}, {"name": "dockerfile"}],
     });
+    let ids = |list: &[(String, bool)]| -> Value {
+        list.iter()
+            .map(|(id, required)| {
+                let mut v = json!({ "id": id });
+                if !required {
+                    v["optional"] = json!(true);
+                }
+                v
+            })
+            .collect()
+    };
     if !facts.secret_ids.is_empty() {
-        request["secrets"] = facts
-            .secret_ids
-            .iter()
-            .map(|id| json!({"id": id}))
-            .collect();
+        request["secrets"] = ids(&facts.secret_ids);
     }
     if !facts.ssh_ids.is_empty() {
-        request["ssh"] = facts.ssh_ids.iter().map(|id| json!({"id": id})).collect();
+        request["ssh"] = ids(&facts.ssh_ids);
     }
     let mut seen = std::collections::BTreeSet::new();
     let resolved: Vec<Value> = out

@@ -312,12 +312,15 @@ fn execute(
     let mut attestations = Vec::new();
     if attest.any() {
         let build_args = build_args(&flags.build_args, |k| std::env::var(k).ok())?;
+        // The ids the Dockerfile's RUN steps mount (never a value).
+        let df = kiln_dockerfile::parse(src).map_err(miette::Report::new)?;
+        let mounted = super::call::mounted_ids(&df, &plans[0]);
         let facts = super::attest::BuildFacts {
             src,
             dockerfile_path: dockerfile_in_context(&dockerfile_path, context_dir, &src.name),
             build_args: &build_args,
-            secret_ids: opts.secrets.keys().cloned().collect(),
-            ssh_ids: opts.ssh.keys().cloned().collect(),
+            secret_ids: mounted.0,
+            ssh_ids: mounted.1,
             target: flags.target.as_deref(),
             labels: &flags.labels,
             no_cache: flags.no_cache,
