@@ -232,14 +232,19 @@ fn execute(
         },
         cache_from,
         // Only pushes read the image's layers: those a registry cache holds
-        // in the push's registry are mounted there, not fetched.
-        push_only_to: (flags.push && outputs.is_empty() && flags.load.load.is_none()).then(|| {
-            names
-                .iter()
-                .filter_map(|n| Reference::parse(&n.to_string()).ok())
-                .map(|r| r.registry)
-                .collect()
-        }),
+        // in the push's registry are mounted there, not fetched (unless the
+        // SBOM reads them).
+        push_only_to: (flags.push
+            && outputs.is_empty()
+            && flags.load.load.is_none()
+            && !attest.sbom)
+            .then(|| {
+                names
+                    .iter()
+                    .filter_map(|n| Reference::parse(&n.to_string()).ok())
+                    .map(|r| r.registry)
+                    .collect()
+            }),
         explain_cache: flags.explain_cache
             || (!flags.quiet && crate::progress::is_plain(flags.progress)),
         // One platform's failure stops the other platforms' builds.
