@@ -131,19 +131,8 @@ struct IpamLock {
 
 impl IpamLock {
     fn take() -> Result<IpamLock> {
-        let dir = netavark_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| RuntimeError(format!("creating {}: {e}", dir.display())))?;
-        let lock = dir.join("ipam.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock)
-            .map_err(|e| RuntimeError(format!("opening {}: {e}", lock.display())))?;
-        rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| RuntimeError(format!("locking {}: {e}", lock.display())))?;
-        let path = dir.join("ipam.json");
+        let file = lock_exclusive("ipam.lock")?;
+        let path = netavark_dir().join("ipam.json");
         let book = std::fs::read(&path)
             .ok()
             .and_then(|d| serde_json::from_slice(&d).ok())
@@ -195,20 +184,26 @@ struct NetavarkLock(#[allow(dead_code)] std::fs::File);
 
 impl NetavarkLock {
     fn take() -> Result<NetavarkLock> {
-        let dir = netavark_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| RuntimeError(format!("creating {}: {e}", dir.display())))?;
-        let path = dir.join("netavark.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| RuntimeError(format!("opening {}: {e}", path.display())))?;
-        rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| RuntimeError(format!("locking {}: {e}", path.display())))?;
-        Ok(NetavarkLock(file))
+        Ok(NetavarkLock(lock_exclusive("netavark.lock")?))
     }
+}
+
+/// Opens (creating) the lock file `name` in kiln's netavark directory and waits
+/// for an exclusive flock on it; the lock lasts as long as the file stays open.
+fn lock_exclusive(name: &str) -> Result<std::fs::File> {
+    let dir = netavark_dir();
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| RuntimeError(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| RuntimeError(format!("opening {}: {e}", path.display())))?;
+    rustix::fs::flock(file.as_fd(), rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| RuntimeError(format!("locking {}: {e}", path.display())))?;
+    Ok(file)
 }
 
 /// A container attached to a netavark network (as root).
