@@ -37,7 +37,7 @@ pub use snapshot::{BlobFetcher, Fetchers, Layer, Snapshots, SourcesFetcher};
 pub use solver::dispatch::config::{apply as apply_config, ConfigError};
 pub use solver::{
     build, BuildError, BuildOptions, BuildOutput, Isolation, NamedContext, PendingImage,
-    Precompress,
+    Precompress, ResolvedBase,
 };
 /// `.dockerignore` as BuildKit reads it (for `kiln check`'s context rules).
 pub use source::dockerignore::{load_patterns as load_ignore_patterns, PatternMatcher};

@@ -126,12 +126,23 @@ pub fn scan_layer(tar_stream: impl Read) -> io::Result<LayerScan> {
             let size = if kind == Kind::File { entry.size() } else { 0 };
             let mode = header.mode().unwrap_or(0);
             let uid = header.uid().unwrap_or(0);
-            if kind == Kind::File && size <= MAX_CONTENT {
+            if kind == Kind::File && mode & 0o111 != 0 && size > MAX_CONTENT {
+                // A big executable: a Go program's build info (its modules).
+                if let Some(info) = crate::packages::go_buildinfo(&mut entry)? {
+                    scan.manifests.insert(path.clone(), info);
+                }
+            } else if kind == Kind::File && size <= MAX_CONTENT {
+                let go = mode & 0o111 != 0;
                 let manifest = wants_manifest(&path);
                 let secret = secrets::wants_content(&path, size);
-                if manifest || secret {
+                if manifest || secret || go {
                     let mut data = Vec::with_capacity(size as usize);
                     entry.read_to_end(&mut data)?;
+                    if go && !manifest {
+                        if let Some(info) = crate::packages::go_buildinfo(&mut &data[..])? {
+                            scan.manifests.insert(path.clone(), info);
+                        }
+                    }
                     if secret {
                         let hits = secrets::scan_content(&path, &data);
                         if !hits.is_empty() {

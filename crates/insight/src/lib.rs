@@ -18,4 +18,4 @@ pub mod report;
 pub mod secrets;
 
 pub use findings::{Finding, FindingKind, Severity};
-pub use report::{analyze, AnalyzeError, Report};
+pub use report::{analyze, image_packages, AnalyzeError, Report};

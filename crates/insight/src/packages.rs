@@ -1,9 +1,10 @@
 //! Packages installed in a filesystem, from their package managers' own
 //! records: npm (`node_modules/**/package.json`), dpkg (`var/lib/dpkg/status`)
 //! and Python (`*.dist-info/METADATA`, `*.egg-info/PKG-INFO`). The analysis
-//! uses it for devDependencies left in `node_modules`; it is the one place
-//! that reads package metadata, for any later listing of an image's packages.
-//! (Go binaries' build info is not read yet.)
+//! uses it for devDependencies left in `node_modules`, and `kiln build --sbom`
+//! for the image's SBOM; it is the one place that reads package metadata. Go
+//! programs carry their modules in their build info ([`go_buildinfo`]), kept
+//! by the binary's path like a record.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +15,7 @@ pub enum Ecosystem {
     Npm,
     Deb,
     Python,
+    Go,
 }
 
 /// One installed package.
@@ -30,6 +32,8 @@ pub struct Package {
 pub fn wants_manifest(path: &str) -> bool {
     path.ends_with("/package.json")
         || path == "package.json"
+        || path.ends_with("/package-lock.json")
+        || path == "package-lock.json"
         || path == "var/lib/dpkg/status"
         || path.ends_with(".dist-info/METADATA")
         || path.ends_with(".egg-info/PKG-INFO")
@@ -84,11 +88,118 @@ fn npm_package_of(path: &str) -> Option<(&str, &str)> {
     ok.then_some((&dir[..at], rest))
 }
 
+/// What a Go program's build info starts with.
+const GO_BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// The build info of a Go program (Go 1.18 and later: the version and the
+/// module list inline after the header), read from its bytes `r`: the
+/// header's magic and what follows it, or `None` for anything else. Reads `r`
+/// to its end (it is a tar entry); keeps at most 64 KiB of it.
+pub fn go_buildinfo(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    const KEEP: usize = 64 << 10;
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut head[got..])? {
+            0 => return Ok(None),
+            n => got += n,
+        }
+    }
+    if &head != b"\x7fELF" {
+        std::io::copy(r, &mut std::io::sink())?;
+        return Ok(None);
+    }
+    // Look for the magic in chunks, keeping the chunk's tail for a magic
+    // split across two reads.
+    let mut window: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut found: Option<Vec<u8>> = None;
+    loop {
+        let n = r.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        if let Some(f) = found.as_mut() {
+            if f.len() < KEEP {
+                let take = n.min(KEEP - f.len());
+                f.extend_from_slice(&chunk[..take]);
+            }
+            continue;
+        }
+        window.extend_from_slice(&chunk[..n]);
+        if let Some(at) = window
+            .windows(GO_BUILDINFO_MAGIC.len())
+            .position(|w| w == GO_BUILDINFO_MAGIC)
+        {
+            let end = window.len().min(at + KEEP);
+            found = Some(window[at..end].to_vec());
+            continue;
+        }
+        let keep = window.len().saturating_sub(GO_BUILDINFO_MAGIC.len());
+        window.drain(..keep);
+    }
+    Ok(found.filter(|f| f.len() > 32))
+}
+
+/// The modules a Go build info (from [`go_buildinfo`]) names: the main
+/// module and each dependency, as (path, version).
+pub fn go_modules(info: &[u8]) -> Vec<(String, String)> {
+    // Header: magic (14), pointer size, flags; then, with flag 2 (inline
+    // strings), at 32: the Go version and the module info, each a uvarint
+    // length and the bytes.
+    if info.len() < 32 || info[15] & 2 == 0 {
+        return Vec::new();
+    }
+    fn uvarint(b: &[u8]) -> Option<(usize, usize)> {
+        let mut v: u64 = 0;
+        for (i, &c) in b.iter().enumerate().take(10) {
+            v |= u64::from(c & 0x7f) << (7 * i);
+            if c & 0x80 == 0 {
+                return Some((v as usize, i + 1));
+            }
+        }
+        None
+    }
+    let mut at = 32;
+    let mut strings = Vec::new();
+    for _ in 0..2 {
+        let Some((len, n)) = uvarint(&info[at..]) else {
+            return Vec::new();
+        };
+        at += n;
+        let Some(s) = info.get(at..at + len) else {
+            return Vec::new();
+        };
+        strings.push(String::from_utf8_lossy(s).into_owned());
+        at += len;
+    }
+    let mut out = Vec::new();
+    for line in strings[1].lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        match f.as_slice() {
+            ["mod", path, version, ..] | ["dep", path, version, ..] => {
+                out.push((path.to_string(), version.to_string()))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every package the records in `files` (path → contents) name.
 pub fn list(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
     let mut out = Vec::new();
     for (path, data) in files {
-        if npm_package_of(path).is_some() {
+        if data.starts_with(GO_BUILDINFO_MAGIC) {
+            out.extend(go_modules(data).into_iter().map(|(name, version)| Package {
+                ecosystem: Ecosystem::Go,
+                name,
+                version,
+                path: path.clone(),
+            }));
+        } else if path == "package-lock.json" || path.ends_with("/package-lock.json") {
+            out.extend(npm_lockfile(path, data, files));
+        } else if npm_package_of(path).is_some() {
             if let Some(m) = parse_package_json(data) {
                 out.push(Package {
                     ecosystem: Ecosystem::Npm,
@@ -126,6 +237,50 @@ pub fn list(files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
         }
     }
     out.sort();
+    out
+}
+
+/// The packages an npm lockfile (`lockfileVersion` 2 or 3, outside
+/// `node_modules`) at `path` locks that are not installed beside it (those
+/// are listed from their own `package.json`) and are not devDependencies.
+fn npm_lockfile(path: &str, data: &[u8], files: &BTreeMap<String, Vec<u8>>) -> Vec<Package> {
+    if path.contains("node_modules/") {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return Vec::new();
+    };
+    let root = path.strip_suffix("package-lock.json").unwrap_or("");
+    let mut out = Vec::new();
+    for (key, p) in v
+        .get("packages")
+        .and_then(|p| p.as_object())
+        .into_iter()
+        .flatten()
+    {
+        let Some(at) = key.rfind("node_modules/") else {
+            continue;
+        };
+        let name = p
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or(&key[at + "node_modules/".len()..]);
+        let version = p
+            .get("version")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let dev = p.get("dev").and_then(|d| d.as_bool()).unwrap_or(false);
+        let installed = files.contains_key(&format!("{root}{key}/package.json"));
+        if dev || installed || version.is_empty() {
+            continue;
+        }
+        out.push(Package {
+            ecosystem: Ecosystem::Npm,
+            name: name.to_string(),
+            version: version.to_string(),
+            path: path.to_string(),
+        });
+    }
     out
 }
 
@@ -265,6 +420,71 @@ mod tests {
         );
     }
 
+    /// The build info a Go 1.18+ linker writes: the 32-byte header (magic,
+    /// pointer size, flags with "inline strings"), then the Go version and
+    /// the module info, each after its uvarint length.
+    fn go_binary(modinfo: &str) -> Vec<u8> {
+        let mut b = b"\x7fELF".to_vec();
+        b.resize(4096, 0);
+        b.extend_from_slice(GO_BUILDINFO_MAGIC);
+        b.extend_from_slice(&[8, 2]);
+        b.resize(4096 + 32, 0);
+        for s in ["go1.22.1", modinfo] {
+            let mut n = s.len();
+            while n >= 0x80 {
+                b.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            b.push(n as u8);
+            b.extend_from_slice(s.as_bytes());
+        }
+        b.resize(b.len() + 100_000, 0);
+        b
+    }
+
+    #[test]
+    fn go_binaries_modules_from_their_build_info() {
+        let modinfo = format!(
+            "0w\u{af}\u{c}\u{92}t\u{8}\u{2}A\u{e1}\u{c1}\u{7}\u{e6}\u{d6}\u{18}\u{e6}path\texample.com/svc\nmod\texample.com/svc\t(devel)\t\ndep\tgithub.com/google/uuid\tv1.6.0\th1:x=\nbuild\tGOOS=linux\n{}",
+            "x".repeat(200)
+        );
+        let bin = go_binary(&modinfo);
+        let info = go_buildinfo(&mut &bin[..])
+            .unwrap()
+            .expect("build info found");
+        assert_eq!(
+            go_modules(&info),
+            [
+                ("example.com/svc".to_string(), "(devel)".to_string()),
+                ("github.com/google/uuid".to_string(), "v1.6.0".to_string()),
+            ]
+        );
+        // Read in small pieces, the magic split across two reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(7).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let again = go_buildinfo(&mut Trickle(&bin)).unwrap().unwrap();
+        assert_eq!(go_modules(&again), go_modules(&info));
+        let files: BTreeMap<String, Vec<u8>> = [("usr/local/bin/svc".to_string(), info)].into();
+        let listed = list(&files);
+        assert_eq!(listed[1].ecosystem, Ecosystem::Go);
+        assert_eq!(listed[1].name, "github.com/google/uuid");
+        assert_eq!(listed[1].path, "usr/local/bin/svc");
+        // Not an ELF file, or an ELF file without build info: none.
+        assert!(go_buildinfo(&mut &b"#!/bin/sh\necho"[..])
+            .unwrap()
+            .is_none());
+        assert!(go_buildinfo(&mut &b"\x7fELF\x02\x01"[..])
+            .unwrap()
+            .is_none());
+    }
+
     #[test]
     fn lists_npm_deb_and_python_packages() {
         let f = files(&[
@@ -276,6 +496,12 @@ mod tests {
             ),
             ("usr/lib/python3/dist-packages/six-1.16.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n\nbody Name: no\n"),
         ]);
+        let mut f = f;
+        // A lockfile: its packages not installed beside it, devDependencies left out.
+        f.insert(
+            "app/package-lock.json".into(),
+            br#"{"lockfileVersion":3,"packages":{"":{"name":"app"},"node_modules/@s/x":{"version":"1.0.0"},"node_modules/express":{"version":"4.19.2"},"node_modules/typescript":{"version":"5.4.0","dev":true}}}"#.to_vec(),
+        );
         let listed = list(&f);
         let names: Vec<(Ecosystem, &str, &str)> = listed
             .iter()
@@ -285,6 +511,7 @@ mod tests {
             names,
             vec![
                 (Ecosystem::Npm, "@s/x", "1.0.0"),
+                (Ecosystem::Npm, "express", "4.19.2"),
                 (Ecosystem::Deb, "libc6", "2.36-9"),
                 (Ecosystem::Python, "six", "1.16.0"),
             ]

@@ -5,6 +5,7 @@
 use crate::findings::{self, Finding};
 use crate::fs::{Hidden, Merged};
 use crate::layer::{scan_layer, Change, Kind, LayerScan};
+use crate::packages::{self, Package};
 use kiln_oci::image::{media_type, Image};
 use kiln_oci::layer::Compression;
 use kiln_oci::store::{BuildRecord, StageRecord, StepResult, Store};
@@ -37,6 +38,8 @@ pub struct Report {
     pub waste: Waste,
     pub biggest: Biggest,
     pub findings: Vec<Finding>,
+    /// The packages installed in the final image (what `kiln build --sbom` lists).
+    pub packages: Vec<Package>,
     /// The final image's tree for the treemap: directories down to 1/500 of
     /// the total, the rest of each directory as one `…` entry.
     pub tree: TreeNode,
@@ -172,6 +175,38 @@ pub struct TreeNode {
 }
 
 /// Reads layers, each once.
+/// The packages installed in `image`'s filesystem: the package records
+/// (dpkg's status, `node_modules/**/package.json`, Python metadata, Go
+/// binaries' build info) visible in its stacked layers, as [`packages::list`]
+/// reads them. What `kiln build --sbom` lists.
+pub fn image_packages(store: &Store, image: &Image) -> Result<Vec<Package>, AnalyzeError> {
+    let mut layers = Layers {
+        store,
+        scans: HashMap::new(),
+    };
+    let diff_ids = &image.config.rootfs.diff_ids;
+    let mut merged = Merged::new();
+    let mut scans = Vec::new();
+    for (i, blob) in image.layers.iter().enumerate() {
+        let diff_id = diff_ids.get(i).copied().unwrap_or(blob.digest);
+        let scan = layers.get(blob, &diff_id, "the image")?;
+        merged.apply(i, &scan);
+        scans.push(scan);
+    }
+    Ok(visible_packages(&merged, &scans))
+}
+
+/// The packages the records visible in `merged` name (layer `i` read as `scans[i]`).
+fn visible_packages(merged: &Merged, scans: &[Arc<LayerScan>]) -> Vec<Package> {
+    let mut manifests: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (path, node) in &merged.nodes {
+        if let Some(data) = scans.get(node.layer).and_then(|s| s.manifests.get(path)) {
+            manifests.insert(path.clone(), data.clone());
+        }
+    }
+    packages::list(&manifests)
+}
+
 struct Layers<'a> {
     store: &'a Store,
     scans: HashMap<Digest, Arc<LayerScan>>,
@@ -529,6 +564,7 @@ pub fn analyze(store: &Store, image: &Image, name: &str) -> Result<Report, Analy
         waste,
         biggest: Biggest { directories, files },
         findings: found,
+        packages: visible_packages(&merged, &scans),
         tree,
     })
 }

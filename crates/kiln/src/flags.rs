@@ -704,11 +704,27 @@ pub struct BuildxFlags {
     #[arg(long = "ssh", value_name = "default|ID[=SOCKET|KEY[,KEY]]")]
     pub ssh: Vec<String>,
     /// Add an annotation to the image manifest: "KEY=VALUE" or "manifest:KEY=VALUE"
-    /// ("manifest[PLATFORM]:" only for that platform); may be repeated. "index:",
-    /// "index-descriptor:" and "manifest-descriptor:" need an image index, which a
-    /// single-platform build does not write: refused
+    /// ("manifest[PLATFORM]:" only for that platform); may be repeated. With an
+    /// image index (several platforms, or attestations): "index:" (the index),
+    /// "manifest-descriptor[PLATFORM]:" (the image's entry in it) and
+    /// "index-descriptor:" (the index's entry in -o type=oci's index.json)
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Attach an attestation to each platform's image (in-toto, in the image
+    /// index as BuildKit does): "type=sbom" (an SPDX 2.3 document of the
+    /// image's packages) or "type=provenance[,mode=min|max]" (SLSA provenance
+    /// v1); may be repeated
+    #[arg(long = "attest", value_name = "type=sbom|provenance[,mode=min|max]")]
+    pub attest: Vec<String>,
+    /// Shorthand for --attest type=sbom: "--sbom=true" (or false)
+    #[arg(long = "sbom", value_name = "true|false", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub sbom: Option<String>,
+    /// Shorthand for --attest type=provenance: "--provenance=true" (mode=min),
+    /// "--provenance=mode=max", or false. None by default (see the README)
+    #[arg(long = "provenance", value_name = "true|false|mode=min|max", num_args = 0..=1,
+          require_equals = true, default_missing_value = "true")]
+    pub provenance: Option<String>,
     /// Add a line to every RUN step's /etc/hosts: "HOST:IP" or "HOST=IP"; may be repeated
     #[arg(long = "add-host", value_name = "HOST:IP")]
     pub add_hosts: Vec<String>,

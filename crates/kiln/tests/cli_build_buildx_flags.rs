@@ -1,7 +1,8 @@
 //! `kiln build`'s flags taken from `docker buildx build`: `--add-host`,
 //! `--shm-size`, `--ulimit` (seen by a RUN step; needs root, as every test
 //! running RUN steps), `--annotation` (in the manifest written), `--call`
-//! (outline, targets, check) and the refused `--cgroup-parent`.
+//! (outline, targets, check), the refused `--cgroup-parent`, and `--provenance`
+//! (an attestation manifest in an index, BuildKit's layout).
 
 use crate::util::{kiln, store_busybox};
 use std::fs;
@@ -167,4 +168,147 @@ fn call_outline_targets_and_check() {
         e.contains("--cgroup-parent kiln.slice: not supported") && e.contains("systemd-run"),
         "{e}"
     );
+}
+
+/// The files of an OCI archive (`-o type=oci`'s tar), by path.
+fn archive_files(tar_path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut files = std::collections::BTreeMap::new();
+    let mut ar = tar::Archive::new(fs::File::open(tar_path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        files.insert(name, data);
+    }
+    files
+}
+
+#[test]
+fn provenance_makes_a_one_platform_build_an_index_with_an_attestation_manifest() {
+    let (d, root, ctx) = project("FROM busybox:test\nARG NOTE\nRUN echo \"$NOTE\" > /note\n");
+    store_busybox(&root);
+    let dest = d.path().join("oci.tar");
+    let out_spec = format!("type=oci,dest={}", dest.display());
+    kiln()
+        .root(&root)
+        .args(["build", "-q", "-t", "attested:1", "-o", &out_spec])
+        .args(["--provenance=true", "--build-arg", "NOTE=hello"])
+        .args([
+            "--annotation",
+            "index:org.opencontainers.image.title=attested",
+        ])
+        .args([
+            "--annotation",
+            "manifest-descriptor:com.example.entry=image",
+        ])
+        .args(["--annotation", "index-descriptor:com.example.layout=entry"])
+        .arg(&ctx)
+        .ok();
+    let files = archive_files(&dest);
+    let blob = |d: &serde_json::Value| -> serde_json::Value {
+        let hex = d
+            .as_str()
+            .unwrap()
+            .strip_prefix("sha256:")
+            .unwrap()
+            .to_string();
+        serde_json::from_slice(&files[&format!("blobs/sha256/{hex}")]).unwrap()
+    };
+    let top: serde_json::Value = serde_json::from_slice(&files["index.json"]).unwrap();
+    assert_eq!(
+        top["manifests"][0]["annotations"]["com.example.layout"],
+        "entry"
+    );
+    let index = blob(&top["manifests"][0]["digest"]);
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{index:#}");
+    let (image, att) = (&entries[0], &entries[1]);
+    // The index's own annotations, and its image entry's (with an index,
+    // `index:` and `manifest-descriptor:` annotations have a place).
+    assert_eq!(
+        index["annotations"]["org.opencontainers.image.title"],
+        "attested"
+    );
+    assert_eq!(image["annotations"]["com.example.entry"], "image");
+    assert!(att["annotations"].get("com.example.entry").is_none());
+    assert_eq!(att["platform"]["os"], "unknown");
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.digest"],
+        image["digest"]
+    );
+    // The image in the archive is the one with its layers compressed, and the
+    // attestation names that one (not the store's uncompressed manifest).
+    let m = blob(&image["digest"]);
+    assert!(m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["mediaType"].as_str().unwrap().ends_with("+gzip")));
+    let am = blob(&att["digest"]);
+    assert_eq!(am["subject"]["digest"], image["digest"]);
+    assert_eq!(am["layers"].as_array().unwrap().len(), 1);
+    let s = blob(&am["layers"][0]["digest"]);
+    assert_eq!(s["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(s["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(
+        s["subject"][0]["digest"]["sha256"],
+        image["digest"].as_str().unwrap()[7..]
+    );
+    let subject = s["subject"][0]["name"].as_str().unwrap();
+    assert!(
+        subject.starts_with("pkg:docker/attested@1?platform=linux%2F"),
+        "{subject}"
+    );
+    let p = &s["predicate"];
+    assert_eq!(
+        p["buildDefinition"]["externalParameters"]["request"]["args"]["build-arg:NOTE"],
+        "hello"
+    );
+    // mode=min: no Dockerfile source, no steps.
+    assert!(
+        p["runDetails"]["metadata"]["buildkit_metadata"]
+            .get("source")
+            .is_none(),
+        "{p:#}"
+    );
+    assert!(p["buildDefinition"]["internalParameters"]
+        .get("buildConfig")
+        .is_none());
+    // The store names the index; run uses the image.
+    let ran = kiln()
+        .root(&root)
+        .args(["run", "--rm", "attested:1", "cat", "/note"])
+        .stdout();
+    assert_eq!(ran, "hello\n");
+    // An index cannot be loaded or written as a docker archive (as BuildKit),
+    // and bad attestation options are one clear error.
+    for (args, says) in [
+        (
+            &["--sbom=true", "--load=docker"][..],
+            "docker exporter does not currently support exporting manifest lists",
+        ),
+        (&["--attest", "type=vex"], "unknown type \"vex\""),
+        (&["--provenance=mode=full"], "use mode=min or mode=max"),
+        (
+            &["--sbom=generator=docker/buildkit-syft-scanner"],
+            "kiln makes the SBOM itself",
+        ),
+    ] {
+        let e = kiln()
+            .root(&root)
+            .args(["build", "-t", "attested:2"])
+            .args(args)
+            .arg(&ctx)
+            .fails();
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
 }

@@ -306,3 +306,43 @@ fn a_platform_without_an_emulator_is_one_clear_error() {
     assert!(err.contains("qemu-user-static"), "{err}");
     assert!(err.contains("Dockerfile:2"), "{err}");
 }
+
+/// One platform's failed build stops the others early: their next steps do
+/// not start (a step that runs finishes), and the error is the failure's.
+#[test]
+fn a_failed_platform_stops_the_other_platforms_build() {
+    kiln_testkit::root::require_root("the sandbox");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    crate::util::store_busybox(&root);
+    // Both platforms' steps run natively ($BUILDPLATFORM); arm64's fails at
+    // once, amd64's first step takes 3 s and its second would take 30.
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM --platform=$BUILDPLATFORM busybox:test\nARG TARGETARCH\n\
+         RUN if [ \"$TARGETARCH\" = arm64 ]; then echo arm64 fails; exit 3; fi; sleep 3\n\
+         RUN echo slow-$((1+1)); sleep 30\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = kiln()
+        .root(&root)
+        .args([
+            "build",
+            "--progress=plain",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ])
+        .arg(dir.path())
+        .output();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("exited with 3"), "the failure's error:\n{log}");
+    // (The error's excerpt shows line 4; the step's own header and output
+    // must not appear.)
+    assert!(
+        !log.contains("stage-0 4/4]") && !log.contains("slow-2"),
+        "the other platform's next step started:\n{log}"
+    );
+    assert!(started.elapsed().as_secs() < 30, "{log}");
+}

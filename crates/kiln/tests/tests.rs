@@ -37,6 +37,7 @@ mod cli_registry;
 mod cli_registry_cache;
 mod cli_run;
 mod example_api;
+mod example_api_attestations;
 mod example_api_registry_cache;
 mod example_compose;
 mod seccomp_debian_base;

@@ -6,8 +6,9 @@
 //! annotations) plus the platform it serves. Entries that serve no platform
 //! (BuildKit's attestation manifests: platform `unknown/unknown` and the
 //! annotation `vnd.docker.reference.type: attestation-manifest`) are carried
-//! as they are: [`write_index`] writes them, [`read_index`] returns them, and
-//! choosing an image by platform skips them.
+//! as they are: [`write_index`] writes them, [`read_index`] returns them,
+//! choosing an image by platform skips them, and [`rewrite_index`] keeps them
+//! naming their image (`crate::attestation` writes them).
 
 use crate::canonical_json::canonical_json;
 use crate::descriptor::media_type;
@@ -49,6 +50,15 @@ impl IndexEntry {
             manifest,
             platform: None,
         }
+    }
+
+    /// The image manifest an attestation entry is about (`None` for an image).
+    pub fn attestation_subject(&self) -> Option<Digest> {
+        let a = &self.manifest.annotations;
+        if a.get(REFERENCE_TYPE_ANNOTATION).map(String::as_str) != Some(ATTESTATION_MANIFEST) {
+            return None;
+        }
+        a.get(REFERENCE_DIGEST_ANNOTATION)?.parse().ok()
     }
 
     /// Whether this entry is an image for a platform (not an attestation).
@@ -124,6 +134,15 @@ pub fn platforms(entries: &[IndexEntry]) -> Vec<String> {
 /// The index document for `entries` in `format` (an OCI image index, or a
 /// Docker manifest list, whose entries must be Docker manifests).
 pub fn build_index(entries: &[IndexEntry], format: ManifestFormat) -> Value {
+    build_index_with(entries, format, &Default::default())
+}
+
+/// [`build_index`] with the index's own `annotations` (none: the same document).
+pub fn build_index_with(
+    entries: &[IndexEntry],
+    format: ManifestFormat,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Value {
     let manifests: Vec<Value> = entries
         .iter()
         .map(|e| {
@@ -154,7 +173,11 @@ pub fn build_index(entries: &[IndexEntry], format: ManifestFormat) -> Value {
         ManifestFormat::Oci => media_type::OCI_INDEX,
         ManifestFormat::Docker => media_type::DOCKER_MANIFEST_LIST,
     };
-    json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests})
+    let mut doc = json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests});
+    if !annotations.is_empty() {
+        doc["annotations"] = json!(annotations);
+    }
+    doc
 }
 
 /// Stores the index for `entries` (whose manifests must be stored) and returns
@@ -164,12 +187,23 @@ pub fn write_index(
     entries: &[IndexEntry],
     format: ManifestFormat,
 ) -> Result<BlobRef> {
+    write_index_with(store, entries, format, &Default::default())
+}
+
+/// [`write_index`] with the index's own `annotations` (`kiln build
+/// --annotation index:…`).
+pub fn write_index_with(
+    store: &Store,
+    entries: &[IndexEntry],
+    format: ManifestFormat,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<BlobRef> {
     for e in entries {
         if !store.has_blob(&e.manifest.digest) {
             return Err(StoreError::BlobNotFound(e.manifest.digest));
         }
     }
-    let bytes = canonical_json(&build_index(entries, format));
+    let bytes = canonical_json(&build_index_with(entries, format, annotations));
     let digest = store.put_blob(&bytes)?;
     Ok(BlobRef {
         media_type: format_media_type(format).to_string(),
@@ -188,7 +222,9 @@ fn format_media_type(format: ManifestFormat) -> &'static str {
 
 /// The stored index `target` with some entries' manifests replaced (`replace`
 /// gives the new descriptor of an entry's manifest, or `None` to keep it); the
-/// rest of the document is kept as it is. Returns `target` when nothing changed.
+/// rest of the document is kept as it is. `replace` is not asked about
+/// attestation entries: one about a replaced manifest is rewritten to name the
+/// new one ([`crate::attestation::retarget`]). Returns `target` when nothing changed.
 pub fn rewrite_index<E: From<StoreError>>(
     store: &Store,
     target: &BlobRef,
@@ -206,15 +242,34 @@ pub fn rewrite_index<E: From<StoreError>>(
         return Err(malformed(target.digest, "entries changed while read").into());
     }
     let mut changed = false;
+    // Image manifests replaced: old digest → new.
+    let mut moved: std::collections::BTreeMap<Digest, BlobRef> = Default::default();
     for (entry, doc) in entries.iter().zip(list.iter_mut()) {
+        if entry.attestation_subject().is_some() {
+            continue;
+        }
         let Some(new) = replace(entry)? else { continue };
         if new.digest == entry.manifest.digest {
             continue;
         }
         changed = true;
+        moved.insert(entry.manifest.digest, new.clone());
         doc["mediaType"] = json!(new.media_type);
         doc["digest"] = json!(new.digest.to_string());
         doc["size"] = json!(new.size);
+    }
+    // An attestation about a replaced manifest now names the new one.
+    for (entry, doc) in entries.iter().zip(list.iter_mut()) {
+        let Some(subject) = entry.attestation_subject() else {
+            continue;
+        };
+        let Some(new_subject) = moved.get(&subject) else {
+            continue;
+        };
+        let new = crate::attestation::retarget(store, &entry.manifest, &subject, new_subject)?;
+        doc["digest"] = json!(new.digest.to_string());
+        doc["size"] = json!(new.size);
+        doc["annotations"][REFERENCE_DIGEST_ANNOTATION] = json!(new_subject.digest.to_string());
     }
     if !changed {
         return Ok(target.clone());

@@ -2,6 +2,7 @@
 //! codec (tar, whiteouts, gzip/zstd), OCI layout and docker-archive formats, and
 //! the registry client. Knows nothing about Dockerfiles.
 
+pub mod attestation;
 pub mod canonical_json;
 pub mod descriptor;
 pub mod digest;

@@ -105,6 +105,10 @@ pub struct BuildOptions {
     /// Blobs an output will need (a push, `--cache-to`): written in the
     /// background as each step's layer is made, while the build goes on.
     pub precompress: Option<Precompress>,
+    /// Shared by builds that stand or fall together (the platforms of one
+    /// `--platform a,b` build): a build that fails sets it, and each build
+    /// starts no step once it is set (one that runs finishes).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Which layers a build writes blobs of while it runs (see
@@ -154,6 +158,21 @@ pub struct BuildOutput {
     /// The caches of `--cache-from`, as imported (an export takes layer blobs
     /// the store lacks from them).
     pub remote_cache: Option<Arc<RemoteCache>>,
+    /// The base images the stages built on, as resolved (for provenance).
+    pub base_images: Vec<ResolvedBase>,
+}
+
+/// A stage's base image as the build resolved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedBase {
+    /// The stage's Dockerfile index.
+    pub stage: usize,
+    /// The image as the FROM names it (args expanded).
+    pub reference: String,
+    /// The platform it was chosen for (`linux/amd64`).
+    pub platform: String,
+    /// Its manifest's digest.
+    pub manifest: Digest,
 }
 
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
@@ -443,6 +462,17 @@ impl Shared<'_> {
         })
     }
 
+    /// Whether the build is to stop: it failed, or a build it stands
+    /// together with did ([`BuildOptions::cancel`]).
+    pub fn cancelled(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+            || self
+                .opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
     /// Waits for stage `index` to finish; `Err` when it (or the build) failed.
     pub fn wait_stage(&self, index: usize) -> Result<Arc<StageState>, BuildError> {
         self.results
@@ -585,6 +615,18 @@ pub fn build(
     let mut plan = plan.clone();
     let bases = stage::resolve_base_images(&mut plan, src, opts, store, progress, &clock)?;
     let plan = &plan;
+    let base_images: Vec<ResolvedBase> = bases
+        .iter()
+        .filter_map(|(&index, b)| match &plan.stages[index].base {
+            kiln_dockerfile::stages::Base::Image(r) => Some(ResolvedBase {
+                stage: index,
+                reference: r.clone(),
+                platform: plan.stage_platform(index).to_string(),
+                manifest: b.manifest,
+            }),
+            _ => None,
+        })
+        .collect();
     let remote = import_caches(opts, progress, &clock);
     // Layer blobs the store lacks: a cache's, or a base image's (a FROM
     // reads only the manifest and config, see `image_source`), fetched when a
@@ -695,6 +737,10 @@ pub fn build(
                         Ok(state) => shared.finish_stage(st.index, Ok(Arc::new(state))),
                         Err(e) => {
                             if !matches!(e, BuildError::Cancelled) {
+                                // The builds standing with this one stop now.
+                                if let Some(c) = &shared.opts.cancel {
+                                    c.store(true, Ordering::SeqCst);
+                                }
                                 errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
                             }
                             shared.finish_stage(st.index, Err(()));
@@ -784,6 +830,7 @@ pub fn build(
         steps_cached,
         cache: shared.cache.usage(target.key),
         remote_cache: remote,
+        base_images,
     })
 }
 

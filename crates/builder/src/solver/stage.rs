@@ -16,7 +16,6 @@ use kiln_oci::digest::Digest;
 use kiln_oci::image::{ContainerConfig, ImageConfig};
 use kiln_oci::store::{LayerRecord, StageRecord, StepRecord, StepResult, Store};
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 
 /// RUN, COPY, ADD and WORKDIR change the filesystem; they are the steps shown
 /// in progress and cached.
@@ -94,7 +93,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
         config_size: 0,
     };
     for (i, step) in st.steps.iter().enumerate() {
-        if sh.failed.load(Ordering::SeqCst) {
+        if sh.cancelled() {
             return Err(BuildError::Cancelled);
         }
         let name = format!(

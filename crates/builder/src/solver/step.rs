@@ -184,7 +184,7 @@ impl StepCtx<'_, '_> {
         }
         let reason = self.note_miss(&key, &inputs);
         let permit = sh.jobs.acquire();
-        if sh.failed.load(Ordering::SeqCst) {
+        if sh.cancelled() {
             return Err(BuildError::Cancelled);
         }
         let started = sh.clock.now_ms();

@@ -185,6 +185,20 @@ pub fn render(r: &Report) -> String {
         })
         .collect();
     o.push_str(&table(&["SIZE", "LAYER", "PATH"], &rows));
+    if !r.packages.is_empty() {
+        let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+        for p in &r.packages {
+            *by.entry(format!("{:?}", p.ecosystem).to_lowercase())
+                .or_default() += 1;
+        }
+        let counts: Vec<String> = by.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            o,
+            "\nPackages: {} ({}; the list: --format json, or kiln build --sbom)",
+            r.packages.len(),
+            counts.join(", ")
+        );
+    }
     if r.findings.is_empty() {
         o.push_str("\nFindings: none\n");
     } else {

@@ -139,22 +139,53 @@ fn execute(
         .collect::<miette::Result<_>>()?;
     let (cache_from, cache_to) = cache_settings(flags)?;
     let sandbox = SandboxSettings::from_flags(flags)?;
+    let attest = super::attest::requested(&flags.buildx)?;
+    // Several platforms or attestations: an image index is written.
+    let indexed = plans.len() > 1 || attest.any();
+    let index_annotations = annotations_of(
+        &flags.buildx.annotations,
+        AnnotationKind::Index,
+        None,
+        indexed,
+    )?;
+    let index_descriptor = annotations_of(
+        &flags.buildx.annotations,
+        AnnotationKind::IndexDescriptor,
+        None,
+        indexed,
+    )?;
     if flags.push && names.is_empty() {
         return Err(miette!("--push needs at least one -t name to push to"));
     }
-    if plans.len() > 1 {
-        // BuildKit's docker exporter refuses an index, and `--load` is one.
+    if plans.len() > 1 || attest.any() {
+        // BuildKit's docker exporter refuses an index, and `--load` is one;
+        // attestations make an index of even one platform's image.
         if flags.load.load.is_some() || outputs.iter().any(|o| o.kind == OutputKind::Docker) {
+            let why = if plans.len() > 1 {
+                format!("building for {} platforms", plans.len())
+            } else {
+                "attestations (--sbom, --provenance, --attest) make an image index".to_string()
+            };
             return Err(miette!(
-                "docker exporter does not currently support exporting manifest lists (building for {} platforms; use -o type=oci or --push)",
-                plans.len()
+                "docker exporter does not currently support exporting manifest lists ({why}; use -o type=oci or --push)"
             ));
         }
-        if outputs.iter().any(|o| o.kind == OutputKind::Tar) {
+    }
+    if attest.any() {
+        if let Some(o) = outputs
+            .iter()
+            .find(|o| matches!(o.kind, OutputKind::Local | OutputKind::Tar))
+        {
             return Err(miette!(
-                "-o type=tar writes one platform's filesystem; with several platforms use -o type=local (a directory per platform) or type=oci"
+                "-o type={}: attestations (--sbom, --provenance, --attest) are attached to an image index; a filesystem output has none (use -o type=oci or --push)",
+                if o.kind == OutputKind::Local { "local" } else { "tar" }
             ));
         }
+    }
+    if plans.len() > 1 && outputs.iter().any(|o| o.kind == OutputKind::Tar) {
+        return Err(miette!(
+            "-o type=tar writes one platform's filesystem; with several platforms use -o type=local (a directory per platform) or type=oci"
+        ));
     }
     if flags.load.load.is_some() && names.is_empty() {
         return Err(miette!(
@@ -201,14 +232,19 @@ fn execute(
         },
         cache_from,
         // Only pushes read the image's layers: those a registry cache holds
-        // in the push's registry are mounted there, not fetched.
-        push_only_to: (flags.push && outputs.is_empty() && flags.load.load.is_none()).then(|| {
-            names
-                .iter()
-                .filter_map(|n| Reference::parse(&n.to_string()).ok())
-                .map(|r| r.registry)
-                .collect()
-        }),
+        // in the push's registry are mounted there, not fetched (unless the
+        // SBOM reads them).
+        push_only_to: (flags.push
+            && outputs.is_empty()
+            && flags.load.load.is_none()
+            && !attest.sbom)
+            .then(|| {
+                names
+                    .iter()
+                    .filter_map(|n| Reference::parse(&n.to_string()).ok())
+                    .map(|r| r.registry)
+                    .collect()
+            }),
         explain_cache: flags.explain_cache
             || (!flags.quiet && crate::progress::is_plain(flags.progress)),
         // The blobs a push and a cache export need are written while the
@@ -219,6 +255,9 @@ fn execute(
                 .iter()
                 .any(|c| c.mode == kiln_builder::CacheMode::Max),
         }),
+        // One platform's failure stops the other platforms' builds.
+        cancel: (plans.len() > 1)
+            .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))),
     };
     let progress = if flags.quiet {
         crate::progress::quiet()
@@ -229,6 +268,7 @@ fn execute(
         progress.emit(Event::Warning { at_ms: 0, message });
     }
     let clock = Clock::start();
+    let started_unix = now_unix();
     let outs = match super::build_platforms::build_all(
         plans,
         src,
@@ -261,7 +301,12 @@ fn execute(
             }
         }
         let layers: Vec<BlobRef> = out.layers.iter().map(|l| l.blob.clone()).collect();
-        let annotations = manifest_annotations(&flags.buildx.annotations, &plan.target_platform)?;
+        let annotations = annotations_of(
+            &flags.buildx.annotations,
+            AnnotationKind::Manifest,
+            Some(&plan.target_platform),
+            indexed,
+        )?;
         let manifest = write_image_with(
             &store,
             &out.config,
@@ -276,15 +321,70 @@ fn execute(
             .map_err(|e| miette!("storing the build record: {e}"))?;
         images.push((plan.target_platform.clone(), manifest, out));
     }
-    // One platform: its manifest; several: an image index naming each
-    // platform's manifest (the one thing tagged, exported and pushed).
+    // The attestations of each platform's image.
+    let mut attestations = Vec::new();
+    if attest.any() {
+        let build_args = build_args(&flags.build_args, |k| std::env::var(k).ok())?;
+        // The ids the Dockerfile's RUN steps mount (never a value).
+        let df = kiln_dockerfile::parse(src).map_err(miette::Report::new)?;
+        let mounted = super::call::mounted_ids(&df, &plans[0]);
+        let facts = super::attest::BuildFacts {
+            src,
+            dockerfile_path: dockerfile_in_context(&dockerfile_path, context_dir, &src.name),
+            build_args: &build_args,
+            secret_ids: mounted.0,
+            ssh_ids: mounted.1,
+            target: flags.target.as_deref(),
+            labels: &flags.labels,
+            no_cache: flags.no_cache,
+            platform_flag: flags.platform.as_deref(),
+            names: &names,
+            started: started_unix,
+            finished: now_unix(),
+            invocation: kiln_oci::digest::Digest::of(
+                format!(
+                    "{started_unix}-{}-{:?}",
+                    std::process::id(),
+                    std::time::Instant::now()
+                )
+                .as_bytes(),
+            )
+            .hex()[..25]
+                .to_string(),
+        };
+        for (platform, manifest, out) in &images {
+            if let Some(a) =
+                super::attest::attest_image(&store, attest, &facts, platform, manifest, out)?
+            {
+                attestations.push((a, manifest.digest));
+            }
+        }
+    }
+    // One platform: its manifest; several, or attestations: an image index
+    // naming each platform's manifest (the one thing tagged, exported and
+    // pushed), and the attestation manifests after them (as BuildKit).
     let (manifest, image_id) = match images.as_slice() {
-        [(_, manifest, out)] => (
+        [(_, manifest, out)] if attestations.is_empty() => (
             manifest.clone(),
             kiln_oci::digest::Digest::of(&out.config.to_bytes()),
         ),
         _ => {
-            let index = super::build_platforms::write_platform_index(&store, &images)?;
+            let mut descriptors = Vec::new();
+            for (platform, _, _) in &images {
+                descriptors.push(annotations_of(
+                    &flags.buildx.annotations,
+                    AnnotationKind::ManifestDescriptor,
+                    Some(platform),
+                    true,
+                )?);
+            }
+            let index = super::build_platforms::write_platform_index(
+                &store,
+                &images,
+                &attestations,
+                &descriptors,
+                &index_annotations,
+            )?;
             let id = index.digest;
             (index, id)
         }
@@ -362,13 +462,17 @@ fn execute(
         }
         // A filesystem output reads the layers a build made from their
         // snapshots; an archive needs their blobs.
-        let complete = if matches!(o.kind, OutputKind::Oci | OutputKind::Docker) {
+        let mut complete = if matches!(o.kind, OutputKind::Oci | OutputKind::Docker) {
             reported = complete_image(&store, &manifest, o.compression)
                 .map_err(|e| miette!("writing the layers of the image: {e}"))?;
             reported.clone()
         } else {
             manifest.clone()
         };
+        if o.kind == OutputKind::Oci {
+            // `index-descriptor:` annotations: the index's entry in index.json.
+            complete.annotations.extend(index_descriptor.clone());
+        }
         let mut exporter = o.exporter().map_err(|e| miette!("{e}"))?;
         if out_names.is_empty() {
             out_names.push(None);
@@ -467,7 +571,7 @@ fn execute(
                 .collect::<Vec<_>>()
                 .join(","),
         });
-        if images.len() > 1 {
+        if kiln_oci::descriptor::media_type::is_index(&manifest.media_type) {
             // An index has no config (BuildKit leaves the key out).
             if let Some(m) = meta.as_object_mut() {
                 m.remove("containerimage.config.digest");
@@ -543,6 +647,24 @@ fn push_to(
         });
     }
     Ok(complete)
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The Dockerfile's path as provenance names it: relative to the context
+/// when it is inside it (`Dockerfile`, `build/app.Dockerfile`), else its name.
+fn dockerfile_in_context(path: &std::path::Path, context: &std::path::Path, name: &str) -> String {
+    path.strip_prefix(context)
+        .ok()
+        .and_then(|p| p.to_str())
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// kiln's config file's `build.cacheFrom` / `build.cacheTo` (lists of flag
@@ -731,63 +853,128 @@ fn parse_shm_size(value: &str) -> miette::Result<u64> {
     }
 }
 
-/// `--annotation [TYPE[PLATFORM]:]KEY=VALUE` (buildx's syntax) for the one
-/// manifest a single-platform build writes: no type or `manifest` annotate it
-/// (with `[PLATFORM]`, only when building for that platform); the index and
-/// descriptor types need an image index, which this build does not write.
+/// Where an `--annotation` goes (BuildKit's types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnnotationKind {
+    /// The image manifest (no type, or `manifest:`).
+    Manifest,
+    /// The image manifest's entry in the image index.
+    ManifestDescriptor,
+    /// The image index.
+    Index,
+    /// The index's entry in the OCI layout's `index.json`.
+    IndexDescriptor,
+}
+
+/// One `--annotation [TYPE[PLATFORM]:]KEY=VALUE`.
+struct Annotation<'a> {
+    kind: AnnotationKind,
+    only: Option<Platform>,
+    key: &'a str,
+    value: &'a str,
+}
+
+fn parse_annotation(a: &str) -> miette::Result<Annotation<'_>> {
+    let (key, value) = a
+        .split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| miette!("invalid --annotation {a:?}: expected [TYPE:]KEY=VALUE"))?;
+    let (kind, key) = match key.split_once(':') {
+        Some((t, k))
+            if t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                && t.chars()
+                    .take_while(|c| *c != '[')
+                    .all(|c| c.is_ascii_lowercase() || c == '-') =>
+        {
+            (t, k)
+        }
+        _ => ("", key),
+    };
+    let (kind, only) = match kind.split_once('[') {
+        Some((t, p)) => {
+            let p = p.strip_suffix(']').ok_or_else(|| {
+                miette!("invalid --annotation {a:?}: expected TYPE[PLATFORM]:KEY=VALUE")
+            })?;
+            let p = Platform::parse(p).map_err(|e| miette!("invalid --annotation {a:?}: {e}"))?;
+            (t, Some(p))
+        }
+        None => (kind, None),
+    };
+    let kind = match kind {
+        "" | "manifest" => AnnotationKind::Manifest,
+        "manifest-descriptor" => AnnotationKind::ManifestDescriptor,
+        "index" => AnnotationKind::Index,
+        "index-descriptor" => AnnotationKind::IndexDescriptor,
+        other => {
+            return Err(miette!(
+                "invalid --annotation {a:?}: unknown type {other:?} (manifest, manifest-descriptor, index, index-descriptor)"
+            ))
+        }
+    };
+    if only.is_some()
+        && matches!(
+            kind,
+            AnnotationKind::Index | AnnotationKind::IndexDescriptor
+        )
+    {
+        return Err(miette!(
+            "invalid --annotation {a:?}: an index serves every platform; [PLATFORM] is for manifest and manifest-descriptor"
+        ));
+    }
+    if key.is_empty() || key.chars().any(char::is_whitespace) {
+        return Err(miette!("invalid --annotation {a:?}: bad key {key:?}"));
+    }
+    Ok(Annotation {
+        kind,
+        only,
+        key,
+        value,
+    })
+}
+
+/// The annotations of `kind` for `platform`'s image (`None`: the index's).
+/// `indexed`: the build writes an image index (several platforms, or
+/// attestations); without one, the index types are refused.
+fn annotations_of(
+    given: &[String],
+    kind: AnnotationKind,
+    platform: Option<&Platform>,
+    indexed: bool,
+) -> miette::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in given {
+        let an = parse_annotation(a)?;
+        if an.kind != AnnotationKind::Manifest && !indexed {
+            return Err(miette!(
+                "--annotation {a}: {} annotations need an image index, which a single-platform build without attestations does not write; use manifest:{}={}",
+                match an.kind {
+                    AnnotationKind::Index => "index",
+                    AnnotationKind::IndexDescriptor => "index-descriptor",
+                    _ => "manifest-descriptor",
+                },
+                an.key,
+                an.value
+            ));
+        }
+        if an.kind != kind {
+            continue;
+        }
+        if an.only.is_none_or(|p| platform == Some(&p)) {
+            out.insert(an.key.to_string(), an.value.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// `--annotation` values for the image manifest of `platform` in a build
+/// without an index: no type or `manifest:` (`manifest[PLATFORM]:` for that
+/// platform only); the index types are refused.
+#[cfg(test)]
 fn manifest_annotations(
     given: &[String],
     platform: &Platform,
 ) -> miette::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for a in given {
-        let (key, value) = a
-            .split_once('=')
-            .filter(|(k, _)| !k.is_empty())
-            .ok_or_else(|| miette!("invalid --annotation {a:?}: expected [TYPE:]KEY=VALUE"))?;
-        let (kind, key) = match key.split_once(':') {
-            Some((t, k))
-                if t.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                    && t.chars()
-                        .take_while(|c| *c != '[')
-                        .all(|c| c.is_ascii_lowercase() || c == '-') =>
-            {
-                (t, k)
-            }
-            _ => ("", key),
-        };
-        let (kind, only) = match kind.split_once('[') {
-            Some((t, p)) => {
-                let p = p.strip_suffix(']').ok_or_else(|| {
-                    miette!("invalid --annotation {a:?}: expected TYPE[PLATFORM]:KEY=VALUE")
-                })?;
-                let p =
-                    Platform::parse(p).map_err(|e| miette!("invalid --annotation {a:?}: {e}"))?;
-                (t, Some(p))
-            }
-            None => (kind, None),
-        };
-        match kind {
-            "" | "manifest" => {}
-            "index" | "index-descriptor" | "manifest-descriptor" => {
-                return Err(miette!(
-                    "--annotation {a}: {kind} annotations need an image index, which a single-platform build does not write; use manifest:{key}={value}"
-                ))
-            }
-            other => {
-                return Err(miette!(
-                    "invalid --annotation {a:?}: unknown type {other:?} (manifest, manifest-descriptor, index, index-descriptor)"
-                ))
-            }
-        }
-        if key.is_empty() || key.chars().any(char::is_whitespace) {
-            return Err(miette!("invalid --annotation {a:?}: bad key {key:?}"));
-        }
-        if only.is_none_or(|p| p == *platform) {
-            out.insert(key.to_string(), value.to_string());
-        }
-    }
-    Ok(out)
+    annotations_of(given, AnnotationKind::Manifest, Some(platform), false)
 }
 
 /// `SOURCE_DATE_EPOCH` from the environment, if set.
@@ -1246,6 +1433,61 @@ mod tests {
         assert!(e.to_string().contains("need an image index"), "{e}");
         assert!(manifest_annotations(&["bogus:k=v".into()], &amd64).is_err());
         assert!(manifest_annotations(&["novalue".into()], &amd64).is_err());
+        // With an index: index and manifest-descriptor annotations, each
+        // where it belongs; index-descriptor and index[PLATFORM] refused.
+        let given: Vec<String> = [
+            "index:org.opencontainers.image.title=api",
+            "manifest-descriptor[linux/amd64]:only.amd64=1",
+            "manifest-descriptor:all=1",
+            "manifest:m=1",
+        ]
+        .map(String::from)
+        .to_vec();
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        let of = |kind, p: Option<&Platform>| annotations_of(&given, kind, p, true).unwrap();
+        assert_eq!(
+            of(AnnotationKind::Index, None).keys().collect::<Vec<_>>(),
+            ["org.opencontainers.image.title"]
+        );
+        assert_eq!(
+            of(AnnotationKind::ManifestDescriptor, Some(&amd64))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["all", "only.amd64"]
+        );
+        assert_eq!(
+            of(AnnotationKind::ManifestDescriptor, Some(&arm64))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["all"]
+        );
+        assert_eq!(
+            of(AnnotationKind::Manifest, Some(&arm64))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["m"]
+        );
+        assert_eq!(
+            annotations_of(
+                &["index-descriptor:d=1".into()],
+                AnnotationKind::IndexDescriptor,
+                None,
+                true
+            )
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+            ["d"]
+        );
+        for bad in [
+            "index-descriptor[linux/amd64]:k=v",
+            "index[linux/amd64]:k=v",
+        ] {
+            assert!(
+                annotations_of(&[bad.into()], AnnotationKind::Index, None, true).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -10,9 +10,11 @@ use kiln_builder::{BuildError, BuildOptions, BuildOutput};
 use kiln_dockerfile::stages::{Plan, Platform};
 use kiln_dockerfile::Source;
 use kiln_oci::image::ManifestFormat;
-use kiln_oci::index::{write_index, IndexEntry};
+use kiln_oci::index::{write_index_with, IndexEntry};
 use kiln_oci::store::{BlobRef, Store};
+use kiln_oci::Digest;
 use miette::miette;
+use std::collections::BTreeMap;
 
 /// Runs each plan (one per platform) and returns their outputs in plan order.
 /// With several, the builds run in parallel and each one's progress is named
@@ -76,19 +78,34 @@ pub(crate) fn oci_platform(p: &Platform) -> kiln_oci::registry::Platform {
 }
 
 /// Stores the OCI image index of a multi-platform build: one entry per
-/// platform's manifest, in the order the platforms were given.
+/// platform's manifest, in the order the platforms were given (with its
+/// `manifest-descriptor:` annotations), then the attestation manifests (each
+/// with the digest of the image it is about); `index:` annotations on the index.
 pub(crate) fn write_platform_index(
     store: &Store,
     images: &[(Platform, BlobRef, BuildOutput)],
+    attestations: &[(BlobRef, Digest)],
+    descriptor_annotations: &[BTreeMap<String, String>],
+    index_annotations: &BTreeMap<String, String>,
 ) -> miette::Result<BlobRef> {
-    let entries: Vec<IndexEntry> = images
+    let mut entries: Vec<IndexEntry> = images
         .iter()
-        .map(|(platform, manifest, _)| IndexEntry {
-            manifest: manifest.clone(),
-            platform: Some(oci_platform(platform)),
+        .zip(descriptor_annotations)
+        .map(|((platform, manifest, _), annotations)| {
+            let mut manifest = manifest.clone();
+            manifest.annotations.extend(annotations.clone());
+            IndexEntry {
+                manifest,
+                platform: Some(oci_platform(platform)),
+            }
         })
         .collect();
-    write_index(store, &entries, ManifestFormat::Oci)
+    entries.extend(
+        attestations
+            .iter()
+            .map(|(a, subject)| IndexEntry::attestation(a.clone(), subject)),
+    );
+    write_index_with(store, &entries, ManifestFormat::Oci, index_annotations)
         .map_err(|e| miette!("storing the image index: {e}"))
 }
 

@@ -115,11 +115,74 @@ pub fn targets(df: &Dockerfile) -> String {
 }
 
 /// `--call=outline` for the plan's target.
+/// A secret or SSH id a RUN step mounts: (line, id, required).
+type MountUse = (usize, String, bool);
+
+/// Adds the secret and SSH ids the `RUN --mount`s of `n` use (each id once).
+fn run_mounts(n: &Node, secrets: &mut Vec<MountUse>, ssh: &mut Vec<MountUse>) {
+    for f in &n.flags {
+        let Some(raw) = f.strip_prefix("--mount=") else {
+            continue;
+        };
+        let Ok(m) = MountSpec::parse(raw).and_then(|s| s.resolve(&mut |w: &str| Ok(w.to_string())))
+        else {
+            continue;
+        };
+        match m.kind {
+            MountType::Secret => {
+                let id = m.id.clone().filter(|i| !i.is_empty()).or_else(|| {
+                    m.target
+                        .as_deref()
+                        .and_then(|t| t.rsplit('/').next())
+                        .map(String::from)
+                });
+                if let Some(id) = id {
+                    if !secrets.iter().any(|s| s.1 == id) {
+                        secrets.push((n.start_line, id, m.required));
+                    }
+                }
+            }
+            MountType::Ssh => {
+                let id =
+                    m.id.clone()
+                        .filter(|i| !i.is_empty())
+                        .unwrap_or_else(|| "default".to_string());
+                if !ssh.iter().any(|s| s.1 == id) {
+                    ssh.push((n.start_line, id, m.required));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Secret ids and SSH ids, each with whether it is required.
+pub(crate) type MountedIds = (Vec<(String, bool)>, Vec<(String, bool)>);
+
+/// The secret and SSH ids the stages the target needs mount, in line order:
+/// (id, required). What BuildKit's provenance lists as the request's.
+pub(crate) fn mounted_ids(df: &Dockerfile, plan: &Plan) -> MountedIds {
+    let (_, stages) = split_stages(df);
+    let (mut secrets, mut ssh) = (Vec::new(), Vec::new());
+    for (i, st) in stages.iter().enumerate() {
+        if !plan.stages.get(i).is_some_and(|s| s.needed) {
+            continue;
+        }
+        for n in st[1..].iter().filter(|n| n.keyword == "run") {
+            run_mounts(n, &mut secrets, &mut ssh);
+        }
+    }
+    secrets.sort_by_key(|s| s.0);
+    ssh.sort_by_key(|s| s.0);
+    let ids = |v: Vec<MountUse>| v.into_iter().map(|(_, id, req)| (id, req)).collect();
+    (ids(secrets), ids(ssh))
+}
+
 pub fn outline(df: &Dockerfile, plan: &Plan) -> String {
     let (global, stages) = split_stages(df);
     let mut args: Vec<(usize, String, String, String)> = Vec::new();
-    let mut secrets: Vec<(usize, String, bool)> = Vec::new();
-    let mut ssh: Vec<(usize, String, bool)> = Vec::new();
+    let mut secrets: Vec<MountUse> = Vec::new();
+    let mut ssh: Vec<MountUse> = Vec::new();
     let value = |key: &str, default: Option<&str>| {
         plan.build_args
             .get(key)
@@ -160,43 +223,7 @@ pub fn outline(df: &Dockerfile, plan: &Plan) -> String {
                         add_arg(n.start_line, n, w);
                     }
                 }
-                "run" => {
-                    for f in &n.flags {
-                        let Some(raw) = f.strip_prefix("--mount=") else {
-                            continue;
-                        };
-                        let Ok(m) = MountSpec::parse(raw)
-                            .and_then(|s| s.resolve(&mut |w: &str| Ok(w.to_string())))
-                        else {
-                            continue;
-                        };
-                        match m.kind {
-                            MountType::Secret => {
-                                let id = m.id.clone().filter(|i| !i.is_empty()).or_else(|| {
-                                    m.target
-                                        .as_deref()
-                                        .and_then(|t| t.rsplit('/').next())
-                                        .map(String::from)
-                                });
-                                if let Some(id) = id {
-                                    if !secrets.iter().any(|s| s.1 == id) {
-                                        secrets.push((n.start_line, id, m.required));
-                                    }
-                                }
-                            }
-                            MountType::Ssh => {
-                                let id =
-                                    m.id.clone()
-                                        .filter(|i| !i.is_empty())
-                                        .unwrap_or_else(|| "default".to_string());
-                                if !ssh.iter().any(|s| s.1 == id) {
-                                    ssh.push((n.start_line, id, m.required));
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                }
+                "run" => run_mounts(n, &mut secrets, &mut ssh),
                 _ => {}
             }
         }

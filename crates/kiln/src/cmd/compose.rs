@@ -439,7 +439,7 @@ fn prepare(
     }
     for (key, v) in [("provenance", &b.provenance), ("sbom", &b.sbom)] {
         if v.as_deref().is_some_and(|v| v != "false") {
-            note(key, "ignored: kiln does not attach attestations");
+            note(key, "ignored: kiln compose builds a service image for the host with no attestations (kiln build --sbom, --provenance attach them)");
         }
     }
 
@@ -659,6 +659,7 @@ fn build_one(
         push_only_to: None,
         explain_cache: false,
         precompress: None,
+        cancel: None,
     };
     let mut out = kiln_builder::build(&job.plan, &job.src, &opts, store, progress)?;
     let exporting = clock.now_ms();

@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod analyze;
+mod attest;
 mod build;
 mod build_platforms;
 mod call;
