@@ -127,11 +127,25 @@ pub fn pull_if_missing_with(
     ctx: &RegistryContext,
     unpacker: Option<&dyn LayerUnpacker>,
 ) -> Result<BlobRef, RegistryError> {
+    if let Some(r) = stored_per_policy(store, reference, platform, policy)? {
+        return Ok(r);
+    }
+    Ok(pull_with(store, reference, platform, ctx, unpacker)?.manifest)
+}
+
+/// The stored image a pull with `policy` uses instead of pulling (`None`: pull),
+/// or the error `PullPolicy::Never` gives when the store lacks it.
+fn stored_per_policy(
+    store: &Store,
+    reference: &Reference,
+    platform: Option<&Platform>,
+    policy: PullPolicy,
+) -> Result<Option<BlobRef>, RegistryError> {
     let mut other_platforms = None;
     if policy != PullPolicy::Always {
         if let Some(r) = stored(store, reference) {
             match platform.map(|p| stored_platforms(store, &r, p)) {
-                None | Some(Ok(())) => return Ok(r),
+                None | Some(Ok(())) => return Ok(Some(r)),
                 // Stored for other platforms only: pulled for this one.
                 Some(Err(have)) => other_platforms = Some(have),
             }
@@ -149,7 +163,7 @@ pub fn pull_if_missing_with(
             },
         });
     }
-    Ok(pull_with(store, reference, platform, ctx, unpacker)?.manifest)
+    Ok(None)
 }
 
 /// What a build's `FROM ref` calls: [`pull_if_missing`], but a pull reads the
@@ -165,26 +179,8 @@ pub fn pull_metadata_if_missing(
     policy: PullPolicy,
     ctx: &RegistryContext,
 ) -> Result<BlobRef, RegistryError> {
-    let mut other_platforms = None;
-    if policy != PullPolicy::Always {
-        if let Some(r) = stored(store, reference) {
-            match platform.map(|p| stored_platforms(store, &r, p)) {
-                None | Some(Ok(())) => return Ok(r),
-                Some(Err(have)) => other_platforms = Some(have),
-            }
-        }
-    }
-    if policy == PullPolicy::Never {
-        return Err(match (other_platforms, platform) {
-            (Some(available), Some(p)) => RegistryError::NoMatchingPlatform {
-                reference: reference.to_string(),
-                platform: p.to_string(),
-                available,
-            },
-            _ => RegistryError::NotInStore {
-                reference: reference.to_string(),
-            },
-        });
+    if let Some(r) = stored_per_policy(store, reference, platform, policy)? {
+        return Ok(r);
     }
     let platform = platform.cloned().unwrap_or_else(Platform::host);
     Ok(pull_sources(store, reference, &platform, ctx, None, false)?.manifest)
