@@ -427,16 +427,29 @@ impl kiln_oci::registry::LayerUnpacker for Snapshots {
         if self.path_of(diff_id).is_dir() {
             return Ok(None);
         }
+        self.unpack_target(diff_id, Some(claim)).map(Some)
+    }
+}
+
+impl Snapshots {
+    /// A fresh tree (in its own work dir) that a layer is unpacked into while
+    /// it downloads, installed as the snapshot of `diff_id` when committed;
+    /// `claim`, when the unpacker does not hold the layer's claim already.
+    fn unpack_target(
+        &self,
+        diff_id: &Digest,
+        claim: Option<Claim>,
+    ) -> Result<Box<dyn kiln_oci::registry::UnpackTarget>, String> {
         let work = self.work_dir().map_err(|e| e.to_string())?;
         let tree = work.path().join("tree");
         fs::create_dir(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
-        Ok(Some(Box::new(PulledLayer {
+        Ok(Box::new(PulledLayer {
             snapshots: self.clone(),
             diff_id: *diff_id,
             tree,
             _work: work,
             _claim: claim,
-        })))
+        }))
     }
 }
 
@@ -456,48 +469,19 @@ impl kiln_oci::registry::LayerUnpacker for Claimed<'_> {
         if self.0.path_of(diff_id).is_dir() {
             return Ok(None);
         }
-        let work = self.0.work_dir().map_err(|e| e.to_string())?;
-        let tree = work.path().join("tree");
-        fs::create_dir(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
-        Ok(Some(Box::new(ClaimedLayer {
-            snapshots: self.0.clone(),
-            diff_id: *diff_id,
-            tree,
-            _work: work,
-        })))
+        self.0.unpack_target(diff_id, None).map(Some)
     }
 }
 
-/// A layer [`Claimed`] unpacks: like [`PulledLayer`] without a claim of its own.
-struct ClaimedLayer {
-    snapshots: Snapshots,
-    diff_id: Digest,
-    tree: PathBuf,
-    _work: WorkDir,
-}
-
-impl kiln_oci::registry::UnpackTarget for ClaimedLayer {
-    fn dir(&self) -> &Path {
-        &self.tree
-    }
-
-    fn commit(self: Box<Self>) -> Result<(), String> {
-        tracing::debug!(diff_id = %self.diff_id, "layer unpacked while it downloaded");
-        self.snapshots
-            .install(&self.tree, &self.diff_id)
-            .map(drop)
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// A layer being unpacked by a pull: its tree is removed (with its work dir)
-/// unless it is committed, and the claim is held until then.
+/// A layer being unpacked while it downloads: its tree is removed (with its
+/// work dir) unless it is committed, and its claim (none when the unpacker's
+/// caller holds it, as in [`Claimed`]) is held until then.
 struct PulledLayer {
     snapshots: Snapshots,
     diff_id: Digest,
     tree: PathBuf,
     _work: WorkDir,
-    _claim: Claim,
+    _claim: Option<Claim>,
 }
 
 impl kiln_oci::registry::UnpackTarget for PulledLayer {
