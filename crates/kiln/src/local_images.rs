@@ -2,7 +2,9 @@
 //! (`name` means `name:latest`), else by (a prefix of) the image id.
 
 use crate::flags::GlobalFlags;
+use kiln_oci::export::NamedImage;
 use kiln_oci::image::load_image;
+use kiln_oci::layer::Compression;
 use kiln_oci::store::StoredImage;
 use kiln_oci::{Digest, Image, ImageName, Store};
 use miette::{miette, Result};
@@ -23,7 +25,7 @@ pub fn open_store(global: &GlobalFlags) -> Result<Store> {
 pub fn with_blobs(
     store: &Store,
     target: &kiln_oci::BlobRef,
-    compression: kiln_oci::layer::Compression,
+    compression: Compression,
 ) -> Result<kiln_oci::BlobRef> {
     fetch_left_layers(store, target)?;
     kiln_oci::export::complete_image(store, target, compression)
@@ -173,4 +175,27 @@ pub fn find(store: &Store, arg: &str) -> Result<Target> {
         (_, Err(e)) if hex_prefix(arg).is_none() => Err(miette!("{e}")),
         _ => Err(miette!("no such image: {arg}")),
     }
+}
+
+/// The images `args` (names or ids) name, as an archive holds them, each with
+/// its compressed layer blobs made: a name gives its image; an id gives every
+/// name of that image, as docker saves it.
+pub fn named_for_export(store: &Store, args: &[String]) -> Result<Vec<NamedImage>> {
+    let mut named = Vec::new();
+    for arg in args {
+        match find(store, arg)? {
+            Target::Name(name, found) => named.push(NamedImage {
+                name: Some(name),
+                target: found.entry.target,
+            }),
+            Target::Id(_, entries) => named.extend(entries.into_iter().map(|f| NamedImage {
+                name: f.entry.name,
+                target: f.entry.target,
+            })),
+        }
+    }
+    for n in &mut named {
+        n.target = with_blobs(store, &n.target, Compression::default())?;
+    }
+    Ok(named)
 }

@@ -27,9 +27,9 @@
 use crate::helper::{HelperOutcome, HelperReport, STEP_PID};
 use crate::idmap::IdMap;
 use crate::spec::{Isolation, NetworkMode, Rootfs, RunSpec};
-use crate::sys::{ctx, wait_pid, Exit, R};
+use crate::sys::{ctx, wait_pid, ExecChild, Exit, R};
 use rustix::mount::{MountFlags, UnmountFlags};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -198,23 +198,8 @@ fn fork_step(
         return Ok(HelperOutcome::Cancelled);
     }
     let last_cap = crate::container::last_cap();
-    let (err_r, err_w) = ctx(
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
-        || "pipe".into(),
-    )?;
-    // SAFETY: the helper is single-threaded, so the child may allocate etc.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(err_r);
-        let err = enter_and_exec(spec, id_map, filter, root, last_cap);
-        let mut f = std::fs::File::from(err_w);
-        let _ = f.write_all(err.as_bytes());
-        // SAFETY: leave the forked child without running the parent's destructors.
-        unsafe { libc::_exit(127) };
-    }
+    let child = ExecChild::fork(127, || enter_and_exec(spec, id_map, filter, root, last_cap))?;
+    let pid = child.pid;
     // The whole group: there is no PID namespace whose end kills what the step started.
     if !spec.tty {
         // SAFETY: setpgid on our own child (it does the same itself; whoever is first wins).
@@ -225,12 +210,10 @@ fn fork_step(
         // SAFETY: our own child's group.
         unsafe { libc::kill(-pid, libc::SIGKILL) };
     }
-    drop(err_w);
     if let Some(pid_file) = &spec.pid_file {
         let _ = std::fs::write(pid_file, format!("{pid}\n"));
     }
-    let mut setup_error = String::new();
-    let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
+    let setup_error = child.setup_error();
     let status = wait_pid(pid);
     STEP_PID.store(0, Ordering::SeqCst);
     // What the step left running in its group goes with it.

@@ -849,23 +849,37 @@ pub(crate) fn become_user_and_exec(
         controlling_terminal()?;
     }
     reset_signals();
+    exec_program(&spec.args, &spec.env, &user.home, filter)
+}
 
-    let program = find_program(&spec.args[0], &spec.env)?;
+/// The last act of a container's process, once it is the user it runs as:
+/// `args[0]` looked up on the `PATH` of `env`, `HOME` added when `env` has
+/// none (runc's rule: the user's home directory), the seccomp `filter`
+/// installed (last: from then on only its syscalls, execve one of them), and
+/// execve. Returns only with the reason it could not exec.
+pub(crate) fn exec_program(
+    args: &[String],
+    env: &[String],
+    home: &str,
+    filter: Option<&[crate::seccomp::SockFilter]>,
+) -> R<std::convert::Infallible> {
+    let Some(arg0) = args.first() else {
+        return Err("no command to run".into());
+    };
+    let program = find_program(arg0, env)?;
     let prog_c = ctx(CString::new(program.as_os_str().as_encoded_bytes()), || {
         "program path".into()
     })?;
-    let argv = cstrings(&spec.args, "an argument")?;
-    // runc's rule: without HOME in the environment, the user's home directory.
-    let mut env = spec.env.clone();
+    let argv = cstrings(args, "an argument")?;
+    let mut env = env.to_vec();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
+        env.push(format!("HOME={home}"));
     }
     let envp = cstrings(&env, "an environment variable")?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     envp_p.push(std::ptr::null());
-    // Last: from here on only the filter's syscalls (execve is one).
     if let Some(filter) = filter {
         crate::seccomp::install(filter)?;
     }

@@ -6,16 +6,14 @@
 //! capabilities, `no_new_privs`, Docker's default seccomp profile.
 
 use crate::container::{
-    capget, capset, cstrings, default_capability_mask, find_program, prctl, read_limited,
-    reset_signals,
+    capget, capset, default_capability_mask, exec_program, prctl, read_limited, reset_signals,
 };
 use crate::spec::UserSpec;
-use crate::sys::{ctx, wait_pid, Exit, R};
+use crate::sys::{ctx, wait_pid, ExecChild, Exit, R};
 use crate::user::resolve_user;
 use crate::{ExitStatus, SandboxError};
 use rustix::fd::AsFd;
 use serde::{Deserialize, Serialize};
-use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
@@ -176,29 +174,13 @@ fn exec_helper() -> R<i32> {
         })?;
     }
     drop(files);
-    let (err_r, err_w) = ctx(
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
-        || "pipe".into(),
-    )?;
-    // SAFETY: this helper is single-threaded.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if child == 0 {
-        drop(err_r);
-        let err = match exec_command(&req.spec) {
-            Ok(never) => match never {},
-            Err(e) => e,
-        };
-        let _ = std::fs::File::from(err_w).write_all(err.as_bytes());
-        // SAFETY: leave the forked child without running destructors.
-        unsafe { libc::_exit(SETUP_FAILED) };
-    }
-    drop(err_w);
-    let mut setup_error = String::new();
-    let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
-    let status = wait_pid(child)?;
+    let child = ExecChild::fork(SETUP_FAILED, || match exec_command(&req.spec) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    })?;
+    let pid = child.pid;
+    let setup_error = child.setup_error();
+    let status = wait_pid(pid)?;
     if !setup_error.is_empty() {
         return Err(setup_error);
     }
@@ -263,36 +245,13 @@ fn exec_command(spec: &ExecSpec) -> R<std::convert::Infallible> {
     })?;
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     reset_signals();
-    let program = find_program(&spec.args[0], &spec.env)?;
-    let prog_c = ctx(CString::new(program.as_os_str().as_encoded_bytes()), || {
-        "program path".into()
-    })?;
-    let argv = cstrings(&spec.args, "an argument")?;
-    let mut env = spec.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
-    let envp = cstrings(&env, "an environment variable")?;
-    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
-    envp_p.push(std::ptr::null());
-    // The container's seccomp profile (Docker's default), installed last.
+    // The container's seccomp profile (Docker's default).
     let caps = crate::container::DEFAULT_CAPABILITIES
         .iter()
         .map(|c| c.1)
         .collect();
-    if let Some(filter) = crate::seccomp::Target::native(caps)
+    let filter = crate::seccomp::Target::native(caps)
         .map(|t| crate::seccomp::default_filter(&t))
-        .transpose()?
-    {
-        crate::seccomp::install(&filter)?;
-    }
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(prog_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    Err(format!(
-        "exec {}: {}",
-        program.display(),
-        std::io::Error::last_os_error()
-    ))
+        .transpose()?;
+    exec_program(&spec.args, &spec.env, &user.home, filter.as_deref())
 }

@@ -23,7 +23,7 @@
 use crate::idmap::IdMap;
 use crate::spec::{NetworkMode, Rootfs, RunSpec, SecurityMode};
 use crate::staging::{stage_files, Staged};
-use crate::sys::{ctx, unshare, wait_pid, Exit, R};
+use crate::sys::{ctx, unshare, wait_pid, ExecChild, Exit, R};
 use crate::{container, mount_stubs, seccomp};
 use rustix::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
@@ -520,35 +520,20 @@ fn fork_step(
     if CANCELLED.load(Ordering::SeqCst) != 0 {
         return Ok(HelperOutcome::Cancelled);
     }
-    let (err_r, err_w) = ctx(
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC),
-        || "pipe".into(),
-    )?;
-    // SAFETY: the helper is single-threaded, so the child may allocate etc.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(format!("fork: {}", std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(err_r);
-        let err = container::enter_and_exec(spec, id_map, filter, &ws.root, staged);
-        let mut f = std::fs::File::from(err_w);
-        let _ = f.write_all(err.as_bytes());
-        // SAFETY: leave the forked child without running the parent's destructors.
-        unsafe { libc::_exit(127) };
-    }
+    let child = ExecChild::fork(127, || {
+        container::enter_and_exec(spec, id_map, filter, &ws.root, staged)
+    })?;
+    let pid = child.pid;
     STEP_PID.store(pid, Ordering::SeqCst);
     if CANCELLED.load(Ordering::SeqCst) != 0 {
         // SAFETY: our own child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
-    drop(err_w);
     if let Some(pid_file) = &spec.pid_file {
         // Without it only `exec_in` (healthchecks) cannot find the step.
         let _ = write_pid_file(pid_file, pid);
     }
-    let mut setup_error = String::new();
-    let _ = std::fs::File::from(err_r).read_to_string(&mut setup_error);
+    let setup_error = child.setup_error();
     let status = wait_pid(pid);
     STEP_PID.store(0, Ordering::SeqCst);
     if let Some(pid_file) = &spec.pid_file {

@@ -5,9 +5,8 @@
 //! they are.
 
 use crate::flags::{GlobalFlags, LoadEngine, LoadIntoFlags};
-use crate::local_images::{find, open_store, with_blobs, Target};
-use kiln_oci::export::{DockerExporter, Exporter, NamedImage};
-use kiln_oci::layer::Compression;
+use crate::local_images::{named_for_export, open_store};
+use kiln_oci::export::{DockerExporter, Exporter};
 use kiln_oci::Store;
 use miette::{miette, Result};
 use std::io::Read;
@@ -22,26 +21,7 @@ pub fn run(global: &GlobalFlags, flags: LoadIntoFlags) -> Result<ExitCode> {
 /// Streams `images` (names or ids) into `engine`'s `load`.
 pub fn load_into(store: &Store, engine: LoadEngine, images: &[String]) -> Result<()> {
     let engine = engine.command();
-    let mut named = Vec::new();
-    for arg in images {
-        match find(store, arg)? {
-            Target::Name(name, found) => named.push(NamedImage {
-                name: Some(name),
-                target: found.entry.target,
-            }),
-            Target::Id(_, entries) => {
-                for f in entries {
-                    named.push(NamedImage {
-                        name: f.entry.name,
-                        target: f.entry.target,
-                    });
-                }
-            }
-        }
-    }
-    for n in &mut named {
-        n.target = with_blobs(store, &n.target, Compression::default())?;
-    }
+    let named = named_for_export(store, images)?;
     let mut child = Command::new(engine)
         .arg("load")
         .stdin(Stdio::piped())

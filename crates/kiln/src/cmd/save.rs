@@ -1,9 +1,8 @@
 //! `kiln save`: images to a docker-archive (default) or OCI archive tar.
 
 use crate::flags::{GlobalFlags, SaveFlags, SaveFormat};
-use crate::local_images::{find, open_store, with_blobs, Target};
-use kiln_oci::export::{DockerExporter, Exporter, NamedImage, OciExporter};
-use kiln_oci::layer::Compression;
+use crate::local_images::{named_for_export, open_store};
+use kiln_oci::export::{DockerExporter, Exporter, OciExporter};
 use miette::{miette, Result};
 use std::fs;
 use std::io::{BufWriter, IsTerminal, Write};
@@ -11,27 +10,7 @@ use std::process::ExitCode;
 
 pub fn run(global: &GlobalFlags, flags: SaveFlags) -> Result<ExitCode> {
     let store = open_store(global)?;
-    let mut images = Vec::new();
-    for arg in &flags.images {
-        match find(&store, arg)? {
-            Target::Name(name, found) => images.push(NamedImage {
-                name: Some(name),
-                target: found.entry.target,
-            }),
-            // By id: every name of the image, as docker saves it.
-            Target::Id(_, entries) => {
-                for f in entries {
-                    images.push(NamedImage {
-                        name: f.entry.name,
-                        target: f.entry.target,
-                    });
-                }
-            }
-        }
-    }
-    for i in &mut images {
-        i.target = with_blobs(&store, &i.target, Compression::default())?;
-    }
+    let images = named_for_export(&store, &flags.images)?;
     let make = |w: Box<dyn Write>| -> Box<dyn Exporter> {
         match flags.format {
             SaveFormat::Oci => Box::new(OciExporter::tar(w)),
