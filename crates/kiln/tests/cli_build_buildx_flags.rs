@@ -312,3 +312,74 @@ fn provenance_makes_a_one_platform_build_an_index_with_an_attestation_manifest()
         assert!(e.contains(says), "{args:?}: {e}");
     }
 }
+
+/// With a filesystem output, the statements are files at the top of the tree,
+/// as BuildKit's local and tar exporters write them: `provenance.json` and
+/// `sbom.spdx.json`, each about every regular file of the output (relative
+/// path and sha256), mode 0600, dated `SOURCE_DATE_EPOCH`.
+#[test]
+fn attestations_of_a_filesystem_output_are_files_about_its_files() {
+    let (d, root, ctx) = project("FROM busybox:test\nRUN mkdir -p /app && echo hi > /app/note\n");
+    store_busybox(&root);
+    let dir = d.path().join("out");
+    let tar = d.path().join("out.tar");
+    kiln()
+        .root(&root)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "-q", "--sbom=true", "--provenance=mode=min"])
+        .args(["-o", &format!("type=local,dest={}", dir.display())])
+        .args(["-o", &format!("type=tar,dest={}", tar.display())])
+        .arg(&ctx)
+        .ok();
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    let provenance = read("provenance.json");
+    let sbom = read("sbom.spdx.json");
+    assert_eq!(
+        provenance["predicateType"],
+        "https://slsa.dev/provenance/v1"
+    );
+    assert_eq!(sbom["predicateType"], "https://spdx.dev/Document");
+    // The subjects: every regular file of the image (not the statements),
+    // sorted, each with its content's sha256.
+    let subjects = provenance["subject"].as_array().unwrap();
+    let names: Vec<&str> = subjects
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert!(
+        names.contains(&"app/note") && names.contains(&"bin/busybox"),
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n.ends_with(".json")), "{names:?}");
+    let note = subjects.iter().find(|s| s["name"] == "app/note").unwrap();
+    assert_eq!(
+        note["digest"]["sha256"],
+        kiln_oci::digest::Digest::of(b"hi\n").hex()
+    );
+    assert_eq!(sbom["subject"], provenance["subject"]);
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = fs::metadata(dir.join("provenance.json")).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.mtime()), (0o600, 1_700_000_000));
+    // The tar holds the same two files, with the same bytes.
+    let mut archive = tar::Archive::new(fs::File::open(&tar).unwrap());
+    let mut in_tar = std::collections::BTreeMap::new();
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        if name.ends_with("provenance.json") || name.ends_with("sbom.spdx.json") {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            in_tar.insert(name.trim_start_matches("./").to_string(), data);
+        }
+    }
+    assert_eq!(in_tar.len(), 2, "{:?}", in_tar.keys());
+    assert_eq!(
+        in_tar["sbom.spdx.json"],
+        fs::read(dir.join("sbom.spdx.json")).unwrap()
+    );
+}

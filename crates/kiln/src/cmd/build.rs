@@ -11,6 +11,7 @@ use kiln_dockerfile::stages::{self, Base, Input, Plan, PlanOptions, Platform, St
 use kiln_dockerfile::Source;
 use kiln_oci::export::{
     complete_image, complete_image_except, Exporter, NamedImage, OutputKind, OutputSpec,
+    StatementFiles,
 };
 use kiln_oci::image::{write_image_with, ManifestFormat};
 use kiln_oci::layer::Compression;
@@ -168,17 +169,6 @@ fn execute(
             };
             return Err(miette!(
                 "docker exporter does not currently support exporting manifest lists ({why}; use -o type=oci or --push)"
-            ));
-        }
-    }
-    if attest.any() {
-        if let Some(o) = outputs
-            .iter()
-            .find(|o| matches!(o.kind, OutputKind::Local | OutputKind::Tar))
-        {
-            return Err(miette!(
-                "-o type={}: attestations (--sbom, --provenance, --attest) are attached to an image index; a filesystem output has none (use -o type=oci or --push)",
-                if o.kind == OutputKind::Local { "local" } else { "tar" }
             ));
         }
     }
@@ -404,6 +394,20 @@ fn execute(
         name: "exporting to image".into(),
         duration_ms: Some(clock.now_ms() - exporting),
     });
+    // A filesystem output holds each platform's attestations as files.
+    let statement_files = |image: &kiln_oci::digest::Digest| -> miette::Result<StatementFiles> {
+        let mut statements = Vec::new();
+        for (a, _) in attestations.iter().filter(|(_, about)| about == image) {
+            statements.extend(
+                kiln_oci::attestation::read_statements(&store, a)
+                    .map_err(|e| miette!("reading the attestations: {e}"))?,
+            );
+        }
+        Ok(StatementFiles {
+            statements,
+            mtime: opts.source_date_epoch.unwrap_or(started_unix),
+        })
+    };
     // The manifest an output or a push made (its layers' blobs written with
     // its compression): what `--metadata-file` reports as the image's digest.
     let mut reported = manifest.clone();
@@ -444,6 +448,7 @@ fn execute(
             for (platform, manifest, _) in &images {
                 let dir = o.dest.join(super::build_platforms::dir_name(platform));
                 kiln_oci::export::LocalExporter::new(&dir)
+                    .with_statements(statement_files(&manifest.digest)?)
                     .export(
                         &store,
                         &[NamedImage {
@@ -473,7 +478,11 @@ fn execute(
             // `index-descriptor:` annotations: the index's entry in index.json.
             complete.annotations.extend(index_descriptor.clone());
         }
-        let mut exporter = o.exporter().map_err(|e| miette!("{e}"))?;
+        let statements = match o.kind {
+            OutputKind::Local | OutputKind::Tar => statement_files(&images[0].1.digest)?,
+            _ => StatementFiles::default(),
+        };
+        let mut exporter = o.exporter(statements).map_err(|e| miette!("{e}"))?;
         if out_names.is_empty() {
             out_names.push(None);
         }

@@ -2,6 +2,12 @@
 //! ([`LocalExporter`], `-o type=local`) or written as one tar ([`TarExporter`],
 //! `-o type=tar`). Layer decoding, whiteouts and safe extraction are the layer
 //! codec's ([`crate::layer`]).
+//!
+//! With attestations (`--sbom`, `--provenance`), both write the in-toto
+//! statements as files at the top of the tree, as BuildKit's local and tar
+//! exporters do ([`StatementFiles`]): `sbom.spdx.json`, `provenance.json`,
+//! each about every regular file of the output (its path and sha256) instead
+//! of an image manifest.
 
 use super::{ArchiveError, Exporter, NamedImage, Result};
 use crate::image::load_image;
@@ -10,6 +16,8 @@ use crate::layer::{
     LayerOptions,
 };
 use crate::store::Store;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -69,33 +77,158 @@ pub(crate) fn unpack(store: &Store, image: &NamedImage, dest: &Path) -> Result<(
     Ok(())
 }
 
+/// In-toto statements to write into a filesystem output, and the time their
+/// files get (`SOURCE_DATE_EPOCH` or the build's time, as BuildKit's epoch or
+/// export time).
+#[derive(Clone, Debug, Default)]
+pub struct StatementFiles {
+    pub statements: Vec<Value>,
+    pub mtime: i64,
+}
+
+impl StatementFiles {
+    /// The file BuildKit writes a statement of this predicate type to.
+    pub fn file_name(statement: &Value) -> Result<&'static str> {
+        match statement.get("predicateType").and_then(Value::as_str) {
+            Some(crate::attestation::SPDX_PREDICATE) => Ok("sbom.spdx.json"),
+            Some(crate::attestation::SLSA_PROVENANCE_V1) => Ok("provenance.json"),
+            other => Err(ArchiveError::Unsupported(format!(
+                "an attestation of predicate type {other:?} has no file name in a filesystem output"
+            ))),
+        }
+    }
+
+    /// Writes each statement into `root`, its subjects every regular file
+    /// under `root` before they are added (path relative to `root`, sorted,
+    /// and sha256), as JSON indented by two spaces, mode 0600.
+    fn write_into(&self, root: &Path) -> Result<()> {
+        if self.statements.is_empty() {
+            return Ok(());
+        }
+        let mut files = Vec::new();
+        regular_files(root, "", &mut files)?;
+        files.sort();
+        let mut subjects = Vec::with_capacity(files.len());
+        for rel in files {
+            let path = root.join(&rel);
+            let mut f = std::fs::File::open(&path).map_err(super::io_err("reading", &path))?;
+            let mut hash = Sha256::new();
+            std::io::copy(&mut f, &mut hash).map_err(super::io_err("reading", &path))?;
+            subjects.push(json!({
+                "name": rel,
+                "digest": { "sha256": format!("{:x}", hash.finalize()) },
+            }));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for statement in &self.statements {
+            let name = Self::file_name(statement)?;
+            if !seen.insert(name) {
+                return Err(ArchiveError::Unsupported(format!(
+                    "duplicate attestation path name {name}"
+                )));
+            }
+            let mut statement = statement.clone();
+            statement["subject"] = Value::Array(subjects.clone());
+            let bytes = serde_json::to_vec_pretty(&statement)
+                .map_err(|e| ArchiveError::Format(format!("writing {name}: {e}")))?;
+            let path = root.join(name);
+            // An image's own file of that name is replaced, not written through.
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => Ok(()),
+            }
+            .map_err(super::io_err("replacing", &path))?;
+            {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(super::io_err("creating", &path))?;
+                f.write_all(&bytes)
+                    .map_err(super::io_err("writing", &path))?;
+                let t = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(self.mtime.max(0) as u64);
+                f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+                    .map_err(super::io_err("setting the time of", &path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The regular files under `dir` (not following symlinks), as paths relative
+/// to the output's root (`prefix` is `dir`'s).
+fn regular_files(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(super::io_err("reading", dir))? {
+        let entry = entry.map_err(super::io_err("reading", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let rel = if prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let kind = entry
+            .file_type()
+            .map_err(super::io_err("reading", &entry.path()))?;
+        if kind.is_dir() {
+            regular_files(&entry.path(), &rel, out)?;
+        } else if kind.is_file() {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
 /// Writes an image's root filesystem into a directory (created if missing).
 pub struct LocalExporter {
     dest: PathBuf,
+    statements: StatementFiles,
 }
 
 impl LocalExporter {
     pub fn new(dest: impl Into<PathBuf>) -> Self {
-        LocalExporter { dest: dest.into() }
+        LocalExporter {
+            dest: dest.into(),
+            statements: StatementFiles::default(),
+        }
+    }
+
+    /// The attestations to write beside the filesystem.
+    pub fn with_statements(mut self, statements: StatementFiles) -> Self {
+        self.statements = statements;
+        self
     }
 }
 
 impl Exporter for LocalExporter {
     fn export(&mut self, store: &Store, images: &[NamedImage]) -> Result<()> {
-        unpack(store, one_image(images, "local")?, &self.dest)
+        unpack(store, one_image(images, "local")?, &self.dest)?;
+        self.statements.write_into(&self.dest)
     }
 }
 
 /// Writes an image's root filesystem as one uncompressed tar.
 pub struct TarExporter {
     out: Option<Box<dyn Write>>,
+    statements: StatementFiles,
 }
 
 impl TarExporter {
     pub fn new(out: impl Write + 'static) -> Self {
         TarExporter {
             out: Some(Box::new(out)),
+            statements: StatementFiles::default(),
         }
+    }
+
+    /// The attestations to write into the tar, at its top.
+    pub fn with_statements(mut self, statements: StatementFiles) -> Self {
+        self.statements = statements;
+        self
     }
 }
 
@@ -111,6 +244,7 @@ impl Exporter for TarExporter {
         let scratch = store.scratch_dir()?;
         let root = scratch.path().join("rootfs");
         unpack(store, image, &root)?;
+        self.statements.write_into(&root)?;
         let opts = LayerOptions {
             compression: Compression::None,
             source_date_epoch: None,

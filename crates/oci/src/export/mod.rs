@@ -13,7 +13,7 @@ pub use complete::{
     complete_image, complete_image_except, layer_with_blob, local_layer_tar, LocalLayerTar,
 };
 pub use docker::DockerExporter;
-pub use local::{LocalExporter, TarExporter};
+pub use local::{LocalExporter, StatementFiles, TarExporter};
 pub use oci::OciExporter;
 pub use output::{OutputKind, OutputSpec};
 

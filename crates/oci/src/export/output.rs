@@ -6,7 +6,8 @@
 //! the build made.
 
 use super::{
-    ArchiveError, DockerExporter, Exporter, LocalExporter, OciExporter, Result, TarExporter,
+    ArchiveError, DockerExporter, Exporter, LocalExporter, OciExporter, Result, StatementFiles,
+    TarExporter,
 };
 use crate::layer::Compression;
 use std::io::BufWriter;
@@ -142,8 +143,9 @@ impl std::str::FromStr for OutputSpec {
 }
 
 impl OutputSpec {
-    /// An exporter writing to this spec's destination (files are created here).
-    pub fn exporter(&self) -> Result<Box<dyn Exporter>> {
+    /// An exporter writing to this spec's destination (files are created
+    /// here); a filesystem output (`local`, `tar`) writes `statements` too.
+    pub fn exporter(&self, statements: StatementFiles) -> Result<Box<dyn Exporter>> {
         let writer = || -> Result<Box<dyn std::io::Write>> {
             if self.dest.as_os_str() == "-" {
                 return Ok(Box::new(BufWriter::new(std::io::stdout())));
@@ -156,8 +158,10 @@ impl OutputSpec {
             OutputKind::Oci if self.tar => Box::new(OciExporter::tar(writer()?)),
             OutputKind::Oci => Box::new(OciExporter::dir(&self.dest)),
             OutputKind::Docker => Box::new(DockerExporter::new(writer()?)),
-            OutputKind::Local => Box::new(LocalExporter::new(&self.dest)),
-            OutputKind::Tar => Box::new(TarExporter::new(writer()?)),
+            OutputKind::Local => {
+                Box::new(LocalExporter::new(&self.dest).with_statements(statements))
+            }
+            OutputKind::Tar => Box::new(TarExporter::new(writer()?).with_statements(statements)),
             OutputKind::Registry => {
                 return Err(ArchiveError::Unsupported(
                     "type=registry pushes; it writes no archive".into(),
