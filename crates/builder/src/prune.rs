@@ -5,7 +5,8 @@
 //! working (as `docker image prune` keeps BuildKit's); `build_cache: true` drops
 //! the step records and the `RUN --mount=type=cache` directories first, so their
 //! layers go too (`docker builder prune`). A snapshot directory stays only while
-//! a stored image or a cache record still has its layer. Everything runs under
+//! a stored image or a cache record still has its layer (a step's `step-…`
+//! snapshot, while the symlink naming it by its diff_id stays). Everything runs under
 //! the store's exclusive lock, so no build is running meanwhile.
 
 use crate::cache::steps::StepCache;
@@ -84,6 +85,15 @@ fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, PruneEr
             .map(|d| d.hex()),
     );
     let snapshots = root.join("snapshots");
+    // A layer a step made is a `step-…` directory, named by its diff_id
+    // through a symlink: it stays while that name does. One no name points
+    // at is what a killed build left before hashing it.
+    let mut kept_targets: BTreeSet<String> = BTreeSet::new();
+    for id in &diff_ids {
+        if let Ok(target) = fs::read_link(snapshots.join(id)) {
+            kept_targets.insert(target.to_string_lossy().into_owned());
+        }
+    }
     if let Ok(rd) = fs::read_dir(&snapshots) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -99,7 +109,7 @@ fn prune_locked(store: &Store, build_cache: bool) -> Result<PruneReport, PruneEr
                     }
                     false
                 }
-                n => !diff_ids.contains(n),
+                n => !diff_ids.contains(n) && !kept_targets.contains(n),
             };
             if stale {
                 report.reclaimed_bytes += tree_size(&e.path());

@@ -13,7 +13,7 @@
 //! and the golang base image (all from `scripts/setup-test-env` and
 //! `scripts/make-base-images`).
 
-use crate::util::{kiln, make_base_images};
+use crate::util::{buildah_manifest_inspect, kiln, make_base_images, skopeo_raw};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -163,40 +163,13 @@ fn go_service_cross_compiled_for_amd64_and_arm64_into_one_pushed_index() {
     assert_eq!(elf_machine(&arm.join("archsvc")), 183);
 
     // The pushed index, as skopeo and buildah read it.
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{name}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        raw.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let index: Value = serde_json::from_slice(&skopeo_raw(&name)).unwrap();
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
     );
     assert_eq!(platforms_of(&index), ["linux/amd64", "linux/arm64"]);
-    let conf = dir.path().join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!("[[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"),
-    )
-    .unwrap();
-    let buildah = Command::new("buildah")
-        .arg("--registries-conf")
-        .arg(&conf)
-        .args(["manifest", "inspect", &name])
-        .output()
-        .expect("run buildah");
-    assert!(
-        buildah.status.success(),
-        "buildah: {}",
-        String::from_utf8_lossy(&buildah.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&buildah.stdout).unwrap();
+    let seen = buildah_manifest_inspect(dir.path(), &registry, &name);
     assert_eq!(platforms_of(&seen), ["linux/amd64", "linux/arm64"]);
     // Each platform's manifest is the image of its platform.
     for m in index["manifests"].as_array().unwrap() {

@@ -2,9 +2,9 @@
 //! store, and the next pull continues it with a `Range` request instead of
 //! starting over. Against a small registry this test runs on 127.0.0.1.
 
-use crate::util::kiln;
+use crate::util::{kiln, OneFileImage};
 use kiln_oci::image::media_type;
-use kiln_oci::{Digest, ImageConfig, Store};
+use kiln_oci::{Digest, Store};
 use kiln_testkit::http::{self, respond, Request};
 use kiln_testkit::Kiln;
 use std::collections::HashMap;
@@ -88,28 +88,12 @@ fn start_mock(hang_first: bool) -> Arc<Mock> {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
         content.push((x >> 16) as u8);
     }
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(0o644);
-    h.set_size(content.len() as u64);
-    h.set_mtime(0);
-    b.append_data(&mut h, "data.bin", &content[..]).unwrap();
-    let layer = b.into_inner().unwrap();
-    let mut config = ImageConfig::for_host();
-    config.rootfs.diff_ids = vec![Digest::of(&layer)];
-    let config = config.to_bytes();
-    let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{ld}","size":{}}}]}}"#,
-        media_type::OCI_MANIFEST,
-        media_type::OCI_CONFIG,
-        config.len(),
-        media_type::OCI_LAYER,
-        layer.len()
-    );
+    let image = OneFileImage::new(&content, false);
+    let (cd, config) = image.config;
+    let (ld, layer) = image.layer;
     let mock = Arc::new(Mock {
         addr,
-        manifest: manifest.into_bytes(),
+        manifest: image.manifest,
         blobs: HashMap::from([(cd.to_string(), config), (ld.to_string(), layer)]),
         layer: ld.to_string(),
         hang_first,

@@ -5,9 +5,9 @@
 //! scripts/setup-test-env for the first test, and runs a small registry on
 //! 127.0.0.1 for the second.
 
-use crate::util::{kiln, store_busybox};
+use crate::util::{kiln, store_busybox, OneFileImage};
 use kiln_oci::image::{load_image, media_type};
-use kiln_oci::{Digest, ImageConfig, Store};
+use kiln_oci::{Digest, Store};
 use kiln_testkit::http::{self, respond, Request};
 use kiln_testkit::registry::{plain as plain_registry, unique_repo};
 use std::collections::HashMap;
@@ -156,39 +156,20 @@ fn handle(mock: &Mock, req: Request, s: &mut TcpStream) {
 fn tampered_registry() -> (Arc<Mock>, Digest, Digest) {
     let (listener, addr) = http::listen();
     let content: Vec<u8> = (0..2u32 << 20).map(|i| (i % 253) as u8).collect();
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_ustar();
-    h.set_mode(0o644);
-    h.set_size(content.len() as u64);
-    h.set_mtime(0);
-    b.append_data(&mut h, "data.bin", &content[..]).unwrap();
-    let tar = b.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let layer = gz.finish().unwrap();
-    let mut config = ImageConfig::for_host();
-    config.rootfs.diff_ids = vec![Digest::of(&tar)];
-    let config = config.to_bytes();
-    let (cd, ld) = (Digest::of(&config), Digest::of(&layer));
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{cd}","size":{}}},"layers":[{{"mediaType":"{}","digest":"{ld}","size":{}}}]}}"#,
-        media_type::OCI_MANIFEST,
-        media_type::OCI_CONFIG,
-        config.len(),
-        media_type::OCI_LAYER_GZIP,
-        layer.len()
-    );
-    let mut served = layer.clone();
+    let image = OneFileImage::new(&content, true);
+    let (cd, config) = image.config;
+    let (ld, layer) = image.layer;
+    let mut served = layer;
     // A byte in the middle of the deflate stream: still the same size.
     let mid = served.len() / 2;
     served[mid] ^= 0x55;
     let mock = Arc::new(Mock {
         addr,
-        manifest: manifest.into_bytes(),
+        manifest: image.manifest,
         blobs: HashMap::from([(cd.to_string(), config), (ld.to_string(), served)]),
     });
     http::serve(listener, mock.clone(), handle);
-    (mock, ld, Digest::of(&tar))
+    (mock, ld, image.diff_id)
 }
 
 #[test]

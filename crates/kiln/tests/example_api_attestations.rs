@@ -10,7 +10,7 @@
 //! skopeo and buildah read the index. Needs root (mmdebstrap, the sandbox),
 //! the npm registry, and the local registry, as `example_api` does.
 
-use crate::util::{kiln, make_base_images};
+use crate::util::{buildah_manifest_inspect, kiln, make_base_images, skopeo_raw};
 use base64::Engine as _;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -120,18 +120,9 @@ fn sbom_and_max_provenance_of_the_api_pushed_validate_and_hold_no_secret() {
     assert!(!log.contains(SECRET), "the secret in the build's output");
 
     // The pushed index: the image, then its attestation manifest (BuildKit's layout).
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{name}"))
-        .output()
-        .expect("run skopeo");
-    assert!(
-        raw.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    assert!(!contains(&raw.stdout, SECRET));
-    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let raw = skopeo_raw(&name);
+    assert!(!contains(&raw, SECRET));
+    let index: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
@@ -153,21 +144,12 @@ fn sbom_and_max_provenance_of_the_api_pushed_validate_and_hold_no_secret() {
     );
 
     // The attestation manifest, as skopeo reads it.
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!(
-            "docker://{registry}/{repo}@{}",
-            att["digest"].as_str().unwrap()
-        ))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    assert!(!contains(&raw.stdout, SECRET));
-    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let raw = skopeo_raw(&format!(
+        "{registry}/{repo}@{}",
+        att["digest"].as_str().unwrap()
+    ));
+    assert!(!contains(&raw, SECRET));
+    let manifest: Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(
         manifest["artifactType"],
         "application/vnd.docker.attestation.manifest.v1+json"
@@ -298,24 +280,7 @@ fn sbom_and_max_provenance_of_the_api_pushed_validate_and_hold_no_secret() {
     assert!(purls.iter().filter(|p| p.starts_with("pkg:deb/")).count() > 50);
 
     // buildah reads the index too.
-    let conf = dir.path().join("registries.conf");
-    std::fs::write(
-        &conf,
-        format!("[[registry]]\nlocation = \"{registry}\"\ninsecure = true\n"),
-    )
-    .unwrap();
-    let buildah = Command::new("buildah")
-        .arg("--registries-conf")
-        .arg(&conf)
-        .args(["manifest", "inspect", &name])
-        .output()
-        .expect("run buildah");
-    assert!(
-        buildah.status.success(),
-        "buildah: {}",
-        String::from_utf8_lossy(&buildah.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&buildah.stdout).unwrap();
+    let seen = buildah_manifest_inspect(dir.path(), &registry, &name);
     assert_eq!(seen["manifests"].as_array().unwrap().len(), 2, "{seen:#}");
 
     // The store names the index; inspect and run use the image, not the attestation.
