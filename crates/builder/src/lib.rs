@@ -15,6 +15,7 @@
 //! `kiln import --change`.
 
 mod cache;
+mod cancel;
 mod claim;
 mod entitlements;
 mod names;
@@ -30,6 +31,7 @@ pub use cache::remote::spec::{
     parse_cache_from, parse_cache_to, CacheExport, CacheLocation, CacheMode,
 };
 pub use cache::remote::{export as export_cache, CacheUsage, ExportReport, RemoteCache};
+pub use cancel::Cancel;
 pub use entitlements::{check_plan as check_entitlements, Entitlements};
 pub use prune::{prune, PruneError, PruneReport};
 pub use snapshot::merged_view::LayeredView;

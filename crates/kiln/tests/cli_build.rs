@@ -232,6 +232,45 @@ fn independent_stages_run_at_the_same_time() {
     );
 }
 
+/// The first stage that fails cancels the build, as BuildKit cancels its
+/// solve: the other stage's RUN step that is running is killed, not waited
+/// for, and the error is the failure's.
+#[test]
+fn a_failing_stage_kills_the_running_step_of_another_stage() {
+    let p = project(
+        "FROM busybox:test AS slow\n\
+         RUN echo slow-starts; sleep 60\n\
+         FROM busybox:test AS broken\n\
+         RUN sleep 1; echo broken-fails; exit 4\n\
+         FROM busybox:test\n\
+         COPY --from=slow /etc/hostname /slow\n\
+         COPY --from=broken /etc/hostname /broken\n",
+        &[],
+    );
+    let started = std::time::Instant::now();
+    let out = kiln()
+        .root(&p.root)
+        .args(["build", "--progress=plain", "--jobs", "2"])
+        .arg(&p.ctx)
+        .output();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("slow-starts"), "both steps ran:\n{log}");
+    assert!(
+        log.contains("exited with 4") || log.contains("exit code: 4"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("cancelled"),
+        "the error is the failure's:\n{log}"
+    );
+    assert!(
+        started.elapsed().as_secs() < 30,
+        "the slow step was waited for ({:?}):\n{log}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn failing_run_names_the_line_and_shows_the_output_tail() {
     let p = project(

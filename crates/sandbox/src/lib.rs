@@ -67,8 +67,8 @@ pub use exec::{exec_in, ExecOutcome, ExecSpec};
 pub use idmap::{IdMap, IdRange};
 pub use netns::NetnsHolder;
 pub use runner::{
-    helper_main_if_requested, run, spawn, spawn_with_stdin, ExitStatus, OutputLine, OutputStream,
-    RunOutcome, RunningStep, SandboxError, StepFailure, StepKiller,
+    helper_main_if_requested, run, run_with, spawn, spawn_with_stdin, ExitStatus, OutputLine,
+    OutputStream, RunOutcome, RunningStep, SandboxError, StepFailure, StepKiller,
 };
 pub use spec::{
     default_hosts, Isolation, MountSpec, NetworkMode, Rootfs, RunSpec, SecurityMode, Ulimit,

@@ -269,10 +269,23 @@ pub fn run(
     spec: &RunSpec,
     on_line: &mut dyn FnMut(&OutputLine),
 ) -> Result<RunOutcome, SandboxError> {
-    let started = std::time::Instant::now();
-    let result = spawn(spec).and_then(|step| step.wait(on_line));
+    run_with(spec, on_line, |_| {})
+}
+
+/// [`run`], handing `started` the step's [`StepKiller`] once the step runs
+/// (so that another thread can stop it).
+pub fn run_with(
+    spec: &RunSpec,
+    on_line: &mut dyn FnMut(&OutputLine),
+    started: impl FnOnce(StepKiller),
+) -> Result<RunOutcome, SandboxError> {
+    let start = std::time::Instant::now();
+    let result = spawn(spec).and_then(|step| {
+        started(step.killer());
+        step.wait(on_line)
+    });
     tracing::debug!(
-        sandbox_run_ms = started.elapsed().as_secs_f64() * 1000.0,
+        sandbox_run_ms = start.elapsed().as_secs_f64() * 1000.0,
         ok = result.is_ok(),
         "sandbox run finished"
     );

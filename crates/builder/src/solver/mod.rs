@@ -106,9 +106,10 @@ pub struct BuildOptions {
     /// background as each step's layer is made, while the build goes on.
     pub precompress: Option<Precompress>,
     /// Shared by builds that stand or fall together (the platforms of one
-    /// `--platform a,b` build): a build that fails sets it, and each build
-    /// starts no step once it is set (one that runs finishes).
-    pub cancel: Option<Arc<AtomicBool>>,
+    /// `--platform a,b` build): a build that fails cancels it, and each build
+    /// then starts no step and kills the RUN steps it runs. Without one, the
+    /// build has its own (its stages stand or fall together).
+    pub cancel: Option<Arc<crate::Cancel>>,
 }
 
 /// Which layers a build writes blobs of while it runs (see
@@ -388,6 +389,8 @@ pub(crate) struct Shared<'a> {
     stage_records: Mutex<Vec<StageRecord>>,
     /// Layers to write blobs of in the background ([`BuildOptions::precompress`]).
     precompress: Mutex<Option<std::sync::mpsc::Sender<BlobRef>>>,
+    /// [`BuildOptions::cancel`], or this build's own.
+    pub cancel: Arc<crate::Cancel>,
 }
 
 impl Shared<'_> {
@@ -465,12 +468,7 @@ impl Shared<'_> {
     /// Whether the build is to stop: it failed, or a build it stands
     /// together with did ([`BuildOptions::cancel`]).
     pub fn cancelled(&self) -> bool {
-        self.failed.load(Ordering::SeqCst)
-            || self
-                .opts
-                .cancel
-                .as_ref()
-                .is_some_and(|c| c.load(Ordering::SeqCst))
+        self.failed.load(Ordering::SeqCst) || self.cancel.is_set()
     }
 
     /// Waits for stage `index` to finish; `Err` when it (or the build) failed.
@@ -694,6 +692,7 @@ pub fn build(
         step_results: Mutex::new(BTreeMap::new()),
         stage_records: Mutex::new(Vec::new()),
         precompress: Mutex::new(None),
+        cancel: opts.cancel.clone().unwrap_or_default(),
     };
     let (compress_tx, compress_rx) = std::sync::mpsc::channel::<BlobRef>();
     if opts.precompress.is_some() {
@@ -737,10 +736,9 @@ pub fn build(
                         Ok(state) => shared.finish_stage(st.index, Ok(Arc::new(state))),
                         Err(e) => {
                             if !matches!(e, BuildError::Cancelled) {
-                                // The builds standing with this one stop now.
-                                if let Some(c) = &shared.opts.cancel {
-                                    c.store(true, Ordering::SeqCst);
-                                }
+                                // This build's other stages and the builds
+                                // standing with it stop now.
+                                shared.cancel.cancel();
                                 errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
                             }
                             shared.finish_stage(st.index, Err(()));

@@ -246,8 +246,7 @@ fn execute(
                 .any(|c| c.mode == kiln_builder::CacheMode::Max),
         }),
         // One platform's failure stops the other platforms' builds.
-        cancel: (plans.len() > 1)
-            .then(|| std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))),
+        cancel: (plans.len() > 1).then(Default::default),
     };
     let progress = if flags.quiet {
         crate::progress::quiet()

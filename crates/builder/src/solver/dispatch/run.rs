@@ -375,7 +375,7 @@ pub(crate) fn run_step(
                 spec.rootfs = snap.rootfs();
                 Some((snap, root))
             };
-            let result = kiln_sandbox::run(&spec, &mut on_line);
+            let result = sh.cancel.run(&spec, &mut on_line);
             if let Some((snap, root)) = copy {
                 kiln_sandbox::chroot::release(root.dir());
                 if result.is_ok() {
