@@ -72,6 +72,13 @@ pub enum Event {
         duration_ms: Millis,
         message: String,
     },
+    /// A step that was running when the build was cancelled (another stage
+    /// or platform failed) and was stopped: BuildKit's `CANCELED`.
+    StepCancelled {
+        at_ms: Millis,
+        step: usize,
+        duration_ms: Millis,
+    },
     /// Something the user should know that isn't an error (lint warnings, rootless limits).
     Warning {
         at_ms: Millis,
@@ -100,6 +107,7 @@ impl Event {
             | Event::StepOutput { at_ms, .. }
             | Event::StepFinished { at_ms, .. }
             | Event::StepFailed { at_ms, .. }
+            | Event::StepCancelled { at_ms, .. }
             | Event::Warning { at_ms, .. }
             | Event::Phase { at_ms, .. }
             | Event::BuildFinished { at_ms, .. } => *at_ms,

@@ -234,7 +234,7 @@ fn independent_stages_run_at_the_same_time() {
 
 /// The first stage that fails cancels the build, as BuildKit cancels its
 /// solve: the other stage's RUN step that is running is killed, not waited
-/// for, and the error is the failure's.
+/// for (and shown as `CANCELED`), and the error is the failure's.
 #[test]
 fn a_failing_stage_kills_the_running_step_of_another_stage() {
     let p = project(
@@ -263,6 +263,16 @@ fn a_failing_stage_kills_the_running_step_of_another_stage() {
     assert!(
         !log.contains("cancelled"),
         "the error is the failure's:\n{log}"
+    );
+    // The killed step is shown as BuildKit shows it.
+    let slow = log
+        .lines()
+        .find(|l| l.contains("RUN echo slow-starts"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("the slow step's header");
+    assert!(
+        log.contains(&format!("{slow} CANCELED")),
+        "{slow} CANCELED:\n{log}"
     );
     assert!(
         started.elapsed().as_secs() < 30,

@@ -213,7 +213,11 @@ impl StepCtx<'_, '_> {
                     duration_ms: now - started,
                 });
             }
-            Err(BuildError::Cancelled) => {}
+            Err(BuildError::Cancelled) => sh.emit(Event::StepCancelled {
+                at_ms: now,
+                step: vertex,
+                duration_ms: now - started,
+            }),
             Err(e) => sh.emit(Event::StepFailed {
                 at_ms: now,
                 step: vertex,

@@ -896,6 +896,15 @@ impl ProgressSink for ServiceProgress<'_> {
                 duration_ms,
                 message,
             },
+            Event::StepCancelled {
+                at_ms,
+                step,
+                duration_ms,
+            } => Event::StepCancelled {
+                at_ms: at(at_ms),
+                step: self.ids.get(self.index, step),
+                duration_ms,
+            },
             Event::Warning { at_ms, message } => Event::Warning {
                 at_ms: at(at_ms),
                 message: format!("{svc}: {message}"),

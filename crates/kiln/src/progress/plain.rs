@@ -138,6 +138,12 @@ impl<W> State<W> {
                 line(&mut out, v.index, &format!("ERROR: {message}"));
                 self.current = None;
             }
+            Event::StepCancelled { at_ms, step, .. } => {
+                let v = self.step_vertex(step, &format!("step {step}"), at_ms);
+                self.enter(&mut out, &v);
+                line(&mut out, v.index, "CANCELED");
+                self.current = None;
+            }
             Event::CacheMiss {
                 at_ms,
                 step,

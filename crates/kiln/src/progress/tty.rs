@@ -80,6 +80,7 @@ enum VertexState {
     Cached,
     Done(Millis),
     Failed(Millis),
+    Cancelled(Millis),
 }
 
 impl BuildView {
@@ -135,6 +136,14 @@ impl BuildView {
                 // The message reaches the user as the build's error.
                 let v = self.step_vertex(*step, &format!("step {step}"), *at_ms);
                 v.state = VertexState::Failed(*duration_ms);
+            }
+            Event::StepCancelled {
+                at_ms,
+                step,
+                duration_ms,
+            } => {
+                let v = self.step_vertex(*step, &format!("step {step}"), *at_ms);
+                v.state = VertexState::Cancelled(*duration_ms);
             }
             Event::Warning { message, .. } => self.warnings.push(sanitize(message)),
             Event::CacheMiss { name, reason, .. } => {
@@ -318,6 +327,7 @@ fn vertex_line(v: &Vertex, now_ms: Millis, width: usize, color: bool, last: bool
         VertexState::Cached => (format!("CACHED {}", v.name), 0, Some(BLUE)),
         VertexState::Done(d) => (v.name.clone(), d, Some(BLUE)),
         VertexState::Failed(d) => (format!("ERROR {}", v.name), d, Some(RED)),
+        VertexState::Cancelled(d) => (format!("CANCELED {}", v.name), d, Some(RED)),
     };
     let time = seconds(ms);
     let room = usable(width);
