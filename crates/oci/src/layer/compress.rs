@@ -208,6 +208,63 @@ impl std::fmt::Display for TarballCompression {
     }
 }
 
+/// The most memory, in KiB, an xz stream's decoder may ask for (its LZMA2
+/// dictionary and buffers): four times what `xz -9e` streams need (64 MiB
+/// dictionary). A stream asking for more (the format allows 1.5 GiB per block)
+/// is refused before anything is allocated. bzip2 needs at most ~4 MiB, and
+/// zstd's decoder refuses windows above 128 MiB by default.
+const XZ_MEMORY_LIMIT_KIB: u32 = 256 * 1024;
+
+/// An xz decoder (several streams allowed) whose blocks may need at most
+/// `limit_kib` of memory; one that needs more is an error saying so.
+fn xz_decoder<'a, R: Read + 'a>(reader: R, limit_kib: u32) -> Box<dyn Read + 'a> {
+    struct Limited<R: Read>(lzma_rust2::XzReader<R>, u32);
+    impl<R: Read> Read for Limited<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf).map_err(|e| {
+                if e.kind() == io::ErrorKind::OutOfMemory {
+                    io::Error::other(format!(
+                        "the xz stream needs more than {} MiB of memory to decompress (its dictionary size); kiln's limit",
+                        self.1 / 1024
+                    ))
+                } else {
+                    e
+                }
+            })
+        }
+    }
+    Box::new(Limited(
+        lzma_rust2::XzReader::new_mem_limit(reader, true, limit_kib),
+        limit_kib,
+    ))
+}
+
+#[cfg(test)]
+mod xz_limit_tests {
+    use std::io::Read;
+
+    /// An xz stream of `xz -6` (8 MiB dictionary) decodes under a 16 MiB limit
+    /// and is refused, with a clear message, under a 4 MiB one.
+    #[test]
+    fn an_xz_stream_needing_more_memory_than_the_limit_is_refused() {
+        let data = b"kiln ".repeat(1000);
+        let mut w =
+            lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(6)).unwrap();
+        std::io::Write::write_all(&mut w, &data).unwrap();
+        let xz = w.finish().unwrap();
+        let mut out = Vec::new();
+        super::xz_decoder(&xz[..], 16 * 1024)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+        let err = super::xz_decoder(&xz[..], 4 * 1024)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 4 MiB of memory"), "{err}");
+    }
+}
+
 /// Wraps `reader` in the decompressor its first bytes call for: gzip, bzip2, xz,
 /// zstd, or none. `Ok(None)` when the input is empty.
 pub fn tarball_decoder<'a, R: Read + 'a>(
@@ -221,7 +278,7 @@ pub fn tarball_decoder<'a, R: Read + 'a>(
     Ok(Some(if head.starts_with(XZ_MAGIC) {
         (
             TarballCompression::Xz,
-            Box::new(lzma_rust2::XzReader::new(buffered, true)),
+            xz_decoder(buffered, XZ_MEMORY_LIMIT_KIB),
         )
     } else if head.starts_with(BZIP2_MAGIC) {
         (
