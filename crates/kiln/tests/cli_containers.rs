@@ -768,6 +768,18 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
             .unwrap()
     };
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    // stderr line by line as it comes (the status lines), and all of it at the end.
+    let (err_lines, err_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = up.stderr.take().unwrap();
+    let err_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            all.push_str(&line);
+            all.push('\n');
+            let _ = err_lines.send(line);
+        }
+        all
+    });
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, format!("{project}-talker-1 | talking"));
     assert!(http::wait_for_200(port, "/", Duration::from_secs(20)).contains("hello-from-www"));
@@ -778,6 +790,19 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
     unsafe { libc::kill(-(up.id() as i32), libc::SIGINT) };
     let next = lines.next().unwrap().unwrap();
     assert_eq!(next, format!("{project}-talker-1 | talker-stopping"));
+    // talker's shell exits just after its echo: the second Ctrl-C waits for
+    // that, or it would kill talker between the two.
+    let talker_exited = format!("{project}-talker-1 exited with code");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let said = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match err_rx.recv_timeout(left) {
+            Ok(line) if line.contains(&talker_exited) => break line,
+            Ok(_) => continue,
+            Err(e) => panic!("no {talker_exited:?} within 20 s: {e}"),
+        }
+    };
+    assert_eq!(said, format!("{talker_exited} 0"));
     assert!(
         http::get(port, "/").is_some(),
         "server was killed at once, not given its grace period"
@@ -785,8 +810,7 @@ fn compose_up_in_the_foreground_prefixes_lines_and_ctrl_c_stops_all_needs_root()
     // The second: killed now.
     unsafe { libc::kill(-(up.id() as i32), libc::SIGINT) };
     let status = up.wait().unwrap();
-    let mut err = String::new();
-    up.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let err = err_reader.join().unwrap();
     assert!(status.success(), "{status}: {err}");
     for said in [
         "Gracefully stopping... (press Ctrl+C again to force)".to_string(),
