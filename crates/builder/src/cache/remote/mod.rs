@@ -3,9 +3,11 @@
 //!
 //! Import is lazy: [`RemoteCache::import`] reads each cache's manifest and
 //! config only. The step cache ([`super::steps::StepCache::get`]) finds a key
-//! there when the store has no record of it, and a hit costs one HEAD of its
-//! layer blob (a blob the cache names but no longer has is a miss, with a
-//! warning). A layer blob is fetched only through [`BlobFetcher::fetch`]: when
+//! there when the store has no record of it, and a hit needs its layer blob to
+//! be in the store or still in the cache: a HEAD, made together with those of
+//! the blobs of the records after it, 8 at a time, so the steps after it find
+//! their answer waiting ([`presence`]; a blob the cache names but no longer has
+//! is a miss, with a warning). A layer blob is fetched only through [`BlobFetcher::fetch`]: when
 //! a snapshot of it must be extracted (a step that runs needs the filesystem
 //! below it, a `COPY --from` reads it), and at the end of the build for the
 //! target's layers that the store lacks (see `solver::build`).
@@ -18,6 +20,7 @@
 
 pub mod backend;
 pub mod format;
+mod presence;
 pub mod spec;
 
 use crate::cache::steps::StepRecord;
@@ -28,7 +31,7 @@ use kiln_oci::digest::Digest;
 use kiln_oci::registry::RegistryContext;
 use kiln_oci::store::{BlobRef, Store};
 pub use spec::{CacheExport, CacheLocation, CacheMode};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 /// The caches of `--cache-from`, read: records and memos by key (the first
@@ -36,16 +39,23 @@ use std::sync::{Arc, Mutex};
 /// holds each layer blob.
 #[derive(Debug, Default)]
 pub struct RemoteCache {
-    backends: Vec<(String, Box<dyn Backend>)>,
+    backends: Vec<(String, Arc<dyn Backend>)>,
     records: HashMap<Digest, (CacheEntry, usize)>,
     memos: HashMap<Digest, Digest>,
     blobs: HashMap<Digest, usize>,
-    /// Layer blobs checked with HEAD: present or not.
-    available: Mutex<HashMap<Digest, bool>>,
+    /// The records after each key (whose parent it is).
+    children: HashMap<Digest, Vec<Digest>>,
+    /// Every record's key, the most recently used first.
+    by_recency: Vec<Digest>,
+    /// Which layer blobs the caches still have (HEAD, nothing downloaded).
+    presence: Arc<presence::Presence>,
     /// One fetch per blob at a time (stages extract in parallel).
     fetching: Mutex<HashMap<Digest, Arc<Mutex<()>>>>,
     warnings: Mutex<Vec<String>>,
 }
+
+/// The most records [`RemoteCache::neighbours`] looks at for one lookup.
+const NEIGHBOUR_SCAN: usize = 1024;
 
 impl RemoteCache {
     /// Reads the manifest and config of each cache; one that is missing,
@@ -55,16 +65,24 @@ impl RemoteCache {
         ctx: &RegistryContext,
         warn: &mut dyn FnMut(String),
     ) -> RemoteCache {
-        let mut rc = RemoteCache::default();
+        let mut backends = Vec::new();
         for loc in locations {
             let name = loc.to_string();
-            let backend = match backend::open(loc, ctx) {
-                Ok(b) => b,
-                Err(e) => {
-                    warn(format!("cache {name}: {e}; building without it"));
-                    continue;
-                }
-            };
+            match backend::open(loc, ctx) {
+                Ok(b) => backends.push((name, Arc::from(b))),
+                Err(e) => warn(format!("cache {name}: {e}; building without it")),
+            }
+        }
+        RemoteCache::read(backends, warn)
+    }
+
+    /// [`RemoteCache::import`] of opened backends.
+    fn read(
+        backends: Vec<(String, Arc<dyn Backend>)>,
+        warn: &mut dyn FnMut(String),
+    ) -> RemoteCache {
+        let mut rc = RemoteCache::default();
+        for (name, backend) in backends {
             let config = match read_config(backend.as_ref()) {
                 Ok(Some((c, _))) => c,
                 Ok(None) => {
@@ -86,6 +104,17 @@ impl RemoteCache {
             }
             rc.backends.push((name, backend));
         }
+        for (k, (e, _)) in &rc.records {
+            if let Some(p) = e.parent {
+                rc.children.entry(p).or_default().push(*k);
+            }
+        }
+        for c in rc.children.values_mut() {
+            c.sort();
+        }
+        rc.by_recency = rc.records.keys().copied().collect();
+        rc.by_recency
+            .sort_by_key(|k| (std::cmp::Reverse(rc.records[k].0.last_used), *k));
         rc
     }
 
@@ -99,39 +128,39 @@ impl RemoteCache {
     }
 
     /// The record for `key`, if a cache has it and its layer blob is in the
-    /// store or still in that cache (checked once, without downloading it).
+    /// store or still in that cache (checked once, without downloading it,
+    /// along with the blobs of the records after it: see [`presence`]).
     pub fn record(&self, store: &Store, key: &Digest) -> Option<StepRecord> {
         let (entry, index) = self.records.get(key)?;
         let blob = entry.layer.blob();
         if store.blob_size(&blob.digest).ok() != Some(blob.size) {
-            let known = self.lock_available().get(&blob.digest).copied();
-            let present = match known {
-                Some(p) => p,
-                None => {
-                    let (name, backend) = &self.backends[*index];
-                    let p = match backend.has_blob(&blob) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            self.warn(format!("cache {name}: layer {}: {e}", blob.digest));
-                            false
-                        }
-                    };
-                    if !p {
-                        self.warn(format!(
-                            "cache {name}: layer {} of step {} is missing; the step runs",
-                            blob.digest,
-                            key.short()
-                        ));
-                    }
-                    self.lock_available().insert(blob.digest, p);
-                    p
-                }
+            let (name, backend) = &self.backends[*index];
+            let found = self.presence.check(&blob, backend.as_ref(), |unknown, n| {
+                self.neighbours(store, key, unknown, n)
+            });
+            let missing = || {
+                format!(
+                    "cache {name}: layer {} of step {} is missing; the step runs",
+                    blob.digest,
+                    key.short()
+                )
             };
-            if !present {
-                return None;
+            match found {
+                presence::Found::Present => {}
+                presence::Found::Missing { first } => {
+                    if first {
+                        self.warn(missing());
+                    }
+                    return None;
+                }
+                presence::Found::Failed(e) => {
+                    self.warn(format!("cache {name}: layer {}: {e}", blob.digest));
+                    self.warn(missing());
+                    return None;
+                }
             }
             // A push to this registry can have the blob mounted from here.
-            if let Some(repo) = self.backends[*index].1.registry_repo() {
+            if let Some(repo) = backend.registry_repo() {
                 kiln_oci::registry::sources::record(
                     store,
                     repo.registry(),
@@ -149,6 +178,50 @@ impl RemoteCache {
             parent: entry.parent,
             inputs: entry.inputs.clone().unwrap_or_default(),
         })
+    }
+
+    /// Up to `n` layer blobs worth checking along with `key`'s: those of the
+    /// records after it (nearest first: the steps a build looks up next),
+    /// then of the other records (the most recently used first), that the
+    /// store lacks and for which `unknown` holds.
+    fn neighbours(
+        &self,
+        store: &Store,
+        key: &Digest,
+        unknown: &dyn Fn(&Digest) -> bool,
+        n: usize,
+    ) -> Vec<presence::Check> {
+        let mut below = VecDeque::from([*key]);
+        let mut visited = HashSet::from([*key]);
+        let descendants = std::iter::from_fn(|| {
+            let k = below.pop_front()?;
+            for c in self.children.get(&k).into_iter().flatten() {
+                if visited.insert(*c) {
+                    below.push_back(*c);
+                }
+            }
+            Some(k)
+        })
+        .skip(1);
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for k in descendants
+            .chain(self.by_recency.iter().copied())
+            .take(NEIGHBOUR_SCAN)
+        {
+            if out.len() >= n {
+                break;
+            }
+            let Some((e, index)) = self.records.get(&k) else {
+                continue;
+            };
+            let d = e.layer.digest;
+            if !seen.insert(d) || !unknown(&d) || store.blob_size(&d).ok() == Some(e.layer.size) {
+                continue;
+            }
+            out.push((e.layer.blob(), Arc::clone(&self.backends[*index].1)));
+        }
+        out
     }
 
     /// Whether a cache has a record for `key` (its layer there or not).
@@ -176,7 +249,7 @@ impl RemoteCache {
         std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn backend_of(&self, digest: &Digest) -> Option<&(String, Box<dyn Backend>)> {
+    fn backend_of(&self, digest: &Digest) -> Option<&(String, Arc<dyn Backend>)> {
         self.blobs.get(digest).map(|i| &self.backends[*i])
     }
 
@@ -185,10 +258,6 @@ impl RemoteCache {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(w);
-    }
-
-    fn lock_available(&self) -> std::sync::MutexGuard<'_, HashMap<Digest, bool>> {
-        self.available.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -624,6 +693,196 @@ mod tests {
             max_entries: None,
             ignore_error: false,
         }
+    }
+
+    /// A registry whose HEADs are watched: how many are in flight at most,
+    /// and how many each blob got. Until `gate` HEADs have been in flight at
+    /// once, each waits (5 s at most, then the test fails on the maximum).
+    /// A HEAD of `fail_speculative` from a background checking thread fails.
+    #[derive(Debug)]
+    struct Watched {
+        fake: FakeRegistry,
+        gate: usize,
+        fail_speculative: Option<Digest>,
+        heads: Mutex<Heads>,
+        changed: std::sync::Condvar,
+    }
+
+    #[derive(Debug, Default)]
+    struct Heads {
+        in_flight: usize,
+        max: usize,
+        open: bool,
+        calls: HashMap<Digest, u32>,
+    }
+
+    impl Watched {
+        fn new(fake: FakeRegistry, gate: usize, fail_speculative: Option<Digest>) -> Watched {
+            Watched {
+                fake,
+                gate,
+                fail_speculative,
+                heads: Mutex::default(),
+                changed: std::sync::Condvar::new(),
+            }
+        }
+
+        fn heads(&self) -> std::sync::MutexGuard<'_, Heads> {
+            self.heads.lock().unwrap()
+        }
+
+        /// Waits (5 s at most) until `digest` has had a HEAD.
+        fn wait_for_head(&self, digest: &Digest) {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut h = self.heads();
+            while !h.calls.contains_key(digest) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                assert!(!left.is_zero(), "no HEAD of {digest}");
+                h = self.changed.wait_timeout(h, left).unwrap().0;
+            }
+        }
+    }
+
+    impl Backend for Watched {
+        fn read_manifest(&self) -> Result<Option<(Vec<u8>, Digest)>, String> {
+            self.fake.read_manifest()
+        }
+        fn read_blob(&self, desc: &BlobRef) -> Result<Vec<u8>, String> {
+            self.fake.read_blob(desc)
+        }
+        fn has_blob(&self, desc: &BlobRef) -> Result<bool, String> {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            {
+                let mut h = self.heads();
+                *h.calls.entry(desc.digest).or_default() += 1;
+                h.in_flight += 1;
+                h.max = h.max.max(h.in_flight);
+                if h.in_flight >= self.gate {
+                    h.open = true;
+                }
+                self.changed.notify_all();
+                while !h.open {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        h.open = true;
+                        break;
+                    }
+                    h = self.changed.wait_timeout(h, left).unwrap().0;
+                }
+            }
+            let speculative = std::thread::current().name() == Some("kiln-cache-head");
+            let r = if speculative && self.fail_speculative == Some(desc.digest) {
+                Err("connection reset".into())
+            } else {
+                self.fake.has_blob(desc)
+            };
+            self.heads().in_flight -= 1;
+            r
+        }
+        fn fetch(&self, store: &Store, desc: &BlobRef) -> Result<(), String> {
+            self.fake.fetch(store, desc)
+        }
+        fn push_blob(&self, store: &Store, desc: &BlobRef) -> Result<(), String> {
+            self.fake.push_blob(store, desc)
+        }
+        fn write_manifest(&self, bytes: Vec<u8>) -> Result<(), String> {
+            self.fake.write_manifest(bytes)
+        }
+        fn racy(&self) -> bool {
+            true
+        }
+    }
+
+    /// A cache of a chain of `n` steps (keys in build order) and a side step
+    /// on another branch below the fourth, exported from another store; the
+    /// blobs of the steps in `absent` (indexes; `n` is the side step) are not
+    /// in the registry.
+    fn chain_cache(n: usize, absent: &[usize]) -> (FakeRegistry, Vec<Digest>, Vec<Digest>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let names: Vec<String> = (0..n).map(|i| format!("step {i}")).collect();
+        let names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let mut u = usage(&store, &names);
+        let keys: Vec<Digest> = names
+            .iter()
+            .map(|s| Digest::of(format!("key {s}").as_bytes()))
+            .collect();
+        let side = usage(&store, &["side step"]);
+        let (side_key, mut side_step) = side.steps.into_iter().next().unwrap();
+        side_step.parent = keys[3];
+        u.steps.insert(side_key, side_step);
+        let config = u.config(CacheMode::Max, 5);
+        let fake = FakeRegistry::default();
+        let all: Vec<Digest> = keys.iter().chain([&side_key]).copied().collect();
+        let blobs: Vec<Digest> = all.iter().map(|k| config.records[k].layer.digest).collect();
+        for (i, k) in all.iter().enumerate() {
+            if !absent.contains(&i) {
+                fake.push_blob(&store, &config.records[k].layer.blob())
+                    .unwrap();
+            }
+        }
+        let desc = fake.put(config.to_bytes());
+        *fake.manifest.lock().unwrap() = Some(format::manifest(&desc, &config.layers()));
+        (fake, keys, blobs)
+    }
+
+    fn read(backend: Arc<dyn Backend>) -> RemoteCache {
+        RemoteCache::read(vec![("fake/cache:1".into(), backend)], &mut |w| {
+            panic!("{w}")
+        })
+    }
+
+    /// The first hit's lookup has the blobs of the steps after it checked
+    /// too, 8 HEADs in flight at once, each blob once; a blob the cache lacks
+    /// is still a miss with one warning, given when its step is looked up;
+    /// the side step's missing blob, checked but never asked for, warns
+    /// nobody.
+    #[test]
+    fn hits_check_the_blobs_after_them_in_parallel() {
+        let (fake, keys, blobs) = chain_cache(20, &[12, 20]);
+        let watched = Arc::new(Watched::new(fake, presence::AT_ONCE, None));
+        let rc = read(watched.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (i, k) in keys.iter().enumerate() {
+            let rec = rc.record(&store, k);
+            assert_eq!(rec.is_none(), i == 12, "step {i}");
+            if i == 12 {
+                let w = rc.take_warnings();
+                assert_eq!(w.len(), 1, "{w:?}");
+                assert!(
+                    w[0].contains(&format!("layer {} of step", blobs[12])),
+                    "{w:?}"
+                );
+                assert!(w[0].contains("is missing; the step runs"), "{w:?}");
+            }
+        }
+        assert!(rc.record(&store, &keys[12]).is_none());
+        assert_eq!(rc.take_warnings(), Vec::<String>::new());
+        let h = watched.heads();
+        assert_eq!(h.max, presence::AT_ONCE, "HEADs in flight at once");
+        for (i, d) in blobs.iter().enumerate() {
+            assert_eq!(h.calls.get(d), Some(&1), "HEADs of step {i}'s blob");
+        }
+    }
+
+    /// A speculative check that fails fails nothing: the step that needs
+    /// the blob checks it again and hits; no warning.
+    #[test]
+    fn a_failed_speculative_check_is_checked_again_by_its_step() {
+        let (fake, keys, blobs) = chain_cache(10, &[]);
+        let watched = Arc::new(Watched::new(fake, 1, Some(blobs[5])));
+        let rc = read(watched.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert!(rc.record(&store, &keys[0]).is_some());
+        watched.wait_for_head(&blobs[5]);
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            assert!(rc.record(&store, k).is_some(), "step {i}");
+        }
+        assert_eq!(rc.take_warnings(), Vec::<String>::new());
+        // The failed check, then the step's own.
+        assert_eq!(watched.heads().calls.get(&blobs[5]), Some(&2));
     }
 
     /// Another runner's write lands right after ours and lacks our records:
