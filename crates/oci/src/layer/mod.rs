@@ -22,6 +22,7 @@
 
 mod apply;
 mod compress;
+mod gzip;
 mod from_tar;
 mod header;
 mod image_layer;
