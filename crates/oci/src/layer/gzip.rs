@@ -268,8 +268,8 @@ mod tests {
     /// Words in a changing order, with numbers: text deflate shrinks ~3×.
     fn text(len: usize) -> Vec<u8> {
         const WORDS: &[&str] = &[
-            "layer", "image", "build", "the", "of", "digest", "manifest", "registry",
-            "snapshot", "kiln", "RUN", "COPY", "FROM", "a", "to", "stage", "cache",
+            "layer", "image", "build", "the", "of", "digest", "manifest", "registry", "snapshot",
+            "kiln", "RUN", "COPY", "FROM", "a", "to", "stage", "cache",
         ];
         let mut out = Vec::with_capacity(len + 32);
         let picks = random(len, 7);
@@ -314,7 +314,11 @@ mod tests {
         }
         add("usr/bin/tool", &exe, 0o755);
         for i in 0..20 {
-            add(&format!("usr/lib/small{i}.bin"), &random(1000 + i * 97, 100 + i as u64), 0o644);
+            add(
+                &format!("usr/lib/small{i}.bin"),
+                &random(1000 + i * 97, 100 + i as u64),
+                0o644,
+            );
         }
         add("usr/share/data.txt", &text(50_000), 0o644);
         b.into_inner().unwrap()
@@ -330,7 +334,7 @@ mod tests {
         vec![
             ("empty", Vec::new()),
             ("short", b"hello layer".to_vec()),
-            ("text", text(2 * FEED + 300_000)),
+            ("text", text(FEED + 300_000)),
             ("tar", typical_tar()),
             ("zeros", vec![0u8; 3 * JUDGE + 17]),
             ("mixed", mixed),
@@ -362,11 +366,11 @@ mod tests {
 
     const SPLITS: &[&[usize]] = &[
         &[usize::MAX],
+        &[7, 33_333, 250_001],
         &[512, 4096, 1, 100_000],
         &[JUDGE + 1],
         &[FEED + 1],
         &[65_536],
-        &[7, 33_333, 250_001],
     ];
 
     /// Decompresses with flate2 and with the system's gzip, checking both
@@ -376,7 +380,12 @@ mod tests {
         flate2::read::MultiGzDecoder::new(gz)
             .read_to_end(&mut out)
             .unwrap();
-        assert!(out == want, "flate2 decoded {} bytes, want {}", out.len(), want.len());
+        assert!(
+            out == want,
+            "flate2 decoded {} bytes, want {}",
+            out.len(),
+            want.len()
+        );
 
         let mut child = std::process::Command::new("gzip")
             .arg("-dc")
@@ -416,7 +425,13 @@ mod tests {
             );
             for level in 0..=9 {
                 let want = flate2_gzip(&data, level, &[FEED]);
-                for split in SPLITS {
+                // Every way of writing at the levels in use, two at the others.
+                let splits = if [1, 6, 9].contains(&level) {
+                    SPLITS
+                } else {
+                    &SPLITS[..2]
+                };
+                for split in splits {
                     assert!(
                         ours(&data, level, split) == want,
                         "{name} level {level} split {split:?}: not flate2's bytes"

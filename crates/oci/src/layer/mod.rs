@@ -22,8 +22,8 @@
 
 mod apply;
 mod compress;
-mod gzip;
 mod from_tar;
+mod gzip;
 mod header;
 mod image_layer;
 pub mod overlay;
