@@ -65,11 +65,13 @@ pub(crate) fn looks_random(data: &[u8]) -> bool {
         counts[0][b as usize] += 1;
     }
     let expected = data.len() as f64 / 256.0;
-    let mut chi2 = 0.0;
-    for v in 0..256 {
-        let c = (counts[0][v] + counts[1][v] + counts[2][v] + counts[3][v]) as f64;
-        chi2 += (c - expected) * (c - expected);
-    }
+    let [a, b, c, d] = &counts;
+    let chi2: f64 = (0..256)
+        .map(|v| {
+            let n = (a[v] + b[v] + c[v] + d[v]) as f64;
+            (n - expected) * (n - expected)
+        })
+        .sum();
     chi2 / expected <= CHI2_RANDOM
 }
 
