@@ -347,6 +347,115 @@ fn build_push_then_pull_gives_the_same_digest() {
     assert_eq!(digest_line(&out), built);
 }
 
+/// A layer of random bytes (gzip-compressed as stored deflate blocks, not run
+/// through the deflater) is pushed and pulled into another store with the
+/// digests it was built with, and the pulled blob is a gzip stream that the
+/// system's gzip reads back to the file's bytes.
+#[test]
+fn a_random_layer_is_pushed_and_pulled_back_with_its_digests() {
+    let registry = plain_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    store_image(d, "base:1", b"base for a random layer");
+    let ctx = d.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base:1\nCOPY weights.bin notes.txt /data/\n",
+    )
+    .unwrap();
+    // 3 MiB and a bit of xorshift output: random to the encoder's test.
+    let mut s = 0x0077_6569_6768_7473_u64;
+    let weights: Vec<u8> = (0..(3 << 20) / 8 + 1000)
+        .flat_map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes()
+        })
+        .collect();
+    std::fs::write(ctx.join("weights.bin"), &weights).unwrap();
+    std::fs::write(ctx.join("notes.txt"), "notes\n".repeat(5000)).unwrap();
+    let dest = format!("{registry}/{}:1", unique_repo("random"));
+    let meta = d.join("meta.json");
+    ok(
+        d,
+        &[
+            "build",
+            "--progress=plain",
+            "--push",
+            "-t",
+            &dest,
+            "--metadata-file",
+            meta.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+        None,
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let built = meta["containerimage.digest"].as_str().unwrap().to_string();
+    // The registry serves the manifest kiln built.
+    let served = crate::util::skopeo_raw(&dest);
+    assert_eq!(Digest::of(&served).to_string(), built);
+
+    // Another store pulls it: same manifest digest, so same layer digests.
+    let other = tempfile::tempdir().unwrap();
+    let o = other.path();
+    let out = ok(o, &["pull", &dest], None);
+    assert_eq!(digest_line(&out), built);
+    let blob = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        std::fs::read(o.join("root/blobs/sha256").join(hex)).unwrap()
+    };
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&built)).unwrap();
+    assert_eq!(
+        manifest,
+        serde_json::from_slice::<serde_json::Value>(&served).unwrap()
+    );
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let layer = manifest["layers"].as_array().unwrap().last().unwrap();
+    let media_type = layer["mediaType"].as_str().unwrap();
+    assert!(media_type.ends_with("gzip"), "{media_type}");
+    let digest = layer["digest"].as_str().unwrap();
+    let gz = blob(digest);
+    assert_eq!(Digest::of(&gz).to_string(), digest);
+    assert_eq!(layer["size"].as_u64().unwrap(), gz.len() as u64);
+
+    // The system's gzip reads the blob; its tar is the diff_id and holds the file.
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running gzip -dc");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &gz));
+    let unzipped = child.wait_with_output().unwrap();
+    feeder.join().unwrap().unwrap();
+    assert!(unzipped.status.success(), "gzip -dc: {:?}", unzipped.status);
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(
+        diff_ids.last().unwrap().as_str().unwrap(),
+        Digest::of(&unzipped.stdout).to_string()
+    );
+    let mut found = false;
+    let mut archive = tar::Archive::new(&unzipped.stdout[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().ends_with("data/weights.bin") {
+            let mut content = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+            assert!(
+                content == weights,
+                "weights.bin differs after the round trip"
+            );
+            found = true;
+        }
+    }
+    assert!(found, "no data/weights.bin in the pulled layer");
+}
+
 fn base64(data: &[u8]) -> String {
     const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();

@@ -1,6 +1,8 @@
-//! Compression of layer blobs: gzip (flate2 with the zlib-rs backend), zstd
-//! (multithreaded libzstd), or none; and detection of the format when reading.
+//! Compression of layer blobs: gzip (zlib-rs's deflate through flate2, with
+//! random-looking data stored: see [`super::gzip`]), zstd (multithreaded
+//! libzstd), or none; and detection of the format when reading.
 
+use super::gzip::GzipEncoder;
 use super::LayerError;
 use crate::digest::{Digest, Hasher};
 use std::fmt;
@@ -74,7 +76,7 @@ impl FromStr for Compression {
 /// A compressing writer for one of the [`Compression`] kinds.
 pub(crate) enum Encoder<W: Write> {
     None(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(GzipEncoder<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -82,11 +84,9 @@ impl<W: Write> Encoder<W> {
     pub(crate) fn new(compression: Compression, out: W) -> io::Result<Self> {
         Ok(match compression {
             Compression::None => Encoder::None(out),
-            // flate2's gzip header has mtime 0 and no file name: reproducible.
-            Compression::Gzip { level } => Encoder::Gzip(flate2::write::GzEncoder::new(
-                out,
-                flate2::Compression::new(level.min(9)),
-            )),
+            // flate2's gzip header (mtime 0, no file name: reproducible) and,
+            // but for random-looking chunks, flate2's GzEncoder's bytes.
+            Compression::Gzip { level } => Encoder::Gzip(GzipEncoder::new(out, level)?),
             Compression::Zstd { level } => {
                 let mut enc = zstd::stream::write::Encoder::new(out, level)?;
                 // libzstd's multithreaded mode produces the same bytes for any number

@@ -23,6 +23,7 @@
 mod apply;
 mod compress;
 mod from_tar;
+mod gzip;
 mod header;
 mod image_layer;
 pub mod overlay;

@@ -520,4 +520,73 @@ mod tests {
         let unclamped = layer_digest(d, DiffKind::Plain, None).unwrap();
         assert_ne!(clamped.diff_id, unclamped.diff_id);
     }
+
+    /// A gzip layer without random-looking data is, byte for byte, what
+    /// flate2's GzEncoder made of its tar written in CHUNK pieces (what
+    /// write_layer gave it before layer::gzip): digests of such layers do not
+    /// change. A layer of random bytes decompresses to its tar.
+    #[test]
+    fn gzip_layers_keep_flate2s_bytes_and_random_ones_decompress() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir(d.join("src")).unwrap();
+        for i in 0..300 {
+            let text: String = (0..200 + i * 7)
+                .map(|j| format!("line {j} of file {i}: layer digest manifest\n"))
+                .collect();
+            fs::write(d.join(format!("src/f{i:03}.txt")), text).unwrap();
+        }
+        fs::write(d.join("zeros"), vec![0u8; CHUNK + 4096]).unwrap();
+        let tar_of = |d: &Path| {
+            let opts = LayerOptions {
+                compression: Compression::None,
+                source_date_epoch: None,
+            };
+            let mut tar = Vec::new();
+            write_layer(d, DiffKind::Plain, &opts, &mut tar).unwrap();
+            tar
+        };
+        let tar = tar_of(d);
+        assert!(tar.len() > 3 * CHUNK, "{}", tar.len());
+        for level in [1, 6, 9] {
+            let mut before =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+            for piece in tar.chunks(CHUNK) {
+                before.write_all(piece).unwrap();
+            }
+            let before = before.finish().unwrap();
+            let opts = LayerOptions {
+                compression: Compression::Gzip { level },
+                source_date_epoch: None,
+            };
+            let mut blob = Vec::new();
+            let desc = write_layer(d, DiffKind::Plain, &opts, &mut blob).unwrap();
+            assert!(blob == before, "level {level}: not the bytes flate2 wrote");
+            assert_eq!(desc.digest, crate::digest::Digest::of(&before));
+        }
+
+        // Random bytes: 3 MiB and a bit, from a xorshift generator.
+        let mut s = 0x6b69_6c6e_u64;
+        let random: Vec<u8> = (0..(3 << 20) / 8 + 100)
+            .flat_map(|_| {
+                s ^= s >> 12;
+                s ^= s << 25;
+                s ^= s >> 27;
+                s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes()
+            })
+            .collect();
+        fs::write(d.join("weights.bin"), &random).unwrap();
+        let tar = tar_of(d);
+        let mut blob = Vec::new();
+        let desc = write_layer(d, DiffKind::Plain, &LayerOptions::default(), &mut blob).unwrap();
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&blob[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        assert!(out == tar);
+        assert_eq!(desc.diff_id, crate::digest::Digest::of(&tar));
+        assert_eq!(desc.digest, crate::digest::Digest::of(&blob));
+        assert_eq!(desc.size, blob.len() as u64);
+    }
 }
