@@ -344,7 +344,9 @@ measure() {
 
 # Where kiln's time outside the sandbox went in one build (from its rawjson and debug lines):
 # process start and exit, non-RUN steps, layer writing of RUN steps, export, and the rest
-# (planning, context hashing, cache look-ups, waits between steps).
+# (planning, context hashing, cache look-ups, waits between steps, the wait for the
+# last layer hashes). The "layer diff of" phases (a step's layer hashed while the next
+# steps run) are shown apart: they overlap the other times.
 kiln_breakdown() {
   local wall=$1 log=$2
   sed 's/\x1b\[[0-9;]*m//g' "$log" | awk -v wall="$wall" '
@@ -355,7 +357,8 @@ kiln_breakdown() {
       if (ev == "step_started") isrun[step] = ($0 ~ /\] RUN /)
       if (ev == "step_finished") { match($0, /"duration_ms":[0-9]+/); d = substr($0, RSTART + 14, RLENGTH - 14)
         if (isrun[step]) runsteps += d; else other += d }
-      if (ev == "phase" && $0 ~ /"duration_ms":[0-9]/) { match($0, /"duration_ms":[0-9]+/); export += substr($0, RSTART + 14, RLENGTH - 14) }
+      if (ev == "phase" && $0 ~ /"duration_ms":[0-9]/) { match($0, /"duration_ms":[0-9]+/); d = substr($0, RSTART + 14, RLENGTH - 14)
+        if ($0 ~ /"name":"layer diff of /) diffs += d; else export += d }
       if (ev == "build_finished") { match($0, /"duration_ms":[0-9]+/); total = substr($0, RSTART + 14, RLENGTH - 14) }
     }
     END {
@@ -363,6 +366,7 @@ kiln_breakdown() {
       printf "    non-RUN steps (COPY, WORKDIR, FROM)            %6.0f ms\n", other
       printf "    RUN steps outside the sandbox (layer writing)  %6.0f ms\n", runsteps - sandbox
       printf "    export phases                                  %6.0f ms\n", export
+      printf "    layer diffs hashed beside the steps            %6.0f ms (not added: they overlap the rest)\n", diffs
       printf "    rest (plan, context, cache look-ups, waits)    %6.0f ms\n", total - other - runsteps - export
     }'
 }

@@ -84,7 +84,8 @@ pub enum Event {
         at_ms: Millis,
         message: String,
     },
-    /// Export/push/tag work after the last step: "exporting to image", "pushing 127.0.0.1:5000/x:1".
+    /// Work beside or after the steps: "exporting to image", "pushing 127.0.0.1:5000/x:1",
+    /// "layer diff of [stage n/m] RUN …" (a step's layer hashed while the next steps run).
     Phase {
         at_ms: Millis,
         name: String,

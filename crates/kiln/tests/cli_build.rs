@@ -1008,10 +1008,10 @@ impl Drop for KillOnDrop {
 
 /// Writing a step's layer (diff, walk, sha256 of its tar) does not hold a job
 /// slot: with `--jobs 1`, one stage's RUN starts while the other stage's big
-/// layer is still being hashed, so the two steps' intervals (started →
-/// finished, which includes writing the layer) overlap by the time the first
-/// layer's hashing takes. Before, the slot was held until the layer was
-/// written, and the second step started as the first finished.
+/// layer is still being hashed (its "layer diff of" phase), so the first
+/// step's interval (started → its layer hashed) and the second's overlap by
+/// the time the first layer's hashing takes. Before, the slot was held until
+/// the layer was written, and the second step started as the first finished.
 #[test]
 fn writing_a_layer_does_not_hold_up_an_independent_stage() {
     let p = project(
@@ -1034,15 +1034,8 @@ fn writing_a_layer_does_not_hold_up_an_independent_stage() {
                     && e["name"].as_str().unwrap().contains("RUN head")
             })
             .unwrap_or_else(|| panic!("no RUN step of {stage}: {ev:?}"));
-        let step = start["step"].clone();
-        let end = ev
-            .iter()
-            .find(|e| e["event"] == "step_finished" && e["step"] == step)
-            .unwrap();
-        (
-            start["at_ms"].as_u64().unwrap(),
-            end["at_ms"].as_u64().unwrap(),
-        )
+        let hashed = layer_hashed(&ev, start["name"].as_str().unwrap());
+        (start["at_ms"].as_u64().unwrap(), hashed.1)
     };
     let (a, b) = (interval("a"), interval("b"));
     let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
@@ -1054,4 +1047,188 @@ fn writing_a_layer_does_not_hold_up_an_independent_stage() {
         "the second RUN started only once the first step had written its layer: \
          first {first:?}, second {second:?} (ms)"
     );
+}
+
+/// When the layer of the step named `step` (as in its `step_started`) was
+/// being hashed: its "layer diff of" phase's start and end (ms).
+fn layer_hashed(ev: &[serde_json::Value], step: &str) -> (u64, u64) {
+    let name = format!("layer diff of {step}");
+    let phase = |done: bool| {
+        ev.iter()
+            .find(|e| {
+                e["event"] == "phase"
+                    && e["name"] == name.as_str()
+                    && e["duration_ms"].is_null() != done
+            })
+            .unwrap_or_else(|| panic!("no phase {name:?} (done: {done}): {ev:?}"))["at_ms"]
+            .as_u64()
+            .unwrap()
+    };
+    (phase(false), phase(true))
+}
+
+/// The step after a RUN (in its stage, and in a stage built on it) starts
+/// while that RUN's layer is still being hashed: the layer's directory is
+/// stacked at once, under a name of its own, and named by its diff_id when
+/// the hash is done. The image is the one a build that waits for each hash
+/// makes (`KILN_LAYER_DIFF_OVERLAP=0`), to the image id, and it exports.
+#[test]
+fn the_next_step_starts_while_the_layer_before_is_hashed() {
+    let dockerfile = "FROM busybox:test AS base\n\
+         RUN head -c 3000000 /dev/zero > /big\n\
+         RUN wc -c < /big > /size\n\
+         FROM base AS next\n\
+         RUN cat /size /size > /sizes\n\
+         FROM busybox:test\n\
+         COPY --from=next /sizes /sizes\n\
+         COPY --from=base /big /big\n";
+    let overlap = project(dockerfile, &[]);
+    let out = tempfile::tempdir().unwrap();
+    let oci = out.path().join("image.tar");
+    let dest = format!("type=oci,dest={}", oci.display());
+    let built = kiln()
+        .root(&overlap.root)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_TEST_LAYER_DIFF_DELAY_MS", "1500")
+        .args(["build", "--progress=rawjson", "-t", "lazy:1", "-o", &dest])
+        .arg(&overlap.ctx)
+        .ok();
+    let ev = events(&built);
+    let started = |name: &str| {
+        ev.iter()
+            .find(|e| e["event"] == "step_started" && e["name"].as_str().unwrap().contains(name))
+            .unwrap_or_else(|| panic!("no step {name}: {ev:?}"))
+    };
+    let big = started("RUN head");
+    let big_hashed = layer_hashed(&ev, big["name"].as_str().unwrap());
+    let size = started("RUN wc");
+    let size_hashed = layer_hashed(&ev, size["name"].as_str().unwrap());
+    let sizes = started("RUN cat");
+    assert!(
+        size["at_ms"].as_u64().unwrap() < big_hashed.1,
+        "the next step of the stage waited for the layer's hash: {big_hashed:?}, {size}"
+    );
+    assert!(
+        sizes["at_ms"].as_u64().unwrap() < size_hashed.1,
+        "the stage built on it waited for the layer's hash: {size_hashed:?}, {sizes}"
+    );
+    let listed = Command::new("tar").arg("tf").arg(&oci).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("index.json"),
+        "the OCI archive: {listed:?}"
+    );
+    let exported = overlap.export(&["-t", "lazy:1"]);
+    assert_eq!(
+        fs::read_to_string(exported.path().join("sizes")).unwrap(),
+        "3000000\n3000000\n"
+    );
+    // Every layer a step made is a `step-…` directory named by its diff_id.
+    let snapshots = overlap.root.join("snapshots");
+    let links: Vec<PathBuf> = fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .collect();
+    assert!(
+        links.len() >= 3
+            && links
+                .iter()
+                .all(|l| l.to_string_lossy().starts_with("step-")),
+        "{links:?}"
+    );
+    let waited = project(dockerfile, &[]);
+    let serial = kiln()
+        .root(&waited.root)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("KILN_LAYER_DIFF_OVERLAP", "0")
+        .args(["build", "--progress=rawjson", "-t", "lazy:1"])
+        .arg(&waited.ctx)
+        .ok();
+    let serial = events(&serial);
+    assert!(
+        !serial
+            .iter()
+            .any(|e| e["event"] == "phase"
+                && e["name"].as_str().unwrap().starts_with("layer diff of")),
+        "without overlap no layer is hashed in the background"
+    );
+    assert_eq!(summary(&ev)["image_id"], summary(&serial)["image_id"]);
+    // And the overlapped build's records are whole: a rebuild is all cached.
+    let again = kiln()
+        .root(&overlap.root)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .args(["build", "--progress=rawjson", "-t", "lazy:1"])
+        .arg(&overlap.ctx)
+        .ok();
+    let again = summary(&events(&again));
+    assert_eq!(again["steps_run"], 0, "{again}");
+    assert_eq!(again["image_id"], summary(&ev)["image_id"]);
+}
+
+/// kiln killed while a step's layer is being hashed leaves a store that
+/// works: the step's directory, named by no diff_id, is not used; the next
+/// build runs the step again, and `kiln prune` removes the leftover.
+#[test]
+fn killing_kiln_while_a_layer_is_hashed_leaves_a_usable_store() {
+    use std::io::BufRead as _;
+    let p = project(
+        "FROM busybox:test\n\
+         RUN echo data > /data\n",
+        &[],
+    );
+    let mut child = KillOnDrop(Some(
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&p.root)
+            .args(["build", "--progress=rawjson", "-t", "killed:1"])
+            .arg(&p.ctx)
+            .env("KILN_TEST_LAYER_DIFF_DELAY_MS", "60000")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let stderr = child.0.as_mut().unwrap().stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let hashing = serde_json::from_str::<serde_json::Value>(&line).is_ok_and(|e| {
+            e["event"] == "phase"
+                && e["name"].as_str().unwrap().starts_with("layer diff of")
+                && e["duration_ms"].is_null()
+        });
+        seen.push(line);
+        if hashing {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("layer diff of")),
+        "the build ended before hashing its layer: {seen:?}"
+    );
+    child.kill();
+    let steps = |root: &Path| -> Vec<String> {
+        fs::read_dir(root.join("snapshots"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("step-"))
+            .collect()
+    };
+    let left = steps(&p.root);
+    assert_eq!(left.len(), 1, "the killed step's directory: {left:?}");
+
+    let ev = p.build_ok(&["-t", "killed:1"]);
+    assert_eq!(summary(&ev)["steps_run"], 1, "the step runs again");
+    let exported = p.export(&["-t", "killed:1"]);
+    assert_eq!(
+        fs::read_to_string(exported.path().join("data")).unwrap(),
+        "data\n"
+    );
+    ok(&p.root, &["prune"]);
+    let kept = steps(&p.root);
+    assert!(!kept.contains(&left[0]), "prune left {left:?}: {kept:?}");
+    assert_eq!(kept.len(), 1, "the rebuilt step's layer stays: {kept:?}");
+    let ev = p.build_ok(&["-t", "killed:1"]);
+    assert_eq!(summary(&ev)["steps_run"], 0, "still cached after prune");
 }

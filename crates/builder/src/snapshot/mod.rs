@@ -16,7 +16,13 @@
 //! Layout under the store root:
 //!
 //! ```text
-//! snapshots/<diff_id hex>/   one layer's content (overlay upperdir format)
+//! snapshots/<diff_id hex>/   one layer's content (overlay upperdir format):
+//!                            a layer extracted from a blob, or made by a step
+//!                            of the copying snapshotter
+//! snapshots/<diff_id hex>    (a symlink) → step-…: a layer a step made
+//! snapshots/step-<unique>/   a layer a step made, stacked by the next steps
+//!                            while its diff_id is computed (see [`step_layer`]);
+//!                            one no diff_id names is removed by `kiln prune`
 //! snapshots/empty/           an empty lower for steps on `FROM scratch`
 //! snapshots/tmp/             work dirs of running steps (upper + overlay work),
 //!                            claims of layers being extracted (<diff_id hex>.extracting)
@@ -24,6 +30,9 @@
 
 pub(crate) mod copied;
 pub mod merged_view;
+pub mod step_layer;
+
+pub use step_layer::{PendingLayer, StageLayer};
 
 use crate::claim::Claim;
 use kiln_oci::digest::Digest;
@@ -265,6 +274,17 @@ impl Snapshots {
         self.root.join(diff_id.hex())
     }
 
+    /// The directory holding the snapshot of `diff_id`: [`Snapshots::path_of`],
+    /// or the `step-…` directory that name is a symlink to (readers of a
+    /// snapshot open it as a directory, not through a symlink).
+    pub fn dir_of(&self, diff_id: &Digest) -> PathBuf {
+        let path = self.path_of(diff_id);
+        match fs::read_link(&path) {
+            Ok(target) => self.root.join(target),
+            Err(_) => path,
+        }
+    }
+
     /// The claim a layer's extraction holds (by [`Snapshots::ensure`] or a pull).
     fn claim_path(&self, diff_id: &Digest) -> PathBuf {
         self.root
@@ -281,7 +301,7 @@ impl Snapshots {
     /// overlay's workdir, or a scratch tree), removed when dropped.
     pub fn work_dir(&self) -> Result<WorkDir, SnapshotError> {
         let tmp = self.root.join("tmp");
-        let dir = tempfile_in(&tmp)?;
+        let dir = unique_dir(&tmp, "")?;
         Ok(WorkDir { path: dir })
     }
 
@@ -293,12 +313,12 @@ impl Snapshots {
     pub fn ensure(&self, store: &Store, layer: &Layer) -> Result<PathBuf, SnapshotError> {
         let dest = self.path_of(&layer.diff_id);
         if dest.is_dir() {
-            return Ok(dest);
+            return Ok(self.dir_of(&layer.diff_id));
         }
         let claim_path = self.claim_path(&layer.diff_id);
         let _claim = Claim::acquire(&claim_path).map_err(io_err(&claim_path))?;
         if dest.is_dir() {
-            return Ok(dest);
+            return Ok(self.dir_of(&layer.diff_id));
         }
         if let Some(f) = self
             .fetcher
@@ -314,7 +334,7 @@ impl Snapshots {
                     message,
                 })?;
             if dest.is_dir() {
-                return Ok(dest);
+                return Ok(self.dir_of(&layer.diff_id));
             }
         }
         tracing::debug!(diff_id = %layer.diff_id, "extracting layer from the store");
@@ -335,7 +355,8 @@ impl Snapshots {
             diff_id: layer.diff_id,
             message: e.to_string(),
         })?;
-        self.install(&tree, &layer.diff_id)
+        self.install(&tree, &layer.diff_id)?;
+        Ok(self.dir_of(&layer.diff_id))
     }
 
     /// Moves a finished tree (a step's upperdir) into place as the snapshot of
@@ -343,6 +364,7 @@ impl Snapshots {
     /// is kept and `tree` is removed.
     pub fn install(&self, tree: &Path, diff_id: &Digest) -> Result<PathBuf, SnapshotError> {
         let dest = self.path_of(diff_id);
+        step_layer::remove_dangling(&dest).map_err(io_err(&dest))?;
         match fs::rename(tree, &dest) {
             Ok(()) => Ok(dest),
             Err(_) if dest.is_dir() => {
@@ -365,12 +387,43 @@ impl Snapshots {
     /// its topmost place: overlay refuses a directory given twice, and the
     /// lower copy could not show anything anyway (see [`distinct_topmost`]).
     pub fn stack(&self, store: &Store, layers: &[Layer]) -> Result<Vec<PathBuf>, SnapshotError> {
-        let top_first: Vec<&Layer> = layers.iter().rev().collect();
-        let layers = distinct_topmost(&top_first, |l| l.diff_id);
-        let missing: Vec<&Layer> = layers
+        let layers: Vec<StageLayer> = layers.iter().cloned().map(StageLayer::Done).collect();
+        self.stack_stage(store, &layers)
+    }
+
+    /// [`Snapshots::stack`] of a stage's layers: a layer still being hashed
+    /// is its step's directory (once hashed, its snapshot by diff_id).
+    pub fn stack_stage(
+        &self,
+        store: &Store,
+        layers: &[StageLayer],
+    ) -> Result<Vec<PathBuf>, SnapshotError> {
+        enum Lower {
+            Layer(Layer),
+            Dir(PathBuf),
+        }
+        let resolved: Vec<Lower> = layers
             .iter()
-            .copied()
-            .filter(|l| !self.path_of(&l.diff_id).is_dir())
+            .rev()
+            .map(|l| match l {
+                StageLayer::Done(l) => Lower::Layer(l.clone()),
+                StageLayer::Pending(p) => match l.done() {
+                    Some(done) if self.path_of(&done.diff_id).is_dir() => Lower::Layer(done),
+                    _ => Lower::Dir(p.dir().to_path_buf()),
+                },
+            })
+            .collect();
+        let top_first: Vec<&Lower> = resolved.iter().collect();
+        let lowers = distinct_topmost(&top_first, |l| match l {
+            Lower::Layer(l) => self.path_of(&l.diff_id),
+            Lower::Dir(d) => d.clone(),
+        });
+        let missing: Vec<&Layer> = lowers
+            .iter()
+            .filter_map(|l| match l {
+                Lower::Layer(l) if !self.path_of(&l.diff_id).is_dir() => Some(l),
+                _ => None,
+            })
             .collect();
         if missing.len() > 1 {
             let results: Vec<Result<PathBuf, SnapshotError>> = std::thread::scope(|s| {
@@ -394,9 +447,12 @@ impl Snapshots {
                 r?;
             }
         }
-        let mut out = Vec::with_capacity(layers.len().max(1));
-        for l in layers {
-            out.push(self.ensure(store, l)?);
+        let mut out = Vec::with_capacity(lowers.len().max(1));
+        for l in lowers {
+            out.push(match l {
+                Lower::Layer(l) => self.ensure(store, l)?,
+                Lower::Dir(d) => d.clone(),
+            });
         }
         if out.is_empty() {
             out.push(self.empty());
@@ -533,8 +589,8 @@ fn extract_options() -> ApplyOptions {
     }
 }
 
-/// Creates a uniquely named directory in `parent`.
-fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
+/// Creates a uniquely named directory in `parent`, its name starting with `prefix`.
+fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf, SnapshotError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
@@ -544,7 +600,7 @@ fn tempfile_in(parent: &Path) -> Result<PathBuf, SnapshotError> {
         .unwrap_or(0);
     loop {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let p = parent.join(format!("{pid}-{nanos:x}-{n}"));
+        let p = parent.join(format!("{prefix}{pid}-{nanos:x}-{n}"));
         match fs::create_dir(&p) {
             Ok(()) => return Ok(p),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -17,7 +17,7 @@ use crate::ops::copy::CopyError;
 use crate::progress::{Clock, Event, Millis, ProgressSink};
 use crate::snapshot::merged_view::UserFileError;
 use crate::snapshot::SnapshotError;
-use crate::snapshot::{Layer, Snapshots};
+use crate::snapshot::{Layer, Snapshots, StageLayer};
 use crate::source::context::ContextError;
 use crate::source::BuildContext;
 use kiln_dockerfile::stages::Plan;
@@ -355,6 +355,9 @@ impl<T: Clone> StageBoard<T> {
     }
 }
 
+/// A stage record's layers still being hashed, by index in its `layers`.
+pub(crate) type PendingLayers = Vec<(usize, StageLayer)>;
+
 /// Shared by the stage threads of one build.
 pub(crate) struct Shared<'a> {
     pub plan: &'a Plan,
@@ -385,8 +388,15 @@ pub(crate) struct Shared<'a> {
     pub missed: Mutex<HashMap<Digest, String>>,
     /// Per vertex: cached or ran, and how long it took (for the build record).
     step_results: Mutex<BTreeMap<usize, (StepResult, Millis)>>,
-    /// The build record of each stage built so far.
-    stage_records: Mutex<Vec<StageRecord>>,
+    /// The build record of each stage built so far, with the layers of it
+    /// still being hashed (by index in its `layers`).
+    stage_records: Mutex<Vec<(StageRecord, PendingLayers)>>,
+    /// Steps' layers to hash in the background ([`Shared::layer_diff_later`]).
+    layer_diffs: Mutex<Option<std::sync::mpsc::Sender<step::LayerDiff>>>,
+    /// Step directories no diff_id names (a copy of a layer whose snapshot
+    /// was there already, or one whose hash failed): removed at the build's
+    /// end, when no step stacks them any more.
+    remove_at_end: Mutex<Vec<PathBuf>>,
     /// Layers to write blobs of in the background ([`BuildOptions::precompress`]).
     precompress: Mutex<Option<std::sync::mpsc::Sender<BlobRef>>>,
     /// [`BuildOptions::cancel`], or this build's own.
@@ -394,6 +404,39 @@ pub(crate) struct Shared<'a> {
 }
 
 impl Shared<'_> {
+    /// Whether a step's layer is hashed in the background while the build
+    /// goes on (see [`crate::snapshot::step_layer`]): not under the copying
+    /// snapshotter, whose kept trees follow layers by diff_id, nor with
+    /// `KILN_LAYER_DIFF_OVERLAP=0` (the benchmarks' "before").
+    pub fn layer_diff_in_background(&self) -> bool {
+        self.run_mode.get().is_none_or(|m| m.overlay)
+            && std::env::var_os("KILN_LAYER_DIFF_OVERLAP").is_none_or(|v| v != "0")
+    }
+
+    /// Hashes a step's layer in the background (at once, on this thread,
+    /// when the build takes no more: it is ending).
+    fn layer_diff_later(&self, job: step::LayerDiff) -> Result<(), BuildError> {
+        let job = {
+            let tx = self.layer_diffs.lock().unwrap_or_else(|e| e.into_inner());
+            match &*tx {
+                Some(tx) => match tx.send(job) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => e.0,
+                },
+                None => job,
+            }
+        };
+        job.run(self)
+    }
+
+    /// Removes `dir` at the build's end.
+    fn remove_at_end(&self, dir: PathBuf) {
+        self.remove_at_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir);
+    }
+
     /// Queues the blob of a layer step `stage` made for the background
     /// writers, if an output will need it ([`BuildOptions::precompress`]).
     pub fn precompress(&self, stage: usize, layer: &BlobRef) {
@@ -485,7 +528,13 @@ impl Shared<'_> {
             .needed_stages()
             .any(|s| matches!(s.base, kiln_dockerfile::stages::Base::Stage(b) if b == index));
         if let (Ok(state), false) = (&res, based_on) {
-            let layers: Vec<Digest> = state.layers.iter().map(|l| l.diff_id).collect();
+            // Kept trees hold finished layers only (a step on one waits for
+            // the layers below it).
+            let layers: Vec<Digest> = state
+                .layers
+                .iter()
+                .map_while(|l| l.done().map(|l| l.diff_id))
+                .collect();
             self.copied_roots.stage_done(&layers);
         }
         let reads = self.plan.stages[index].deps.iter().copied();
@@ -495,11 +544,11 @@ impl Shared<'_> {
     /// A read-only merged view of `layers` (their snapshots, extracted as needed).
     pub fn view(
         &self,
-        layers: &[Layer],
+        layers: &[StageLayer],
     ) -> Result<crate::snapshot::merged_view::LayeredView, BuildError> {
         let stack = self
             .snapshots
-            .stack(self.store, layers)
+            .stack_stage(self.store, layers)
             .map_err(BuildError::Snapshot)?;
         Ok(crate::snapshot::merged_view::LayeredView::new(stack))
     }
@@ -532,12 +581,13 @@ impl Shared<'_> {
             .unwrap_or((StepResult::Ran, 0))
     }
 
-    /// Keeps a finished stage's part of the build record.
-    pub fn record_stage(&self, record: StageRecord) {
+    /// Keeps a finished stage's part of the build record; `pending`: the
+    /// layers (by index in `record.layers`) to fill in once hashed.
+    pub fn record_stage(&self, record: StageRecord, pending: PendingLayers) {
         self.stage_records
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(record);
+            .push((record, pending));
     }
 
     /// Shows what the imported caches had to warn about (a missing layer).
@@ -692,8 +742,13 @@ pub fn build(
         step_results: Mutex::new(BTreeMap::new()),
         stage_records: Mutex::new(Vec::new()),
         precompress: Mutex::new(None),
+        layer_diffs: Mutex::new(None),
+        remove_at_end: Mutex::new(Vec::new()),
         cancel: opts.cancel.clone().unwrap_or_default(),
     };
+    let (diff_tx, diff_rx) = std::sync::mpsc::channel::<step::LayerDiff>();
+    *shared.layer_diffs.lock().unwrap_or_else(|e| e.into_inner()) = Some(diff_tx);
+    let diff_rx = Mutex::new(diff_rx);
     let (compress_tx, compress_rx) = std::sync::mpsc::channel::<BlobRef>();
     if opts.precompress.is_some() {
         *shared.precompress.lock().unwrap_or_else(|e| e.into_inner()) = Some(compress_tx);
@@ -725,6 +780,26 @@ pub fn build(
                 });
             }
         }
+        // Hashers of the steps' layers (see `Shared::layer_diff_later`), until
+        // the stages are done and the queue is empty.
+        let hashers: Vec<_> = (0..std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(2, 4))
+            .map(|_| {
+                let (rx, shared, errors) = (&diff_rx, &shared, &errors);
+                s.spawn(move || loop {
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok(job) = next else { break };
+                    if let Err(e) = job.run(shared) {
+                        if !matches!(e, BuildError::Cancelled) {
+                            shared.cancel.cancel();
+                            errors.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+                        }
+                    }
+                })
+            })
+            .collect();
         let stages: Vec<_> = plan
             .needed_stages()
             .map(|st| {
@@ -747,7 +822,14 @@ pub fn build(
                 })
             })
             .collect();
-        let panicked: Vec<_> = stages.into_iter().filter_map(|h| h.join().err()).collect();
+        let mut panicked: Vec<_> = stages.into_iter().filter_map(|h| h.join().err()).collect();
+        // No more steps: the hashers finish the queue and stop.
+        shared
+            .layer_diffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        panicked.extend(hashers.into_iter().filter_map(|h| h.join().err()));
         // No more layers: the writers finish the queue and stop.
         shared
             .precompress
@@ -758,17 +840,32 @@ pub fn build(
             std::panic::resume_unwind(p);
         }
     });
+    for dir in std::mem::take(
+        &mut *shared
+            .remove_at_end
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    ) {
+        crate::snapshot::remove_tree(&dir);
+    }
     let mut errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
     if !errors.is_empty() {
         return Err(errors.remove(0));
     }
     let target = shared.wait_stage(plan.target)?;
+    // Every layer is hashed by now (the hashers are done, and none failed).
+    let layers = target
+        .layers
+        .iter()
+        .map(StageLayer::wait)
+        .collect::<Result<Vec<Layer>, ()>>()
+        .map_err(|()| BuildError::Cancelled)?;
+    let config = target.image_config().ok_or(BuildError::Cancelled)?;
     // The output needs the target's layers: those only a cache or the base
     // image's registry had come now, but for a push alone to a registry
     // known to hold them (it mounts them there).
     let started = shared.clock.now_ms();
-    let missing: Vec<&BlobRef> = target
-        .layers
+    let missing: Vec<&BlobRef> = layers
         .iter()
         .map(|l| &l.blob)
         .filter(|b| !store.has_layer(b))
@@ -808,10 +905,19 @@ pub fn build(
     shared.emit_cache_warnings();
     let steps_run = shared.steps_run.load(Ordering::SeqCst);
     let steps_cached = shared.steps_cached.load(Ordering::SeqCst);
-    let mut stages = shared
+    let mut stages = Vec::new();
+    for (mut record, pending) in shared
         .stage_records
         .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
+        .unwrap_or_else(|e| e.into_inner())
+    {
+        for (i, layer) in pending {
+            let layer = layer.wait().map_err(|()| BuildError::Cancelled)?;
+            record.layers[i].blob = layer.blob;
+            record.layers[i].diff_id = layer.diff_id;
+        }
+        stages.push(record);
+    }
     stages.sort_by_key(|s| s.index);
     let record = BuildRecord {
         version: BUILD_RECORD_VERSION,
@@ -822,8 +928,8 @@ pub fn build(
     };
     Ok(BuildOutput {
         record,
-        config: target.image_config(),
-        layers: target.layers.clone(),
+        config,
+        layers,
         steps_run,
         steps_cached,
         cache: shared.cache.usage(target.key),

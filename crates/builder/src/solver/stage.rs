@@ -8,7 +8,7 @@ use super::state::{StageState, DEFAULT_PATH};
 use super::step::{apply_record, image_source, StepCtx};
 use super::{BuildError, BuildOptions, Shared};
 use crate::progress::{Clock, Event, ProgressSink};
-use crate::snapshot::Layer;
+use crate::snapshot::{Layer, StageLayer};
 use kiln_dockerfile::instructions::{Instruction, Kind, Origin, ShellExpand};
 use kiln_dockerfile::stages::{Base, Input, Plan, Stage, Step};
 use kiln_dockerfile::{DockerfileError, Source};
@@ -70,6 +70,29 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
                 .iter()
                 .any(|f| f.eq_ignore_ascii_case(n))
         });
+    // Layers still being hashed: filled in at the build's end.
+    let mut pending: Vec<(usize, StageLayer)> = Vec::new();
+    let mut layer_record = |record: &mut StageRecord, l: &StageLayer, step: Option<usize>| {
+        let done = l.done();
+        if done.is_none() {
+            pending.push((record.layers.len(), l.clone()));
+        }
+        // A placeholder until then.
+        let Layer { blob, diff_id } = done.unwrap_or_else(|| Layer {
+            blob: kiln_oci::store::BlobRef {
+                media_type: kiln_oci::image::media_type::OCI_LAYER.into(),
+                digest: Digest::of(b""),
+                size: 0,
+                annotations: BTreeMap::new(),
+            },
+            diff_id: Digest::of(b""),
+        });
+        record.layers.push(LayerRecord {
+            blob,
+            diff_id,
+            step,
+        });
+    };
     let mut record = StageRecord {
         index: st.index,
         name: stage_name.clone(),
@@ -79,19 +102,14 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             Base::Stage(i) => Some(*i),
             _ => None,
         },
-        layers: state
-            .layers
-            .iter()
-            .map(|l| LayerRecord {
-                blob: l.blob.clone(),
-                diff_id: l.diff_id,
-                step: None,
-            })
-            .collect(),
+        layers: Vec::new(),
         steps: Vec::new(),
         user: String::new(),
         config_size: 0,
     };
+    for l in &state.layers {
+        layer_record(&mut record, l, None);
+    }
     for (i, step) in st.steps.iter().enumerate() {
         if sh.cancelled() {
             return Err(BuildError::Cancelled);
@@ -141,16 +159,12 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             },
         });
         for l in state.layers.iter().skip(layers_before) {
-            record.layers.push(LayerRecord {
-                blob: l.blob.clone(),
-                diff_id: l.diff_id,
-                step: Some(i),
-            });
+            layer_record(&mut record, l, Some(i));
         }
     }
     record.user = state.user();
-    record.config_size = state.image_config().to_bytes().len() as u64;
-    sh.record_stage(record);
+    record.config_size = state.config_size();
+    sh.record_stage(record, pending);
     Ok(state)
 }
 
@@ -215,7 +229,7 @@ fn initial_state(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError> 
                 })
                 .unwrap_or_default();
             StageState {
-                layers,
+                layers: layers.into_iter().map(StageLayer::Done).collect(),
                 config,
                 env,
                 key,

@@ -1,7 +1,7 @@
 //! A stage's state between steps: its layers, image config and environment.
 
 use super::{BuildError, Shared};
-use crate::snapshot::Layer;
+use crate::snapshot::StageLayer;
 use kiln_dockerfile::instructions::Origin;
 use kiln_oci::digest::Digest;
 use kiln_oci::image::{format_rfc3339, ContainerConfig, History, ImageConfig};
@@ -13,8 +13,9 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 /// A stage's state between steps.
 #[derive(Clone, Debug)]
 pub struct StageState {
-    /// The filesystem, base layer first.
-    pub layers: Vec<Layer>,
+    /// The filesystem, base layer first (a step's layer may still be being
+    /// hashed: [`StageLayer::Pending`]).
+    pub layers: Vec<StageLayer>,
     /// The image config so far (history included; rootfs filled in by
     /// [`StageState::image_config`]).
     pub config: ImageConfig,
@@ -37,11 +38,33 @@ pub struct StageState {
 }
 
 impl StageState {
-    /// The image config with `rootfs.diff_ids` and `created` filled in.
-    pub fn image_config(&self) -> ImageConfig {
+    /// The image config with `rootfs.diff_ids` and `created` filled in;
+    /// `None` while a layer is still being hashed.
+    pub fn image_config(&self) -> Option<ImageConfig> {
+        let diff_ids = self
+            .layers
+            .iter()
+            .map(|l| l.done().map(|l| l.diff_id))
+            .collect::<Option<Vec<_>>>()?;
+        Some(self.config_with(diff_ids))
+    }
+
+    /// The size of the image config in bytes, known while layers are still
+    /// being hashed: the diff_id of a layer a step makes is a sha256 digest,
+    /// whose text has one length whatever its value.
+    pub fn config_size(&self) -> u64 {
+        let diff_ids = self
+            .layers
+            .iter()
+            .map(|l| l.done().map_or_else(|| Digest::of(b""), |l| l.diff_id))
+            .collect();
+        self.config_with(diff_ids).to_bytes().len() as u64
+    }
+
+    fn config_with(&self, diff_ids: Vec<Digest>) -> ImageConfig {
         let mut c = self.config.clone();
         c.rootfs.kind = "layers".into();
-        c.rootfs.diff_ids = self.layers.iter().map(|l| l.diff_id).collect();
+        c.rootfs.diff_ids = diff_ids;
         c.created = Some(format_rfc3339(self.created));
         c
     }

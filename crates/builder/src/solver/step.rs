@@ -6,8 +6,9 @@ use super::state::StageState;
 use super::{BuildError, BuildOptions, NamedContext, Shared};
 use crate::cache::explain::{explain, MissContext, StepInputs};
 use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::claim::Claim;
 use crate::progress::Event;
-use crate::snapshot::Layer;
+use crate::snapshot::{Layer, PendingLayer, StageLayer};
 use kiln_dockerfile::instructions::Origin;
 use kiln_dockerfile::stages::{Input, Stage};
 use kiln_dockerfile::{DockerfileError, Source};
@@ -102,7 +103,7 @@ pub(crate) struct StepCtx<'a, 'b> {
     pub vertex: Option<usize>,
     pub no_cache: bool,
     /// The stage's layers before this step.
-    pub lower: Vec<Layer>,
+    pub lower: Vec<StageLayer>,
     /// The stage's key before this step (the parent of the step's key).
     pub parent: Digest,
     /// The base image's manifest digest, for the stage's first filesystem
@@ -113,37 +114,35 @@ pub(crate) struct StepCtx<'a, 'b> {
 impl StepCtx<'_, '_> {
     /// Runs a filesystem step through the cache: a hit reuses the recorded
     /// layer; a miss calls `execute` with an empty upper directory (and a work
-    /// directory beside it), then turns the upper directory into the layer.
+    /// directory beside it), then turns the upper directory into the layer
+    /// (hashed in the background where that is safe, see [`StepDone`]).
     pub fn cached(
         &self,
         key: Digest,
         inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
-    ) -> Result<StepRecord, BuildError> {
+    ) -> Result<StepDone, BuildError> {
         self.cached_then(key, inputs, execute, |_, _| {})
     }
 
     /// [`Self::cached`], calling `committed` when `execute` ran and its layer
     /// is made: with the layer and what was left out of it as unchanged
-    /// ([`crate::snapshot::drop_unchanged`]'s list).
+    /// ([`crate::snapshot::drop_unchanged`]'s list). A step given such a
+    /// callback under the copying snapshotter (the only one that needs it)
+    /// is hashed before it returns.
     pub fn cached_then(
         &self,
         key: Digest,
         inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
         committed: impl FnOnce(&Layer, &[(PathBuf, PathBuf)]),
-    ) -> Result<StepRecord, BuildError> {
+    ) -> Result<StepDone, BuildError> {
         let mut inputs = inputs;
         if let Some(b) = &self.base {
             inputs.insert("base".into(), b.to_string());
         }
         let result = self.lookup_or_execute(key, inputs, execute, committed);
-        let sh = self.sh;
-        if let Ok(rec) = &result {
-            sh.cache.note_used(key, self.parent, rec);
-            sh.precompress(self.stage.index, &rec.layer.blob);
-        }
-        sh.emit_cache_warnings();
+        self.sh.emit_cache_warnings();
         result
     }
 
@@ -153,10 +152,11 @@ impl StepCtx<'_, '_> {
         inputs: StepInputs,
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
         committed: impl FnOnce(&Layer, &[(PathBuf, PathBuf)]),
-    ) -> Result<StepRecord, BuildError> {
+    ) -> Result<StepDone, BuildError> {
         let sh = self.sh;
         let vertex = self.vertex.unwrap_or(0);
         let hit = |rec: StepRecord| {
+            used(sh, self.stage.index, key, self.parent, &rec);
             sh.steps_cached.fetch_add(1, Ordering::SeqCst);
             sh.emit(Event::StepCached {
                 at_ms: sh.clock.now_ms(),
@@ -164,17 +164,20 @@ impl StepCtx<'_, '_> {
                 stage: self.stage_name.to_string(),
                 name: self.name.clone(),
             });
-            Ok(rec)
+            Ok(StepDone {
+                layer: StageLayer::Done(rec.layer),
+                created: rec.created,
+            })
         };
         // On a miss, wait for whoever computes the same key (another kiln
         // process, another stage), then look again. Claimed before a job
         // permit is taken, so a waiting step holds none.
-        let mut _claim = None;
+        let mut claim = None;
         if !self.no_cache {
             if let Some(rec) = sh.cache.get(sh.store, &key) {
                 return hit(rec);
             }
-            _claim = Some(sh.cache.claim(&key).map_err(|source| BuildError::Claim {
+            claim = Some(sh.cache.claim(&key).map_err(|source| BuildError::Claim {
                 step: self.name.clone(),
                 source,
             })?);
@@ -202,7 +205,7 @@ impl StepCtx<'_, '_> {
                 reason,
             });
         }
-        let result = self.execute_and_commit(&key, inputs, execute, committed, permit);
+        let result = self.execute_and_commit(&key, inputs, execute, committed, permit, claim);
         let now = sh.clock.now_ms();
         match &result {
             Ok(_) => {
@@ -271,7 +274,11 @@ impl StepCtx<'_, '_> {
 
     /// Runs the step with a job permit, then gives the permit back before
     /// turning its upper directory into a layer (diff, walk, sha256): that
-    /// needs no RUN slot, so another stage's step starts meanwhile.
+    /// needs no RUN slot, so another stage's step starts meanwhile. Where it
+    /// can, the step ends once the differ is done: its directory becomes a
+    /// `step-…` snapshot the next steps stack, and the walk and sha256 run in
+    /// the background ([`Shared::layer_diff_later`]), which writes the cache
+    /// record and then lets go of the step's `claim`.
     fn execute_and_commit(
         &self,
         key: &Digest,
@@ -279,7 +286,8 @@ impl StepCtx<'_, '_> {
         execute: impl FnOnce(&Path, &Path) -> Result<(), BuildError>,
         committed: impl FnOnce(&Layer, &[(PathBuf, PathBuf)]),
         permit: super::Permit<'_>,
-    ) -> Result<StepRecord, BuildError> {
+        claim: Option<Claim>,
+    ) -> Result<StepDone, BuildError> {
         let sh = self.sh;
         let work = sh.snapshots.work_dir().map_err(BuildError::Snapshot)?;
         let upper = work.path().join("upper");
@@ -297,9 +305,34 @@ impl StepCtx<'_, '_> {
         // as in BuildKit (whose exporter keeps empty diffs).
         let dropped = crate::snapshot::drop_unchanged(&upper, &sh.view(&self.lower)?)
             .map_err(BuildError::Differ)?;
-        let layer = self.commit_layer(&upper)?;
-        committed(&layer, &dropped);
         let created = sh.opts.source_date_epoch.unwrap_or_else(unix_now);
+        if sh.layer_diff_in_background() {
+            let dir = sh
+                .snapshots
+                .keep_step(&upper)
+                .map_err(BuildError::Snapshot)?;
+            let pending = Arc::new(PendingLayer::new(dir));
+            sh.layer_diff_later(LayerDiff {
+                pending: pending.clone(),
+                key: *key,
+                parent: self.parent,
+                inputs,
+                created,
+                stage: self.stage.index,
+                name: self.name.clone(),
+                claim,
+            })?;
+            return Ok(StepDone {
+                layer: StageLayer::Pending(pending),
+                created,
+            });
+        }
+        let layer = commit_layer(sh, &upper, |diff_id| {
+            sh.snapshots
+                .install(&upper, diff_id)
+                .map_err(BuildError::Snapshot)
+        })?;
+        committed(&layer, &dropped);
         let rec = StepRecord {
             layer,
             created,
@@ -307,66 +340,192 @@ impl StepCtx<'_, '_> {
             inputs,
         };
         sh.cache.put(key, &rec).map_err(BuildError::StepCache)?;
-        Ok(rec)
+        used(sh, self.stage.index, *key, self.parent, &rec);
+        drop(claim);
+        Ok(StepDone {
+            layer: StageLayer::Done(rec.layer),
+            created,
+        })
     }
+}
 
-    /// Turns the step's upper directory into its layer: the diff_id and size of
-    /// its tar (one walk, one sha256 pass, nothing compressed or written), the
-    /// store's record that the snapshot holds that layer, and the snapshot. The
-    /// blob is made from the snapshot when an output needs it
-    /// (`kiln_oci::export::complete_image`).
-    fn commit_layer(&self, upper: &Path) -> Result<Layer, BuildError> {
-        let sh = self.sh;
-        let sde = sh.opts.source_date_epoch;
-        let digest = layer_digest(upper, DiffKind::OverlayUpper, sde).map_err(BuildError::Layer)?;
-        let dest = sh.snapshots.path_of(&digest.diff_id);
-        if dest.is_dir() && sh.store.local_layer(&digest.diff_id).is_none() {
-            // The same layer is already there, extracted from an image's blob:
-            // that snapshot was not written by this walk, so this layer gets its
-            // blob now, from its own upper directory.
-            return self.commit_layer_blob(upper);
+/// What a filesystem step gives its stage: its layer (still being hashed, on
+/// a miss that could go on without waiting for it) and its history time.
+pub(crate) struct StepDone {
+    pub layer: StageLayer,
+    pub created: i64,
+}
+
+/// Notes a step's record as used by this build (for `--cache-to`) and queues
+/// its blob for the background writers when an output will need it.
+fn used(sh: &Shared<'_>, stage: usize, key: Digest, parent: Digest, rec: &StepRecord) {
+    sh.cache.note_used(key, parent, rec);
+    sh.precompress(stage, &rec.layer.blob);
+}
+
+/// A step's layer to hash in the background: its directory (in `pending`)
+/// and what its cache record needs.
+pub(crate) struct LayerDiff {
+    pending: Arc<PendingLayer>,
+    key: Digest,
+    parent: Digest,
+    inputs: StepInputs,
+    created: i64,
+    stage: usize,
+    /// The step's display name.
+    name: String,
+    /// The step's claim on its cache key: held until its record is written.
+    claim: Option<Claim>,
+}
+
+impl LayerDiff {
+    /// Hashes the step's directory into its layer (the same walk and digest
+    /// as a step hashed at once), names it by its diff_id, publishes the
+    /// layer to the steps waiting for it, and writes the step's cache record.
+    /// Shown as a phase, "layer diff of [stage n/m] …".
+    pub(crate) fn run(mut self, sh: &Shared<'_>) -> Result<(), BuildError> {
+        let (key, parent, created, stage) = (self.key, self.parent, self.created, self.stage);
+        let inputs = std::mem::take(&mut self.inputs);
+        let claim = self.claim.take();
+        let pending = self.pending.clone();
+        let name = &self.name;
+        let phase = format!("layer diff of {name}");
+        let started = sh.clock.now_ms();
+        sh.emit(Event::Phase {
+            at_ms: started,
+            name: phase.clone(),
+            duration_ms: None,
+        });
+        // Tests: a hash that takes this long, to see what goes on meanwhile.
+        if let Some(ms) = std::env::var("KILN_TEST_LAYER_DIFF_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
         }
-        sh.store
-            .record_local_layer(&digest.diff_id, &dest, digest.size, sde)
-            .map_err(BuildError::Store)?;
-        sh.snapshots
-            .install(upper, &digest.diff_id)
-            .map_err(BuildError::Snapshot)?;
-        Ok(Layer {
-            blob: BlobRef {
-                media_type: media_type::OCI_LAYER.to_string(),
-                digest: digest.diff_id,
-                size: digest.size,
-                annotations: BTreeMap::new(),
-            },
-            diff_id: digest.diff_id,
-        })
-    }
-
-    /// A layer written as a compressed blob at once (gzip).
-    fn commit_layer_blob(&self, upper: &Path) -> Result<Layer, BuildError> {
-        let sh = self.sh;
-        let mut writer = sh.store.blob_writer().map_err(BuildError::Store)?;
-        let opts = LayerOptions {
-            compression: Compression::default(),
-            source_date_epoch: sh.opts.source_date_epoch,
+        let dir = pending.dir().to_path_buf();
+        let result = if sh.cancelled() {
+            Err(BuildError::Cancelled)
+        } else {
+            commit_layer(sh, &dir, |diff_id| {
+                let named = sh
+                    .snapshots
+                    .name_step(&dir, diff_id)
+                    .map_err(BuildError::Snapshot)?;
+                if named {
+                    return Ok(dir.clone());
+                }
+                // The layer's snapshot was there already: this copy goes
+                // once no step of the build stacks it.
+                sh.remove_at_end(dir.clone());
+                Ok(sh.snapshots.path_of(diff_id))
+            })
         };
-        let desc = write_layer(upper, DiffKind::OverlayUpper, &opts, &mut writer)
-            .map_err(BuildError::Layer)?;
-        let (digest, size) = writer.commit().map_err(BuildError::Store)?;
-        sh.snapshots
-            .install(upper, &desc.diff_id)
-            .map_err(BuildError::Snapshot)?;
-        Ok(Layer {
-            blob: BlobRef {
-                media_type: desc.media_type,
-                digest,
-                size,
-                annotations: BTreeMap::new(),
-            },
-            diff_id: desc.diff_id,
-        })
+        let result = match result {
+            Ok(layer) => {
+                pending.finish(Ok(layer.clone()));
+                let rec = StepRecord {
+                    layer,
+                    created,
+                    parent: Some(parent),
+                    inputs,
+                };
+                used(sh, stage, key, parent, &rec);
+                sh.cache.put(&key, &rec).map_err(BuildError::StepCache)
+            }
+            Err(e) => {
+                // Waiters see the build fail (the error is reported once, by
+                // the build); the directory goes at the build's end.
+                pending.finish(Err(()));
+                sh.remove_at_end(dir);
+                Err(e)
+            }
+        };
+        drop(claim);
+        let now = sh.clock.now_ms();
+        sh.emit(Event::Phase {
+            at_ms: now,
+            name: phase,
+            duration_ms: Some(now - started),
+        });
+        result
     }
+}
+
+impl Drop for LayerDiff {
+    /// A job that ends without a layer (its thread panicked, or it was
+    /// never run) fails its waiters rather than leaving them waiting.
+    fn drop(&mut self) {
+        if self.pending.get().is_none() {
+            self.pending.finish(Err(()));
+        }
+    }
+}
+
+/// Turns a step's finished directory into its layer: the diff_id and size of
+/// its tar (one walk, one sha256 pass, nothing compressed or written), the
+/// snapshot (made by `name`, given the diff_id: it returns where the layer is
+/// now) and the store's record of that directory (not of a symlink to it: a
+/// layer is written from a directory). The blob
+/// is made from the snapshot when an output needs it
+/// (`kiln_oci::export::complete_image`).
+fn commit_layer(
+    sh: &Shared<'_>,
+    dir: &Path,
+    name: impl FnOnce(&Digest) -> Result<PathBuf, BuildError>,
+) -> Result<Layer, BuildError> {
+    let sde = sh.opts.source_date_epoch;
+    let digest = layer_digest(dir, DiffKind::OverlayUpper, sde).map_err(BuildError::Layer)?;
+    let dest = sh.snapshots.path_of(&digest.diff_id);
+    if dest.is_dir() && sh.store.local_layer(&digest.diff_id).is_none() {
+        // The same layer is already there, extracted from an image's blob:
+        // that snapshot was not written by this walk, so this layer gets its
+        // blob now, from its own directory.
+        return commit_layer_blob(sh, dir, name);
+    }
+    let holder = name(&digest.diff_id)?;
+    let holder = match std::fs::read_link(&holder) {
+        Ok(target) => holder.parent().unwrap_or(Path::new("")).join(target),
+        Err(_) => holder,
+    };
+    sh.store
+        .record_local_layer(&digest.diff_id, &holder, digest.size, sde)
+        .map_err(BuildError::Store)?;
+    Ok(Layer {
+        blob: BlobRef {
+            media_type: media_type::OCI_LAYER.to_string(),
+            digest: digest.diff_id,
+            size: digest.size,
+            annotations: BTreeMap::new(),
+        },
+        diff_id: digest.diff_id,
+    })
+}
+
+/// A layer written as a compressed blob at once (gzip).
+fn commit_layer_blob(
+    sh: &Shared<'_>,
+    dir: &Path,
+    name: impl FnOnce(&Digest) -> Result<PathBuf, BuildError>,
+) -> Result<Layer, BuildError> {
+    let mut writer = sh.store.blob_writer().map_err(BuildError::Store)?;
+    let opts = LayerOptions {
+        compression: Compression::default(),
+        source_date_epoch: sh.opts.source_date_epoch,
+    };
+    let desc =
+        write_layer(dir, DiffKind::OverlayUpper, &opts, &mut writer).map_err(BuildError::Layer)?;
+    let (digest, size) = writer.commit().map_err(BuildError::Store)?;
+    name(&desc.diff_id)?;
+    Ok(Layer {
+        blob: BlobRef {
+            media_type: desc.media_type,
+            digest,
+            size,
+            annotations: BTreeMap::new(),
+        },
+        diff_id: desc.diff_id,
+    })
 }
 
 pub fn unix_now() -> i64 {
@@ -376,13 +535,8 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Applies a step's record: its layer and its history entry.
-pub(crate) fn apply_record(
-    state: &mut StageState,
-    key: Digest,
-    rec: StepRecord,
-    created_by: String,
-) {
+/// Applies a step's result: its layer and its history entry.
+pub(crate) fn apply_record(state: &mut StageState, key: Digest, rec: StepDone, created_by: String) {
     state.layers.push(rec.layer);
     state.key = key;
     state.history(created_by, true, rec.created);
@@ -403,7 +557,7 @@ pub(crate) fn input_key(
             let (layers, config, key, _) =
                 image_source(sh.store, sh.opts, sh.src, r, None, origin)?;
             let state = StageState {
-                layers,
+                layers: layers.into_iter().map(StageLayer::Done).collect(),
                 config,
                 env: Vec::new(),
                 key,

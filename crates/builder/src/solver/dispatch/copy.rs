@@ -4,10 +4,11 @@
 //! and rootless).
 
 use crate::cache::explain::InputsBuilder;
-use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::cache::steps::KeyBuilder;
 use crate::ops::copy::{self, CopyOp, CopySource};
 use crate::snapshot::merged_view::LayeredView;
 use crate::solver::state::StageState;
+use crate::solver::step::StepDone;
 use crate::solver::step::{input_key, StepCtx};
 use crate::solver::{BuildError, NamedContext};
 use crate::source::context::Context;
@@ -46,7 +47,7 @@ pub(crate) fn copy_step(
     origin: &Origin,
     instr: CopyInstr<'_>,
     step: &Step,
-) -> Result<(Digest, StepRecord, String), BuildError> {
+) -> Result<(Digest, StepDone, String), BuildError> {
     let sh = ctx.sh;
     let workdir = state.workdir();
     let (op, link, from_name) = match instr {

@@ -3,13 +3,14 @@
 
 use crate::cache::explain::InputsBuilder;
 use crate::cache::mounts::{self as cache_mounts, CacheMountRequest, CacheMounts};
-use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::cache::steps::KeyBuilder;
 use crate::ops::run::{context_mask, ScratchOverlay};
 use crate::progress::{Event, OutputStream};
 use crate::snapshot::copied::CopiedRoot;
 use crate::snapshot::merged_view::LayeredView;
 use crate::snapshot::Layer;
 use crate::solver::state::StageState;
+use crate::solver::step::StepDone;
 use crate::solver::step::{input_key, StepCtx};
 use crate::solver::BuildError;
 use kiln_dockerfile::instructions::mount::{Mount, MountType};
@@ -128,7 +129,7 @@ pub(crate) fn run_step(
     origin: &Origin,
     r: &ins::Run,
     step: &Step,
-) -> Result<(Digest, StepRecord, String), BuildError> {
+) -> Result<(Digest, StepDone, String), BuildError> {
     let sh = ctx.sh;
     let (args, pipe) = run_args(state, r);
     let mut env = state.env_list();
@@ -228,7 +229,7 @@ pub(crate) fn run_step(
         env.push(format!("{k}={v}"));
     }
     env.extend(mounts.extra_env.iter().cloned());
-    let lowers = || sh.snapshots.stack(sh.store, &state.layers);
+    let lowers = || sh.snapshots.stack_stage(sh.store, &state.layers);
     let vertex = ctx.vertex.unwrap_or(0);
     // Without overlay: the step's tree, kept for the next step once its layer
     // is made.
@@ -256,7 +257,7 @@ pub(crate) fn run_step(
             }
         }
         restore.extend(dropped.iter().cloned());
-        match snap.settle(&restore, &sh.snapshots.path_of(&layer.diff_id)) {
+        match snap.settle(&restore, &sh.snapshots.dir_of(&layer.diff_id)) {
             Ok(()) => {
                 root.holds([layer.diff_id]);
                 sh.copied_roots.keep(root);
@@ -337,17 +338,25 @@ pub(crate) fn run_step(
                         Ok(())
                     }
                 };
-                let ids: Vec<Digest> = state.layers.iter().map(|l| l.diff_id).collect();
+                // Kept trees follow layers by diff_id: the layers below
+                // are hashed first.
+                let layers = state
+                    .layers
+                    .iter()
+                    .map(|l| l.wait())
+                    .collect::<Result<Vec<_>, ()>>()
+                    .map_err(|()| BuildError::Cancelled)?;
+                let ids: Vec<Digest> = layers.iter().map(|l| l.diff_id).collect();
                 let copying = |e: std::io::Error| {
                     sh.located(origin, format!("copying the step's layers: {e}"))
                 };
                 let (snap, root) = match sh.copied_roots.take(&ids) {
                     Some(mut root) => {
                         // The layers made since, top first.
-                        let newer: Vec<_> = state.layers[root.depth()..]
+                        let newer: Vec<_> = layers[root.depth()..]
                             .iter()
                             .rev()
-                            .map(|l| sh.snapshots.path_of(&l.diff_id))
+                            .map(|l| sh.snapshots.dir_of(&l.diff_id))
                             .collect();
                         tracing::debug!(
                             kept = root.depth(),
@@ -492,7 +501,7 @@ fn prepare_mounts(
                         let (key, st) = input_key(sh, &input, origin)?;
                         let lowers = sh
                             .snapshots
-                            .stack(sh.store, &st.layers)
+                            .stack_stage(sh.store, &st.layers)
                             .map_err(BuildError::Snapshot)?;
                         let rel = resolve_path("/", &source);
                         let found = LayeredView::new(lowers.clone())

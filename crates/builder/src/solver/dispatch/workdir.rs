@@ -3,9 +3,10 @@
 //! directory itself, made as a filesystem step.
 
 use crate::cache::explain::InputsBuilder;
-use crate::cache::steps::{KeyBuilder, StepRecord};
+use crate::cache::steps::KeyBuilder;
 use crate::ops::copy;
 use crate::solver::state::StageState;
+use crate::solver::step::StepDone;
 use crate::solver::step::{apply_record, StepCtx};
 use crate::solver::{BuildError, WorkdirError};
 use kiln_dockerfile::instructions::Workdir;
@@ -34,7 +35,7 @@ pub(crate) fn workdir_step(
     ctx: &StepCtx<'_, '_>,
     state: &StageState,
     wd: &str,
-) -> Result<(Digest, StepRecord), BuildError> {
+) -> Result<(Digest, StepDone), BuildError> {
     let sh = ctx.sh;
     let user = state.user();
     let key = {
