@@ -325,6 +325,15 @@ fn build_push_then_pull_gives_the_same_digest() {
     .unwrap();
     std::fs::write(ctx.join("app.txt"), "the app\n").unwrap();
     let dest = format!("{registry}/{}:1", unique_repo("built"));
+    let built = build_and_push(d, &ctx, &dest);
+    ok(d, &["rmi", &dest], None);
+    let out = ok(d, &["pull", &dest], None);
+    assert_eq!(digest_line(&out), built);
+}
+
+/// Builds `ctx` in the store under `d` with `--push -t dest`; the pushed
+/// manifest's digest, from `--metadata-file`.
+fn build_and_push(d: &Path, ctx: &Path, dest: &str) -> String {
     let meta = d.join("meta.json");
     ok(
         d,
@@ -333,7 +342,7 @@ fn build_push_then_pull_gives_the_same_digest() {
             "--progress=plain",
             "--push",
             "-t",
-            &dest,
+            dest,
             "--metadata-file",
             meta.to_str().unwrap(),
             ctx.to_str().unwrap(),
@@ -341,10 +350,7 @@ fn build_push_then_pull_gives_the_same_digest() {
         None,
     );
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-    let built = meta["containerimage.digest"].as_str().unwrap().to_string();
-    ok(d, &["rmi", &dest], None);
-    let out = ok(d, &["pull", &dest], None);
-    assert_eq!(digest_line(&out), built);
+    meta["containerimage.digest"].as_str().unwrap().to_string()
 }
 
 /// A layer of random bytes (gzip-compressed as stored deflate blocks, not run
@@ -377,23 +383,7 @@ fn a_random_layer_is_pushed_and_pulled_back_with_its_digests() {
     std::fs::write(ctx.join("weights.bin"), &weights).unwrap();
     std::fs::write(ctx.join("notes.txt"), "notes\n".repeat(5000)).unwrap();
     let dest = format!("{registry}/{}:1", unique_repo("random"));
-    let meta = d.join("meta.json");
-    ok(
-        d,
-        &[
-            "build",
-            "--progress=plain",
-            "--push",
-            "-t",
-            &dest,
-            "--metadata-file",
-            meta.to_str().unwrap(),
-            ctx.to_str().unwrap(),
-        ],
-        None,
-    );
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
-    let built = meta["containerimage.digest"].as_str().unwrap().to_string();
+    let built = build_and_push(d, &ctx, &dest);
     // The registry serves the manifest kiln built.
     let served = crate::util::skopeo_raw(&dest);
     assert_eq!(Digest::of(&served).to_string(), built);
