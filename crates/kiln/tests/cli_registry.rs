@@ -370,16 +370,8 @@ fn a_random_layer_is_pushed_and_pulled_back_with_its_digests() {
         "FROM base:1\nCOPY weights.bin notes.txt /data/\n",
     )
     .unwrap();
-    // 3 MiB and a bit of xorshift output: random to the encoder's test.
-    let mut s = 0x0077_6569_6768_7473_u64;
-    let weights: Vec<u8> = (0..(3 << 20) / 8 + 1000)
-        .flat_map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes()
-        })
-        .collect();
+    // 3 MiB and a bit of random-looking bytes (to the encoder's test).
+    let weights = kiln_testkit::bytes::random((3 << 20) + 8000, 0x0077_6569_6768_7473);
     std::fs::write(ctx.join("weights.bin"), &weights).unwrap();
     std::fs::write(ctx.join("notes.txt"), "notes\n".repeat(5000)).unwrap();
     let dest = format!("{registry}/{}:1", unique_repo("random"));
@@ -413,24 +405,14 @@ fn a_random_layer_is_pushed_and_pulled_back_with_its_digests() {
     assert_eq!(layer["size"].as_u64().unwrap(), gz.len() as u64);
 
     // The system's gzip reads the blob; its tar is the diff_id and holds the file.
-    let mut child = std::process::Command::new("gzip")
-        .arg("-dc")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("running gzip -dc");
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &gz));
-    let unzipped = child.wait_with_output().unwrap();
-    feeder.join().unwrap().unwrap();
-    assert!(unzipped.status.success(), "gzip -dc: {:?}", unzipped.status);
+    let unzipped = kiln_testkit::bytes::system_gunzip(&gz);
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     assert_eq!(
         diff_ids.last().unwrap().as_str().unwrap(),
-        Digest::of(&unzipped.stdout).to_string()
+        Digest::of(&unzipped).to_string()
     );
     let mut found = false;
-    let mut archive = tar::Archive::new(&unzipped.stdout[..]);
+    let mut archive = tar::Archive::new(&unzipped[..]);
     for entry in archive.entries().unwrap() {
         let mut entry = entry.unwrap();
         if entry.path().unwrap().ends_with("data/weights.bin") {

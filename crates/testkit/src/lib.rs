@@ -1,6 +1,7 @@
 //! Shared test support for kiln's crates (a dev-dependency only; not published).
 //!
 //! - [`Kiln`]: the one builder for running the `kiln` binary in tests.
+//! - [`bytes`]: random-looking test bytes, and the system's `gzip -dc`.
 //! - [`busybox`]: the busybox root filesystem most tests build images or sandboxes from.
 //! - [`registry`]: where the local test registries are (started by `scripts/setup-test-env`).
 //! - [`root`]: running root-only cases in custom-harness test binaries.
@@ -18,6 +19,7 @@
 //! This crate depends on no kiln crate, so every crate's tests can use it.
 
 pub mod busybox;
+pub mod bytes;
 pub mod conformance;
 pub mod corpus;
 pub mod harness;

@@ -251,21 +251,8 @@ impl<W: Write> Write for GzipEncoder<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_testkit::bytes::{random, system_gunzip};
     use std::io::Read;
-
-    /// xorshift64*: deterministic "random" bytes for the tests.
-    fn random(len: usize, seed: u64) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            out.extend_from_slice(&s.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
 
     /// Words in a changing order, with numbers: text deflate shrinks ~3×.
     fn text(len: usize) -> Vec<u8> {
@@ -389,22 +376,11 @@ mod tests {
             want.len()
         );
 
-        let mut child = std::process::Command::new("gzip")
-            .arg("-dc")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("running gzip -dc");
-        let mut stdin = child.stdin.take().unwrap();
-        let input = gz.to_vec();
-        let feeder = std::thread::spawn(move || stdin.write_all(&input));
-        let result = child.wait_with_output().unwrap();
-        feeder.join().unwrap().unwrap();
-        assert!(result.status.success(), "gzip -dc: {:?}", result.status);
+        let unzipped = system_gunzip(gz);
         assert!(
-            result.stdout == want,
+            unzipped == want,
             "gzip -dc gave {} bytes, want {}",
-            result.stdout.len(),
+            unzipped.len(),
             want.len()
         );
 

@@ -566,16 +566,8 @@ mod tests {
             assert_eq!(desc.digest, crate::digest::Digest::of(&before));
         }
 
-        // Random bytes: 3 MiB and a bit, from a xorshift generator.
-        let mut s = 0x6b69_6c6e_u64;
-        let random: Vec<u8> = (0..(3 << 20) / 8 + 100)
-            .flat_map(|_| {
-                s ^= s >> 12;
-                s ^= s << 25;
-                s ^= s >> 27;
-                s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes()
-            })
-            .collect();
+        // Random bytes: 3 MiB and a bit.
+        let random = kiln_testkit::bytes::random((3 << 20) + 800, 0x6b69_6c6e);
         fs::write(d.join("weights.bin"), &random).unwrap();
         let tar = tar_of(d);
         let mut blob = Vec::new();
