@@ -1232,3 +1232,72 @@ fn killing_kiln_while_a_layer_is_hashed_leaves_a_usable_store() {
     let ev = p.build_ok(&["-t", "killed:1"]);
     assert_eq!(summary(&ev)["steps_run"], 0, "still cached after prune");
 }
+
+/// A step whose changes cannot be a layer (here a file named like an OCI
+/// whiteout) fails the build at its line, naming the file as the image sees
+/// it, whether the layer is hashed beside the next steps or at once; nothing
+/// of it stays in the store, and the fixed Dockerfile builds.
+#[test]
+fn a_step_whose_changes_cannot_be_a_layer_fails_at_its_line() {
+    let p = project(
+        "FROM busybox:test\n\
+         RUN touch /.wh.oops\n\
+         RUN echo next > /next\n",
+        &[],
+    );
+    let steps = |root: &Path| -> Vec<String> {
+        fs::read_dir(root.join("snapshots"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("step-"))
+            .collect()
+    };
+    for overlap in ["1", "0"] {
+        let err = kiln()
+            .root(&p.root)
+            .env("KILN_LAYER_DIFF_OVERLAP", overlap)
+            .args(["build", "-t", "wh:1"])
+            .arg(&p.ctx)
+            .fails();
+        // The message as one line: miette wraps it, with a frame.
+        let flat = err
+            .split_whitespace()
+            .filter(|w| *w != "│")
+            .collect::<Vec<_>>()
+            .join(" ");
+        for want in [
+            "Dockerfile:2",
+            "RUN touch /.wh.oops: its changes cannot be written as a layer: /.wh.oops: \
+             names starting with .wh. are reserved for OCI whiteouts",
+        ] {
+            assert!(
+                flat.contains(want),
+                "overlap {overlap}: no {want:?} in\n{err}"
+            );
+        }
+        assert!(
+            !err.contains("snapshots/"),
+            "overlap {overlap}: a host path in\n{err}"
+        );
+        assert_eq!(steps(&p.root), Vec::<String>::new(), "overlap {overlap}");
+        let tagged = kiln().root(&p.root).args(["inspect", "wh:1"]).output();
+        assert!(
+            !tagged.status.success(),
+            "overlap {overlap}: wh:1 was tagged"
+        );
+    }
+    fs::write(
+        p.ctx.join("Dockerfile"),
+        "FROM busybox:test\nRUN touch /oops\nRUN echo next > /next\n",
+    )
+    .unwrap();
+    let ev = p.build_ok(&["-t", "wh:1"]);
+    assert_eq!(summary(&ev)["steps_run"], 2);
+    let exported = p.export(&["-t", "wh:1"]);
+    assert_eq!(
+        fs::read_to_string(exported.path().join("next")).unwrap(),
+        "next\n"
+    );
+    ok(&p.root, &["prune"]);
+}

@@ -24,7 +24,6 @@ use kiln_dockerfile::stages::Plan;
 use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::ImageConfig;
-use kiln_oci::layer::LayerError;
 use kiln_oci::registry::{PullPolicy, RegistryContext};
 use kiln_oci::store::{
     BlobRef, BuildRecord, StageRecord, StepResult, Store, StoreError, BUILD_RECORD_VERSION,
@@ -222,9 +221,6 @@ pub enum BuildError {
     /// (to leave unchanged entries out of its layer).
     #[error("comparing the step's changes with the filesystem below: {0}")]
     Differ(#[source] std::io::Error),
-    /// A step's upper directory could not be turned into a layer.
-    #[error("writing the layer: {0}")]
-    Layer(#[source] LayerError),
     /// The store refused a blob.
     #[error("{0}")]
     Store(#[source] StoreError),

@@ -130,6 +130,7 @@ pub fn build_stage(sh: &Shared<'_>, st: &Stage) -> Result<StageState, BuildError
             stage: st,
             stage_name: &stage_name,
             name,
+            origin: &step.instruction.origin,
             vertex: vertex_id,
             no_cache,
             lower: state.layers.clone(),

@@ -15,7 +15,7 @@ use kiln_dockerfile::{DockerfileError, Source};
 use kiln_oci::digest::Digest;
 use kiln_oci::image::media_type;
 use kiln_oci::image::{load_image_for, ImageConfig};
-use kiln_oci::layer::{layer_digest, write_layer, Compression, DiffKind, LayerOptions};
+use kiln_oci::layer::{layer_digest, write_layer, Compression, DiffKind, LayerError, LayerOptions};
 use kiln_oci::registry::{
     pull_metadata_if_missing, Platform as OciPlatform, PullPolicy, Reference,
 };
@@ -99,6 +99,8 @@ pub(crate) struct StepCtx<'a, 'b> {
     pub stage_name: &'a str,
     /// `[builder 3/6] RUN npm install`
     pub name: String,
+    /// Where the step is in the Dockerfile.
+    pub origin: &'a Origin,
     /// The progress vertex of a filesystem step.
     pub vertex: Option<usize>,
     pub no_cache: bool,
@@ -320,6 +322,7 @@ impl StepCtx<'_, '_> {
                 created,
                 stage: self.stage.index,
                 name: self.name.clone(),
+                origin: self.origin.clone(),
                 claim,
             })?;
             return Ok(StepDone {
@@ -327,7 +330,7 @@ impl StepCtx<'_, '_> {
                 created,
             });
         }
-        let layer = commit_layer(sh, &upper, |diff_id| {
+        let layer = commit_layer(sh, self.origin, &upper, |diff_id| {
             sh.snapshots
                 .install(&upper, diff_id)
                 .map_err(BuildError::Snapshot)
@@ -374,6 +377,8 @@ pub(crate) struct LayerDiff {
     stage: usize,
     /// The step's display name.
     name: String,
+    /// Where the step is in the Dockerfile (for an error writing its layer).
+    origin: Origin,
     /// The step's claim on its cache key: held until its record is written.
     claim: Option<Claim>,
 }
@@ -407,7 +412,7 @@ impl LayerDiff {
         let result = if sh.cancelled() {
             Err(BuildError::Cancelled)
         } else {
-            commit_layer(sh, &dir, |diff_id| {
+            commit_layer(sh, &self.origin, &dir, |diff_id| {
                 let named = sh
                     .snapshots
                     .name_step(&dir, diff_id)
@@ -471,17 +476,19 @@ impl Drop for LayerDiff {
 /// (`kiln_oci::export::complete_image`).
 fn commit_layer(
     sh: &Shared<'_>,
+    origin: &Origin,
     dir: &Path,
     name: impl FnOnce(&Digest) -> Result<PathBuf, BuildError>,
 ) -> Result<Layer, BuildError> {
     let sde = sh.opts.source_date_epoch;
-    let digest = layer_digest(dir, DiffKind::OverlayUpper, sde).map_err(BuildError::Layer)?;
+    let digest = layer_digest(dir, DiffKind::OverlayUpper, sde)
+        .map_err(|e| layer_error(sh, origin, dir, e))?;
     let dest = sh.snapshots.path_of(&digest.diff_id);
     if dest.is_dir() && sh.store.local_layer(&digest.diff_id).is_none() {
         // The same layer is already there, extracted from an image's blob:
         // that snapshot was not written by this walk, so this layer gets its
         // blob now, from its own directory.
-        return commit_layer_blob(sh, dir, name);
+        return commit_layer_blob(sh, origin, dir, name);
     }
     let holder = name(&digest.diff_id)?;
     let holder = match std::fs::read_link(&holder) {
@@ -505,6 +512,7 @@ fn commit_layer(
 /// A layer written as a compressed blob at once (gzip).
 fn commit_layer_blob(
     sh: &Shared<'_>,
+    origin: &Origin,
     dir: &Path,
     name: impl FnOnce(&Digest) -> Result<PathBuf, BuildError>,
 ) -> Result<Layer, BuildError> {
@@ -513,8 +521,8 @@ fn commit_layer_blob(
         compression: Compression::default(),
         source_date_epoch: sh.opts.source_date_epoch,
     };
-    let desc =
-        write_layer(dir, DiffKind::OverlayUpper, &opts, &mut writer).map_err(BuildError::Layer)?;
+    let desc = write_layer(dir, DiffKind::OverlayUpper, &opts, &mut writer)
+        .map_err(|e| layer_error(sh, origin, dir, e))?;
     let (digest, size) = writer.commit().map_err(BuildError::Store)?;
     name(&desc.diff_id)?;
     Ok(Layer {
@@ -526,6 +534,20 @@ fn commit_layer_blob(
         },
         diff_id: desc.diff_id,
     })
+}
+
+/// A step's changes (in `dir`) that cannot be written as a layer: a user
+/// error at the step's line (a file named `.wh.…`, a file it left unreadable),
+/// naming the file as the image sees it.
+fn layer_error(sh: &Shared<'_>, origin: &Origin, dir: &Path, e: LayerError) -> BuildError {
+    sh.located(
+        origin,
+        format!(
+            "{}: its changes cannot be written as a layer: {}",
+            origin.summary(),
+            e.rooted_at(dir)
+        ),
+    )
 }
 
 pub fn unix_now() -> i64 {

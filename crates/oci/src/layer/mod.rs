@@ -86,9 +86,54 @@ impl LayerError {
             source,
         }
     }
+
+    /// The error with a file under `root` named as the layer sees it
+    /// (`/etc/passwd`), not by where the directory is on the host: for a
+    /// user's message about a step's changes.
+    pub fn rooted_at(self, root: &std::path::Path) -> Self {
+        let rooted = |path: PathBuf| match path.strip_prefix(root) {
+            Ok(rel) => std::path::Path::new("/").join(rel),
+            Err(_) => path,
+        };
+        match self {
+            LayerError::Io { path, source } => LayerError::Io {
+                path: rooted(path),
+                source,
+            },
+            LayerError::Unsupported { path, reason } => LayerError::Unsupported {
+                path: rooted(path),
+                reason,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Lossy display form of a tar entry name for error messages.
 pub(crate) fn entry_display(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn an_error_under_the_layer_root_names_the_file_as_the_image_sees_it() {
+        let root = Path::new("/var/lib/kiln/snapshots/step-1");
+        let e = LayerError::Unsupported {
+            path: root.join("etc/.wh.x"),
+            reason: "reserved".into(),
+        };
+        assert_eq!(e.rooted_at(root).to_string(), "/etc/.wh.x: reserved");
+        let e = LayerError::io(root, io::Error::from(io::ErrorKind::NotFound));
+        assert_eq!(
+            e.rooted_at(root).to_string(),
+            format!("/: {}", io::Error::from(io::ErrorKind::NotFound))
+        );
+        // A path elsewhere is left as it is.
+        let e = LayerError::io("/elsewhere/f", io::Error::from(io::ErrorKind::NotFound));
+        assert!(e.rooted_at(root).to_string().starts_with("/elsewhere/f: "));
+    }
 }
