@@ -153,7 +153,9 @@ now() { date +%s.%N; }
 # instead of 2.5-3 s). kiln's and buildctl's states were deleted right before
 # their cold builds: cra's `npm ci` then spent 13.9-22.3 s in the kernel in
 # kiln, against 6.7-7.3 s run alone (docker's prune, which deletes its own
-# cache, left its `npm ci` at 6.5-7.4 s).
+# cache, left its `npm ci` at 6.5-7.4 s). The deletion at the end charges the
+# next script started right after this one (its first build), so when measuring
+# several projects back to back, give each a pause or read its first round so.
 discard() {
   [ -e "$1" ] || return 0
   mkdir -p "$work/trash"
