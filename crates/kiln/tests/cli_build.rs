@@ -1165,6 +1165,17 @@ fn the_next_step_starts_while_the_layer_before_is_hashed() {
     assert_eq!(again["image_id"], summary(&ev)["image_id"]);
 }
 
+/// The names of the `snapshots/step-…` directories of the store at `root`:
+/// the layers steps made (named by a diff_id or not yet).
+fn step_dirs(root: &Path) -> Vec<String> {
+    fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect()
+}
+
 /// kiln killed while a step's layer is being hashed leaves a store that
 /// works: the step's directory, named by no diff_id, is not used; the next
 /// build runs the step again, and `kiln prune` removes the leftover.
@@ -1207,15 +1218,7 @@ fn killing_kiln_while_a_layer_is_hashed_leaves_a_usable_store() {
         "the build ended before hashing its layer: {seen:?}"
     );
     child.kill();
-    let steps = |root: &Path| -> Vec<String> {
-        fs::read_dir(root.join("snapshots"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("step-"))
-            .collect()
-    };
-    let left = steps(&p.root);
+    let left = step_dirs(&p.root);
     assert_eq!(left.len(), 1, "the killed step's directory: {left:?}");
 
     let ev = p.build_ok(&["-t", "killed:1"]);
@@ -1226,7 +1229,7 @@ fn killing_kiln_while_a_layer_is_hashed_leaves_a_usable_store() {
         "data\n"
     );
     ok(&p.root, &["prune"]);
-    let kept = steps(&p.root);
+    let kept = step_dirs(&p.root);
     assert!(!kept.contains(&left[0]), "prune left {left:?}: {kept:?}");
     assert_eq!(kept.len(), 1, "the rebuilt step's layer stays: {kept:?}");
     let ev = p.build_ok(&["-t", "killed:1"]);
@@ -1245,14 +1248,6 @@ fn a_step_whose_changes_cannot_be_a_layer_fails_at_its_line() {
          RUN echo next > /next\n",
         &[],
     );
-    let steps = |root: &Path| -> Vec<String> {
-        fs::read_dir(root.join("snapshots"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("step-"))
-            .collect()
-    };
     for overlap in ["1", "0"] {
         let err = kiln()
             .root(&p.root)
@@ -1280,7 +1275,11 @@ fn a_step_whose_changes_cannot_be_a_layer_fails_at_its_line() {
             !err.contains("snapshots/"),
             "overlap {overlap}: a host path in\n{err}"
         );
-        assert_eq!(steps(&p.root), Vec::<String>::new(), "overlap {overlap}");
+        assert_eq!(
+            step_dirs(&p.root),
+            Vec::<String>::new(),
+            "overlap {overlap}"
+        );
         let tagged = kiln().root(&p.root).args(["inspect", "wh:1"]).output();
         assert!(
             !tagged.status.success(),
